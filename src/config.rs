@@ -1,0 +1,620 @@
+//! Connection and pool configuration.
+//!
+//! A [`DbConfig`] comes from a URL ([`DbConfig::from_url`]), from the
+//! environment ([`DbConfig::from_env`]), or from any serde source (a config
+//! file). The defaults are those of SPEC §5.
+//!
+//! | field | env variable | default | what it maps to |
+//! |---|---|---|---|
+//! | `url` | `DATABASE_URL` | required | `tokio_postgres::Config` (URL or `key=value` form) |
+//! | [`max_connections`](DbConfig::max_connections) | `VOIDRUNNER_DB_MAX_CONNECTIONS` | 25 | deadpool `max_size` |
+//! | [`min_connections`](DbConfig::min_connections) | `VOIDRUNNER_DB_MIN_CONNECTIONS` | 5 | warmed at connect, kept by the reaper |
+//! | [`max_lifetime`](DbConfig::max_lifetime) | `VOIDRUNNER_DB_MAX_LIFETIME` | `1h` | pre-recycle hook and reaper retire older connections |
+//! | [`idle_timeout`](DbConfig::idle_timeout) | `VOIDRUNNER_DB_IDLE_TIMEOUT` | `30m` | reaper closes connections idle longer (never below the minimum) |
+//! | [`connect_timeout`](DbConfig::connect_timeout) | `VOIDRUNNER_DB_CONNECT_TIMEOUT` | `10s` | `connect_timeout` of the driver and deadpool's create timeout |
+//! | [`wait_timeout`](DbConfig::wait_timeout) | `VOIDRUNNER_DB_WAIT_TIMEOUT` | `5s` | deadpool wait timeout: how long a checkout waits for a free connection |
+//! | [`recycle_timeout`](DbConfig::recycle_timeout) | `VOIDRUNNER_DB_RECYCLE_TIMEOUT` | `5s` | deadpool recycle timeout |
+//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | server setting `statement_timeout`, sent at connect |
+//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | server setting `idle_in_transaction_session_timeout`, sent at connect |
+//! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | how often the reaper runs |
+//! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | server setting `application_name` (shown in `pg_stat_activity`) |
+//!
+//! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
+//! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
+//! retire a connection, and `statement_timeout` and
+//! `idle_in_transaction_timeout` are not sent at all, for poolers such as
+//! PgBouncer that refuse startup options.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+/// Environment variable holding the connection URL.
+pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
+
+/// Connection and pool settings of a [`Database`](crate::Database).
+///
+/// The password never appears in the `Debug` output.
+///
+/// ```
+/// use std::time::Duration;
+/// use voidrunner_db::DbConfig;
+///
+/// let mut config = DbConfig::from_url("postgres://app:secret@db.internal:5432/voidrunner")?;
+/// config.max_connections = 10;
+/// config.statement_timeout = Some(Duration::from_secs(5));
+/// assert!(!format!("{config:?}").contains("secret"));
+/// # Ok::<(), voidrunner_db::Error>(())
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DbConfig {
+    #[serde(rename = "url", deserialize_with = "de_url")]
+    connection: tokio_postgres::Config,
+    /// Most connections the pool opens. Default 25.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Connections opened at connect and kept open while idle. Default 5.
+    #[serde(default = "defaults::min_connections")]
+    pub min_connections: usize,
+    /// A connection older than this is closed instead of reused. Default
+    /// 1 hour; `None` keeps connections forever.
+    #[serde(default = "defaults::max_lifetime", with = "duration::option")]
+    pub max_lifetime: Option<Duration>,
+    /// A connection idle longer than this is closed, unless the pool would
+    /// drop below [`min_connections`](Self::min_connections). Default 30
+    /// minutes; `None` never closes idle connections.
+    #[serde(default = "defaults::idle_timeout", with = "duration::option")]
+    pub idle_timeout: Option<Duration>,
+    /// Time allowed to open one connection. Default 10 seconds.
+    #[serde(default = "defaults::connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time a checkout waits for a free connection before failing with
+    /// [`Error::Timeout`]. Default 5 seconds.
+    #[serde(default = "defaults::wait_timeout", with = "duration")]
+    pub wait_timeout: Duration,
+    /// Time allowed to check a returned connection. Default 5 seconds.
+    #[serde(default = "defaults::recycle_timeout", with = "duration")]
+    pub recycle_timeout: Duration,
+    /// Server-side `statement_timeout` of every pooled connection. Default
+    /// 30 seconds; `None` does not send the setting.
+    #[serde(default = "defaults::statement_timeout", with = "duration::option")]
+    pub statement_timeout: Option<Duration>,
+    /// Server-side `idle_in_transaction_session_timeout`. Default 60 seconds;
+    /// `None` does not send the setting.
+    #[serde(
+        default = "defaults::idle_in_transaction_timeout",
+        with = "duration::option"
+    )]
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// How often the background reaper retires old and idle connections and
+    /// refills the pool to its minimum. Default 30 seconds.
+    #[serde(default = "defaults::reaper_interval", with = "duration")]
+    pub reaper_interval: Duration,
+    /// `application_name` reported to the server. Default `voidrunner-db`.
+    #[serde(default = "defaults::application_name")]
+    pub application_name: String,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn max_connections() -> usize {
+        25
+    }
+    pub(super) fn min_connections() -> usize {
+        5
+    }
+    pub(super) fn max_lifetime() -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+    pub(super) fn idle_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(30 * 60))
+    }
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn wait_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn recycle_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn statement_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(30))
+    }
+    pub(super) fn idle_in_transaction_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
+    pub(super) fn reaper_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn application_name() -> String {
+        "voidrunner-db".to_owned()
+    }
+}
+
+impl DbConfig {
+    /// A configuration for `url` (`postgres://user:pass@host:port/db` or the
+    /// `key=value` form) with every pool setting at its default.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let connection = parse_url(url)?;
+        Ok(DbConfig {
+            connection,
+            max_connections: defaults::max_connections(),
+            min_connections: defaults::min_connections(),
+            max_lifetime: defaults::max_lifetime(),
+            idle_timeout: defaults::idle_timeout(),
+            connect_timeout: defaults::connect_timeout(),
+            wait_timeout: defaults::wait_timeout(),
+            recycle_timeout: defaults::recycle_timeout(),
+            statement_timeout: defaults::statement_timeout(),
+            idle_in_transaction_timeout: defaults::idle_in_transaction_timeout(),
+            reaper_interval: defaults::reaper_interval(),
+            application_name: defaults::application_name(),
+        })
+    }
+
+    /// Reads `DATABASE_URL` and the `VOIDRUNNER_DB_*` variables listed in the
+    /// [module docs](self). Unset variables keep their defaults; a set but
+    /// malformed one is an [`Error::Config`] naming it.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let url = lookup(DATABASE_URL_ENV)
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| Error::config(format!("{DATABASE_URL_ENV} is not set")))?;
+        let mut config = Self::from_url(&url)?;
+        let var = |suffix: &str| {
+            let name = format!("VOIDRUNNER_DB_{suffix}");
+            lookup(&name).map(|value| (name, value))
+        };
+        let bad = |name: &str, message: String| Error::config(format!("{name}: {message}"));
+
+        if let Some((name, v)) = var("MAX_CONNECTIONS") {
+            config.max_connections = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
+        }
+        if let Some((name, v)) = var("MIN_CONNECTIONS") {
+            config.min_connections = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
+        }
+        let optional = |suffix: &str, slot: &mut Option<Duration>| -> Result<()> {
+            if let Some((name, v)) = var(suffix) {
+                *slot = duration::parse_optional(&v).map_err(|e| bad(&name, e))?;
+            }
+            Ok(())
+        };
+        optional("MAX_LIFETIME", &mut config.max_lifetime)?;
+        optional("IDLE_TIMEOUT", &mut config.idle_timeout)?;
+        optional("STATEMENT_TIMEOUT", &mut config.statement_timeout)?;
+        optional(
+            "IDLE_IN_TRANSACTION_TIMEOUT",
+            &mut config.idle_in_transaction_timeout,
+        )?;
+        let required = |suffix: &str, slot: &mut Duration| -> Result<()> {
+            if let Some((name, v)) = var(suffix) {
+                *slot = duration::parse(&v).map_err(|e| bad(&name, e))?;
+            }
+            Ok(())
+        };
+        required("CONNECT_TIMEOUT", &mut config.connect_timeout)?;
+        required("WAIT_TIMEOUT", &mut config.wait_timeout)?;
+        required("RECYCLE_TIMEOUT", &mut config.recycle_timeout)?;
+        required("REAPER_INTERVAL", &mut config.reaper_interval)?;
+        if let Some((_, v)) = var("APPLICATION_NAME") {
+            config.application_name = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The same settings against another database of the same server.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut config = self.clone();
+        config.connection.dbname(dbname);
+        config
+    }
+
+    /// The driver configuration (hosts, user, database, TLS mode…).
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.connection
+    }
+
+    /// Mutable access to the driver configuration, e.g. to set a password
+    /// read from a secret store.
+    pub fn pg_config_mut(&mut self) -> &mut tokio_postgres::Config {
+        &mut self.connection
+    }
+
+    /// The database name, if the URL names one.
+    pub fn dbname(&self) -> Option<&str> {
+        self.connection.get_dbname()
+    }
+
+    /// Checks that the settings are consistent; [`Database::connect`]
+    /// calls this first.
+    ///
+    /// [`Database::connect`]: crate::Database::connect
+    pub fn validate(&self) -> Result<()> {
+        if self.max_connections == 0 {
+            return Err(Error::config("max_connections must be at least 1"));
+        }
+        if self.min_connections > self.max_connections {
+            return Err(Error::config(format!(
+                "min_connections ({}) exceeds max_connections ({})",
+                self.min_connections, self.max_connections
+            )));
+        }
+        for (name, value) in [
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("wait_timeout", Some(self.wait_timeout)),
+            ("recycle_timeout", Some(self.recycle_timeout)),
+            ("reaper_interval", Some(self.reaper_interval)),
+            ("max_lifetime", self.max_lifetime),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value == Some(Duration::ZERO) {
+                return Err(Error::config(format!("{name} must be greater than zero")));
+            }
+        }
+        for (name, value) in [
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_timeout",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if value.is_some_and(|d| d.as_millis() > i32::MAX as u128) {
+                return Err(Error::config(format!(
+                    "{name} exceeds the server's maximum of {} ms",
+                    i32::MAX
+                )));
+            }
+        }
+        if self.application_name.contains('\0') {
+            return Err(Error::config("application_name contains a NUL character"));
+        }
+        Ok(())
+    }
+
+    /// The driver configuration a pooled connection uses: the URL's settings
+    /// plus the session settings and timeouts of this config.
+    pub(crate) fn pooled_pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.dedicated_pg_config();
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        // Whole milliseconds: the server's unit for both settings.
+        for (setting, value) in [
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if let Some(value) = value {
+                if !options.is_empty() {
+                    options.push(' ');
+                }
+                options.push_str(&format!("-c {setting}={}", value.as_millis()));
+            }
+        }
+        if !options.is_empty() {
+            pg.options(options);
+        }
+        pg
+    }
+
+    /// The driver configuration of a connection outside the pool (migrations,
+    /// listeners): no statement timeout, because a migration may run long.
+    pub(crate) fn dedicated_pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.connection.clone();
+        pg.connect_timeout(self.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name(&self.application_name);
+        }
+        pg
+    }
+
+    /// `host:port/dbname` for logs and messages; never includes credentials.
+    pub fn display_target(&self) -> String {
+        let host = self
+            .connection
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        let port = self.connection.get_ports().first().copied().unwrap_or(5432);
+        let db = self
+            .connection
+            .get_dbname()
+            .or(self.connection.get_user())
+            .unwrap_or("");
+        format!("{host}:{port}/{db}")
+    }
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("target", &self.display_target())
+            .field("user", &self.connection.get_user())
+            .field(
+                "password",
+                &self.connection.get_password().map(|_| "<redacted>"),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .field("reaper_interval", &self.reaper_interval)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+impl FromStr for DbConfig {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self> {
+        Self::from_url(url)
+    }
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    // The driver's parse error can quote the input, which may hold a
+    // password: report only that it failed and how.
+    url.parse::<tokio_postgres::Config>().map_err(|e| {
+        let reason = e.to_string();
+        let reason = if reason.contains(url) {
+            "malformed connection string".to_owned()
+        } else {
+            reason
+        };
+        Error::config(format!("invalid database URL: {reason}"))
+    })
+}
+
+fn de_url<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<tokio_postgres::Config, D::Error> {
+    let url = String::deserialize(d)?;
+    parse_url(&url).map_err(serde::de::Error::custom)
+}
+
+/// Durations written with a unit (`250ms`, `30s`, `5m`, `1h`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h)"))?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration such as 30s"))?;
+        let millis_per_unit = match unit.trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+        };
+        number
+            .checked_mul(millis_per_unit)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("`{text}` is too long"))
+    }
+
+    pub(super) fn parse_optional(text: &str) -> Result<Option<Duration>, String> {
+        match text.trim() {
+            "off" | "none" => Ok(None),
+            other => parse(other).map(Some),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                None => Ok(None),
+                Some(text) => super::parse_optional(&text).map_err(serde::de::Error::custom),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = DbConfig::from_url("postgres://u@h/db").unwrap();
+        assert_eq!(c.max_connections, 25);
+        assert_eq!(c.min_connections, 5);
+        assert_eq!(c.max_lifetime, Some(Duration::from_secs(3600)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.idle_in_transaction_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.dbname(), Some("db"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        for url in [
+            "postgres://app:s3cr3t-pw@db.example:5433/vr",
+            "host=db.example user=app password=s3cr3t-pw dbname=vr",
+            "postgres://app@db.example/vr?password=s3cr3t-pw",
+        ] {
+            let c = DbConfig::from_url(url).unwrap();
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("db.example"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error_without_the_secret() {
+        let err = DbConfig::from_url("postgres://app:s3cr3t@host:notaport/db").unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn env_knobs_are_read() {
+        let c = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_MAX_CONNECTIONS", "7"),
+            ("VOIDRUNNER_DB_MIN_CONNECTIONS", "2"),
+            ("VOIDRUNNER_DB_MAX_LIFETIME", "90s"),
+            ("VOIDRUNNER_DB_IDLE_TIMEOUT", "off"),
+            ("VOIDRUNNER_DB_CONNECT_TIMEOUT", "1500ms"),
+            ("VOIDRUNNER_DB_WAIT_TIMEOUT", "2s"),
+            ("VOIDRUNNER_DB_RECYCLE_TIMEOUT", "3s"),
+            ("VOIDRUNNER_DB_STATEMENT_TIMEOUT", "off"),
+            ("VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT", "2m"),
+            ("VOIDRUNNER_DB_REAPER_INTERVAL", "1h"),
+            ("VOIDRUNNER_DB_APPLICATION_NAME", "svc"),
+        ]))
+        .unwrap();
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.min_connections, 2);
+        assert_eq!(c.max_lifetime, Some(Duration::from_secs(90)));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(c.wait_timeout, Duration::from_secs(2));
+        assert_eq!(c.recycle_timeout, Duration::from_secs(3));
+        assert_eq!(c.statement_timeout, None);
+        assert_eq!(
+            c.idle_in_transaction_timeout,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(c.reaper_interval, Duration::from_secs(3600));
+        assert_eq!(c.application_name, "svc");
+        let pg = c.pooled_pg_config();
+        assert_eq!(
+            pg.get_options(),
+            Some("-c idle_in_transaction_session_timeout=120000")
+        );
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let missing = DbConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert!(missing.to_string().contains("DATABASE_URL"), "{missing}");
+        let bad = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_WAIT_TIMEOUT", "5"),
+        ]))
+        .unwrap_err();
+        assert!(
+            bad.to_string().contains("VOIDRUNNER_DB_WAIT_TIMEOUT"),
+            "{bad}"
+        );
+        let inverted = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_MIN_CONNECTIONS", "30"),
+        ]))
+        .unwrap_err();
+        assert!(
+            inverted.to_string().contains("min_connections"),
+            "{inverted}"
+        );
+    }
+
+    #[test]
+    fn session_settings_join_url_options() {
+        let c = DbConfig::from_url("postgres://u@h/db?options=-c%20search_path%3Dapp").unwrap();
+        assert_eq!(
+            c.pooled_pg_config().get_options(),
+            Some(
+                "-c search_path=app -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"
+            )
+        );
+        // Dedicated connections never get the statement timeout.
+        assert_eq!(
+            c.dedicated_pg_config().get_options(),
+            Some("-c search_path=app")
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units_only() {
+        assert_eq!(duration::parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration::parse(" 30s "), Ok(Duration::from_secs(30)));
+        assert_eq!(duration::parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration::parse("1h"), Ok(Duration::from_secs(3600)));
+        assert!(duration::parse("30").is_err());
+        assert!(duration::parse("s").is_err());
+        assert!(duration::parse("-1s").is_err());
+        assert!(duration::parse("3d").is_err());
+        assert!(duration::parse("99999999999999999999h").is_err());
+        assert_eq!(duration::parse_optional("off"), Ok(None));
+    }
+
+    #[test]
+    fn deserialises_from_serde_sources() {
+        let c: DbConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgres://u:pw@h/db",
+            "max_connections": 3,
+            "min_connections": 1,
+            "statement_timeout": "off",
+            "wait_timeout": "100ms"
+        }))
+        .unwrap();
+        assert_eq!(c.max_connections, 3);
+        assert_eq!(c.statement_timeout, None);
+        assert_eq!(c.wait_timeout, Duration::from_millis(100));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(1800)));
+        let unknown = serde_json::from_value::<DbConfig>(serde_json::json!({
+            "url": "postgres://u@h/db",
+            "max_conections": 3
+        }));
+        assert!(unknown.is_err());
+        let no_url = serde_json::from_value::<DbConfig>(serde_json::json!({}));
+        assert!(no_url.is_err());
+    }
+}

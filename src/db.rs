@@ -1,0 +1,379 @@
+//! The pooled [`Database`] handle.
+//!
+//! deadpool has no minimum size and no connection lifetime, so this module
+//! adds them: the pool is warmed to [`DbConfig::min_connections`] at connect,
+//! a pre-recycle hook refuses connections older than
+//! [`DbConfig::max_lifetime`], and a reaper task closes connections idle
+//! longer than [`DbConfig::idle_timeout`] (never going below the minimum) and
+//! refills the pool to its minimum.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{
+    HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+};
+use tokio::sync::oneshot;
+use tokio_postgres::NoTls;
+use tracing::Instrument as _;
+
+use crate::config::DbConfig;
+use crate::error::{Error, Result};
+
+/// A pooled connection checked out of a [`Database`]; returned to the pool
+/// when dropped.
+pub type PooledClient = deadpool_postgres::Object;
+
+/// Pool statistics, from [`Database::pool_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// Connections open now (idle + in use).
+    pub size: usize,
+    /// Open connections not checked out.
+    pub idle: usize,
+    /// Connections checked out.
+    pub in_use: usize,
+    /// Checkouts waiting for a connection.
+    pub waiting: usize,
+    /// The most connections the pool opens.
+    pub max: usize,
+}
+
+/// What [`Database::health_check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// Time for the checkout and a query round trip.
+    pub latency: Duration,
+    /// The server's `server_version`, e.g. `15.4 (Debian 15.4-1)`.
+    pub server_version: String,
+    /// Pool statistics taken after the check.
+    pub pool: PoolStatus,
+}
+
+/// The pooled handle to the voidrunner database.
+///
+/// Cheap to clone: clones share one pool. The background reaper stops when
+/// the last clone is dropped or [`close`](Self::close) is called.
+#[derive(Clone, Debug)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    config: DbConfig,
+    // Dropping the sender (with the last Database clone) stops the reaper.
+    _reaper_stop: oneshot::Sender<()>,
+}
+
+impl Database {
+    /// Opens the pool and warms it to
+    /// [`min_connections`](DbConfig::min_connections).
+    ///
+    /// Fails with [`Error::Unavailable`] when the server cannot be reached
+    /// and with [`Error::Config`] when the configuration is inconsistent.
+    /// Must be called inside a Tokio runtime.
+    pub async fn connect(config: DbConfig) -> Result<Self> {
+        let span = tracing::info_span!("voidrunner_db.connect", target = %config.display_target());
+        async move {
+            let db = Self::build(config, false)?;
+            // Warm with the normal wait timeout: a refused connection must
+            // fail connect, not be discovered by the first query.
+            let warm = db.inner.config.min_connections.max(1);
+            fill(&db.inner.pool, warm, db.inner.pool.timeouts()).await?;
+            tracing::info!(connections = db.pool_status().size, "connected");
+            Ok(db)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Builds the pool without opening any connection; the reaper warms it
+    /// in the background. Useful when the server may come up after the
+    /// service. Must be called inside a Tokio runtime.
+    pub fn connect_lazy(config: DbConfig) -> Result<Self> {
+        Self::build(config, true)
+    }
+
+    /// The pool and its reaper; `warm_now` makes the reaper's first run
+    /// immediate instead of one interval from now.
+    fn build(config: DbConfig, warm_now: bool) -> Result<Self> {
+        config.validate()?;
+        let manager = Manager::from_config(
+            config.pooled_pg_config(),
+            NoTls,
+            ManagerConfig {
+                // Fast: a returned connection is only checked for being
+                // closed; a broken one surfaces as Unavailable on use.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let max_lifetime = config.max_lifetime;
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.wait_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.recycle_timeout))
+            .pre_recycle(deadpool_postgres::Hook::sync_fn(
+                move |_, metrics| match max_lifetime {
+                    Some(max) if metrics.age() >= max => {
+                        Err(HookError::message("connection exceeded max_lifetime"))
+                    }
+                    _ => Ok(()),
+                },
+            ))
+            .build()
+            .map_err(|e| Error::config(format!("building the pool: {e}")))?;
+
+        let (stop_tx, stop_rx) = oneshot::channel();
+        tokio::spawn(reaper(pool.clone(), config.clone(), warm_now, stop_rx));
+        Ok(Database {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                _reaper_stop: stop_tx,
+            }),
+        })
+    }
+
+    /// Checks a connection out of the pool.
+    ///
+    /// Fails with [`Error::Timeout`] (kind
+    /// [`PoolWait`](crate::TimeoutKind::PoolWait)) when every connection
+    /// stays in use for [`wait_timeout`](DbConfig::wait_timeout), and with
+    /// [`Error::Unavailable`] when the server cannot be reached or the pool
+    /// is closed.
+    pub async fn client(&self) -> Result<PooledClient> {
+        Ok(self.inner.pool.get().await?)
+    }
+
+    /// The configuration this handle was built from.
+    pub fn config(&self) -> &DbConfig {
+        &self.inner.config
+    }
+
+    /// The underlying deadpool pool, for what this crate does not wrap.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Current pool statistics.
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.inner.pool.status();
+        PoolStatus {
+            size: s.size,
+            idle: s.available,
+            in_use: s.size - s.available,
+            waiting: s.waiting,
+            max: s.max_size,
+        }
+    }
+
+    /// Checks out a connection, runs a query round trip and reports the
+    /// server version, the latency and the pool statistics.
+    ///
+    /// Never hangs: the whole check is bounded by
+    /// [`connect_timeout`](DbConfig::connect_timeout) +
+    /// [`wait_timeout`](DbConfig::wait_timeout), and an unreachable server
+    /// gives [`Error::Unavailable`].
+    pub async fn health_check(&self) -> Result<HealthReport> {
+        let span = tracing::debug_span!("voidrunner_db.health_check");
+        let limit = self.inner.config.connect_timeout + self.inner.config.wait_timeout;
+        let started = Instant::now();
+        let check = async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached("SELECT current_setting('server_version')")
+                .await?;
+            let row = client.query_one(&stmt, &[]).await?;
+            Ok::<String, Error>(row.get(0))
+        };
+        let result = match tokio::time::timeout(limit, check).instrument(span).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::unavailable(
+                format!("health check got no answer within {limit:?}"),
+                None,
+            )),
+        };
+        match result {
+            Ok(server_version) => {
+                let report = HealthReport {
+                    latency: started.elapsed(),
+                    server_version,
+                    pool: self.pool_status(),
+                };
+                tracing::debug!(latency = ?report.latency, "healthy");
+                Ok(report)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "health check failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// Closes the pool: new checkouts fail at once with
+    /// [`Error::Unavailable`], idle connections are closed, and this waits up
+    /// to `timeout` for checked-out connections to come back (they are
+    /// closed as they do). Returns whether every connection was closed in
+    /// time. Also stops the reaper.
+    pub async fn close(&self, timeout: Duration) -> bool {
+        self.inner.pool.close();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.inner.pool.status().size == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    in_use = self.inner.pool.status().size,
+                    "closing with connections still checked out"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Forgets every prepared statement cached by the pooled connections.
+    /// Needed after the schema changes underneath them: otherwise the
+    /// server answers "cached plan must not change result type".
+    pub fn clear_statement_caches(&self) {
+        self.inner.pool.manager().statement_caches.clear();
+    }
+
+    /// Brings the pool up to the minimum size without waiting for a
+    /// connection in use: the reaper's refill, exposed for tests and for
+    /// services that want a warm pool after a burst of failures.
+    pub async fn warm(&self) -> Result<()> {
+        let timeouts = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..self.inner.pool.timeouts()
+        };
+        fill(
+            &self.inner.pool,
+            self.inner.config.min_connections,
+            timeouts,
+        )
+        .await
+    }
+}
+
+/// Makes sure at least `min` connections are open, by checking out enough of
+/// them at the same time. With a zero wait timeout this never queues behind
+/// the service's own checkouts.
+async fn fill(pool: &Pool, min: usize, timeouts: Timeouts) -> Result<()> {
+    let status = pool.status();
+    let missing = min.saturating_sub(status.size);
+    if missing == 0 {
+        return Ok(());
+    }
+    // Holding every idle connection too forces the pool to open `missing`
+    // new ones instead of handing the same idle one out repeatedly.
+    let wanted = (status.available + missing).min(status.max_size);
+    let mut checkouts = tokio::task::JoinSet::new();
+    for _ in 0..wanted {
+        let pool = pool.clone();
+        checkouts.spawn(async move { pool.timeout_get(&timeouts).await });
+    }
+    let mut held = Vec::with_capacity(wanted);
+    let mut first_error = None;
+    while let Some(joined) = checkouts.join_next().await {
+        match joined {
+            Ok(Ok(client)) => held.push(client),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(Error::from(e));
+            }
+            Err(join) => {
+                first_error.get_or_insert(Error::unavailable(
+                    format!("warming the pool: {join}"),
+                    None,
+                ));
+            }
+        }
+    }
+    drop(held);
+    match first_error {
+        // Losing a race with the service's checkouts is fine: the pool is in
+        // use, so it is warm.
+        Some(err) if !err.is_timeout() => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Retires connections past their lifetime or idle too long, and refills the
+/// pool to its minimum; runs until `stop` fires or its sender is dropped.
+async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot::Receiver<()>) {
+    // Hold only a weak reference between runs, so the pool is freed as soon
+    // as the last Database clone goes.
+    let weak = pool.weak();
+    drop(pool);
+    let first = if warm_now {
+        tokio::time::Instant::now()
+    } else {
+        tokio::time::Instant::now() + config.reaper_interval
+    };
+    let mut ticker = tokio::time::interval_at(first, config.reaper_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeouts = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: Some(config.connect_timeout),
+        recycle: Some(config.recycle_timeout),
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(pool) = weak.upgrade() else { return };
+        if pool.is_closed() {
+            return;
+        }
+        if let Some(max) = config.max_lifetime {
+            pool.retain(|_, metrics| metrics.age() < max);
+        }
+        if let Some(idle) = config.idle_timeout {
+            let mut removable = pool.status().size.saturating_sub(config.min_connections);
+            pool.retain(|_, metrics| {
+                if removable > 0 && metrics.last_used() >= idle {
+                    removable -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if let Err(err) = fill(&pool, config.min_connections, timeouts).await {
+            tracing::debug!(error = %err, "could not refill the pool");
+        }
+    }
+}
+
+impl Database {
+    /// Applies every pending embedded migration under the migration lock
+    /// (see [`crate::migrate`]) and then clears the pool's prepared-statement
+    /// caches. Returns the versions this call applied: empty when the schema
+    /// was already current, e.g. because another instance migrated first.
+    pub async fn migrate(&self) -> Result<Vec<i32>> {
+        let applied = crate::migrate::up(&self.inner.config).await;
+        self.clear_statement_caches();
+        applied
+    }
+
+    /// Reverts applied migrations, newest first, with their down scripts.
+    /// Returns the versions reverted.
+    pub async fn migrate_down(&self, target: crate::migrate::DownTarget) -> Result<Vec<i32>> {
+        let reverted = crate::migrate::down(&self.inner.config, target).await;
+        self.clear_statement_caches();
+        reverted
+    }
+
+    /// Lists applied and pending migrations.
+    pub async fn migration_status(&self) -> Result<crate::migrate::MigrationStatus> {
+        crate::migrate::status(&self.inner.config).await
+    }
+}

@@ -1,0 +1,438 @@
+//! The crate's one error type.
+//!
+//! Every fallible function of the crate returns [`Error`]. Callers branch on
+//! its predicates ([`Error::is_not_found`], [`Error::is_conflict`], …) and
+//! accessors ([`Error::constraint`], [`Error::sqlstate`]) rather than on
+//! message strings; the messages are for humans and may change.
+
+use std::fmt;
+
+use deadpool_postgres::{PoolError, TimeoutType};
+use tokio_postgres::error::SqlState;
+
+/// A boxed error kept as the [`source`](std::error::Error::source) of an
+/// [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What ran out of time, in an [`Error::Timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// The server cancelled a statement that ran longer than
+    /// `statement_timeout` (SQLSTATE 57014).
+    Statement,
+    /// A lock could not be taken within `lock_timeout` (SQLSTATE 55P03).
+    Lock,
+    /// The server ended a session left idle inside a transaction longer than
+    /// `idle_in_transaction_session_timeout` (SQLSTATE 25P03).
+    IdleInTransaction,
+    /// Every pooled connection stayed in use for the whole wait timeout.
+    PoolWait,
+    /// Recycling a pooled connection took longer than the recycle timeout.
+    PoolRecycle,
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Statement => "statement timeout",
+            TimeoutKind::Lock => "lock timeout",
+            TimeoutKind::IdleInTransaction => "idle-in-transaction timeout",
+            TimeoutKind::PoolWait => "timed out waiting for a pooled connection",
+            TimeoutKind::PoolRecycle => "timed out recycling a pooled connection",
+        })
+    }
+}
+
+/// Every error the crate returns.
+///
+/// New variants may be added in minor releases, so a `match` needs a
+/// wildcard arm; the predicates below are the stable way to branch.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The row does not exist.
+    #[error("{entity} not found: {key}")]
+    NotFound {
+        /// The kind of row looked for, e.g. `"user"`.
+        entity: &'static str,
+        /// The key it was looked for by (an id or an email).
+        key: String,
+    },
+
+    /// A unique constraint refused the write (SQLSTATE 23505).
+    #[error("conflict: {}", describe(constraint.as_deref(), "unique constraint violated"))]
+    Conflict {
+        /// The violated constraint, e.g. `users_email_key`.
+        constraint: Option<String>,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A foreign key refused the write: the parent row does not exist
+    /// (SQLSTATE 23503).
+    #[error("foreign key violation: {}", describe(constraint.as_deref(), "referenced row missing"))]
+    ForeignKey {
+        /// The violated constraint, e.g. `tasks_user_id_fkey`.
+        constraint: Option<String>,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A CHECK or NOT NULL constraint of the schema refused the row
+    /// (SQLSTATE 23514, 23502). The crate validates inputs before sending
+    /// them, so this is seen when rows come from elsewhere (raw SQL).
+    #[error("check violation: {}", describe(constraint.as_deref(), "row refused by the schema"))]
+    CheckViolation {
+        /// The violated constraint, e.g. `tasks_priority_range`; for a NOT
+        /// NULL violation, the column name.
+        constraint: Option<String>,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// An input was refused before anything was sent to the server.
+    #[error("invalid {field}: {message}")]
+    Validation {
+        /// The input field, e.g. `"email"`.
+        field: &'static str,
+        /// Why it was refused.
+        message: String,
+    },
+
+    /// A status change the state machine forbids (SPEC §3). `from` is the
+    /// state the row actually had when the change was attempted.
+    #[error("invalid {entity} status transition from {from} to {to}")]
+    InvalidTransition {
+        /// `"task"` or `"execution"`.
+        entity: &'static str,
+        /// The current status.
+        from: &'static str,
+        /// The requested status.
+        to: &'static str,
+    },
+
+    /// Something ran out of time; see [`TimeoutKind`].
+    #[error("{kind}")]
+    Timeout {
+        /// What timed out.
+        kind: TimeoutKind,
+        /// The server's error, when the server reported it.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The server cannot be reached or went away: connection refused or
+    /// lost, server shutting down, too many connections, or the pool closed.
+    /// Usually worth retrying later.
+    #[error("database unavailable: {reason}")]
+    Unavailable {
+        /// What happened, without secrets.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// Applying, reverting or reading migrations failed.
+    #[error("migration failed: {message}")]
+    Migration {
+        /// What failed.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The configuration is invalid (bad URL, bad duration, min > max…).
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+
+    /// Any other error from the server or the driver.
+    #[error("database error: {0}")]
+    Database(#[source] tokio_postgres::Error),
+}
+
+fn describe<'a>(constraint: Option<&'a str>, fallback: &'a str) -> &'a str {
+    constraint.unwrap_or(fallback)
+}
+
+impl Error {
+    /// An [`Error::Validation`] for `field`.
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::NotFound`] for `entity` looked up by `key`.
+    pub fn not_found(entity: &'static str, key: impl fmt::Display) -> Self {
+        Error::NotFound {
+            entity,
+            key: key.to_string(),
+        }
+    }
+
+    pub(crate) fn unavailable(reason: impl Into<String>, source: Option<BoxError>) -> Self {
+        Error::Unavailable {
+            reason: reason.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn migration(message: impl Into<String>, source: Option<BoxError>) -> Self {
+        Error::Migration {
+            message: message.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+
+    /// The row does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// A unique constraint refused the write.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    /// A foreign key refused the write.
+    pub fn is_foreign_key(&self) -> bool {
+        matches!(self, Error::ForeignKey { .. })
+    }
+
+    /// A CHECK or NOT NULL constraint refused the row.
+    pub fn is_check_violation(&self) -> bool {
+        matches!(self, Error::CheckViolation { .. })
+    }
+
+    /// An input was refused before reaching the server.
+    pub fn is_validation(&self) -> bool {
+        matches!(self, Error::Validation { .. })
+    }
+
+    /// A forbidden status transition.
+    pub fn is_invalid_transition(&self) -> bool {
+        matches!(self, Error::InvalidTransition { .. })
+    }
+
+    /// Something timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// The server is unreachable, went away, or the pool is closed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
+    /// The constraint a write violated, for [`Error::Conflict`],
+    /// [`Error::ForeignKey`] and [`Error::CheckViolation`].
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Error::Conflict { constraint, .. }
+            | Error::ForeignKey { constraint, .. }
+            | Error::CheckViolation { constraint, .. } => constraint.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The input field an [`Error::Validation`] is about.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Error::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// What timed out, for an [`Error::Timeout`].
+    pub fn timeout_kind(&self) -> Option<TimeoutKind> {
+        match self {
+            Error::Timeout { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE the server reported, if this error came from the server.
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        match self {
+            Error::Conflict { source, .. }
+            | Error::ForeignKey { source, .. }
+            | Error::CheckViolation { source, .. }
+            | Error::Database(source) => source.code(),
+            Error::Timeout { source, .. } | Error::Unavailable { source, .. } => source
+                .as_deref()
+                .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+                .and_then(tokio_postgres::Error::code),
+            _ => None,
+        }
+    }
+}
+
+/// SQLSTATEs that mean the session or server is gone rather than the
+/// statement being wrong.
+fn is_unavailable_state(state: &SqlState) -> bool {
+    let code = state.code();
+    // Class 08: connection exception; 57P01..57P03: admin/crash shutdown,
+    // cannot connect now; 53300: too many connections.
+    code.starts_with("08")
+        || *state == SqlState::ADMIN_SHUTDOWN
+        || *state == SqlState::CRASH_SHUTDOWN
+        || *state == SqlState::CANNOT_CONNECT_NOW
+        || *state == SqlState::TOO_MANY_CONNECTIONS
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let Some(state) = err.code() else {
+            // No SQLSTATE: the driver itself failed. A closed connection or
+            // an I/O error (refused, reset, timed out connecting) means the
+            // server is unreachable.
+            let io = std::error::Error::source(&err)
+                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+            if err.is_closed() || io {
+                return Error::unavailable(err.to_string(), Some(Box::new(err)));
+            }
+            return Error::Database(err);
+        };
+        let constraint = err
+            .as_db_error()
+            .and_then(|db| db.constraint().or(db.column()))
+            .map(str::to_owned);
+        match state {
+            s if *s == SqlState::UNIQUE_VIOLATION => Error::Conflict {
+                constraint,
+                source: err,
+            },
+            s if *s == SqlState::FOREIGN_KEY_VIOLATION => Error::ForeignKey {
+                constraint,
+                source: err,
+            },
+            s if *s == SqlState::CHECK_VIOLATION || *s == SqlState::NOT_NULL_VIOLATION => {
+                Error::CheckViolation {
+                    constraint,
+                    source: err,
+                }
+            }
+            s if *s == SqlState::QUERY_CANCELED => Error::Timeout {
+                kind: TimeoutKind::Statement,
+                source: Some(Box::new(err)),
+            },
+            s if *s == SqlState::LOCK_NOT_AVAILABLE => Error::Timeout {
+                kind: TimeoutKind::Lock,
+                source: Some(Box::new(err)),
+            },
+            s if *s == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => Error::Timeout {
+                kind: TimeoutKind::IdleInTransaction,
+                source: Some(Box::new(err)),
+            },
+            s if is_unavailable_state(s) => {
+                Error::unavailable(err.to_string(), Some(Box::new(err)))
+            }
+            _ => Error::Database(err),
+        }
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::Backend(e) => e.into(),
+            PoolError::Timeout(TimeoutType::Wait) => Error::Timeout {
+                kind: TimeoutKind::PoolWait,
+                source: None,
+            },
+            PoolError::Timeout(TimeoutType::Recycle) => Error::Timeout {
+                kind: TimeoutKind::PoolRecycle,
+                source: None,
+            },
+            // Creating a connection timed out: the server does not answer.
+            PoolError::Timeout(TimeoutType::Create) => {
+                Error::unavailable("timed out connecting to the server", None)
+            }
+            PoolError::Closed => Error::unavailable("the connection pool is closed", None),
+            PoolError::NoRuntimeSpecified => {
+                Error::config("the connection pool has no async runtime")
+            }
+            PoolError::PostCreateHook(hook) => {
+                Error::unavailable(format!("setting up a new connection failed: {hook}"), None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_errors_map_to_variants() {
+        let wait: Error = PoolError::Timeout(TimeoutType::Wait).into();
+        assert_eq!(wait.timeout_kind(), Some(TimeoutKind::PoolWait));
+        let create: Error = PoolError::Timeout(TimeoutType::Create).into();
+        assert!(create.is_unavailable());
+        let closed: Error = PoolError::Closed.into();
+        assert!(closed.is_unavailable());
+        assert!(closed.to_string().contains("closed"));
+    }
+
+    #[test]
+    fn unavailable_states() {
+        for state in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+        ] {
+            assert!(is_unavailable_state(&state), "{state:?}");
+        }
+        for state in [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::QUERY_CANCELED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+        ] {
+            assert!(!is_unavailable_state(&state), "{state:?}");
+        }
+    }
+
+    #[test]
+    fn predicates_and_accessors() {
+        let v = Error::validation("email", "too long");
+        assert!(v.is_validation());
+        assert_eq!(v.field(), Some("email"));
+        assert_eq!(v.constraint(), None);
+        assert_eq!(v.to_string(), "invalid email: too long");
+        let nf = Error::not_found("user", "a@b.co");
+        assert!(nf.is_not_found());
+        assert_eq!(nf.to_string(), "user not found: a@b.co");
+        let t = Error::InvalidTransition {
+            entity: "task",
+            from: "completed",
+            to: "running",
+        };
+        assert!(t.is_invalid_transition());
+        assert_eq!(
+            t.to_string(),
+            "invalid task status transition from completed to running"
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! A freshly migrated database of its own for every test (feature
+//! `test-support`).
+//!
+//! ```no_run
+//! # async fn example() -> voidrunner_db::Result<()> {
+//! use voidrunner_db::testing::TestDatabase;
+//!
+//! let test_db = TestDatabase::new().await?;
+//! let health = test_db.health_check().await?; // derefs to Database
+//! assert!(!health.server_version.is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! How it works:
+//! - the server is found by [`server_config`]: `DATABASE_URL` if set, else
+//!   [`DEFAULT_URL`] if it answers, else a [`PrivateCluster`] that lives until
+//!   the test process exits;
+//! - migrations run once into a template database named after a hash of the
+//!   embedded migrations, reused across runs until they change; each test
+//!   clones it (`CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY`) and drops
+//!   its clone when the [`TestDatabase`] is dropped;
+//! - every test process holds an advisory lock named by a random token that
+//!   is part of its databases' names; databases whose token is no longer
+//!   locked were left by a crashed run and are dropped at the next start;
+//! - the template is built under another advisory lock, so concurrent test
+//!   binaries do not race.
+//!
+//! The harness's own connections live on a small runtime of their own, so
+//! they outlive the per-test runtimes of `#[tokio::test]`.
+
+mod server;
+
+use std::ops::Deref;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio_postgres::{Client, NoTls};
+
+pub use server::{DEFAULT_URL, PrivateCluster, Server, discover};
+
+use crate::config::DbConfig;
+use crate::db::Database;
+use crate::error::{Error, Result};
+
+/// Advisory-lock class of the harness (`'vrdb'`); the object id is 0 for the
+/// template lock and a process's token for its liveness lock.
+const LOCK_CLASS: i32 = 0x7672_6462;
+const TEST_DB_PREFIX: &str = "vrdb_test_";
+const TEMPLATE_PREFIX: &str = "vrdb_tpl_";
+
+/// The server the harness and the examples use, found once per process (see
+/// [`discover`] with `DATABASE_URL` and [`DEFAULT_URL`]). A private cluster
+/// started here is stopped and removed when the process exits.
+pub async fn server_config() -> Result<DbConfig> {
+    static SERVER: OnceCell<DbConfig> = OnceCell::const_new();
+    SERVER
+        .get_or_try_init(|| {
+            on_harness_runtime(async {
+                let url = std::env::var(crate::config::DATABASE_URL_ENV).ok();
+                match discover(url.as_deref(), DEFAULT_URL).await? {
+                    Server::Url(config) => Ok(*config),
+                    Server::Private(cluster) => {
+                        let config = cluster.config();
+                        cluster.stop_at_exit()?;
+                        Ok(config)
+                    }
+                }
+            })
+        })
+        .await
+        .cloned()
+}
+
+/// Drops the test databases left by test processes that died without
+/// cleaning up, and returns their names. The harness does this once when it
+/// starts; databases of live test processes are never touched.
+pub async fn remove_leftover_databases() -> Result<Vec<String>> {
+    let harness = harness().await?;
+    on_harness_runtime(harness.remove_leftovers()).await
+}
+
+/// The name of the migrated template database the harness clones.
+pub async fn template_database() -> Result<String> {
+    Ok(harness().await?.template.clone())
+}
+
+/// A migrated database of its own, dropped with it.
+///
+/// Derefs to the [`Database`] connected to it. The pool is small (at most 10
+/// connections, 1 kept warm); use [`TestDatabase::with_config`] for other
+/// settings.
+#[derive(Debug)]
+pub struct TestDatabase {
+    db: Database,
+    name: String,
+}
+
+impl TestDatabase {
+    /// A clone of the migrated template.
+    pub async fn new() -> Result<Self> {
+        Self::with_config(|_| {}).await
+    }
+
+    /// A clone of the migrated template, with pool settings adjusted by
+    /// `adjust` before connecting.
+    pub async fn with_config(adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
+        Self::create(true, adjust).await
+    }
+
+    /// An empty database with no migration applied, for migration tests.
+    pub async fn empty() -> Result<Self> {
+        Self::create(false, |_| {}).await
+    }
+
+    async fn create(migrated: bool, adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
+        let harness = harness().await?;
+        let name = harness.next_name();
+        {
+            let name = name.clone();
+            let sql = if migrated {
+                harness.clone_sql(&name)
+            } else {
+                format!("CREATE DATABASE {}", quote_ident(&name))
+            };
+            on_harness_runtime(async move {
+                harness.admin.batch_execute(&sql).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        let mut config = harness.server.with_dbname(&name);
+        config.max_connections = 10;
+        config.min_connections = 1;
+        adjust(&mut config);
+        // From here on, a failure must still drop the database.
+        let guard = DropGuard(Some(name.clone()));
+        let db = Database::connect(config).await?;
+        std::mem::forget(guard);
+        Ok(TestDatabase { db, name })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The [`Database`] connected to it.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// A configuration for this database (without the pool adjustments of
+    /// [`with_config`](Self::with_config)), e.g. to open a second pool.
+    pub async fn config(&self) -> Result<DbConfig> {
+        Ok(server_config().await?.with_dbname(&self.name))
+    }
+}
+
+impl Deref for TestDatabase {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        self.db.pool().close();
+        drop_database(self.name.clone());
+    }
+}
+
+/// Drops a test database whose creation failed half-way.
+struct DropGuard(Option<String>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(name) = self.0.take() {
+            drop_database(name);
+        }
+    }
+}
+
+/// Drops `name` from the harness runtime and waits for it, so a test's
+/// database is gone when the test returns.
+fn drop_database(name: String) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    harness_runtime().spawn(async move {
+        let result = async {
+            let harness = harness().await?;
+            harness.admin.batch_execute(&harness.drop_sql(&name)).await?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = &result {
+            tracing::warn!(database = %name, error = %e, "dropping a test database failed; the next run removes it");
+        }
+        let _ = done_tx.send(());
+    });
+    // Bounded: a stuck drop is cleaned up by the next run instead.
+    let _ = done_rx.recv_timeout(Duration::from_secs(60));
+}
+
+struct Harness {
+    server: DbConfig,
+    admin: Client,
+    token: u32,
+    counter: AtomicU64,
+    template: String,
+    /// `server_version_num`: FORCE needs 13, STRATEGY needs 15.
+    version_num: i32,
+}
+
+impl Harness {
+    async fn init() -> Result<Self> {
+        let server = server_config().await?;
+        let (admin, connection) = server.dedicated_pg_config().connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "test harness admin connection lost");
+            }
+        });
+        let version_num: i32 = admin
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await?
+            .get(0);
+        // Non-zero: 0 is the template lock's object id.
+        let token = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
+        admin
+            .execute(
+                "SELECT pg_advisory_lock($1, $2)",
+                &[&LOCK_CLASS, &(token as i32)],
+            )
+            .await?;
+        let harness = Harness {
+            server,
+            admin,
+            token,
+            counter: AtomicU64::new(0),
+            template: template_name(),
+            version_num,
+        };
+        harness.remove_leftovers().await?;
+        harness.ensure_template().await?;
+        Ok(harness)
+    }
+
+    fn next_name(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{TEST_DB_PREFIX}{:08x}_{n}", self.token)
+    }
+
+    fn clone_sql(&self, name: &str) -> String {
+        let strategy = if self.version_num >= 150_000 {
+            // FILE_COPY copies the files and checkpoints once, much faster
+            // for a small template than the WAL-logged default.
+            " STRATEGY FILE_COPY"
+        } else {
+            ""
+        };
+        format!(
+            "CREATE DATABASE {} TEMPLATE {}{strategy}",
+            quote_ident(name),
+            quote_ident(&self.template)
+        )
+    }
+
+    fn drop_sql(&self, name: &str) -> String {
+        let force = if self.version_num >= 130_000 {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name))
+    }
+
+    /// Drops test databases of processes that no longer hold their lock;
+    /// returns their names.
+    async fn remove_leftovers(&self) -> Result<Vec<String>> {
+        let rows = self
+            .admin
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                &[&TEST_DB_PREFIX],
+            )
+            .await?;
+        let mut by_token: Vec<(u32, Vec<String>)> = Vec::new();
+        let mut removed = Vec::new();
+        for row in rows {
+            let name: String = row.get(0);
+            let Some(token) = name
+                .strip_prefix(TEST_DB_PREFIX)
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            else {
+                continue;
+            };
+            if token == self.token {
+                continue;
+            }
+            match by_token.iter_mut().find(|(t, _)| *t == token) {
+                Some((_, names)) => names.push(name),
+                None => by_token.push((token, vec![name])),
+            }
+        }
+        for (token, names) in by_token {
+            let free: bool = self
+                .admin
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&LOCK_CLASS, &(token as i32)],
+                )
+                .await?
+                .get(0);
+            if !free {
+                continue; // its process is still running
+            }
+            for name in names {
+                match self.admin.batch_execute(&self.drop_sql(&name)).await {
+                    Ok(()) => removed.push(name),
+                    Err(e) => {
+                        tracing::warn!(database = %name, error = %e, "could not drop a leftover test database")
+                    }
+                }
+            }
+            self.admin
+                .execute(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    &[&LOCK_CLASS, &(token as i32)],
+                )
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    /// Builds the template unless a complete one exists. `IS_TEMPLATE` is set
+    /// last, so it marks a finished build; a template without it is a
+    /// leftover of a run that died half-way and is rebuilt.
+    async fn ensure_template(&self) -> Result<()> {
+        self.admin
+            .execute("SELECT pg_advisory_lock($1, 0)", &[&LOCK_CLASS])
+            .await?;
+        let result = self.build_template().await;
+        self.admin
+            .execute("SELECT pg_advisory_unlock($1, 0)", &[&LOCK_CLASS])
+            .await?;
+        result
+    }
+
+    async fn build_template(&self) -> Result<()> {
+        let existing = self
+            .admin
+            .query_opt(
+                "SELECT datistemplate FROM pg_database WHERE datname = $1",
+                &[&self.template],
+            )
+            .await?;
+        match existing {
+            Some(row) if row.get::<_, bool>(0) => return Ok(()),
+            Some(_) => {
+                self.admin
+                    .batch_execute(&self.drop_sql(&self.template))
+                    .await?
+            }
+            None => {}
+        }
+        let template = quote_ident(&self.template);
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {template}"))
+            .await?;
+        crate::migrate::up(&self.server.with_dbname(&self.template)).await?;
+        self.admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+            ))
+            .await?;
+        Ok(())
+    }
+}
+
+async fn harness() -> Result<&'static Harness> {
+    static HARNESS: OnceCell<Harness> = OnceCell::const_new();
+    HARNESS
+        .get_or_try_init(|| on_harness_runtime(Harness::init()))
+        .await
+}
+
+/// A runtime that lives as long as the process, for connections that must
+/// outlive any one test's runtime.
+fn harness_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("voidrunner-db-test-harness")
+            .enable_all()
+            .build()
+            .expect("building the test harness runtime")
+    })
+}
+
+async fn on_harness_runtime<T: Send + 'static>(
+    fut: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    harness_runtime()
+        .spawn(fut)
+        .await
+        .map_err(|e| Error::unavailable(format!("test harness task failed: {e}"), None))?
+}
+
+/// `vrdb_tpl_` + a hash of every embedded migration, so a changed migration
+/// gets a fresh template.
+fn template_name() -> String {
+    // FNV-1a: stable across Rust versions, unlike std's DefaultHasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in crate::migrate::embedded() {
+        let version = m.version.to_le_bytes();
+        for part in [
+            &version[..],
+            m.name.as_bytes(),
+            m.up.as_bytes(),
+            m.down.as_bytes(),
+        ] {
+            for byte in part.iter().chain(&[0xff]) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    format!("{TEMPLATE_PREFIX}{hash:016x}")
+}
+
+/// Identifiers here are generated by the harness (prefix + hex digits), never
+/// user input; quoting is belt and braces.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_name_is_stable_and_short() {
+        let a = template_name();
+        assert_eq!(a, template_name());
+        assert!(a.starts_with(TEMPLATE_PREFIX));
+        assert!(a.len() < 63, "PostgreSQL truncates identifiers at 63 bytes");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

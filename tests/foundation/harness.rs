@@ -1,0 +1,198 @@
+use voidrunner_db::Database;
+use voidrunner_db::testing::{self, PrivateCluster, Server, TestDatabase};
+
+async fn database_exists(name: &str) -> bool {
+    let config = testing::server_config().await.unwrap();
+    let (client, conn) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 1
+}
+
+/// Running, not merely a zombie waiting for a parent that never reaps it.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
+#[tokio::test]
+async fn each_test_database_is_a_migrated_clone_dropped_afterwards() {
+    let first = TestDatabase::new().await.unwrap();
+    let second = TestDatabase::new().await.unwrap();
+    assert_ne!(first.name(), second.name());
+    let tables: i64 = first
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('users', 'tasks', 'task_executions')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 3);
+    let template = testing::template_database().await.unwrap();
+    assert!(database_exists(&template).await);
+
+    let name = first.name().to_owned();
+    drop(first);
+    assert!(!database_exists(&name).await, "{name} was not dropped");
+    assert!(database_exists(second.name()).await);
+}
+
+#[tokio::test]
+async fn leftovers_of_dead_runs_are_removed_and_live_ones_kept() {
+    let config = testing::server_config().await.unwrap();
+    let (admin, conn) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Tokens of two fake test processes: one dead, one alive (its lock held
+    // by a session of this test).
+    let dead = "vrdb_test_0badf00d_0";
+    let alive = "vrdb_test_0a11fe00_0";
+    for name in [dead, alive] {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    }
+    let (holder, conn) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1, $2)",
+            &[&0x7672_6462i32, &0x0a11_fe00i32],
+        )
+        .await
+        .unwrap();
+
+    let removed = testing::remove_leftover_databases().await.unwrap();
+    assert!(removed.contains(&dead.to_owned()), "{removed:?}");
+    assert!(!database_exists(dead).await);
+    assert!(
+        database_exists(alive).await,
+        "a live run's database was dropped"
+    );
+
+    drop(holder);
+    // Give the server a moment to end the holder's session.
+    for _ in 0..50 {
+        if testing::remove_leftover_databases()
+            .await
+            .unwrap()
+            .contains(&alive.to_owned())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !database_exists(alive).await,
+        "removed once its owner is gone"
+    );
+}
+
+#[tokio::test]
+async fn the_private_cluster_fallback_works_and_leaves_nothing_behind() {
+    // Nothing listens on this port, so discovery must fall back to a
+    // private cluster even on a machine that runs a server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = testing::discover(
+        None,
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    )
+    .await
+    .unwrap();
+    let Server::Private(cluster) = server else {
+        panic!("expected a private cluster, got {server:?}");
+    };
+    let root = cluster.root_dir().to_owned();
+    let pid = cluster.postmaster_pid().expect("running");
+    assert!(process_alive(pid));
+    assert!(root.exists());
+
+    let mut config = cluster.config();
+    config.min_connections = 1;
+    let db = Database::connect(config).await.unwrap();
+    assert_eq!(db.migrate().await.unwrap(), vec![1]);
+    let report = db.health_check().await.unwrap();
+    assert!(!report.server_version.is_empty());
+    db.close(std::time::Duration::from_secs(5)).await;
+
+    cluster.destroy().await.unwrap();
+    assert!(!root.exists(), "{} left behind", root.display());
+    assert!(!process_alive(pid), "postmaster {pid} still running");
+}
+
+#[tokio::test]
+async fn dropping_a_private_cluster_stops_and_removes_it() {
+    let cluster = PrivateCluster::start().await.unwrap();
+    let root = cluster.root_dir().to_owned();
+    let pid = cluster.postmaster_pid().expect("running");
+    drop(cluster);
+    assert!(!root.exists());
+    assert!(!process_alive(pid));
+}
+
+#[tokio::test]
+async fn discover_prefers_database_url_and_reports_a_dead_one() {
+    let config = testing::server_config().await.unwrap();
+    let port = config
+        .pg_config()
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    match testing::discover(Some(&url), "postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap()
+    {
+        Server::Url(found) => assert_eq!(found.pg_config().get_ports(), &[port]),
+        other => panic!("{other:?}"),
+    }
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = testing::discover(
+        Some(&format!("postgres://u:hunter2@127.0.0.1:{dead_port}/x")),
+        &url,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

@@ -1,0 +1,16 @@
+//! Foundation tests: schema, migrations, errors, pool, health and the test
+//! harness, against a real PostgreSQL server (see `voidrunner_db::testing`).
+//! One binary with submodules keeps link time down.
+
+mod constraints;
+mod harness;
+mod health;
+mod migrations;
+mod pool;
+
+use voidrunner_db::{Database, PooledClient};
+
+/// A pooled connection for raw SQL.
+pub async fn raw(db: &Database) -> PooledClient {
+    db.client().await.expect("checkout")
+}

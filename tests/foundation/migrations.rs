@@ -1,0 +1,249 @@
+use std::collections::BTreeSet;
+
+use voidrunner_db::migrate::{self, HISTORY_TABLE, MIGRATION_LOCK_KEY};
+use voidrunner_db::testing::TestDatabase;
+use voidrunner_db::{Database, DownTarget};
+
+use crate::raw;
+
+/// Everything migrations create in `public`, as sorted text lines: tables,
+/// columns with types, defaults and nullability, constraints, indexes,
+/// triggers and functions.
+async fn catalog(db: &Database) -> BTreeSet<String> {
+    let client = raw(db).await;
+    let queries = [
+        "SELECT 'table ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')",
+        "SELECT format('column %s.%s %s default=%s notnull=%s', table_name, column_name, \
+         format_type(a.atttypid, a.atttypmod), column_default, is_nullable) \
+         FROM information_schema.columns ic \
+         JOIN pg_attribute a ON a.attrelid = format('public.%I', ic.table_name)::regclass \
+          AND a.attname = ic.column_name WHERE table_schema = 'public'",
+        "SELECT format('constraint %s on %s: %s', conname, conrelid::regclass, pg_get_constraintdef(oid)) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+        "SELECT 'index ' || pg_get_indexdef(indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+         WHERE c.relnamespace = 'public'::regnamespace",
+        "SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal",
+        "SELECT 'function ' || p.proname || ': ' || pg_get_functiondef(p.oid) FROM pg_proc p \
+         WHERE p.pronamespace = 'public'::regnamespace",
+    ];
+    let mut lines = BTreeSet::new();
+    for q in queries {
+        for row in client.query(q, &[]).await.expect(q) {
+            lines.insert(row.get::<_, String>(0));
+        }
+    }
+    lines
+}
+
+#[tokio::test]
+async fn up_down_up_leaves_the_catalog_of_a_single_up() {
+    let test_db = TestDatabase::empty().await.unwrap();
+    let applied = test_db.migrate().await.unwrap();
+    assert_eq!(
+        applied,
+        migrate::embedded()
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>()
+    );
+    let once = catalog(&test_db).await;
+    assert!(once.iter().any(|l| l == "table tasks"), "{once:#?}");
+    assert!(
+        once.iter()
+            .any(|l| l.starts_with("trigger CREATE TRIGGER tasks_set_updated_at"))
+    );
+
+    let reverted = test_db
+        .migrate_down(DownTarget::ToVersion(0))
+        .await
+        .unwrap();
+    assert_eq!(reverted, applied.iter().rev().copied().collect::<Vec<_>>());
+    // Only the history table is left: the down scripts removed everything
+    // else the up scripts added.
+    let empty = catalog(&test_db).await;
+    assert!(
+        empty.iter().all(|l| l.contains(HISTORY_TABLE)),
+        "left behind after down: {empty:#?}"
+    );
+    let status = test_db.migration_status().await.unwrap();
+    assert!(status.applied.is_empty());
+    assert_eq!(status.pending.len(), migrate::embedded().len());
+
+    test_db.migrate().await.unwrap();
+    let twice = catalog(&test_db).await;
+    assert_eq!(once, twice);
+
+    // And the template-cloned databases tests use have the same catalog.
+    let cloned = TestDatabase::new().await.unwrap();
+    assert_eq!(catalog(&cloned).await, once);
+}
+
+#[tokio::test]
+async fn eight_instances_migrating_at_once_apply_each_version_once() {
+    let test_db = TestDatabase::empty().await.unwrap();
+    let config = test_db.config().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut config = config.clone();
+        config.min_connections = 0;
+        tasks.spawn(async move {
+            // Each "instance" has its own pool, as separate services would.
+            let db = Database::connect_lazy(config).unwrap();
+            db.migrate().await
+        });
+    }
+    let mut applied_by_anyone = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        applied_by_anyone.extend(result.unwrap().expect("every instance succeeds"));
+    }
+    applied_by_anyone.sort();
+    let expected: Vec<i32> = migrate::embedded().iter().map(|m| m.version).collect();
+    assert_eq!(
+        applied_by_anyone, expected,
+        "each version applied by exactly one instance"
+    );
+
+    let client = raw(&test_db).await;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT version, count(*) FROM {HISTORY_TABLE} GROUP BY version ORDER BY version"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let history: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        history,
+        expected.iter().map(|v| (*v, 1)).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn status_and_stepwise_down() {
+    let test_db = TestDatabase::empty().await.unwrap();
+    let before = test_db.migration_status().await.unwrap();
+    assert_eq!(before.current_version(), 0);
+    assert!(before.applied.is_empty());
+
+    test_db.migrate().await.unwrap();
+    let after = test_db.migration_status().await.unwrap();
+    assert_eq!(after.current_version(), migrate::latest_version());
+    assert!(after.pending.is_empty());
+    assert_eq!(after.applied[0].name, "initial_schema");
+    assert!(after.to_string().contains("applied  V1__initial_schema"));
+
+    // A second run applies nothing.
+    assert!(test_db.migrate().await.unwrap().is_empty());
+
+    let latest = migrate::latest_version();
+    assert_eq!(
+        test_db.migrate_down(DownTarget::Steps(1)).await.unwrap(),
+        vec![latest]
+    );
+    let status = test_db.migration_status().await.unwrap();
+    assert_eq!(status.pending.last().map(|m| m.version), Some(latest));
+    test_db
+        .migrate_down(DownTarget::ToVersion(0))
+        .await
+        .unwrap();
+    assert!(
+        test_db
+            .migrate_down(DownTarget::Steps(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_migration_releases_the_lock_and_applies_nothing() {
+    let test_db = TestDatabase::empty().await.unwrap();
+    // A table in the way makes V1 fail half-way through its transaction.
+    raw(&test_db)
+        .await
+        .batch_execute("CREATE TABLE task_executions (id int)")
+        .await
+        .unwrap();
+    let err = test_db.migrate().await.unwrap_err();
+    assert!(
+        matches!(err, voidrunner_db::Error::Migration { .. }),
+        "{err:?}"
+    );
+
+    let client = raw(&test_db).await;
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(free, "the migration lock is still held after a failure");
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .unwrap();
+    let users: Option<String> = client
+        .query_one("SELECT to_regclass('public.users')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, None, "V1 was rolled back");
+    assert_eq!(
+        test_db.migration_status().await.unwrap().current_version(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let test_db = TestDatabase::new().await.unwrap();
+    raw(&test_db)
+        .await
+        .execute(
+            &format!("UPDATE {HISTORY_TABLE} SET checksum = '1' WHERE version = 1"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = test_db.migrate().await.unwrap_err();
+    assert!(
+        matches!(err, voidrunner_db::Error::Migration { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrating_in_process_clears_cached_statements() {
+    // One connection, so the statement cached before is the one reused after.
+    let test_db = TestDatabase::with_config(|c| {
+        c.max_connections = 1;
+        c.min_connections = 1;
+    })
+    .await
+    .unwrap();
+    let query = "SELECT id, email FROM users";
+    {
+        let client = raw(&test_db).await;
+        let stmt = client.prepare_cached(query).await.unwrap();
+        client.query(&stmt, &[]).await.unwrap();
+        assert_eq!(client.statement_cache.size(), 1);
+    }
+    test_db
+        .migrate_down(DownTarget::ToVersion(0))
+        .await
+        .unwrap();
+    test_db.migrate().await.unwrap();
+    let client = raw(&test_db).await;
+    assert_eq!(
+        client.statement_cache.size(),
+        0,
+        "migrate cleared the cache"
+    );
+    let stmt = client.prepare_cached(query).await.unwrap();
+    client
+        .query(&stmt, &[])
+        .await
+        .expect("the stale plan of the dropped table was forgotten");
+}
