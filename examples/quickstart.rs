@@ -1,8 +1,12 @@
-//! Connect, migrate, and report: the README's first command.
+//! The whole flow in one run: the README's first command.
 //!
 //! ```text
 //! cargo run --example quickstart
 //! ```
+//!
+//! Connects, migrates, creates a user, a task with metadata and an
+//! execution, runs the execution to completion, lists and searches, prints a
+//! short report, and deletes the user (which cascades to the rest).
 //!
 //! Finds its server as the test harness does: `DATABASE_URL` if set (used
 //! as given), else the local server at 127.0.0.1:5432 (database
@@ -12,8 +16,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use serde_json::json;
 use voidrunner_db::testing::server_config;
-use voidrunner_db::{Database, DbConfig};
+use voidrunner_db::validate::{self, PasswordPolicy};
+use voidrunner_db::{
+    Database, DbConfig, ExecutionRepository, ExecutionStatus, ExecutionUpdate, NewExecution,
+    NewTask, NewUser, PageRequest, PasswordHash, PgExecutionRepository, PgTaskRepository,
+    PgUserRepository, ScriptType, TaskRepository, TaskStatus, UserRepository,
+};
 
 const QUICKSTART_DB: &str = "voidrunner_quickstart";
 
@@ -28,36 +38,117 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> voidrunner_db::Result<()> {
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = target().await?;
-    println!("server:   {}", config.display_target());
+    println!("server:     {}", config.display_target());
 
     let db = Database::connect(config).await?;
     let applied = db.migrate().await?;
     let status = db.migration_status().await?;
     println!(
-        "schema:   version {} ({} applied now, {} pending)",
+        "schema:     version {} ({} applied now, {} pending)",
         status.current_version(),
         applied.len(),
         status.pending.len()
     );
-
     let health = db.health_check().await?;
     println!(
-        "health:   ok, PostgreSQL {}, round trip {:?}",
+        "health:     ok, PostgreSQL {}, round trip {:?}",
         health.server_version, health.latency
     );
+
+    let users = PgUserRepository::new(db.clone());
+    let tasks = PgTaskRepository::new(db.clone());
+    let executions = PgExecutionRepository::new(db.clone());
+
+    // The crate stores hashes, never passwords: check strength, then hash
+    // (a real service uses argon2 or bcrypt here).
+    let password = "Quickstart123";
+    validate::password(password, &PasswordPolicy::default())?;
+    let email = format!("quickstart-{}@example.com", std::process::id());
+    let user = users
+        .create(NewUser::new(email, PasswordHash::new(fake_hash(password))))
+        .await?;
+    println!("user:       {} ({})", user.email, user.id);
+
+    let task = tasks
+        .create(
+            NewTask::new(user.id, "nightly report", "print('report ready')")
+                .script_type(ScriptType::Python)
+                .priority(7)
+                .timeout_seconds(60)
+                .metadata(json!({"team": "data", "schedule": {"cron": "0 2 * * *"}})),
+        )
+        .await?;
     println!(
-        "pool:     {} open ({} idle, {} in use, {} waiting), max {}",
-        health.pool.size,
-        health.pool.idle,
-        health.pool.in_use,
-        health.pool.waiting,
-        health.pool.max
+        "task:       {:?} priority {} ({})",
+        task.name, task.priority, task.status
     );
 
+    let execution = executions.create(NewExecution::new(task.id)).await?;
+    tasks.update_status(task.id, TaskStatus::Running).await?;
+    executions
+        .update_status(execution.id, ExecutionStatus::Running)
+        .await?;
+    executions
+        .update(
+            execution.id,
+            ExecutionUpdate {
+                return_code: Some(0),
+                stdout: Some("report ready\n".into()),
+                execution_time_ms: Some(42),
+                memory_usage_bytes: Some(8 << 20),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let finished = executions
+        .update_status(execution.id, ExecutionStatus::Completed)
+        .await?;
+    let task = tasks.update_status(task.id, TaskStatus::Completed).await?;
+    println!(
+        "execution:  {} in {} ms, exit {}, stdout {:?}",
+        finished.status,
+        finished.execution_time_ms.unwrap_or_default(),
+        finished.return_code.unwrap_or_default(),
+        finished.stdout.as_deref().unwrap_or_default()
+    );
+
+    let listed = tasks.list_by_user(user.id, PageRequest::first(10)).await?;
+    let found = tasks
+        .search_by_metadata(
+            json!({"schedule": {"cron": "0 2 * * *"}}),
+            PageRequest::default(),
+        )
+        .await?;
+    let latest = executions.latest_for_task(task.id).await?;
+    println!(
+        "queries:    {} task(s) for the user, {} found by metadata, latest execution {}",
+        listed.items.len(),
+        found.items.iter().filter(|t| t.user_id == user.id).count(),
+        latest.map_or("none".to_owned(), |e| e.status.to_string())
+    );
+    println!("task now:   {} (completed is final)", task.status);
+
+    users.delete(user.id).await?;
+    let gone = tasks.get(task.id).await.is_err_and(|e| e.is_not_found());
+    println!("cleanup:    user deleted, task and execution removed by cascade: {gone}");
+
+    let pool = db.pool_status();
+    println!(
+        "pool:       {} open ({} idle, {} in use), max {}",
+        pool.size, pool.idle, pool.in_use, pool.max
+    );
     db.close(Duration::from_secs(5)).await;
+    if !gone {
+        return Err("the task survived its user's deletion".into());
+    }
     Ok(())
+}
+
+/// Stands in for a password hasher, to keep the example free of one.
+fn fake_hash(password: &str) -> String {
+    format!("$demo${}", password.len())
 }
 
 /// `DATABASE_URL` as given, or a database of its own on the discovered server

@@ -1,0 +1,193 @@
+//! Task executions: one row per attempt to run a task.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::model::{ExecutionId, TaskId, Timestamp, text_column};
+
+/// Where an execution is in its life (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    /// Created, not started; the initial status.
+    #[default]
+    Pending,
+    /// A worker is running it.
+    Running,
+    /// Finished successfully; final.
+    Completed,
+    /// Finished with an error; final.
+    Failed,
+    /// Ran out of time; final.
+    Timeout,
+    /// Cancelled; final.
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    /// Every status.
+    pub const ALL: [ExecutionStatus; 6] = [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Timeout,
+        ExecutionStatus::Cancelled,
+    ];
+
+    /// The stored text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Completed => "completed",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Timeout => "timeout",
+            ExecutionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the execution has ended; end states are final.
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Completed
+                | ExecutionStatus::Failed
+                | ExecutionStatus::Timeout
+                | ExecutionStatus::Cancelled
+        )
+    }
+
+    /// The execution state machine: pending → running | cancelled; running →
+    /// completed | failed | timeout | cancelled; the four end states are
+    /// final. Unlike tasks, same → same is not a transition.
+    pub const fn can_transition_to(self, to: ExecutionStatus) -> bool {
+        use ExecutionStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Running | Cancelled) | (Running, Completed | Failed | Timeout | Cancelled)
+        )
+    }
+}
+
+impl FromStr for ExecutionStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        ExecutionStatus::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::validation("status", format!("`{s}` is not an execution status")))
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+text_column!(ExecutionStatus);
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskExecution {
+    /// Primary key.
+    pub id: ExecutionId,
+    /// The task run; deleting the task deletes its executions.
+    pub task_id: TaskId,
+    /// Where the execution is in its life.
+    pub status: ExecutionStatus,
+    /// The process exit code, 0..=255.
+    pub return_code: Option<i32>,
+    /// Captured standard output.
+    pub stdout: Option<String>,
+    /// Captured standard error.
+    pub stderr: Option<String>,
+    /// Run time in milliseconds, >= 0.
+    pub execution_time_ms: Option<i32>,
+    /// Peak memory in bytes, >= 0.
+    pub memory_usage_bytes: Option<i64>,
+    /// When it started running; set by the transition to running.
+    pub started_at: Option<Timestamp>,
+    /// When it ended; set by the transition to an end state.
+    pub completed_at: Option<Timestamp>,
+    /// When the row was created.
+    pub created_at: Timestamp,
+}
+
+/// Input of
+/// [`ExecutionRepository::create`](crate::repo::ExecutionRepository::create):
+/// a pending execution of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct NewExecution {
+    /// The task to run.
+    pub task_id: TaskId,
+}
+
+impl NewExecution {
+    /// A pending execution of `task_id`.
+    pub fn new(task_id: TaskId) -> Self {
+        NewExecution { task_id }
+    }
+}
+
+/// A partial update of an execution's results: `None` fields are left as
+/// they are. The status changes only through
+/// [`ExecutionRepository::update_status`](crate::repo::ExecutionRepository::update_status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ExecutionUpdate {
+    /// Exit code, 0..=255.
+    pub return_code: Option<i32>,
+    /// Standard output.
+    pub stdout: Option<String>,
+    /// Standard error.
+    pub stderr: Option<String>,
+    /// Run time in milliseconds, >= 0.
+    pub execution_time_ms: Option<i32>,
+    /// Peak memory in bytes, >= 0.
+    pub memory_usage_bytes: Option<i64>,
+    /// Start time.
+    pub started_at: Option<Timestamp>,
+    /// End time; not before the start time.
+    pub completed_at: Option<Timestamp>,
+}
+
+impl ExecutionUpdate {
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == ExecutionUpdate::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_state_machine() {
+        use ExecutionStatus::*;
+        let allowed = [
+            (Pending, Running),
+            (Pending, Cancelled),
+            (Running, Completed),
+            (Running, Failed),
+            (Running, Timeout),
+            (Running, Cancelled),
+        ];
+        for from in ExecutionStatus::ALL {
+            for to in ExecutionStatus::ALL {
+                assert_eq!(
+                    from.can_transition_to(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+            assert_eq!(from.as_str().parse::<ExecutionStatus>().unwrap(), from);
+        }
+        assert!(Failed.is_terminal() && !Running.is_terminal());
+    }
+}

@@ -1,0 +1,325 @@
+//! The PostgreSQL implementation of the repository traits.
+//!
+//! One file per repository. Each holds its SQL next to the code that runs
+//! it; every statement is prepared through the connection's statement cache,
+//! names its columns, takes parameters only, and does its work in one round
+//! trip (`RETURNING` instead of a read-back). Status changes check the state
+//! machine inside the UPDATE, on the locked row.
+
+mod execution;
+mod task;
+mod user;
+
+pub use execution::PgExecutionRepository;
+pub use task::PgTaskRepository;
+pub use user::PgUserRepository;
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, Timestamp};
+
+/// The page size a request asks for, with the default and the cap applied.
+fn page_limit(request: &PageRequest) -> Result<i64> {
+    match request.limit {
+        Some(0) => Err(Error::validation("limit", "must be at least 1")),
+        Some(n) => Ok(i64::from(n.min(MAX_PAGE_LIMIT))),
+        None => Ok(i64::from(DEFAULT_PAGE_LIMIT)),
+    }
+}
+
+/// Which list a cursor belongs to; a cursor of one entity is refused by the
+/// others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorKind {
+    User = 1,
+    Task = 2,
+    Execution = 3,
+}
+
+/// The sort key of the last row of a page. Tasks sort by priority first;
+/// users and executions leave it 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Keyset {
+    priority: i32,
+    created_at: Timestamp,
+    id: Uuid,
+}
+
+const CURSOR_VERSION: u8 = 1;
+const CURSOR_BYTES: usize = 1 + 1 + 4 + 8 + 16 + 4;
+
+/// Hex of version, kind, priority, created_at (µs), id and a checksum of
+/// those. The checksum catches edits and truncation, so a mangled cursor is
+/// a validation error rather than a silently wrong page; it is not a
+/// signature (a cursor only ever selects rows the caller may list anyway).
+fn encode_cursor(kind: CursorKind, key: &Keyset) -> String {
+    let mut bytes = Vec::with_capacity(CURSOR_BYTES);
+    bytes.push(CURSOR_VERSION);
+    bytes.push(kind as u8);
+    bytes.extend_from_slice(&key.priority.to_be_bytes());
+    bytes.extend_from_slice(&key.created_at.unix_micros().to_be_bytes());
+    bytes.extend_from_slice(key.id.as_bytes());
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_be_bytes());
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(kind: CursorKind, cursor: &str) -> Result<Keyset> {
+    let invalid = || Error::validation("cursor", "is not a cursor returned by this list");
+    if cursor.len() != CURSOR_BYTES * 2 || !cursor.is_ascii() {
+        return Err(invalid());
+    }
+    let bytes = (0..CURSOR_BYTES)
+        .map(|i| u8::from_str_radix(&cursor[2 * i..2 * i + 2], 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|_| invalid())?;
+    let (body, sum) = bytes.split_at(CURSOR_BYTES - 4);
+    if checksum(body).to_be_bytes() != sum || body[0] != CURSOR_VERSION || body[1] != kind as u8 {
+        return Err(invalid());
+    }
+    let priority = i32::from_be_bytes(body[2..6].try_into().expect("4 bytes"));
+    let micros = i64::from_be_bytes(body[6..14].try_into().expect("8 bytes"));
+    let id = Uuid::from_slice(&body[14..30]).map_err(|_| invalid())?;
+    let created_at = Timestamp::from_unix_micros(micros).ok_or_else(invalid)?;
+    Ok(Keyset {
+        priority,
+        created_at,
+        id,
+    })
+}
+
+/// FNV-1a, 32 bits.
+fn checksum(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A checked [`PageRequest`]: rows to return and where to start.
+#[derive(Debug, Clone, Copy)]
+struct PageSpec {
+    limit: i64,
+    after: Option<Keyset>,
+}
+
+impl PageSpec {
+    /// Checks the limit and decodes the cursor, before any I/O.
+    fn parse(kind: CursorKind, request: &PageRequest) -> Result<Self> {
+        Ok(PageSpec {
+            limit: page_limit(request)?,
+            after: request
+                .cursor
+                .as_deref()
+                .map(|c| decode_cursor(kind, c))
+                .transpose()?,
+        })
+    }
+
+    /// `LIMIT` for the query: one extra row tells whether a next page exists.
+    fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+}
+
+/// A table's list shape: its columns and its keyset order.
+struct Listing {
+    table: &'static str,
+    columns: &'static str,
+    /// Whether the order starts with `priority DESC` (tasks) before
+    /// `created_at DESC, id DESC`.
+    by_priority: bool,
+}
+
+impl Listing {
+    fn sort_columns(&self) -> &'static str {
+        if self.by_priority {
+            "priority, created_at, id"
+        } else {
+            "created_at, id"
+        }
+    }
+
+    fn order_by(&self) -> &'static str {
+        if self.by_priority {
+            "ORDER BY priority DESC, created_at DESC, id DESC"
+        } else {
+            "ORDER BY created_at DESC, id DESC"
+        }
+    }
+
+    /// The SELECT of one page: rows matching `filter_sql` (a condition on
+    /// `$1`, or `TRUE`), strictly after the cursor's row when `after`, in
+    /// list order, with `LIMIT` as the last parameter.
+    fn page_sql(&self, filter_sql: &str, filter_params: usize, after: bool) -> String {
+        let mut next = filter_params + 1;
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {filter_sql}",
+            self.columns, self.table
+        );
+        if after {
+            let keys = if self.by_priority { 3 } else { 2 };
+            let placeholders: Vec<String> = (next..next + keys).map(|i| format!("${i}")).collect();
+            next += keys;
+            sql.push_str(&format!(
+                " AND ({}) < ({})",
+                self.sort_columns(),
+                placeholders.join(", ")
+            ));
+        }
+        sql.push_str(&format!(" {} LIMIT ${next}", self.order_by()));
+        sql
+    }
+
+    /// The rows of one page (see [`page_sql`](Self::page_sql)). Strictly
+    /// after the cursor's row, so rows inserted meanwhile neither repeat nor
+    /// shift rows already seen.
+    async fn page_rows(
+        &self,
+        client: &impl GenericClient,
+        filter_sql: &'static str,
+        filter: Option<&(dyn ToSql + Sync)>,
+        page: &PageSpec,
+    ) -> Result<Vec<Row>> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
+        let sql = self.page_sql(filter_sql, params.len(), page.after.is_some());
+        if let Some(key) = &page.after {
+            if self.by_priority {
+                params.push(&key.priority);
+            }
+            params.extend([&key.created_at as &(dyn ToSql + Sync), &key.id]);
+        }
+        let fetch = page.fetch();
+        params.push(&fetch);
+        let stmt = client.prepare_cached(&sql).await?;
+        Ok(client.query(&stmt, &params).await?)
+    }
+
+    /// `count(*)` of the rows matching `filter_sql` (as in
+    /// [`page_rows`](Self::page_rows)).
+    async fn count(
+        &self,
+        client: &impl GenericClient,
+        filter_sql: &'static str,
+        filter: Option<&(dyn ToSql + Sync)>,
+    ) -> Result<i64> {
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM {} WHERE {filter_sql}",
+                self.table
+            ))
+            .await?;
+        let params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
+        Ok(client.query_one(&stmt, &params).await?.get(0))
+    }
+}
+
+/// The SQL a list method of the repositories runs, for the plan tests that
+/// prove each list is an index range scan. `table` is `users`, `tasks` or
+/// `task_executions`; `filter_sql` one the repositories use (`TRUE`,
+/// `user_id = $1`, `status = $1`, `task_id = $1`, `metadata @> $1`).
+/// Not part of the API.
+#[doc(hidden)]
+pub fn __list_sql(table: &str, filter_sql: &str, after_cursor: bool) -> Option<String> {
+    let listing = [&user::LISTING, &task::LISTING, &execution::LISTING]
+        .into_iter()
+        .find(|l| l.table == table)?;
+    let filter_params = usize::from(filter_sql.contains("$1"));
+    Some(listing.page_sql(filter_sql, filter_params, after_cursor))
+}
+
+/// `a, b` → `t.a, t.b`, for `RETURNING` in an UPDATE … FROM where column
+/// names are ambiguous.
+fn prefixed(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Builds a page from up to `limit + 1` rows: the extra row only says that
+/// another page exists.
+fn into_page<T>(
+    mut items: Vec<T>,
+    limit: i64,
+    kind: CursorKind,
+    key_of: impl Fn(&T) -> Keyset,
+) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| encode_cursor(kind, &key_of(last)))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Keyset {
+        Keyset {
+            priority: 7,
+            created_at: Timestamp::now(),
+            id: Uuid::now_v7(),
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let k = key();
+        let c = encode_cursor(CursorKind::Task, &k);
+        assert_eq!(decode_cursor(CursorKind::Task, &c).unwrap(), k);
+    }
+
+    #[test]
+    fn tampered_cursors_are_validation_errors() {
+        let c = encode_cursor(CursorKind::Task, &key());
+        let mut flipped = c.clone().into_bytes();
+        flipped[10] = if flipped[10] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for bad in [
+            String::new(),
+            "zz".repeat(CURSOR_BYTES),
+            c[..c.len() - 2].to_owned(),
+            format!("{c}00"),
+            flipped,
+            "é".repeat(CURSOR_BYTES),
+        ] {
+            let err = decode_cursor(CursorKind::Task, &bad).unwrap_err();
+            assert_eq!(err.field(), Some("cursor"), "{bad:?}");
+        }
+        // A user cursor is refused by the task list.
+        let user_cursor = encode_cursor(CursorKind::User, &key());
+        assert!(decode_cursor(CursorKind::Task, &user_cursor).is_err());
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(page_limit(&PageRequest::default()).unwrap(), 20);
+        assert_eq!(page_limit(&PageRequest::first(1)).unwrap(), 1);
+        assert_eq!(page_limit(&PageRequest::first(100)).unwrap(), 100);
+        assert_eq!(page_limit(&PageRequest::first(101)).unwrap(), 100);
+        assert_eq!(
+            page_limit(&PageRequest::first(0)).unwrap_err().field(),
+            Some("limit")
+        );
+    }
+
+    #[test]
+    fn pages_know_whether_more_follow() {
+        let keys: Vec<Keyset> = (0..3).map(|_| key()).collect();
+        let page = into_page(keys.clone(), 2, CursorKind::User, |k| *k);
+        assert_eq!(page.items.len(), 2);
+        let next = decode_cursor(CursorKind::User, page.next_cursor.as_deref().unwrap()).unwrap();
+        assert_eq!(next, keys[1]);
+        let last = into_page(keys, 3, CursorKind::User, |k| *k);
+        assert_eq!(last.next_cursor, None);
+    }
+}

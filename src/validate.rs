@@ -1,0 +1,728 @@
+//! Input validation: every rule of SPEC §2 with its exact limit.
+//!
+//! Each failure is an [`Error::Validation`] naming the field. The
+//! repositories run these checks before sending anything, so a bad input
+//! costs no round trip and changes nothing; the schema's CHECK constraints
+//! hold the same rules for rows written by other clients.
+//!
+//! The configurable parts are values with documented defaults:
+//! [`PasswordPolicy`], [`ScriptPolicy`] and [`MetadataPolicy`], gathered in
+//! [`ValidationPolicy`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{ExecutionUpdate, NewTask, PasswordHash, TaskUpdate};
+
+/// Most characters in an email.
+pub const EMAIL_MAX_CHARS: usize = 255;
+/// Most characters in a password hash.
+pub const PASSWORD_HASH_MAX_CHARS: usize = 255;
+/// Most characters in a task name.
+pub const TASK_NAME_MAX_CHARS: usize = 255;
+/// Most characters in a task description.
+pub const DESCRIPTION_MAX_CHARS: usize = 1000;
+/// Most characters in a script.
+pub const SCRIPT_MAX_CHARS: usize = 65535;
+/// Task priorities, higher first.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=10;
+/// Task timeouts in seconds.
+pub const TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<i32> = 1..=3600;
+/// Process exit codes.
+pub const RETURN_CODE_RANGE: std::ops::RangeInclusive<i32> = 0..=255;
+
+/// Password strength rules, checked on the plain password before the caller
+/// hashes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PasswordPolicy {
+    /// Fewest characters. Default 8.
+    pub min_chars: usize,
+    /// Most characters. Default 128.
+    pub max_chars: usize,
+    /// Needs an upper-case letter. Default true.
+    pub require_upper: bool,
+    /// Needs a lower-case letter. Default true.
+    pub require_lower: bool,
+    /// Needs a digit. Default true.
+    pub require_digit: bool,
+    /// Needs a character that is neither a letter, a digit nor a space.
+    /// Default false; the stricter policy of SPEC §2.
+    pub require_special: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            min_chars: 8,
+            max_chars: 128,
+            require_upper: true,
+            require_lower: true,
+            require_digit: true,
+            require_special: false,
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// The default policy plus a required special character.
+    pub fn strict() -> Self {
+        PasswordPolicy {
+            require_special: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Patterns a script may not contain.
+///
+/// A guard against accidents, not a sandbox: matching is a case-insensitive
+/// substring search, which a determined author can evade. Isolation belongs
+/// to the workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScriptPolicy {
+    /// Refused substrings, compared case-insensitively. Default:
+    /// [`ScriptPolicy::DEFAULT_DENY`].
+    pub deny_patterns: Vec<String>,
+}
+
+impl ScriptPolicy {
+    /// The default deny-list: recursive forced deletion, a fork bomb, and
+    /// formatting or overwriting a block device.
+    pub const DEFAULT_DENY: [&'static str; 5] =
+        ["rm -rf", "rm -fr", ":(){ :|:& };:", "mkfs.", "of=/dev/sd"];
+
+    /// A policy that allows every script.
+    pub fn allow_all() -> Self {
+        ScriptPolicy {
+            deny_patterns: Vec::new(),
+        }
+    }
+}
+
+impl Default for ScriptPolicy {
+    fn default() -> Self {
+        ScriptPolicy {
+            deny_patterns: Self::DEFAULT_DENY.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+/// Limits on task metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetadataPolicy {
+    /// Most bytes of the compact JSON text. Default 65536.
+    pub max_bytes: usize,
+    /// Deepest nesting; the top-level object is depth 1. Default 16.
+    pub max_depth: usize,
+}
+
+impl Default for MetadataPolicy {
+    fn default() -> Self {
+        MetadataPolicy {
+            max_bytes: 64 * 1024,
+            max_depth: 16,
+        }
+    }
+}
+
+/// Every configurable validation rule, as the repositories use them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValidationPolicy {
+    /// Password strength.
+    pub password: PasswordPolicy,
+    /// Script deny-list.
+    pub script: ScriptPolicy,
+    /// Metadata limits.
+    pub metadata: MetadataPolicy,
+}
+
+fn no_nul(field: &'static str, text: &str) -> Result<()> {
+    if text.contains('\0') {
+        return Err(Error::validation(field, "must not contain a NUL character"));
+    }
+    Ok(())
+}
+
+fn max_chars(field: &'static str, text: &str, max: usize) -> Result<()> {
+    // Characters, not bytes: PostgreSQL's varchar(n) and char_length count
+    // characters. The byte length bounds the count from above, so most
+    // inputs skip the walk.
+    if text.len() > max && text.chars().count() > max {
+        return Err(Error::validation(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn not_blank(field: &'static str, text: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::validation(field, "must not be blank"));
+    }
+    Ok(())
+}
+
+/// Checks an email and returns it normalised (trimmed, lower-cased), as it
+/// is stored and looked up.
+pub fn email(raw: &str) -> Result<String> {
+    no_nul("email", raw)?;
+    let email = raw.trim().to_lowercase();
+    if email.is_empty() {
+        return Err(Error::validation("email", "is required"));
+    }
+    max_chars("email", &email, EMAIL_MAX_CHARS)?;
+    if !email_shape(&email) {
+        return Err(Error::validation("email", "is not a valid email address"));
+    }
+    Ok(email)
+}
+
+/// `^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`, the pattern of SPEC
+/// §2 and of the `users_email_format` constraint, without a regex engine.
+fn email_shape(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b));
+    // Neither part may hold an '@', so there is exactly one. The top-level
+    // label follows the last dot: letters only, at least two.
+    let Some((host, tld)) = domain.rsplit_once('.') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let tld_ok = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
+    local_ok && host_ok && tld_ok
+}
+
+/// Checks a plain password against `policy`, before the caller hashes it.
+/// The password never appears in the error.
+pub fn password(plain: &str, policy: &PasswordPolicy) -> Result<()> {
+    no_nul("password", plain)?;
+    let chars = plain.chars().count();
+    if chars < policy.min_chars {
+        return Err(Error::validation(
+            "password",
+            format!("must be at least {} characters", policy.min_chars),
+        ));
+    }
+    if chars > policy.max_chars {
+        return Err(Error::validation(
+            "password",
+            format!("must be at most {} characters", policy.max_chars),
+        ));
+    }
+    let rules = [
+        (
+            policy.require_upper,
+            "an upper-case letter",
+            char::is_uppercase as fn(char) -> bool,
+        ),
+        (
+            policy.require_lower,
+            "a lower-case letter",
+            char::is_lowercase,
+        ),
+        (policy.require_digit, "a digit", |c: char| {
+            c.is_ascii_digit()
+        }),
+        (policy.require_special, "a special character", |c: char| {
+            !c.is_alphanumeric() && !c.is_whitespace()
+        }),
+    ];
+    for (required, what, test) in rules {
+        if required && !plain.chars().any(test) {
+            return Err(Error::validation(
+                "password",
+                format!("must contain {what}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a password hash: not blank, at most 255 characters, no NUL.
+pub fn password_hash(hash: &PasswordHash) -> Result<()> {
+    let hash = hash.expose();
+    no_nul("password_hash", hash)?;
+    not_blank("password_hash", hash)?;
+    max_chars("password_hash", hash, PASSWORD_HASH_MAX_CHARS)
+}
+
+/// Task name: not blank after trim, at most 255 characters.
+pub fn task_name(name: &str) -> Result<()> {
+    no_nul("name", name)?;
+    not_blank("name", name)?;
+    max_chars("name", name, TASK_NAME_MAX_CHARS)
+}
+
+/// Task description: at most 1000 characters.
+pub fn description(description: &str) -> Result<()> {
+    no_nul("description", description)?;
+    max_chars("description", description, DESCRIPTION_MAX_CHARS)
+}
+
+/// Script: not blank, at most 65535 characters, no denied pattern.
+pub fn script_content(script: &str, policy: &ScriptPolicy) -> Result<()> {
+    no_nul("script_content", script)?;
+    not_blank("script_content", script)?;
+    max_chars("script_content", script, SCRIPT_MAX_CHARS)?;
+    if policy.deny_patterns.is_empty() {
+        return Ok(());
+    }
+    let lowered = script.to_lowercase();
+    if let Some(pattern) = policy
+        .deny_patterns
+        .iter()
+        .find(|p| !p.is_empty() && lowered.contains(&p.to_lowercase()))
+    {
+        return Err(Error::validation(
+            "script_content",
+            format!("contains the denied pattern `{pattern}`"),
+        ));
+    }
+    Ok(())
+}
+
+fn in_range(field: &'static str, value: i64, range: (i64, Option<i64>)) -> Result<()> {
+    let (min, max) = range;
+    if value < min || max.is_some_and(|max| value > max) {
+        let message = match max {
+            Some(max) => format!("must be between {min} and {max}"),
+            None => format!("must be at least {min}"),
+        };
+        return Err(Error::validation(field, message));
+    }
+    Ok(())
+}
+
+/// Priority: 0..=10.
+pub fn priority(priority: i32) -> Result<()> {
+    in_range(
+        "priority",
+        priority.into(),
+        (
+            (*PRIORITY_RANGE.start()).into(),
+            Some((*PRIORITY_RANGE.end()).into()),
+        ),
+    )
+}
+
+/// Timeout: 1..=3600 seconds.
+pub fn timeout_seconds(seconds: i32) -> Result<()> {
+    in_range(
+        "timeout_seconds",
+        seconds.into(),
+        (
+            (*TIMEOUT_SECONDS_RANGE.start()).into(),
+            Some((*TIMEOUT_SECONDS_RANGE.end()).into()),
+        ),
+    )
+}
+
+/// Return code: 0..=255.
+pub fn return_code(code: i32) -> Result<()> {
+    in_range(
+        "return_code",
+        code.into(),
+        (
+            (*RETURN_CODE_RANGE.start()).into(),
+            Some((*RETURN_CODE_RANGE.end()).into()),
+        ),
+    )
+}
+
+/// Execution time: >= 0 ms.
+pub fn execution_time_ms(ms: i32) -> Result<()> {
+    in_range("execution_time_ms", ms.into(), (0, None))
+}
+
+/// Memory: >= 0 bytes.
+pub fn memory_usage_bytes(bytes: i64) -> Result<()> {
+    in_range("memory_usage_bytes", bytes, (0, None))
+}
+
+/// Metadata: a JSON object within the size and depth limits, with no NUL in
+/// any key or string (PostgreSQL's jsonb cannot store `\u0000`).
+pub fn metadata(value: &serde_json::Value, policy: &MetadataPolicy) -> Result<()> {
+    json_object("metadata", value, policy)
+}
+
+/// A metadata search filter: the same rules as [`metadata`].
+pub fn metadata_filter(value: &serde_json::Value, policy: &MetadataPolicy) -> Result<()> {
+    json_object("filter", value, policy)
+}
+
+fn json_object(
+    field: &'static str,
+    value: &serde_json::Value,
+    policy: &MetadataPolicy,
+) -> Result<()> {
+    use serde_json::Value;
+
+    if !value.is_object() {
+        return Err(Error::validation(field, "must be a JSON object"));
+    }
+    // Iterative walk: a value built in code can nest deeper than the stack.
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        if depth > policy.max_depth {
+            return Err(Error::validation(
+                field,
+                format!("nests deeper than {} levels", policy.max_depth),
+            ));
+        }
+        match value {
+            Value::String(s) => no_nul(field, s)?,
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => {
+                for (key, v) in map {
+                    no_nul(field, key)?;
+                    stack.push((v, depth + 1));
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| Error::validation(field, format!("cannot be serialised: {e}")))?
+        .len();
+    if bytes > policy.max_bytes {
+        return Err(Error::validation(
+            field,
+            format!("is {bytes} bytes, more than {}", policy.max_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// Every field of a new task.
+pub fn new_task(task: &NewTask, policy: &ValidationPolicy) -> Result<()> {
+    task_name(&task.name)?;
+    if let Some(d) = &task.description {
+        description(d)?;
+    }
+    script_content(&task.script_content, &policy.script)?;
+    priority(task.priority)?;
+    timeout_seconds(task.timeout_seconds)?;
+    metadata(&task.metadata, &policy.metadata)
+}
+
+/// Every field a task update sets.
+pub fn task_update(update: &TaskUpdate, policy: &ValidationPolicy) -> Result<()> {
+    if let Some(name) = &update.name {
+        task_name(name)?;
+    }
+    if let Some(Some(d)) = &update.description {
+        description(d)?;
+    }
+    if let Some(script) = &update.script_content {
+        script_content(script, &policy.script)?;
+    }
+    if let Some(p) = update.priority {
+        priority(p)?;
+    }
+    if let Some(t) = update.timeout_seconds {
+        timeout_seconds(t)?;
+    }
+    if let Some(m) = &update.metadata {
+        metadata(m, &policy.metadata)?;
+    }
+    Ok(())
+}
+
+/// Every field an execution update sets.
+pub fn execution_update(update: &ExecutionUpdate) -> Result<()> {
+    if let Some(code) = update.return_code {
+        return_code(code)?;
+    }
+    if let Some(out) = &update.stdout {
+        no_nul("stdout", out)?;
+    }
+    if let Some(err) = &update.stderr {
+        no_nul("stderr", err)?;
+    }
+    if let Some(ms) = update.execution_time_ms {
+        execution_time_ms(ms)?;
+    }
+    if let Some(bytes) = update.memory_usage_bytes {
+        memory_usage_bytes(bytes)?;
+    }
+    if let (Some(start), Some(end)) = (update.started_at, update.completed_at)
+        && end < start
+    {
+        return Err(Error::validation(
+            "completed_at",
+            "must not be before started_at",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::UserId;
+
+    fn field_of(result: Result<impl std::fmt::Debug>) -> &'static str {
+        match result {
+            Err(Error::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            email("  Alice.Smith+tag@Example.COM ").unwrap(),
+            "alice.smith+tag@example.com"
+        );
+        assert_eq!(
+            email("a_b%c-d@sub-domain.example.co").unwrap(),
+            "a_b%c-d@sub-domain.example.co"
+        );
+        for bad in [
+            "",
+            "   ",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@example",
+            "a@example.c",
+            "a@example.c0m",
+            "a b@example.com",
+            "a@@example.com",
+            "a@b@example.com",
+            "a@exa_mple.com",
+            "a@.com",
+            "ünï@example.com",
+            "a@example.com\0",
+        ] {
+            assert_eq!(field_of(email(bad)), "email", "{bad:?}");
+        }
+        // 255 characters is the limit, counted after trimming.
+        let local = "a".repeat(255 - "@example.com".len());
+        assert!(email(&format!("  {local}@example.com  ")).is_ok());
+        assert_eq!(field_of(email(&format!("a{local}@example.com"))), "email");
+    }
+
+    #[test]
+    fn passwords() {
+        let p = PasswordPolicy::default();
+        assert!(password("Password123", &p).is_ok());
+        assert!(password("Abcdefg1", &p).is_ok(), "8 characters is enough");
+        let at_max = format!("Aa1{}", "x".repeat(125));
+        assert!(password(&at_max, &p).is_ok());
+        for bad in [
+            "Pass1",
+            "Abcdef1",
+            "password123",
+            "PASSWORD123",
+            "Passwordxyz",
+            "",
+            "Password\u{0}123",
+        ] {
+            assert_eq!(field_of(password(bad, &p)), "password", "{bad:?}");
+        }
+        let too_long = format!("Aa1{}", "x".repeat(126));
+        assert_eq!(too_long.chars().count(), 129);
+        assert_eq!(field_of(password(&too_long, &p)), "password");
+        let err = password("Pass1", &p).unwrap_err();
+        assert!(!err.to_string().contains("Pass1"), "{err}");
+
+        let strict = PasswordPolicy::strict();
+        assert_eq!(field_of(password("Password123", &strict)), "password");
+        assert!(password("Password123!", &strict).is_ok());
+        // Limits count characters, not bytes.
+        assert!(password("Äbcdefg1", &p).is_ok());
+    }
+
+    #[test]
+    fn password_hashes() {
+        assert!(password_hash(&PasswordHash::new("$argon2id$v=19$x")).is_ok());
+        assert!(password_hash(&PasswordHash::new("h".repeat(255))).is_ok());
+        for bad in ["", "  ", "a\0b"] {
+            assert_eq!(
+                field_of(password_hash(&PasswordHash::new(bad))),
+                "password_hash"
+            );
+        }
+        assert_eq!(
+            field_of(password_hash(&PasswordHash::new("h".repeat(256)))),
+            "password_hash"
+        );
+    }
+
+    #[test]
+    fn task_names_and_descriptions() {
+        assert!(task_name("n").is_ok());
+        assert!(task_name(&"n".repeat(255)).is_ok());
+        assert!(task_name(&"é".repeat(255)).is_ok(), "characters, not bytes");
+        for bad in [String::new(), " \t\n".into(), "n".repeat(256), "a\0".into()] {
+            assert_eq!(field_of(task_name(&bad)), "name", "{bad:?}");
+        }
+        assert!(description("").is_ok());
+        assert!(description(&"d".repeat(1000)).is_ok());
+        assert_eq!(field_of(description(&"d".repeat(1001))), "description");
+        assert_eq!(field_of(description("a\0")), "description");
+    }
+
+    #[test]
+    fn scripts() {
+        let p = ScriptPolicy::default();
+        assert!(script_content("print('hello')", &p).is_ok());
+        assert!(script_content(&"s".repeat(65535), &p).is_ok());
+        assert_eq!(
+            field_of(script_content(&"s".repeat(65536), &p)),
+            "script_content"
+        );
+        for bad in [
+            "",
+            "  \n\t ",
+            "x\0y",
+            "rm -rf /",
+            "sudo RM -RF /home",
+            "echo; Rm -Rf ~",
+        ] {
+            assert_eq!(
+                field_of(script_content(bad, &p)),
+                "script_content",
+                "{bad:?}"
+            );
+        }
+        assert!(script_content("rm -rf /", &ScriptPolicy::allow_all()).is_ok());
+        let custom = ScriptPolicy {
+            deny_patterns: vec!["curl".into()],
+        };
+        assert!(script_content("rm -rf /", &custom).is_ok());
+        assert_eq!(
+            field_of(script_content("CURL evil", &custom)),
+            "script_content"
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        for ok in [0, 10] {
+            assert!(priority(ok).is_ok());
+        }
+        for bad in [-1, 11, i32::MIN, i32::MAX] {
+            assert_eq!(field_of(priority(bad)), "priority");
+        }
+        for ok in [1, 3600] {
+            assert!(timeout_seconds(ok).is_ok());
+        }
+        for bad in [0, 3601, -5] {
+            assert_eq!(field_of(timeout_seconds(bad)), "timeout_seconds");
+        }
+        for ok in [0, 255] {
+            assert!(return_code(ok).is_ok());
+        }
+        for bad in [-1, 256] {
+            assert_eq!(field_of(return_code(bad)), "return_code");
+        }
+        assert!(execution_time_ms(0).is_ok());
+        assert_eq!(field_of(execution_time_ms(-1)), "execution_time_ms");
+        assert!(memory_usage_bytes(0).is_ok());
+        assert_eq!(field_of(memory_usage_bytes(-1)), "memory_usage_bytes");
+    }
+
+    #[test]
+    fn metadata_rules() {
+        let p = MetadataPolicy::default();
+        assert!(metadata(&json!({}), &p).is_ok());
+        assert!(metadata(&json!({"a": [1, {"b": "c"}], "n": null}), &p).is_ok());
+        for bad in [json!([]), json!("s"), json!(1), json!(null), json!(true)] {
+            assert_eq!(field_of(metadata(&bad, &p)), "metadata", "{bad}");
+        }
+        assert_eq!(field_of(metadata(&json!({"a": "x\u{0}y"}), &p)), "metadata");
+        assert_eq!(field_of(metadata(&json!({"k\u{0}": 1}), &p)), "metadata");
+
+        // Depth: the top-level object is level 1.
+        let nested = |levels: usize| {
+            let mut v = serde_json::Value::Object(Default::default());
+            for _ in 1..levels {
+                v = serde_json::Value::Object([("n".to_owned(), v)].into_iter().collect());
+            }
+            v
+        };
+        assert!(metadata(&nested(16), &p).is_ok());
+        assert_eq!(field_of(metadata(&nested(17), &p)), "metadata");
+        // Far deeper than any stack would survive with recursion.
+        // (Built with the constructors: json! would serialise its argument.)
+        let mut deep = serde_json::Value::Object(Default::default());
+        for _ in 0..100_000 {
+            deep = serde_json::Value::Array(vec![deep]);
+        }
+        let deep = serde_json::Value::Object([("d".to_owned(), deep)].into_iter().collect());
+        assert_eq!(field_of(metadata(&deep, &p)), "metadata");
+        std::mem::forget(deep); // serde_json's Drop recurses; not what is tested here
+
+        // Size: the compact JSON text, {"k":"…"} is 8 bytes plus the string.
+        let sized = |len: usize| json!({ "k": "x".repeat(len - 8) });
+        assert!(metadata(&sized(65536), &p).is_ok());
+        assert_eq!(field_of(metadata(&sized(65537), &p)), "metadata");
+
+        assert_eq!(field_of(metadata_filter(&json!([1]), &p)), "filter");
+    }
+
+    #[test]
+    fn inputs_are_checked_whole() {
+        let policy = ValidationPolicy::default();
+        let user = UserId::new();
+        assert!(new_task(&NewTask::new(user, "n", "print(1)"), &policy).is_ok());
+        let cases = [
+            (NewTask::new(user, " ", "print(1)"), "name"),
+            (NewTask::new(user, "n", "rm -rf /"), "script_content"),
+            (NewTask::new(user, "n", "x").priority(11), "priority"),
+            (
+                NewTask::new(user, "n", "x").timeout_seconds(0),
+                "timeout_seconds",
+            ),
+            (
+                NewTask::new(user, "n", "x").description("d".repeat(1001)),
+                "description",
+            ),
+            (NewTask::new(user, "n", "x").metadata(json!([])), "metadata"),
+        ];
+        for (task, field) in cases {
+            assert_eq!(field_of(new_task(&task, &policy)), field);
+        }
+        let update = TaskUpdate {
+            description: Some(Some("d".repeat(1001))),
+            ..TaskUpdate::default()
+        };
+        assert_eq!(field_of(task_update(&update, &policy)), "description");
+        let clear = TaskUpdate {
+            description: Some(None),
+            ..TaskUpdate::default()
+        };
+        assert!(task_update(&clear, &policy).is_ok());
+
+        let now = crate::model::Timestamp::now();
+        let earlier = crate::model::Timestamp::from_unix_micros(now.unix_micros() - 1).unwrap();
+        let backwards = ExecutionUpdate {
+            started_at: Some(now),
+            completed_at: Some(earlier),
+            ..ExecutionUpdate::default()
+        };
+        assert_eq!(field_of(execution_update(&backwards)), "completed_at");
+        let nul = ExecutionUpdate {
+            stderr: Some("\0".into()),
+            ..ExecutionUpdate::default()
+        };
+        assert_eq!(field_of(execution_update(&nul)), "stderr");
+    }
+}
