@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{CursorKind, Keyset, Listing, PageSpec, into_page, prefixed};
+use super::{CursorKind, Keyset, PageSpec, Table, prefixed};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -18,9 +18,11 @@ use crate::validate;
 const COLUMNS: &str = "id, task_id, status, return_code, stdout, stderr, execution_time_ms, \
                        memory_usage_bytes, started_at, completed_at, created_at";
 
-pub(super) const LISTING: Listing = Listing {
+pub(super) const TABLE: Table = Table {
     table: "task_executions",
+    entity: "execution",
     columns: COLUMNS,
+    cursor: CursorKind::Execution,
     by_priority: false,
 };
 
@@ -81,16 +83,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get(client: &impl GenericClient, id: ExecutionId) -> Result<TaskExecution> {
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM task_executions WHERE id = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .map(|row| execution_from_row(&row))
-            .ok_or_else(|| Error::not_found("execution", id))
+        Ok(execution_from_row(&TABLE.get_row(client, id).await?))
     }
 
     pub(crate) async fn latest_for_task(
@@ -198,13 +191,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn delete(client: &impl GenericClient, id: ExecutionId) -> Result<()> {
-        let stmt = client
-            .prepare_cached("DELETE FROM task_executions WHERE id = $1")
-            .await?;
-        match client.execute(&stmt, &[&id]).await? {
-            0 => Err(Error::not_found("execution", id)),
-            _ => Ok(()),
-        }
+        TABLE.delete(client, id).await
     }
 
     pub(crate) async fn list(
@@ -213,13 +200,9 @@ pub(crate) mod sql {
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
     ) -> Result<Page<TaskExecution>> {
-        let rows = LISTING.page_rows(client, filter_sql, filter, page).await?;
-        Ok(into_page(
-            rows.iter().map(execution_from_row).collect(),
-            page.limit,
-            CursorKind::Execution,
-            keyset,
-        ))
+        TABLE
+            .page(client, filter_sql, filter, page, execution_from_row, keyset)
+            .await
     }
 
     pub(crate) async fn count(
@@ -227,7 +210,7 @@ pub(crate) mod sql {
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
     ) -> Result<i64> {
-        LISTING.count(client, filter_sql, filter).await
+        TABLE.count(client, filter_sql, filter).await
     }
 }
 

@@ -125,16 +125,69 @@ impl PageSpec {
     }
 }
 
-/// A table's list shape: its columns and its keyset order.
-struct Listing {
+/// What the three repositories share about their table: its name and
+/// columns, the entity name errors use, and its keyset order.
+struct Table {
     table: &'static str,
+    entity: &'static str,
     columns: &'static str,
+    cursor: CursorKind,
     /// Whether the order starts with `priority DESC` (tasks) before
     /// `created_at DESC, id DESC`.
     by_priority: bool,
 }
 
-impl Listing {
+impl Table {
+    /// The row with primary key `id`; `NotFound` when there is none.
+    async fn get_row<I>(&self, client: &impl GenericClient, id: I) -> Result<Row>
+    where
+        I: ToSql + Sync + std::fmt::Display,
+    {
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM {} WHERE id = $1",
+                self.columns, self.table
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&id])
+            .await?
+            .ok_or_else(|| Error::not_found(self.entity, id))
+    }
+
+    /// Deletes the row with primary key `id`; `NotFound` when there is none.
+    async fn delete<I>(&self, client: &impl GenericClient, id: I) -> Result<()>
+    where
+        I: ToSql + Sync + std::fmt::Display,
+    {
+        let stmt = client
+            .prepare_cached(&format!("DELETE FROM {} WHERE id = $1", self.table))
+            .await?;
+        match client.execute(&stmt, &[&id]).await? {
+            0 => Err(Error::not_found(self.entity, id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// One page of the rows matching `filter_sql`, as `T`s.
+    async fn page<T>(
+        &self,
+        client: &impl GenericClient,
+        filter_sql: &'static str,
+        filter: Option<&(dyn ToSql + Sync)>,
+        page: &PageSpec,
+        from_row: fn(&Row) -> T,
+        key_of: fn(&T) -> Keyset,
+    ) -> Result<Page<T>> {
+        let rows = self.page_rows(client, filter_sql, filter, page).await?;
+        Ok(into_page(
+            rows.iter().map(from_row).collect(),
+            page.limit,
+            self.cursor,
+            key_of,
+        ))
+    }
+
     fn sort_columns(&self) -> &'static str {
         if self.by_priority {
             "priority, created_at, id"
@@ -224,7 +277,7 @@ impl Listing {
 /// Not part of the API.
 #[doc(hidden)]
 pub fn __list_sql(table: &str, filter_sql: &str, after_cursor: bool) -> Option<String> {
-    let listing = [&user::LISTING, &task::LISTING, &execution::LISTING]
+    let listing = [&user::TABLE, &task::TABLE, &execution::TABLE]
         .into_iter()
         .find(|l| l.table == table)?;
     let filter_params = usize::from(filter_sql.contains("$1"));

@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{CursorKind, Keyset, Listing, PageSpec, into_page, prefixed};
+use super::{CursorKind, Keyset, PageSpec, Table, prefixed};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
@@ -15,9 +15,11 @@ use crate::validate::{self, ValidationPolicy};
 const COLUMNS: &str = "id, user_id, name, description, script_content, script_type, status, \
                        priority, timeout_seconds, metadata, created_at, updated_at";
 
-pub(super) const LISTING: Listing = Listing {
+pub(super) const TABLE: Table = Table {
     table: "tasks",
+    entity: "task",
     columns: COLUMNS,
+    cursor: CursorKind::Task,
     by_priority: true,
 };
 
@@ -98,14 +100,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get(client: &impl GenericClient, id: TaskId) -> Result<Task> {
-        let stmt = client
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .map(|row| task_from_row(&row))
-            .ok_or_else(|| Error::not_found("task", id))
+        Ok(task_from_row(&TABLE.get_row(client, id).await?))
     }
 
     pub(crate) async fn update(
@@ -199,13 +194,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn delete(client: &impl GenericClient, id: TaskId) -> Result<()> {
-        let stmt = client
-            .prepare_cached("DELETE FROM tasks WHERE id = $1")
-            .await?;
-        match client.execute(&stmt, &[&id]).await? {
-            0 => Err(Error::not_found("task", id)),
-            _ => Ok(()),
-        }
+        TABLE.delete(client, id).await
     }
 
     pub(crate) async fn list(
@@ -214,13 +203,9 @@ pub(crate) mod sql {
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
     ) -> Result<Page<Task>> {
-        let rows = LISTING.page_rows(client, filter_sql, filter, page).await?;
-        Ok(into_page(
-            rows.iter().map(task_from_row).collect(),
-            page.limit,
-            CursorKind::Task,
-            keyset,
-        ))
+        TABLE
+            .page(client, filter_sql, filter, page, task_from_row, keyset)
+            .await
     }
 }
 
@@ -342,7 +327,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        LISTING.count(&self.db.client().await?, "TRUE", None).await
+        TABLE.count(&self.db.client().await?, "TRUE", None).await
     }
 
     #[tracing::instrument(
@@ -351,7 +336,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "count_by_user")
     )]
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
-        LISTING
+        TABLE
             .count(&self.db.client().await?, "user_id = $1", Some(&user_id))
             .await
     }
@@ -362,7 +347,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "count_by_status")
     )]
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
-        LISTING
+        TABLE
             .count(&self.db.client().await?, "status = $1", Some(&status))
             .await
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{CursorKind, Keyset, Listing, PageSpec, into_page};
+use super::{CursorKind, Keyset, PageSpec, Table};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewUser, Page, PageRequest, PasswordHash, User, UserId, UserUpdate};
@@ -13,9 +13,11 @@ use crate::validate;
 
 const COLUMNS: &str = "id, email, password_hash, created_at, updated_at";
 
-pub(super) const LISTING: Listing = Listing {
+pub(super) const TABLE: Table = Table {
     table: "users",
+    entity: "user",
     columns: COLUMNS,
+    cursor: CursorKind::User,
     by_priority: false,
 };
 
@@ -72,14 +74,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get(client: &impl GenericClient, id: UserId) -> Result<User> {
-        let stmt = client
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .map(|row| user_from_row(&row))
-            .ok_or_else(|| Error::not_found("user", id))
+        Ok(user_from_row(&TABLE.get_row(client, id).await?))
     }
 
     pub(crate) async fn get_by_email(client: &impl GenericClient, email: &str) -> Result<User> {
@@ -121,27 +116,17 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn delete(client: &impl GenericClient, id: UserId) -> Result<()> {
-        let stmt = client
-            .prepare_cached("DELETE FROM users WHERE id = $1")
-            .await?;
-        match client.execute(&stmt, &[&id]).await? {
-            0 => Err(Error::not_found("user", id)),
-            _ => Ok(()),
-        }
+        TABLE.delete(client, id).await
     }
 
     pub(crate) async fn list(client: &impl GenericClient, page: &PageSpec) -> Result<Page<User>> {
-        let rows = LISTING.page_rows(client, "TRUE", None, page).await?;
-        Ok(into_page(
-            rows.iter().map(user_from_row).collect(),
-            page.limit,
-            CursorKind::User,
-            keyset,
-        ))
+        TABLE
+            .page(client, "TRUE", None, page, user_from_row, keyset)
+            .await
     }
 
     pub(crate) async fn count(client: &impl GenericClient) -> Result<i64> {
-        LISTING.count(client, "TRUE", None).await
+        TABLE.count(client, "TRUE", None).await
     }
 }
 
