@@ -63,6 +63,7 @@ fn task(status: TaskStatus) -> Task {
 }
 
 fn pending_execution(task_id: TaskId) -> TaskExecution {
+    let now = Timestamp::now();
     TaskExecution {
         id: voidrunner_db::ExecutionId::new(),
         task_id,
@@ -74,7 +75,14 @@ fn pending_execution(task_id: TaskId) -> TaskExecution {
         memory_usage_bytes: None,
         started_at: None,
         completed_at: None,
-        created_at: Timestamp::now(),
+        created_at: now,
+        priority: 0,
+        run_after: now,
+        attempt: 0,
+        worker_id: None,
+        lease_expires_at: None,
+        heartbeat_at: None,
+        updated_at: now,
     }
 }
 

@@ -47,6 +47,31 @@ impl fmt::Display for TimeoutKind {
     }
 }
 
+/// Why a worker no longer owns an execution, in an [`Error::LeaseLost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseLostReason {
+    /// The execution was cancelled; the worker should stop running it.
+    Cancelled,
+    /// The lease expired and the rescuer timed the execution out.
+    Expired,
+    /// The execution already ended (completed, failed or timed out).
+    Finished,
+    /// Another worker owns it, or it is not running.
+    NotOwner,
+}
+
+impl fmt::Display for LeaseLostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseLostReason::Cancelled => "the execution was cancelled",
+            LeaseLostReason::Expired => "the lease expired and the execution was timed out",
+            LeaseLostReason::Finished => "the execution already ended",
+            LeaseLostReason::NotOwner => "the worker does not own the execution",
+        })
+    }
+}
+
 /// Every error the crate returns.
 ///
 /// New variants may be added in minor releases, so a `match` needs a
@@ -117,6 +142,21 @@ pub enum Error {
         /// The requested status.
         to: &'static str,
     },
+
+    /// A worker's heartbeat or completion was refused because it no longer
+    /// owns the execution; nothing was changed.
+    #[error("lease on execution {execution} lost: {reason}")]
+    LeaseLost {
+        /// The execution.
+        execution: crate::model::ExecutionId,
+        /// Why.
+        reason: LeaseLostReason,
+    },
+
+    /// The [`Transaction`](crate::Transaction) was already committed or
+    /// rolled back: a clone of it was used after its closure returned.
+    #[error("the transaction has already ended")]
+    TransactionEnded,
 
     /// Something ran out of time; see [`TimeoutKind`].
     #[error("{kind}")]
@@ -231,6 +271,29 @@ impl Error {
     /// A forbidden status transition.
     pub fn is_invalid_transition(&self) -> bool {
         matches!(self, Error::InvalidTransition { .. })
+    }
+
+    /// A worker lost its lease on an execution.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Error::LeaseLost { .. })
+    }
+
+    /// Why a lease was lost, for an [`Error::LeaseLost`].
+    pub fn lease_lost_reason(&self) -> Option<LeaseLostReason> {
+        match self {
+            Error::LeaseLost { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// A serialization failure or deadlock (SQLSTATE 40001, 40P01): the
+    /// transaction was rolled back and running it again may succeed.
+    /// [`Database::transaction_with`](crate::Database::transaction_with)
+    /// retries these when asked to.
+    pub fn is_retryable(&self) -> bool {
+        self.sqlstate().is_some_and(|s| {
+            *s == SqlState::T_R_SERIALIZATION_FAILURE || *s == SqlState::T_R_DEADLOCK_DETECTED
+        })
     }
 
     /// Something timed out.

@@ -6,27 +6,33 @@
 pub mod config;
 mod db;
 pub mod error;
+pub mod events;
 pub mod migrate;
 pub mod model;
 pub mod pg;
 pub mod repo;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod tx;
 pub mod validate;
 
 pub use config::DbConfig;
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
-pub use error::{Error, Result, TimeoutKind};
+pub use error::{Error, LeaseLostReason, Result, TimeoutKind};
+pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
-    ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask, NewUser, Page,
-    PageRequest, PasswordHash, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate,
-    Timestamp, User, UserId, UserUpdate,
+    ClaimedExecution, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask,
+    NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy, RescueReport, ScriptType,
+    Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
-pub use pg::{PgExecutionRepository, PgTaskRepository, PgUserRepository};
-pub use repo::{ExecutionRepository, TaskRepository, UserRepository};
+pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
+pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};
 #[cfg(feature = "mock")]
-pub use repo::{MockExecutionRepository, MockTaskRepository, MockUserRepository};
+pub use repo::{
+    MockExecutionQueue, MockExecutionRepository, MockTaskRepository, MockUserRepository,
+};
+pub use tx::{IsolationLevel, Transaction, TransactionOptions};
 
 /// Re-export of the driver, so callers use the same version as the crate.
 pub use tokio_postgres;

@@ -12,7 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{ExecutionUpdate, NewTask, PasswordHash, TaskUpdate};
+use std::time::Duration;
+
+use crate::model::{ExecutionStatus, ExecutionUpdate, NewTask, Outcome, PasswordHash, TaskUpdate};
 
 /// Most characters in an email.
 pub const EMAIL_MAX_CHARS: usize = 255;
@@ -30,6 +32,13 @@ pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=10;
 pub const TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<i32> = 1..=3600;
 /// Process exit codes.
 pub const RETURN_CODE_RANGE: std::ops::RangeInclusive<i32> = 0..=255;
+
+/// Most characters in a worker id.
+pub const WORKER_ID_MAX_CHARS: usize = 255;
+/// Most executions one claim takes.
+pub const MAX_CLAIM: u32 = 1000;
+/// Longest lease a claim or heartbeat grants.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
 
 /// Password strength rules, checked on the plain password before the caller
 /// hashes it.
@@ -406,6 +415,57 @@ fn json_object(
     Ok(())
 }
 
+/// Worker id: not blank, at most 255 characters, no NUL.
+pub fn worker_id(id: &str) -> Result<()> {
+    no_nul("worker_id", id)?;
+    not_blank("worker_id", id)?;
+    max_chars("worker_id", id, WORKER_ID_MAX_CHARS)
+}
+
+/// Lease: more than zero, at most [`MAX_LEASE`].
+pub fn lease(lease: Duration) -> Result<()> {
+    if lease < Duration::from_millis(1) || lease > MAX_LEASE {
+        return Err(Error::validation(
+            "lease",
+            format!(
+                "must be between 1 ms and {} hours",
+                MAX_LEASE.as_secs() / 3600
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Claim size: 1..=[`MAX_CLAIM`].
+pub fn claim_limit(limit: u32) -> Result<()> {
+    in_range("limit", limit.into(), (1, Some(MAX_CLAIM.into())))
+}
+
+/// Outcome of a run: an end status a worker reports (completed, failed or
+/// timeout) and valid results.
+pub fn outcome(outcome: &Outcome) -> Result<()> {
+    if !matches!(
+        outcome.status,
+        ExecutionStatus::Completed | ExecutionStatus::Failed | ExecutionStatus::Timeout
+    ) {
+        return Err(Error::validation(
+            "status",
+            format!(
+                "a run ends completed, failed or timeout, not {}",
+                outcome.status
+            ),
+        ));
+    }
+    execution_update(&ExecutionUpdate {
+        return_code: outcome.return_code,
+        stdout: outcome.stdout.clone(),
+        stderr: outcome.stderr.clone(),
+        execution_time_ms: outcome.execution_time_ms,
+        memory_usage_bytes: outcome.memory_usage_bytes,
+        ..ExecutionUpdate::default()
+    })
+}
+
 /// Every field of a new task.
 pub fn new_task(task: &NewTask, policy: &ValidationPolicy) -> Result<()> {
     task_name(&task.name)?;
@@ -416,6 +476,21 @@ pub fn new_task(task: &NewTask, policy: &ValidationPolicy) -> Result<()> {
     priority(task.priority)?;
     timeout_seconds(task.timeout_seconds)?;
     metadata(&task.metadata, &policy.metadata)
+}
+
+/// Every field of every task of a batch; the message of the first failure
+/// names its index.
+pub fn new_tasks(tasks: &[NewTask], policy: &ValidationPolicy) -> Result<()> {
+    for (index, task) in tasks.iter().enumerate() {
+        new_task(task, policy).map_err(|e| match e {
+            Error::Validation { field, message } => Error::Validation {
+                field,
+                message: format!("task {index}: {message}"),
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 /// Every field a task update sets.
@@ -676,6 +751,44 @@ mod tests {
         assert_eq!(field_of(metadata(&sized(65537), &p)), "metadata");
 
         assert_eq!(field_of(metadata_filter(&json!([1]), &p)), "filter");
+    }
+
+    #[test]
+    fn queue_inputs() {
+        assert!(worker_id("worker-1").is_ok());
+        for bad in [String::new(), " ".into(), "w\0".into(), "w".repeat(256)] {
+            assert_eq!(field_of(worker_id(&bad)), "worker_id", "{bad:?}");
+        }
+        assert!(worker_id(&"w".repeat(255)).is_ok());
+        assert!(lease(Duration::from_millis(1)).is_ok());
+        assert!(lease(MAX_LEASE).is_ok());
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            MAX_LEASE + Duration::from_millis(1),
+        ] {
+            assert_eq!(field_of(lease(bad)), "lease", "{bad:?}");
+        }
+        assert!(claim_limit(1).is_ok() && claim_limit(MAX_CLAIM).is_ok());
+        assert_eq!(field_of(claim_limit(0)), "limit");
+        assert_eq!(field_of(claim_limit(MAX_CLAIM + 1)), "limit");
+        assert!(outcome(&Outcome::completed(0)).is_ok());
+        assert!(outcome(&Outcome::timed_out()).is_ok());
+        assert_eq!(field_of(outcome(&Outcome::failed(256))), "return_code");
+        let cancelled = Outcome {
+            status: ExecutionStatus::Cancelled,
+            ..Outcome::completed(0)
+        };
+        assert_eq!(field_of(outcome(&cancelled)), "status");
+        let running = Outcome {
+            status: ExecutionStatus::Running,
+            ..Outcome::completed(0)
+        };
+        assert_eq!(field_of(outcome(&running)), "status");
+        assert_eq!(
+            field_of(outcome(&Outcome::completed(0).output("ok", "bad\0"))),
+            "stderr"
+        );
     }
 
     #[test]

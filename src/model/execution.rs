@@ -117,6 +117,22 @@ pub struct TaskExecution {
     pub completed_at: Option<Timestamp>,
     /// When the row was created.
     pub created_at: Timestamp,
+    /// The task's priority when the execution was queued; claims take
+    /// higher priorities first.
+    pub priority: i32,
+    /// Not claimed before this time.
+    pub run_after: Timestamp,
+    /// How many times this execution's lineage was claimed: a retry starts
+    /// from the attempt of the execution it replaces; each claim adds one.
+    pub attempt: i32,
+    /// The worker that claimed it.
+    pub worker_id: Option<String>,
+    /// Until when the worker's claim holds; extended by heartbeats.
+    pub lease_expires_at: Option<Timestamp>,
+    /// The worker's last heartbeat.
+    pub heartbeat_at: Option<Timestamp>,
+    /// When the row last changed.
+    pub updated_at: Timestamp,
 }
 
 /// Input of

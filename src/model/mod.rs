@@ -10,6 +10,7 @@
 pub mod execution;
 mod ids;
 mod page;
+pub mod queue;
 pub mod task;
 mod timestamp;
 pub mod user;
@@ -17,6 +18,7 @@ pub mod user;
 pub use execution::{ExecutionStatus, ExecutionUpdate, NewExecution, TaskExecution};
 pub use ids::{ExecutionId, TaskId, UserId};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use queue::{ClaimedExecution, Outcome, RescuePolicy, RescueReport};
 pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};
 pub use timestamp::Timestamp;
 pub use user::{NewUser, PasswordHash, User, UserUpdate};

@@ -5,7 +5,9 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{CursorKind, Keyset, PageSpec, Table, prefixed};
+use super::{CursorKind, Keyset, PageSpec, Source, Table, prefixed};
+use std::sync::Arc;
+
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -13,10 +15,12 @@ use crate::model::{
     TaskId,
 };
 use crate::repo::ExecutionRepository;
+use crate::tx::TxInner;
 use crate::validate;
 
-const COLUMNS: &str = "id, task_id, status, return_code, stdout, stderr, execution_time_ms, \
-                       memory_usage_bytes, started_at, completed_at, created_at";
+pub(super) const COLUMNS: &str = "id, task_id, status, return_code, stdout, stderr, \
+    execution_time_ms, memory_usage_bytes, started_at, completed_at, created_at, priority, \
+    run_after, attempt, worker_id, lease_expires_at, heartbeat_at, updated_at";
 
 pub(super) const TABLE: Table = Table {
     table: "task_executions",
@@ -26,7 +30,7 @@ pub(super) const TABLE: Table = Table {
     by_priority: false,
 };
 
-fn execution_from_row(row: &Row) -> TaskExecution {
+pub(super) fn execution_from_row(row: &Row) -> TaskExecution {
     TaskExecution {
         id: row.get("id"),
         task_id: row.get("task_id"),
@@ -39,6 +43,13 @@ fn execution_from_row(row: &Row) -> TaskExecution {
         started_at: row.get("started_at"),
         completed_at: row.get("completed_at"),
         created_at: row.get("created_at"),
+        priority: row.get("priority"),
+        run_after: row.get("run_after"),
+        attempt: row.get("attempt"),
+        worker_id: row.get("worker_id"),
+        lease_expires_at: row.get("lease_expires_at"),
+        heartbeat_at: row.get("heartbeat_at"),
+        updated_at: row.get("updated_at"),
     }
 }
 
@@ -53,13 +64,21 @@ fn keyset(execution: &TaskExecution) -> Keyset {
 /// [`ExecutionRepository`] over the pool of a [`Database`].
 #[derive(Debug, Clone)]
 pub struct PgExecutionRepository {
-    db: Database,
+    source: Source,
 }
 
 impl PgExecutionRepository {
     /// A repository over `db`'s pool.
     pub fn new(db: Database) -> Self {
-        PgExecutionRepository { db }
+        PgExecutionRepository {
+            source: Source::Pool(db),
+        }
+    }
+
+    pub(crate) fn in_transaction(tx: Arc<TxInner>) -> Self {
+        PgExecutionRepository {
+            source: Source::Tx(tx),
+        }
     }
 }
 
@@ -73,7 +92,11 @@ pub(crate) mod sql {
     ) -> Result<TaskExecution> {
         let stmt = client
             .prepare_cached(&format!(
-                "INSERT INTO task_executions (id, task_id) VALUES ($1, $2) RETURNING {COLUMNS}"
+                // The task's priority, so claims need no join; a missing
+                // task leaves 0 and the foreign key reports it.
+                "INSERT INTO task_executions (id, task_id, priority) \
+                 VALUES ($1, $2, COALESCE((SELECT priority FROM tasks WHERE id = $2), 0)) \
+                 RETURNING {COLUMNS}"
             ))
             .await?;
         let row = client
@@ -222,7 +245,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "create")
     )]
     async fn create(&self, execution: NewExecution) -> Result<TaskExecution> {
-        sql::create(&self.db.client().await?, execution).await
+        sql::create(&*self.source.conn().await?, execution).await
     }
 
     #[tracing::instrument(
@@ -231,7 +254,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "get")
     )]
     async fn get(&self, id: ExecutionId) -> Result<TaskExecution> {
-        sql::get(&self.db.client().await?, id).await
+        sql::get(&*self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -241,7 +264,7 @@ impl ExecutionRepository for PgExecutionRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(CursorKind::Execution, &page)?;
-        sql::list(&self.db.client().await?, "TRUE", None, &page).await
+        sql::list(&*self.source.conn().await?, "TRUE", None, &page).await
     }
 
     #[tracing::instrument(
@@ -256,7 +279,7 @@ impl ExecutionRepository for PgExecutionRepository {
     ) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(CursorKind::Execution, &page)?;
         sql::list(
-            &self.db.client().await?,
+            &*self.source.conn().await?,
             "task_id = $1",
             Some(&task_id),
             &page,
@@ -276,7 +299,7 @@ impl ExecutionRepository for PgExecutionRepository {
     ) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(CursorKind::Execution, &page)?;
         sql::list(
-            &self.db.client().await?,
+            &*self.source.conn().await?,
             "status = $1",
             Some(&status),
             &page,
@@ -290,7 +313,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "latest_for_task")
     )]
     async fn latest_for_task(&self, task_id: TaskId) -> Result<Option<TaskExecution>> {
-        sql::latest_for_task(&self.db.client().await?, task_id).await
+        sql::latest_for_task(&*self.source.conn().await?, task_id).await
     }
 
     #[tracing::instrument(
@@ -300,7 +323,7 @@ impl ExecutionRepository for PgExecutionRepository {
     )]
     async fn update(&self, id: ExecutionId, update: ExecutionUpdate) -> Result<TaskExecution> {
         validate::execution_update(&update)?;
-        sql::update(&self.db.client().await?, id, &update).await
+        sql::update(&*self.source.conn().await?, id, &update).await
     }
 
     #[tracing::instrument(
@@ -313,7 +336,7 @@ impl ExecutionRepository for PgExecutionRepository {
         id: ExecutionId,
         status: ExecutionStatus,
     ) -> Result<TaskExecution> {
-        sql::update_status(&self.db.client().await?, id, status).await
+        sql::update_status(&*self.source.conn().await?, id, status).await
     }
 
     #[tracing::instrument(
@@ -322,7 +345,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "delete")
     )]
     async fn delete(&self, id: ExecutionId) -> Result<()> {
-        sql::delete(&self.db.client().await?, id).await
+        sql::delete(&*self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -331,7 +354,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&self.db.client().await?, "TRUE", None).await
+        sql::count(&*self.source.conn().await?, "TRUE", None).await
     }
 
     #[tracing::instrument(
@@ -340,7 +363,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count_by_task")
     )]
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
-        sql::count(&self.db.client().await?, "task_id = $1", Some(&task_id)).await
+        sql::count(&*self.source.conn().await?, "task_id = $1", Some(&task_id)).await
     }
 
     #[tracing::instrument(
@@ -349,6 +372,6 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count_by_status")
     )]
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
-        sql::count(&self.db.client().await?, "status = $1", Some(&status)).await
+        sql::count(&*self.source.conn().await?, "status = $1", Some(&status)).await
     }
 }

@@ -7,20 +7,64 @@
 //! machine inside the UPDATE, on the locked row.
 
 mod execution;
+mod queue;
 mod task;
 mod user;
 
 pub use execution::PgExecutionRepository;
+pub use queue::{__queue_sql, PgExecutionQueue};
 pub use task::PgTaskRepository;
 pub use user::PgUserRepository;
+
+use std::ops::Deref;
+use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::db::{Database, PooledClient};
 use crate::error::{Error, Result};
 use crate::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, Timestamp};
+use crate::tx::TxInner;
+
+/// Where a repository runs its statements: a connection checked out of the
+/// pool per call, or the one connection of a transaction.
+#[derive(Debug, Clone)]
+enum Source {
+    Pool(Database),
+    Tx(Arc<TxInner>),
+}
+
+impl Source {
+    async fn conn(&self) -> Result<Conn<'_>> {
+        match self {
+            Source::Pool(db) => Ok(Conn::Pooled(db.client().await?)),
+            Source::Tx(tx) => Ok(Conn::Tx(tx.client()?)),
+        }
+    }
+}
+
+/// A connection for one repository call.
+// Lives on the stack of one call; boxing the pooled variant would cost an
+// allocation per query to save bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
+enum Conn<'a> {
+    Pooled(PooledClient),
+    Tx(&'a PooledClient),
+}
+
+impl Deref for Conn<'_> {
+    type Target = PooledClient;
+
+    fn deref(&self) -> &PooledClient {
+        match self {
+            Conn::Pooled(client) => client,
+            Conn::Tx(client) => client,
+        }
+    }
+}
 
 /// The page size a request asks for, with the default and the cap applied.
 fn page_limit(request: &PageRequest) -> Result<i64> {

@@ -5,11 +5,14 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{CursorKind, Keyset, PageSpec, Table, prefixed};
+use super::{CursorKind, Keyset, PageSpec, Source, Table, prefixed};
+use std::sync::Arc;
+
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
 use crate::repo::TaskRepository;
+use crate::tx::TxInner;
 use crate::validate::{self, ValidationPolicy};
 
 const COLUMNS: &str = "id, user_id, name, description, script_content, script_type, status, \
@@ -51,7 +54,7 @@ fn keyset(task: &Task) -> Keyset {
 /// [`TaskRepository`] over the pool of a [`Database`].
 #[derive(Debug, Clone)]
 pub struct PgTaskRepository {
-    db: Database,
+    source: Source,
     policy: ValidationPolicy,
 }
 
@@ -64,7 +67,17 @@ impl PgTaskRepository {
     /// A repository validating with `policy` (script deny-list, metadata
     /// limits).
     pub fn with_policy(db: Database, policy: ValidationPolicy) -> Self {
-        PgTaskRepository { db, policy }
+        PgTaskRepository {
+            source: Source::Pool(db),
+            policy,
+        }
+    }
+
+    pub(crate) fn in_transaction(tx: Arc<TxInner>, policy: ValidationPolicy) -> Self {
+        PgTaskRepository {
+            source: Source::Tx(tx),
+            policy,
+        }
     }
 }
 
@@ -97,6 +110,96 @@ pub(crate) mod sql {
             )
             .await?;
         Ok(task_from_row(&row))
+    }
+
+    pub(crate) async fn create_many(
+        client: &impl GenericClient,
+        tasks: &[NewTask],
+    ) -> Result<Vec<Task>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<TaskId> = tasks.iter().map(|_| TaskId::new()).collect();
+        let stmt = client
+            .prepare_cached(&format!(
+                "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
+                 priority, timeout_seconds, metadata) \
+                 SELECT id, user_id, name, description, script_content, script_type, \
+                        priority, timeout_seconds, metadata \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                             $6::text[], $7::int4[], $8::int4[], $9::jsonb[]) \
+                   AS input(id, user_id, name, description, script_content, script_type, \
+                            priority, timeout_seconds, metadata) \
+                 RETURNING {COLUMNS}"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &tasks.iter().map(|t| t.user_id).collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+                    &tasks
+                        .iter()
+                        .map(|t| t.description.as_deref())
+                        .collect::<Vec<_>>(),
+                    &tasks
+                        .iter()
+                        .map(|t| t.script_content.as_str())
+                        .collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| t.script_type).collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| t.priority).collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| t.timeout_seconds).collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| &t.metadata).collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+        // Input order, whatever order RETURNING used.
+        let mut created: Vec<Task> = rows.iter().map(task_from_row).collect();
+        created.sort_by_key(|t| ids.iter().position(|id| *id == t.id));
+        Ok(created)
+    }
+
+    pub(crate) async fn import(client: &tokio_postgres::Client, tasks: &[NewTask]) -> Result<u64> {
+        use tokio_postgres::binary_copy::BinaryCopyInWriter;
+        use tokio_postgres::types::Type;
+
+        let sink = client
+            .copy_in(
+                "COPY tasks (id, user_id, name, description, script_content, script_type, \
+                 priority, timeout_seconds, metadata) FROM STDIN BINARY",
+            )
+            .await?;
+        let types = [
+            Type::UUID,
+            Type::UUID,
+            Type::VARCHAR,
+            Type::TEXT,
+            Type::TEXT,
+            Type::VARCHAR,
+            Type::INT4,
+            Type::INT4,
+            Type::JSONB,
+        ];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for task in tasks {
+            writer
+                .as_mut()
+                .write(&[
+                    &TaskId::new(),
+                    &task.user_id,
+                    &task.name,
+                    &task.description,
+                    &task.script_content,
+                    &task.script_type,
+                    &task.priority,
+                    &task.timeout_seconds,
+                    &task.metadata,
+                ])
+                .await?;
+        }
+        Ok(writer.finish().await?)
     }
 
     pub(crate) async fn get(client: &impl GenericClient, id: TaskId) -> Result<Task> {
@@ -218,7 +321,31 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn create(&self, task: NewTask) -> Result<Task> {
         validate::new_task(&task, &self.policy)?;
-        sql::create(&self.db.client().await?, &task).await
+        sql::create(&*self.source.conn().await?, &task).await
+    }
+
+    #[tracing::instrument(
+        name = "voidrunner_db.repo",
+        skip_all,
+        fields(entity = "task", op = "create_many", count = tasks.len())
+    )]
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>> {
+        validate::new_tasks(&tasks, &self.policy)?;
+        sql::create_many(&*self.source.conn().await?, &tasks).await
+    }
+
+    #[tracing::instrument(
+        name = "voidrunner_db.repo",
+        skip_all,
+        fields(entity = "task", op = "import", count = tasks.len())
+    )]
+    async fn import(&self, tasks: Vec<NewTask>) -> Result<u64> {
+        validate::new_tasks(&tasks, &self.policy)?;
+        if tasks.is_empty() {
+            return Ok(0);
+        }
+        let conn = self.source.conn().await?;
+        sql::import(&conn, &tasks).await
     }
 
     #[tracing::instrument(
@@ -227,7 +354,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "get")
     )]
     async fn get(&self, id: TaskId) -> Result<Task> {
-        sql::get(&self.db.client().await?, id).await
+        sql::get(&*self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -237,7 +364,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn update(&self, id: TaskId, update: TaskUpdate) -> Result<Task> {
         validate::task_update(&update, &self.policy)?;
-        sql::update(&self.db.client().await?, id, &update).await
+        sql::update(&*self.source.conn().await?, id, &update).await
     }
 
     #[tracing::instrument(
@@ -246,7 +373,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "update_status")
     )]
     async fn update_status(&self, id: TaskId, status: TaskStatus) -> Result<Task> {
-        sql::update_status(&self.db.client().await?, id, status).await
+        sql::update_status(&*self.source.conn().await?, id, status).await
     }
 
     #[tracing::instrument(
@@ -255,7 +382,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "delete")
     )]
     async fn delete(&self, id: TaskId) -> Result<()> {
-        sql::delete(&self.db.client().await?, id).await
+        sql::delete(&*self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -265,7 +392,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(CursorKind::Task, &page)?;
-        sql::list(&self.db.client().await?, "TRUE", None, &page).await
+        sql::list(&*self.source.conn().await?, "TRUE", None, &page).await
     }
 
     #[tracing::instrument(
@@ -276,7 +403,7 @@ impl TaskRepository for PgTaskRepository {
     async fn list_by_user(&self, user_id: UserId, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(CursorKind::Task, &page)?;
         sql::list(
-            &self.db.client().await?,
+            &*self.source.conn().await?,
             "user_id = $1",
             Some(&user_id),
             &page,
@@ -292,7 +419,7 @@ impl TaskRepository for PgTaskRepository {
     async fn list_by_status(&self, status: TaskStatus, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(CursorKind::Task, &page)?;
         sql::list(
-            &self.db.client().await?,
+            &*self.source.conn().await?,
             "status = $1",
             Some(&status),
             &page,
@@ -313,7 +440,7 @@ impl TaskRepository for PgTaskRepository {
         validate::metadata_filter(&filter, &self.policy.metadata)?;
         let page = PageSpec::parse(CursorKind::Task, &page)?;
         sql::list(
-            &self.db.client().await?,
+            &*self.source.conn().await?,
             "metadata @> $1",
             Some(&filter),
             &page,
@@ -327,7 +454,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        TABLE.count(&self.db.client().await?, "TRUE", None).await
+        TABLE.count(&*self.source.conn().await?, "TRUE", None).await
     }
 
     #[tracing::instrument(
@@ -337,7 +464,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
         TABLE
-            .count(&self.db.client().await?, "user_id = $1", Some(&user_id))
+            .count(&*self.source.conn().await?, "user_id = $1", Some(&user_id))
             .await
     }
 
@@ -348,7 +475,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         TABLE
-            .count(&self.db.client().await?, "status = $1", Some(&status))
+            .count(&*self.source.conn().await?, "status = $1", Some(&status))
             .await
     }
 }

@@ -4,11 +4,14 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{CursorKind, Keyset, PageSpec, Table};
+use super::{CursorKind, Keyset, PageSpec, Source, Table};
+use std::sync::Arc;
+
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewUser, Page, PageRequest, PasswordHash, User, UserId, UserUpdate};
 use crate::repo::UserRepository;
+use crate::tx::TxInner;
 use crate::validate;
 
 const COLUMNS: &str = "id, email, password_hash, created_at, updated_at";
@@ -42,13 +45,21 @@ fn keyset(user: &User) -> Keyset {
 /// [`UserRepository`] over the pool of a [`Database`].
 #[derive(Debug, Clone)]
 pub struct PgUserRepository {
-    db: Database,
+    source: Source,
 }
 
 impl PgUserRepository {
     /// A repository over `db`'s pool.
     pub fn new(db: Database) -> Self {
-        PgUserRepository { db }
+        PgUserRepository {
+            source: Source::Pool(db),
+        }
+    }
+
+    pub(crate) fn in_transaction(tx: Arc<TxInner>) -> Self {
+        PgUserRepository {
+            source: Source::Tx(tx),
+        }
     }
 }
 
@@ -140,7 +151,7 @@ impl UserRepository for PgUserRepository {
     async fn create(&self, user: NewUser) -> Result<User> {
         let email = validate::email(&user.email)?;
         validate::password_hash(&user.password_hash)?;
-        sql::create(&self.db.client().await?, &email, &user.password_hash).await
+        sql::create(&*self.source.conn().await?, &email, &user.password_hash).await
     }
 
     #[tracing::instrument(
@@ -149,7 +160,7 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "get")
     )]
     async fn get(&self, id: UserId) -> Result<User> {
-        sql::get(&self.db.client().await?, id).await
+        sql::get(&*self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -159,7 +170,7 @@ impl UserRepository for PgUserRepository {
     )]
     async fn get_by_email(&self, email: &str) -> Result<User> {
         let email = validate::email(email)?;
-        sql::get_by_email(&self.db.client().await?, &email).await
+        sql::get_by_email(&*self.source.conn().await?, &email).await
     }
 
     #[tracing::instrument(
@@ -173,7 +184,7 @@ impl UserRepository for PgUserRepository {
             validate::password_hash(hash)?;
         }
         sql::update(
-            &self.db.client().await?,
+            &*self.source.conn().await?,
             id,
             email.as_deref(),
             update.password_hash.as_ref(),
@@ -187,7 +198,7 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "delete")
     )]
     async fn delete(&self, id: UserId) -> Result<()> {
-        sql::delete(&self.db.client().await?, id).await
+        sql::delete(&*self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -197,7 +208,7 @@ impl UserRepository for PgUserRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<User>> {
         let page = PageSpec::parse(CursorKind::User, &page)?;
-        sql::list(&self.db.client().await?, &page).await
+        sql::list(&*self.source.conn().await?, &page).await
     }
 
     #[tracing::instrument(
@@ -206,6 +217,6 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&self.db.client().await?).await
+        sql::count(&*self.source.conn().await?).await
     }
 }

@@ -11,12 +11,15 @@
 //! method can return [`Error::Timeout`](crate::Error::Timeout) and
 //! [`Error::Unavailable`](crate::Error::Unavailable).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask, NewUser, Page,
-    PageRequest, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, User, UserId, UserUpdate,
+    ClaimedExecution, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask,
+    NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task, TaskExecution, TaskId,
+    TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
 
 /// Users. Emails are compared after trimming and lower-casing, so lookups
@@ -58,6 +61,17 @@ pub trait TaskRepository: Send + Sync {
     /// Creates a pending task. `ForeignKey` (constraint
     /// `tasks_user_id_fkey`) when the user does not exist; `Validation`.
     async fn create(&self, task: NewTask) -> Result<Task>;
+
+    /// Creates many pending tasks in one statement (`unnest`) and returns
+    /// them in input order. All or nothing: `Validation` (the message names
+    /// the index of the first bad task) before any SQL; `ForeignKey` when a
+    /// user does not exist.
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>>;
+
+    /// Loads many pending tasks with binary `COPY`, the fastest path for
+    /// large imports, and returns how many were written. All or nothing,
+    /// validated like [`create_many`](Self::create_many); returns no rows.
+    async fn import(&self, tasks: Vec<NewTask>) -> Result<u64>;
 
     /// The task `id`; `NotFound` when there is none.
     async fn get(&self, id: TaskId) -> Result<Task>;
@@ -163,4 +177,88 @@ pub trait ExecutionRepository: Send + Sync {
 
     /// How many executions are in `status`.
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64>;
+}
+
+/// The execution queue: what workers and schedulers do with executions.
+///
+/// Workers [`claim`](Self::claim) pending executions under a lease, renew
+/// it with [`heartbeat`](Self::heartbeat) and report with
+/// [`complete`](Self::complete); [`rescue_expired`](Self::rescue_expired)
+/// times out executions whose worker vanished. Each operation is one
+/// statement, and the task's status follows the execution's in that same
+/// statement, where the task state machine allows it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ExecutionQueue: Send + Sync {
+    /// Queues a run of the task: a pending execution with the task's
+    /// priority, claimable from `run_after` (default now). The task moves to
+    /// pending (from failed, timeout or cancelled; a pending task stays
+    /// pending). `NotFound` for a missing task; `InvalidTransition` when the
+    /// task is running or completed.
+    async fn enqueue(&self, task_id: TaskId, run_after: Option<Timestamp>)
+    -> Result<TaskExecution>;
+
+    /// [`enqueue`](Self::enqueue) for many tasks in one statement, all or
+    /// nothing; executions are returned in input order. `NotFound` names
+    /// the first missing task, `InvalidTransition` the first that cannot be
+    /// queued; then nothing is queued.
+    async fn enqueue_many(
+        &self,
+        task_ids: Vec<TaskId>,
+        run_after: Option<Timestamp>,
+    ) -> Result<Vec<TaskExecution>>;
+
+    /// Claims up to `limit` pending executions whose time has come, highest
+    /// priority first, then oldest, skipping rows other workers are
+    /// claiming: each becomes running, owned by `worker_id` until
+    /// `now + lease`, with its attempt incremented; its task becomes running.
+    /// An empty vector when there is nothing to do. `Validation` for a bad
+    /// worker id, lease or limit (1..=1000).
+    async fn claim(
+        &self,
+        worker_id: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedExecution>>;
+
+    /// Extends the worker's lease to `now + lease` and returns its new end.
+    /// `LeaseLost` (with the reason: cancelled, expired, finished, not the
+    /// owner) when the worker no longer owns the execution; `NotFound`.
+    async fn heartbeat(
+        &self,
+        execution_id: ExecutionId,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Timestamp>;
+
+    /// Records how the run ended and ends the execution; the task follows
+    /// (running → completed, failed or timeout). `LeaseLost` when the worker
+    /// no longer owns it (nothing is changed); `Validation` for an outcome
+    /// that is not completed, failed or timeout, or has invalid results;
+    /// `NotFound`.
+    async fn complete(
+        &self,
+        execution_id: ExecutionId,
+        worker_id: &str,
+        outcome: Outcome,
+    ) -> Result<TaskExecution>;
+
+    /// Cancels a pending or running execution at once; its task is
+    /// cancelled too. A running execution's worker learns it from its next
+    /// heartbeat or completion (`LeaseLost` with reason cancelled) and from
+    /// the event stream. `InvalidTransition` for an ended execution;
+    /// `NotFound`.
+    async fn cancel(&self, execution_id: ExecutionId) -> Result<TaskExecution>;
+
+    /// Times out running executions whose lease has expired, re-checking
+    /// status and lease in the UPDATE itself so an execution completed or
+    /// heartbeaten meanwhile is never overwritten; queues a retry for those
+    /// below `policy.max_attempts`. Handles at most `policy.batch_size`.
+    async fn rescue_expired(&self, policy: RescuePolicy) -> Result<RescueReport>;
+
+    /// Deletes ended executions that ended more than `older_than` ago, in
+    /// batches of `batch_size` (one short statement each, so no long lock);
+    /// returns how many were deleted. Pending and running rows are never
+    /// touched.
+    async fn prune(&self, older_than: Duration, batch_size: u32) -> Result<u64>;
 }

@@ -1,0 +1,235 @@
+//! A worker fleet on the execution queue.
+//!
+//! ```text
+//! cargo run --release --example worker -- --tasks 2000 --workers 8 --fail-rate 0.1
+//! ```
+//!
+//! Queues `--tasks` tasks, runs `--workers` concurrent workers that claim
+//! them in batches, fake-run them (a heartbeat, then a result), and complete
+//! them as completed, or as failed with probability `--fail-rate`. Prints
+//! totals and throughput, then checks the database: the exit code is 0 only
+//! if every execution ended exactly once.
+//!
+//! It runs in a throwaway database of its own on the server the test harness
+//! finds (`DATABASE_URL`, else 127.0.0.1:5432, else a private cluster), which
+//! is dropped at the end.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use voidrunner_db::testing::TestDatabase;
+use voidrunner_db::{
+    ExecutionId, ExecutionQueue, NewTask, NewUser, Outcome, PasswordHash, PgExecutionQueue,
+    PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
+};
+
+const USAGE: &str = "usage: worker --tasks N --workers W [--fail-rate P]";
+const CLAIM_BATCH: u32 = 10;
+const LEASE: Duration = Duration::from_secs(30);
+
+struct Args {
+    tasks: usize,
+    workers: usize,
+    fail_rate: f64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        tasks: 1000,
+        workers: 4,
+        fail_rate: 0.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = || format!("bad value `{value}` for {flag}\n{USAGE}");
+        match flag.as_str() {
+            "--tasks" => args.tasks = value.parse().map_err(|_| bad())?,
+            "--workers" => args.workers = value.parse().map_err(|_| bad())?,
+            "--fail-rate" => args.fail_rate = value.parse().map_err(|_| bad())?,
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    if args.workers == 0 || !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(format!(
+            "workers must be at least 1 and fail-rate within 0..=1\n{USAGE}"
+        ));
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("worker failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Deterministic "randomness" from the execution id, so a run can be
+/// repeated: the id's random bits, scaled to 0..1.
+fn fails(id: ExecutionId, fail_rate: f64) -> bool {
+    let bits = (id.as_uuid().as_u128() & 0xffff_ffff) as f64;
+    bits / f64::from(u32::MAX) < fail_rate
+}
+
+async fn run(args: Args) -> voidrunner_db::Result<bool> {
+    let test_db = TestDatabase::with_config(|c| {
+        c.max_connections = args.workers + 2;
+        c.min_connections = args.workers.min(5);
+    })
+    .await?;
+    let db = test_db.db().clone();
+    let users = PgUserRepository::new(db.clone());
+    let tasks = PgTaskRepository::new(db.clone());
+    let queue = Arc::new(PgExecutionQueue::new(db.clone()));
+
+    let owner = users
+        .create(NewUser::new("fleet@example.com", PasswordHash::new("demo")))
+        .await?;
+    let enqueue_started = Instant::now();
+    let mut queued = 0;
+    while queued < args.tasks {
+        let n = (args.tasks - queued).min(1000);
+        let batch: Vec<NewTask> = (queued..queued + n)
+            .map(|i| {
+                NewTask::new(owner.id, format!("job {i}"), format!("print({i})"))
+                    .priority((i % 11) as i32)
+            })
+            .collect();
+        let created = tasks.create_many(batch).await?;
+        queue
+            .enqueue_many(created.iter().map(|t| t.id).collect(), None)
+            .await?;
+        queued += n;
+    }
+    println!(
+        "queued:     {} tasks in {:.2?}",
+        args.tasks,
+        enqueue_started.elapsed()
+    );
+
+    let ended: Arc<Mutex<HashSet<ExecutionId>>> = Arc::default();
+    let twice = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut fleet = tokio::task::JoinSet::new();
+    for w in 0..args.workers {
+        let queue = queue.clone();
+        let ended = ended.clone();
+        let twice = twice.clone();
+        let failed = failed.clone();
+        let total = args.tasks;
+        let fail_rate = args.fail_rate;
+        fleet.spawn(async move {
+            let worker = format!("worker-{w}");
+            loop {
+                let claimed = queue.claim(&worker, CLAIM_BATCH, LEASE).await?;
+                if claimed.is_empty() {
+                    if ended.lock().expect("lock").len() >= total {
+                        return Ok::<(), voidrunner_db::Error>(());
+                    }
+                    // Others hold the last rows; look again shortly.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                for job in claimed {
+                    let id = job.execution.id;
+                    // A real worker would run job.script_content here, for
+                    // at most job.timeout_seconds, heartbeating meanwhile.
+                    queue.heartbeat(id, &worker, LEASE).await?;
+                    let outcome = if fails(id, fail_rate) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        Outcome::failed(1).output("", "simulated failure")
+                    } else {
+                        Outcome::completed(0).output("ok", "")
+                    }
+                    .usage(1, 1 << 20);
+                    queue.complete(id, &worker, outcome).await?;
+                    if !ended.lock().expect("lock").insert(id) {
+                        twice.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while let Some(joined) = fleet.join_next().await {
+        joined.expect("worker task")?;
+    }
+    let elapsed = started.elapsed();
+    let done = ended.lock().expect("lock").len();
+    let failed = failed.load(Ordering::Relaxed);
+    println!("workers:    {}", args.workers);
+    println!(
+        "ended:      {done} ({} completed, {failed} failed)",
+        done - failed
+    );
+    println!(
+        "throughput: {:.0} executions/s (claim + heartbeat + complete) over {elapsed:.2?}",
+        done as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
+    );
+
+    // What the database says, independently of the workers' own counts.
+    let client = db.client().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE status = 'completed'), \
+                    count(*) FILTER (WHERE status = 'failed'), \
+                    count(*) FILTER (WHERE status NOT IN ('completed', 'failed')), \
+                    count(DISTINCT task_id), \
+                    count(*) FILTER (WHERE attempt <> 1) \
+             FROM task_executions",
+            &[],
+        )
+        .await?;
+    let (rows, completed, failed_rows, unfinished, tasks_run, reclaimed): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    let total = args.tasks as i64;
+    let ok = rows == total
+        && tasks_run == total
+        && unfinished == 0
+        && reclaimed == 0
+        && failed_rows == failed as i64
+        && completed == total - failed as i64
+        && done == args.tasks
+        && twice.load(Ordering::Relaxed) == 0;
+    println!(
+        "check:      {} (database: {rows} executions of {tasks_run} tasks, {completed} completed, {failed_rows} failed, {unfinished} unfinished, {reclaimed} claimed twice)",
+        if ok {
+            "every execution ended exactly once"
+        } else {
+            "MISMATCH"
+        }
+    );
+    Ok(ok)
+}

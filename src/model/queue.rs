@@ -1,0 +1,137 @@
+//! What the execution queue takes and gives: claims, outcomes, rescue.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ExecutionId, ExecutionStatus, ScriptType, TaskExecution};
+
+/// An execution a worker claimed, with what it needs to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClaimedExecution {
+    /// The execution, now running, owned by the worker until
+    /// `execution.lease_expires_at`.
+    pub execution: TaskExecution,
+    /// The script to run.
+    pub script_content: String,
+    /// Its language.
+    pub script_type: ScriptType,
+    /// How long it may run, in seconds.
+    pub timeout_seconds: i32,
+}
+
+/// How a run ended, for
+/// [`ExecutionQueue::complete`](crate::repo::ExecutionQueue::complete).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Outcome {
+    /// `completed`, `failed` or `timeout`.
+    pub status: ExecutionStatus,
+    /// Exit code, 0..=255.
+    pub return_code: Option<i32>,
+    /// Standard output.
+    pub stdout: Option<String>,
+    /// Standard error.
+    pub stderr: Option<String>,
+    /// Run time in milliseconds, >= 0.
+    pub execution_time_ms: Option<i32>,
+    /// Peak memory in bytes, >= 0.
+    pub memory_usage_bytes: Option<i64>,
+}
+
+impl Outcome {
+    fn with_status(status: ExecutionStatus) -> Self {
+        Outcome {
+            status,
+            return_code: None,
+            stdout: None,
+            stderr: None,
+            execution_time_ms: None,
+            memory_usage_bytes: None,
+        }
+    }
+
+    /// A successful run that exited with `return_code`.
+    pub fn completed(return_code: i32) -> Self {
+        Outcome {
+            return_code: Some(return_code),
+            ..Self::with_status(ExecutionStatus::Completed)
+        }
+    }
+
+    /// A failed run that exited with `return_code`.
+    pub fn failed(return_code: i32) -> Self {
+        Outcome {
+            return_code: Some(return_code),
+            ..Self::with_status(ExecutionStatus::Failed)
+        }
+    }
+
+    /// A run stopped for exceeding its timeout.
+    pub fn timed_out() -> Self {
+        Self::with_status(ExecutionStatus::Timeout)
+    }
+
+    /// Sets the captured output.
+    pub fn output(mut self, stdout: impl Into<String>, stderr: impl Into<String>) -> Self {
+        self.stdout = Some(stdout.into());
+        self.stderr = Some(stderr.into());
+        self
+    }
+
+    /// Sets the run time and peak memory.
+    pub fn usage(mut self, execution_time_ms: i32, memory_usage_bytes: i64) -> Self {
+        self.execution_time_ms = Some(execution_time_ms);
+        self.memory_usage_bytes = Some(memory_usage_bytes);
+        self
+    }
+}
+
+/// What [`ExecutionQueue::rescue_expired`](crate::repo::ExecutionQueue::rescue_expired)
+/// does with executions whose lease expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RescuePolicy {
+    /// An expired execution becomes `timeout`; if its attempt is below this,
+    /// a new execution of the task is queued to try again. Default 1: no
+    /// retry.
+    pub max_attempts: i32,
+    /// The retry is not claimed before this delay. Default 0.
+    #[serde(with = "duration_ms")]
+    pub retry_delay: Duration,
+    /// Most executions handled per call. Default 1000.
+    pub batch_size: u32,
+}
+
+impl Default for RescuePolicy {
+    fn default() -> Self {
+        RescuePolicy {
+            max_attempts: 1,
+            retry_delay: Duration::ZERO,
+            batch_size: 1000,
+        }
+    }
+}
+
+/// Durations as whole milliseconds in serde.
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// What a rescue did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RescueReport {
+    /// Executions whose lease had expired, now `timeout`.
+    pub timed_out: Vec<ExecutionId>,
+    /// The new executions queued to retry them.
+    pub retried: Vec<ExecutionId>,
+}

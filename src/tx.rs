@@ -1,0 +1,318 @@
+//! Transactions that span repositories.
+//!
+//! [`Database::transaction`] runs a closure with a [`Transaction`] whose
+//! repositories ([`Transaction::users`], [`Transaction::tasks`],
+//! [`Transaction::executions`], [`Transaction::queue`]) all run on one
+//! connection inside one PostgreSQL transaction: committed when the closure
+//! returns `Ok`, rolled back when it returns `Err`. If the closure panics or
+//! its future is dropped half-way, the connection is closed instead of being
+//! returned to the pool, which makes the server roll back.
+//!
+//! With [`TransactionOptions::max_retries`], a transaction that fails with a
+//! serialization failure or a deadlock (SQLSTATE 40001, 40P01) is run again,
+//! closure included, after a jittered exponential backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::Instrument as _;
+
+use crate::db::{Database, PooledClient};
+use crate::error::{Error, Result};
+use crate::pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
+use crate::validate::ValidationPolicy;
+
+/// The isolation level of a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// PostgreSQL's default.
+    #[default]
+    ReadCommitted,
+    /// One snapshot for the whole transaction.
+    RepeatableRead,
+    /// As if transactions ran one after the other; expect serialization
+    /// failures and retry them ([`TransactionOptions::max_retries`]).
+    Serializable,
+}
+
+impl IsolationLevel {
+    fn sql(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadCommitted => "READ COMMITTED",
+            IsolationLevel::RepeatableRead => "REPEATABLE READ",
+            IsolationLevel::Serializable => "SERIALIZABLE",
+        }
+    }
+}
+
+/// How [`Database::transaction_with`] runs a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransactionOptions {
+    /// Isolation level; default read committed.
+    pub isolation: IsolationLevel,
+    /// `READ ONLY`; default false.
+    pub read_only: bool,
+    /// How many times a transaction that failed with a serialization failure
+    /// or deadlock is run again. Default 0: the error is returned.
+    pub max_retries: u32,
+    /// The first retry waits this long plus up to as much again at random;
+    /// each further retry doubles it. Default 10 ms.
+    pub retry_backoff: Duration,
+}
+
+impl Default for TransactionOptions {
+    fn default() -> Self {
+        TransactionOptions {
+            isolation: IsolationLevel::default(),
+            read_only: false,
+            max_retries: 0,
+            retry_backoff: Duration::from_millis(10),
+        }
+    }
+}
+
+impl TransactionOptions {
+    /// Serializable, retried up to `max_retries` times.
+    pub fn serializable(max_retries: u32) -> Self {
+        TransactionOptions {
+            isolation: IsolationLevel::Serializable,
+            max_retries,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the isolation level.
+    pub fn isolation(mut self, isolation: IsolationLevel) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Sets the number of retries.
+    pub fn retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    fn begin_sql(&self) -> String {
+        format!(
+            "BEGIN ISOLATION LEVEL {} {}",
+            self.isolation.sql(),
+            if self.read_only {
+                "READ ONLY"
+            } else {
+                "READ WRITE"
+            }
+        )
+    }
+
+    /// Backoff before retry `attempt` (1-based): exponential, plus jitter so
+    /// that transactions that collided do not collide again in lockstep.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .retry_backoff
+            .saturating_mul(1 << attempt.min(16).saturating_sub(1));
+        let jitter_range = base.as_micros().max(1) as u64;
+        let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % jitter_range;
+        base + Duration::from_micros(jitter)
+    }
+}
+
+/// The connection of an open transaction, shared by its repositories.
+#[derive(Debug)]
+pub(crate) struct TxInner {
+    client: Option<PooledClient>,
+    /// Set once COMMIT or ROLLBACK went through; until then, dropping the
+    /// transaction closes its connection rather than pooling it mid-way.
+    ended: AtomicBool,
+}
+
+impl TxInner {
+    pub(crate) fn client(&self) -> Result<&PooledClient> {
+        match &self.client {
+            Some(client) if !self.ended.load(Ordering::Acquire) => Ok(client),
+            _ => Err(Error::TransactionEnded),
+        }
+    }
+
+    async fn finish(&self, sql: &str) -> Result<()> {
+        let result = self.client()?.batch_execute(sql).await;
+        // A failed COMMIT ends the transaction too (the server rolled it
+        // back), as long as the connection itself is still alive.
+        let alive = self.client.as_ref().is_some_and(|c| !c.is_closed());
+        if result.is_ok() || alive {
+            self.ended.store(true, Ordering::Release);
+        }
+        Ok(result?)
+    }
+}
+
+impl Drop for TxInner {
+    fn drop(&mut self) {
+        if !*self.ended.get_mut()
+            && let Some(client) = self.client.take()
+        {
+            tracing::warn!("transaction dropped before commit or rollback; closing its connection");
+            // Detached from the pool and dropped: the connection closes and
+            // the server rolls the transaction back.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// An open transaction, handed to the closure of
+/// [`Database::transaction`]. Cheap to clone; every repository it gives out
+/// runs on the transaction's connection.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    inner: Arc<TxInner>,
+}
+
+impl Transaction {
+    /// Users, inside this transaction.
+    pub fn users(&self) -> PgUserRepository {
+        PgUserRepository::in_transaction(self.inner.clone())
+    }
+
+    /// Tasks, inside this transaction, with the default validation policy.
+    pub fn tasks(&self) -> PgTaskRepository {
+        self.tasks_with_policy(ValidationPolicy::default())
+    }
+
+    /// Tasks, inside this transaction, validating with `policy`.
+    pub fn tasks_with_policy(&self, policy: ValidationPolicy) -> PgTaskRepository {
+        PgTaskRepository::in_transaction(self.inner.clone(), policy)
+    }
+
+    /// Executions, inside this transaction.
+    pub fn executions(&self) -> PgExecutionRepository {
+        PgExecutionRepository::in_transaction(self.inner.clone())
+    }
+
+    /// The execution queue, inside this transaction.
+    pub fn queue(&self) -> PgExecutionQueue {
+        PgExecutionQueue::in_transaction(self.inner.clone())
+    }
+
+    /// The transaction's connection, for SQL of your own in the same
+    /// transaction. Fails with [`Error::TransactionEnded`] once the
+    /// transaction has been committed or rolled back.
+    pub fn client(&self) -> Result<&PooledClient> {
+        self.inner.client()
+    }
+}
+
+impl Database {
+    /// Runs `f` in a read-committed transaction: commits if it returns `Ok`,
+    /// rolls back if it returns `Err` (and returns that error), and closes
+    /// the connection if it panics or is cancelled. No retries; see
+    /// [`transaction_with`](Self::transaction_with).
+    ///
+    /// ```no_run
+    /// # async fn run(db: voidrunner_db::Database, user: voidrunner_db::UserId) -> voidrunner_db::Result<()> {
+    /// use voidrunner_db::{NewTask, TaskRepository, ExecutionQueue};
+    ///
+    /// let execution = db
+    ///     .transaction(|tx| async move {
+    ///         let task = tx.tasks().create(NewTask::new(user, "report", "print(1)")).await?;
+    ///         tx.queue().enqueue(task.id, None).await
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.transaction_with(TransactionOptions::default(), f)
+            .await
+    }
+
+    /// Like [`transaction`](Self::transaction), with an isolation level,
+    /// read-only mode and retries of serialization failures and deadlocks:
+    /// `f` is called again for each attempt, so it must not have effects
+    /// outside the database that cannot be repeated.
+    pub async fn transaction_with<T, F, Fut>(
+        &self,
+        options: TransactionOptions,
+        mut f: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let begin = options.begin_sql();
+        let mut attempt = 0;
+        loop {
+            let span = tracing::debug_span!("voidrunner_db.transaction", attempt);
+            let outcome = async {
+                let client = self.client().await?;
+                client.batch_execute(&begin).await?;
+                let inner = Arc::new(TxInner {
+                    client: Some(client),
+                    ended: AtomicBool::new(false),
+                });
+                match f(Transaction {
+                    inner: inner.clone(),
+                })
+                .await
+                {
+                    Ok(value) => inner.finish("COMMIT").await.map(|()| value),
+                    Err(err) => {
+                        if let Err(rollback) = inner.finish("ROLLBACK").await {
+                            tracing::debug!(error = %rollback, "rollback failed; the connection is discarded");
+                        }
+                        Err(err)
+                    }
+                }
+            }
+            .instrument(span)
+            .await;
+            match outcome {
+                Err(err) if err.is_retryable() && attempt < options.max_retries => {
+                    attempt += 1;
+                    let wait = options.backoff(attempt);
+                    tracing::debug!(error = %err, attempt, ?wait, "retrying transaction");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_statements() {
+        assert_eq!(
+            TransactionOptions::default().begin_sql(),
+            "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"
+        );
+        let ro = TransactionOptions {
+            read_only: true,
+            ..TransactionOptions::serializable(3)
+        };
+        assert_eq!(
+            ro.begin_sql(),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_within_bounds() {
+        let options = TransactionOptions::default();
+        for attempt in 1..6 {
+            let base = Duration::from_millis(10) * (1 << (attempt - 1));
+            let wait = options.backoff(attempt);
+            assert!(wait >= base && wait < base * 2, "{attempt}: {wait:?}");
+        }
+        // Huge attempt numbers saturate instead of overflowing.
+        let _ = options.backoff(u32::MAX);
+    }
+}

@@ -1,0 +1,98 @@
+//! Queue and transaction tests against a real PostgreSQL server: claims
+//! raced by many workers, leases, rescue, cancellation, pruning, bulk paths,
+//! events and transactions. One binary keeps link time down.
+
+mod bulk;
+mod claim;
+mod events;
+mod lifecycle;
+mod transactions;
+
+use std::time::Duration;
+
+use voidrunner_db::testing::TestDatabase;
+use voidrunner_db::{
+    NewTask, NewUser, PasswordHash, PgExecutionQueue, PgExecutionRepository, PgTaskRepository,
+    PgUserRepository, Task, TaskRepository, User, UserRepository,
+};
+
+pub const LEASE: Duration = Duration::from_secs(30);
+
+pub struct Fixture {
+    pub db: TestDatabase,
+    pub users: PgUserRepository,
+    pub tasks: PgTaskRepository,
+    pub executions: PgExecutionRepository,
+    pub queue: PgExecutionQueue,
+    pub user: User,
+}
+
+pub async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+pub async fn fixture_with(adjust: impl FnOnce(&mut voidrunner_db::DbConfig)) -> Fixture {
+    let db = TestDatabase::with_config(adjust)
+        .await
+        .expect("test database");
+    let users = PgUserRepository::new(db.db().clone());
+    let user = users
+        .create(NewUser::new(
+            "worker-owner@example.com",
+            PasswordHash::new("h"),
+        ))
+        .await
+        .unwrap();
+    Fixture {
+        tasks: PgTaskRepository::new(db.db().clone()),
+        executions: PgExecutionRepository::new(db.db().clone()),
+        queue: PgExecutionQueue::new(db.db().clone()),
+        users,
+        user,
+        db,
+    }
+}
+
+impl Fixture {
+    pub async fn task(&self, name: &str, priority: i32) -> Task {
+        self.tasks
+            .create(NewTask::new(self.user.id, name, "print(1)").priority(priority))
+            .await
+            .unwrap()
+    }
+
+    /// `n` tasks created with SQL (fast) and queued with one enqueue_many.
+    pub async fn queued(
+        &self,
+        n: usize,
+        priority_of: impl Fn(usize) -> i32,
+    ) -> Vec<voidrunner_db::TaskExecution> {
+        let tasks: Vec<NewTask> = (0..n)
+            .map(|i| {
+                NewTask::new(self.user.id, format!("t{i}"), "print(1)").priority(priority_of(i))
+            })
+            .collect();
+        let created = self.tasks.create_many(tasks).await.unwrap();
+        use voidrunner_db::ExecutionQueue;
+        self.queue
+            .enqueue_many(created.iter().map(|t| t.id).collect(), None)
+            .await
+            .unwrap()
+    }
+
+    /// Raw SQL on the test database.
+    pub async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> T {
+        self.db
+            .client()
+            .await
+            .unwrap()
+            .query_one(sql, params)
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
