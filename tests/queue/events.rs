@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use voidrunner_db::{
-    Error, Event, EventKind, EventStream, ExecutionId, ExecutionQueue, ExecutionStatus, Outcome,
+    Error, Event, EventKind, EventStream, ExecutionQueue, ExecutionStatus, Outcome,
 };
 
 use crate::{LEASE, fixture};
@@ -148,5 +148,63 @@ async fn streams_end_when_the_database_closes() {
             .expect("ends");
         assert_eq!(end, None);
     }
-    let _ = ExecutionId::new();
+}
+
+#[tokio::test]
+async fn the_listener_listens_again_after_the_server_restarts() {
+    use voidrunner_db::testing::PrivateCluster;
+    use voidrunner_db::{
+        Database, NewTask, NewUser, PasswordHash, PgExecutionQueue, PgTaskRepository,
+        PgUserRepository, TaskRepository, UserRepository,
+    };
+
+    // Restarting a server is only done to a private one.
+    let cluster = PrivateCluster::start().await.unwrap();
+    let mut config = cluster.config();
+    config.min_connections = 1;
+    config.connect_timeout = Duration::from_secs(2);
+    let db = Database::connect(config).await.unwrap();
+    db.migrate().await.unwrap();
+    let user = PgUserRepository::new(db.clone())
+        .create(NewUser::new("restart@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    let tasks = PgTaskRepository::new(db.clone());
+    let queue = PgExecutionQueue::new(db.clone());
+    let mut events = db.subscribe().await.unwrap();
+
+    let before = tasks
+        .create(NewTask::new(user.id, "before", "x"))
+        .await
+        .unwrap();
+    let e = queue.enqueue(before.id, None).await.unwrap();
+    assert_eq!(next_execution_event(&mut events).await.execution_id, e.id);
+
+    cluster.stop_server().await.unwrap();
+    cluster.start_server().await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+        Ok(Some(Event::Reconnected)) => {}
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+    // The pool drops its dead connections as it meets them.
+    let mut after = None;
+    for _ in 0..50 {
+        match tasks.create(NewTask::new(user.id, "after", "x")).await {
+            Ok(task) => {
+                after = Some(task);
+                break;
+            }
+            Err(e) if e.is_unavailable() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let e = queue
+        .enqueue(after.expect("server back").id, None)
+        .await
+        .unwrap();
+    assert_eq!(next_execution_event(&mut events).await.execution_id, e.id);
+
+    drop(events);
+    db.close(Duration::from_secs(5)).await;
+    cluster.destroy().await.unwrap();
 }

@@ -93,3 +93,38 @@ async fn repository_errors_pass_through() {
     };
     assert!(service.retry(id).await.unwrap_err().is_not_found());
 }
+
+/// A worker loop written against `Arc<dyn ExecutionQueue>`, tested with
+/// `MockExecutionQueue`: it must report LeaseLost by stopping, not retrying.
+mod worker {
+    use std::sync::Arc;
+
+    use voidrunner_db::{
+        Error, ExecutionId, ExecutionQueue, LeaseLostReason, MockExecutionQueue, Outcome,
+    };
+
+    async fn finish(queue: Arc<dyn ExecutionQueue>, id: ExecutionId) -> Result<bool, Error> {
+        match queue.complete(id, "w", Outcome::completed(0)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_lease_lost() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_the_worker_quietly() {
+        let id = ExecutionId::new();
+        let mut queue = MockExecutionQueue::new();
+        queue
+            .expect_complete()
+            .times(1)
+            .returning(|execution, _, _| {
+                Err(Error::LeaseLost {
+                    execution,
+                    reason: LeaseLostReason::Cancelled,
+                })
+            });
+        queue.expect_heartbeat().never();
+        assert!(!finish(Arc::new(queue), id).await.unwrap());
+    }
+}
