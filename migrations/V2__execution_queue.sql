@@ -22,11 +22,13 @@ ALTER TABLE task_executions
     ADD CONSTRAINT task_executions_attempt_nonnegative CHECK (attempt >= 0),
     ADD CONSTRAINT task_executions_worker_id_not_blank CHECK (worker_id ~ '[^[:space:]]');
 
--- Rows queued before V2: their task's priority, and eligible since created.
+-- Pending rows queued before V2 get their task's priority and are eligible
+-- since they were created. Only they are claimable, so the rest (usually
+-- nearly all of a large table) is left alone rather than rewritten.
 UPDATE task_executions e
-SET priority = t.priority, run_after = e.created_at, updated_at = e.created_at
+SET priority = t.priority, run_after = e.created_at
 FROM tasks t
-WHERE t.id = e.task_id;
+WHERE t.id = e.task_id AND e.status = 'pending';
 
 CREATE TRIGGER task_executions_set_updated_at BEFORE UPDATE ON task_executions
     FOR EACH ROW EXECUTE FUNCTION voidrunner_set_updated_at();

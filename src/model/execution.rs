@@ -1,11 +1,7 @@
 //! Task executions: one row per attempt to run a task.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::model::{ExecutionId, TaskId, Timestamp, text_column};
 
 /// Where an execution is in its life (SPEC §3).
@@ -73,24 +69,7 @@ impl ExecutionStatus {
     }
 }
 
-impl FromStr for ExecutionStatus {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        ExecutionStatus::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| Error::validation("status", format!("`{s}` is not an execution status")))
-    }
-}
-
-impl fmt::Display for ExecutionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-text_column!(ExecutionStatus);
+text_column!(ExecutionStatus, "status");
 
 /// An execution as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

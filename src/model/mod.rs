@@ -23,10 +23,35 @@ pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};
 pub use timestamp::Timestamp;
 pub use user::{NewUser, PasswordHash, User, UserUpdate};
 
-/// Implements `ToSql`/`FromSql` for an enum stored as text, through its
-/// `as_str` and `FromStr`.
+/// Implements `Display`, `FromStr` (a validation error on `$field` naming
+/// the allowed values), `ToSql` and `FromSql` for an enum stored as text,
+/// from its `ALL` and `as_str`: one definition for the three enums, so their
+/// text forms cannot drift apart.
 macro_rules! text_column {
-    ($ty:ty) => {
+    ($ty:ty, $field:literal) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = crate::error::Error;
+
+            fn from_str(s: &str) -> Result<Self, crate::error::Error> {
+                <$ty>::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        let allowed: Vec<&str> = <$ty>::ALL.iter().map(|v| v.as_str()).collect();
+                        crate::error::Error::validation(
+                            $field,
+                            format!("`{s}` is not one of {}", allowed.join(", ")),
+                        )
+                    })
+            }
+        }
+
         impl postgres_types::ToSql for $ty {
             fn to_sql(
                 &self,

@@ -1,11 +1,7 @@
 //! Tasks: a script a user submitted, and its status.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::model::{TaskId, Timestamp, UserId, text_column};
 
 /// The language a task's script is written in.
@@ -43,29 +39,7 @@ impl ScriptType {
     }
 }
 
-impl FromStr for ScriptType {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        ScriptType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                Error::validation(
-                    "script_type",
-                    format!("`{s}` is not one of python, javascript, bash, go"),
-                )
-            })
-    }
-}
-
-impl fmt::Display for ScriptType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-text_column!(ScriptType);
+text_column!(ScriptType, "script_type");
 
 /// Where a task is in its life (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -139,24 +113,7 @@ impl TaskStatus {
     }
 }
 
-impl FromStr for TaskStatus {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| Error::validation("status", format!("`{s}` is not a task status")))
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-text_column!(TaskStatus);
+text_column!(TaskStatus, "status");
 
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -176,7 +176,7 @@ pub(crate) mod sql {
         let stmt = client
             .prepare_cached(&format!(
                 "WITH current AS ( \
-                   SELECT {COLUMNS} FROM task_executions WHERE id = $1 FOR UPDATE \
+                   SELECT {COLUMNS} FROM task_executions WHERE id = $1 FOR NO KEY UPDATE \
                  ), changed AS ( \
                    UPDATE task_executions e SET status = $2, \
                      started_at = CASE WHEN $4 THEN COALESCE(e.started_at, now()) ELSE e.started_at END, \

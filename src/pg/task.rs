@@ -264,7 +264,7 @@ pub(crate) mod sql {
         let stmt = client
             .prepare_cached(&format!(
                 "WITH current AS ( \
-                   SELECT {COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE \
+                   SELECT {COLUMNS} FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
                  ), changed AS ( \
                    UPDATE tasks t SET status = $2 FROM current c \
                    WHERE t.id = c.id AND c.status = ANY($3) AND c.status <> $2 \

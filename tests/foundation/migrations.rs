@@ -247,3 +247,46 @@ async fn migrating_in_process_clears_cached_statements() {
         .await
         .expect("the stale plan of the dropped table was forgotten");
 }
+
+#[tokio::test]
+async fn v2_backfills_pending_executions_of_a_v1_database() {
+    let test_db = TestDatabase::new().await.unwrap();
+    test_db
+        .migrate_down(DownTarget::ToVersion(1))
+        .await
+        .unwrap();
+    let client = raw(&test_db).await;
+    client
+        .batch_execute(
+            "INSERT INTO users (id, email, password_hash) \
+               VALUES ('00000000-0000-0000-0000-000000000001', 'v1@example.com', 'h'); \
+             INSERT INTO tasks (id, user_id, name, script_content, priority) \
+               VALUES ('00000000-0000-0000-0000-000000000002', '00000000-0000-0000-0000-000000000001', 't', 'x', 7); \
+             INSERT INTO task_executions (task_id, status, created_at) VALUES \
+               ('00000000-0000-0000-0000-000000000002', 'pending', now() - interval '1 hour'), \
+               ('00000000-0000-0000-0000-000000000002', 'completed', now() - interval '2 hours');",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![2]);
+    let rows = raw(&test_db)
+        .await
+        .query(
+            "SELECT status, priority, run_after = created_at, attempt FROM task_executions ORDER BY status DESC",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i32, bool, i32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("pending".to_owned(), 7, true, 0),
+            ("completed".to_owned(), 0, false, 0),
+        ]
+    );
+}
