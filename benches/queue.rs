@@ -5,7 +5,8 @@
 //! ```
 //!
 //! - `claim_complete/{1,4,16}`: claim-one + complete cycles per second with
-//!   that many concurrent workers;
+//!   that many concurrent workers; `claim_complete_quiet/*` the same with
+//!   `notify_events` off, which shows what the NOTIFY of each change costs;
 //! - `insert_tasks/*`: tasks written per second by one-row-at-a-time
 //!   `create` (the baseline), `create_many` (unnest) and `import` (COPY);
 //! - `enqueue/*`: executions queued per second by one-at-a-time `enqueue`
@@ -35,7 +36,7 @@ struct Bench {
     queue: Arc<PgExecutionQueue>,
 }
 
-fn setup() -> Bench {
+fn setup(notify_events: bool) -> Bench {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,6 +45,7 @@ fn setup() -> Bench {
         let db = TestDatabase::with_config(|c| {
             c.max_connections = 20;
             c.min_connections = 18;
+            c.notify_events = notify_events;
         })
         .await
         .expect("test database");
@@ -94,8 +96,14 @@ impl Bench {
 }
 
 fn claim_complete(c: &mut Criterion) {
-    let bench = setup();
-    let mut group = c.benchmark_group("claim_complete");
+    claim_complete_group(c, "claim_complete", true);
+    claim_complete_group(c, "claim_complete_quiet", false);
+}
+
+/// `quiet`: the same with `notify_events` off, to show what the events cost.
+fn claim_complete_group(c: &mut Criterion, name: &str, notify_events: bool) {
+    let bench = setup(notify_events);
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8))
@@ -159,7 +167,7 @@ enum Insert {
 }
 
 fn insert_tasks(c: &mut Criterion) {
-    let bench = setup();
+    let bench = setup(true);
     let mut group = c.benchmark_group("insert_tasks");
     group
         .sample_size(10)
@@ -204,7 +212,7 @@ fn insert_tasks(c: &mut Criterion) {
 }
 
 fn enqueue(c: &mut Criterion) {
-    let bench = setup();
+    let bench = setup(true);
     let mut group = c.benchmark_group("enqueue");
     group
         .sample_size(10)

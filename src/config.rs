@@ -18,6 +18,7 @@
 //! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | server setting `idle_in_transaction_session_timeout`, sent at connect |
 //! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | how often the reaper runs |
 //! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | server setting `application_name` (shown in `pg_stat_activity`) |
+//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | `false` sends `voidrunner.notify_events=off` at connect: this pool's changes send no execution events |
 //!
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
 //! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
@@ -99,6 +100,14 @@ pub struct DbConfig {
     /// `application_name` reported to the server. Default `voidrunner-db`.
     #[serde(default = "defaults::application_name")]
     pub application_name: String,
+    /// Whether executions changed through this pool send events (see
+    /// [`crate::events`]). Default true. NOTIFY serialises the commits of
+    /// the transactions that send one, so a busy fleet that does not listen
+    /// can turn it off (`-c voidrunner.notify_events=off` is sent at
+    /// connect; behind a pooler that refuses startup options, set it with
+    /// `ALTER ROLE … SET voidrunner.notify_events = off` instead).
+    #[serde(default = "defaults::notify_events")]
+    pub notify_events: bool,
 }
 
 mod defaults {
@@ -137,6 +146,9 @@ mod defaults {
     pub(super) fn application_name() -> String {
         "voidrunner-db".to_owned()
     }
+    pub(super) fn notify_events() -> bool {
+        true
+    }
 }
 
 impl DbConfig {
@@ -157,6 +169,7 @@ impl DbConfig {
             idle_in_transaction_timeout: defaults::idle_in_transaction_timeout(),
             reaper_interval: defaults::reaper_interval(),
             application_name: defaults::application_name(),
+            notify_events: defaults::notify_events(),
         })
     }
 
@@ -210,6 +223,13 @@ impl DbConfig {
         required("REAPER_INTERVAL", &mut config.reaper_interval)?;
         if let Some((_, v)) = var("APPLICATION_NAME") {
             config.application_name = v;
+        }
+        if let Some((name, v)) = var("NOTIFY_EVENTS") {
+            config.notify_events = match v.trim() {
+                "true" | "on" | "1" => true,
+                "false" | "off" | "0" => false,
+                other => return Err(bad(&name, format!("`{other}` is not true or false"))),
+            };
         }
         config.validate()?;
         Ok(config)
@@ -304,6 +324,12 @@ impl DbConfig {
                 options.push_str(&format!("-c {setting}={}", value.as_millis()));
             }
         }
+        if !self.notify_events {
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str("-c voidrunner.notify_events=off");
+        }
         if !options.is_empty() {
             pg.options(options);
         }
@@ -366,6 +392,7 @@ impl fmt::Debug for DbConfig {
             )
             .field("reaper_interval", &self.reaper_interval)
             .field("application_name", &self.application_name)
+            .field("notify_events", &self.notify_events)
             .finish()
     }
 }
@@ -518,6 +545,7 @@ mod tests {
             ("VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT", "2m"),
             ("VOIDRUNNER_DB_REAPER_INTERVAL", "1h"),
             ("VOIDRUNNER_DB_APPLICATION_NAME", "svc"),
+            ("VOIDRUNNER_DB_NOTIFY_EVENTS", "off"),
         ]))
         .unwrap();
         assert_eq!(c.max_connections, 7);
@@ -535,9 +563,10 @@ mod tests {
         assert_eq!(c.reaper_interval, Duration::from_secs(3600));
         assert_eq!(c.application_name, "svc");
         let pg = c.pooled_pg_config();
+        assert!(!c.notify_events);
         assert_eq!(
             pg.get_options(),
-            Some("-c idle_in_transaction_session_timeout=120000")
+            Some("-c idle_in_transaction_session_timeout=120000 -c voidrunner.notify_events=off")
         );
     }
 

@@ -337,6 +337,10 @@ async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot:
             pool.retain(|_, metrics| metrics.age() < max);
         }
         if let Some(idle) = config.idle_timeout {
+            // deadpool stamps a connection when it is checked out, so "idle"
+            // is measured from its last checkout: a connection held for
+            // longer than the idle timeout may be closed soon after it is
+            // returned. Only idle connections are visited here.
             let mut removable = pool.status().size.saturating_sub(config.min_connections);
             pool.retain(|_, metrics| {
                 if removable > 0 && metrics.last_used() >= idle {

@@ -88,9 +88,9 @@ pub async fn template_database() -> Result<String> {
 
 /// A migrated database of its own, dropped with it.
 ///
-/// Derefs to the [`Database`] connected to it. The pool is small (at most 10
-/// connections, 1 kept warm); use [`TestDatabase::with_config`] for other
-/// settings.
+/// Derefs to the [`Database`] connected to it. The pool is small (at most 5
+/// connections, 1 kept warm) so that many tests can run at once; use
+/// [`TestDatabase::with_config`] for other settings.
 #[derive(Debug)]
 pub struct TestDatabase {
     db: Database,
@@ -131,7 +131,9 @@ impl TestDatabase {
             .await?;
         }
         let mut config = harness.server.with_dbname(&name);
-        config.max_connections = 10;
+        // Small: many tests run at once against a server whose default
+        // max_connections is 100. Tests that need more ask for it.
+        config.max_connections = 5;
         config.min_connections = 1;
         adjust(&mut config);
         // From here on, a failure must still drop the database.

@@ -208,3 +208,31 @@ async fn the_listener_listens_again_after_the_server_restarts() {
     db.close(Duration::from_secs(5)).await;
     cluster.destroy().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_pool_with_notify_events_off_changes_quietly() {
+    use voidrunner_db::{Database, PgExecutionQueue};
+
+    let f = crate::fixture_with(|c| c.notify_events = false).await;
+    let mut events = f.db.subscribe().await.unwrap();
+    let quiet = f.task("quiet", 0).await;
+    let loud = f.task("loud", 0).await;
+    let quiet_execution = f.queue.enqueue(quiet.id, None).await.unwrap();
+    f.queue.claim("w", 1, LEASE).await.unwrap();
+
+    // The same database through a pool with the default setting.
+    let mut config = f.db.config().await.unwrap();
+    config.min_connections = 1;
+    let noisy = Database::connect(config).await.unwrap();
+    let loud_execution = PgExecutionQueue::new(noisy.clone())
+        .enqueue(loud.id, None)
+        .await
+        .unwrap();
+    let first = next_execution_event(&mut events).await;
+    assert_eq!(
+        first.execution_id, loud_execution.id,
+        "nothing was sent for {}",
+        quiet_execution.id
+    );
+    noisy.close(Duration::from_secs(5)).await;
+}
