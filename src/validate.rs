@@ -436,6 +436,23 @@ pub fn lease(lease: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Longest retry delay a rescue policy may ask for.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Oldest age `prune` accepts (about a century; PostgreSQL intervals end
+/// not far beyond).
+pub const MAX_PRUNE_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A duration the server turns into an interval: at most `max`.
+pub fn duration_at_most(field: &'static str, value: Duration, max: Duration) -> Result<()> {
+    if value > max {
+        return Err(Error::validation(
+            field,
+            format!("must be at most {} seconds", max.as_secs()),
+        ));
+    }
+    Ok(())
+}
+
 /// Claim size: 1..=[`MAX_CLAIM`].
 pub fn claim_limit(limit: u32) -> Result<()> {
     in_range("limit", limit.into(), (1, Some(MAX_CLAIM.into())))
@@ -769,6 +786,11 @@ mod tests {
         ] {
             assert_eq!(field_of(lease(bad)), "lease", "{bad:?}");
         }
+        assert!(duration_at_most("older_than", MAX_PRUNE_AGE, MAX_PRUNE_AGE).is_ok());
+        assert_eq!(
+            field_of(duration_at_most("older_than", Duration::MAX, MAX_PRUNE_AGE)),
+            "older_than"
+        );
         assert!(claim_limit(1).is_ok() && claim_limit(MAX_CLAIM).is_ok());
         assert_eq!(field_of(claim_limit(0)), "limit");
         assert_eq!(field_of(claim_limit(MAX_CLAIM + 1)), "limit");

@@ -583,6 +583,7 @@ impl ExecutionQueue for PgExecutionQueue {
         if policy.max_attempts < 0 {
             return Err(Error::validation("max_attempts", "must not be negative"));
         }
+        validate::duration_at_most("retry_delay", policy.retry_delay, validate::MAX_RETRY_DELAY)?;
         let report = sql::rescue_expired(&*self.source.conn().await?, &policy).await?;
         if !report.timed_out.is_empty() {
             tracing::info!(
@@ -599,6 +600,7 @@ impl ExecutionQueue for PgExecutionQueue {
         if batch_size == 0 {
             return Err(Error::validation("batch_size", "must be at least 1"));
         }
+        validate::duration_at_most("older_than", older_than, validate::MAX_PRUNE_AGE)?;
         let mut total = 0;
         loop {
             // A connection per batch: between batches, others get the pool.
