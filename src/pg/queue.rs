@@ -5,7 +5,7 @@
 //! never deadlock, and whose UPDATEs re-check the state they act on, so a
 //! change that committed in between is never overwritten.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -89,35 +89,35 @@ fn lease_lost(
 /// cannot lock more rows than it returns; SKIP LOCKED lets concurrent
 /// claimers pass each other instead of queueing. Tasks are locked in id
 /// order after their executions, as everywhere else.
-fn claim_sql() -> String {
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS ( \
-                   SELECT id FROM task_executions \
-                   WHERE status = 'pending' AND run_after <= now() \
-                   ORDER BY priority DESC, run_after, id \
-                   LIMIT $2 \
-                   FOR UPDATE SKIP LOCKED \
-                 ), claimed AS ( \
-                   UPDATE task_executions e \
-                   SET status = 'running', started_at = now(), attempt = e.attempt + 1, \
-                       worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
-                       heartbeat_at = now() \
-                   FROM next WHERE e.id = next.id AND e.status = 'pending' \
-                   RETURNING {returning} \
-                 ), task_locks AS ( \
-                   SELECT id FROM tasks \
-                   WHERE id IN (SELECT task_id FROM claimed) AND status = 'pending' \
-                   ORDER BY id FOR NO KEY UPDATE \
-                 ), started AS ( \
-                   UPDATE tasks t SET status = 'running' FROM task_locks l WHERE t.id = l.id \
-                 ) \
-                 SELECT {claimed}, t.script_content, t.script_type, t.timeout_seconds \
-                 FROM claimed c JOIN tasks t ON t.id = c.task_id \
-                 ORDER BY c.priority DESC, c.run_after, c.id",
+         SELECT id FROM task_executions \
+         WHERE status = 'pending' AND run_after <= now() \
+         ORDER BY priority DESC, run_after, id \
+         LIMIT $2 \
+         FOR UPDATE SKIP LOCKED \
+       ), claimed AS ( \
+         UPDATE task_executions e \
+         SET status = 'running', started_at = now(), attempt = e.attempt + 1, \
+             worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
+             heartbeat_at = now() \
+         FROM next WHERE e.id = next.id AND e.status = 'pending' \
+         RETURNING {returning} \
+       ), task_locks AS ( \
+         SELECT id FROM tasks \
+         WHERE id IN (SELECT task_id FROM claimed) AND status = 'pending' \
+         ORDER BY id FOR NO KEY UPDATE \
+       ), started AS ( \
+         UPDATE tasks t SET status = 'running' FROM task_locks l WHERE t.id = l.id \
+       ) \
+       SELECT {claimed}, t.script_content, t.script_type, t.timeout_seconds \
+       FROM claimed c JOIN tasks t ON t.id = c.task_id \
+       ORDER BY c.priority DESC, c.run_after, c.id",
         returning = prefixed("e", COLUMNS),
         claimed = prefixed("c", COLUMNS),
     )
-}
+});
 
 /// The rescue: `$1` batch size, `$2` max attempts, `$3` ids for retries,
 /// `$4` retry delay in seconds.
@@ -174,7 +174,7 @@ const PRUNE_SQL: &str = "DELETE FROM task_executions WHERE id IN ( \
 #[doc(hidden)]
 pub fn __queue_sql(name: &str) -> Option<String> {
     match name {
-        "claim" => Some(claim_sql()),
+        "claim" => Some(CLAIM_SQL.clone()),
         "rescue" => Some(RESCUE_SQL.to_owned()),
         "prune" => Some(PRUNE_SQL.to_owned()),
         _ => None,
@@ -192,8 +192,9 @@ pub(crate) mod sql {
         // The task row is locked first, so enqueues and status changes of
         // one task take turns; the INSERT happens only from a status that may
         // move to pending.
-        let stmt = client
-            .prepare_cached(&format!(
+        // Built once: this runs on every call of a worker's hot path.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
                 "WITH task AS ( \
                    SELECT id, status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
                  ), moved AS ( \
@@ -208,8 +209,9 @@ pub(crate) mod sql {
                  SELECT task.status AS task_status, queued.id IS NOT NULL AS queued, {queued} \
                  FROM task LEFT JOIN queued ON true",
                 queued = prefixed("queued", COLUMNS),
-            ))
-            .await?;
+            )
+        });
+        let stmt = client.prepare_cached(&SQL).await?;
         let row = client
             .query_opt(
                 &stmt,
@@ -240,8 +242,9 @@ pub(crate) mod sql {
         // All or nothing in one statement: `ok` holds only if every requested
         // task exists and may be queued, and both writes depend on it. Tasks
         // are locked in id order, so concurrent batches cannot deadlock.
-        let stmt = client
-            .prepare_cached(&format!(
+        // Built once: this runs on every call of a worker's hot path.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
                 "WITH req AS ( \
                    SELECT task_id, execution_id, ord \
                    FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(task_id, execution_id, ord) \
@@ -267,8 +270,9 @@ pub(crate) mod sql {
                  LEFT JOIN queued ON queued.id = req.execution_id \
                  ORDER BY req.ord",
                 queued = prefixed("queued", COLUMNS),
-            ))
-            .await?;
+            )
+        });
+        let stmt = client.prepare_cached(&SQL).await?;
         let rows = client
             .query(
                 &stmt,
@@ -305,7 +309,7 @@ pub(crate) mod sql {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedExecution>> {
-        let stmt = client.prepare_cached(&claim_sql()).await?;
+        let stmt = client.prepare_cached(&CLAIM_SQL).await?;
         let rows = client
             .query(&stmt, &[&worker_id, &i64::from(limit), &seconds(lease)])
             .await?;
@@ -372,8 +376,9 @@ pub(crate) mod sql {
         // The lease need not still be in the future: until the rescuer has
         // timed the execution out, nobody else can own it, and the result is
         // worth keeping. After the rescue, the status check refuses it.
-        let stmt = client
-            .prepare_cached(&format!(
+        // Built once: this runs on every call of a worker's hot path.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
                 "WITH current AS ( \
                    SELECT id, status, worker_id, lease_expires_at FROM task_executions \
                    WHERE id = $1 FOR NO KEY UPDATE \
@@ -394,8 +399,9 @@ pub(crate) mod sql {
                  FROM current c LEFT JOIN done ON true",
                 returning = prefixed("e", COLUMNS),
                 done = prefixed("done", COLUMNS),
-            ))
-            .await?;
+            )
+        });
+        let stmt = client.prepare_cached(&SQL).await?;
         let row = client
             .query_opt(
                 &stmt,
@@ -428,8 +434,9 @@ pub(crate) mod sql {
         client: &impl GenericClient,
         id: ExecutionId,
     ) -> Result<TaskExecution> {
-        let stmt = client
-            .prepare_cached(&format!(
+        // Built once: this runs on every call of a worker's hot path.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
                 "WITH current AS ( \
                    SELECT id, status FROM task_executions WHERE id = $1 FOR NO KEY UPDATE \
                  ), cancelled AS ( \
@@ -444,8 +451,9 @@ pub(crate) mod sql {
                  FROM current c LEFT JOIN cancelled x ON true",
                 returning = prefixed("e", COLUMNS),
                 cancelled = prefixed("x", COLUMNS),
-            ))
-            .await?;
+            )
+        });
+        let stmt = client.prepare_cached(&SQL).await?;
         let row = client
             .query_opt(&stmt, &[&id])
             .await?
