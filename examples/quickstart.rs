@@ -10,7 +10,7 @@
 //!
 //! Finds its server as the test harness does: `DATABASE_URL` if set (used
 //! as given), else the local server at 127.0.0.1:5432 (database
-//! `voidrunner_quickstart`, created if missing), else a private throwaway
+//! `voidrunner_quickstart`, recreated on each run), else a private throwaway
 //! cluster started from the PostgreSQL binaries on this machine.
 
 use std::process::ExitCode;
@@ -152,7 +152,9 @@ fn fake_hash(password: &str) -> String {
 }
 
 /// `DATABASE_URL` as given, or a database of its own on the discovered server
-/// (never the server's `postgres` database).
+/// (never the server's `postgres` database), recreated on each run so the
+/// demo always starts from an empty schema, whatever an older build of the
+/// crate left in it.
 async fn target() -> voidrunner_db::Result<DbConfig> {
     let server = server_config().await?;
     if std::env::var_os("DATABASE_URL").is_some() {
@@ -163,17 +165,11 @@ async fn target() -> voidrunner_db::Result<DbConfig> {
         .connect(voidrunner_db::tokio_postgres::NoTls)
         .await?;
     tokio::spawn(connection);
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&QUICKSTART_DB],
-        )
-        .await?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {QUICKSTART_DB}"))
-            .await?;
-    }
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {QUICKSTART_DB}"))
+        .await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {QUICKSTART_DB}"))
+        .await?;
     Ok(server.with_dbname(QUICKSTART_DB))
 }
