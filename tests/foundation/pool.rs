@@ -237,3 +237,37 @@ async fn futures_join(db: &TestDatabase, n: usize) -> Vec<voidrunner_db::PooledC
     }
     clients
 }
+
+#[tokio::test]
+async fn dropping_the_database_closes_its_connections_and_stops_the_reaper() {
+    let test_db = TestDatabase::new().await.unwrap();
+    let mut config = test_db.config().await.unwrap();
+    config.min_connections = 3;
+    config.application_name = "voidrunner-db-dropped".into();
+    // A reaper running often: if it kept the pool alive, the connections
+    // would stay open (and be refilled).
+    config.reaper_interval = Duration::from_millis(20);
+    let db = voidrunner_db::Database::connect(config).await.unwrap();
+    let observer = observer().await;
+    let count = || async {
+        observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'voidrunner-db-dropped'",
+                &[&test_db.name()],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(count().await, 3);
+    drop(db);
+    let mut open = 3;
+    for _ in 0..100 {
+        open = count().await;
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, 0, "connections outlived their Database");
+}
