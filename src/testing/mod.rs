@@ -22,6 +22,9 @@
 //! - every test process holds an advisory lock named by a random token that
 //!   is part of its databases' names; databases whose token is no longer
 //!   locked were left by a crashed run and are dropped at the next start;
+//! - every test process also holds a shared lock on its template; templates
+//!   of other migration sets that nobody holds are dropped, so changing a
+//!   migration does not leave copies behind;
 //! - the template is built under another advisory lock, so concurrent test
 //!   binaries do not race.
 //!
@@ -47,6 +50,9 @@ use crate::error::{Error, Result};
 /// Advisory-lock class of the harness (`'vrdb'`); the object id is 0 for the
 /// template lock and a process's token for its liveness lock.
 const LOCK_CLASS: i32 = 0x7672_6462;
+/// Advisory-lock class of templates in use (`'vrdc'`): every test process
+/// holds a shared lock on its template's key while it runs.
+const TEMPLATE_IN_USE_CLASS: i32 = 0x7672_6463;
 const TEST_DB_PREFIX: &str = "vrdb_test_";
 const TEMPLATE_PREFIX: &str = "vrdb_tpl_";
 
@@ -74,11 +80,21 @@ pub async fn server_config() -> Result<DbConfig> {
 }
 
 /// Drops the test databases left by test processes that died without
-/// cleaning up, and returns their names. The harness does this once when it
+/// cleaning up, and the templates of older migrations that no running test
+/// process uses; returns their names. The harness does this once when it
 /// starts; databases of live test processes are never touched.
 pub async fn remove_leftover_databases() -> Result<Vec<String>> {
     let harness = harness().await?;
-    on_harness_runtime(harness.remove_leftovers()).await
+    on_harness_runtime(async move {
+        let mut removed = harness.remove_leftovers().await?;
+        removed.extend(
+            harness
+                .with_template_lock(harness.remove_stale_templates())
+                .await?,
+        );
+        Ok(removed)
+    })
+    .await
 }
 
 /// The name of the migrated template database the harness clones.
@@ -341,15 +357,85 @@ impl Harness {
     /// Builds the template unless a complete one exists. `IS_TEMPLATE` is set
     /// last, so it marks a finished build; a template without it is a
     /// leftover of a run that died half-way and is rebuilt.
+    ///
+    /// The in-use lock is taken before the build lock is released, so a
+    /// process sweeping stale templates (under the build lock) always sees
+    /// this one as used.
     async fn ensure_template(&self) -> Result<()> {
+        self.with_template_lock(async {
+            self.build_template().await?;
+            self.admin
+                .execute(
+                    "SELECT pg_advisory_lock_shared($1, $2)",
+                    &[&TEMPLATE_IN_USE_CLASS, &template_key(&self.template)],
+                )
+                .await?;
+            self.remove_stale_templates().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `work` holding the lock under which templates are built and
+    /// dropped.
+    async fn with_template_lock<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         self.admin
             .execute("SELECT pg_advisory_lock($1, 0)", &[&LOCK_CLASS])
             .await?;
-        let result = self.build_template().await;
+        let result = work.await;
         self.admin
             .execute("SELECT pg_advisory_unlock($1, 0)", &[&LOCK_CLASS])
             .await?;
         result
+    }
+
+    /// Drops templates of other migration sets that no test process holds
+    /// an in-use lock on. Call with the template lock held.
+    async fn remove_stale_templates(&self) -> Result<Vec<String>> {
+        let rows = self
+            .admin
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) AND datname <> $2",
+                &[&TEMPLATE_PREFIX, &self.template],
+            )
+            .await?;
+        let mut removed = Vec::new();
+        for row in rows {
+            let name: String = row.get(0);
+            let key = template_key(&name);
+            let unused: bool = self
+                .admin
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&TEMPLATE_IN_USE_CLASS, &key],
+                )
+                .await?
+                .get(0);
+            if !unused {
+                continue;
+            }
+            let quoted = quote_ident(&name);
+            let dropped = async {
+                self.admin
+                    .batch_execute(&format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false"))
+                    .await?;
+                self.admin.batch_execute(&self.drop_sql(&name)).await
+            }
+            .await;
+            self.admin
+                .execute(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    &[&TEMPLATE_IN_USE_CLASS, &key],
+                )
+                .await?;
+            match dropped {
+                Ok(()) => removed.push(name),
+                Err(e) => {
+                    tracing::warn!(template = %name, error = %e, "could not drop a stale template")
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn build_template(&self) -> Result<()> {
@@ -433,6 +519,15 @@ fn template_name() -> String {
         }
     }
     format!("{TEMPLATE_PREFIX}{hash:016x}")
+}
+
+/// The in-use lock key of a template: the first 32 bits of its hash. A
+/// collision only keeps a stale template around longer.
+fn template_key(name: &str) -> i32 {
+    let hex = name.strip_prefix(TEMPLATE_PREFIX).unwrap_or(name);
+    hex.get(..8)
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .unwrap_or(0) as i32
 }
 
 /// Identifiers here are generated by the harness (prefix + hex digits), never

@@ -202,3 +202,68 @@ async fn discover_prefers_database_url_and_reports_a_dead_one() {
     assert!(err.to_string().contains("DATABASE_URL"), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn templates_of_other_migrations_are_dropped_unless_in_use() {
+    let config = testing::server_config().await.unwrap();
+    let (admin, conn) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let ours = testing::template_database().await.unwrap();
+    // Two templates of "older migrations": one a running test process of
+    // another checkout still uses (its shared lock held here), one unused.
+    let stale = "vrdb_tpl_0000dead0000beef";
+    let used = "vrdb_tpl_0000feed00000000";
+    for name in [stale, used] {
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} WITH IS_TEMPLATE false"))
+            .await
+            .ok();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} IS_TEMPLATE true"))
+            .await
+            .unwrap();
+    }
+    let (holder, conn) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    holder
+        .execute(
+            "SELECT pg_advisory_lock_shared($1, $2)",
+            &[&0x7672_6463i32, &0x0000_feedi32],
+        )
+        .await
+        .unwrap();
+
+    let removed = testing::remove_leftover_databases().await.unwrap();
+    assert!(removed.contains(&stale.to_owned()), "{removed:?}");
+    assert!(!database_exists(stale).await);
+    assert!(database_exists(used).await, "a template in use was dropped");
+    assert!(
+        database_exists(&ours).await,
+        "this run's own template was dropped"
+    );
+
+    drop(holder);
+    let mut gone = false;
+    for _ in 0..50 {
+        testing::remove_leftover_databases().await.unwrap();
+        if !database_exists(used).await {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "dropped once nobody uses it");
+    assert!(database_exists(&ours).await);
+}
