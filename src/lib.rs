@@ -12,6 +12,7 @@ pub mod model;
 pub mod pg;
 pub mod repo;
 #[cfg(feature = "test-support")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 mod tx;
 pub mod validate;
@@ -29,6 +30,7 @@ pub use model::{
 pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
 pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};
 #[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use repo::{
     MockExecutionQueue, MockExecutionRepository, MockTaskRepository, MockUserRepository,
 };
