@@ -92,8 +92,9 @@ async fn leftovers_of_dead_runs_are_removed_and_live_ones_kept() {
         .await
         .unwrap();
 
-    let removed = testing::remove_leftover_databases().await.unwrap();
-    assert!(removed.contains(&dead.to_owned()), "{removed:?}");
+    // Another test of this binary may sweep at the same moment, so what
+    // counts is what is left, not which call removed it.
+    testing::remove_leftover_databases().await.unwrap();
     assert!(!database_exists(dead).await);
     assert!(
         database_exists(alive).await,
@@ -103,11 +104,8 @@ async fn leftovers_of_dead_runs_are_removed_and_live_ones_kept() {
     drop(holder);
     // Give the server a moment to end the holder's session.
     for _ in 0..50 {
-        if testing::remove_leftover_databases()
-            .await
-            .unwrap()
-            .contains(&alive.to_owned())
-        {
+        testing::remove_leftover_databases().await.unwrap();
+        if !database_exists(alive).await {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -245,8 +243,9 @@ async fn templates_of_other_migrations_are_dropped_unless_in_use() {
         .await
         .unwrap();
 
-    let removed = testing::remove_leftover_databases().await.unwrap();
-    assert!(removed.contains(&stale.to_owned()), "{removed:?}");
+    // Another test of this binary may sweep at the same moment, so what
+    // counts is what is left, not which call removed it.
+    testing::remove_leftover_databases().await.unwrap();
     assert!(!database_exists(stale).await);
     assert!(database_exists(used).await, "a template in use was dropped");
     assert!(
