@@ -1,7 +1,8 @@
 use voidrunner_db::Database;
 use voidrunner_db::testing::{self, PrivateCluster, Server, TestDatabase};
 
-async fn database_exists(name: &str) -> bool {
+/// A session of its own on the server's maintenance database.
+async fn server_session() -> tokio_postgres::Client {
     let config = testing::server_config().await.unwrap();
     let (client, conn) = config
         .pg_config()
@@ -10,6 +11,23 @@ async fn database_exists(name: &str) -> bool {
         .unwrap();
     tokio::spawn(conn);
     client
+}
+
+/// Sweeps leftovers until `name` is gone (a dropped session's locks take a
+/// moment to go); whether it went is for the caller to assert.
+async fn sweep_until_gone(name: &str) {
+    for _ in 0..50 {
+        testing::remove_leftover_databases().await.unwrap();
+        if !database_exists(name).await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn database_exists(name: &str) -> bool {
+    server_session()
+        .await
         .query_one(
             "SELECT count(*) FROM pg_database WHERE datname = $1",
             &[&name],
@@ -57,13 +75,7 @@ async fn each_test_database_is_a_migrated_clone_dropped_afterwards() {
 
 #[tokio::test]
 async fn leftovers_of_dead_runs_are_removed_and_live_ones_kept() {
-    let config = testing::server_config().await.unwrap();
-    let (admin, conn) = config
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = server_session().await;
     // Tokens of two fake test processes: one dead, one alive (its lock held
     // by a session of this test).
     let dead = "vrdb_test_0badf00d_0";
@@ -78,12 +90,7 @@ async fn leftovers_of_dead_runs_are_removed_and_live_ones_kept() {
             .await
             .unwrap();
     }
-    let (holder, conn) = config
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let holder = server_session().await;
     holder
         .execute(
             "SELECT pg_advisory_lock($1, $2)",
@@ -102,14 +109,7 @@ async fn leftovers_of_dead_runs_are_removed_and_live_ones_kept() {
     );
 
     drop(holder);
-    // Give the server a moment to end the holder's session.
-    for _ in 0..50 {
-        testing::remove_leftover_databases().await.unwrap();
-        if !database_exists(alive).await {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    sweep_until_gone(alive).await;
     assert!(
         !database_exists(alive).await,
         "removed once its owner is gone"
@@ -203,13 +203,7 @@ async fn discover_prefers_database_url_and_reports_a_dead_one() {
 
 #[tokio::test]
 async fn templates_of_other_migrations_are_dropped_unless_in_use() {
-    let config = testing::server_config().await.unwrap();
-    let (admin, conn) = config
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = server_session().await;
     let ours = testing::template_database().await.unwrap();
     // Two templates of "older migrations": one a running test process of
     // another checkout still uses (its shared lock held here), one unused.
@@ -229,12 +223,7 @@ async fn templates_of_other_migrations_are_dropped_unless_in_use() {
             .await
             .unwrap();
     }
-    let (holder, conn) = config
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let holder = server_session().await;
     holder
         .execute(
             "SELECT pg_advisory_lock_shared($1, $2)",
@@ -254,15 +243,7 @@ async fn templates_of_other_migrations_are_dropped_unless_in_use() {
     );
 
     drop(holder);
-    let mut gone = false;
-    for _ in 0..50 {
-        testing::remove_leftover_databases().await.unwrap();
-        if !database_exists(used).await {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(gone, "dropped once nobody uses it");
+    sweep_until_gone(used).await;
+    assert!(!database_exists(used).await, "dropped once nobody uses it");
     assert!(database_exists(&ours).await);
 }
