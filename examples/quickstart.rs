@@ -20,8 +20,8 @@ use serde_json::json;
 use voidrunner_db::testing::server_config;
 use voidrunner_db::validate::{self, PasswordPolicy};
 use voidrunner_db::{
-    Database, DbConfig, ExecutionRepository, ExecutionStatus, ExecutionUpdate, NewExecution,
-    NewTask, NewUser, PageRequest, PasswordHash, PgExecutionRepository, PgTaskRepository,
+    Database, DbConfig, ExecutionQueue, ExecutionRepository, NewExecution, NewTask, NewUser,
+    Outcome, PageRequest, PasswordHash, PgExecutionQueue, PgExecutionRepository, PgTaskRepository,
     PgUserRepository, ScriptType, TaskRepository, TaskStatus, UserRepository,
 };
 
@@ -85,27 +85,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         task.name, task.priority, task.status
     );
 
+    // Queue the task, and run it as a worker would: claim (task and
+    // execution become running, under a lease), then report the outcome
+    // (both become completed).
     let execution = executions.create(NewExecution::new(task.id)).await?;
-    tasks.update_status(task.id, TaskStatus::Running).await?;
-    executions
-        .update_status(execution.id, ExecutionStatus::Running)
+    let queue = PgExecutionQueue::new(db.clone());
+    let claimed = queue
+        .claim("quickstart", 1, Duration::from_secs(60))
         .await?;
-    executions
-        .update(
+    assert_eq!(claimed.first().map(|c| c.execution.id), Some(execution.id));
+    let finished = queue
+        .complete(
             execution.id,
-            ExecutionUpdate {
-                return_code: Some(0),
-                stdout: Some("report ready\n".into()),
-                execution_time_ms: Some(42),
-                memory_usage_bytes: Some(8 << 20),
-                ..Default::default()
-            },
+            "quickstart",
+            Outcome::completed(0)
+                .output("report ready\n", "")
+                .usage(42, 8 << 20),
         )
         .await?;
-    let finished = executions
-        .update_status(execution.id, ExecutionStatus::Completed)
-        .await?;
-    let task = tasks.update_status(task.id, TaskStatus::Completed).await?;
+    let task = tasks.get(task.id).await?;
+    assert_eq!(task.status, TaskStatus::Completed);
     println!(
         "execution:  {} in {} ms, exit {}, stdout {:?}",
         finished.status,

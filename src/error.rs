@@ -286,13 +286,19 @@ impl Error {
         }
     }
 
-    /// A serialization failure or deadlock (SQLSTATE 40001, 40P01): the
-    /// transaction was rolled back and running it again may succeed.
+    /// A serialization failure or deadlock (SQLSTATE 40001, 40P01), or a
+    /// cached statement the schema changed under inside a transaction
+    /// (0A000 "cached plan must not change result type", 26000; the
+    /// connection's statement cache has been cleared): the transaction was
+    /// rolled back and running it again may succeed.
     /// [`Database::transaction_with`](crate::Database::transaction_with)
     /// retries these when asked to.
     pub fn is_retryable(&self) -> bool {
         self.sqlstate().is_some_and(|s| {
-            *s == SqlState::T_R_SERIALIZATION_FAILURE || *s == SqlState::T_R_DEADLOCK_DETECTED
+            *s == SqlState::T_R_SERIALIZATION_FAILURE
+                || *s == SqlState::T_R_DEADLOCK_DETECTED
+                || *s == SqlState::FEATURE_NOT_SUPPORTED
+                || *s == SqlState::INVALID_SQL_STATEMENT_NAME
         })
     }
 

@@ -249,12 +249,15 @@ impl Database {
         loop {
             let span = tracing::debug_span!("voidrunner_db.transaction", attempt);
             let outcome = async {
-                let client = self.client().await?;
-                client.batch_execute(&begin).await?;
+                // The guard is armed before BEGIN is sent: if this future is
+                // dropped while BEGIN is in flight (or anywhere later before
+                // COMMIT or ROLLBACK completed), the connection is closed, never
+                // pooled in an unknown transaction state.
                 let inner = Arc::new(TxInner {
-                    client: Some(client),
+                    client: Some(self.client().await?),
                     ended: AtomicBool::new(false),
                 });
+                inner.client()?.batch_execute(&begin).await?;
                 match f(Transaction {
                     inner: inner.clone(),
                 })

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use std::time::Duration;
 
-use crate::model::{ExecutionStatus, ExecutionUpdate, NewTask, Outcome, PasswordHash, TaskUpdate};
+use crate::model::{
+    ExecutionStatus, ExecutionUpdate, NewTask, Outcome, PasswordHash, TaskStatus, TaskUpdate,
+};
 
 /// Most characters in an email.
 pub const EMAIL_MAX_CHARS: usize = 255;
@@ -451,6 +453,25 @@ pub fn duration_at_most(field: &'static str, value: Duration, max: Duration) -> 
         ));
     }
     Ok(())
+}
+
+/// A task status a caller may set by hand
+/// ([`TaskRepository::update_status`](crate::TaskRepository::update_status)):
+/// `pending` (a retry) or `cancelled`. The others are entered only by the
+/// task's execution, through the queue (claim, complete, rescue), so that a
+/// task's status always agrees with its executions.
+pub fn task_status_by_hand(status: TaskStatus) -> Result<()> {
+    match status {
+        TaskStatus::Pending | TaskStatus::Cancelled => Ok(()),
+        other => Err(Error::validation(
+            "status",
+            format!(
+                "a task becomes {} only through its execution (ExecutionQueue::claim, \
+                 complete, rescue_expired); set pending (retry) or cancelled",
+                other.as_str()
+            ),
+        )),
+    }
 }
 
 /// Claim size: 1..=[`MAX_CLAIM`].

@@ -1,11 +1,10 @@
 //! [`ExecutionRepository`] on PostgreSQL.
 
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{CursorKind, Keyset, PageSpec, Source, Table, prefixed};
+use super::{Conn, CursorKind, Keyset, PageSpec, Source, Table};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -86,55 +85,41 @@ impl PgExecutionRepository {
 pub(crate) mod sql {
     use super::*;
 
-    pub(crate) async fn create(
-        client: &impl GenericClient,
-        execution: NewExecution,
-    ) -> Result<TaskExecution> {
-        let stmt = client
-            .prepare_cached(&format!(
-                // The task's priority, so claims need no join; a missing
-                // task leaves 0 and the foreign key reports it.
-                "INSERT INTO task_executions (id, task_id, priority) \
-                 VALUES ($1, $2, COALESCE((SELECT priority FROM tasks WHERE id = $2), 0)) \
-                 RETURNING {COLUMNS}"
-            ))
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&ExecutionId::new(), &execution.task_id])
-            .await?;
-        Ok(execution_from_row(&row))
+    /// The one way an execution is created: the enqueue of its task, so the
+    /// task follows and at most one execution of a task is ever active.
+    pub(crate) async fn create(c: &Conn<'_>, execution: NewExecution) -> Result<TaskExecution> {
+        crate::pg::queue::sql::enqueue(c, execution.task_id, None).await
     }
 
-    pub(crate) async fn get(client: &impl GenericClient, id: ExecutionId) -> Result<TaskExecution> {
-        Ok(execution_from_row(&TABLE.get_row(client, id).await?))
+    pub(crate) async fn get(c: &Conn<'_>, id: ExecutionId) -> Result<TaskExecution> {
+        Ok(execution_from_row(&TABLE.get_row(c, id).await?))
     }
 
     pub(crate) async fn latest_for_task(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         task_id: TaskId,
     ) -> Result<Option<TaskExecution>> {
-        let stmt = client
-            .prepare_cached(&format!(
+        Ok(c.query_opt(
+            &format!(
                 "SELECT {COLUMNS} FROM task_executions WHERE task_id = $1 \
-                 ORDER BY created_at DESC, id DESC LIMIT 1"
-            ))
-            .await?;
-        Ok(client
-            .query_opt(&stmt, &[&task_id])
-            .await?
-            .map(|row| execution_from_row(&row)))
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+            ),
+            &[&task_id],
+        )
+        .await?
+        .map(|row| execution_from_row(&row)))
     }
 
     pub(crate) async fn update(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         id: ExecutionId,
         update: &ExecutionUpdate,
     ) -> Result<TaskExecution> {
         if update.is_empty() {
-            return get(client, id).await;
+            return get(c, id).await;
         }
-        let stmt = client
-            .prepare_cached(&format!(
+        c.query_opt(
+            &format!(
                 "UPDATE task_executions SET \
                    return_code = COALESCE($2, return_code), \
                    stdout = COALESCE($3, stdout), \
@@ -144,96 +129,69 @@ pub(crate) mod sql {
                    started_at = COALESCE($7, started_at), \
                    completed_at = COALESCE($8, completed_at) \
                  WHERE id = $1 RETURNING {COLUMNS}"
-            ))
-            .await?;
-        client
-            .query_opt(
-                &stmt,
-                &[
-                    &id,
-                    &update.return_code,
-                    &update.stdout,
-                    &update.stderr,
-                    &update.execution_time_ms,
-                    &update.memory_usage_bytes,
-                    &update.started_at,
-                    &update.completed_at,
-                ],
-            )
-            .await?
-            .map(|row| execution_from_row(&row))
-            .ok_or_else(|| Error::not_found("execution", id))
+            ),
+            &[
+                &id,
+                &update.return_code,
+                &update.stdout,
+                &update.stderr,
+                &update.execution_time_ms,
+                &update.memory_usage_bytes,
+                &update.started_at,
+                &update.completed_at,
+            ],
+        )
+        .await?
+        .map(|row| execution_from_row(&row))
+        .ok_or_else(|| Error::not_found("execution", id))
     }
 
     pub(crate) async fn update_status(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         id: ExecutionId,
         to: ExecutionStatus,
     ) -> Result<TaskExecution> {
-        // As for tasks: `current` locks the latest version of the row, the
-        // UPDATE checks the transition against it, and the second branch
-        // reports the locked row when the transition was refused.
-        let stmt = client
-            .prepare_cached(&format!(
-                "WITH current AS ( \
-                   SELECT {COLUMNS} FROM task_executions WHERE id = $1 FOR NO KEY UPDATE \
-                 ), changed AS ( \
-                   UPDATE task_executions e SET status = $2, \
-                     started_at = CASE WHEN $4 THEN COALESCE(e.started_at, now()) ELSE e.started_at END, \
-                     completed_at = CASE WHEN $5 THEN COALESCE(e.completed_at, now()) ELSE e.completed_at END \
-                   FROM current c \
-                   WHERE e.id = c.id AND c.status = ANY($3) \
-                   RETURNING {returning} \
-                 ) \
-                 SELECT true AS changed, {COLUMNS} FROM changed \
-                 UNION ALL \
-                 SELECT false, {COLUMNS} FROM current WHERE NOT EXISTS (SELECT 1 FROM changed)",
-                returning = prefixed("e", COLUMNS),
-            ))
-            .await?;
-        let from: Vec<&str> = ExecutionStatus::ALL
-            .into_iter()
-            .filter(|from| from.can_transition_to(to))
-            .map(ExecutionStatus::as_str)
-            .collect();
-        let starts = to == ExecutionStatus::Running;
-        let ends = to.is_terminal();
-        let row = client
-            .query_opt(&stmt, &[&id, &to, &from, &starts, &ends])
-            .await?
-            .ok_or_else(|| Error::not_found("execution", id))?;
-        let execution = execution_from_row(&row);
-        if row.get::<_, bool>("changed") {
-            return Ok(execution);
+        if to.is_terminal() {
+            return crate::pg::queue::sql::finish(c, id, to).await;
+        }
+        // Pending is only ever the first status, and running is entered only
+        // through the claim, which sets the lease the rescuer relies on.
+        let current = get(c, id).await?;
+        if to == ExecutionStatus::Running && current.status == ExecutionStatus::Pending {
+            return Err(Error::validation(
+                "status",
+                "an execution starts running only when a worker claims it \
+                 (ExecutionQueue::claim), which sets its lease",
+            ));
         }
         Err(Error::InvalidTransition {
             entity: "execution",
-            from: execution.status.as_str(),
+            from: current.status.as_str(),
             to: to.as_str(),
         })
     }
 
-    pub(crate) async fn delete(client: &impl GenericClient, id: ExecutionId) -> Result<()> {
-        TABLE.delete(client, id).await
+    pub(crate) async fn delete(c: &Conn<'_>, id: ExecutionId) -> Result<()> {
+        crate::pg::queue::sql::delete(c, id).await
     }
 
     pub(crate) async fn list(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
     ) -> Result<Page<TaskExecution>> {
         TABLE
-            .page(client, filter_sql, filter, page, execution_from_row, keyset)
+            .page(c, filter_sql, filter, page, execution_from_row, keyset)
             .await
     }
 
     pub(crate) async fn count(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
     ) -> Result<i64> {
-        TABLE.count(client, filter_sql, filter).await
+        TABLE.count(c, filter_sql, filter).await
     }
 }
 
@@ -245,7 +203,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "create")
     )]
     async fn create(&self, execution: NewExecution) -> Result<TaskExecution> {
-        sql::create(&*self.source.conn().await?, execution).await
+        sql::create(&self.source.conn().await?, execution).await
     }
 
     #[tracing::instrument(
@@ -254,7 +212,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "get")
     )]
     async fn get(&self, id: ExecutionId) -> Result<TaskExecution> {
-        sql::get(&*self.source.conn().await?, id).await
+        sql::get(&self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -264,7 +222,7 @@ impl ExecutionRepository for PgExecutionRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(CursorKind::Execution, &page)?;
-        sql::list(&*self.source.conn().await?, "TRUE", None, &page).await
+        sql::list(&self.source.conn().await?, "TRUE", None, &page).await
     }
 
     #[tracing::instrument(
@@ -279,7 +237,7 @@ impl ExecutionRepository for PgExecutionRepository {
     ) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(CursorKind::Execution, &page)?;
         sql::list(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             "task_id = $1",
             Some(&task_id),
             &page,
@@ -299,7 +257,7 @@ impl ExecutionRepository for PgExecutionRepository {
     ) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(CursorKind::Execution, &page)?;
         sql::list(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             "status = $1",
             Some(&status),
             &page,
@@ -313,7 +271,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "latest_for_task")
     )]
     async fn latest_for_task(&self, task_id: TaskId) -> Result<Option<TaskExecution>> {
-        sql::latest_for_task(&*self.source.conn().await?, task_id).await
+        sql::latest_for_task(&self.source.conn().await?, task_id).await
     }
 
     #[tracing::instrument(
@@ -323,7 +281,7 @@ impl ExecutionRepository for PgExecutionRepository {
     )]
     async fn update(&self, id: ExecutionId, update: ExecutionUpdate) -> Result<TaskExecution> {
         validate::execution_update(&update)?;
-        sql::update(&*self.source.conn().await?, id, &update).await
+        sql::update(&self.source.conn().await?, id, &update).await
     }
 
     #[tracing::instrument(
@@ -336,7 +294,7 @@ impl ExecutionRepository for PgExecutionRepository {
         id: ExecutionId,
         status: ExecutionStatus,
     ) -> Result<TaskExecution> {
-        sql::update_status(&*self.source.conn().await?, id, status).await
+        sql::update_status(&self.source.conn().await?, id, status).await
     }
 
     #[tracing::instrument(
@@ -345,7 +303,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "delete")
     )]
     async fn delete(&self, id: ExecutionId) -> Result<()> {
-        sql::delete(&*self.source.conn().await?, id).await
+        sql::delete(&self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -354,7 +312,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&*self.source.conn().await?, "TRUE", None).await
+        sql::count(&self.source.conn().await?, "TRUE", None).await
     }
 
     #[tracing::instrument(
@@ -363,7 +321,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count_by_task")
     )]
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
-        sql::count(&*self.source.conn().await?, "task_id = $1", Some(&task_id)).await
+        sql::count(&self.source.conn().await?, "task_id = $1", Some(&task_id)).await
     }
 
     #[tracing::instrument(
@@ -372,6 +330,6 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count_by_status")
     )]
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
-        sql::count(&*self.source.conn().await?, "status = $1", Some(&status)).await
+        sql::count(&self.source.conn().await?, "status = $1", Some(&status)).await
     }
 }

@@ -16,12 +16,11 @@ pub use queue::{__queue_sql, PgExecutionQueue};
 pub use task::PgTaskRepository;
 pub use user::PgUserRepository;
 
-use std::ops::Deref;
 use std::sync::Arc;
 
-use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::db::{Database, PooledClient};
@@ -46,7 +45,18 @@ impl Source {
     }
 }
 
-/// A connection for one repository call.
+/// A connection for one repository call, and the one place statements are
+/// run: every query of the repositories goes through [`Conn::query`] and its
+/// siblings, which prepare through the connection's statement cache.
+///
+/// A cached statement can go stale when another instance migrates the
+/// schema underneath it: the server answers 0A000 ("cached plan must not
+/// change result type"), 26000, 42P01 or 42703 at execution, before the
+/// statement had any effect. Then the connection's cache is cleared and,
+/// outside a transaction, the statement is prepared and run once more.
+/// Inside a transaction the error has already aborted it, so the error is
+/// returned (and is retryable: [`Error::is_retryable`]); the cleared cache
+/// makes the next attempt succeed.
 // Lives on the stack of one call; boxing the pooled variant would cost an
 // allocation per query to save bytes nobody keeps.
 #[allow(clippy::large_enum_variant)]
@@ -55,15 +65,88 @@ enum Conn<'a> {
     Tx(&'a PooledClient),
 }
 
-impl Deref for Conn<'_> {
-    type Target = PooledClient;
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-    fn deref(&self) -> &PooledClient {
+impl Conn<'_> {
+    fn client(&self) -> &PooledClient {
         match self {
             Conn::Pooled(client) => client,
             Conn::Tx(client) => client,
         }
     }
+
+    /// Runs `run` with the cached statement for `sql`, healing a stale
+    /// cache once (see the type's docs).
+    async fn with_statement<T, F, Fut>(&self, sql: &str, run: F) -> Result<T>
+    where
+        F: Fn(Statement) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        let client = self.client();
+        let mut healed = false;
+        loop {
+            let stmt = client.prepare_cached(sql).await?;
+            match run(stmt).await {
+                Err(err) if !healed && is_stale_statement(&err) => {
+                    tracing::debug!(error = %err, "stale cached statement; clearing the connection's cache");
+                    client.statement_cache.clear();
+                    if matches!(self, Conn::Tx(_)) {
+                        return Err(err.into());
+                    }
+                    healed = true;
+                }
+                Err(err) if is_stale_statement(&err) => {
+                    client.statement_cache.clear();
+                    return Err(err.into());
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        let client = self.client();
+        self.with_statement(sql, |stmt| async move { client.query(&stmt, params).await })
+            .await
+    }
+
+    async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
+        let client = self.client();
+        self.with_statement(
+            sql,
+            |stmt| async move { client.query_opt(&stmt, params).await },
+        )
+        .await
+    }
+
+    async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
+        let client = self.client();
+        self.with_statement(
+            sql,
+            |stmt| async move { client.query_one(&stmt, params).await },
+        )
+        .await
+    }
+
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        let client = self.client();
+        self.with_statement(
+            sql,
+            |stmt| async move { client.execute(&stmt, params).await },
+        )
+        .await
+    }
+}
+
+/// Whether the server refused a cached statement because the schema changed
+/// under it (see [`Conn`]).
+fn is_stale_statement(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        *code == SqlState::FEATURE_NOT_SUPPORTED
+            || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+            || *code == SqlState::UNDEFINED_TABLE
+            || *code == SqlState::UNDEFINED_COLUMN
+    })
 }
 
 /// The page size a request asks for, with the default and the cap applied.
@@ -183,31 +266,27 @@ struct Table {
 
 impl Table {
     /// The row with primary key `id`; `NotFound` when there is none.
-    async fn get_row<I>(&self, client: &impl GenericClient, id: I) -> Result<Row>
+    async fn get_row<I>(&self, c: &Conn<'_>, id: I) -> Result<Row>
     where
         I: ToSql + Sync + std::fmt::Display,
     {
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {} FROM {} WHERE id = $1",
-                self.columns, self.table
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .ok_or_else(|| Error::not_found(self.entity, id))
+        c.query_opt(
+            &format!("SELECT {} FROM {} WHERE id = $1", self.columns, self.table),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| Error::not_found(self.entity, id))
     }
 
     /// Deletes the row with primary key `id`; `NotFound` when there is none.
-    async fn delete<I>(&self, client: &impl GenericClient, id: I) -> Result<()>
+    async fn delete<I>(&self, c: &Conn<'_>, id: I) -> Result<()>
     where
         I: ToSql + Sync + std::fmt::Display,
     {
-        let stmt = client
-            .prepare_cached(&format!("DELETE FROM {} WHERE id = $1", self.table))
-            .await?;
-        match client.execute(&stmt, &[&id]).await? {
+        match c
+            .execute(&format!("DELETE FROM {} WHERE id = $1", self.table), &[&id])
+            .await?
+        {
             0 => Err(Error::not_found(self.entity, id)),
             _ => Ok(()),
         }
@@ -216,14 +295,14 @@ impl Table {
     /// One page of the rows matching `filter_sql`, as `T`s.
     async fn page<T>(
         &self,
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
         from_row: fn(&Row) -> T,
         key_of: fn(&T) -> Keyset,
     ) -> Result<Page<T>> {
-        let rows = self.page_rows(client, filter_sql, filter, page).await?;
+        let rows = self.page_rows(c, filter_sql, filter, page).await?;
         Ok(into_page(
             rows.iter().map(from_row).collect(),
             page.limit,
@@ -276,7 +355,7 @@ impl Table {
     /// shift rows already seen.
     async fn page_rows(
         &self,
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
@@ -291,26 +370,25 @@ impl Table {
         }
         let fetch = page.fetch();
         params.push(&fetch);
-        let stmt = client.prepare_cached(&sql).await?;
-        Ok(client.query(&stmt, &params).await?)
+        c.query(&sql, &params).await
     }
 
     /// `count(*)` of the rows matching `filter_sql` (as in
     /// [`page_rows`](Self::page_rows)).
     async fn count(
         &self,
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
     ) -> Result<i64> {
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT count(*) FROM {} WHERE {filter_sql}",
-                self.table
-            ))
-            .await?;
         let params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
-        Ok(client.query_one(&stmt, &params).await?.get(0))
+        let row = c
+            .query_one(
+                &format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table),
+                &params,
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 }
 

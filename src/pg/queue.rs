@@ -1,19 +1,34 @@
-//! [`ExecutionQueue`] on PostgreSQL.
+//! [`ExecutionQueue`] on PostgreSQL, and the one owner of execution status
+//! changes.
 //!
-//! Every operation is one statement whose CTEs lock rows in a fixed order —
-//! executions first, then their tasks sorted by id — so concurrent workers
-//! never deadlock, and whose UPDATEs re-check the state they act on, so a
-//! change that committed in between is never overwritten.
+//! Every operation is one statement whose UPDATEs re-check the state they act
+//! on, so a change that committed in between is never overwritten.
+//!
+//! # Lock order
+//!
+//! Every statement of the crate that locks more than one row locks the task
+//! first, then its executions; several tasks are locked in id order
+//! (`enqueue_many`; deleting a user locks its tasks in id order before the
+//! cascade). Deletes lock the same way through the cascade (user, tasks,
+//! executions). `claim` and `rescue_expired` lock the execution and its task
+//! with SKIP LOCKED and never wait. No two statements of the crate can
+//! therefore wait on each other in a cycle: no deadlocks, deletes included.
+//!
+//! # One active execution per task
+//!
+//! A partial unique index allows one pending or running execution per task.
+//! The statements that add an execution lock its task first and also update
+//! it, so a statement holding the task lock whose snapshot shows the locked
+//! version of the task sees every execution of that task (the `fresh` check
+//! in [`ENQUEUE_SQL`]); otherwise it writes nothing and runs again.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
 
 use super::execution::{COLUMNS, execution_from_row};
-use super::{Source, prefixed};
+use super::{Conn, Source, prefixed};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
@@ -86,33 +101,35 @@ fn lease_lost(
 /// The claim: `$1` worker, `$2` limit, `$3` lease in seconds.
 ///
 /// `next` is a CTE so the LIMIT applies before the lock and the planner
-/// cannot lock more rows than it returns; SKIP LOCKED lets concurrent
-/// claimers pass each other instead of queueing. Tasks are locked in id
-/// order after their executions, as everywhere else.
+/// cannot lock more rows than it returns. It locks each candidate's task and
+/// the execution with SKIP LOCKED, so a claim never waits for anybody (and
+/// so can take no part in a deadlock): a task being cancelled, deleted or
+/// enqueued right now is passed over until the next claim. Only executions
+/// whose task is pending are claimed: a cancelled task's work never runs.
+/// The lock re-reads both rows at their latest version, so a status change
+/// committed after this statement's snapshot is seen.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH next AS ( \
-         SELECT id FROM task_executions \
-         WHERE status = 'pending' AND run_after <= now() \
-         ORDER BY priority DESC, run_after, id \
+        "WITH next AS MATERIALIZED ( \
+         SELECT e.id, t.script_content, t.script_type, t.timeout_seconds \
+         FROM task_executions e JOIN tasks t ON t.id = e.task_id \
+         WHERE e.status = 'pending' AND e.run_after <= now() AND t.status = 'pending' \
+         ORDER BY e.priority DESC, e.run_after, e.id \
          LIMIT $2 \
-         FOR UPDATE SKIP LOCKED \
+         FOR NO KEY UPDATE OF e, t SKIP LOCKED \
        ), claimed AS ( \
          UPDATE task_executions e \
          SET status = 'running', started_at = now(), attempt = e.attempt + 1, \
              worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
              heartbeat_at = now() \
          FROM next WHERE e.id = next.id AND e.status = 'pending' \
-         RETURNING {returning} \
-       ), task_locks AS ( \
-         SELECT id FROM tasks \
-         WHERE id IN (SELECT task_id FROM claimed) AND status = 'pending' \
-         ORDER BY id FOR NO KEY UPDATE \
+         RETURNING {returning}, next.script_content, next.script_type, next.timeout_seconds \
        ), started AS ( \
-         UPDATE tasks t SET status = 'running' FROM task_locks l WHERE t.id = l.id \
+         UPDATE tasks t SET status = 'running' FROM claimed c \
+         WHERE t.id = c.task_id AND t.status = 'pending' \
        ) \
-       SELECT {claimed}, t.script_content, t.script_type, t.timeout_seconds \
-       FROM claimed c JOIN tasks t ON t.id = c.task_id \
+       SELECT {claimed}, c.script_content, c.script_type, c.timeout_seconds \
+       FROM claimed c \
        ORDER BY c.priority DESC, c.run_after, c.id",
         returning = prefixed("e", COLUMNS),
         claimed = prefixed("c", COLUMNS),
@@ -122,39 +139,38 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
 /// The rescue: `$1` batch size, `$2` max attempts, `$3` ids for retries,
 /// `$4` retry delay in seconds.
 ///
-/// `expired` skips rows a worker is completing right now; the UPDATE
-/// re-checks status and lease on the locked, latest row version, so an
-/// execution completed or heartbeaten after this statement's snapshot is
-/// left alone. A retried task goes straight back to pending (running →
-/// timeout → pending, both legal).
-const RESCUE_SQL: &str = "WITH expired AS ( \
-                   SELECT id FROM task_executions \
-                   WHERE status = 'running' AND lease_expires_at < now() \
-                   ORDER BY lease_expires_at LIMIT $1 \
-                   FOR UPDATE SKIP LOCKED \
+/// `expired` locks each expired execution and its task with SKIP LOCKED
+/// (never waiting, like the claim), skipping rows a worker is completing
+/// right now; the UPDATE re-checks status and lease on the locked, latest
+/// row version, so an execution completed or heartbeaten after this
+/// statement's snapshot is left alone. A retry is queued only while the task
+/// is still running (a cancelled task is never retried); the retried task
+/// goes straight back to pending (running → timeout → pending, both legal).
+const RESCUE_SQL: &str = "WITH expired AS MATERIALIZED ( \
+                   SELECT e.id, e.task_id, t.status AS task_status \
+                   FROM task_executions e JOIN tasks t ON t.id = e.task_id \
+                   WHERE e.status = 'running' AND e.lease_expires_at < now() \
+                   ORDER BY e.lease_expires_at LIMIT $1 \
+                   FOR NO KEY UPDATE OF e, t SKIP LOCKED \
                  ), timed_out AS ( \
                    UPDATE task_executions e SET status = 'timeout', completed_at = now() \
                    FROM expired x \
                    WHERE e.id = x.id AND e.status = 'running' AND e.lease_expires_at < now() \
-                   RETURNING e.id, e.task_id, e.priority, e.attempt \
+                   RETURNING e.id, e.task_id, e.priority, e.attempt, x.task_status \
                  ), numbered AS ( \
                    SELECT task_id, priority, attempt, row_number() OVER (ORDER BY id) AS n \
-                   FROM timed_out WHERE attempt < $2 \
+                   FROM timed_out WHERE attempt < $2 AND task_status = 'running' \
                  ), retried AS ( \
                    INSERT INTO task_executions (id, task_id, priority, attempt, run_after) \
                    SELECT ($3::uuid[])[n], task_id, priority, attempt, \
                           now() + make_interval(secs => $4) \
                    FROM numbered \
                    RETURNING id, task_id \
-                 ), task_locks AS ( \
-                   SELECT id FROM tasks \
-                   WHERE id IN (SELECT task_id FROM timed_out) AND status = 'running' \
-                   ORDER BY id FOR NO KEY UPDATE \
                  ), task_follow AS ( \
                    UPDATE tasks t \
                    SET status = CASE WHEN t.id IN (SELECT task_id FROM retried) \
                                      THEN 'pending' ELSE 'timeout' END \
-                   FROM task_locks l WHERE t.id = l.id \
+                   FROM timed_out o WHERE t.id = o.task_id AND t.status = 'running' \
                  ) \
                  SELECT false AS retry, id FROM timed_out \
                  UNION ALL \
@@ -169,6 +185,191 @@ const PRUNE_SQL: &str = "DELETE FROM task_executions WHERE id IN ( \
                    FOR UPDATE SKIP LOCKED \
                  )";
 
+/// The enqueue of one task: `$1` task, `$2` new execution id, `$3`
+/// run_after, `$4` task statuses that may move to pending.
+///
+/// The task is locked first. `fresh` compares the locked row version with
+/// the one this statement's snapshot sees: every writer that adds an
+/// execution also updates its task, so when they are the same version, the
+/// snapshot sees every execution of the task and `active` is exact. When
+/// they differ (another transaction changed the task after the snapshot was
+/// taken), nothing is written and the caller runs the statement again with
+/// a new snapshot. A task that has an active execution gets that execution
+/// back (enqueue is idempotent); otherwise a new one is queued and the task
+/// moves to pending (a pending task is still updated, to mark the change).
+static ENQUEUE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH task AS MATERIALIZED ( \
+           SELECT id, status, priority, xmin AS version FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
+         ), fresh AS ( \
+           SELECT task.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM task \
+         ), active AS ( \
+           SELECT {COLUMNS} FROM task_executions \
+           WHERE task_id = $1 AND status IN ('pending', 'running') \
+         ), go AS ( \
+           SELECT task.id, task.priority FROM task, fresh \
+           WHERE fresh.ok AND task.status = ANY($4) AND NOT EXISTS (SELECT 1 FROM active) \
+         ), moved AS ( \
+           UPDATE tasks t SET status = 'pending' FROM go WHERE t.id = go.id \
+         ), queued AS ( \
+           INSERT INTO task_executions (id, task_id, priority, run_after) \
+           SELECT $2, go.id, go.priority, COALESCE($3, now()) FROM go \
+           RETURNING {COLUMNS} \
+         ), result AS ( \
+           SELECT {COLUMNS} FROM queued UNION ALL SELECT {COLUMNS} FROM active \
+         ) \
+         SELECT task.status AS task_status, fresh.ok AS fresh, r.id IS NOT NULL AS found, {result} \
+         FROM task CROSS JOIN fresh LEFT JOIN result r ON true",
+        result = prefixed("r", COLUMNS),
+    )
+});
+
+/// [`ENQUEUE_SQL`] for many tasks, all or nothing: `$1` task ids, `$2` new
+/// execution ids, `$3` run_after, `$4` task statuses that may move to
+/// pending. Tasks are locked in id order, so concurrent batches cannot
+/// deadlock. A task named twice is queued once.
+static ENQUEUE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH req AS ( \
+           SELECT task_id, execution_id, ord \
+           FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(task_id, execution_id, ord) \
+         ), task AS MATERIALIZED ( \
+           SELECT id, status, priority, xmin AS version FROM tasks \
+           WHERE id IN (SELECT task_id FROM req) ORDER BY id FOR NO KEY UPDATE \
+         ), snap AS ( \
+           SELECT id, xmin AS version FROM tasks WHERE id IN (SELECT task_id FROM req) \
+         ), active AS ( \
+           SELECT {COLUMNS} FROM task_executions \
+           WHERE task_id IN (SELECT task_id FROM req) AND status IN ('pending', 'running') \
+         ), ok AS ( \
+           SELECT NOT EXISTS ( \
+                    SELECT 1 FROM task LEFT JOIN snap ON snap.id = task.id \
+                    WHERE snap.version IS NULL OR NOT task.version = snap.version \
+                  ) AS fresh, \
+                  (SELECT count(DISTINCT task_id) FROM req) = ( \
+                    SELECT count(*) FROM task \
+                    WHERE status = ANY($4) OR id IN (SELECT task_id FROM active) \
+                  ) AS all_ok \
+         ), go AS ( \
+           SELECT DISTINCT ON (req.task_id) req.task_id, req.execution_id, task.priority, req.ord \
+           FROM req JOIN task ON task.id = req.task_id, ok \
+           WHERE ok.fresh AND ok.all_ok \
+             AND NOT EXISTS (SELECT 1 FROM active a WHERE a.task_id = req.task_id) \
+           ORDER BY req.task_id, req.ord \
+         ), moved AS ( \
+           UPDATE tasks t SET status = 'pending' FROM go WHERE t.id = go.task_id \
+         ), queued AS ( \
+           INSERT INTO task_executions (id, task_id, priority, run_after) \
+           SELECT execution_id, task_id, priority, COALESCE($3, now()) FROM go ORDER BY ord \
+           RETURNING {COLUMNS} \
+         ), result AS ( \
+           SELECT {COLUMNS} FROM queued UNION ALL SELECT {COLUMNS} FROM active \
+         ) \
+         SELECT req.task_id AS requested, task.status AS task_status, ok.fresh, ok.all_ok, \
+                r.id IS NOT NULL AS found, {result} \
+         FROM req CROSS JOIN ok \
+         LEFT JOIN task ON task.id = req.task_id \
+         LEFT JOIN result r ON r.task_id = req.task_id \
+         ORDER BY req.ord",
+        result = prefixed("r", COLUMNS),
+    )
+});
+
+/// The end of a running execution reported by its worker: `$1` execution,
+/// `$2` worker, `$3` status, `$4`–`$8` the outcome.
+///
+/// Locks the task, then the execution (the crate's one lock order), and
+/// re-checks status and owner on the locked row. The lease need not still be
+/// in the future: until the rescuer has timed the execution out, nobody else
+/// can own it, and the result is worth keeping. After the rescue, the status
+/// check refuses it.
+static COMPLETE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH task AS MATERIALIZED ( \
+           SELECT t.id FROM tasks t \
+           WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
+           FOR NO KEY UPDATE \
+         ), current AS MATERIALIZED ( \
+           SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+           FROM task_executions e JOIN task ON task.id = e.task_id \
+           WHERE e.id = $1 FOR NO KEY UPDATE OF e \
+         ), done AS ( \
+           UPDATE task_executions e \
+           SET status = $3, return_code = $4, stdout = $5, stderr = $6, \
+               execution_time_ms = $7, memory_usage_bytes = $8, \
+               completed_at = now(), lease_expires_at = NULL \
+           FROM current c \
+           WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
+           RETURNING {returning} \
+         ), task_done AS ( \
+           UPDATE tasks t SET status = $3 FROM done \
+           WHERE t.id = done.task_id AND t.status = 'running' \
+         ) \
+         SELECT c.status AS current_status, c.worker_id AS current_worker, \
+                c.lease_expires_at IS NOT NULL AS leased, done.id IS NOT NULL AS done, {done} \
+         FROM current c LEFT JOIN done ON true",
+        returning = prefixed("e", COLUMNS),
+        done = prefixed("done", COLUMNS),
+    )
+});
+
+/// An execution ended by hand (cancelled, or
+/// [`ExecutionRepository::update_status`](crate::ExecutionRepository::update_status)
+/// to an end state): `$1` execution, `$2` the end status, `$3` statuses it
+/// may come from.
+///
+/// Same lock order and re-check as [`COMPLETE_SQL`]. `now()` is when the
+/// statement started: a claim that committed while this statement waited
+/// for the task lock may have started the execution later than that, so
+/// `completed_at` is never earlier than `started_at`. The task follows: a
+/// cancelled execution cancels its pending or running task; a running
+/// execution ended otherwise ends its running task the same way.
+static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH task AS MATERIALIZED ( \
+           SELECT t.id FROM tasks t \
+           WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
+           FOR NO KEY UPDATE \
+         ), current AS MATERIALIZED ( \
+           SELECT e.id, e.status FROM task_executions e JOIN task ON task.id = e.task_id \
+           WHERE e.id = $1 FOR NO KEY UPDATE OF e \
+         ), ended AS ( \
+           UPDATE task_executions e \
+           SET status = $2, \
+               completed_at = COALESCE(e.completed_at, greatest(now(), e.started_at)), \
+               lease_expires_at = NULL \
+           FROM current c WHERE e.id = c.id AND c.status = ANY($3) \
+           RETURNING {returning} \
+         ), task_follows AS ( \
+           UPDATE tasks t SET status = $2 FROM ended x \
+           WHERE t.id = x.task_id \
+             AND (t.status = 'running' OR (t.status = 'pending' AND $2 = 'cancelled')) \
+         ) \
+         SELECT c.status AS current_status, x.id IS NOT NULL AS ended, {ended} \
+         FROM current c LEFT JOIN ended x ON true",
+        returning = prefixed("e", COLUMNS),
+        ended = prefixed("x", COLUMNS),
+    )
+});
+
+/// The delete of an execution: `$1` execution. Same lock order as
+/// [`FINISH_SQL`]; deleting an active execution cancels its task, which
+/// would otherwise be left pending or running with nothing to run.
+const DELETE_SQL: &str = "WITH task AS MATERIALIZED ( \
+                   SELECT t.id FROM tasks t \
+                   WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
+                   FOR NO KEY UPDATE \
+                 ), gone AS ( \
+                   DELETE FROM task_executions e USING task \
+                   WHERE e.id = $1 AND e.task_id = task.id \
+                   RETURNING e.task_id, e.status \
+                 ), task_follows AS ( \
+                   UPDATE tasks t SET status = 'cancelled' FROM gone g \
+                   WHERE t.id = g.task_id AND g.status IN ('pending', 'running') \
+                     AND t.status IN ('pending', 'running') \
+                 ) \
+                 SELECT count(*) FROM gone";
+
 /// The statements of the queue whose plans tests check: `claim`, `rescue`,
 /// `prune`. Not part of the API.
 #[doc(hidden)]
@@ -181,57 +382,52 @@ pub fn __queue_sql(name: &str) -> Option<String> {
     }
 }
 
+/// How often a statement that found its task changed after its snapshot is
+/// run again. Each rerun means another transaction committed a change of
+/// that very task in between, so this many in a row means a task under a
+/// storm of changes; the caller gets a retryable error.
+const FRESH_ATTEMPTS: usize = 16;
+
+fn changed_meanwhile(entity: &'static str) -> Error {
+    Error::unavailable(
+        format!("the {entity} kept changing while it was being queued; nothing was written"),
+        None,
+    )
+}
+
 pub(crate) mod sql {
     use super::*;
 
     pub(crate) async fn enqueue(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         task_id: TaskId,
         run_after: Option<Timestamp>,
     ) -> Result<TaskExecution> {
-        // The task row is locked first, so enqueues and status changes of
-        // one task take turns; the INSERT happens only from a status that may
-        // move to pending.
-        // Built once: this runs on every call of a worker's hot path.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH task AS ( \
-                   SELECT id, status, priority FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
-                 ), moved AS ( \
-                   UPDATE tasks t SET status = 'pending' FROM task \
-                   WHERE t.id = task.id AND task.status <> 'pending' AND task.status = ANY($4) \
-                 ), queued AS ( \
-                   INSERT INTO task_executions (id, task_id, priority, run_after) \
-                   SELECT $2, task.id, task.priority, COALESCE($3, now()) FROM task \
-                   WHERE task.status = ANY($4) \
-                   RETURNING {COLUMNS} \
-                 ) \
-                 SELECT task.status AS task_status, queued.id IS NOT NULL AS queued, {queued} \
-                 FROM task LEFT JOIN queued ON true",
-                queued = prefixed("queued", COLUMNS),
-            )
-        });
-        let stmt = client.prepare_cached(&SQL).await?;
-        let row = client
-            .query_opt(
-                &stmt,
-                &[&task_id, &ExecutionId::new(), &run_after, &enqueueable()],
-            )
-            .await?
-            .ok_or_else(|| Error::not_found("task", task_id))?;
-        if row.get::<_, bool>("queued") {
-            return Ok(execution_from_row(&row));
+        let execution_id = ExecutionId::new();
+        let from = enqueueable();
+        for _ in 0..FRESH_ATTEMPTS {
+            let row = c
+                .query_opt(&ENQUEUE_SQL, &[&task_id, &execution_id, &run_after, &from])
+                .await?
+                .ok_or_else(|| Error::not_found("task", task_id))?;
+            if !row.try_get::<_, bool>("fresh")? {
+                continue;
+            }
+            if row.try_get::<_, bool>("found")? {
+                return Ok(execution_from_row(&row));
+            }
+            let status: TaskStatus = row.try_get("task_status")?;
+            return Err(Error::InvalidTransition {
+                entity: "task",
+                from: status.as_str(),
+                to: TaskStatus::Pending.as_str(),
+            });
         }
-        let status: TaskStatus = row.get("task_status");
-        Err(Error::InvalidTransition {
-            entity: "task",
-            from: status.as_str(),
-            to: TaskStatus::Pending.as_str(),
-        })
+        Err(changed_meanwhile("task"))
     }
 
     pub(crate) async fn enqueue_many(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         task_ids: &[TaskId],
         run_after: Option<Timestamp>,
     ) -> Result<Vec<TaskExecution>> {
@@ -239,99 +435,90 @@ pub(crate) mod sql {
             return Ok(Vec::new());
         }
         let execution_ids: Vec<ExecutionId> = task_ids.iter().map(|_| ExecutionId::new()).collect();
-        // All or nothing in one statement: `ok` holds only if every requested
-        // task exists and may be queued, and both writes depend on it. Tasks
-        // are locked in id order, so concurrent batches cannot deadlock.
-        // Built once: this runs on every call of a worker's hot path.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH req AS ( \
-                   SELECT task_id, execution_id, ord \
-                   FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(task_id, execution_id, ord) \
-                 ), task AS ( \
-                   SELECT id, status, priority FROM tasks \
-                   WHERE id IN (SELECT task_id FROM req) ORDER BY id FOR NO KEY UPDATE \
-                 ), ok AS ( \
-                   SELECT count(*) = (SELECT count(*) FROM req) AS all_ok \
-                   FROM req JOIN task ON task.id = req.task_id WHERE task.status = ANY($4) \
-                 ), moved AS ( \
-                   UPDATE tasks t SET status = 'pending' FROM task, ok \
-                   WHERE ok.all_ok AND t.id = task.id AND task.status <> 'pending' \
-                 ), queued AS ( \
-                   INSERT INTO task_executions (id, task_id, priority, run_after) \
-                   SELECT req.execution_id, task.id, task.priority, COALESCE($3, now()) \
-                   FROM req JOIN task ON task.id = req.task_id, ok \
-                   WHERE ok.all_ok ORDER BY req.ord \
-                   RETURNING {COLUMNS} \
-                 ) \
-                 SELECT req.task_id AS requested, task.status AS task_status, \
-                        queued.id IS NOT NULL AS queued, {queued} \
-                 FROM req LEFT JOIN task ON task.id = req.task_id \
-                 LEFT JOIN queued ON queued.id = req.execution_id \
-                 ORDER BY req.ord",
-                queued = prefixed("queued", COLUMNS),
-            )
-        });
-        let stmt = client.prepare_cached(&SQL).await?;
-        let rows = client
-            .query(
-                &stmt,
-                &[&task_ids, &execution_ids, &run_after, &enqueueable()],
-            )
-            .await?;
-        if rows.iter().all(|r| r.get::<_, bool>("queued")) {
-            return Ok(rows.iter().map(execution_from_row).collect());
-        }
-        for row in &rows {
-            match row.get::<_, Option<TaskStatus>>("task_status") {
-                None => return Err(Error::not_found("task", row.get::<_, TaskId>("requested"))),
-                Some(status) if !status.can_transition_to(TaskStatus::Pending) => {
-                    return Err(Error::InvalidTransition {
-                        entity: "task",
-                        from: status.as_str(),
-                        to: TaskStatus::Pending.as_str(),
-                    });
-                }
-                Some(_) => {}
+        let from = enqueueable();
+        for _ in 0..FRESH_ATTEMPTS {
+            let rows = c
+                .query(
+                    &ENQUEUE_MANY_SQL,
+                    &[&task_ids, &execution_ids, &run_after, &from],
+                )
+                .await?;
+            let Some(first) = rows.first() else {
+                return Err(Error::validation("task_ids", "no rows came back"));
+            };
+            if !first.try_get::<_, bool>("fresh")? {
+                continue;
             }
+            if first.try_get::<_, bool>("all_ok")? {
+                let mut executions = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    if !row.try_get::<_, bool>("found")? {
+                        return Err(changed_meanwhile("batch"));
+                    }
+                    executions.push(execution_from_row(row));
+                }
+                return Ok(executions);
+            }
+            for row in &rows {
+                match row.try_get::<_, Option<TaskStatus>>("task_status")? {
+                    None => {
+                        return Err(Error::not_found(
+                            "task",
+                            row.try_get::<_, TaskId>("requested")?,
+                        ));
+                    }
+                    Some(status)
+                        if !row.try_get::<_, bool>("found")?
+                            && !status.can_transition_to(TaskStatus::Pending) =>
+                    {
+                        return Err(Error::InvalidTransition {
+                            entity: "task",
+                            from: status.as_str(),
+                            to: TaskStatus::Pending.as_str(),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            return Err(changed_meanwhile("batch"));
         }
-        // Unreachable while the tasks stay locked; answered as retryable
-        // rather than trusted.
-        Err(Error::unavailable(
-            "the batch changed while it was being queued; nothing was queued",
-            None,
-        ))
+        Err(changed_meanwhile("batch"))
     }
 
     pub(crate) async fn claim(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         worker_id: &str,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedExecution>> {
-        let stmt = client.prepare_cached(&CLAIM_SQL).await?;
-        let rows = client
-            .query(&stmt, &[&worker_id, &i64::from(limit), &seconds(lease)])
+        let rows = c
+            .query(
+                &CLAIM_SQL,
+                &[&worker_id, &i64::from(limit), &seconds(lease)],
+            )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| ClaimedExecution {
-                execution: execution_from_row(row),
-                script_content: row.get("script_content"),
-                script_type: row.get("script_type"),
-                timeout_seconds: row.get("timeout_seconds"),
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedExecution {
+                    execution: execution_from_row(row),
+                    script_content: row.try_get("script_content")?,
+                    script_type: row.try_get("script_type")?,
+                    timeout_seconds: row.try_get("timeout_seconds")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub(crate) async fn heartbeat(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         id: ExecutionId,
         worker_id: &str,
         lease: Duration,
     ) -> Result<Timestamp> {
-        let stmt = client
-            .prepare_cached(
+        // The execution only: a heartbeat changes no status, so it needs no
+        // task lock (and cannot take part in a deadlock).
+        let row = c
+            .query_opt(
                 "WITH current AS ( \
                    SELECT id, status, worker_id, lease_expires_at FROM task_executions \
                    WHERE id = $1 FOR NO KEY UPDATE \
@@ -345,66 +532,31 @@ pub(crate) mod sql {
                  SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
                         beat.lease_expires_at AS new_lease \
                  FROM current c LEFT JOIN beat ON true",
+                &[&id, &worker_id, &seconds(lease)],
             )
-            .await?;
-        let row = client
-            .query_opt(&stmt, &[&id, &worker_id, &seconds(lease)])
             .await?
             .ok_or_else(|| Error::not_found("execution", id))?;
-        match row.get::<_, Option<Timestamp>>("new_lease") {
+        match row.try_get::<_, Option<Timestamp>>("new_lease")? {
             Some(lease) => Ok(lease),
-            None => Err(refusal(id, &row, worker_id)),
+            None => Err(lease_lost(
+                id,
+                row.try_get("status")?,
+                row.try_get("leased")?,
+                row.try_get::<_, Option<&str>>("worker_id")?,
+                worker_id,
+            )),
         }
     }
 
-    fn refusal(id: ExecutionId, row: &Row, worker_id: &str) -> Error {
-        lease_lost(
-            id,
-            row.get("status"),
-            row.get("leased"),
-            row.get::<_, Option<&str>>("worker_id"),
-            worker_id,
-        )
-    }
-
     pub(crate) async fn complete(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         id: ExecutionId,
         worker_id: &str,
         outcome: &Outcome,
     ) -> Result<TaskExecution> {
-        // The lease need not still be in the future: until the rescuer has
-        // timed the execution out, nobody else can own it, and the result is
-        // worth keeping. After the rescue, the status check refuses it.
-        // Built once: this runs on every call of a worker's hot path.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH current AS ( \
-                   SELECT id, status, worker_id, lease_expires_at FROM task_executions \
-                   WHERE id = $1 FOR NO KEY UPDATE \
-                 ), done AS ( \
-                   UPDATE task_executions e \
-                   SET status = $3, return_code = $4, stdout = $5, stderr = $6, \
-                       execution_time_ms = $7, memory_usage_bytes = $8, \
-                       completed_at = now(), lease_expires_at = NULL \
-                   FROM current c \
-                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
-                   RETURNING {returning} \
-                 ), task_done AS ( \
-                   UPDATE tasks t SET status = $3 FROM done \
-                   WHERE t.id = done.task_id AND t.status = 'running' \
-                 ) \
-                 SELECT c.status AS current_status, c.worker_id AS current_worker, \
-                        c.lease_expires_at IS NOT NULL AS leased, done.id IS NOT NULL AS done, {done} \
-                 FROM current c LEFT JOIN done ON true",
-                returning = prefixed("e", COLUMNS),
-                done = prefixed("done", COLUMNS),
-            )
-        });
-        let stmt = client.prepare_cached(&SQL).await?;
-        let row = client
+        let row = c
             .query_opt(
-                &stmt,
+                &COMPLETE_SQL,
                 &[
                     &id,
                     &worker_id,
@@ -418,67 +570,65 @@ pub(crate) mod sql {
             )
             .await?
             .ok_or_else(|| Error::not_found("execution", id))?;
-        if row.get::<_, bool>("done") {
+        if row.try_get::<_, bool>("done")? {
             return Ok(execution_from_row(&row));
         }
         Err(lease_lost(
             id,
-            row.get("current_status"),
-            row.get("leased"),
-            row.get::<_, Option<&str>>("current_worker"),
+            row.try_get("current_status")?,
+            row.try_get("leased")?,
+            row.try_get::<_, Option<&str>>("current_worker")?,
             worker_id,
         ))
     }
 
-    pub(crate) async fn cancel(
-        client: &impl GenericClient,
+    /// Ends an execution by hand: cancel, or an end status set through
+    /// [`ExecutionRepository::update_status`](crate::ExecutionRepository::update_status).
+    /// The one writer of those changes, so the task always follows.
+    pub(crate) async fn finish(
+        c: &Conn<'_>,
         id: ExecutionId,
+        to: ExecutionStatus,
     ) -> Result<TaskExecution> {
-        // Built once: this runs on every call of a worker's hot path.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH current AS ( \
-                   SELECT id, status FROM task_executions WHERE id = $1 FOR NO KEY UPDATE \
-                 ), cancelled AS ( \
-                   UPDATE task_executions e SET status = 'cancelled', completed_at = now() \
-                   FROM current c WHERE e.id = c.id AND c.status IN ('pending', 'running') \
-                   RETURNING {returning} \
-                 ), task_cancelled AS ( \
-                   UPDATE tasks t SET status = 'cancelled' FROM cancelled x \
-                   WHERE t.id = x.task_id AND t.status IN ('pending', 'running') \
-                 ) \
-                 SELECT c.status AS current_status, x.id IS NOT NULL AS cancelled, {cancelled} \
-                 FROM current c LEFT JOIN cancelled x ON true",
-                returning = prefixed("e", COLUMNS),
-                cancelled = prefixed("x", COLUMNS),
-            )
-        });
-        let stmt = client.prepare_cached(&SQL).await?;
-        let row = client
-            .query_opt(&stmt, &[&id])
+        debug_assert!(to.is_terminal());
+        let from: Vec<&str> = ExecutionStatus::ALL
+            .into_iter()
+            .filter(|from| from.can_transition_to(to))
+            .map(ExecutionStatus::as_str)
+            .collect();
+        let row = c
+            .query_opt(&FINISH_SQL, &[&id, &to, &from])
             .await?
             .ok_or_else(|| Error::not_found("execution", id))?;
-        if row.get::<_, bool>("cancelled") {
+        if row.try_get::<_, bool>("ended")? {
             return Ok(execution_from_row(&row));
         }
-        let status: ExecutionStatus = row.get("current_status");
+        let status: ExecutionStatus = row.try_get("current_status")?;
         Err(Error::InvalidTransition {
             entity: "execution",
             from: status.as_str(),
-            to: ExecutionStatus::Cancelled.as_str(),
+            to: to.as_str(),
         })
     }
 
+    /// Deletes an execution; see [`DELETE_SQL`].
+    pub(crate) async fn delete(c: &Conn<'_>, id: ExecutionId) -> Result<()> {
+        let row = c.query_one(DELETE_SQL, &[&id]).await?;
+        match row.try_get::<_, i64>(0)? {
+            0 => Err(Error::not_found("execution", id)),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) async fn rescue_expired(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         policy: &RescuePolicy,
     ) -> Result<RescueReport> {
         let retry_ids: Vec<ExecutionId> =
             (0..policy.batch_size).map(|_| ExecutionId::new()).collect();
-        let stmt = client.prepare_cached(RESCUE_SQL).await?;
-        let rows = client
+        let rows = c
             .query(
-                &stmt,
+                RESCUE_SQL,
                 &[
                     &i64::from(policy.batch_size),
                     &policy.max_attempts,
@@ -489,8 +639,8 @@ pub(crate) mod sql {
             .await?;
         let mut report = RescueReport::default();
         for row in rows {
-            let id: ExecutionId = row.get("id");
-            if row.get("retry") {
+            let id: ExecutionId = row.try_get("id")?;
+            if row.try_get("retry")? {
                 report.retried.push(id);
             } else {
                 report.timed_out.push(id);
@@ -501,14 +651,12 @@ pub(crate) mod sql {
 
     /// One batch of [`ExecutionQueue::prune`].
     pub(crate) async fn prune_batch(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         older_than: Duration,
         batch_size: u32,
     ) -> Result<u64> {
-        let stmt = client.prepare_cached(PRUNE_SQL).await?;
-        Ok(client
-            .execute(&stmt, &[&seconds(older_than), &i64::from(batch_size)])
-            .await?)
+        c.execute(PRUNE_SQL, &[&seconds(older_than), &i64::from(batch_size)])
+            .await
     }
 }
 
@@ -520,7 +668,7 @@ impl ExecutionQueue for PgExecutionQueue {
         task_id: TaskId,
         run_after: Option<Timestamp>,
     ) -> Result<TaskExecution> {
-        sql::enqueue(&*self.source.conn().await?, task_id, run_after).await
+        sql::enqueue(&self.source.conn().await?, task_id, run_after).await
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "enqueue_many", count = task_ids.len()))]
@@ -529,7 +677,7 @@ impl ExecutionQueue for PgExecutionQueue {
         task_ids: Vec<TaskId>,
         run_after: Option<Timestamp>,
     ) -> Result<Vec<TaskExecution>> {
-        sql::enqueue_many(&*self.source.conn().await?, &task_ids, run_after).await
+        sql::enqueue_many(&self.source.conn().await?, &task_ids, run_after).await
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "claim", limit))]
@@ -542,7 +690,7 @@ impl ExecutionQueue for PgExecutionQueue {
         validate::worker_id(worker_id)?;
         validate::claim_limit(limit)?;
         validate::lease(lease)?;
-        sql::claim(&*self.source.conn().await?, worker_id, limit, lease).await
+        sql::claim(&self.source.conn().await?, worker_id, limit, lease).await
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "heartbeat"))]
@@ -554,7 +702,7 @@ impl ExecutionQueue for PgExecutionQueue {
     ) -> Result<Timestamp> {
         validate::worker_id(worker_id)?;
         validate::lease(lease)?;
-        sql::heartbeat(&*self.source.conn().await?, execution_id, worker_id, lease).await
+        sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "complete"))]
@@ -567,7 +715,7 @@ impl ExecutionQueue for PgExecutionQueue {
         validate::worker_id(worker_id)?;
         validate::outcome(&outcome)?;
         sql::complete(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             execution_id,
             worker_id,
             &outcome,
@@ -577,7 +725,12 @@ impl ExecutionQueue for PgExecutionQueue {
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "cancel"))]
     async fn cancel(&self, execution_id: ExecutionId) -> Result<TaskExecution> {
-        sql::cancel(&*self.source.conn().await?, execution_id).await
+        sql::finish(
+            &self.source.conn().await?,
+            execution_id,
+            ExecutionStatus::Cancelled,
+        )
+        .await
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "rescue_expired"))]
@@ -592,7 +745,7 @@ impl ExecutionQueue for PgExecutionQueue {
             return Err(Error::validation("max_attempts", "must not be negative"));
         }
         validate::duration_at_most("retry_delay", policy.retry_delay, validate::MAX_RETRY_DELAY)?;
-        let report = sql::rescue_expired(&*self.source.conn().await?, &policy).await?;
+        let report = sql::rescue_expired(&self.source.conn().await?, &policy).await?;
         if !report.timed_out.is_empty() {
             tracing::info!(
                 timed_out = report.timed_out.len(),
@@ -613,7 +766,7 @@ impl ExecutionQueue for PgExecutionQueue {
         loop {
             // A connection per batch: between batches, others get the pool.
             let deleted =
-                sql::prune_batch(&*self.source.conn().await?, older_than, batch_size).await?;
+                sql::prune_batch(&self.source.conn().await?, older_than, batch_size).await?;
             total += deleted;
             if deleted < u64::from(batch_size) {
                 return Ok(total);

@@ -1,14 +1,13 @@
 //! [`TaskRepository`] on PostgreSQL.
 
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{CursorKind, Keyset, PageSpec, Source, Table, prefixed};
-use std::sync::Arc;
+use super::{Conn, CursorKind, Keyset, PageSpec, Source, Table, prefixed};
+use std::sync::{Arc, LazyLock};
 
-use crate::db::Database;
+use crate::db::{Database, DiscardGuard};
 use crate::error::{Error, Result};
 use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
 use crate::repo::TaskRepository;
@@ -25,6 +24,51 @@ pub(super) const TABLE: Table = Table {
     cursor: CursorKind::Task,
     by_priority: true,
 };
+
+/// A task's status set by hand: `$1` task, `$2` the new status (pending or
+/// cancelled: the other statuses follow its execution), `$3` statuses it may
+/// come from.
+///
+/// `current` locks the task and, under READ COMMITTED, sees its latest
+/// committed version; the transition is checked against it. Cancelling also
+/// cancels the task's active execution, in the same statement and after the
+/// task lock (the crate's one lock order: task, then execution), so a
+/// cancelled task never has claimable work. `fresh` makes that exact: every
+/// writer that adds an execution also updates its task, so when the locked
+/// version is the one this statement's snapshot sees, the snapshot sees all
+/// of the task's executions; when not, nothing is written and the statement
+/// is run again. The second branch of the result returns the locked row when
+/// nothing changed: a no-op, or a refused transition with the status to
+/// report.
+static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH current AS MATERIALIZED ( \
+           SELECT {COLUMNS}, xmin AS version FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
+         ), fresh AS ( \
+           SELECT current.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM current \
+         ), changed AS ( \
+           UPDATE tasks t SET status = $2 FROM current c, fresh \
+           WHERE fresh.ok AND t.id = c.id AND c.status = ANY($3) AND c.status <> $2 \
+           RETURNING {returning} \
+         ), cancelled AS ( \
+           UPDATE task_executions e \
+           SET status = 'cancelled', completed_at = greatest(now(), e.started_at), \
+               lease_expires_at = NULL \
+           FROM changed ch \
+           WHERE ch.status = 'cancelled' AND e.task_id = ch.id \
+             AND e.status IN ('pending', 'running') \
+         ) \
+         SELECT true AS changed, fresh.ok AS fresh, {COLUMNS} FROM changed, fresh \
+         UNION ALL \
+         SELECT false, fresh.ok, {COLUMNS} FROM current, fresh \
+         WHERE NOT EXISTS (SELECT 1 FROM changed)",
+        returning = prefixed("t", COLUMNS),
+    )
+});
+
+/// How often [`UPDATE_STATUS_SQL`] is run again when the task changed after
+/// its snapshot; see `pg::queue` for the same rule.
+const FRESH_ATTEMPTS: usize = 16;
 
 fn task_from_row(row: &Row) -> Task {
     Task {
@@ -85,17 +129,14 @@ impl PgTaskRepository {
 pub(crate) mod sql {
     use super::*;
 
-    pub(crate) async fn create(client: &impl GenericClient, task: &NewTask) -> Result<Task> {
-        let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
-                 priority, timeout_seconds, metadata) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-            ))
-            .await?;
-        let row = client
+    pub(crate) async fn create(c: &Conn<'_>, task: &NewTask) -> Result<Task> {
+        let row = c
             .query_one(
-                &stmt,
+                &format!(
+                    "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
+                     priority, timeout_seconds, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+                ),
                 &[
                     &TaskId::new(),
                     &task.user_id,
@@ -112,17 +153,13 @@ pub(crate) mod sql {
         Ok(task_from_row(&row))
     }
 
-    pub(crate) async fn create_many(
-        client: &impl GenericClient,
-        tasks: &[NewTask],
-    ) -> Result<Vec<Task>> {
+    pub(crate) async fn create_many(c: &Conn<'_>, tasks: &[NewTask]) -> Result<Vec<Task>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<TaskId> = tasks.iter().map(|_| TaskId::new()).collect();
-        let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
+        let sql = format!(
+            "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
                  priority, timeout_seconds, metadata) \
                  SELECT id, user_id, name, description, script_content, script_type, \
                         priority, timeout_seconds, metadata \
@@ -131,11 +168,10 @@ pub(crate) mod sql {
                    AS input(id, user_id, name, description, script_content, script_type, \
                             priority, timeout_seconds, metadata) \
                  RETURNING {COLUMNS}"
-            ))
-            .await?;
-        let rows = client
+        );
+        let rows = c
             .query(
-                &stmt,
+                &sql,
                 &[
                     &ids,
                     &tasks.iter().map(|t| t.user_id).collect::<Vec<_>>(),
@@ -202,22 +238,18 @@ pub(crate) mod sql {
         Ok(writer.finish().await?)
     }
 
-    pub(crate) async fn get(client: &impl GenericClient, id: TaskId) -> Result<Task> {
-        Ok(task_from_row(&TABLE.get_row(client, id).await?))
+    pub(crate) async fn get(c: &Conn<'_>, id: TaskId) -> Result<Task> {
+        Ok(task_from_row(&TABLE.get_row(c, id).await?))
     }
 
-    pub(crate) async fn update(
-        client: &impl GenericClient,
-        id: TaskId,
-        update: &TaskUpdate,
-    ) -> Result<Task> {
+    pub(crate) async fn update(c: &Conn<'_>, id: TaskId, update: &TaskUpdate) -> Result<Task> {
         if update.is_empty() {
-            return get(client, id).await;
+            return get(c, id).await;
         }
         // NULL means "leave as is"; description needs a flag, since NULL is
         // also a value it can be set to.
-        let stmt = client
-            .prepare_cached(&format!(
+        c.query_opt(
+            &format!(
                 "UPDATE tasks SET \
                    name = COALESCE($2, name), \
                    description = CASE WHEN $3 THEN $4 ELSE description END, \
@@ -227,87 +259,66 @@ pub(crate) mod sql {
                    timeout_seconds = COALESCE($8, timeout_seconds), \
                    metadata = COALESCE($9, metadata) \
                  WHERE id = $1 RETURNING {COLUMNS}"
-            ))
-            .await?;
-        let set_description = update.description.is_some();
-        let description = update.description.clone().flatten();
-        client
-            .query_opt(
-                &stmt,
-                &[
-                    &id,
-                    &update.name,
-                    &set_description,
-                    &description,
-                    &update.script_content,
-                    &update.script_type,
-                    &update.priority,
-                    &update.timeout_seconds,
-                    &update.metadata,
-                ],
-            )
-            .await?
-            .map(|row| task_from_row(&row))
-            .ok_or_else(|| Error::not_found("task", id))
+            ),
+            &[
+                &id,
+                &update.name,
+                &update.description.is_some(),
+                &update.description.as_ref().and_then(|d| d.as_deref()),
+                &update.script_content,
+                &update.script_type,
+                &update.priority,
+                &update.timeout_seconds,
+                &update.metadata,
+            ],
+        )
+        .await?
+        .map(|row| task_from_row(&row))
+        .ok_or_else(|| Error::not_found("task", id))
     }
 
-    pub(crate) async fn update_status(
-        client: &impl GenericClient,
-        id: TaskId,
-        to: TaskStatus,
-    ) -> Result<Task> {
-        // `current` locks the row and, under READ COMMITTED, sees the latest
-        // committed version of it, so the transition is checked against the
-        // real current status and nobody can change it in between. The second
-        // branch returns the locked row when nothing changed: a no-op, or a
-        // refused transition with the status to report.
-        let stmt = client
-            .prepare_cached(&format!(
-                "WITH current AS ( \
-                   SELECT {COLUMNS} FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
-                 ), changed AS ( \
-                   UPDATE tasks t SET status = $2 FROM current c \
-                   WHERE t.id = c.id AND c.status = ANY($3) AND c.status <> $2 \
-                   RETURNING {returning} \
-                 ) \
-                 SELECT true AS changed, {COLUMNS} FROM changed \
-                 UNION ALL \
-                 SELECT false, {COLUMNS} FROM current WHERE NOT EXISTS (SELECT 1 FROM changed)",
-                returning = prefixed("t", COLUMNS),
-            ))
-            .await?;
+    pub(crate) async fn update_status(c: &Conn<'_>, id: TaskId, to: TaskStatus) -> Result<Task> {
         let from: Vec<&str> = TaskStatus::ALL
             .into_iter()
             .filter(|from| from.can_transition_to(to))
             .map(TaskStatus::as_str)
             .collect();
-        let row = client
-            .query_opt(&stmt, &[&id, &to, &from])
-            .await?
-            .ok_or_else(|| Error::not_found("task", id))?;
-        let task = task_from_row(&row);
-        if row.get::<_, bool>("changed") || task.status == to {
-            return Ok(task);
+        for _ in 0..FRESH_ATTEMPTS {
+            let row = c
+                .query_opt(&UPDATE_STATUS_SQL, &[&id, &to, &from])
+                .await?
+                .ok_or_else(|| Error::not_found("task", id))?;
+            if !row.try_get::<_, bool>("fresh")? {
+                continue;
+            }
+            let task = task_from_row(&row);
+            if row.try_get::<_, bool>("changed")? || task.status == to {
+                return Ok(task);
+            }
+            return Err(Error::InvalidTransition {
+                entity: "task",
+                from: task.status.as_str(),
+                to: to.as_str(),
+            });
         }
-        Err(Error::InvalidTransition {
-            entity: "task",
-            from: task.status.as_str(),
-            to: to.as_str(),
-        })
+        Err(Error::unavailable(
+            format!("task {id} kept changing while its status was being set; nothing was written"),
+            None,
+        ))
     }
 
-    pub(crate) async fn delete(client: &impl GenericClient, id: TaskId) -> Result<()> {
-        TABLE.delete(client, id).await
+    pub(crate) async fn delete(c: &Conn<'_>, id: TaskId) -> Result<()> {
+        TABLE.delete(c, id).await
     }
 
     pub(crate) async fn list(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
     ) -> Result<Page<Task>> {
         TABLE
-            .page(client, filter_sql, filter, page, task_from_row, keyset)
+            .page(c, filter_sql, filter, page, task_from_row, keyset)
             .await
     }
 }
@@ -321,7 +332,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn create(&self, task: NewTask) -> Result<Task> {
         validate::new_task(&task, &self.policy)?;
-        sql::create(&*self.source.conn().await?, &task).await
+        sql::create(&self.source.conn().await?, &task).await
     }
 
     #[tracing::instrument(
@@ -331,7 +342,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>> {
         validate::new_tasks(&tasks, &self.policy)?;
-        sql::create_many(&*self.source.conn().await?, &tasks).await
+        sql::create_many(&self.source.conn().await?, &tasks).await
     }
 
     #[tracing::instrument(
@@ -344,8 +355,20 @@ impl TaskRepository for PgTaskRepository {
         if tasks.is_empty() {
             return Ok(0);
         }
-        let conn = self.source.conn().await?;
-        sql::import(&conn, &tasks).await
+        match self.source.conn().await? {
+            Conn::Pooled(client) => {
+                // COPY is a multi-message exchange: a future dropped in the
+                // middle of it closes the connection rather than pooling it.
+                let guard = DiscardGuard::new(client);
+                let result = sql::import(guard.client(), &tasks).await;
+                if !guard.client().is_closed() {
+                    guard.release();
+                }
+                result
+            }
+            // Inside a transaction, the transaction's own guard covers it.
+            Conn::Tx(client) => sql::import(client, &tasks).await,
+        }
     }
 
     #[tracing::instrument(
@@ -354,7 +377,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "get")
     )]
     async fn get(&self, id: TaskId) -> Result<Task> {
-        sql::get(&*self.source.conn().await?, id).await
+        sql::get(&self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -364,7 +387,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn update(&self, id: TaskId, update: TaskUpdate) -> Result<Task> {
         validate::task_update(&update, &self.policy)?;
-        sql::update(&*self.source.conn().await?, id, &update).await
+        sql::update(&self.source.conn().await?, id, &update).await
     }
 
     #[tracing::instrument(
@@ -373,7 +396,8 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "update_status")
     )]
     async fn update_status(&self, id: TaskId, status: TaskStatus) -> Result<Task> {
-        sql::update_status(&*self.source.conn().await?, id, status).await
+        validate::task_status_by_hand(status)?;
+        sql::update_status(&self.source.conn().await?, id, status).await
     }
 
     #[tracing::instrument(
@@ -382,7 +406,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "delete")
     )]
     async fn delete(&self, id: TaskId) -> Result<()> {
-        sql::delete(&*self.source.conn().await?, id).await
+        sql::delete(&self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -392,7 +416,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(CursorKind::Task, &page)?;
-        sql::list(&*self.source.conn().await?, "TRUE", None, &page).await
+        sql::list(&self.source.conn().await?, "TRUE", None, &page).await
     }
 
     #[tracing::instrument(
@@ -403,7 +427,7 @@ impl TaskRepository for PgTaskRepository {
     async fn list_by_user(&self, user_id: UserId, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(CursorKind::Task, &page)?;
         sql::list(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             "user_id = $1",
             Some(&user_id),
             &page,
@@ -419,7 +443,7 @@ impl TaskRepository for PgTaskRepository {
     async fn list_by_status(&self, status: TaskStatus, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(CursorKind::Task, &page)?;
         sql::list(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             "status = $1",
             Some(&status),
             &page,
@@ -440,7 +464,7 @@ impl TaskRepository for PgTaskRepository {
         validate::metadata_filter(&filter, &self.policy.metadata)?;
         let page = PageSpec::parse(CursorKind::Task, &page)?;
         sql::list(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             "metadata @> $1",
             Some(&filter),
             &page,
@@ -454,7 +478,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        TABLE.count(&*self.source.conn().await?, "TRUE", None).await
+        TABLE.count(&self.source.conn().await?, "TRUE", None).await
     }
 
     #[tracing::instrument(
@@ -464,7 +488,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
         TABLE
-            .count(&*self.source.conn().await?, "user_id = $1", Some(&user_id))
+            .count(&self.source.conn().await?, "user_id = $1", Some(&user_id))
             .await
     }
 
@@ -475,7 +499,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         TABLE
-            .count(&*self.source.conn().await?, "status = $1", Some(&status))
+            .count(&self.source.conn().await?, "status = $1", Some(&status))
             .await
     }
 }

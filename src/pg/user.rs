@@ -1,10 +1,9 @@
 //! [`UserRepository`] on PostgreSQL.
 
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{CursorKind, Keyset, PageSpec, Source, Table};
+use super::{Conn, CursorKind, Keyset, PageSpec, Source, Table};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -69,75 +68,86 @@ pub(crate) mod sql {
     use super::*;
 
     pub(crate) async fn create(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         email: &str,
         password_hash: &PasswordHash,
     ) -> Result<User> {
-        let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
-            ))
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&UserId::new(), &email, &password_hash.expose()])
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+                ),
+                &[&UserId::new(), &email, &password_hash.expose()],
+            )
             .await?;
         Ok(user_from_row(&row))
     }
 
-    pub(crate) async fn get(client: &impl GenericClient, id: UserId) -> Result<User> {
-        Ok(user_from_row(&TABLE.get_row(client, id).await?))
+    pub(crate) async fn get(c: &Conn<'_>, id: UserId) -> Result<User> {
+        Ok(user_from_row(&TABLE.get_row(c, id).await?))
     }
 
-    pub(crate) async fn get_by_email(client: &impl GenericClient, email: &str) -> Result<User> {
+    pub(crate) async fn get_by_email(c: &Conn<'_>, email: &str) -> Result<User> {
         // Served by the index of the users_email_key constraint.
-        let stmt = client
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
-            .await?;
-        client
-            .query_opt(&stmt, &[&email])
-            .await?
-            .map(|row| user_from_row(&row))
-            .ok_or_else(|| Error::not_found("user", email))
+        c.query_opt(
+            &format!("SELECT {COLUMNS} FROM users WHERE email = $1"),
+            &[&email],
+        )
+        .await?
+        .map(|row| user_from_row(&row))
+        .ok_or_else(|| Error::not_found("user", email))
     }
 
     pub(crate) async fn update(
-        client: &impl GenericClient,
+        c: &Conn<'_>,
         id: UserId,
         email: Option<&str>,
         password_hash: Option<&PasswordHash>,
     ) -> Result<User> {
         if email.is_none() && password_hash.is_none() {
-            return get(client, id).await;
+            return get(c, id).await;
         }
-        let stmt = client
-            .prepare_cached(&format!(
+        c.query_opt(
+            &format!(
                 "UPDATE users SET email = COALESCE($2, email), \
                  password_hash = COALESCE($3, password_hash) \
                  WHERE id = $1 RETURNING {COLUMNS}"
-            ))
-            .await?;
-        client
-            .query_opt(
-                &stmt,
-                &[&id, &email, &password_hash.map(PasswordHash::expose)],
+            ),
+            &[&id, &email, &password_hash.map(PasswordHash::expose)],
+        )
+        .await?
+        .map(|row| user_from_row(&row))
+        .ok_or_else(|| Error::not_found("user", id))
+    }
+
+    pub(crate) async fn delete(c: &Conn<'_>, id: UserId) -> Result<()> {
+        // The cascade would lock the user's tasks in whatever order it
+        // scans them; locking them first in id order keeps the crate's one
+        // lock order (tasks by id, then their executions), so this cannot
+        // deadlock with a batch enqueue or a queue operation.
+        let deleted = c
+            .execute(
+                "WITH doomed AS MATERIALIZED ( \
+                   SELECT id FROM tasks WHERE user_id = $1 ORDER BY id FOR UPDATE \
+                 ) \
+                 DELETE FROM users WHERE id = $1 AND (SELECT count(*) FROM doomed) >= 0",
+                &[&id],
             )
-            .await?
-            .map(|row| user_from_row(&row))
-            .ok_or_else(|| Error::not_found("user", id))
+            .await?;
+        match deleted {
+            0 => Err(Error::not_found("user", id)),
+            _ => Ok(()),
+        }
     }
 
-    pub(crate) async fn delete(client: &impl GenericClient, id: UserId) -> Result<()> {
-        TABLE.delete(client, id).await
-    }
-
-    pub(crate) async fn list(client: &impl GenericClient, page: &PageSpec) -> Result<Page<User>> {
+    pub(crate) async fn list(c: &Conn<'_>, page: &PageSpec) -> Result<Page<User>> {
         TABLE
-            .page(client, "TRUE", None, page, user_from_row, keyset)
+            .page(c, "TRUE", None, page, user_from_row, keyset)
             .await
     }
 
-    pub(crate) async fn count(client: &impl GenericClient) -> Result<i64> {
-        TABLE.count(client, "TRUE", None).await
+    pub(crate) async fn count(c: &Conn<'_>) -> Result<i64> {
+        TABLE.count(c, "TRUE", None).await
     }
 }
 
@@ -151,7 +161,7 @@ impl UserRepository for PgUserRepository {
     async fn create(&self, user: NewUser) -> Result<User> {
         let email = validate::email(&user.email)?;
         validate::password_hash(&user.password_hash)?;
-        sql::create(&*self.source.conn().await?, &email, &user.password_hash).await
+        sql::create(&self.source.conn().await?, &email, &user.password_hash).await
     }
 
     #[tracing::instrument(
@@ -160,7 +170,7 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "get")
     )]
     async fn get(&self, id: UserId) -> Result<User> {
-        sql::get(&*self.source.conn().await?, id).await
+        sql::get(&self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -170,7 +180,7 @@ impl UserRepository for PgUserRepository {
     )]
     async fn get_by_email(&self, email: &str) -> Result<User> {
         let email = validate::email(email)?;
-        sql::get_by_email(&*self.source.conn().await?, &email).await
+        sql::get_by_email(&self.source.conn().await?, &email).await
     }
 
     #[tracing::instrument(
@@ -184,7 +194,7 @@ impl UserRepository for PgUserRepository {
             validate::password_hash(hash)?;
         }
         sql::update(
-            &*self.source.conn().await?,
+            &self.source.conn().await?,
             id,
             email.as_deref(),
             update.password_hash.as_ref(),
@@ -198,7 +208,7 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "delete")
     )]
     async fn delete(&self, id: UserId) -> Result<()> {
-        sql::delete(&*self.source.conn().await?, id).await
+        sql::delete(&self.source.conn().await?, id).await
     }
 
     #[tracing::instrument(
@@ -208,7 +218,7 @@ impl UserRepository for PgUserRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<User>> {
         let page = PageSpec::parse(CursorKind::User, &page)?;
-        sql::list(&*self.source.conn().await?, &page).await
+        sql::list(&self.source.conn().await?, &page).await
     }
 
     #[tracing::instrument(
@@ -217,6 +227,6 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&*self.source.conn().await?).await
+        sql::count(&self.source.conn().await?).await
     }
 }

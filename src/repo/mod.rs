@@ -80,10 +80,17 @@ pub trait TaskRepository: Send + Sync {
     /// unchanged. `NotFound`, `Validation`.
     async fn update(&self, id: TaskId, update: TaskUpdate) -> Result<Task>;
 
-    /// Moves the task to `status` if the state machine allows it from the
-    /// status it has when the row is locked (same → same is a no-op that
-    /// returns the task unchanged). `InvalidTransition` naming the actual
-    /// current status otherwise; `NotFound`.
+    /// Sets the task's status by hand: `Pending` (a retry from failed,
+    /// timeout or cancelled: the task may be queued again, but nothing is
+    /// queued until [`ExecutionQueue::enqueue`], which does both) or
+    /// `Cancelled` (from pending or running; cancels the task's active
+    /// execution in the same statement, and a running worker learns it at
+    /// its next heartbeat). The other statuses follow the task's execution
+    /// and are set only by the queue: asking for them is a `Validation`
+    /// error. The transition is checked against the status the task has
+    /// when its row is locked (same → same is a no-op that returns the task
+    /// unchanged): `InvalidTransition` naming the actual current status
+    /// otherwise; `NotFound`.
     async fn update_status(&self, id: TaskId, status: TaskStatus) -> Result<Task>;
 
     /// Deletes the task and its executions. `NotFound` when there is none.
@@ -123,8 +130,11 @@ pub trait TaskRepository: Send + Sync {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ExecutionRepository: Send + Sync {
-    /// Creates a pending execution. `ForeignKey` (constraint
-    /// `task_executions_task_id_fkey`) when the task does not exist.
+    /// Queues the task: exactly [`ExecutionQueue::enqueue`] without a
+    /// delay. Returns the task's active (pending or running) execution if it
+    /// has one, else creates a pending one and moves the task to pending.
+    /// `NotFound` when the task does not exist; `InvalidTransition` when its
+    /// status may not move to pending (completed).
     async fn create(&self, execution: NewExecution) -> Result<TaskExecution>;
 
     /// The execution `id`; `NotFound` when there is none.
@@ -155,18 +165,25 @@ pub trait ExecutionRepository: Send + Sync {
     /// new times contradict the stored ones.
     async fn update(&self, id: ExecutionId, update: ExecutionUpdate) -> Result<TaskExecution>;
 
-    /// Moves the execution to `status` if the state machine allows it from
-    /// the status it has when the row is locked; entering running sets
-    /// `started_at`, entering an end state sets `completed_at` (unless
-    /// already set). `InvalidTransition` naming the actual current status
-    /// otherwise; `NotFound`.
+    /// Ends the execution by hand: moves it to an end `status` if the state
+    /// machine allows it from the status it has when the row is locked
+    /// (pending → cancelled; running → any end status), sets `completed_at`
+    /// (unless already set), clears the lease, and the task follows (a
+    /// cancelled execution cancels its pending or running task; another end
+    /// status ends a running task the same way). `InvalidTransition` naming
+    /// the actual current status otherwise; `NotFound`. `Running` is a
+    /// `Validation` error: only [`ExecutionQueue::claim`] starts an
+    /// execution, because it sets the lease the rescuer relies on.
     async fn update_status(
         &self,
         id: ExecutionId,
         status: ExecutionStatus,
     ) -> Result<TaskExecution>;
 
-    /// Deletes the execution. `NotFound` when there is none.
+    /// Deletes the execution. Deleting an active (pending or running)
+    /// execution cancels its task, like [`cancel`](ExecutionQueue::cancel),
+    /// so no task is left pending or running with nothing to run.
+    /// `NotFound` when there is none.
     async fn delete(&self, id: ExecutionId) -> Result<()>;
 
     /// How many executions exist.
@@ -190,16 +207,20 @@ pub trait ExecutionRepository: Send + Sync {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ExecutionQueue: Send + Sync {
-    /// Queues a run of the task: a pending execution with the task's
-    /// priority, claimable from `run_after` (default now). The task moves to
-    /// pending (from failed, timeout or cancelled; a pending task stays
-    /// pending). `NotFound` for a missing task; `InvalidTransition` when the
-    /// task is running or completed.
+    /// Queues a run of the task, idempotently: a task that has an active
+    /// (pending or running) execution gets that execution back, unchanged.
+    /// Otherwise a pending execution with the task's priority, claimable
+    /// from `run_after` (default now), and the task moves to pending (from
+    /// failed, timeout or cancelled; a pending task stays pending).
+    /// `NotFound` for a missing task; `InvalidTransition` when the task is
+    /// completed (or running with no active execution, which only another
+    /// application writing to the tables can cause).
     async fn enqueue(&self, task_id: TaskId, run_after: Option<Timestamp>)
     -> Result<TaskExecution>;
 
     /// [`enqueue`](Self::enqueue) for many tasks in one statement, all or
-    /// nothing; executions are returned in input order. `NotFound` names
+    /// nothing; executions are returned in input order (a task named twice
+    /// is queued once and its execution returned twice). `NotFound` names
     /// the first missing task, `InvalidTransition` the first that cannot be
     /// queued; then nothing is queued.
     async fn enqueue_many(
@@ -208,9 +229,10 @@ pub trait ExecutionQueue: Send + Sync {
         run_after: Option<Timestamp>,
     ) -> Result<Vec<TaskExecution>>;
 
-    /// Claims up to `limit` pending executions whose time has come, highest
+    /// Claims up to `limit` pending executions whose time has come and whose
+    /// task is pending (work of a cancelled task never runs), highest
     /// priority first, then oldest, skipping rows other workers are
-    /// claiming: each becomes running, owned by `worker_id` until
+    /// claiming (a claim never waits): each becomes running, owned by `worker_id` until
     /// `now + lease`, with its attempt incremented; its task becomes running.
     /// An empty vector when there is nothing to do. `Validation` for a bad
     /// worker id, lease or limit (1..=1000).
@@ -253,7 +275,8 @@ pub trait ExecutionQueue: Send + Sync {
     /// Times out running executions whose lease has expired, re-checking
     /// status and lease in the UPDATE itself so an execution completed or
     /// heartbeaten meanwhile is never overwritten; queues a retry for those
-    /// below `policy.max_attempts`. Handles at most `policy.batch_size`.
+    /// below `policy.max_attempts` whose task is still running (never for a
+    /// cancelled task). Handles at most `policy.batch_size`.
     async fn rescue_expired(&self, policy: RescuePolicy) -> Result<RescueReport>;
 
     /// Deletes ended executions that ended more than `older_than` ago, in

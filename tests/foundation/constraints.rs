@@ -310,7 +310,8 @@ async fn deleting_a_user_cascades_to_tasks_and_executions() {
     let client = raw(&f.db).await;
     client
         .execute(
-            "INSERT INTO task_executions (task_id) VALUES ($1), ($1)",
+            // One active execution per task (V5): the second has ended.
+            "INSERT INTO task_executions (task_id, status) VALUES ($1, 'pending'), ($1, 'cancelled')",
             &[&f.task],
         )
         .await

@@ -7,6 +7,7 @@ mod harness;
 mod health;
 mod migrations;
 mod pool;
+mod statement_cache;
 
 use voidrunner_db::{Database, PooledClient};
 

@@ -124,8 +124,11 @@ async fn enqueue_many_is_all_or_nothing_and_keeps_order() {
         "{err}"
     );
 
-    f.tasks
-        .update_status(ids[2], TaskStatus::Running)
+    // ids[2] runs to completion: a completed task cannot be queued again.
+    let first = f.queue.enqueue(ids[2], None).await.unwrap();
+    f.queue.claim("w", 1, crate::LEASE).await.unwrap();
+    f.queue
+        .complete(first.id, "w", voidrunner_db::Outcome::completed(0))
         .await
         .unwrap();
     let err = f.queue.enqueue_many(ids.clone(), None).await.unwrap_err();
@@ -133,17 +136,23 @@ async fn enqueue_many_is_all_or_nothing_and_keeps_order() {
         matches!(
             err,
             Error::InvalidTransition {
-                from: "running",
+                from: "completed",
                 ..
             }
         ),
         "{err:?}"
     );
     let queued: i64 = f.scalar("SELECT count(*) FROM task_executions", &[]).await;
-    assert_eq!(queued, 0, "nothing queued by the refused batches");
+    assert_eq!(queued, 1, "nothing queued by the refused batches");
 
-    f.tasks
-        .update_status(ids[2], TaskStatus::Failed)
+    // ids[2] failed instead: a failed task is queued again.
+    f.db.client()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE tasks SET status = 'failed' WHERE id = $1",
+            &[&ids[2]],
+        )
         .await
         .unwrap();
     let executions = f.queue.enqueue_many(ids.clone(), None).await.unwrap();

@@ -207,10 +207,12 @@ async fn the_claim_is_an_index_scan_in_claim_order() {
                SELECT (SELECT id FROM users LIMIT 1), 'n', 'x', g % 11 FROM generate_series(1, 2000) g; \
              INSERT INTO task_executions (task_id, status, priority, completed_at, started_at) \
                SELECT id, 'completed', priority, now(), now() FROM tasks, generate_series(1, 10); \
-             INSERT INTO task_executions (task_id, priority) SELECT id, priority FROM tasks; \
+             INSERT INTO task_executions (task_id, priority) \
+               SELECT id, priority FROM tasks WHERE priority % 2 = 0; \
+             UPDATE tasks SET status = 'running' WHERE priority % 2 = 1; \
              INSERT INTO task_executions (task_id, status, priority, started_at, worker_id, lease_expires_at) \
-               SELECT id, 'running', priority, now(), 'w', now() + make_interval(secs => g) \
-               FROM tasks, generate_series(1, 2) g;",
+               SELECT id, 'running', priority, now(), 'w', now() + make_interval(secs => priority) \
+               FROM tasks WHERE priority % 2 = 1;",
         )
         .await
         .unwrap();
@@ -263,8 +265,12 @@ async fn the_claim_is_an_index_scan_in_claim_order() {
             "rescue" => "task_executions_lease_idx",
             _ => "task_executions_prune_idx",
         };
+        // The claim must read the index in order (below); the rescuer and
+        // pruner only need it to find their few rows, by a plain or a
+        // bitmap index scan, whichever the planner prefers.
         assert!(
-            plan.contains(&format!("Index Scan using {index}")),
+            plan.contains(&format!("Index Scan using {index}"))
+                || (name != "claim" && plan.contains(&format!("Bitmap Index Scan on {index}"))),
             "{name}:\n{plan}"
         );
         if name == "claim" {

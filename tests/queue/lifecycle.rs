@@ -27,20 +27,13 @@ async fn enqueue_follows_the_task_state_machine() {
         TaskStatus::Pending
     );
 
-    // Running and completed tasks cannot be queued again.
+    // Enqueue is idempotent: while the task has an active execution, that
+    // execution is what enqueue returns, pending or running.
+    assert_eq!(f.queue.enqueue(task.id, None).await.unwrap().id, e.id);
     f.queue.claim("w", 1, LEASE).await.unwrap();
-    let err = f.queue.enqueue(task.id, None).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidTransition {
-                entity: "task",
-                from: "running",
-                to: "pending"
-            }
-        ),
-        "{err:?}"
-    );
+    let again = f.queue.enqueue(task.id, None).await.unwrap();
+    assert_eq!((again.id, again.status), (e.id, ExecutionStatus::Running));
+    assert_eq!(f.executions.count_by_task(task.id).await.unwrap(), 1);
     f.queue
         .complete(e.id, "w", Outcome::failed(1))
         .await

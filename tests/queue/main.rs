@@ -3,9 +3,12 @@
 //! events and transactions. One binary keeps link time down.
 
 mod bulk;
+mod cancellation;
 mod claim;
 mod events;
+mod invariants;
 mod lifecycle;
+mod ownership;
 mod transactions;
 
 use std::time::Duration;

@@ -30,6 +30,9 @@ async fn lists_are_index_scans_without_sorts_and_search_uses_gin() {
     let pooled = r.db.client().await.unwrap();
     let client: &tokio_postgres::Client = &pooled;
     client
+        // As the queue leaves them: one execution per task, in its task's
+        // status (so at most one active, and running ones leased), and one
+        // task with a long history of completed runs.
         .batch_execute(
             "INSERT INTO users (email, password_hash) \
                SELECT 'u' || g || '@example.com', 'h' FROM generate_series(1, 5000) g; \
@@ -38,10 +41,16 @@ async fn lists_are_index_scans_without_sorts_and_search_uses_gin() {
                       jsonb_build_object('serial', g, 'job', jsonb_build_object('owner', jsonb_build_object('id', g)), \
                                          'tags', jsonb_build_array('x' || g, 'common')) \
                FROM generate_series(1, 20000) g, (SELECT array_agg(id) AS ids FROM users) u; \
-             INSERT INTO task_executions (task_id, status) \
-               SELECT id, status FROM tasks; \
-             INSERT INTO task_executions (task_id, status) \
-               SELECT t.id, 'completed' FROM generate_series(1, 5000), (SELECT id FROM tasks LIMIT 1) t;",
+             INSERT INTO task_executions (task_id, status, started_at, completed_at, worker_id, lease_expires_at) \
+               SELECT id, status, \
+                      CASE WHEN status <> 'pending' THEN now() END, \
+                      CASE WHEN status = 'completed' THEN now() END, \
+                      CASE WHEN status <> 'pending' THEN 'w' END, \
+                      CASE WHEN status = 'running' THEN now() + interval '5 minutes' END \
+               FROM tasks; \
+             INSERT INTO task_executions (task_id, status, started_at, completed_at, worker_id) \
+               SELECT t.id, 'completed', now(), now(), 'w' \
+               FROM generate_series(1, 5000), (SELECT id FROM tasks WHERE status = 'completed' LIMIT 1) t;",
         )
         .await
         .unwrap();
@@ -171,5 +180,17 @@ async fn lists_are_index_scans_without_sorts_and_search_uses_gin() {
     assert!(
         latest.contains("task_executions_task_id_created_at_id_idx") && !latest.contains("Sort"),
         "{latest}"
+    );
+    // Queueing a task looks up its active execution: one probe of the
+    // partial unique index, however long the task's history.
+    let active = plan(
+        client,
+        "SELECT id FROM task_executions WHERE task_id = $1 AND status IN ('pending', 'running')",
+        &[&task],
+    )
+    .await;
+    assert!(
+        active.contains("task_executions_one_active_per_task_idx"),
+        "{active}"
     );
 }

@@ -8,31 +8,53 @@ mod paging;
 mod tasks;
 mod users;
 
+use std::time::Duration;
+
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    NewTask, NewUser, PasswordHash, PgExecutionRepository, PgTaskRepository, PgUserRepository,
-    Task, TaskRepository, User, UserRepository,
+    ExecutionQueue, NewTask, NewUser, PasswordHash, PgExecutionQueue, PgExecutionRepository,
+    PgTaskRepository, PgUserRepository, Task, TaskExecution, TaskRepository, User, UserRepository,
 };
 
-/// A fresh database and its three repositories.
+/// The lease of the executions tests claim: long enough never to expire
+/// during a test.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A fresh database, its three repositories and the execution queue (the
+/// only way an execution starts running and a task leaves pending for
+/// running or an end state).
 pub struct Repos {
     pub db: TestDatabase,
     pub users: PgUserRepository,
     pub tasks: PgTaskRepository,
     pub executions: PgExecutionRepository,
+    pub queue: PgExecutionQueue,
 }
 
 pub async fn repos() -> Repos {
-    let db = TestDatabase::new().await.expect("test database");
-    Repos {
-        users: PgUserRepository::new(db.db().clone()),
-        tasks: PgTaskRepository::new(db.db().clone()),
-        executions: PgExecutionRepository::new(db.db().clone()),
-        db,
-    }
+    Repos::over(TestDatabase::new().await.expect("test database"))
+}
+
+/// [`repos`] with a pool of `max_connections`, for tests that race.
+pub async fn repos_with_pool(max_connections: usize) -> Repos {
+    Repos::over(
+        TestDatabase::with_config(|c| c.max_connections = max_connections)
+            .await
+            .expect("test database"),
+    )
 }
 
 impl Repos {
+    fn over(db: TestDatabase) -> Repos {
+        Repos {
+            users: PgUserRepository::new(db.db().clone()),
+            tasks: PgTaskRepository::new(db.db().clone()),
+            executions: PgExecutionRepository::new(db.db().clone()),
+            queue: PgExecutionQueue::new(db.db().clone()),
+            db,
+        }
+    }
+
     pub async fn user(&self, email: &str) -> User {
         self.users
             .create(NewUser::new(
@@ -48,6 +70,18 @@ impl Repos {
             .create(NewTask::new(user.id, name, "print('hi')"))
             .await
             .expect("create task")
+    }
+
+    /// What worker `worker` gets from one claim of up to `limit` executions:
+    /// the executions, now running under its lease.
+    pub async fn claim(&self, worker: &str, limit: u32) -> Vec<TaskExecution> {
+        self.queue
+            .claim(worker, limit, LEASE)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|claimed| claimed.execution)
+            .collect()
     }
 
     /// Rows in `table`, read with raw SQL.

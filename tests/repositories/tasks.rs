@@ -1,15 +1,30 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    Error, NewTask, PageRequest, PgTaskRepository, ScriptType, TaskId, TaskRepository, TaskStatus,
-    TaskUpdate, UserId,
+    Error, ExecutionQueue, ExecutionRepository, ExecutionStatus, LeaseLostReason, NewExecution,
+    NewTask, Outcome, PageRequest, PgTaskRepository, ScriptType, TaskId, TaskRepository,
+    TaskStatus, TaskUpdate, UserId,
 };
 
-use crate::repos;
-#[allow(unused_imports)]
-use voidrunner_db::{ExecutionRepository as _, TaskRepository as _};
+use crate::{LEASE, Repos, repos, repos_with_pool};
+
+/// The statuses a task enters only through its execution, never by hand.
+const SET_BY_THE_QUEUE: [TaskStatus; 4] = [
+    TaskStatus::Running,
+    TaskStatus::Completed,
+    TaskStatus::Failed,
+    TaskStatus::Timeout,
+];
+
+/// Queues `task` and claims its execution as `worker`: the task is running.
+async fn start(r: &Repos, task: TaskId, worker: &str) -> voidrunner_db::TaskExecution {
+    let queued = r.executions.create(NewExecution::new(task)).await.unwrap();
+    let claimed = r.claim(worker, 1).await;
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].id, queued.id);
+    claimed.into_iter().next().unwrap()
+}
 
 #[tokio::test]
 async fn create_get_round_trip_with_defaults() {
@@ -155,13 +170,15 @@ async fn missing_tasks_are_not_found() {
             .unwrap_err()
             .is_not_found()
     );
-    assert!(
-        r.tasks
-            .update_status(id, TaskStatus::Running)
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
+    for to in [TaskStatus::Pending, TaskStatus::Cancelled] {
+        let err = r.tasks.update_status(id, to).await.unwrap_err();
+        assert!(err.is_not_found(), "{to}: {err:?}");
+    }
+    // The statuses set only by the queue are refused before any lookup.
+    for to in SET_BY_THE_QUEUE {
+        let err = r.tasks.update_status(id, to).await.unwrap_err();
+        assert_eq!(err.field(), Some("status"), "{to}: {err:?}");
+    }
     assert!(r.tasks.delete(id).await.unwrap_err().is_not_found());
 }
 
@@ -268,20 +285,38 @@ async fn status_follows_the_state_machine() {
     let user = r.user("s@example.com").await;
     let task = r.task(&user, "t").await;
 
-    let running = r
-        .tasks
-        .update_status(task.id, TaskStatus::Running)
-        .await
-        .unwrap();
-    assert_eq!(running.status, TaskStatus::Running);
     // Same → same is a no-op: no error, and the row is not even touched.
     let again = r
         .tasks
-        .update_status(task.id, TaskStatus::Running)
+        .update_status(task.id, TaskStatus::Pending)
         .await
         .unwrap();
-    assert_eq!(again, running);
+    assert_eq!(again, task);
+    assert_eq!(r.tasks.get(task.id).await.unwrap(), task);
 
+    // Running and the end states belong to the queue: refused, nothing
+    // written.
+    for to in SET_BY_THE_QUEUE {
+        let err = r.tasks.update_status(task.id, to).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Validation {
+                    field: "status",
+                    ..
+                }
+            ),
+            "{to}: {err:?}"
+        );
+    }
+    assert_eq!(r.tasks.get(task.id).await.unwrap(), task, "nothing changed");
+
+    // Claimed: running. A running task is not retried.
+    let e = start(&r, task.id, "w").await;
+    assert_eq!(
+        r.tasks.get(task.id).await.unwrap().status,
+        TaskStatus::Running
+    );
     let err = r
         .tasks
         .update_status(task.id, TaskStatus::Pending)
@@ -298,47 +333,139 @@ async fn status_follows_the_state_machine() {
         ),
         "{err:?}"
     );
-    let failed = r
-        .tasks
-        .update_status(task.id, TaskStatus::Failed)
+
+    // Failed by its worker, then retried by hand.
+    r.queue
+        .complete(e.id, "w", Outcome::failed(2))
         .await
         .unwrap();
-    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(
+        r.tasks.get(task.id).await.unwrap().status,
+        TaskStatus::Failed
+    );
     let retried = r
         .tasks
         .update_status(task.id, TaskStatus::Pending)
         .await
         .unwrap();
     assert_eq!(retried.status, TaskStatus::Pending);
-    r.tasks
-        .update_status(task.id, TaskStatus::Running)
+    assert_eq!(r.tasks.get(task.id).await.unwrap(), retried);
+
+    // Completed by its worker: final.
+    let e = start(&r, task.id, "w").await;
+    r.queue
+        .complete(e.id, "w", Outcome::completed(0))
         .await
         .unwrap();
-    r.tasks
-        .update_status(task.id, TaskStatus::Completed)
-        .await
-        .unwrap();
-    for to in [
-        TaskStatus::Pending,
-        TaskStatus::Running,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-    ] {
+    let completed = r.tasks.get(task.id).await.unwrap();
+    assert_eq!(completed.status, TaskStatus::Completed);
+    for to in [TaskStatus::Pending, TaskStatus::Cancelled] {
         let err = r.tasks.update_status(task.id, to).await.unwrap_err();
         assert!(
             matches!(
                 err,
                 Error::InvalidTransition {
+                    entity: "task",
                     from: "completed",
-                    ..
-                }
+                    to: wanted,
+                } if wanted == to.as_str()
             ),
             "completed is final: {err:?}"
         );
     }
+    assert_eq!(r.tasks.get(task.id).await.unwrap(), completed);
+    assert_eq!(
+        r.executions.get(e.id).await.unwrap().status,
+        ExecutionStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_task_cancels_its_active_execution() {
+    let r = repos().await;
+    let user = r.user("x@example.com").await;
+    let task = r.task(&user, "t").await;
+    let other = r.task(&user, "other").await;
+    let pending = r
+        .executions
+        .create(NewExecution::new(task.id))
+        .await
+        .unwrap();
+    let others = r
+        .executions
+        .create(NewExecution::new(other.id))
+        .await
+        .unwrap();
+
+    // Pending: the task and its pending execution are cancelled together,
+    // and no worker gets the execution.
+    let cancelled = r
+        .tasks
+        .update_status(task.id, TaskStatus::Cancelled)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    let e = r.executions.get(pending.id).await.unwrap();
+    assert_eq!(e.status, ExecutionStatus::Cancelled);
+    assert_eq!(e.started_at, None);
+    assert!(e.completed_at.is_some());
+    let claimed = r.claim("w", 10).await;
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![others.id],
+        "only the other task's execution is claimed"
+    );
+    assert_eq!(
+        r.tasks.get(other.id).await.unwrap().status,
+        TaskStatus::Running
+    );
+    // Cancelled → cancelled is a no-op.
+    assert_eq!(
+        r.tasks
+            .update_status(task.id, TaskStatus::Cancelled)
+            .await
+            .unwrap(),
+        cancelled
+    );
+
+    // A retry by hand makes the task pending but queues nothing.
+    r.tasks
+        .update_status(task.id, TaskStatus::Pending)
+        .await
+        .unwrap();
+    assert!(r.claim("w", 10).await.is_empty());
+
+    // Running: the running execution is cancelled and its lease released;
+    // its worker learns it was cancelled.
+    let running = start(&r, task.id, "w").await;
+    assert_ne!(running.id, pending.id);
+    r.tasks
+        .update_status(task.id, TaskStatus::Cancelled)
+        .await
+        .unwrap();
+    let e = r.executions.get(running.id).await.unwrap();
+    assert_eq!(e.status, ExecutionStatus::Cancelled);
+    assert_eq!(e.lease_expires_at, None);
+    assert!(e.completed_at.unwrap() >= e.started_at.unwrap());
+    let err = r.queue.heartbeat(running.id, "w", LEASE).await.unwrap_err();
+    assert_eq!(err.lease_lost_reason(), Some(LeaseLostReason::Cancelled));
+    let err = r
+        .queue
+        .complete(running.id, "w", Outcome::completed(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.lease_lost_reason(), Some(LeaseLostReason::Cancelled));
     assert_eq!(
         r.tasks.get(task.id).await.unwrap().status,
-        TaskStatus::Completed
+        TaskStatus::Cancelled
+    );
+
+    // The other task was left alone throughout.
+    let e = r.executions.get(others.id).await.unwrap();
+    assert_eq!(e.status, ExecutionStatus::Running);
+    assert_eq!(
+        r.tasks.get(other.id).await.unwrap().status,
+        TaskStatus::Running
     );
 }
 
@@ -347,111 +474,109 @@ async fn an_illegal_transition_reports_the_status_changed_by_someone_else() {
     let r = repos().await;
     let user = r.user("race@example.com").await;
     let task = r.task(&user, "t").await;
-    r.tasks
-        .update_status(task.id, TaskStatus::Running)
-        .await
-        .unwrap();
-    // Another client completes it behind the repository's back.
-    r.db.client()
-        .await
-        .unwrap()
-        .execute(
-            "UPDATE tasks SET status = 'completed' WHERE id = $1",
-            &[&task.id],
-        )
+    let e = start(&r, task.id, "w").await;
+    // The caller last saw the task running, from which cancelling is legal.
+    let seen = r.tasks.get(task.id).await.unwrap();
+    assert_eq!(seen.status, TaskStatus::Running);
+    // Meanwhile its worker completes it.
+    r.queue
+        .complete(e.id, "w", Outcome::completed(0))
         .await
         .unwrap();
     let err = r
         .tasks
-        .update_status(task.id, TaskStatus::Failed)
+        .update_status(seen.id, TaskStatus::Cancelled)
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             Error::InvalidTransition {
+                entity: "task",
                 from: "completed",
-                to: "failed",
-                ..
+                to: "cancelled"
             }
         ),
         "{err:?}"
+    );
+    assert_eq!(
+        r.executions.get(e.id).await.unwrap().status,
+        ExecutionStatus::Completed,
+        "the refused cancel touched nothing"
     );
 }
 
 #[tokio::test]
 async fn concurrent_status_updates_have_one_winner() {
-    let db = TestDatabase::with_config(|c| c.max_connections = 10)
-        .await
-        .unwrap();
-    let tasks = Arc::new(PgTaskRepository::new(db.db().clone()));
-    let users = voidrunner_db::PgUserRepository::new(db.db().clone());
-    let user = voidrunner_db::UserRepository::create(
-        &users,
-        voidrunner_db::NewUser::new("c@example.com", voidrunner_db::PasswordHash::new("h")),
-    )
-    .await
-    .unwrap();
+    let r = Arc::new(repos_with_pool(10).await);
+    let user = r.user("c@example.com").await;
     for round in 0..5 {
-        let task = tasks
-            .create(NewTask::new(user.id, format!("t{round}"), "x"))
-            .await
-            .unwrap();
-        tasks
-            .update_status(task.id, TaskStatus::Running)
-            .await
-            .unwrap();
-        let targets = [
-            TaskStatus::Completed,
-            TaskStatus::Failed,
-            TaskStatus::Timeout,
+        let task = r.task(&user, &format!("t{round}")).await;
+        let e = start(&r, task.id, "w").await;
+        // Cancels of the task race ends of its running execution.
+        let ends = [
+            ExecutionStatus::Completed,
+            ExecutionStatus::Failed,
+            ExecutionStatus::Timeout,
         ];
         let barrier = Arc::new(tokio::sync::Barrier::new(10));
         let mut racers = tokio::task::JoinSet::new();
         for i in 0..10 {
-            let tasks = tasks.clone();
+            let r = r.clone();
             let barrier = barrier.clone();
-            let to = targets[i % targets.len()];
             racers.spawn(async move {
                 barrier.wait().await;
-                (to, tasks.update_status(task.id, to).await)
+                if i % 2 == 0 {
+                    let result = r.tasks.update_status(task.id, TaskStatus::Cancelled).await;
+                    ("cancelled", result.map(|t| t.status.as_str()))
+                } else {
+                    let to = ends[i / 2 % ends.len()];
+                    let result = r.executions.update_status(e.id, to).await;
+                    (to.as_str(), result.map(|x| x.status.as_str()))
+                }
             });
         }
         let mut results = Vec::new();
         while let Some(joined) = racers.join_next().await {
             results.push(joined.unwrap());
         }
-        // One racer moved the task out of running; the state it chose is
-        // final for the others. Racers that asked for that same state got a
-        // no-op success; every other one got InvalidTransition naming it.
-        let final_status = tasks.get(task.id).await.unwrap().status;
-        assert!(
-            targets.contains(&final_status),
-            "round {round}: {final_status}"
+        // One racer ended the run; the task and its execution agree on how,
+        // and that end is final for the others: every loser got
+        // InvalidTransition naming the winner's status.
+        let final_status = r.tasks.get(task.id).await.unwrap().status.as_str();
+        assert_eq!(
+            r.executions.get(e.id).await.unwrap().status.as_str(),
+            final_status,
+            "round {round}"
         );
+        assert_ne!(final_status, "running", "round {round}");
+        let mut succeeded = 0;
         for (to, result) in results {
             match result {
-                Ok(t) => {
+                Ok(status) => {
                     assert_eq!(
-                        to, final_status,
+                        (to, status),
+                        (final_status, final_status),
                         "round {round}: a second transition got through"
                     );
-                    assert_eq!(t.status, final_status);
+                    succeeded += 1;
                 }
                 Err(Error::InvalidTransition {
                     from, to: wanted, ..
                 }) => {
-                    assert_ne!(to, final_status);
-                    assert_eq!(wanted, to.as_str());
+                    assert_eq!(wanted, to);
                     assert_eq!(
-                        from,
-                        final_status.as_str(),
-                        "losers see the winner's status"
+                        from, final_status,
+                        "round {round}: losers see the winner's status"
                     );
                 }
-                Err(other) => panic!("{other:?}"),
+                Err(other) => panic!("round {round}: {other:?}"),
             }
         }
+        // A winning cancel makes the other four cancels no-ops; a winning
+        // end leaves no other racer a success.
+        let expected = if final_status == "cancelled" { 5 } else { 1 };
+        assert_eq!(succeeded, expected, "round {round}: {final_status}");
     }
 }
 
@@ -500,10 +625,8 @@ async fn lists_and_counts_by_user_and_status() {
         .create(NewTask::new(b.id, "b's", "x").priority(5))
         .await
         .unwrap();
-    r.tasks
-        .update_status(other.id, TaskStatus::Running)
-        .await
-        .unwrap();
+    // The only queued task, so the claim starts it.
+    start(&r, other.id, "w").await;
 
     let ids = |page: voidrunner_db::Page<voidrunner_db::Task>| {
         page.items.into_iter().map(|t| t.id).collect::<Vec<_>>()
