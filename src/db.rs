@@ -227,7 +227,7 @@ impl Database {
                 .prepare_cached("SELECT current_setting('server_version')")
                 .await?;
             let row = client.query_one(&stmt, &[]).await?;
-            Ok::<String, Error>(row.get(0))
+            Ok::<String, Error>(row.try_get(0)?)
         };
         let result = match tokio::time::timeout(limit, check).instrument(span).await {
             Ok(result) => result,

@@ -190,6 +190,24 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A row read from the database holds a value the crate cannot
+    /// represent (written by another application: e.g. metadata nested
+    /// deeper than the JSON reader allows or a number out of `f64` range, an
+    /// `infinity` or out-of-range timestamp). Nothing is defaulted: the call
+    /// fails, naming the row and the column.
+    #[error("cannot read {entity} {} column {column}: {source}", id.as_deref().unwrap_or("(unknown id)"))]
+    Decode {
+        /// `"user"`, `"task"` or `"execution"`.
+        entity: &'static str,
+        /// The column that could not be decoded.
+        column: &'static str,
+        /// The row's id, when it could be read.
+        id: Option<String>,
+        /// What the decoder said.
+        #[source]
+        source: BoxError,
+    },
+
     /// The configuration is invalid (bad URL, bad duration, min > max…).
     #[error("invalid configuration: {message}")]
     Config {
@@ -241,6 +259,11 @@ impl Error {
         Error::Config {
             message: message.into(),
         }
+    }
+
+    /// A stored value could not be decoded ([`Error::Decode`]).
+    pub fn is_decode(&self) -> bool {
+        matches!(self, Error::Decode { .. })
     }
 
     /// The row does not exist.

@@ -322,15 +322,15 @@ async fn poll_once(
         .await?;
     drop(client);
     for row in rows {
-        let status: ExecutionStatus = row.get("status");
+        let status: ExecutionStatus = row.try_get("status")?;
         let event = ExecutionEvent {
             kind: EventKind::of(status),
-            execution_id: row.get("id"),
-            task_id: row.get("task_id"),
+            execution_id: row.try_get("id")?,
+            task_id: row.try_get("task_id")?,
             status,
-            worker_id: row.get("worker_id"),
+            worker_id: row.try_get("worker_id")?,
         };
-        *cursor = (row.get("updated_at"), event.execution_id);
+        *cursor = (row.try_get("updated_at")?, event.execution_id);
         if out.send(Event::Execution(event)).await.is_err() {
             return Ok(false);
         }
@@ -361,7 +361,7 @@ impl Database {
         settle: Duration,
     ) -> Result<EventStream> {
         let client = self.client().await?;
-        let start: Timestamp = client.query_one("SELECT now()", &[]).await?.get(0);
+        let start: Timestamp = client.query_one("SELECT now()", &[]).await?.try_get(0)?;
         drop(client);
         let (tx, rx) = mpsc::channel(BUFFER);
         let cursor = (start, ExecutionId::from_uuid(uuid::Uuid::max()));

@@ -35,6 +35,11 @@ pub const TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<i32> = 1..=3600;
 /// Process exit codes.
 pub const RETURN_CODE_RANGE: std::ops::RangeInclusive<i32> = 0..=255;
 
+/// The deepest metadata any [`MetadataPolicy`] may allow: serde_json,
+/// which decodes `jsonb` read back from the server, refuses nesting beyond
+/// 128 levels, so the crate never writes what it could not read.
+pub const METADATA_DEPTH_LIMIT: usize = 100;
+
 /// Most characters in a worker id.
 pub const WORKER_ID_MAX_CHARS: usize = 255;
 /// Most executions one claim takes.
@@ -126,7 +131,9 @@ impl Default for ScriptPolicy {
 pub struct MetadataPolicy {
     /// Most bytes of the compact JSON text. Default 65536.
     pub max_bytes: usize,
-    /// Deepest nesting; the top-level object is depth 1. Default 16.
+    /// Deepest nesting; the top-level object is depth 1. Default 16; at
+    /// most [`METADATA_DEPTH_LIMIT`] (what the JSON reader decodes), a
+    /// policy above it is refused with [`Error::Config`] when used.
     pub max_depth: usize,
 }
 
@@ -381,6 +388,13 @@ fn json_object(
 ) -> Result<()> {
     use serde_json::Value;
 
+    if policy.max_depth > METADATA_DEPTH_LIMIT {
+        return Err(Error::config(format!(
+            "MetadataPolicy::max_depth {} exceeds {METADATA_DEPTH_LIMIT}, the deepest \
+             metadata the crate can read back",
+            policy.max_depth
+        )));
+    }
     if !value.is_object() {
         return Err(Error::validation(field, "must be a JSON object"));
     }
@@ -402,7 +416,8 @@ fn json_object(
                     stack.push((v, depth + 1));
                 }
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Number(n) => number_survives_jsonb(field, n)?,
+            Value::Null | Value::Bool(_) => {}
         }
     }
     let bytes = serde_json::to_vec(value)
@@ -415,6 +430,33 @@ fn json_object(
         ));
     }
     Ok(())
+}
+
+/// A JSON number the crate can read back after `jsonb` stored it.
+///
+/// Integers survive exactly. A float is stored as an exact `numeric`, which
+/// the server prints in plain decimal notation (no exponent): very large or
+/// very small floats come back as hundreds of digits that the JSON reader
+/// may round to another value or to infinity, which it refuses. Rust's
+/// `Display` for `f64` prints the same plain notation, so parsing it tells
+/// exactly what reading the row back would give.
+fn number_survives_jsonb(field: &'static str, n: &serde_json::Number) -> Result<()> {
+    if n.is_i64() || n.is_u64() {
+        return Ok(());
+    }
+    let Some(value) = n.as_f64() else {
+        return Ok(());
+    };
+    // Checked for every float: without its `float_roundtrip` feature the
+    // JSON reader may be one unit off even on 17-digit values.
+    let plain = value.to_string();
+    match serde_json::from_str::<serde_json::Number>(&plain) {
+        Ok(back) if back.as_f64() == Some(value) => Ok(()),
+        _ => Err(Error::validation(
+            field,
+            format!("holds the number {n}, which does not read back unchanged from jsonb"),
+        )),
+    }
 }
 
 /// Worker id: not blank, at most 255 characters, no NUL.
@@ -880,5 +922,67 @@ mod tests {
             ..ExecutionUpdate::default()
         };
         assert_eq!(field_of(execution_update(&nul)), "stderr");
+    }
+}
+
+#[cfg(test)]
+mod jsonb_round_trip_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(depth: usize) -> serde_json::Value {
+        let mut v = json!(1);
+        for _ in 1..depth {
+            v = json!({ "a": v });
+        }
+        v
+    }
+
+    #[test]
+    fn the_deepest_allowed_metadata_decodes() {
+        // What the reader of a jsonb column does with the server's text.
+        let deepest = nested(METADATA_DEPTH_LIMIT);
+        let text = serde_json::to_vec(&deepest).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back, deepest);
+        let policy = MetadataPolicy {
+            max_depth: METADATA_DEPTH_LIMIT,
+            max_bytes: usize::MAX,
+        };
+        metadata(&deepest, &policy).unwrap();
+        // A policy looser than the reader is refused, not obeyed.
+        let loose = MetadataPolicy {
+            max_depth: METADATA_DEPTH_LIMIT + 1,
+            ..policy
+        };
+        assert!(matches!(
+            metadata(&json!({}), &loose),
+            Err(Error::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn every_finite_float_reads_back_unchanged() {
+        // With serde_json's float_roundtrip (Cargo.toml), the full decimal
+        // expansion the server prints parses back to the same float, even at
+        // the extremes, so no finite float is refused.
+        let policy = MetadataPolicy::default();
+        for value in [
+            0.0,
+            -0.5,
+            0.1,
+            0.30000000000000004,
+            123456789.12345679,
+            1e-7,
+            1.5e20,
+            1e308,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ] {
+            metadata(&json!({ "a": value }), &policy).unwrap_or_else(|e| panic!("{value:e}: {e}"));
+        }
+        metadata(&json!({ "a": i64::MIN, "b": u64::MAX }), &policy).unwrap();
     }
 }

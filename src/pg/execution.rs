@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Conn, CursorKind, Keyset, PageSpec, Source, Table};
+use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -29,27 +29,28 @@ pub(super) const TABLE: Table = Table {
     by_priority: false,
 };
 
-pub(super) fn execution_from_row(row: &Row) -> TaskExecution {
-    TaskExecution {
-        id: row.get("id"),
-        task_id: row.get("task_id"),
-        status: row.get("status"),
-        return_code: row.get("return_code"),
-        stdout: row.get("stdout"),
-        stderr: row.get("stderr"),
-        execution_time_ms: row.get("execution_time_ms"),
-        memory_usage_bytes: row.get("memory_usage_bytes"),
-        started_at: row.get("started_at"),
-        completed_at: row.get("completed_at"),
-        created_at: row.get("created_at"),
-        priority: row.get("priority"),
-        run_after: row.get("run_after"),
-        attempt: row.get("attempt"),
-        worker_id: row.get("worker_id"),
-        lease_expires_at: row.get("lease_expires_at"),
-        heartbeat_at: row.get("heartbeat_at"),
-        updated_at: row.get("updated_at"),
-    }
+pub(super) fn execution_from_row(row: &Row) -> Result<TaskExecution> {
+    let r = RowReader::new(row, "execution");
+    Ok(TaskExecution {
+        id: r.get("id")?,
+        task_id: r.get("task_id")?,
+        status: r.get("status")?,
+        return_code: r.get("return_code")?,
+        stdout: r.get("stdout")?,
+        stderr: r.get("stderr")?,
+        execution_time_ms: r.get("execution_time_ms")?,
+        memory_usage_bytes: r.get("memory_usage_bytes")?,
+        started_at: r.get("started_at")?,
+        completed_at: r.get("completed_at")?,
+        created_at: r.get("created_at")?,
+        priority: r.get("priority")?,
+        run_after: r.get("run_after")?,
+        attempt: r.get("attempt")?,
+        worker_id: r.get("worker_id")?,
+        lease_expires_at: r.get("lease_expires_at")?,
+        heartbeat_at: r.get("heartbeat_at")?,
+        updated_at: r.get("updated_at")?,
+    })
 }
 
 fn keyset(execution: &TaskExecution) -> Keyset {
@@ -92,14 +93,14 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get(c: &Conn<'_>, id: ExecutionId) -> Result<TaskExecution> {
-        Ok(execution_from_row(&TABLE.get_row(c, id).await?))
+        execution_from_row(&TABLE.get_row(c, id).await?)
     }
 
     pub(crate) async fn latest_for_task(
         c: &Conn<'_>,
         task_id: TaskId,
     ) -> Result<Option<TaskExecution>> {
-        Ok(c.query_opt(
+        c.query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM task_executions WHERE task_id = $1 \
                      ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -107,7 +108,8 @@ pub(crate) mod sql {
             &[&task_id],
         )
         .await?
-        .map(|row| execution_from_row(&row)))
+        .map(|row| execution_from_row(&row))
+        .transpose()
     }
 
     pub(crate) async fn update(
@@ -143,6 +145,7 @@ pub(crate) mod sql {
         )
         .await?
         .map(|row| execution_from_row(&row))
+        .transpose()?
         .ok_or_else(|| Error::not_found("execution", id))
     }
 

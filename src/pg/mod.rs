@@ -138,6 +138,37 @@ impl Conn<'_> {
     }
 }
 
+/// Reads the columns of one row of `entity`, fallibly: a value the crate
+/// cannot represent (written by someone else) becomes [`Error::Decode`]
+/// naming the row's id and the column, never a panic or a default.
+#[derive(Clone, Copy)]
+struct RowReader<'r> {
+    row: &'r Row,
+    entity: &'static str,
+}
+
+impl<'r> RowReader<'r> {
+    fn new(row: &'r Row, entity: &'static str) -> Self {
+        RowReader { row, entity }
+    }
+
+    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, column: &'static str) -> Result<T>
+    where
+        'r: 'a,
+    {
+        self.row.try_get(column).map_err(|source| Error::Decode {
+            entity: self.entity,
+            column,
+            id: self
+                .row
+                .try_get::<_, Uuid>("id")
+                .ok()
+                .map(|id| id.to_string()),
+            source: Box::new(source),
+        })
+    }
+}
+
 /// Whether the server refused a cached statement because the schema changed
 /// under it (see [`Conn`]).
 fn is_stale_statement(err: &tokio_postgres::Error) -> bool {
@@ -299,12 +330,14 @@ impl Table {
         filter_sql: &'static str,
         filter: Option<&(dyn ToSql + Sync)>,
         page: &PageSpec,
-        from_row: fn(&Row) -> T,
+        from_row: fn(&Row) -> Result<T>,
         key_of: fn(&T) -> Keyset,
     ) -> Result<Page<T>> {
         let rows = self.page_rows(c, filter_sql, filter, page).await?;
+        // One undecodable row fails the page with its Decode error: a page
+        // that silently skipped rows would hide them from every walk.
         Ok(into_page(
-            rows.iter().map(from_row).collect(),
+            rows.iter().map(from_row).collect::<Result<Vec<T>>>()?,
             page.limit,
             self.cursor,
             key_of,

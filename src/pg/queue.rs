@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::execution::{COLUMNS, execution_from_row};
-use super::{Conn, Source, prefixed};
+use super::{Conn, RowReader, Source, prefixed};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
@@ -414,7 +414,7 @@ pub(crate) mod sql {
                 continue;
             }
             if row.try_get::<_, bool>("found")? {
-                return Ok(execution_from_row(&row));
+                return execution_from_row(&row);
             }
             let status: TaskStatus = row.try_get("task_status")?;
             return Err(Error::InvalidTransition {
@@ -455,7 +455,7 @@ pub(crate) mod sql {
                     if !row.try_get::<_, bool>("found")? {
                         return Err(changed_meanwhile("batch"));
                     }
-                    executions.push(execution_from_row(row));
+                    executions.push(execution_from_row(row)?);
                 }
                 return Ok(executions);
             }
@@ -497,16 +497,43 @@ pub(crate) mod sql {
                 &[&worker_id, &i64::from(limit), &seconds(lease)],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ClaimedExecution {
-                    execution: execution_from_row(row),
-                    script_content: row.try_get("script_content")?,
-                    script_type: row.try_get("script_type")?,
-                    timeout_seconds: row.try_get("timeout_seconds")?,
-                })
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match claimed_from_row(row) {
+                Ok(job) => claimed.push(job),
+                Err(err) => {
+                    // Claimed, but it cannot be handed to the worker: end it
+                    // as failed (the task follows) so it is neither leased to
+                    // nobody nor claimed again forever. Another application
+                    // wrote the row; the error names it.
+                    tracing::error!(error = %err, "claimed an execution that cannot be decoded; failing it");
+                    let id: ExecutionId = row.try_get("id")?;
+                    fail_undecodable(c, id).await?;
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Ends a claimed execution as failed through [`FINISH_SQL`] without
+    /// decoding the row it returns (which is the row that could not be
+    /// decoded). If this fails too, the lease expires and the rescuer takes
+    /// the execution back.
+    async fn fail_undecodable(c: &Conn<'_>, id: ExecutionId) -> Result<()> {
+        let failed = ExecutionStatus::Failed;
+        c.query_opt(&FINISH_SQL, &[&id, &failed, &vec!["running"]])
+            .await?;
+        Ok(())
+    }
+
+    fn claimed_from_row(row: &tokio_postgres::Row) -> Result<ClaimedExecution> {
+        let r = RowReader::new(row, "execution");
+        Ok(ClaimedExecution {
+            execution: execution_from_row(row)?,
+            script_content: r.get("script_content")?,
+            script_type: r.get("script_type")?,
+            timeout_seconds: r.get("timeout_seconds")?,
+        })
     }
 
     pub(crate) async fn heartbeat(
@@ -571,7 +598,7 @@ pub(crate) mod sql {
             .await?
             .ok_or_else(|| Error::not_found("execution", id))?;
         if row.try_get::<_, bool>("done")? {
-            return Ok(execution_from_row(&row));
+            return execution_from_row(&row);
         }
         Err(lease_lost(
             id,
@@ -601,7 +628,7 @@ pub(crate) mod sql {
             .await?
             .ok_or_else(|| Error::not_found("execution", id))?;
         if row.try_get::<_, bool>("ended")? {
-            return Ok(execution_from_row(&row));
+            return execution_from_row(&row);
         }
         let status: ExecutionStatus = row.try_get("current_status")?;
         Err(Error::InvalidTransition {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Conn, CursorKind, Keyset, PageSpec, Source, Table, prefixed};
+use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table, prefixed};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::{Database, DiscardGuard};
@@ -70,21 +70,22 @@ static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// its snapshot; see `pg::queue` for the same rule.
 const FRESH_ATTEMPTS: usize = 16;
 
-fn task_from_row(row: &Row) -> Task {
-    Task {
-        id: row.get("id"),
-        user_id: row.get("user_id"),
-        name: row.get("name"),
-        description: row.get("description"),
-        script_content: row.get("script_content"),
-        script_type: row.get("script_type"),
-        status: row.get("status"),
-        priority: row.get("priority"),
-        timeout_seconds: row.get("timeout_seconds"),
-        metadata: row.get("metadata"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-    }
+fn task_from_row(row: &Row) -> Result<Task> {
+    let r = RowReader::new(row, "task");
+    Ok(Task {
+        id: r.get("id")?,
+        user_id: r.get("user_id")?,
+        name: r.get("name")?,
+        description: r.get("description")?,
+        script_content: r.get("script_content")?,
+        script_type: r.get("script_type")?,
+        status: r.get("status")?,
+        priority: r.get("priority")?,
+        timeout_seconds: r.get("timeout_seconds")?,
+        metadata: r.get("metadata")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
 }
 
 fn keyset(task: &Task) -> Keyset {
@@ -150,7 +151,7 @@ pub(crate) mod sql {
                 ],
             )
             .await?;
-        Ok(task_from_row(&row))
+        task_from_row(&row)
     }
 
     pub(crate) async fn create_many(c: &Conn<'_>, tasks: &[NewTask]) -> Result<Vec<Task>> {
@@ -192,7 +193,10 @@ pub(crate) mod sql {
             )
             .await?;
         // Input order, whatever order RETURNING used.
-        let mut created: Vec<Task> = rows.iter().map(task_from_row).collect();
+        let mut created = rows
+            .iter()
+            .map(task_from_row)
+            .collect::<Result<Vec<Task>>>()?;
         created.sort_by_key(|t| ids.iter().position(|id| *id == t.id));
         Ok(created)
     }
@@ -239,7 +243,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get(c: &Conn<'_>, id: TaskId) -> Result<Task> {
-        Ok(task_from_row(&TABLE.get_row(c, id).await?))
+        task_from_row(&TABLE.get_row(c, id).await?)
     }
 
     pub(crate) async fn update(c: &Conn<'_>, id: TaskId, update: &TaskUpdate) -> Result<Task> {
@@ -274,6 +278,7 @@ pub(crate) mod sql {
         )
         .await?
         .map(|row| task_from_row(&row))
+        .transpose()?
         .ok_or_else(|| Error::not_found("task", id))
     }
 
@@ -291,7 +296,7 @@ pub(crate) mod sql {
             if !row.try_get::<_, bool>("fresh")? {
                 continue;
             }
-            let task = task_from_row(&row);
+            let task = task_from_row(&row)?;
             if row.try_get::<_, bool>("changed")? || task.status == to {
                 return Ok(task);
             }

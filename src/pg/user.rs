@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{Conn, CursorKind, Keyset, PageSpec, Source, Table};
+use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -23,14 +23,15 @@ pub(super) const TABLE: Table = Table {
     by_priority: false,
 };
 
-fn user_from_row(row: &Row) -> User {
-    User {
-        id: row.get("id"),
-        email: row.get("email"),
-        password_hash: PasswordHash::new(row.get::<_, String>("password_hash")),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-    }
+fn user_from_row(row: &Row) -> Result<User> {
+    let r = RowReader::new(row, "user");
+    Ok(User {
+        id: r.get("id")?,
+        email: r.get("email")?,
+        password_hash: PasswordHash::new(r.get::<String>("password_hash")?),
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
 }
 
 fn keyset(user: &User) -> Keyset {
@@ -80,11 +81,11 @@ pub(crate) mod sql {
                 &[&UserId::new(), &email, &password_hash.expose()],
             )
             .await?;
-        Ok(user_from_row(&row))
+        user_from_row(&row)
     }
 
     pub(crate) async fn get(c: &Conn<'_>, id: UserId) -> Result<User> {
-        Ok(user_from_row(&TABLE.get_row(c, id).await?))
+        user_from_row(&TABLE.get_row(c, id).await?)
     }
 
     pub(crate) async fn get_by_email(c: &Conn<'_>, email: &str) -> Result<User> {
@@ -95,6 +96,7 @@ pub(crate) mod sql {
         )
         .await?
         .map(|row| user_from_row(&row))
+        .transpose()?
         .ok_or_else(|| Error::not_found("user", email))
     }
 
@@ -117,6 +119,7 @@ pub(crate) mod sql {
         )
         .await?
         .map(|row| user_from_row(&row))
+        .transpose()?
         .ok_or_else(|| Error::not_found("user", id))
     }
 

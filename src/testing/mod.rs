@@ -244,7 +244,7 @@ impl Harness {
         let version_num: i32 = admin
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await?
-            .get(0);
+            .try_get(0)?;
         // Non-zero: 0 is the template lock's object id.
         let token = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
         admin
@@ -308,7 +308,7 @@ impl Harness {
         let mut by_token: Vec<(u32, Vec<String>)> = Vec::new();
         let mut removed = Vec::new();
         for row in rows {
-            let name: String = row.get(0);
+            let name: String = row.try_get(0)?;
             let Some(token) = name
                 .strip_prefix(TEST_DB_PREFIX)
                 .and_then(|rest| rest.split('_').next())
@@ -332,7 +332,7 @@ impl Harness {
                     &[&LOCK_CLASS, &(token as i32)],
                 )
                 .await?
-                .get(0);
+                .try_get(0)?;
             if !free {
                 continue; // its process is still running
             }
@@ -401,7 +401,7 @@ impl Harness {
             .await?;
         let mut removed = Vec::new();
         for row in rows {
-            let name: String = row.get(0);
+            let name: String = row.try_get(0)?;
             let key = template_key(&name);
             let unused: bool = self
                 .admin
@@ -410,7 +410,7 @@ impl Harness {
                     &[&TEMPLATE_IN_USE_CLASS, &key],
                 )
                 .await?
-                .get(0);
+                .try_get(0)?;
             if !unused {
                 continue;
             }
@@ -447,7 +447,7 @@ impl Harness {
             )
             .await?;
         match existing {
-            Some(row) if row.get::<_, bool>(0) => return Ok(()),
+            Some(row) if row.try_get::<_, bool>(0)? => return Ok(()),
             Some(_) => {
                 self.admin
                     .batch_execute(&self.drop_sql(&self.template))

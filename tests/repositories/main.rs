@@ -3,6 +3,7 @@
 
 mod executions;
 mod explain;
+mod hostile_rows;
 mod mocked_service;
 mod paging;
 mod tasks;
