@@ -5,20 +5,51 @@
 //! this module, since refinery is forward-only. Both are compiled into the
 //! library (see `build.rs`).
 //!
+//! # One instance at a time
+//!
 //! Every operation runs on a dedicated connection (never a pooled one) that
-//! first takes a PostgreSQL advisory lock, so service instances starting
-//! together against an empty database queue up and exactly one applies each
-//! migration. The connection is closed afterwards, which releases the lock
-//! even when a step failed half-way.
+//! first takes a PostgreSQL session advisory lock ([`MIGRATION_LOCK_KEY`]),
+//! so service instances starting together against an empty database queue
+//! up and exactly one applies each migration. The connection is closed
+//! afterwards, which releases the lock even when a step failed half-way.
+//! The wait for that lock has no time limit (`lock_timeout` is set only
+//! once it is held): an instance waits for as long as another one is
+//! migrating.
+//!
+//! # Not stalling a live system
+//!
+//! Once it holds the advisory lock, the session sets `lock_timeout` to
+//! [`DbConfig::migration_lock_timeout`] (2 s by default) for every statement
+//! it runs: refinery's, the up scripts and the down scripts. A DDL
+//! statement waiting for a strong lock (an `ALTER TABLE` behind a long
+//! transaction) makes every later query of that table queue behind it; the
+//! timeout bounds that queueing.
+//! A migration that hit it (SQLSTATE 55P03) is rolled back and tried again
+//! after a jittered exponential backoff (half to all of `min(lock_timeout,
+//! 1 s) × 2^(retry-1)`, at most 10 s), up to [`DbConfig::migration_retries`]
+//! times; then the call fails with an [`Error::Migration`] for which
+//! [`Error::is_lock_timeout`] is true and whose message names the lock it
+//! waited for and the sessions holding it (pid, `application_name`, state
+//! and lock mode, never their queries). To find them, a second connection,
+//! open while migrations run, looks at `pg_stat_activity` four times per
+//! lock timeout (at most once a second) and, while the migration session
+//! waits for a lock, at `pg_locks` and `pg_blocking_pids`. Migrations
+//! applied before the one that gave up stay applied.
+//!
+//! A migration may override the timeout for itself with `SET LOCAL
+//! lock_timeout = …`.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use refinery::{Migration, Runner};
+use refinery::{Migration, Runner, Target};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tracing::Instrument as _;
 
 use crate::config::DbConfig;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result, TimeoutKind};
 
 /// The history table. Not refinery's default name, so a host application
 /// using refinery for its own schema in the same database never collides.
@@ -39,6 +70,13 @@ pub struct EmbeddedMigration {
     pub up: &'static str,
     /// The down script that removes exactly what `up` added.
     pub down: &'static str,
+}
+
+impl EmbeddedMigration {
+    /// `V{n}__{name}`, as refinery names it.
+    pub fn label(&self) -> String {
+        format!("V{}__{}", self.version, self.name)
+    }
 }
 
 static EMBEDDED: &[EmbeddedMigration] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -108,9 +146,9 @@ pub enum DownTarget {
 pub(crate) async fn up(config: &DbConfig) -> Result<Vec<i32>> {
     let span = tracing::info_span!("voidrunner_db.migrate", direction = "up");
     async {
-        let mut client = locked_connection(config).await?;
-        let result = apply(&mut client).await;
-        release(&client).await;
+        let mut session = Session::open(config).await?;
+        let result = apply(&mut session).await;
+        session.close().await;
         let applied = result?;
         tracing::info!(?applied, "migrations applied");
         Ok(applied)
@@ -119,11 +157,11 @@ pub(crate) async fn up(config: &DbConfig) -> Result<Vec<i32>> {
     .await
 }
 
-async fn apply(client: &mut Client) -> Result<Vec<i32>> {
+async fn apply(session: &mut Session) -> Result<Vec<i32>> {
     let migrations = EMBEDDED
         .iter()
         .map(|m| {
-            Migration::unapplied(&format!("V{}__{}", m.version, m.name), m.up).map_err(|e| {
+            Migration::unapplied(&m.label(), m.up).map_err(|e| {
                 Error::migration(
                     format!("embedded migration V{} is malformed", m.version),
                     Some(Box::new(e)),
@@ -131,22 +169,19 @@ async fn apply(client: &mut Client) -> Result<Vec<i32>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let history = read_history(&session.client).await?;
+    let is_applied = |version: i32| history.iter().any(|a| a.version == version);
+    if EMBEDDED.iter().any(|m| !is_applied(m.version)) {
+        session.watch_locks();
+    }
     // Each migration runs in its own transaction together with its history
     // row (refinery's non-grouped mode); a migration edited after it was
     // applied aborts the run instead of being silently skipped.
-    let mut runner = Runner::new(&migrations)
-        .set_abort_divergent(true)
-        .set_abort_missing(true);
-    runner.set_migration_table_name(HISTORY_TABLE);
-    let report = runner
-        .run_async(client)
-        .await
-        .map_err(|e| Error::migration(e.to_string(), Some(Box::new(e))))?;
-    Ok(report
-        .applied_migrations()
-        .iter()
-        .map(|m| m.version())
-        .collect())
+    let mut applied = Vec::new();
+    session
+        .run_refinery(&migrations, Target::Latest, &mut applied)
+        .await?;
+    Ok(applied)
 }
 
 /// Runs down scripts, newest first, each in a transaction together with the
@@ -154,9 +189,9 @@ async fn apply(client: &mut Client) -> Result<Vec<i32>> {
 pub(crate) async fn down(config: &DbConfig, target: DownTarget) -> Result<Vec<i32>> {
     let span = tracing::info_span!("voidrunner_db.migrate", direction = "down", ?target);
     async {
-        let mut client = locked_connection(config).await?;
-        let result = revert(&mut client, target).await;
-        release(&client).await;
+        let mut session = Session::open(config).await?;
+        let result = revert(&mut session, target).await;
+        session.close().await;
         let reverted = result?;
         tracing::info!(?reverted, "migrations reverted");
         Ok(reverted)
@@ -165,8 +200,8 @@ pub(crate) async fn down(config: &DbConfig, target: DownTarget) -> Result<Vec<i3
     .await
 }
 
-async fn revert(client: &mut Client, target: DownTarget) -> Result<Vec<i32>> {
-    let applied = read_history(client).await?;
+async fn revert(session: &mut Session, target: DownTarget) -> Result<Vec<i32>> {
+    let applied = read_history(&session.client).await?;
     let mut to_revert: Vec<&AppliedMigration> = applied.iter().rev().collect();
     match target {
         DownTarget::Steps(n) => to_revert.truncate(n),
@@ -179,7 +214,6 @@ async fn revert(client: &mut Client, target: DownTarget) -> Result<Vec<i32>> {
             EMBEDDED
                 .iter()
                 .find(|e| e.version == m.version)
-                .map(|e| (m.version, e.down))
                 .ok_or_else(|| {
                     Error::migration(
                         format!(
@@ -191,19 +225,36 @@ async fn revert(client: &mut Client, target: DownTarget) -> Result<Vec<i32>> {
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    let delete = format!("DELETE FROM {HISTORY_TABLE} WHERE version = $1");
+    if !scripts.is_empty() {
+        session.watch_locks();
+    }
     let mut reverted = Vec::with_capacity(scripts.len());
-    for (version, down_sql) in scripts {
-        let failed = |e: tokio_postgres::Error| {
-            Error::migration(format!("reverting V{version} failed"), Some(Box::new(e)))
-        };
-        let tx = client.transaction().await.map_err(failed)?;
-        tx.batch_execute(down_sql).await.map_err(failed)?;
-        tx.execute(&delete, &[&version]).await.map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
-        reverted.push(version);
+    for m in scripts {
+        let mut retry = 0;
+        loop {
+            session.attempt_started();
+            match revert_one(&mut session.client, m).await {
+                Ok(()) => break,
+                Err(failure) => session.after_failure(failure, &mut retry).await?,
+            }
+        }
+        reverted.push(m.version);
     }
     Ok(reverted)
+}
+
+async fn revert_one(client: &mut Client, m: &EmbeddedMigration) -> Result<(), Failure> {
+    let label = m.label();
+    let failed = |e: tokio_postgres::Error| {
+        Failure::from_pg(e, &label, |e| format!("reverting {label} failed: {e}"))
+    };
+    let delete = format!("DELETE FROM {HISTORY_TABLE} WHERE version = $1");
+    // Dropping the transaction on an error rolls it back.
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.batch_execute(m.down).await.map_err(failed)?;
+    tx.execute(&delete, &[&m.version]).await.map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
+    Ok(())
 }
 
 /// Lists applied and pending migrations. Takes no lock: a concurrent
@@ -260,23 +311,396 @@ async fn dedicated_connection(config: &DbConfig) -> Result<Client> {
     Ok(client)
 }
 
-async fn locked_connection(config: &DbConfig) -> Result<Client> {
-    let client = dedicated_connection(config).await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-        .await
-        .map_err(|e| Error::migration("taking the migration lock failed", Some(Box::new(e))))?;
-    Ok(client)
+/// Why one attempt at a migration failed.
+enum Failure {
+    /// A statement waited longer than `lock_timeout` (55P03): worth another
+    /// attempt.
+    LockTimeout {
+        /// `V{n}__{name}` of the migration.
+        migration: String,
+        /// The error that reported it.
+        source: BoxError,
+    },
+    /// Anything else: returned as it is.
+    Other(Error),
 }
 
-async fn release(client: &Client) {
-    // Best effort: dropping the connection releases the lock anyway.
-    if let Err(e) = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .await
-    {
-        tracing::debug!(error = %e, "releasing the migration lock failed; closing the connection releases it");
+impl Failure {
+    fn from_pg(
+        e: tokio_postgres::Error,
+        migration: &str,
+        message: impl FnOnce(&tokio_postgres::Error) -> String,
+    ) -> Self {
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            Failure::LockTimeout {
+                migration: migration.to_owned(),
+                source: Box::new(e),
+            }
+        } else {
+            Failure::Other(Error::migration(message(&e), Some(Box::new(e))))
+        }
     }
+}
+
+/// Whether `err` or one of its sources is a lock timeout (55P03).
+fn caused_by_lock_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|pg| pg.code() == Some(&SqlState::LOCK_NOT_AVAILABLE))
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The migration connection, holding the advisory lock, with
+/// `lock_timeout` set.
+struct Session {
+    client: Client,
+    config: DbConfig,
+    /// The server process of `client`, watched by [`LockWatch`].
+    pid: i32,
+    watch: Option<LockWatch>,
+}
+
+impl Session {
+    async fn open(config: &DbConfig) -> Result<Self> {
+        config.validate()?;
+        let client = dedicated_connection(config).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(|e| Error::migration("taking the migration lock failed", Some(Box::new(e))))?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| {
+                Error::migration("preparing the migration session failed", Some(Box::new(e)))
+            })?
+            .get(0);
+        let session = Session {
+            client,
+            config: config.clone(),
+            pid,
+            watch: None,
+        };
+        session.set_lock_timeout().await?;
+        Ok(session)
+    }
+
+    /// Sets the session's `lock_timeout`.
+    async fn set_lock_timeout(&self) -> Result<()> {
+        let millis = self.config.migration_lock_timeout.as_millis();
+        self.client
+            .batch_execute(&format!("SET lock_timeout = {millis}"))
+            .await
+            .map_err(|e| {
+                Error::migration(
+                    "setting the migration lock_timeout failed",
+                    Some(Box::new(e)),
+                )
+            })
+    }
+
+    /// Starts looking for sessions that block this one, once there is
+    /// something to migrate.
+    fn watch_locks(&mut self) {
+        if self.watch.is_none() {
+            self.watch = Some(LockWatch::start(
+                &self.config,
+                self.pid,
+                self.config.migration_lock_timeout,
+            ));
+        }
+    }
+
+    fn attempt_started(&self) {
+        if let Some(watch) = &self.watch {
+            watch.clear();
+        }
+    }
+
+    /// After a failed attempt: `Ok` to try again (after the backoff), or
+    /// the error to return.
+    async fn after_failure(&self, failure: Failure, retry: &mut u32) -> Result<()> {
+        let (migration, source) = match failure {
+            Failure::Other(e) => return Err(e),
+            Failure::LockTimeout { migration, source } => (migration, source),
+        };
+        let lock_timeout = self.config.migration_lock_timeout;
+        let blocker = self
+            .watch
+            .as_ref()
+            .and_then(|w| w.recent(lock_timeout))
+            .unwrap_or_else(|| {
+                "a lock; the blocking session could not be identified (it may have ended meanwhile)"
+                    .to_owned()
+            });
+        if *retry >= self.config.migration_retries {
+            let attempts = *retry + 1;
+            return Err(Error::migration(
+                format!(
+                    "{migration} gave up after {}: {} longer than lock_timeout ({lock_timeout:?}) for {blocker}",
+                    if attempts == 1 {
+                        "1 attempt".to_owned()
+                    } else {
+                        format!("{attempts} attempts")
+                    },
+                    if attempts == 1 {
+                        "it waited"
+                    } else {
+                        "each waited"
+                    },
+                ),
+                Some(Box::new(Error::Timeout {
+                    kind: TimeoutKind::Lock,
+                    source: Some(source),
+                })),
+            ));
+        }
+        *retry += 1;
+        let delay = retry_backoff(lock_timeout, *retry);
+        tracing::warn!(
+            %migration,
+            retry = *retry,
+            of = self.config.migration_retries,
+            ?delay,
+            waited_for = %blocker,
+            "migration hit lock_timeout; trying it again"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// refinery up to `target`, each migration in its own transaction;
+    /// adds the versions it applied to `applied`.
+    async fn run_refinery(
+        &mut self,
+        migrations: &[Migration],
+        target: Target,
+        applied: &mut Vec<i32>,
+    ) -> Result<()> {
+        let mut retry = 0;
+        loop {
+            self.attempt_started();
+            let mut runner = Runner::new(migrations)
+                .set_abort_divergent(true)
+                .set_abort_missing(true)
+                .set_target(target);
+            runner.set_migration_table_name(HISTORY_TABLE);
+            let failure = match runner.run_async(&mut self.client).await {
+                Ok(report) => {
+                    applied.extend(report.applied_migrations().iter().map(|m| m.version()));
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Migrations before the failed one stay applied.
+                    if let Some(report) = e.report() {
+                        applied.extend(report.applied_migrations().iter().map(|m| m.version()));
+                    }
+                    if caused_by_lock_timeout(&e) {
+                        // refinery stops at the first failure: the failed
+                        // migration is the oldest one still pending.
+                        let migration = match read_history(&self.client).await {
+                            Ok(history) => EMBEDDED
+                                .iter()
+                                .find(|m| !history.iter().any(|a| a.version == m.version))
+                                .map_or_else(|| "a migration".to_owned(), EmbeddedMigration::label),
+                            Err(_) => "a migration".to_owned(),
+                        };
+                        Failure::LockTimeout {
+                            migration,
+                            source: Box::new(e),
+                        }
+                    } else {
+                        Failure::Other(Error::migration(e.to_string(), Some(Box::new(e))))
+                    }
+                }
+            };
+            self.after_failure(failure, &mut retry).await?;
+        }
+    }
+
+    async fn close(self) {
+        drop(self.watch);
+        // Best effort: dropping the connection releases the lock anyway.
+        if let Err(e) = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+        {
+            tracing::debug!(error = %e, "releasing the migration lock failed; closing the connection releases it");
+        }
+    }
+}
+
+/// Wait before retry `retry` (1-based) of a migration that hit the lock
+/// timeout: between half and all of `min(lock_timeout, 1 s) × 2^(retry-1)`,
+/// at most 10 s. The jitter keeps instances from retrying in step.
+fn retry_backoff(lock_timeout: Duration, retry: u32) -> Duration {
+    let base = lock_timeout.min(Duration::from_secs(1));
+    let full = base
+        .saturating_mul(1 << retry.clamp(1, 16).saturating_sub(1))
+        .min(Duration::from_secs(10));
+    let half = full / 2;
+    let range = half.as_micros().max(1) as u64;
+    let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % range;
+    half + Duration::from_micros(jitter)
+}
+
+/// Watches the migration session from a second connection and remembers
+/// what it last waited for: `lock_timeout` cancels the wait, after which the
+/// server no longer shows it.
+struct LockWatch {
+    seen: Arc<Mutex<Option<(Instant, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LockWatch {
+    fn start(config: &DbConfig, pid: i32, lock_timeout: Duration) -> Self {
+        let seen = Arc::new(Mutex::new(None));
+        // A few looks per lock timeout, so a wait that lasts until the
+        // timeout is seen at least once.
+        let interval = (lock_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let task = tokio::spawn({
+            let seen = Arc::clone(&seen);
+            let config = config.clone();
+            async move {
+                let client = match dedicated_connection(&config).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the migration lock watcher cannot connect; lock timeouts will not name the blocker");
+                        return;
+                    }
+                };
+                loop {
+                    tokio::time::sleep(interval).await;
+                    match describe_lock_wait(&client, pid).await {
+                        Ok(Some(description)) => {
+                            *seen.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some((Instant::now(), description));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the migration lock watcher stopped");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        LockWatch { seen, task }
+    }
+
+    fn clear(&self) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// What the session waited for, if seen during the last wait.
+    fn recent(&self, lock_timeout: Duration) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.as_ref()
+            .filter(|(at, _)| at.elapsed() <= lock_timeout * 2 + Duration::from_secs(1))
+            .map(|(_, description)| description.clone())
+    }
+}
+
+impl Drop for LockWatch {
+    fn drop(&mut self) {
+        // Dropping the task's client closes its connection.
+        self.task.abort();
+    }
+}
+
+/// What the lock of session `pid` is waiting for and who holds it against
+/// it, if it waits for a lock. Reads no query text of other sessions.
+const LOCK_WAIT_SQL: &str = "\
+SELECT w.locktype, w.mode, coalesce(w.relation, t.relation)::regclass::text, \
+       w.transactionid::text, w.virtualxid, b.pid, a.application_name, a.state, \
+       (SELECT string_agg(DISTINCT h.mode, ', ') FROM pg_locks h \
+         WHERE h.pid = b.pid AND h.granted AND h.locktype = w.locktype \
+           AND h.database IS NOT DISTINCT FROM w.database \
+           AND h.relation IS NOT DISTINCT FROM w.relation \
+           AND h.page IS NOT DISTINCT FROM w.page \
+           AND h.tuple IS NOT DISTINCT FROM w.tuple \
+           AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid \
+           AND h.transactionid IS NOT DISTINCT FROM w.transactionid \
+           AND h.classid IS NOT DISTINCT FROM w.classid \
+           AND h.objid IS NOT DISTINCT FROM w.objid \
+           AND h.objsubid IS NOT DISTINCT FROM w.objsubid) \
+FROM pg_locks w \
+LEFT JOIN LATERAL (SELECT l.relation FROM pg_locks l \
+                    WHERE l.pid = w.pid AND l.locktype = 'tuple' AND l.granted LIMIT 1) t \
+       ON w.relation IS NULL \
+CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b(pid) \
+LEFT JOIN pg_stat_activity a ON a.pid = b.pid \
+WHERE w.pid = $1 AND NOT w.granted \
+ORDER BY b.pid";
+
+async fn describe_lock_wait(
+    client: &Client,
+    pid: i32,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    // Cheap first: pg_locks and pg_blocking_pids take the lock manager's
+    // locks, so they are only asked while the session waits for a lock.
+    let waiting: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1), false)",
+            &[&pid],
+        )
+        .await?
+        .get(0);
+    if !waiting {
+        return Ok(None);
+    }
+    let rows = client.query(LOCK_WAIT_SQL, &[&pid]).await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let locktype: String = first.get(0);
+    let mode: String = first.get(1);
+    let relation: Option<String> = first.get(2);
+    let xid: Option<String> = first.get(3);
+    let vxid: Option<String> = first.get(4);
+    let object = match (locktype.as_str(), relation) {
+        ("relation", Some(rel)) => format!("relation {rel}"),
+        ("transactionid", Some(rel)) => format!(
+            "transaction {} (a row of {rel} it locked)",
+            xid.as_deref().unwrap_or("?")
+        ),
+        ("transactionid", None) => format!("transaction {}", xid.as_deref().unwrap_or("?")),
+        ("tuple", Some(rel)) => format!("a row of {rel}"),
+        ("virtualxid", _) => format!(
+            "virtual transaction {} (an older transaction a concurrent index build waits for)",
+            vxid.as_deref().unwrap_or("?")
+        ),
+        ("advisory", _) => "an advisory lock".to_owned(),
+        (other, Some(rel)) => format!("a {other} lock on {rel}"),
+        (other, None) => format!("a {other} lock"),
+    };
+    let blockers = rows
+        .iter()
+        .map(|row| {
+            let pid: i32 = row.get(5);
+            let application_name: Option<String> = row.get(6);
+            let state: Option<String> = row.get(7);
+            let held: Option<String> = row.get(8);
+            format!(
+                "pid {pid} (application_name {:?}, state {:?}, {})",
+                application_name.as_deref().unwrap_or("unknown"),
+                state.as_deref().unwrap_or("unknown"),
+                match held {
+                    Some(modes) => format!("holding {modes}"),
+                    None => "queued ahead for a conflicting lock".to_owned(),
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" and ");
+    Ok(Some(format!("{mode} on {object}, blocked by {blockers}")))
 }
 
 #[cfg(test)]
@@ -299,5 +723,23 @@ mod tests {
     #[test]
     fn history_table_is_not_refinerys_default() {
         assert_ne!(HISTORY_TABLE, "refinery_schema_history");
+    }
+
+    #[test]
+    fn retry_backoff_grows_with_jitter_within_bounds() {
+        let timeout = Duration::from_millis(200);
+        for (retry, full) in [(1, 200), (2, 400), (3, 800), (4, 1600)] {
+            for _ in 0..50 {
+                let wait = retry_backoff(timeout, retry);
+                assert!(
+                    wait >= Duration::from_millis(full / 2) && wait <= Duration::from_millis(full),
+                    "retry {retry}: {wait:?}"
+                );
+            }
+        }
+        // The base is capped at 1 s and the wait at 10 s.
+        assert!(retry_backoff(Duration::from_secs(600), 1) <= Duration::from_secs(1));
+        assert!(retry_backoff(Duration::from_secs(600), u32::MAX) <= Duration::from_secs(10));
+        assert!(retry_backoff(Duration::from_millis(10), 0) <= Duration::from_millis(10));
     }
 }

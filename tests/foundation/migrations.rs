@@ -1,8 +1,12 @@
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use voidrunner_db::migrate::{self, HISTORY_TABLE, MIGRATION_LOCK_KEY};
 use voidrunner_db::testing::TestDatabase;
-use voidrunner_db::{Database, DownTarget};
+use voidrunner_db::tokio_postgres::{self, NoTls};
+use voidrunner_db::{Database, DownTarget, Error};
 
 use crate::raw;
 
@@ -289,5 +293,195 @@ async fn v2_backfills_pending_executions_of_a_v1_database() {
             ("pending".to_owned(), 7, true, 0),
             ("completed".to_owned(), 0, false, 0),
         ]
+    );
+}
+
+/// Bounds a call that must give up by itself, so that a regression fails
+/// the test instead of hanging it.
+async fn within<T>(limit: Duration, call: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, call)
+        .await
+        .expect("the migration kept waiting for the lock instead of giving up")
+}
+
+/// A connection of its own (outside the pool) named `application_name`.
+async fn session(test_db: &TestDatabase, application_name: &str) -> tokio_postgres::Client {
+    let mut pg = test_db.config().await.unwrap().pg_config().clone();
+    pg.application_name(application_name);
+    let (client, connection) = pg.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// One user and a task `0…0a{n}` for each `n` in `tasks`.
+async fn seed_tasks(db: &Database, tasks: &[u8]) {
+    let mut sql = String::from(
+        "INSERT INTO users (id, email, password_hash) \
+         VALUES ('00000000-0000-0000-0000-000000000001', 'm@example.com', 'h');",
+    );
+    for n in tasks {
+        sql.push_str(&format!(
+            "INSERT INTO tasks (id, user_id, name, script_content) \
+             VALUES ('00000000-0000-0000-0000-0000000000a{n}', '00000000-0000-0000-0000-000000000001', 't{n}', 'x');"
+        ));
+    }
+    raw(db).await.batch_execute(&sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_blocked_migration_gives_up_without_stalling_the_table_and_applies_later() {
+    let lock_timeout = Duration::from_millis(250);
+    let test_db = TestDatabase::with_config(|c| {
+        c.migration_lock_timeout = lock_timeout;
+        c.migration_retries = 2;
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        test_db
+            .migrate_down(DownTarget::ToVersion(3))
+            .await
+            .unwrap(),
+        vec![4]
+    );
+    seed_tasks(&test_db, &[1]).await;
+    // An ended execution, which V4's backfill leaves alone: the holder's row
+    // lock and its ROW SHARE table lock block only V4's ALTER TABLE.
+    raw(&test_db)
+        .await
+        .batch_execute(
+            "INSERT INTO task_executions (id, task_id, status, started_at, completed_at) \
+             VALUES ('00000000-0000-0000-0000-0000000000e1', '00000000-0000-0000-0000-0000000000a1', \
+                     'completed', now(), now())",
+        )
+        .await
+        .unwrap();
+    let holder = session(&test_db, "vrdb-test-lock-holder").await;
+    let holder_pid = backend_pid(&holder).await;
+    holder
+        .batch_execute(
+            "BEGIN; SELECT id /* holder-private-query */ FROM task_executions \
+             WHERE id = '00000000-0000-0000-0000-0000000000e1' FOR UPDATE",
+        )
+        .await
+        .unwrap();
+
+    // A third session keeps reading the table while the migration tries to
+    // get its ACCESS EXCLUSIVE lock; reads queue behind that request.
+    let reader = session(&test_db, "vrdb-test-reader").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                reader
+                    .query_one("SELECT count(*) FROM task_executions", &[])
+                    .await
+                    .unwrap();
+                latencies.push(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            latencies
+        }
+    });
+
+    let started = Instant::now();
+    let err = within(Duration::from_secs(30), test_db.migrate())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let latencies = reads.await.unwrap();
+
+    assert!(err.is_lock_timeout(), "{err:?}");
+    assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+    let message = err.to_string();
+    for needle in [
+        "V4__running_needs_lease gave up after 3 attempts",
+        "lock_timeout (250ms)",
+        "AccessExclusiveLock on relation task_executions",
+        &format!("pid {holder_pid} "),
+        "\"vrdb-test-lock-holder\"",
+        "\"idle in transaction\"",
+        "holding RowShareLock",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in: {message}");
+    }
+    assert!(!message.contains("holder-private-query"), "{message}");
+    // Three waits of one lock_timeout and two backoffs (at least 125 ms and
+    // 250 ms), with a generous upper bound for a loaded machine.
+    assert!(
+        took >= lock_timeout * 3 + Duration::from_millis(375),
+        "{took:?}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let worst = *latencies.iter().max().unwrap();
+    assert!(
+        worst >= Duration::from_millis(50),
+        "no read ever queued behind the migration ({worst:?}): the test blocked nothing"
+    );
+    assert!(
+        worst < lock_timeout + Duration::from_millis(750),
+        "a read waited {worst:?}, far longer than one lock_timeout, though the migration \
+         kept trying for {took:?}"
+    );
+    assert_eq!(
+        test_db.migration_status().await.unwrap().current_version(),
+        3,
+        "V4 was rolled back"
+    );
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(test_db.migrate().await.unwrap(), vec![4]);
+}
+
+#[tokio::test]
+async fn a_blocked_down_migration_gives_up_too() {
+    let test_db = TestDatabase::with_config(|c| {
+        c.migration_lock_timeout = Duration::from_millis(100);
+        c.migration_retries = 0;
+    })
+    .await
+    .unwrap();
+    let holder = session(&test_db, "vrdb-test-reader-in-tx").await;
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM task_executions")
+        .await
+        .unwrap();
+    let err = within(
+        Duration::from_secs(30),
+        test_db.migrate_down(DownTarget::Steps(1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_lock_timeout(), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("V4__running_needs_lease gave up after 1 attempt:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("holding AccessShareLock") && message.contains("vrdb-test-reader-in-tx"),
+        "{message}"
+    );
+    assert_eq!(
+        test_db.migration_status().await.unwrap().current_version(),
+        4,
+        "V4's down script was rolled back"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        test_db.migrate_down(DownTarget::Steps(1)).await.unwrap(),
+        vec![4]
     );
 }
