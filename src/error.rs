@@ -189,8 +189,11 @@ pub enum Error {
     /// the lock it waited for (lock mode, relation, and the blocking
     /// sessions' pid, `application_name`, state and the modes they hold,
     /// never their query text), and the source is an [`Error::Timeout`] of
-    /// kind [`TimeoutKind::Lock`]. That migration was rolled back; migrations
-    /// before it in the same call stay applied.
+    /// kind [`TimeoutKind::Lock`]. That migration is not recorded as applied
+    /// (or reverted): one run in a transaction left nothing behind, one run
+    /// outside a transaction may have committed its first statements, which
+    /// it repeats when run again. Migrations before it in the same call stay
+    /// applied.
     #[error("migration failed: {message}")]
     Migration {
         /// What failed.

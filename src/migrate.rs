@@ -9,22 +9,27 @@
 //!
 //! Every operation runs on a dedicated connection (never a pooled one) that
 //! first takes a PostgreSQL session advisory lock ([`MIGRATION_LOCK_KEY`]),
-//! so service instances starting together against an empty database queue
-//! up and exactly one applies each migration. The connection is closed
+//! so service instances starting together against an empty database take
+//! turns and exactly one applies each migration. The connection is closed
 //! afterwards, which releases the lock even when a step failed half-way.
-//! The wait for that lock has no time limit (`lock_timeout` is set only
-//! once it is held): an instance waits for as long as another one is
-//! migrating.
+//!
+//! The wait for that lock has no time limit: an instance waits for as long
+//! as another one is migrating. It polls with `pg_try_advisory_lock`
+//! (every 20 ms at first, backing off to 500 ms) instead of blocking in
+//! `pg_advisory_lock`, because a session blocked in a statement holds a
+//! snapshot, and `CREATE INDEX CONCURRENTLY` in the migrating session would
+//! wait for that snapshot while the waiter waits for the lock: a deadlock.
 //!
 //! # Not stalling a live system
 //!
 //! Once it holds the advisory lock, the session sets `lock_timeout` to
 //! [`DbConfig::migration_lock_timeout`] (2 s by default) for every statement
-//! it runs: refinery's, the up scripts and the down scripts. A DDL
-//! statement waiting for a strong lock (an `ALTER TABLE` behind a long
-//! transaction) makes every later query of that table queue behind it; the
-//! timeout bounds that queueing.
-//! A migration that hit it (SQLSTATE 55P03) is rolled back and tried again
+//! it runs: refinery's, the up scripts, the scripts run outside a
+//! transaction and the down scripts. A DDL statement waiting for a strong
+//! lock (an `ALTER TABLE` behind a long transaction) makes every later
+//! query of that table queue behind it; the timeout bounds that queueing.
+//! A migration that hit it (SQLSTATE 55P03) is rolled back (one outside a
+//! transaction: its failed statement) and tried again from its start
 //! after a jittered exponential backoff (half to all of `min(lock_timeout,
 //! 1 s) × 2^(retry-1)`, at most 10 s), up to [`DbConfig::migration_retries`]
 //! times; then the call fails with an [`Error::Migration`] for which
@@ -37,7 +42,38 @@
 //! applied before the one that gave up stay applied.
 //!
 //! A migration may override the timeout for itself with `SET LOCAL
-//! lock_timeout = …`.
+//! lock_timeout = …` (in a transaction) or `SET lock_timeout = …` (outside
+//! one; the session's value is restored afterwards).
+//!
+//! # Migrations outside a transaction
+//!
+//! refinery runs every migration in a transaction, where `CREATE INDEX
+//! CONCURRENTLY` and the like are refused. An up script whose first line is
+//! [`NO_TRANSACTION_MARKER`] (`-- voidrunner:no-transaction`) is run by this
+//! module instead: refinery applies everything before it (`set_target`),
+//! then its statements run one at a time in autocommit (each committed on
+//! its own, split at top-level semicolons; quotes, dollar quotes and
+//! comments are understood, `BEGIN ATOMIC` bodies are not), then its
+//! history row is written exactly as refinery writes it (same table, name,
+//! refinery's checksum, `applied_on` in RFC 3339), and refinery goes on
+//! with the rest. refinery then treats it as any applied migration, and
+//! still refuses it if it is edited afterwards.
+//!
+//! Such a migration must be **idempotent**: it can stop half-way (a failed
+//! statement, a lock timeout, a crash) with its first statements committed
+//! and no history row, and is then run again from its first statement, by
+//! the next retry or the next `migrate()`. So every statement must be safe
+//! to run again: `IF [NOT] EXISTS`, updates that change nothing the second
+//! time, and a `DROP INDEX CONCURRENTLY IF EXISTS` before each `CREATE INDEX
+//! CONCURRENTLY`, since a failed concurrent build leaves an `INVALID` index
+//! of that name behind (which `IF NOT EXISTS` would take for done). Its
+//! down script still runs in a transaction.
+//!
+//! A concurrent index build also waits, under the same `lock_timeout`, for
+//! every transaction of the database older than the build to end, whatever
+//! tables they use: a transaction kept open longer than the timeout makes
+//! it give up (the error names that session's "virtual transaction"). End
+//! such transactions, or raise the timeout for that deploy.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -58,6 +94,10 @@ pub const HISTORY_TABLE: &str = "voidrunner_db_schema_history";
 /// Key of the session advisory lock held while migrating ("voidrun" + 1).
 pub const MIGRATION_LOCK_KEY: i64 = 0x766F_6964_7275_6E01;
 
+/// First line of an up script that runs outside a transaction, one
+/// statement at a time (see the [module docs](self)).
+pub const NO_TRANSACTION_MARKER: &str = "-- voidrunner:no-transaction";
+
 /// A migration compiled into the crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -76,6 +116,17 @@ impl EmbeddedMigration {
     /// `V{n}__{name}`, as refinery names it.
     pub fn label(&self) -> String {
         format!("V{}__{}", self.version, self.name)
+    }
+
+    /// False when the up script's first line is [`NO_TRANSACTION_MARKER`]:
+    /// it is then run statement by statement in autocommit and must be
+    /// idempotent (see the [module docs](self)). Down scripts always run in
+    /// a transaction.
+    pub fn runs_in_transaction(&self) -> bool {
+        self.up
+            .lines()
+            .next()
+            .is_none_or(|first| first.trim_end() != NO_TRANSACTION_MARKER)
     }
 }
 
@@ -174,10 +225,22 @@ async fn apply(session: &mut Session) -> Result<Vec<i32>> {
     if EMBEDDED.iter().any(|m| !is_applied(m.version)) {
         session.watch_locks();
     }
+    let mut applied = Vec::new();
     // Each migration runs in its own transaction together with its history
     // row (refinery's non-grouped mode); a migration edited after it was
-    // applied aborts the run instead of being silently skipped.
-    let mut applied = Vec::new();
+    // applied aborts the run instead of being silently skipped. A migration
+    // outside a transaction splits the run in two: refinery up to the
+    // version before it (which also checks the history), then this module.
+    for (m, migration) in EMBEDDED.iter().zip(&migrations) {
+        if m.runs_in_transaction() || is_applied(m.version) {
+            continue;
+        }
+        session
+            .run_refinery(&migrations, Target::Version(m.version - 1), &mut applied)
+            .await?;
+        session.run_without_transaction(m, migration).await?;
+        applied.push(m.version);
+    }
     session
         .run_refinery(&migrations, Target::Latest, &mut applied)
         .await?;
@@ -258,7 +321,9 @@ async fn revert_one(client: &mut Client, m: &EmbeddedMigration) -> Result<(), Fa
 }
 
 /// Lists applied and pending migrations. Takes no lock: a concurrent
-/// migration shows up as applied or pending, never half-way.
+/// migration shows up as applied or pending, never half-way (a migration
+/// outside a transaction shows up as pending until its history row is
+/// written, after its last statement).
 pub(crate) async fn status(config: &DbConfig) -> Result<MigrationStatus> {
     let client = dedicated_connection(config).await?;
     let applied = read_history(&client).await?;
@@ -370,10 +435,7 @@ impl Session {
     async fn open(config: &DbConfig) -> Result<Self> {
         config.validate()?;
         let client = dedicated_connection(config).await?;
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-            .await
-            .map_err(|e| Error::migration("taking the migration lock failed", Some(Box::new(e))))?;
+        acquire_migration_lock(&client).await?;
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -391,7 +453,8 @@ impl Session {
         Ok(session)
     }
 
-    /// Sets the session's `lock_timeout`.
+    /// (Re)sets the session's `lock_timeout`; a migration run outside a
+    /// transaction may have changed it.
     async fn set_lock_timeout(&self) -> Result<()> {
         let millis = self.config.migration_lock_timeout.as_millis();
         self.client
@@ -524,6 +587,57 @@ impl Session {
         }
     }
 
+    /// Runs `m` statement by statement in autocommit, then records it as
+    /// refinery would. Retried from its first statement on a lock timeout.
+    async fn run_without_transaction(
+        &mut self,
+        m: &EmbeddedMigration,
+        migration: &Migration,
+    ) -> Result<()> {
+        let label = m.label();
+        tracing::info!(migration = %label, "applying migration outside a transaction");
+        let mut retry = 0;
+        loop {
+            self.attempt_started();
+            let result = run_statements(&self.client, m.up, &label).await;
+            // Leave any transaction the script opened and failed in, and
+            // restore the session's lock_timeout if the script changed it.
+            if result.is_err()
+                && let Err(e) = self.client.batch_execute("ROLLBACK").await
+            {
+                tracing::debug!(error = %e, "rolling back after a failed statement failed");
+            }
+            self.set_lock_timeout().await?;
+            match result {
+                Ok(()) => break,
+                Err(failure) => self.after_failure(failure, &mut retry).await?,
+            }
+        }
+        let applied_on = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| Error::migration("formatting applied_on failed", Some(Box::new(e))))?;
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {HISTORY_TABLE} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"
+                ),
+                &[
+                    &migration.version(),
+                    &migration.name(),
+                    &applied_on,
+                    &migration.checksum().to_string(),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                Error::migration(
+                    format!("recording {label} in {HISTORY_TABLE} failed"),
+                    Some(Box::new(e)),
+                )
+            })?;
+        Ok(())
+    }
+
     async fn close(self) {
         drop(self.watch);
         // Best effort: dropping the connection releases the lock anyway.
@@ -534,6 +648,47 @@ impl Session {
         {
             tracing::debug!(error = %e, "releasing the migration lock failed; closing the connection releases it");
         }
+    }
+}
+
+/// Each statement of `sql` on its own, in autocommit.
+async fn run_statements(client: &Client, sql: &str, label: &str) -> Result<(), Failure> {
+    for statement in split_statements(sql) {
+        client.batch_execute(statement.sql).await.map_err(|e| {
+            Failure::from_pg(e, label, |e| {
+                format!(
+                    "applying {label} failed at its statement on line {}: {e}",
+                    statement.line
+                )
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes the migration advisory lock, waiting as long as another session
+/// holds it. Polls rather than blocks: see the module docs.
+async fn acquire_migration_lock(client: &Client) -> Result<()> {
+    let mut delay = Duration::from_millis(20);
+    let mut waited = None;
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(|e| Error::migration("taking the migration lock failed", Some(Box::new(e))))?
+            .get(0);
+        if locked {
+            if let Some(since) = waited {
+                tracing::info!(waited = ?Instant::elapsed(&since), "took the migration lock");
+            }
+            return Ok(());
+        }
+        if waited.is_none() {
+            tracing::info!("another session holds the migration lock; waiting for it");
+            waited = Some(Instant::now());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -703,6 +858,115 @@ async fn describe_lock_wait(
     Ok(Some(format!("{mode} on {object}, blocked by {blockers}")))
 }
 
+/// One statement of a script, as [`split_statements`] found it.
+#[derive(Debug, PartialEq, Eq)]
+struct Statement<'a> {
+    sql: &'a str,
+    /// 1-based line of the statement's first character.
+    line: usize,
+}
+
+/// Splits a script at its top-level semicolons, skipping what is only
+/// whitespace and comments. Understands `--` and nested `/* */` comments,
+/// `'…'` (and `E'…'` with backslash escapes), `"…"` and `$tag$…$tag$`;
+/// not `BEGIN ATOMIC … END` bodies.
+fn split_statements(sql: &str) -> Vec<Statement<'_>> {
+    fn ident(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    }
+    fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool) -> usize {
+        let mut j = open + 1;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'\\' if backslash => j += 2,
+                q if q == quote && bytes.get(j + 1) == Some(&quote) => j += 2,
+                q if q == quote => return j + 1,
+                _ => j += 1,
+            }
+        }
+        bytes.len()
+    }
+    let bytes = sql.as_bytes();
+    let mut statements = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut push = |start: usize, end: usize| {
+        statements.push(Statement {
+            sql: sql[start..end].trim_end(),
+            line: sql[..start].matches('\n').count() + 1,
+        });
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        if c == b'-' && next == Some(b'-') {
+            i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            continue;
+        }
+        if c == b'/' && next == Some(b'*') {
+            let mut depth = 0usize;
+            while i < bytes.len() {
+                if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+                    depth += 1;
+                    i += 2;
+                } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        if c == b';' {
+            if let Some(s) = start.take() {
+                push(s, i);
+            }
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        start.get_or_insert(i);
+        let after_ident = i > 0 && ident(bytes[i - 1]);
+        i = match c {
+            b'\'' => {
+                let escape_string = after_ident
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && !(i > 1 && ident(bytes[i - 2]));
+                skip_quoted(bytes, i, b'\'', escape_string)
+            }
+            b'"' => skip_quoted(bytes, i, b'"', false),
+            b'$' if !after_ident => {
+                let tag_end = bytes[i + 1..]
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80))
+                    .map(|n| i + 1 + n)
+                    .filter(|&j| bytes[j] == b'$' && !bytes[i + 1].is_ascii_digit());
+                match tag_end {
+                    Some(j) => {
+                        let tag = &sql[i..=j];
+                        sql[j + 1..]
+                            .find(tag)
+                            .map_or(bytes.len(), |n| j + 1 + n + tag.len())
+                    }
+                    None => i + 1,
+                }
+            }
+            _ => i + 1,
+        };
+    }
+    if let Some(s) = start {
+        push(s, bytes.len());
+    }
+    statements
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,6 +987,84 @@ mod tests {
     #[test]
     fn history_table_is_not_refinerys_default() {
         assert_ne!(HISTORY_TABLE, "refinery_schema_history");
+    }
+
+    #[test]
+    fn only_marked_migrations_run_outside_a_transaction() {
+        let v5 = embedded().iter().find(|m| m.version == 5).unwrap();
+        assert!(!v5.runs_in_transaction());
+        assert!(
+            embedded()
+                .iter()
+                .filter(|m| m.version < 5)
+                .all(EmbeddedMigration::runs_in_transaction)
+        );
+        let marked = |up: &'static str| EmbeddedMigration {
+            version: 9,
+            name: "x",
+            up,
+            down: "",
+        };
+        assert!(!marked("-- voidrunner:no-transaction\r\nSELECT 1;").runs_in_transaction());
+        assert!(!marked("-- voidrunner:no-transaction  \n").runs_in_transaction());
+        assert!(marked("\n-- voidrunner:no-transaction\n").runs_in_transaction());
+        assert!(marked("-- voidrunner:no-transactions\n").runs_in_transaction());
+        assert!(marked("").runs_in_transaction());
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons() {
+        let sql = "-- a comment; not a statement\n\
+                   SELECT 1;\n\
+                   /* block; /* nested; */ still; */ SELECT ';', 'it''s;', E'\\';', \"a;b\";\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$;\n\
+                   DO $$ BEGIN PERFORM 1; END $$;\n\
+                   SELECT $1::int, a$b FROM t;;\n\
+                   SELECT 'trailing, no semicolon'\n\
+                   -- and a last comment";
+        let got = split_statements(sql);
+        let texts: Vec<&str> = got.iter().map(|s| s.sql).collect();
+        assert_eq!(
+            texts,
+            [
+                "SELECT 1",
+                "SELECT ';', 'it''s;', E'\\';', \"a;b\"",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$",
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "SELECT $1::int, a$b FROM t",
+                "SELECT 'trailing, no semicolon'\n-- and a last comment",
+            ]
+        );
+        assert_eq!(
+            got.iter().map(|s| s.line).collect::<Vec<_>>(),
+            [2, 3, 4, 5, 6, 7]
+        );
+        assert!(split_statements("-- only\n/* comments */ ;\n").is_empty());
+    }
+
+    #[test]
+    fn v5_runs_as_four_statements() {
+        let v5 = embedded().iter().find(|m| m.version == 5).unwrap();
+        let statements = split_statements(v5.up);
+        let starts: Vec<String> = statements
+            .iter()
+            .map(|s| {
+                s.sql
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                "ALTER TABLE task_executions",
+                "WITH ranked AS",
+                "DROP INDEX CONCURRENTLY",
+                "CREATE UNIQUE INDEX",
+            ]
+        );
     }
 
     #[test]
