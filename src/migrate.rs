@@ -1013,6 +1013,20 @@ mod tests {
     }
 
     #[test]
+    fn the_linter_knows_which_migrations_run_outside_a_transaction() {
+        // CI lints with `assume_in_transaction`; a migration run outside one
+        // must say so to squawk too (and only such a migration).
+        for m in embedded() {
+            assert_eq!(
+                m.up.contains("-- squawk-disable-assume-in-transaction"),
+                !m.runs_in_transaction(),
+                "{}",
+                m.label()
+            );
+        }
+    }
+
+    #[test]
     fn statements_split_at_top_level_semicolons() {
         let sql = "-- a comment; not a statement\n\
                    SELECT 1;\n\
