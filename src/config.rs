@@ -19,6 +19,8 @@
 //! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | how often the reaper runs |
 //! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | server setting `application_name` (shown in `pg_stat_activity`) |
 //! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | `false` sends `voidrunner.notify_events=off` at connect: this pool's changes send no execution events |
+//! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | server setting `lock_timeout` of the migration session (10 ms to 10 min) |
+//! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | retries of a migration that hit the lock timeout (0 to 100) |
 //!
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
 //! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
@@ -108,7 +110,31 @@ pub struct DbConfig {
     /// `ALTER ROLE … SET voidrunner.notify_events = off` instead).
     #[serde(default = "defaults::notify_events")]
     pub notify_events: bool,
+    /// `lock_timeout` of the session that applies or reverts migrations
+    /// (see [`crate::migrate`]). A migration statement that waits longer
+    /// than this for a lock gives up, so the reads and writes queued behind
+    /// its lock request go on; the migration is then retried (see
+    /// [`migration_retries`](Self::migration_retries)). Default 2 seconds;
+    /// valid from 10 milliseconds to 10 minutes, anything else is an
+    /// [`Error::Config`]. The wait for the migration advisory lock itself is
+    /// not bounded by it.
+    #[serde(default = "defaults::migration_lock_timeout", with = "duration")]
+    pub migration_lock_timeout: Duration,
+    /// How many times a migration that hit
+    /// [`migration_lock_timeout`](Self::migration_lock_timeout) is tried
+    /// again, after a jittered exponential backoff, before the migration
+    /// fails with an error for which [`Error::is_lock_timeout`] is true.
+    /// Default 5 (6 attempts in all); at most 100.
+    #[serde(default = "defaults::migration_retries")]
+    pub migration_retries: u32,
 }
+
+/// Shortest accepted [`DbConfig::migration_lock_timeout`].
+const MIN_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest accepted [`DbConfig::migration_lock_timeout`].
+const MAX_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most accepted [`DbConfig::migration_retries`].
+const MAX_MIGRATION_RETRIES: u32 = 100;
 
 mod defaults {
     use std::time::Duration;
@@ -149,6 +175,12 @@ mod defaults {
     pub(super) fn notify_events() -> bool {
         true
     }
+    pub(super) fn migration_lock_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub(super) fn migration_retries() -> u32 {
+        5
+    }
 }
 
 impl DbConfig {
@@ -170,6 +202,8 @@ impl DbConfig {
             reaper_interval: defaults::reaper_interval(),
             application_name: defaults::application_name(),
             notify_events: defaults::notify_events(),
+            migration_lock_timeout: defaults::migration_lock_timeout(),
+            migration_retries: defaults::migration_retries(),
         })
     }
 
@@ -221,6 +255,10 @@ impl DbConfig {
         required("WAIT_TIMEOUT", &mut config.wait_timeout)?;
         required("RECYCLE_TIMEOUT", &mut config.recycle_timeout)?;
         required("REAPER_INTERVAL", &mut config.reaper_interval)?;
+        required("MIGRATION_LOCK_TIMEOUT", &mut config.migration_lock_timeout)?;
+        if let Some((name, v)) = var("MIGRATION_RETRIES") {
+            config.migration_retries = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
+        }
         if let Some((_, v)) = var("APPLICATION_NAME") {
             config.application_name = v;
         }
@@ -297,6 +335,20 @@ impl DbConfig {
                     i32::MAX
                 )));
             }
+        }
+        if !(MIN_MIGRATION_LOCK_TIMEOUT..=MAX_MIGRATION_LOCK_TIMEOUT)
+            .contains(&self.migration_lock_timeout)
+        {
+            return Err(Error::config(format!(
+                "migration_lock_timeout must be between {MIN_MIGRATION_LOCK_TIMEOUT:?} and {MAX_MIGRATION_LOCK_TIMEOUT:?}, not {:?}",
+                self.migration_lock_timeout
+            )));
+        }
+        if self.migration_retries > MAX_MIGRATION_RETRIES {
+            return Err(Error::config(format!(
+                "migration_retries must be at most {MAX_MIGRATION_RETRIES}, not {}",
+                self.migration_retries
+            )));
         }
         if self.application_name.contains('\0') {
             return Err(Error::config("application_name contains a NUL character"));
@@ -393,6 +445,8 @@ impl fmt::Debug for DbConfig {
             .field("reaper_interval", &self.reaper_interval)
             .field("application_name", &self.application_name)
             .field("notify_events", &self.notify_events)
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
+            .field("migration_retries", &self.migration_retries)
             .finish()
     }
 }
@@ -505,7 +559,10 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.statement_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.idle_in_transaction_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.migration_lock_timeout, Duration::from_secs(2));
+        assert_eq!(c.migration_retries, 5);
         assert_eq!(c.dbname(), Some("db"));
+        c.validate().unwrap();
     }
 
     #[test]
@@ -546,8 +603,12 @@ mod tests {
             ("VOIDRUNNER_DB_REAPER_INTERVAL", "1h"),
             ("VOIDRUNNER_DB_APPLICATION_NAME", "svc"),
             ("VOIDRUNNER_DB_NOTIFY_EVENTS", "off"),
+            ("VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT", "750ms"),
+            ("VOIDRUNNER_DB_MIGRATION_RETRIES", "2"),
         ]))
         .unwrap();
+        assert_eq!(c.migration_lock_timeout, Duration::from_millis(750));
+        assert_eq!(c.migration_retries, 2);
         assert_eq!(c.max_connections, 7);
         assert_eq!(c.min_connections, 2);
         assert_eq!(c.max_lifetime, Some(Duration::from_secs(90)));
@@ -595,6 +656,52 @@ mod tests {
     }
 
     #[test]
+    fn migration_lock_settings_are_bounded() {
+        let base = || DbConfig::from_url("postgres://u@h/db").unwrap();
+        for (timeout, ok) in [
+            (Duration::ZERO, false),
+            (Duration::from_millis(9), false),
+            (Duration::from_millis(10), true),
+            (Duration::from_secs(600), true),
+            (Duration::from_secs(601), false),
+            (Duration::from_secs(u64::MAX / 2), false),
+        ] {
+            let mut c = base();
+            c.migration_lock_timeout = timeout;
+            let result = c.validate();
+            assert_eq!(result.is_ok(), ok, "{timeout:?}: {result:?}");
+            if let Err(e) = result {
+                assert!(matches!(e, Error::Config { .. }), "{e:?}");
+                assert!(e.to_string().contains("migration_lock_timeout"), "{e}");
+            }
+        }
+        let mut c = base();
+        c.migration_retries = 0;
+        c.validate().unwrap();
+        c.migration_retries = 101;
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("migration_retries"), "{err}");
+
+        for (var, value) in [
+            ("VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT", "0s"),
+            ("VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT", "2"),
+            ("VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT", "11m"),
+            ("VOIDRUNNER_DB_MIGRATION_RETRIES", "-1"),
+            ("VOIDRUNNER_DB_MIGRATION_RETRIES", "1000"),
+        ] {
+            let err = DbConfig::from_lookup(lookup(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                (var, value),
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(err, Error::Config { .. }),
+                "{var}={value}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn session_settings_join_url_options() {
         let c = DbConfig::from_url("postgres://u@h/db?options=-c%20search_path%3Dapp").unwrap();
         assert_eq!(
@@ -631,9 +738,13 @@ mod tests {
             "max_connections": 3,
             "min_connections": 1,
             "statement_timeout": "off",
-            "wait_timeout": "100ms"
+            "wait_timeout": "100ms",
+            "migration_lock_timeout": "5s",
+            "migration_retries": 3
         }))
         .unwrap();
+        assert_eq!(c.migration_lock_timeout, Duration::from_secs(5));
+        assert_eq!(c.migration_retries, 3);
         assert_eq!(c.max_connections, 3);
         assert_eq!(c.statement_timeout, None);
         assert_eq!(c.wait_timeout, Duration::from_millis(100));

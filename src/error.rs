@@ -181,6 +181,19 @@ pub enum Error {
     },
 
     /// Applying, reverting or reading migrations failed.
+    ///
+    /// When a migration gave up because it kept waiting longer than
+    /// [`DbConfig::migration_lock_timeout`](crate::DbConfig::migration_lock_timeout)
+    /// for a lock, on every one of its attempts, [`Error::is_lock_timeout`]
+    /// is true, the message names the migration, the number of attempts and
+    /// the lock it waited for (lock mode, relation, and the blocking
+    /// sessions' pid, `application_name`, state and the modes they hold,
+    /// never their query text), and the source is an [`Error::Timeout`] of
+    /// kind [`TimeoutKind::Lock`]. That migration is not recorded as applied
+    /// (or reverted): one run in a transaction left nothing behind, one run
+    /// outside a transaction may have committed its first statements, which
+    /// it repeats when run again. Migrations before it in the same call stay
+    /// applied.
     #[error("migration failed: {message}")]
     Migration {
         /// What failed.
@@ -328,6 +341,29 @@ impl Error {
     /// Something timed out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+
+    /// A lock could not be taken within `lock_timeout`: an
+    /// [`Error::Timeout`] of kind [`TimeoutKind::Lock`] (SQLSTATE 55P03), or
+    /// an [`Error::Migration`] that gave up after every attempt hit
+    /// [`DbConfig::migration_lock_timeout`](crate::DbConfig::migration_lock_timeout).
+    /// For the latter, [`is_timeout`](Self::is_timeout) is false (it is a
+    /// migration error) and the message names the blocking lock; running
+    /// the migration again once the blocking session is gone succeeds.
+    pub fn is_lock_timeout(&self) -> bool {
+        match self {
+            Error::Timeout {
+                kind: TimeoutKind::Lock,
+                ..
+            } => true,
+            Error::Migration {
+                source: Some(source),
+                ..
+            } => source
+                .downcast_ref::<Error>()
+                .is_some_and(Error::is_lock_timeout),
+            _ => false,
+        }
     }
 
     /// The server is unreachable, went away, or the pool is closed.
@@ -526,5 +562,24 @@ mod tests {
             t.to_string(),
             "invalid task status transition from completed to running"
         );
+    }
+
+    #[test]
+    fn lock_timeouts_of_migrations_are_recognised() {
+        let lock = || Error::Timeout {
+            kind: TimeoutKind::Lock,
+            source: None,
+        };
+        assert!(lock().is_lock_timeout());
+        let gave_up = Error::migration("V4 gave up", Some(Box::new(lock())));
+        assert!(gave_up.is_lock_timeout());
+        assert!(!gave_up.is_timeout());
+        let statement = Error::Timeout {
+            kind: TimeoutKind::Statement,
+            source: None,
+        };
+        assert!(!statement.is_lock_timeout());
+        assert!(!Error::migration("V4 failed", Some(Box::new(statement))).is_lock_timeout());
+        assert!(!Error::migration("V4 failed", None).is_lock_timeout());
     }
 }
