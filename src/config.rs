@@ -4,23 +4,33 @@
 //! environment ([`DbConfig::from_env`]), or from any serde source (a config
 //! file). The defaults are those of SPEC §5.
 //!
-//! | field | env variable | default | what it maps to |
-//! |---|---|---|---|
-//! | `url` | `DATABASE_URL` | required | `tokio_postgres::Config` (URL or `key=value` form) |
-//! | [`max_connections`](DbConfig::max_connections) | `VOIDRUNNER_DB_MAX_CONNECTIONS` | 25 | deadpool `max_size` |
-//! | [`min_connections`](DbConfig::min_connections) | `VOIDRUNNER_DB_MIN_CONNECTIONS` | 5 | warmed at connect, kept by the reaper |
-//! | [`max_lifetime`](DbConfig::max_lifetime) | `VOIDRUNNER_DB_MAX_LIFETIME` | `1h` | pre-recycle hook and reaper retire older connections |
-//! | [`idle_timeout`](DbConfig::idle_timeout) | `VOIDRUNNER_DB_IDLE_TIMEOUT` | `30m` | reaper closes connections idle longer (never below the minimum) |
-//! | [`connect_timeout`](DbConfig::connect_timeout) | `VOIDRUNNER_DB_CONNECT_TIMEOUT` | `10s` | `connect_timeout` of the driver and deadpool's create timeout |
-//! | [`wait_timeout`](DbConfig::wait_timeout) | `VOIDRUNNER_DB_WAIT_TIMEOUT` | `5s` | deadpool wait timeout: how long a checkout waits for a free connection |
-//! | [`recycle_timeout`](DbConfig::recycle_timeout) | `VOIDRUNNER_DB_RECYCLE_TIMEOUT` | `5s` | deadpool recycle timeout |
-//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | server setting `statement_timeout`, sent at connect |
-//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | server setting `idle_in_transaction_session_timeout`, sent at connect |
-//! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | how often the reaper runs |
-//! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | server setting `application_name` (shown in `pg_stat_activity`) |
-//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | `false` sends `voidrunner.notify_events=off` at connect: this pool's changes send no execution events |
-//! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | server setting `lock_timeout` of the migration session (10 ms to 10 min) |
-//! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | retries of a migration that hit the lock timeout (0 to 100) |
+//! | field | env variable | default | accepted | what it maps to |
+//! |---|---|---|---|---|
+//! | `url` | `DATABASE_URL` | required | | `tokio_postgres::Config` (URL or `key=value` form) |
+//! | [`max_connections`](DbConfig::max_connections) | `VOIDRUNNER_DB_MAX_CONNECTIONS` | 25 | 1 to 10,000 | deadpool `max_size` |
+//! | [`min_connections`](DbConfig::min_connections) | `VOIDRUNNER_DB_MIN_CONNECTIONS` | 5 | 0 to `max_connections` | warmed at connect, kept by the reaper |
+//! | [`max_lifetime`](DbConfig::max_lifetime) | `VOIDRUNNER_DB_MAX_LIFETIME` | `1h` | 1 ms to 30 days, or `off` | pre-recycle hook and reaper retire older connections |
+//! | [`idle_timeout`](DbConfig::idle_timeout) | `VOIDRUNNER_DB_IDLE_TIMEOUT` | `30m` | 1 ms to 30 days, or `off` | reaper closes connections idle longer (never below the minimum) |
+//! | [`connect_timeout`](DbConfig::connect_timeout) | `VOIDRUNNER_DB_CONNECT_TIMEOUT` | `10s` | 1 ms to 24 h | `connect_timeout` of the driver and deadpool's create timeout |
+//! | [`wait_timeout`](DbConfig::wait_timeout) | `VOIDRUNNER_DB_WAIT_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool wait timeout: how long a checkout waits for a free connection |
+//! | [`recycle_timeout`](DbConfig::recycle_timeout) | `VOIDRUNNER_DB_RECYCLE_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool recycle timeout |
+//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | 1 ms to 2,147,483,647 ms (about 24.8 days), or `off`; rounded up to whole ms | server setting `statement_timeout`, sent at connect |
+//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | as `statement_timeout` | server setting `idle_in_transaction_session_timeout`, sent at connect |
+//! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | 10 ms to 24 h | how often the reaper runs |
+//! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | printable ASCII, at most 63 bytes (what the server keeps) | server setting `application_name` (shown in `pg_stat_activity`) |
+//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | | `false` sends `voidrunner.notify_events=off` at connect: this pool's changes send no execution events |
+//! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | 10 ms to 10 min | server setting `lock_timeout` of the migration session |
+//! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | 0 to 100 | retries of a migration that hit the lock timeout |
+//! | [`max_output_bytes`](DbConfig::max_output_bytes) | `VOIDRUNNER_DB_MAX_OUTPUT_BYTES` | 1048576 (1 MiB) | 1 KiB to 256 MiB | stdout and stderr of an execution beyond this are truncated with a marker line |
+//!
+//! A value outside its range is an [`Error::Config`] naming the field, from
+//! [`DbConfig::validate`], which [`from_env`](DbConfig::from_env),
+//! [`Database::connect`](crate::Database::connect) and
+//! [`Database::connect_lazy`](crate::Database::connect_lazy) call: never a
+//! panic and never a setting quietly replaced by another. The ranges are
+//! also exported as constants ([`MAX_CONNECTIONS_RANGE`],
+//! [`POOL_TIMEOUT_RANGE`], [`CONNECTION_AGE_RANGE`],
+//! [`SERVER_TIMEOUT_RANGE`], [`REAPER_INTERVAL_RANGE`]).
 //!
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
 //! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
@@ -29,6 +39,7 @@
 //! PgBouncer that refuse startup options.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -59,44 +70,57 @@ pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 pub struct DbConfig {
     #[serde(rename = "url", deserialize_with = "de_url")]
     connection: tokio_postgres::Config,
-    /// Most connections the pool opens. Default 25.
+    /// Most connections the pool opens. Default 25; 1 to 10,000
+    /// ([`MAX_CONNECTIONS_RANGE`]).
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
-    /// Connections opened at connect and kept open while idle. Default 5.
+    /// Connections opened at connect and kept open while idle. Default 5;
+    /// 0 to [`max_connections`](Self::max_connections).
     #[serde(default = "defaults::min_connections")]
     pub min_connections: usize,
     /// A connection older than this is closed instead of reused. Default
-    /// 1 hour; `None` keeps connections forever.
+    /// 1 hour; 1 ms to 30 days ([`CONNECTION_AGE_RANGE`]); `None` keeps
+    /// connections forever.
     #[serde(default = "defaults::max_lifetime", with = "duration::option")]
     pub max_lifetime: Option<Duration>,
     /// A connection idle longer than this is closed, unless the pool would
     /// drop below [`min_connections`](Self::min_connections). Default 30
-    /// minutes; `None` never closes idle connections.
+    /// minutes; 1 ms to 30 days ([`CONNECTION_AGE_RANGE`]); `None` never
+    /// closes idle connections.
     #[serde(default = "defaults::idle_timeout", with = "duration::option")]
     pub idle_timeout: Option<Duration>,
-    /// Time allowed to open one connection. Default 10 seconds.
+    /// Time allowed to open one connection. Default 10 seconds; 1 ms to
+    /// 24 hours ([`POOL_TIMEOUT_RANGE`]).
     #[serde(default = "defaults::connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// Time a checkout waits for a free connection before failing with
-    /// [`Error::Timeout`]. Default 5 seconds.
+    /// [`Error::Timeout`]. Default 5 seconds; 1 ms to 24 hours
+    /// ([`POOL_TIMEOUT_RANGE`]).
     #[serde(default = "defaults::wait_timeout", with = "duration")]
     pub wait_timeout: Duration,
-    /// Time allowed to check a returned connection. Default 5 seconds.
+    /// Time allowed to check a returned connection. Default 5 seconds; 1 ms
+    /// to 24 hours ([`POOL_TIMEOUT_RANGE`]).
     #[serde(default = "defaults::recycle_timeout", with = "duration")]
     pub recycle_timeout: Duration,
     /// Server-side `statement_timeout` of every pooled connection. Default
-    /// 30 seconds; `None` does not send the setting.
+    /// 30 seconds; `None` does not send the setting. From 1 ms to
+    /// `i32::MAX` ms, about 24.8 days ([`SERVER_TIMEOUT_RANGE`]): the server
+    /// counts in whole milliseconds and takes 0 to mean "no timeout", so
+    /// anything shorter than 1 ms is refused rather than sent as 0, and a
+    /// fraction of a millisecond is rounded up (1.5 ms is sent as 2 ms).
     #[serde(default = "defaults::statement_timeout", with = "duration::option")]
     pub statement_timeout: Option<Duration>,
     /// Server-side `idle_in_transaction_session_timeout`. Default 60 seconds;
-    /// `None` does not send the setting.
+    /// `None` does not send the setting. Same range and rounding as
+    /// [`statement_timeout`](Self::statement_timeout).
     #[serde(
         default = "defaults::idle_in_transaction_timeout",
         with = "duration::option"
     )]
     pub idle_in_transaction_timeout: Option<Duration>,
     /// How often the background reaper retires old and idle connections and
-    /// refills the pool to its minimum. Default 30 seconds.
+    /// refills the pool to its minimum. Default 30 seconds; 10 ms to 24
+    /// hours ([`REAPER_INTERVAL_RANGE`]).
     #[serde(default = "defaults::reaper_interval", with = "duration")]
     pub reaper_interval: Duration,
     /// `application_name` reported to the server. Default `voidrunner-db`.
@@ -127,12 +151,49 @@ pub struct DbConfig {
     /// Default 5 (6 attempts in all); at most 100.
     #[serde(default = "defaults::migration_retries")]
     pub migration_retries: u32,
+    /// Most bytes of an execution's `stdout` and of its `stderr` that the
+    /// crate stores ([`ExecutionQueue::complete`](crate::ExecutionQueue::complete),
+    /// [`ExecutionRepository::update`](crate::ExecutionRepository::update)).
+    /// Longer output is truncated, not refused, so a worker's result is
+    /// never lost to its size: the first `max_output_bytes` (cut at a
+    /// character boundary) are kept and a line
+    /// `[voidrunner-db: output truncated: N of M bytes kept]` is appended.
+    /// Default 1 MiB; [`OUTPUT_BYTES_RANGE`], else [`Error::Config`].
+    #[serde(default = "defaults::max_output_bytes")]
+    pub max_output_bytes: usize,
 }
+
+/// Accepted [`DbConfig::max_connections`]: at least one, and few enough
+/// that the pool's bookkeeping (a semaphore, one slot per connection) can
+/// never overflow.
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=10_000;
+/// Accepted [`DbConfig::connect_timeout`], [`DbConfig::wait_timeout`] and
+/// [`DbConfig::recycle_timeout`]: 1 ms to 24 hours.
+pub const POOL_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+/// Accepted [`DbConfig::max_lifetime`] and [`DbConfig::idle_timeout`] when
+/// set: 1 ms to 30 days (`None` disables them).
+pub const CONNECTION_AGE_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(30 * 24 * 3600);
+/// Accepted [`DbConfig::statement_timeout`] and
+/// [`DbConfig::idle_in_transaction_timeout`] when set: 1 ms to `i32::MAX`
+/// ms, the server's range for these settings (0, which the server reads as
+/// "off", is not in it: use `None`).
+pub const SERVER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_millis(i32::MAX as u64);
+/// Accepted [`DbConfig::reaper_interval`]: 10 ms to 24 hours.
+pub const REAPER_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
 
 /// Shortest accepted [`DbConfig::migration_lock_timeout`].
 const MIN_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(10);
 /// Longest accepted [`DbConfig::migration_lock_timeout`].
 const MAX_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Accepted [`DbConfig::max_output_bytes`]: 1 KiB to 256 MiB (a text value
+/// of PostgreSQL holds at most 1 GB, and a row that large strains every
+/// reader).
+pub const OUTPUT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=256 << 20;
+
 /// Most accepted [`DbConfig::migration_retries`].
 const MAX_MIGRATION_RETRIES: u32 = 100;
 
@@ -181,6 +242,29 @@ mod defaults {
     pub(super) fn migration_retries() -> u32 {
         5
     }
+    pub(super) fn max_output_bytes() -> usize {
+        1 << 20
+    }
+}
+
+/// Most bytes of an `application_name`: the server keeps NAMEDATALEN - 1
+/// and silently cuts the rest (and turns non-ASCII characters into `?`), so
+/// what `pg_stat_activity` shows would not be what was configured.
+pub const APPLICATION_NAME_MAX_BYTES: usize = 63;
+
+fn application_name_fits(name: &str) -> Result<()> {
+    if name.len() > APPLICATION_NAME_MAX_BYTES {
+        return Err(Error::config(format!(
+            "application_name is {} bytes; the server keeps at most {APPLICATION_NAME_MAX_BYTES}",
+            name.len()
+        )));
+    }
+    if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(Error::config(
+            "application_name must be printable ASCII: the server replaces anything else with '?'",
+        ));
+    }
+    Ok(())
 }
 
 impl DbConfig {
@@ -204,6 +288,7 @@ impl DbConfig {
             notify_events: defaults::notify_events(),
             migration_lock_timeout: defaults::migration_lock_timeout(),
             migration_retries: defaults::migration_retries(),
+            max_output_bytes: defaults::max_output_bytes(),
         })
     }
 
@@ -259,6 +344,9 @@ impl DbConfig {
         if let Some((name, v)) = var("MIGRATION_RETRIES") {
             config.migration_retries = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
         }
+        if let Some((name, v)) = var("MAX_OUTPUT_BYTES") {
+            config.max_output_bytes = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
+        }
         if let Some((_, v)) = var("APPLICATION_NAME") {
             config.application_name = v;
         }
@@ -301,8 +389,13 @@ impl DbConfig {
     ///
     /// [`Database::connect`]: crate::Database::connect
     pub fn validate(&self) -> Result<()> {
-        if self.max_connections == 0 {
-            return Err(Error::config("max_connections must be at least 1"));
+        if !MAX_CONNECTIONS_RANGE.contains(&self.max_connections) {
+            return Err(Error::config(format!(
+                "max_connections must be between {} and {}, not {}",
+                MAX_CONNECTIONS_RANGE.start(),
+                MAX_CONNECTIONS_RANGE.end(),
+                self.max_connections
+            )));
         }
         if self.min_connections > self.max_connections {
             return Err(Error::config(format!(
@@ -310,30 +403,38 @@ impl DbConfig {
                 self.min_connections, self.max_connections
             )));
         }
-        for (name, value) in [
-            ("connect_timeout", Some(self.connect_timeout)),
-            ("wait_timeout", Some(self.wait_timeout)),
-            ("recycle_timeout", Some(self.recycle_timeout)),
-            ("reaper_interval", Some(self.reaper_interval)),
-            ("max_lifetime", self.max_lifetime),
-            ("idle_timeout", self.idle_timeout),
-        ] {
-            if value == Some(Duration::ZERO) {
-                return Err(Error::config(format!("{name} must be greater than zero")));
-            }
-        }
-        for (name, value) in [
-            ("statement_timeout", self.statement_timeout),
+        for (name, value, range) in [
+            (
+                "connect_timeout",
+                Some(self.connect_timeout),
+                POOL_TIMEOUT_RANGE,
+            ),
+            ("wait_timeout", Some(self.wait_timeout), POOL_TIMEOUT_RANGE),
+            (
+                "recycle_timeout",
+                Some(self.recycle_timeout),
+                POOL_TIMEOUT_RANGE,
+            ),
+            (
+                "reaper_interval",
+                Some(self.reaper_interval),
+                REAPER_INTERVAL_RANGE,
+            ),
+            ("max_lifetime", self.max_lifetime, CONNECTION_AGE_RANGE),
+            ("idle_timeout", self.idle_timeout, CONNECTION_AGE_RANGE),
+            (
+                "statement_timeout",
+                self.statement_timeout,
+                SERVER_TIMEOUT_RANGE,
+            ),
             (
                 "idle_in_transaction_timeout",
                 self.idle_in_transaction_timeout,
+                SERVER_TIMEOUT_RANGE,
             ),
         ] {
-            if value.is_some_and(|d| d.as_millis() > i32::MAX as u128) {
-                return Err(Error::config(format!(
-                    "{name} exceeds the server's maximum of {} ms",
-                    i32::MAX
-                )));
+            if let Some(value) = value {
+                check_range(name, value, &range)?;
             }
         }
         if !(MIN_MIGRATION_LOCK_TIMEOUT..=MAX_MIGRATION_LOCK_TIMEOUT)
@@ -344,11 +445,28 @@ impl DbConfig {
                 self.migration_lock_timeout
             )));
         }
+        if !OUTPUT_BYTES_RANGE.contains(&self.max_output_bytes) {
+            return Err(Error::config(format!(
+                "max_output_bytes must be between {} and {}, not {}",
+                OUTPUT_BYTES_RANGE.start(),
+                OUTPUT_BYTES_RANGE.end(),
+                self.max_output_bytes
+            )));
+        }
         if self.migration_retries > MAX_MIGRATION_RETRIES {
             return Err(Error::config(format!(
                 "migration_retries must be at most {MAX_MIGRATION_RETRIES}, not {}",
                 self.migration_retries
             )));
+        }
+        for name in [
+            Some(self.application_name.as_str()),
+            self.connection.get_application_name(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            application_name_fits(name)?;
         }
         if self.application_name.contains('\0') {
             return Err(Error::config("application_name contains a NUL character"));
@@ -361,7 +479,9 @@ impl DbConfig {
     pub(crate) fn pooled_pg_config(&self) -> tokio_postgres::Config {
         let mut pg = self.dedicated_pg_config();
         let mut options = pg.get_options().unwrap_or_default().to_owned();
-        // Whole milliseconds: the server's unit for both settings.
+        // Whole milliseconds, the server's unit for both settings, rounded
+        // up: rounding down would turn 500 µs into 0, which is "off".
+        // `validate` keeps the result within 1..=i32::MAX.
         for (setting, value) in [
             ("statement_timeout", self.statement_timeout),
             (
@@ -373,7 +493,7 @@ impl DbConfig {
                 if !options.is_empty() {
                     options.push(' ');
                 }
-                options.push_str(&format!("-c {setting}={}", value.as_millis()));
+                options.push_str(&format!("-c {setting}={}", whole_millis_up(value)));
             }
         }
         if !self.notify_events {
@@ -447,6 +567,7 @@ impl fmt::Debug for DbConfig {
             .field("notify_events", &self.notify_events)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("migration_retries", &self.migration_retries)
+            .field("max_output_bytes", &self.max_output_bytes)
             .finish()
     }
 }
@@ -457,6 +578,24 @@ impl FromStr for DbConfig {
     fn from_str(url: &str) -> Result<Self> {
         Self::from_url(url)
     }
+}
+
+/// `Error::Config` unless `value` lies in `range`.
+fn check_range(name: &str, value: Duration, range: &RangeInclusive<Duration>) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "{name} must be between {:?} and {:?}, not {value:?}",
+        range.start(),
+        range.end()
+    )))
+}
+
+/// `value` in whole milliseconds, rounded up (what the server is sent for
+/// `statement_timeout` and `idle_in_transaction_session_timeout`).
+pub(crate) fn whole_millis_up(value: Duration) -> u128 {
+    value.as_nanos().div_ceil(1_000_000)
 }
 
 fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
@@ -681,6 +820,23 @@ mod tests {
         c.migration_retries = 101;
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("migration_retries"), "{err}");
+        let mut c = DbConfig::from_url("postgres://u@h/db").unwrap();
+        c.application_name = "a".repeat(APPLICATION_NAME_MAX_BYTES);
+        c.validate().unwrap();
+        c.application_name.push('a');
+        assert!(matches!(c.validate(), Err(Error::Config { .. })));
+        c.application_name = "naïve".into();
+        assert!(matches!(c.validate(), Err(Error::Config { .. })));
+        let long = format!("postgres://u@h/db?application_name={}", "b".repeat(64));
+        assert!(matches!(
+            DbConfig::from_url(&long).and_then(|c| c.validate()),
+            Err(Error::Config { .. })
+        ));
+        let mut c = DbConfig::from_url("postgres://u@h/db").unwrap();
+        c.max_output_bytes = 1023;
+        assert!(matches!(c.validate(), Err(Error::Config { .. })));
+        c.max_output_bytes = usize::MAX;
+        assert!(matches!(c.validate(), Err(Error::Config { .. })));
 
         for (var, value) in [
             ("VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT", "0s"),
@@ -699,6 +855,92 @@ mod tests {
                 "{var}={value}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_size_and_duration_has_a_range() {
+        let base = || DbConfig::from_url("postgres://u@h/db").unwrap();
+        let ms = Duration::from_millis;
+        let day = Duration::from_secs(24 * 3600);
+        type Set = fn(&mut DbConfig, Duration);
+        let cases: [(&str, Set, Duration, Duration); 8] = [
+            ("connect_timeout", |c, d| c.connect_timeout = d, ms(1), day),
+            ("wait_timeout", |c, d| c.wait_timeout = d, ms(1), day),
+            ("recycle_timeout", |c, d| c.recycle_timeout = d, ms(1), day),
+            ("reaper_interval", |c, d| c.reaper_interval = d, ms(10), day),
+            (
+                "max_lifetime",
+                |c, d| c.max_lifetime = Some(d),
+                ms(1),
+                day * 30,
+            ),
+            (
+                "idle_timeout",
+                |c, d| c.idle_timeout = Some(d),
+                ms(1),
+                day * 30,
+            ),
+            (
+                "statement_timeout",
+                |c, d| c.statement_timeout = Some(d),
+                ms(1),
+                ms(i32::MAX as u64),
+            ),
+            (
+                "idle_in_transaction_timeout",
+                |c, d| c.idle_in_transaction_timeout = Some(d),
+                ms(1),
+                ms(i32::MAX as u64),
+            ),
+        ];
+        for (name, set, min, max) in cases {
+            for (value, ok) in [
+                (Duration::ZERO, false),
+                (min - Duration::from_micros(1), false),
+                (min, true),
+                (max, true),
+                (max + Duration::from_micros(1), false),
+                (Duration::MAX, false),
+            ] {
+                let mut c = base();
+                set(&mut c, value);
+                match c.validate() {
+                    Ok(()) => assert!(ok, "{name} = {value:?} was accepted"),
+                    Err(e) => {
+                        assert!(!ok, "{name} = {value:?}: {e}");
+                        assert!(matches!(e, Error::Config { .. }), "{e:?}");
+                        assert!(e.to_string().contains(name), "{e}");
+                    }
+                }
+            }
+        }
+        for (max, ok) in [
+            (0, false),
+            (1, true),
+            (10_000, true),
+            (10_001, false),
+            (usize::MAX, false),
+        ] {
+            let mut c = base();
+            c.min_connections = 0;
+            c.max_connections = max;
+            assert_eq!(c.validate().is_ok(), ok, "max_connections = {max}");
+        }
+    }
+
+    #[test]
+    fn server_timeouts_are_sent_rounded_up_to_whole_milliseconds() {
+        let mut c = DbConfig::from_url("postgres://u@h/db").unwrap();
+        c.statement_timeout = Some(Duration::from_micros(1_500));
+        c.idle_in_transaction_timeout = Some(Duration::from_millis(i32::MAX as u64));
+        c.validate().unwrap();
+        assert_eq!(
+            c.pooled_pg_config().get_options(),
+            Some("-c statement_timeout=2 -c idle_in_transaction_session_timeout=2147483647")
+        );
+        assert_eq!(whole_millis_up(Duration::from_nanos(1)), 1);
+        assert_eq!(whole_millis_up(Duration::from_millis(7)), 7);
+        assert_eq!(whole_millis_up(Duration::ZERO), 0);
     }
 
     #[test]

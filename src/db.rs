@@ -24,10 +24,34 @@ use crate::error::{Error, Result};
 /// when dropped.
 pub type PooledClient = deadpool_postgres::Object;
 
-/// A pooled connection that is closed instead of returned to the pool if it
-/// is dropped before [`release`](Self::release): armed before the first byte
-/// of a multi-message exchange (COPY) is sent, so a future dropped half-way
-/// never leaves a session in an unknown state for the next caller.
+/// Closes a pooled connection instead of returning it to the pool, first
+/// cancelling whatever statement its server session is still running: a
+/// session whose state nobody can vouch for (a call or transaction dropped
+/// half-way) must neither serve another caller nor keep working, holding
+/// locks, for a caller that is gone.
+pub(crate) fn discard(client: PooledClient) {
+    let client = deadpool_postgres::Object::take(client);
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let token = client.cancel_token();
+            runtime.spawn(async move {
+                if let Err(err) = token.cancel_query(NoTls).await {
+                    tracing::debug!(error = %err, "cancelling the discarded session's statement failed");
+                }
+                // Closing the connection ends the session: the server rolls
+                // back whatever transaction it had open.
+                drop(client);
+            });
+        }
+        Err(_) => drop(client),
+    }
+}
+
+/// A pooled connection that is [discarded](discard) instead of returned to
+/// the pool if it is dropped before [`release`](Self::release): armed before
+/// the first byte of a multi-message exchange (COPY) is sent, so a future
+/// dropped half-way never leaves a session in an unknown state for the next
+/// caller.
 pub(crate) struct DiscardGuard {
     client: Option<PooledClient>,
 }
@@ -39,11 +63,11 @@ impl DiscardGuard {
         }
     }
 
-    pub(crate) fn client(&self) -> &PooledClient {
+    pub(crate) fn client(&self) -> Result<&PooledClient> {
         // Only `release` and `drop` take it, and both consume the guard.
         self.client
             .as_ref()
-            .expect("guard holds its client until released")
+            .ok_or_else(|| Error::unavailable("the connection was already released", None))
     }
 
     /// The exchange finished: the connection goes back to the pool.
@@ -56,7 +80,7 @@ impl Drop for DiscardGuard {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             tracing::debug!("exchange interrupted; closing its connection instead of pooling it");
-            drop(deadpool_postgres::Object::take(client));
+            discard(client);
         }
     }
 }
@@ -107,11 +131,16 @@ struct Inner {
 }
 
 impl Database {
+    /// Longest wait of [`close`](Self::close): a longer timeout waits this
+    /// long.
+    pub const MAX_CLOSE_WAIT: Duration = Duration::from_secs(24 * 3600);
+
     /// Opens the pool and warms it to
     /// [`min_connections`](DbConfig::min_connections).
     ///
     /// Fails with [`Error::Unavailable`] when the server cannot be reached
-    /// and with [`Error::Config`] when the configuration is inconsistent.
+    /// and with [`Error::Config`] when a setting is out of its documented
+    /// range or the settings are inconsistent ([`DbConfig::validate`]).
     /// Must be called inside a Tokio runtime.
     pub async fn connect(config: DbConfig) -> Result<Self> {
         let span = tracing::info_span!("voidrunner_db.connect", target = %config.display_target());
@@ -130,7 +159,8 @@ impl Database {
 
     /// Builds the pool without opening any connection; the reaper warms it
     /// in the background. Useful when the server may come up after the
-    /// service. Must be called inside a Tokio runtime.
+    /// service. Fails with [`Error::Config`] as [`connect`](Self::connect)
+    /// does. Must be called inside a Tokio runtime.
     pub fn connect_lazy(config: DbConfig) -> Result<Self> {
         Self::build(config, true)
     }
@@ -204,7 +234,7 @@ impl Database {
         PoolStatus {
             size: s.size,
             idle: s.available,
-            in_use: s.size - s.available,
+            in_use: s.size.saturating_sub(s.available),
             waiting: s.waiting,
             max: s.max_size,
         }
@@ -215,11 +245,16 @@ impl Database {
     ///
     /// Never hangs: the whole check is bounded by
     /// [`connect_timeout`](DbConfig::connect_timeout) +
-    /// [`wait_timeout`](DbConfig::wait_timeout), and an unreachable server
+    /// [`wait_timeout`](DbConfig::wait_timeout) (at most 48 hours, since
+    /// [`DbConfig::validate`] caps each at 24), and an unreachable server
     /// gives [`Error::Unavailable`].
     pub async fn health_check(&self) -> Result<HealthReport> {
         let span = tracing::debug_span!("voidrunner_db.health_check");
-        let limit = self.inner.config.connect_timeout + self.inner.config.wait_timeout;
+        let limit = self
+            .inner
+            .config
+            .connect_timeout
+            .saturating_add(self.inner.config.wait_timeout);
         let started = Instant::now();
         let check = async {
             let client = self.client().await?;
@@ -258,14 +293,22 @@ impl Database {
     /// to `timeout` for checked-out connections to come back (they are
     /// closed as they do). Returns whether every connection was closed in
     /// time. Also stops the reaper.
+    ///
+    /// Any `timeout` is accepted: [`Duration::ZERO`] does not wait at all,
+    /// and the wait never exceeds [`MAX_CLOSE_WAIT`](Self::MAX_CLOSE_WAIT)
+    /// (24 hours), so `close(Duration::MAX)` waits at most that long for a
+    /// connection that is never returned and then answers `false`.
     pub async fn close(&self, timeout: Duration) -> bool {
         self.inner.pool.close();
-        let deadline = Instant::now() + timeout;
+        let wait = timeout.min(Self::MAX_CLOSE_WAIT);
+        // Elapsed time against the wait: no deadline is computed, so no
+        // Instant arithmetic can overflow.
+        let started = Instant::now();
         loop {
             if self.inner.pool.status().size == 0 {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if started.elapsed() >= wait {
                 tracing::warn!(
                     in_use = self.inner.pool.status().size,
                     "closing with connections still checked out"
@@ -349,12 +392,18 @@ async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot:
     // as the last Database clone goes.
     let weak = pool.weak();
     drop(pool);
+    // `validate` keeps the interval within 10 ms..=24 h; checked all the
+    // same, so no setting can make this task panic.
+    let now = tokio::time::Instant::now();
     let first = if warm_now {
-        tokio::time::Instant::now()
+        now
     } else {
-        tokio::time::Instant::now() + config.reaper_interval
+        now.checked_add(config.reaper_interval).unwrap_or(now)
     };
-    let mut ticker = tokio::time::interval_at(first, config.reaper_interval);
+    let period = config
+        .reaper_interval
+        .max(*crate::config::REAPER_INTERVAL_RANGE.start());
+    let mut ticker = tokio::time::interval_at(first, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeouts = Timeouts {
         wait: Some(Duration::ZERO),

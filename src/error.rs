@@ -89,7 +89,7 @@ pub enum Error {
     },
 
     /// A unique constraint refused the write (SQLSTATE 23505).
-    #[error("conflict: {}", describe(constraint.as_deref(), "unique constraint violated"))]
+    #[error("conflict: {}: {}", describe_constraint(constraint.as_deref(), "unique constraint violated"), describe(source))]
     Conflict {
         /// The violated constraint, e.g. `users_email_key`.
         constraint: Option<String>,
@@ -100,7 +100,7 @@ pub enum Error {
 
     /// A foreign key refused the write: the parent row does not exist
     /// (SQLSTATE 23503).
-    #[error("foreign key violation: {}", describe(constraint.as_deref(), "referenced row missing"))]
+    #[error("foreign key violation: {}: {}", describe_constraint(constraint.as_deref(), "referenced row missing"), describe(source))]
     ForeignKey {
         /// The violated constraint, e.g. `tasks_user_id_fkey`.
         constraint: Option<String>,
@@ -112,7 +112,7 @@ pub enum Error {
     /// A CHECK or NOT NULL constraint of the schema refused the row
     /// (SQLSTATE 23514, 23502). The crate validates inputs before sending
     /// them, so this is seen when rows come from elsewhere (raw SQL).
-    #[error("check violation: {}", describe(constraint.as_deref(), "row refused by the schema"))]
+    #[error("check violation: {}: {}", describe_constraint(constraint.as_deref(), "row refused by the schema"), describe(source))]
     CheckViolation {
         /// The violated constraint, e.g. `tasks_priority_range`; for a NOT
         /// NULL violation, the column name.
@@ -158,8 +158,17 @@ pub enum Error {
     #[error("the transaction has already ended")]
     TransactionEnded,
 
+    /// The transaction's closure returned `Ok`, but a statement inside it
+    /// had failed (its error was handled in the closure), which aborted the
+    /// transaction: PostgreSQL rolled everything back at COMMIT. Nothing of
+    /// the transaction was written.
+    #[error(
+        "the transaction was rolled back: a statement in it failed, which aborts a PostgreSQL transaction, though the closure returned Ok"
+    )]
+    TransactionAborted,
+
     /// Something ran out of time; see [`TimeoutKind`].
-    #[error("{kind}")]
+    #[error("{kind}{}", server_said(source.as_deref()))]
     Timeout {
         /// What timed out.
         kind: TimeoutKind,
@@ -228,13 +237,56 @@ pub enum Error {
         message: String,
     },
 
-    /// Any other error from the server or the driver.
-    #[error("database error: {0}")]
+    /// Any other error from the server or the driver. Its message carries
+    /// the server's message, detail and hint and the SQLSTATE.
+    #[error("database error: {}", describe(.0))]
     Database(#[source] tokio_postgres::Error),
 }
 
-fn describe<'a>(constraint: Option<&'a str>, fallback: &'a str) -> &'a str {
+fn describe_constraint<'a>(constraint: Option<&'a str>, fallback: &'a str) -> &'a str {
     constraint.unwrap_or(fallback)
+}
+
+/// `": <what the server said>"` when `source` is a driver error, else "".
+fn server_said(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
+    source
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .map(|e| format!(": {}", describe(e)))
+        .unwrap_or_default()
+}
+
+/// What the server or the driver said, for messages: the server's message,
+/// detail and hint and the SQLSTATE, or the driver's error with its causes
+/// ("error connecting to server: Connection refused").
+///
+/// The detail of an integrity violation (class 23) is left out: the server
+/// puts the offending row's values there ("Failing row contains (…)"), which
+/// may include a password hash; the constraint name says what failed.
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+    use std::fmt::Write as _;
+
+    let Some(db) = err.as_db_error() else {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                let _ = write!(text, ": {cause_text}");
+            }
+            source = cause.source();
+        }
+        return text;
+    };
+    let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    if let Some(detail) = db.detail()
+        && !db.code().code().starts_with("23")
+    {
+        let _ = write!(text, "; detail: {detail}");
+    }
+    if let Some(hint) = db.hint() {
+        let _ = write!(text, "; hint: {hint}");
+    }
+    text
 }
 
 impl Error {
@@ -322,14 +374,31 @@ impl Error {
         }
     }
 
-    /// A serialization failure or deadlock (SQLSTATE 40001, 40P01), or a
-    /// cached statement the schema changed under inside a transaction
-    /// (0A000 "cached plan must not change result type", 26000; the
-    /// connection's statement cache has been cleared): the transaction was
-    /// rolled back and running it again may succeed.
+    /// Whether the caller may run the same call (or transaction) again
+    /// unchanged: nothing of it took effect, and a later attempt may
+    /// succeed.
+    ///
+    /// | error | why it is safe and may pass next time |
+    /// |---|---|
+    /// | SQLSTATE 40001, 40P01 | serialization failure, deadlock: rolled back, the competitor has moved on |
+    /// | `Timeout` of kind `Lock` (55P03) | the lock was not granted: nothing was done |
+    /// | `Timeout` of kind `PoolWait` | every connection was busy: nothing was sent |
+    /// | SQLSTATE 0A000, 26000 | a statement cached before a schema change, inside a transaction: rolled back, and the connection's cache was cleared |
+    ///
+    /// Not retryable: a statement timeout (it would most likely time out
+    /// again), `Unavailable` (a connection lost while a statement was in
+    /// flight leaves its outcome unknown), constraint violations, validation
+    /// and state-machine refusals.
     /// [`Database::transaction_with`](crate::Database::transaction_with)
-    /// retries these when asked to.
+    /// retries exactly these when asked to.
     pub fn is_retryable(&self) -> bool {
+        if let Error::Timeout {
+            kind: TimeoutKind::Lock | TimeoutKind::PoolWait,
+            ..
+        } = self
+        {
+            return true;
+        }
         self.sqlstate().is_some_and(|s| {
             *s == SqlState::T_R_SERIALIZATION_FAILURE
                 || *s == SqlState::T_R_DEADLOCK_DETECTED
@@ -420,7 +489,9 @@ fn is_unavailable_state(state: &SqlState) -> bool {
     let code = state.code();
     // Class 08: connection exception; 57P01..57P03: admin/crash shutdown,
     // cannot connect now; 53300: too many connections.
-    code.starts_with("08")
+    // 08P01 is a protocol violation: a bug or a proxy in the way, not an
+    // unreachable server.
+    (code.starts_with("08") && *state != SqlState::PROTOCOL_VIOLATION)
         || *state == SqlState::ADMIN_SHUTDOWN
         || *state == SqlState::CRASH_SHUTDOWN
         || *state == SqlState::CANNOT_CONNECT_NOW
@@ -436,7 +507,7 @@ impl From<tokio_postgres::Error> for Error {
             let io = std::error::Error::source(&err)
                 .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
             if err.is_closed() || io {
-                return Error::unavailable(err.to_string(), Some(Box::new(err)));
+                return Error::unavailable(describe(&err), Some(Box::new(err)));
             }
             return Error::Database(err);
         };
@@ -459,10 +530,21 @@ impl From<tokio_postgres::Error> for Error {
                     source: err,
                 }
             }
-            s if *s == SqlState::QUERY_CANCELED => Error::Timeout {
-                kind: TimeoutKind::Statement,
-                source: Some(Box::new(err)),
-            },
+            // 57014 is also what a cancel request (pg_cancel_backend, a
+            // client's cancel) gives; only the server's own statement
+            // timeout is a timeout. Its message is the way to tell them
+            // apart (the crate's sessions use the server's default
+            // lc_messages, English on every packaged server).
+            s if *s == SqlState::QUERY_CANCELED
+                && err
+                    .as_db_error()
+                    .is_some_and(|db| db.message().contains("statement timeout")) =>
+            {
+                Error::Timeout {
+                    kind: TimeoutKind::Statement,
+                    source: Some(Box::new(err)),
+                }
+            }
             s if *s == SqlState::LOCK_NOT_AVAILABLE => Error::Timeout {
                 kind: TimeoutKind::Lock,
                 source: Some(Box::new(err)),
@@ -471,9 +553,7 @@ impl From<tokio_postgres::Error> for Error {
                 kind: TimeoutKind::IdleInTransaction,
                 source: Some(Box::new(err)),
             },
-            s if is_unavailable_state(s) => {
-                Error::unavailable(err.to_string(), Some(Box::new(err)))
-            }
+            s if is_unavailable_state(s) => Error::unavailable(describe(&err), Some(Box::new(err))),
             _ => Error::Database(err),
         }
     }

@@ -10,20 +10,62 @@
 //! sent while it was away are lost: a consumer that must not miss work
 //! should then look at the tables (a worker simply claims).
 //!
+//! The listening connection has TCP keepalives on, starting after 15 s of
+//! silence, probing every 5 s and giving up after 3 unanswered probes, so a
+//! dead link (a peer that vanished without closing the connection) is
+//! noticed within about 30 seconds and the stream reconnects, instead of
+//! waiting silently for events that can no longer arrive.
+//!
+//! # Slow consumers
+//!
+//! The listener never stops reading its connection (a listener that stops
+//! reading makes the server queue notifications for every session of the
+//! cluster). It buffers up to [`EVENT_BUFFER`] events for the consumer;
+//! events that arrive while the buffer is full are dropped and counted, and
+//! the consumer then reads [`Event::Lagged`] with the number dropped, at the
+//! place where they were, followed by the events that came after. Memory
+//! stays bounded by the buffer whatever the consumer does. Like
+//! `Reconnected`, `Lagged` means "look at the tables".
+//!
+//! # Polling
+//!
 //! Poolers in transaction mode (PgBouncer) break LISTEN. Behind one, use
 //! [`Database::subscribe_polling`], which reads changed rows by `updated_at`
-//! at an interval instead. It sees the status a row has when polled (a row
-//! that went pending → running → completed between two polls yields one
-//! event, completed), and it waits `settle` before reading a change so that
+//! at an interval instead. Like LISTEN, it reports status changes only: a
+//! heartbeat, or any other update that leaves the status as it was, yields
+//! nothing. It sees the status a row has when polled (a row that went
+//! pending → running → completed between two polls yields one event,
+//! completed), and it waits `settle` before reading a change so that
 //! transactions committing up to that much later than they started are not
-//! missed.
+//! missed. It reads at most 256 rows per query, and only while the
+//! consumer's buffer has room for them: a slow consumer slows the polling
+//! down and loses nothing, so a polling stream never yields `Lagged`.
+//!
+//! To tell a status change from another update, the polling stream
+//! remembers the last status it reported for up to
+//! [`POLL_TRACKED_EXECUTIONS`] executions (a few MiB at most). A row it does
+//! not remember counts as changed when the timestamp of its status
+//! (`created_at` for pending, `started_at` for running, `completed_at` for
+//! the end states) is later than what it has already forgotten: the start
+//! of the stream at first; when the memory is full, the older half of the
+//! remembered executions is forgotten and that point moves forward to the
+//! newest forgotten status. So an execution whose status changed before the
+//! stream started is never reported for a heartbeat, and one forgotten is
+//! not reported again.
+//!
+//! `subscribe_polling` takes an `interval` of 1 ms to 1 hour
+//! ([`POLL_INTERVAL_RANGE`]) and a `settle` of 0 to 1 hour
+//! ([`SETTLE_RANGE`]); anything else is an
+//! [`Error::Validation`](crate::Error::Validation) naming the argument.
 
+use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::config::DbConfig;
@@ -33,6 +75,36 @@ use crate::model::{ExecutionId, ExecutionStatus, TaskId, Timestamp};
 
 /// The notification channel of execution events.
 pub const CHANNEL: &str = "voidrunner_execution_events";
+
+/// Events an [`EventStream`] holds for its consumer. A LISTEN stream whose
+/// consumer is this far behind drops what arrives next and reports it with
+/// [`Event::Lagged`]; a polling stream stops reading until there is room.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// Accepted `interval` of [`Database::subscribe_polling`]: 1 ms to 1 hour.
+pub const POLL_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(3600);
+
+/// Accepted `settle` of [`Database::subscribe_polling`]: 0 to 1 hour.
+pub const SETTLE_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+
+/// Most executions a polling stream remembers the last reported status of
+/// (see the [module docs](self)).
+pub const POLL_TRACKED_EXECUTIONS: usize = 65_536;
+
+/// Rows read by one polling query (the `LIMIT` of [`POLL_SQL`]).
+const POLL_BATCH: usize = 256;
+// A batch (and a Reconnected) must fit in an empty buffer, or polling
+// would never run.
+const _: () = assert!(POLL_BATCH < EVENT_BUFFER);
+/// Longest wait between two reconnection attempts of a listener.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// TCP keepalive of the listening connection: idle time before the first
+/// probe, time between probes, and unanswered probes before the kernel
+/// gives up on the connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// What happened to an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +158,18 @@ pub enum Event {
     /// The listener lost its connection and is listening again; events of
     /// the time in between were not received.
     Reconnected,
+    /// The consumer fell behind: `missed` events arrived while
+    /// [`EVENT_BUFFER`] events were already waiting to be read, and were
+    /// dropped. It stands where they would have been; the stream goes on
+    /// with the events that arrived after. `missed` counts every item
+    /// dropped, a [`Reconnected`](Event::Reconnected) among them. Only
+    /// [`Database::subscribe`] streams lag (see the [module docs](self));
+    /// as after `Reconnected`, a consumer that must not miss work should
+    /// look at the tables.
+    Lagged {
+        /// How many events were dropped (at least 1).
+        missed: u64,
+    },
 }
 
 impl Event {
@@ -93,7 +177,7 @@ impl Event {
     pub fn execution(&self) -> Option<&ExecutionEvent> {
         match self {
             Event::Execution(e) => Some(e),
-            Event::Reconnected => None,
+            Event::Reconnected | Event::Lagged { .. } => None,
         }
     }
 }
@@ -121,11 +205,12 @@ impl From<Payload> for ExecutionEvent {
 
 /// Events, in the order the server delivered them. Implements
 /// `futures_core::Stream`; [`next`](Self::next) is the same without a
-/// stream library. Dropping it stops the background task and closes its
+/// stream library. Holds at most [`EVENT_BUFFER`] unread events (plus one
+/// [`Event::Lagged`]). Dropping it stops the background task and closes its
 /// connection.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::Receiver<Event>,
+    buffer: Arc<Buffer>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -133,15 +218,25 @@ impl EventStream {
     /// The next event; `None` once the stream has ended (the database was
     /// closed).
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.buffer.poll_next(cx)).await
+    }
+
+    /// Events received and not read yet (an [`Event::Lagged`] counts as
+    /// one): how far behind the consumer is. At most [`EVENT_BUFFER`] + 1.
+    pub fn buffered(&self) -> usize {
+        self.buffer.lock().queue.len()
     }
 }
 
 impl futures_core::Stream for EventStream {
     type Item = Event;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.buffer.poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.buffered(), None)
     }
 }
 
@@ -151,33 +246,179 @@ impl Drop for EventStream {
     }
 }
 
-/// Buffered events per stream; a consumer that falls this far behind slows
-/// the listener down rather than growing memory without bound.
-const BUFFER: usize = 1024;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A listening connection: the client (dropping it closes the connection)
-/// and the messages its driver task forwards.
-struct Listener {
-    _client: tokio_postgres::Client,
-    messages: mpsc::UnboundedReceiver<AsyncMessage>,
+/// The events waiting for the consumer: a queue that never blocks the
+/// producer and never holds more than `capacity` events plus one
+/// [`Event::Lagged`] counting what did not fit.
+#[derive(Debug)]
+struct Buffer {
+    state: Mutex<BufferState>,
 }
 
-async fn listen(config: &DbConfig) -> Result<Listener> {
+#[derive(Debug)]
+struct BufferState {
+    queue: VecDeque<Event>,
+    capacity: usize,
+    /// No more events: the consumer reads what is left, then `None`.
+    closed: bool,
+    /// The listener reconnected; `Reconnected` goes out before the next
+    /// event, or when listening has resumed, whichever comes first.
+    reconnect_pending: bool,
+    waker: Option<Waker>,
+}
+
+impl Buffer {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Buffer {
+            state: Mutex::new(BufferState {
+                queue: VecDeque::new(),
+                capacity,
+                closed: false,
+                reconnect_pending: false,
+                waker: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BufferState> {
+        // Nothing panics while holding the lock; if something did, the
+        // queue is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `event` (or counts it as missed when the buffer is full).
+    fn push(&self, event: Event) {
+        let mut state = self.lock();
+        state.flush_reconnect();
+        state.enqueue(event);
+        state.wake();
+    }
+
+    /// The connection was lost: a `Reconnected` is due once listening
+    /// resumes.
+    fn reconnect_pending(&self) {
+        self.lock().reconnect_pending = true;
+    }
+
+    /// Listening has resumed: sends the pending `Reconnected`, unless an
+    /// event of the new connection already did.
+    fn reconnected(&self) {
+        let mut state = self.lock();
+        state.flush_reconnect();
+        state.wake();
+    }
+
+    /// Ends the stream after the events already queued.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.wake();
+    }
+
+    /// Room left before events would be dropped.
+    fn free(&self) -> usize {
+        let state = self.lock();
+        state.capacity.saturating_sub(state.queue.len())
+    }
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut state = self.lock();
+        if let Some(event) = state.queue.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl BufferState {
+    fn enqueue(&mut self, event: Event) {
+        if self.closed {
+            return;
+        }
+        if self.queue.len() < self.capacity {
+            self.queue.push_back(event);
+            return;
+        }
+        // Full: count it. The queue exceeds its capacity by at most this
+        // one Lagged, which absorbs everything dropped until the consumer
+        // makes room.
+        match self.queue.back_mut() {
+            Some(Event::Lagged { missed }) => *missed = missed.saturating_add(1),
+            _ => self.queue.push_back(Event::Lagged { missed: 1 }),
+        }
+    }
+
+    fn flush_reconnect(&mut self) {
+        if std::mem::take(&mut self.reconnect_pending) {
+            self.enqueue(Event::Reconnected);
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Closes the buffer when the task feeding it ends, however it ends.
+struct CloseOnDrop(Arc<Buffer>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The driver configuration of a listening connection: a dedicated
+/// connection with its own `application_name` and TCP keepalives, so that
+/// a dead link is noticed (see the [module docs](self)).
+pub(crate) fn listener_pg_config(config: &DbConfig) -> tokio_postgres::Config {
     let mut pg = config.dedicated_pg_config();
     pg.application_name(format!("{}-listener", config.application_name));
-    let (client, mut connection) = pg.connect(NoTls).await?;
-    let (tx, messages) = mpsc::unbounded_channel();
-    // Notifications arrive on the connection, not as query results: drive it
-    // here and forward what it yields. The task ends with the connection.
-    tokio::spawn(async move {
+    pg.keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    pg
+}
+
+/// A listening connection: the client (dropping it closes the connection)
+/// and the task that drives the connection, turning notifications into
+/// events; the task ends when the connection does.
+struct Listener {
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn listen(config: &DbConfig, buffer: &Arc<Buffer>) -> Result<Listener> {
+    let (client, mut connection) = listener_pg_config(config).connect(NoTls).await?;
+    let events = Arc::clone(buffer);
+    // Notifications arrive on the connection, not as query results. The
+    // driver reads them as they come and never waits for the consumer: the
+    // buffer drops and counts what does not fit.
+    let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
-                Ok(message) => {
-                    if tx.send(message).is_err() {
-                        return;
+                Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
+                    match serde_json::from_str::<Payload>(n.payload()) {
+                        Ok(payload) => events.push(Event::Execution(payload.into())),
+                        Err(e) => tracing::warn!(error = %e, "unreadable execution event"),
                     }
                 }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "event listener connection lost");
                     return;
@@ -185,11 +426,12 @@ async fn listen(config: &DbConfig) -> Result<Listener> {
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    Ok(Listener {
-        _client: client,
-        messages,
-    })
+    let listener = Listener { client, driver };
+    listener
+        .client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await?;
+    Ok(listener)
 }
 
 /// Whether the [`Database`] the stream came from is still open.
@@ -200,9 +442,10 @@ fn database_open(pool: &deadpool_postgres::WeakPool) -> bool {
 async fn listen_loop(
     config: DbConfig,
     pool: deadpool_postgres::WeakPool,
-    out: mpsc::Sender<Event>,
+    buffer: Arc<Buffer>,
     first: Listener,
 ) {
+    let _close = CloseOnDrop(Arc::clone(&buffer));
     let mut listener = Some(first);
     let mut backoff = Duration::from_millis(50);
     // The stream ends when its Database is closed or dropped.
@@ -213,159 +456,387 @@ async fn listen_loop(
         }
         let mut current = match listener.take() {
             Some(l) => l,
-            None => match listen(&config).await {
-                Ok(l) => {
-                    tracing::info!("event listener reconnected");
-                    backoff = Duration::from_millis(50);
-                    if out.send(Event::Reconnected).await.is_err() {
-                        return;
+            None => {
+                // Set before listening: the first notification of the new
+                // connection (which can only come once LISTEN is in force)
+                // is preceded by the Reconnected.
+                buffer.reconnect_pending();
+                match listen(&config, &buffer).await {
+                    Ok(l) => {
+                        tracing::info!("event listener reconnected");
+                        backoff = Duration::from_millis(50);
+                        buffer.reconnected();
+                        l
                     }
-                    l
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, ?backoff, "event listener cannot reconnect yet");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = out.closed() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        loop {
-            let message = tokio::select! {
-                m = current.messages.recv() => m,
-                _ = out.closed() => return,
-                _ = liveness.tick() => {
-                    if database_open(&pool) {
+                    Err(e) => {
+                        tracing::debug!(error = %e, ?backoff, "event listener cannot reconnect yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
                         continue;
                     }
-                    return;
                 }
-            };
-            match message {
-                Some(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
-                    match serde_json::from_str::<Payload>(n.payload()) {
-                        Ok(payload) => {
-                            if out.send(Event::Execution(payload.into())).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "unreadable execution event"),
+            }
+        };
+        loop {
+            tokio::select! {
+                // Connection lost (or the keepalive gave up on it): listen
+                // again.
+                _ = &mut current.driver => break,
+                _ = liveness.tick() => {
+                    if !database_open(&pool) {
+                        return;
                     }
                 }
-                Some(_) => {}
-                None => break, // connection lost: reconnect
             }
         }
+    }
+}
+
+/// What a polling stream has read so far, and the statuses it remembers.
+struct PollState {
+    /// The last row read, in `(updated_at, id)` order.
+    cursor: (Timestamp, ExecutionId),
+    /// The last status reported per execution, with the time the row
+    /// entered it. At most [`POLL_TRACKED_EXECUTIONS`] entries.
+    reported: HashMap<ExecutionId, (ExecutionStatus, Timestamp)>,
+    /// Statuses entered at or before this time are not reported for a row
+    /// not in `reported`: they predate the stream or were forgotten.
+    forgotten_until: Timestamp,
+}
+
+impl PollState {
+    fn new(start: Timestamp) -> Self {
+        PollState {
+            cursor: (start, ExecutionId::from_uuid(uuid::Uuid::max())),
+            reported: HashMap::new(),
+            forgotten_until: start,
+        }
+    }
+
+    /// Whether a row read with `status`, entered at `status_at`, is a
+    /// status change to report; remembers it if so.
+    fn is_change(
+        &mut self,
+        id: ExecutionId,
+        status: ExecutionStatus,
+        status_at: Timestamp,
+    ) -> bool {
+        match self.reported.get(&id) {
+            Some((known, _)) if *known == status => false,
+            Some(_) => {
+                self.reported.insert(id, (status, status_at));
+                true
+            }
+            None if status_at <= self.forgotten_until => false,
+            None => {
+                self.reported.insert(id, (status, status_at));
+                if self.reported.len() > POLL_TRACKED_EXECUTIONS {
+                    self.forget_older_half();
+                }
+                true
+            }
+        }
+    }
+
+    /// Forgets the executions whose status is older than the median, and
+    /// moves `forgotten_until` there, so none of them is reported again
+    /// unless its status changes.
+    fn forget_older_half(&mut self) {
+        let mut times: Vec<Timestamp> = self.reported.values().map(|(_, at)| *at).collect();
+        let middle = times.len() / 2;
+        let (_, median, _) = times.select_nth_unstable(middle);
+        let median = *median;
+        self.reported.retain(|_, (_, at)| *at > median);
+        self.forgotten_until = self.forgotten_until.max(median);
     }
 }
 
 async fn poll_loop(
     db: Database,
-    out: mpsc::Sender<Event>,
+    buffer: Arc<Buffer>,
     interval: Duration,
     settle: Duration,
-    mut cursor: (Timestamp, ExecutionId),
+    start: Timestamp,
 ) {
+    let _close = CloseOnDrop(Arc::clone(&buffer));
+    let mut state = PollState::new(start);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = out.closed() => return,
-        }
-        if db.pool().is_closed() {
-            return;
-        }
-        match poll_once(&db, &mut cursor, settle, &out).await {
-            Ok(true) => {
-                if failing {
-                    failing = false;
-                    // Rows changed while polling failed are still read
-                    // (the cursor did not move), but say so anyway.
-                    if out.send(Event::Reconnected).await.is_err() {
-                        return;
+        ticker.tick().await;
+        loop {
+            if db.pool().is_closed() {
+                return;
+            }
+            // Read only what the buffer has room for (a batch of events
+            // and a Reconnected): a slow consumer slows the polling down,
+            // and nothing is dropped.
+            if buffer.free() <= POLL_BATCH {
+                break;
+            }
+            match poll_once(&db, &mut state, settle, &buffer).await {
+                Ok(more) => {
+                    if failing {
+                        failing = false;
+                        // Rows changed while polling failed are still read
+                        // (the cursor did not move), but say so anyway.
+                        buffer.push(Event::Reconnected);
+                    }
+                    if !more {
+                        break;
                     }
                 }
-            }
-            Ok(false) => return,
-            Err(e) => {
-                failing = true;
-                tracing::debug!(error = %e, "polling for execution events failed");
+                Err(e) => {
+                    failing = true;
+                    tracing::debug!(error = %e, "polling for execution events failed");
+                    break;
+                }
             }
         }
     }
 }
 
-/// Reads and forwards changes after `cursor`; false when the consumer is
-/// gone.
+/// Changed rows in `(updated_at, id)` order, with the time each entered its
+/// status (see [`PollState`]).
+const POLL_SQL: &str = "SELECT id, task_id, status, worker_id, updated_at, \
+       CASE status WHEN 'pending' THEN created_at \
+                   WHEN 'running' THEN started_at \
+                   ELSE completed_at END AS status_at \
+     FROM task_executions \
+     WHERE (updated_at, id) > ($1, $2) \
+       AND updated_at < now() - make_interval(secs => $3) \
+     ORDER BY updated_at, id LIMIT 256";
+
+/// Reads one batch of changes after the cursor and queues the status
+/// changes among them; true when the batch was full (more may wait).
 async fn poll_once(
     db: &Database,
-    cursor: &mut (Timestamp, ExecutionId),
+    state: &mut PollState,
     settle: Duration,
-    out: &mpsc::Sender<Event>,
+    buffer: &Buffer,
 ) -> Result<bool> {
-    let client = db.client().await?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT id, task_id, status, worker_id, updated_at FROM task_executions \
-             WHERE (updated_at, id) > ($1, $2) \
-               AND updated_at < now() - make_interval(secs => $3) \
-             ORDER BY updated_at, id LIMIT 1000",
-        )
-        .await?;
-    let rows = client
-        .query(&stmt, &[&cursor.0, &cursor.1, &settle.as_secs_f64()])
-        .await?;
-    drop(client);
+    // Through the repositories' executor: a statement cached before a
+    // schema change heals instead of failing every poll.
+    let rows = crate::pg::query_pooled(
+        db,
+        POLL_SQL,
+        &[&state.cursor.0, &state.cursor.1, &settle.as_secs_f64()],
+    )
+    .await?;
+    let full = rows.len() >= POLL_BATCH;
     for row in rows {
+        let id: ExecutionId = row.try_get("id")?;
         let status: ExecutionStatus = row.try_get("status")?;
-        let event = ExecutionEvent {
-            kind: EventKind::of(status),
-            execution_id: row.try_get("id")?,
-            task_id: row.try_get("task_id")?,
-            status,
-            worker_id: row.try_get("worker_id")?,
-        };
-        *cursor = (row.try_get("updated_at")?, event.execution_id);
-        if out.send(Event::Execution(event)).await.is_err() {
-            return Ok(false);
+        let updated_at: Timestamp = row.try_get("updated_at")?;
+        // A status is entered no later than the row's last update. A
+        // missing or unreadable status time (a row written by another
+        // application) counts as the last update.
+        let status_at = row
+            .try_get::<_, Option<Timestamp>>("status_at")
+            .ok()
+            .flatten()
+            .map_or(updated_at, |at| at.min(updated_at));
+        if state.is_change(id, status, status_at) {
+            buffer.push(Event::Execution(ExecutionEvent {
+                kind: EventKind::of(status),
+                execution_id: id,
+                task_id: row.try_get("task_id")?,
+                status,
+                worker_id: row.try_get("worker_id")?,
+            }));
         }
+        state.cursor = (updated_at, id);
     }
-    Ok(true)
+    Ok(full)
 }
 
 impl Database {
-    /// Execution events over LISTEN/NOTIFY on a dedicated connection (see
-    /// [`crate::events`]). Fails with [`Error::Unavailable`](crate::Error)
-    /// if the first connection cannot be made; after that, the stream
-    /// reconnects by itself.
+    /// Execution events over LISTEN/NOTIFY on a dedicated connection with
+    /// TCP keepalives (see [`crate::events`]). Fails with
+    /// [`Error::Unavailable`](crate::Error) if the first connection cannot
+    /// be made; after that, the stream reconnects by itself. A consumer
+    /// more than [`EVENT_BUFFER`] events behind gets [`Event::Lagged`].
     pub async fn subscribe(&self) -> Result<EventStream> {
         let config = self.config().clone();
-        let first = listen(&config).await?;
-        let (tx, rx) = mpsc::channel(BUFFER);
-        let task = tokio::spawn(listen_loop(config, self.pool().weak(), tx, first));
-        Ok(EventStream { rx, task })
+        let buffer = Buffer::new(EVENT_BUFFER);
+        let first = listen(&config, &buffer).await?;
+        let task = tokio::spawn(listen_loop(
+            config,
+            self.pool().weak(),
+            Arc::clone(&buffer),
+            first,
+        ));
+        Ok(EventStream { buffer, task })
     }
 
-    /// Execution events by polling every `interval`, for connections where
-    /// LISTEN does not work (see [`crate::events`]). Starts with changes made
-    /// after the call; a change is read once it is `settle` old. The stream
-    /// holds a clone of this `Database` and ends when it is closed.
+    /// Execution status changes by polling every `interval`, for
+    /// connections where LISTEN does not work (see [`crate::events`]).
+    /// Starts with changes made after the call; a change is read once it is
+    /// `settle` old. The stream holds a clone of this `Database` and ends
+    /// when it is closed.
+    ///
+    /// `interval` must be 1 ms to 1 hour ([`POLL_INTERVAL_RANGE`]) and
+    /// `settle` 0 to 1 hour ([`SETTLE_RANGE`]); otherwise the call fails
+    /// with [`Error::Validation`](crate::Error::Validation) naming the
+    /// argument, before any SQL.
     pub async fn subscribe_polling(
         &self,
         interval: Duration,
         settle: Duration,
     ) -> Result<EventStream> {
+        crate::validate::duration_in("interval", interval, &POLL_INTERVAL_RANGE)?;
+        crate::validate::duration_in("settle", settle, &SETTLE_RANGE)?;
         let client = self.client().await?;
         let start: Timestamp = client.query_one("SELECT now()", &[]).await?.try_get(0)?;
         drop(client);
-        let (tx, rx) = mpsc::channel(BUFFER);
-        let cursor = (start, ExecutionId::from_uuid(uuid::Uuid::max()));
-        let task = tokio::spawn(poll_loop(self.clone(), tx, interval, settle, cursor));
-        Ok(EventStream { rx, task })
+        let buffer = Buffer::new(EVENT_BUFFER);
+        let task = tokio::spawn(poll_loop(
+            self.clone(),
+            Arc::clone(&buffer),
+            interval,
+            settle,
+            start,
+        ));
+        Ok(EventStream { buffer, task })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execution(n: u128) -> Event {
+        Event::Execution(ExecutionEvent {
+            kind: EventKind::Enqueued,
+            execution_id: ExecutionId::from_uuid(uuid::Uuid::from_u128(n)),
+            task_id: TaskId::from_uuid(uuid::Uuid::from_u128(n)),
+            status: ExecutionStatus::Pending,
+            worker_id: None,
+        })
+    }
+
+    fn drain(buffer: &Buffer) -> Vec<Event> {
+        buffer.lock().queue.drain(..).collect()
+    }
+
+    #[test]
+    fn a_full_buffer_counts_what_it_drops_where_it_dropped_it() {
+        let buffer = Buffer::new(3);
+        for n in 0..3 {
+            buffer.push(execution(n));
+        }
+        assert_eq!(buffer.free(), 0);
+        for n in 3..10 {
+            buffer.push(execution(n));
+        }
+        // Capacity plus the one Lagged, whatever arrives.
+        assert_eq!(buffer.lock().queue.len(), 4);
+        assert_eq!(
+            buffer.lock().queue.pop_front(),
+            Some(execution(0)),
+            "the oldest are kept"
+        );
+        buffer.push(execution(10)); // still counted: the Lagged is last
+        buffer.lock().queue.pop_front();
+        buffer.push(execution(11)); // room again: queued after the Lagged
+        buffer.reconnect_pending();
+        buffer.reconnected(); // no room: counted too
+        assert_eq!(
+            drain(&buffer),
+            vec![
+                execution(2),
+                Event::Lagged { missed: 8 },
+                execution(11),
+                Event::Lagged { missed: 1 },
+            ]
+        );
+    }
+
+    #[test]
+    fn reconnected_goes_out_once_before_the_first_event_of_the_new_connection() {
+        let buffer = Buffer::new(8);
+        buffer.push(execution(1));
+        buffer.reconnect_pending();
+        buffer.push(execution(2));
+        buffer.reconnected();
+        buffer.reconnect_pending(); // a failed attempt sends nothing...
+        buffer.reconnect_pending();
+        buffer.reconnected(); // ...and the next success one Reconnected
+        assert_eq!(
+            drain(&buffer),
+            vec![
+                execution(1),
+                Event::Reconnected,
+                execution(2),
+                Event::Reconnected
+            ]
+        );
+        buffer.close();
+        buffer.push(execution(3));
+        assert!(drain(&buffer).is_empty(), "nothing is queued after close");
+    }
+
+    #[test]
+    fn polling_reports_status_changes_only() {
+        let t = |s: i64| Timestamp::from_unix_micros(s * 1_000_000).unwrap();
+        let id = |n: u128| ExecutionId::from_uuid(uuid::Uuid::from_u128(n));
+        let mut state = PollState::new(t(100));
+        use ExecutionStatus::*;
+        // Entered before the stream: a heartbeat is not a change.
+        assert!(!state.is_change(id(1), Running, t(50)));
+        assert!(!state.is_change(id(1), Running, t(50)));
+        assert!(state.is_change(id(1), Completed, t(120)));
+        assert!(!state.is_change(id(1), Completed, t(120)));
+        assert!(state.is_change(id(2), Pending, t(101)));
+        assert!(!state.is_change(id(2), Pending, t(101)));
+        assert!(state.is_change(id(2), Running, t(102)));
+        assert!(!state.is_change(id(2), Running, t(102)), "heartbeat");
+        assert!(state.is_change(id(2), Cancelled, t(103)));
+    }
+
+    #[test]
+    fn polling_memory_is_bounded_and_forgets_without_repeating() {
+        let t = |s: i64| Timestamp::from_unix_micros(s * 1_000_000).unwrap();
+        let id = |n: usize| ExecutionId::from_uuid(uuid::Uuid::from_u128(n as u128));
+        let mut state = PollState::new(t(0));
+        let total = POLL_TRACKED_EXECUTIONS * 2 + 10;
+        for n in 0..total {
+            assert!(state.is_change(id(n), ExecutionStatus::Running, t(1 + n as i64)));
+            assert!(state.reported.len() <= POLL_TRACKED_EXECUTIONS);
+        }
+        assert!(state.forgotten_until > t(0));
+        // Forgotten or remembered, a heartbeat of any of them is no change.
+        for n in 0..total {
+            assert!(!state.is_change(id(n), ExecutionStatus::Running, t(1 + n as i64)));
+        }
+        // One bulk transaction: every status time equal. All forgotten at
+        // once, and none reported again.
+        let mut bulk = PollState::new(t(0));
+        for n in 0..=POLL_TRACKED_EXECUTIONS {
+            assert!(bulk.is_change(id(n), ExecutionStatus::Pending, t(5)));
+        }
+        assert!(bulk.reported.len() <= POLL_TRACKED_EXECUTIONS);
+        assert!(!bulk.is_change(id(0), ExecutionStatus::Pending, t(5)));
+        assert!(bulk.is_change(id(0), ExecutionStatus::Running, t(6)));
+    }
+
+    #[test]
+    fn the_listener_connection_has_keepalives() {
+        let mut config = DbConfig::from_url("postgres://u@h/db?keepalives=0").unwrap();
+        config.application_name = "svc".to_owned();
+        let pg = listener_pg_config(&config);
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(pg.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(pg.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        assert_eq!(pg.get_application_name(), Some("svc-listener"));
+        // Dead within idle + interval * retries.
+        assert!(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_RETRIES <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_polling_query_reads_one_batch() {
+        assert!(POLL_SQL.ends_with(&format!("LIMIT {POLL_BATCH}")));
     }
 }

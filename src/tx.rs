@@ -13,9 +13,10 @@
 //! closure included, after a jittered exponential backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
 
 use crate::db::{Database, PooledClient};
@@ -124,12 +125,45 @@ impl TransactionOptions {
 #[derive(Debug)]
 pub(crate) struct TxInner {
     client: Option<PooledClient>,
+    /// [`DbConfig::max_output_bytes`](crate::DbConfig::max_output_bytes) of
+    /// the pool the transaction came from.
+    pub(crate) max_output_bytes: usize,
+    /// The server ends a session idle in a transaction for longer than this
+    /// ([`DbConfig::idle_in_transaction_timeout`](crate::DbConfig::idle_in_transaction_timeout)).
+    idle_timeout: Option<Duration>,
+    /// When the last statement of the transaction ended, in microseconds
+    /// since `opened`.
+    last_active: AtomicU64,
+    opened: Instant,
     /// Set once COMMIT or ROLLBACK went through; until then, dropping the
     /// transaction closes its connection rather than pooling it mid-way.
     ended: AtomicBool,
 }
 
 impl TxInner {
+    /// Notes that a statement of the transaction just ended.
+    pub(crate) fn touch(&self) {
+        let micros = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_active.store(micros, Ordering::Release);
+    }
+
+    /// `err`, or a [`TimeoutKind::IdleInTransaction`](crate::TimeoutKind)
+    /// timeout when the connection was lost after the transaction sat idle
+    /// for longer than the server allows: the server ends such a session
+    /// (25P03) with no request waiting for the answer, so the driver only
+    /// sees the connection close.
+    pub(crate) fn explain(&self, err: Error) -> Error {
+        let since = Duration::from_micros(self.last_active.load(Ordering::Acquire));
+        let idle = self.opened.elapsed().saturating_sub(since);
+        match (&err, self.idle_timeout) {
+            (Error::Unavailable { .. }, Some(limit)) if idle >= limit => Error::Timeout {
+                kind: crate::TimeoutKind::IdleInTransaction,
+                source: Some(Box::new(err)),
+            },
+            _ => err,
+        }
+    }
+
     pub(crate) fn client(&self) -> Result<&PooledClient> {
         match &self.client {
             Some(client) if !self.ended.load(Ordering::Acquire) => Ok(client),
@@ -137,15 +171,35 @@ impl TxInner {
         }
     }
 
+    /// Commits. PostgreSQL answers COMMIT in a transaction that an error
+    /// aborted (a failed statement whose error the closure handled) with a
+    /// silent ROLLBACK, so a probe is pipelined ahead of it, in the same
+    /// round trip: it fails with 25P02 exactly when the transaction was
+    /// aborted, and then the caller gets that error instead of `Ok` for
+    /// writes that were rolled back.
+    async fn commit(&self) -> Result<()> {
+        let client = self.client()?;
+        let (probe, commit) = tokio::join!(client.batch_execute("SELECT 1"), self.finish("COMMIT"));
+        commit?;
+        match probe {
+            Err(err) if err.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+                Err(Error::TransactionAborted)
+            }
+            other => Ok(other?),
+        }
+    }
+
     async fn finish(&self, sql: &str) -> Result<()> {
         let result = self.client()?.batch_execute(sql).await;
+        let result = result.map_err(|e| self.explain(e.into()));
+        self.touch();
         // A failed COMMIT ends the transaction too (the server rolled it
         // back), as long as the connection itself is still alive.
         let alive = self.client.as_ref().is_some_and(|c| !c.is_closed());
         if result.is_ok() || alive {
             self.ended.store(true, Ordering::Release);
         }
-        Ok(result?)
+        result
     }
 }
 
@@ -155,9 +209,9 @@ impl Drop for TxInner {
             && let Some(client) = self.client.take()
         {
             tracing::warn!("transaction dropped before commit or rollback; closing its connection");
-            // Detached from the pool and dropped: the connection closes and
-            // the server rolls the transaction back.
-            drop(deadpool_postgres::Object::take(client));
+            // Its statement is cancelled and the connection closed: the
+            // server rolls the transaction back.
+            crate::db::discard(client);
         }
     }
 }
@@ -255,15 +309,20 @@ impl Database {
                 // pooled in an unknown transaction state.
                 let inner = Arc::new(TxInner {
                     client: Some(self.client().await?),
+                    max_output_bytes: self.config().max_output_bytes,
+                    idle_timeout: self.config().idle_in_transaction_timeout,
+                    last_active: AtomicU64::new(0),
+                    opened: Instant::now(),
                     ended: AtomicBool::new(false),
                 });
                 inner.client()?.batch_execute(&begin).await?;
+                inner.touch();
                 match f(Transaction {
                     inner: inner.clone(),
                 })
                 .await
                 {
-                    Ok(value) => inner.finish("COMMIT").await.map(|()| value),
+                    Ok(value) => inner.commit().await.map(|()| value),
                     Err(err) => {
                         if let Err(rollback) = inner.finish("ROLLBACK").await {
                             tracing::debug!(error = %rollback, "rollback failed; the connection is discarded");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::model::{
     ExecutionStatus, ExecutionUpdate, NewTask, Outcome, PasswordHash, TaskStatus, TaskUpdate,
+    Timestamp,
 };
 
 /// Most characters in an email.
@@ -189,6 +190,16 @@ fn not_blank(field: &'static str, text: &str) -> Result<()> {
 /// is stored and looked up.
 pub fn email(raw: &str) -> Result<String> {
     no_nul("email", raw)?;
+    // The pattern is ASCII, and so must the input be before lower-casing:
+    // a few non-ASCII characters lower-case to ASCII letters (the Kelvin
+    // sign to `k`), which would let a look-alike address turn into, and log
+    // in as, someone else's.
+    if !raw.trim().is_ascii() {
+        return Err(Error::validation(
+            "email",
+            "is not a valid email address (only ASCII characters are allowed)",
+        ));
+    }
     let email = raw.trim().to_lowercase();
     if email.is_empty() {
         return Err(Error::validation("email", "is required"));
@@ -459,6 +470,43 @@ fn number_survives_jsonb(field: &'static str, n: &serde_json::Number) -> Result<
     }
 }
 
+/// The earliest instant PostgreSQL's `timestamptz` holds (4714-11-24 BC,
+/// 00:00 UTC), in microseconds since the Unix epoch. The latest (294276 AD)
+/// is beyond what [`Timestamp`] represents, so only this bound is checked.
+pub const POSTGRES_MIN_UNIX_MICROS: i64 = -210_866_803_200_000_000;
+
+/// A timestamp the server can store: not before 4714-11-24 BC. Checked
+/// before any SQL, so an out-of-range instant is a validation error naming
+/// its field rather than the server's 22008.
+pub fn timestamp(field: &'static str, at: Timestamp) -> Result<()> {
+    if at.unix_micros() < POSTGRES_MIN_UNIX_MICROS {
+        return Err(Error::validation(
+            field,
+            format!("{at} is before 4714-11-24 BC, the earliest time PostgreSQL stores"),
+        ));
+    }
+    Ok(())
+}
+
+/// Cuts `output` (an execution's stdout or stderr) to its first
+/// `max_bytes` bytes at a character boundary and appends a marker line
+/// saying so; shorter output is left alone. See
+/// [`DbConfig::max_output_bytes`](crate::DbConfig::max_output_bytes).
+pub fn truncate_output(output: &mut String, max_bytes: usize) {
+    if output.len() <= max_bytes {
+        return;
+    }
+    let total = output.len();
+    let mut keep = max_bytes;
+    while !output.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    output.truncate(keep);
+    output.push_str(&format!(
+        "\n[voidrunner-db: output truncated: {keep} of {total} bytes kept]"
+    ));
+}
+
 /// Worker id: not blank, at most 255 characters, no NUL.
 pub fn worker_id(id: &str) -> Result<()> {
     no_nul("worker_id", id)?;
@@ -495,6 +543,26 @@ pub fn duration_at_most(field: &'static str, value: Duration, max: Duration) -> 
         ));
     }
     Ok(())
+}
+
+/// A duration argument within `range` (both ends included), else an
+/// [`Error::Validation`] for `field` giving the range.
+pub fn duration_in(
+    field: &'static str,
+    value: Duration,
+    range: &std::ops::RangeInclusive<Duration>,
+) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(Error::validation(
+        field,
+        format!(
+            "must be between {:?} and {:?}, not {value:?}",
+            range.start(),
+            range.end()
+        ),
+    ))
 }
 
 /// A task status a caller may set by hand
@@ -558,6 +626,23 @@ pub fn new_task(task: &NewTask, policy: &ValidationPolicy) -> Result<()> {
     metadata(&task.metadata, &policy.metadata)
 }
 
+/// Most rows of one batch statement (`TaskRepository::create_many`,
+/// `ExecutionQueue::enqueue_many`): a batch is one statement whose arrays the
+/// server holds in memory at once. Split larger loads, or use
+/// `TaskRepository::import` (COPY), which streams.
+pub const MAX_BATCH: usize = 50_000;
+
+/// A batch's size: at most [`MAX_BATCH`].
+pub fn batch_size(field: &'static str, len: usize) -> Result<()> {
+    if len > MAX_BATCH {
+        return Err(Error::validation(
+            field,
+            format!("holds {len} items, more than the {MAX_BATCH} one statement takes"),
+        ));
+    }
+    Ok(())
+}
+
 /// Every field of every task of a batch; the message of the first failure
 /// names its index.
 pub fn new_tasks(tasks: &[NewTask], policy: &ValidationPolicy) -> Result<()> {
@@ -598,6 +683,12 @@ pub fn task_update(update: &TaskUpdate, policy: &ValidationPolicy) -> Result<()>
 
 /// Every field an execution update sets.
 pub fn execution_update(update: &ExecutionUpdate) -> Result<()> {
+    if let Some(at) = update.started_at {
+        timestamp("started_at", at)?;
+    }
+    if let Some(at) = update.completed_at {
+        timestamp("completed_at", at)?;
+    }
     if let Some(code) = update.return_code {
         return_code(code)?;
     }
@@ -922,6 +1013,30 @@ mod tests {
             ..ExecutionUpdate::default()
         };
         assert_eq!(field_of(execution_update(&nul)), "stderr");
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn output_is_cut_at_a_character_boundary_with_a_marker() {
+        let mut short = "ok".to_owned();
+        truncate_output(&mut short, 2);
+        assert_eq!(short, "ok");
+        let mut long = "aé".repeat(10); // 30 bytes
+        truncate_output(&mut long, 4); // "aéa" is 4 bytes; "aé" + 1 byte of é is not a boundary
+        assert_eq!(
+            long,
+            "aéa\n[voidrunner-db: output truncated: 4 of 30 bytes kept]"
+        );
+        let mut odd = "é".repeat(3); // 6 bytes
+        truncate_output(&mut odd, 3);
+        assert!(odd.starts_with("é\n"), "{odd}");
+        let mut nothing = "é".to_owned();
+        truncate_output(&mut nothing, 0);
+        assert!(nothing.starts_with("\n[voidrunner-db"), "{nothing}");
     }
 }
 

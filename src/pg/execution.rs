@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -60,6 +60,45 @@ fn keyset(execution: &TaskExecution) -> Keyset {
         id: execution.id.as_uuid(),
     }
 }
+
+/// Results recorded on an execution: `$1` execution, `$2`–`$8` the fields
+/// (NULL leaves one as it is).
+///
+/// The task is locked first, the crate's one lock order, so a transaction
+/// that records results and then ends the execution cannot deadlock with a
+/// cancel of its task. Times that would end the execution before it started,
+/// counting those already stored, change nothing and are reported by
+/// `updated` being false (a validation error, not the CHECK's 23514).
+static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH task AS MATERIALIZED ( \
+           SELECT t.id FROM tasks t \
+           WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
+           FOR NO KEY UPDATE \
+         ), current AS MATERIALIZED ( \
+           SELECT e.id, e.started_at, e.completed_at \
+           FROM task_executions e JOIN task ON task.id = e.task_id \
+           WHERE e.id = $1 FOR NO KEY UPDATE OF e \
+         ), updated AS ( \
+           UPDATE task_executions e SET \
+             return_code = COALESCE($2, e.return_code), \
+             stdout = COALESCE($3, e.stdout), \
+             stderr = COALESCE($4, e.stderr), \
+             execution_time_ms = COALESCE($5, e.execution_time_ms), \
+             memory_usage_bytes = COALESCE($6, e.memory_usage_bytes), \
+             started_at = COALESCE($7, e.started_at), \
+             completed_at = COALESCE($8, e.completed_at) \
+           FROM current c \
+           WHERE e.id = c.id \
+             AND COALESCE(COALESCE($8, c.completed_at) >= COALESCE($7, c.started_at), true) \
+           RETURNING {returning} \
+         ) \
+         SELECT u.id IS NOT NULL AS updated, {updated} \
+         FROM current c LEFT JOIN updated u ON true",
+        returning = super::prefixed("e", COLUMNS),
+        updated = super::prefixed("u", COLUMNS),
+    )
+});
 
 /// [`ExecutionRepository`] over the pool of a [`Database`].
 #[derive(Debug, Clone)]
@@ -120,33 +159,34 @@ pub(crate) mod sql {
         if update.is_empty() {
             return get(c, id).await;
         }
-        c.query_opt(
-            &format!(
-                "UPDATE task_executions SET \
-                   return_code = COALESCE($2, return_code), \
-                   stdout = COALESCE($3, stdout), \
-                   stderr = COALESCE($4, stderr), \
-                   execution_time_ms = COALESCE($5, execution_time_ms), \
-                   memory_usage_bytes = COALESCE($6, memory_usage_bytes), \
-                   started_at = COALESCE($7, started_at), \
-                   completed_at = COALESCE($8, completed_at) \
-                 WHERE id = $1 RETURNING {COLUMNS}"
-            ),
-            &[
-                &id,
-                &update.return_code,
-                &update.stdout,
-                &update.stderr,
-                &update.execution_time_ms,
-                &update.memory_usage_bytes,
-                &update.started_at,
-                &update.completed_at,
-            ],
-        )
-        .await?
-        .map(|row| execution_from_row(&row))
-        .transpose()?
-        .ok_or_else(|| Error::not_found("execution", id))
+        let row = c
+            .query_opt(
+                &UPDATE_SQL,
+                &[
+                    &id,
+                    &update.return_code,
+                    &update.stdout,
+                    &update.stderr,
+                    &update.execution_time_ms,
+                    &update.memory_usage_bytes,
+                    &update.started_at,
+                    &update.completed_at,
+                ],
+            )
+            .await?
+            .ok_or_else(|| Error::not_found("execution", id))?;
+        if row.try_get::<_, bool>("updated")? {
+            return execution_from_row(&row);
+        }
+        let field = if update.started_at.is_some() {
+            "started_at"
+        } else {
+            "completed_at"
+        };
+        Err(Error::validation(
+            field,
+            "would put completed_at before started_at, counting the times already stored",
+        ))
     }
 
     pub(crate) async fn update_status(
@@ -224,7 +264,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "list")
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
-        let page = PageSpec::parse(CursorKind::Execution, &page)?;
+        let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
         sql::list(&self.source.conn().await?, "TRUE", None, &page).await
     }
 
@@ -238,7 +278,10 @@ impl ExecutionRepository for PgExecutionRepository {
         task_id: TaskId,
         page: PageRequest,
     ) -> Result<Page<TaskExecution>> {
-        let page = PageSpec::parse(CursorKind::Execution, &page)?;
+        let page = PageSpec::parse(
+            TABLE.scope("list_by_task", task_id.as_uuid().as_bytes()),
+            &page,
+        )?;
         sql::list(
             &self.source.conn().await?,
             "task_id = $1",
@@ -258,7 +301,10 @@ impl ExecutionRepository for PgExecutionRepository {
         status: ExecutionStatus,
         page: PageRequest,
     ) -> Result<Page<TaskExecution>> {
-        let page = PageSpec::parse(CursorKind::Execution, &page)?;
+        let page = PageSpec::parse(
+            TABLE.scope("list_by_status", status.as_str().as_bytes()),
+            &page,
+        )?;
         sql::list(
             &self.source.conn().await?,
             "status = $1",
@@ -282,8 +328,15 @@ impl ExecutionRepository for PgExecutionRepository {
         skip_all,
         fields(entity = "execution", op = "update")
     )]
-    async fn update(&self, id: ExecutionId, update: ExecutionUpdate) -> Result<TaskExecution> {
+    async fn update(&self, id: ExecutionId, mut update: ExecutionUpdate) -> Result<TaskExecution> {
         validate::execution_update(&update)?;
+        let max = self.source.max_output_bytes();
+        for output in [&mut update.stdout, &mut update.stderr]
+            .into_iter()
+            .flatten()
+        {
+            validate::truncate_output(output, max);
+        }
         sql::update(&self.source.conn().await?, id, &update).await
     }
 

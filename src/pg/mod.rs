@@ -7,6 +7,7 @@
 //! machine inside the UPDATE, on the locked row.
 
 mod execution;
+mod jsonb;
 mod queue;
 mod task;
 mod user;
@@ -16,7 +17,8 @@ pub use queue::{__queue_sql, PgExecutionQueue};
 pub use task::PgTaskRepository;
 pub use user::PgUserRepository;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -37,10 +39,27 @@ enum Source {
 }
 
 impl Source {
+    /// How much of an execution's stdout and stderr is stored.
+    fn max_output_bytes(&self) -> usize {
+        match self {
+            Source::Pool(db) => db.config().max_output_bytes,
+            Source::Tx(tx) => tx.max_output_bytes,
+        }
+    }
+
     async fn conn(&self) -> Result<Conn<'_>> {
         match self {
-            Source::Pool(db) => Ok(Conn::Pooled(db.client().await?)),
-            Source::Tx(tx) => Ok(Conn::Tx(tx.client()?)),
+            Source::Pool(db) => Ok(Conn::Pooled(PoolConn {
+                db,
+                primary: Some(db.client().await?),
+                replacement: OnceLock::new(),
+                busy: AtomicBool::new(false),
+                in_transaction: AtomicBool::new(false),
+            })),
+            Source::Tx(tx) => {
+                tx.client()?;
+                Ok(Conn::Tx(tx))
+            }
         }
     }
 }
@@ -56,86 +75,244 @@ impl Source {
 /// outside a transaction, the statement is prepared and run once more.
 /// Inside a transaction the error has already aborted it, so the error is
 /// returned (and is retryable: [`Error::is_retryable`]); the cleared cache
-/// makes the next attempt succeed.
+/// makes the next attempt succeed. A server session whose own cached plans
+/// went stale (42804 from a trigger's plan after a column changed type) is
+/// closed, and outside a transaction the statement runs again on a fresh
+/// connection.
 // Lives on the stack of one call; boxing the pooled variant would cost an
-// allocation per query to save bytes nobody keeps.
+// allocation per call to save bytes nobody keeps.
 #[allow(clippy::large_enum_variant)]
 enum Conn<'a> {
-    Pooled(PooledClient),
-    Tx(&'a PooledClient),
+    Pooled(PoolConn<'a>),
+    Tx(&'a TxInner),
 }
 
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+/// The pooled connection of one repository call.
+///
+/// Armed from before a statement's first byte is sent until its whole
+/// answer has arrived: if the call's future is dropped in between (a
+/// timeout, a `select!`, a cancelled request handler), the connection is
+/// closed and its statement cancelled on the server, never returned to the
+/// pool with a statement still running.
+struct PoolConn<'a> {
+    db: &'a Database,
+    primary: Option<PooledClient>,
+    /// The fresh connection that replaced `primary` after its server
+    /// session went stale.
+    replacement: OnceLock<PooledClient>,
+    busy: AtomicBool,
+    /// Inside a transaction the call opened ([`Conn::begin`]): armed until
+    /// it ends.
+    in_transaction: AtomicBool,
+}
+
+impl PoolConn<'_> {
+    fn client(&self) -> Result<&PooledClient> {
+        // `primary` is taken only by `take` and `drop`, which consume the
+        // value, so this never fails; answered as an error rather than
+        // trusted.
+        self.replacement
+            .get()
+            .or(self.primary.as_ref())
+            .ok_or_else(|| Error::unavailable("the call's connection was already released", None))
+    }
+
+    /// The connection, for an exchange that guards itself.
+    fn take(mut self) -> Result<PooledClient> {
+        if let Some(replacement) = self.replacement.take() {
+            if let Some(stale) = self.primary.take() {
+                crate::db::discard(stale);
+            }
+            return Ok(replacement);
+        }
+        self.primary
+            .take()
+            .ok_or_else(|| Error::unavailable("the call's connection was already released", None))
+    }
+}
+
+impl Drop for PoolConn<'_> {
+    fn drop(&mut self) {
+        let busy = *self.busy.get_mut() || *self.in_transaction.get_mut();
+        match (self.replacement.take(), self.primary.take()) {
+            (Some(replacement), stale) => {
+                if let Some(stale) = stale {
+                    crate::db::discard(stale);
+                }
+                if busy {
+                    crate::db::discard(replacement);
+                }
+            }
+            (None, Some(primary)) if busy => crate::db::discard(primary),
+            _ => {}
+        }
+    }
+}
+
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl Conn<'_> {
-    fn client(&self) -> &PooledClient {
+    fn client(&self) -> Result<&PooledClient> {
         match self {
-            Conn::Pooled(client) => client,
-            Conn::Tx(client) => client,
+            Conn::Pooled(pooled) => pooled.client(),
+            Conn::Tx(tx) => tx.client(),
+        }
+    }
+
+    fn set_busy(&self, busy: bool) {
+        if let Conn::Pooled(pooled) = self {
+            pooled.busy.store(busy, Ordering::Release);
         }
     }
 
     /// Runs `run` with the cached statement for `sql`, healing a stale
-    /// cache once (see the type's docs).
-    async fn with_statement<T, F, Fut>(&self, sql: &str, run: F) -> Result<T>
+    /// cache or session once (see the type's docs).
+    async fn with_statement<'s, T, F, Fut>(&'s self, sql: &str, run: F) -> Result<T>
     where
-        F: Fn(Statement) -> Fut,
-        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+        F: Fn(&'s PooledClient, Statement) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
     {
-        let client = self.client();
-        let mut healed = false;
+        // A call may meet both in turn: its cached statement, then the
+        // session's trigger plans.
+        let (mut healed_cache, mut healed_session) = (false, false);
         loop {
-            let stmt = client.prepare_cached(sql).await?;
-            match run(stmt).await {
-                Err(err) if !healed && is_stale_statement(&err) => {
-                    tracing::debug!(error = %err, "stale cached statement; clearing the connection's cache");
-                    client.statement_cache.clear();
-                    if matches!(self, Conn::Tx(_)) {
-                        return Err(err.into());
-                    }
-                    healed = true;
+            let client = self.client()?;
+            self.set_busy(true);
+            let result = match client.prepare_cached(sql).await {
+                Ok(stmt) => run(client, stmt).await,
+                Err(err) => Err(err),
+            };
+            self.set_busy(false);
+            if let (Conn::Tx(tx), Ok(_)) = (self, &result) {
+                tx.touch();
+            }
+            let err = match result {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let stale_cache = is_stale_statement(&err);
+            let stale_session = is_stale_session(&err);
+            if stale_cache {
+                tracing::debug!(error = %err, "stale cached statement; clearing the connection's cache");
+                client.statement_cache.clear();
+            }
+            match self {
+                Conn::Pooled(_) if !healed_cache && stale_cache => healed_cache = true,
+                Conn::Pooled(pooled) if !healed_session && stale_session => {
+                    // The schema change that made this session stale made
+                    // every session of the pool stale: close the idle ones,
+                    // so the checkout below opens a fresh session (those in
+                    // use are replaced when they meet it, as this one is).
+                    tracing::debug!(error = %err, "stale server session; replacing the pool's connections");
+                    pooled.db.pool().retain(|_, _| false);
+                    let fresh = pooled.db.client().await?;
+                    // The stale one is closed when the call ends.
+                    let _ = pooled.replacement.set(fresh);
+                    healed_session = true;
                 }
-                Err(err) if is_stale_statement(&err) => {
-                    client.statement_cache.clear();
+                Conn::Pooled(pooled) if stale_session => {
+                    // The replacement met a stale session too (another
+                    // caller returned one to the pool meanwhile): it is
+                    // closed when the call ends, and the caller may retry.
+                    pooled.busy.store(true, Ordering::Release);
                     return Err(err.into());
                 }
-                other => return Ok(other?),
+                Conn::Tx(tx) => {
+                    // Explained before the transaction counts as active again.
+                    let err = tx.explain(err.into());
+                    tx.touch();
+                    return Err(err);
+                }
+                _ => return Err(err.into()),
             }
         }
     }
 
     async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
-        let client = self.client();
-        self.with_statement(sql, |stmt| async move { client.query(&stmt, params).await })
-            .await
+        self.with_statement(sql, |client, stmt| async move {
+            client.query(&stmt, params).await
+        })
+        .await
     }
 
     async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
-        let client = self.client();
-        self.with_statement(
-            sql,
-            |stmt| async move { client.query_opt(&stmt, params).await },
-        )
+        self.with_statement(sql, |client, stmt| async move {
+            client.query_opt(&stmt, params).await
+        })
         .await
     }
 
     async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
-        let client = self.client();
-        self.with_statement(
-            sql,
-            |stmt| async move { client.query_one(&stmt, params).await },
-        )
+        self.with_statement(sql, |client, stmt| async move {
+            client.query_one(&stmt, params).await
+        })
         .await
     }
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
-        let client = self.client();
-        self.with_statement(
-            sql,
-            |stmt| async move { client.execute(&stmt, params).await },
-        )
+        self.with_statement(sql, |client, stmt| async move {
+            client.execute(&stmt, params).await
+        })
         .await
     }
+
+    /// Runs a simple-protocol statement (transaction control), armed like
+    /// the others.
+    async fn batch(&self, sql: &str) -> Result<()> {
+        self.set_busy(true);
+        let result = self.client()?.batch_execute(sql).await;
+        self.set_busy(false);
+        Ok(result?)
+    }
+
+    /// Opens a transaction for a repository call that needs several
+    /// statements, unless the call already runs in one. The connection
+    /// stays armed until [`end`](Self::end): dropped in between, it is
+    /// closed, never pooled mid-transaction.
+    async fn begin(&self) -> Result<()> {
+        if let Conn::Pooled(pooled) = self {
+            pooled.in_transaction.store(true, Ordering::Release);
+            self.batch("BEGIN").await?;
+        }
+        Ok(())
+    }
+
+    /// Ends what [`begin`](Self::begin) opened: commits if `result` is `Ok`,
+    /// else rolls back; returns `result`, or the failure to commit.
+    async fn end<T>(&self, result: Result<T>) -> Result<T> {
+        let Conn::Pooled(pooled) = self else {
+            return result;
+        };
+        let finish = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.batch(finish).await;
+        // A failed COMMIT ends the transaction too, as long as the
+        // connection itself is alive; a dead one is discarded on drop.
+        if ended.is_ok() || !self.client()?.is_closed() {
+            pooled.in_transaction.store(false, Ordering::Release);
+        }
+        match (result, ended) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(_), Err(err)) => Err(err),
+            (Err(err), _) => Err(err),
+        }
+    }
+}
+
+/// Whether a server session's own cached plans went stale: PL/pgSQL (the
+/// crate's triggers) refuses a plan whose parameter types changed (42804).
+/// The crate's statements fix their parameter types when prepared, so they
+/// never raise it otherwise.
+fn is_stale_session(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::DATATYPE_MISMATCH)
+}
+
+/// Runs one query on a pooled connection of `db` through the repositories'
+/// executor ([`Conn`]: armed while in flight, healing stale statements), for
+/// the crate's modules outside `pg` (the polling event stream).
+pub(crate) async fn query_pooled(db: &Database, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+    let source = Source::Pool(db.clone());
+    let conn = source.conn().await?;
+    conn.query(sql, params).await
 }
 
 /// Reads the columns of one row of `entity`, fallibly: a value the crate
@@ -207,26 +384,58 @@ struct Keyset {
     id: Uuid,
 }
 
-const CURSOR_VERSION: u8 = 1;
-const CURSOR_BYTES: usize = 1 + 1 + 4 + 8 + 16 + 4;
+/// The list a cursor belongs to: the entity and a hash of the list's name
+/// and filter. A cursor of `list_by_user(a)` is refused by
+/// `list_by_user(b)`, by `list` and by `search_by_metadata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ListScope {
+    kind: CursorKind,
+    list: u32,
+}
 
-/// Hex of version, kind, priority, created_at (µs), id and a checksum of
-/// those. The checksum catches edits and truncation, so a mangled cursor is
-/// a validation error rather than a silently wrong page; it is not a
-/// signature (a cursor only ever selects rows the caller may list anyway).
-fn encode_cursor(kind: CursorKind, key: &Keyset) -> String {
+impl ListScope {
+    /// `name` names the list (`"tasks.by_user"`); `filter` is its filter
+    /// value's bytes (empty for an unfiltered list).
+    fn new(kind: CursorKind, name: &str, filter: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(name.len() + 1 + filter.len());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(filter);
+        ListScope {
+            kind,
+            list: checksum(&bytes),
+        }
+    }
+}
+
+const CURSOR_VERSION: u8 = 2;
+const CURSOR_BYTES: usize = 1 + 1 + 4 + 4 + 8 + 16 + 4;
+
+/// Hex of version, kind, list, priority, created_at (µs), id and a
+/// checksum of those. The checksum catches edits and truncation, so a
+/// mangled cursor is a validation error rather than a silently wrong page;
+/// it is not a signature (a cursor only ever selects rows the caller may
+/// list anyway).
+fn encode_cursor(scope: ListScope, key: &Keyset) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = Vec::with_capacity(CURSOR_BYTES);
     bytes.push(CURSOR_VERSION);
-    bytes.push(kind as u8);
+    bytes.push(scope.kind as u8);
+    bytes.extend_from_slice(&scope.list.to_be_bytes());
     bytes.extend_from_slice(&key.priority.to_be_bytes());
     bytes.extend_from_slice(&key.created_at.unix_micros().to_be_bytes());
     bytes.extend_from_slice(key.id.as_bytes());
     let sum = checksum(&bytes);
     bytes.extend_from_slice(&sum.to_be_bytes());
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut text = String::with_capacity(CURSOR_BYTES * 2);
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
-fn decode_cursor(kind: CursorKind, cursor: &str) -> Result<Keyset> {
+fn decode_cursor(scope: ListScope, cursor: &str) -> Result<Keyset> {
     let invalid = || Error::validation("cursor", "is not a cursor returned by this list");
     if cursor.len() != CURSOR_BYTES * 2 || !cursor.is_ascii() {
         return Err(invalid());
@@ -236,12 +445,22 @@ fn decode_cursor(kind: CursorKind, cursor: &str) -> Result<Keyset> {
         .collect::<std::result::Result<Vec<u8>, _>>()
         .map_err(|_| invalid())?;
     let (body, sum) = bytes.split_at(CURSOR_BYTES - 4);
-    if checksum(body).to_be_bytes() != sum || body[0] != CURSOR_VERSION || body[1] != kind as u8 {
+    let field = |range: std::ops::Range<usize>| body.get(range).ok_or_else(invalid);
+    if checksum(body).to_be_bytes() != sum
+        || body[0] != CURSOR_VERSION
+        || body[1] != scope.kind as u8
+        || field(2..6)? != scope.list.to_be_bytes()
+    {
         return Err(invalid());
     }
-    let priority = i32::from_be_bytes(body[2..6].try_into().expect("4 bytes"));
-    let micros = i64::from_be_bytes(body[6..14].try_into().expect("8 bytes"));
-    let id = Uuid::from_slice(&body[14..30]).map_err(|_| invalid())?;
+    let priority = i32::from_be_bytes(field(6..10)?.try_into().map_err(|_| invalid())?);
+    let micros = i64::from_be_bytes(field(10..18)?.try_into().map_err(|_| invalid())?);
+    let id = Uuid::from_slice(field(18..34)?).map_err(|_| invalid())?;
+    // A cursor forged with a valid checksum may name any instant: one the
+    // server cannot store is refused here, not by the server's 22008.
+    if micros < crate::validate::POSTGRES_MIN_UNIX_MICROS {
+        return Err(invalid());
+    }
     let created_at = Timestamp::from_unix_micros(micros).ok_or_else(invalid)?;
     Ok(Keyset {
         priority,
@@ -257,23 +476,26 @@ fn checksum(bytes: &[u8]) -> u32 {
     })
 }
 
-/// A checked [`PageRequest`]: rows to return and where to start.
+/// A checked [`PageRequest`]: rows to return, where to start, and the list
+/// its cursors belong to.
 #[derive(Debug, Clone, Copy)]
 struct PageSpec {
     limit: i64,
     after: Option<Keyset>,
+    scope: ListScope,
 }
 
 impl PageSpec {
     /// Checks the limit and decodes the cursor, before any I/O.
-    fn parse(kind: CursorKind, request: &PageRequest) -> Result<Self> {
+    fn parse(scope: ListScope, request: &PageRequest) -> Result<Self> {
         Ok(PageSpec {
             limit: page_limit(request)?,
             after: request
                 .cursor
                 .as_deref()
-                .map(|c| decode_cursor(kind, c))
+                .map(|c| decode_cursor(scope, c))
                 .transpose()?,
+            scope,
         })
     }
 
@@ -296,6 +518,11 @@ struct Table {
 }
 
 impl Table {
+    /// The scope of this table's list `name` filtered by `filter`.
+    fn scope(&self, name: &str, filter: &[u8]) -> ListScope {
+        ListScope::new(self.cursor, name, filter)
+    }
+
     /// The row with primary key `id`; `NotFound` when there is none.
     async fn get_row<I>(&self, c: &Conn<'_>, id: I) -> Result<Row>
     where
@@ -338,8 +565,7 @@ impl Table {
         // that silently skipped rows would hide them from every walk.
         Ok(into_page(
             rows.iter().map(from_row).collect::<Result<Vec<T>>>()?,
-            page.limit,
-            self.cursor,
+            page,
             key_of,
         ))
     }
@@ -451,16 +677,13 @@ fn prefixed(alias: &str, columns: &str) -> String {
 
 /// Builds a page from up to `limit + 1` rows: the extra row only says that
 /// another page exists.
-fn into_page<T>(
-    mut items: Vec<T>,
-    limit: i64,
-    kind: CursorKind,
-    key_of: impl Fn(&T) -> Keyset,
-) -> Page<T> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+fn into_page<T>(mut items: Vec<T>, page: &PageSpec, key_of: impl Fn(&T) -> Keyset) -> Page<T> {
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
-        items.last().map(|last| encode_cursor(kind, &key_of(last)))
+        items
+            .last()
+            .map(|last| encode_cursor(page.scope, &key_of(last)))
     } else {
         None
     };
@@ -479,16 +702,20 @@ mod tests {
         }
     }
 
+    fn tasks(filter: &[u8]) -> ListScope {
+        ListScope::new(CursorKind::Task, "list_by_user", filter)
+    }
+
     #[test]
     fn cursors_round_trip() {
         let k = key();
-        let c = encode_cursor(CursorKind::Task, &k);
-        assert_eq!(decode_cursor(CursorKind::Task, &c).unwrap(), k);
+        let c = encode_cursor(tasks(b"a"), &k);
+        assert_eq!(decode_cursor(tasks(b"a"), &c).unwrap(), k);
     }
 
     #[test]
     fn tampered_cursors_are_validation_errors() {
-        let c = encode_cursor(CursorKind::Task, &key());
+        let c = encode_cursor(tasks(b"a"), &key());
         let mut flipped = c.clone().into_bytes();
         flipped[10] = if flipped[10] == b'0' { b'1' } else { b'0' };
         let flipped = String::from_utf8(flipped).unwrap();
@@ -500,12 +727,29 @@ mod tests {
             flipped,
             "é".repeat(CURSOR_BYTES),
         ] {
-            let err = decode_cursor(CursorKind::Task, &bad).unwrap_err();
+            let err = decode_cursor(tasks(b"a"), &bad).unwrap_err();
             assert_eq!(err.field(), Some("cursor"), "{bad:?}");
         }
-        // A user cursor is refused by the task list.
-        let user_cursor = encode_cursor(CursorKind::User, &key());
-        assert!(decode_cursor(CursorKind::Task, &user_cursor).is_err());
+        // A cursor of another list, or of the same list with another
+        // filter, or of another entity, is refused.
+        for other in [
+            tasks(b"b"),
+            ListScope::new(CursorKind::Task, "list", b""),
+            ListScope::new(CursorKind::User, "list_by_user", b"a"),
+        ] {
+            let foreign = encode_cursor(other, &key());
+            assert!(decode_cursor(tasks(b"a"), &foreign).is_err());
+        }
+    }
+
+    #[test]
+    fn forged_cursors_out_of_the_servers_range_are_refused() {
+        let mut k = key();
+        k.created_at = Timestamp::from_unix_micros(crate::validate::POSTGRES_MIN_UNIX_MICROS - 1)
+            .expect("representable");
+        let forged = encode_cursor(tasks(b"a"), &k);
+        let err = decode_cursor(tasks(b"a"), &forged).unwrap_err();
+        assert_eq!(err.field(), Some("cursor"));
     }
 
     #[test]
@@ -523,11 +767,17 @@ mod tests {
     #[test]
     fn pages_know_whether_more_follow() {
         let keys: Vec<Keyset> = (0..3).map(|_| key()).collect();
-        let page = into_page(keys.clone(), 2, CursorKind::User, |k| *k);
+        let scope = ListScope::new(CursorKind::User, "list", b"");
+        let spec = |limit| PageSpec {
+            limit,
+            after: None,
+            scope,
+        };
+        let page = into_page(keys.clone(), &spec(2), |k| *k);
         assert_eq!(page.items.len(), 2);
-        let next = decode_cursor(CursorKind::User, page.next_cursor.as_deref().unwrap()).unwrap();
+        let next = decode_cursor(scope, page.next_cursor.as_deref().unwrap()).unwrap();
         assert_eq!(next, keys[1]);
-        let last = into_page(keys, 3, CursorKind::User, |k| *k);
+        let last = into_page(keys, &spec(3), |k| *k);
         assert_eq!(last.next_cursor, None);
     }
 }

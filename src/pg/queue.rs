@@ -6,13 +6,16 @@
 //!
 //! # Lock order
 //!
-//! Every statement of the crate that locks more than one row locks the task
-//! first, then its executions; several tasks are locked in id order
-//! (`enqueue_many`; deleting a user locks its tasks in id order before the
-//! cascade). Deletes lock the same way through the cascade (user, tasks,
-//! executions). `claim` and `rescue_expired` lock the execution and its task
-//! with SKIP LOCKED and never wait. No two statements of the crate can
-//! therefore wait on each other in a cycle: no deadlocks, deletes included.
+//! A user, then its tasks in id order, then their executions. Every
+//! statement that writes an execution locks its task first (heartbeat and
+//! `ExecutionRepository::update` too, so a transaction that records output
+//! and then completes keeps the order); `enqueue_many` locks its tasks in id
+//! order; deleting a user locks the user row, then its tasks in id order
+//! (separate statements, so tasks created meanwhile cannot slip past the
+//! order), then lets the cascade delete them. `claim` and `rescue_expired`
+//! lock the execution and its task with SKIP LOCKED and never wait. No two
+//! calls of the crate can therefore wait on each other in a cycle: no
+//! deadlocks, deletes included.
 //!
 //! # One active execution per task
 //!
@@ -119,7 +122,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          FOR NO KEY UPDATE OF e, t SKIP LOCKED \
        ), claimed AS ( \
          UPDATE task_executions e \
-         SET status = 'running', started_at = now(), attempt = e.attempt + 1, \
+         SET status = 'running', started_at = now(), completed_at = NULL, \
+             attempt = e.attempt + 1, \
              worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
              heartbeat_at = now() \
          FROM next WHERE e.id = next.id AND e.status = 'pending' \
@@ -153,7 +157,8 @@ const RESCUE_SQL: &str = "WITH expired AS MATERIALIZED ( \
                    ORDER BY e.lease_expires_at LIMIT $1 \
                    FOR NO KEY UPDATE OF e, t SKIP LOCKED \
                  ), timed_out AS ( \
-                   UPDATE task_executions e SET status = 'timeout', completed_at = now() \
+                   UPDATE task_executions e \
+                   SET status = 'timeout', completed_at = greatest(now(), e.started_at) \
                    FROM expired x \
                    WHERE e.id = x.id AND e.status = 'running' AND e.lease_expires_at < now() \
                    RETURNING e.id, e.task_id, e.priority, e.attempt, x.task_status \
@@ -297,7 +302,7 @@ static COMPLETE_SQL: LazyLock<String> = LazyLock::new(|| {
            UPDATE task_executions e \
            SET status = $3, return_code = $4, stdout = $5, stderr = $6, \
                execution_time_ms = $7, memory_usage_bytes = $8, \
-               completed_at = now(), lease_expires_at = NULL \
+               completed_at = greatest(now(), e.started_at), lease_expires_at = NULL \
            FROM current c \
            WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
            RETURNING {returning} \
@@ -542,13 +547,19 @@ pub(crate) mod sql {
         worker_id: &str,
         lease: Duration,
     ) -> Result<Timestamp> {
-        // The execution only: a heartbeat changes no status, so it needs no
-        // task lock (and cannot take part in a deadlock).
+        // The task is locked first even though a heartbeat changes no
+        // status: a worker's transaction that heartbeats and then completes
+        // must take its locks in the crate's one order.
         let row = c
             .query_opt(
-                "WITH current AS ( \
-                   SELECT id, status, worker_id, lease_expires_at FROM task_executions \
-                   WHERE id = $1 FOR NO KEY UPDATE \
+                "WITH task AS MATERIALIZED ( \
+                   SELECT t.id FROM tasks t \
+                   WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
+                   FOR NO KEY UPDATE \
+                 ), current AS MATERIALIZED ( \
+                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+                   FROM task_executions e JOIN task ON task.id = e.task_id \
+                   WHERE e.id = $1 FOR NO KEY UPDATE OF e \
                  ), beat AS ( \
                    UPDATE task_executions e \
                    SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now() \
@@ -695,6 +706,9 @@ impl ExecutionQueue for PgExecutionQueue {
         task_id: TaskId,
         run_after: Option<Timestamp>,
     ) -> Result<TaskExecution> {
+        if let Some(at) = run_after {
+            validate::timestamp("run_after", at)?;
+        }
         sql::enqueue(&self.source.conn().await?, task_id, run_after).await
     }
 
@@ -704,6 +718,10 @@ impl ExecutionQueue for PgExecutionQueue {
         task_ids: Vec<TaskId>,
         run_after: Option<Timestamp>,
     ) -> Result<Vec<TaskExecution>> {
+        validate::batch_size("task_ids", task_ids.len())?;
+        if let Some(at) = run_after {
+            validate::timestamp("run_after", at)?;
+        }
         sql::enqueue_many(&self.source.conn().await?, &task_ids, run_after).await
     }
 
@@ -737,10 +755,17 @@ impl ExecutionQueue for PgExecutionQueue {
         &self,
         execution_id: ExecutionId,
         worker_id: &str,
-        outcome: Outcome,
+        mut outcome: Outcome,
     ) -> Result<TaskExecution> {
         validate::worker_id(worker_id)?;
         validate::outcome(&outcome)?;
+        let max = self.source.max_output_bytes();
+        for output in [&mut outcome.stdout, &mut outcome.stderr]
+            .into_iter()
+            .flatten()
+        {
+            validate::truncate_output(output, max);
+        }
         sql::complete(
             &self.source.conn().await?,
             execution_id,

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::jsonb::Jsonb;
 use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table, prefixed};
 use std::sync::{Arc, LazyLock};
 
@@ -32,7 +33,8 @@ pub(super) const TABLE: Table = Table {
 /// `current` locks the task and, under READ COMMITTED, sees its latest
 /// committed version; the transition is checked against it. Cancelling also
 /// cancels the task's active execution, in the same statement and after the
-/// task lock (the crate's one lock order: task, then execution), so a
+/// task lock (also when the task already was cancelled, by another
+/// application writing to the table, and its execution was left active) (the crate's one lock order: task, then execution), so a
 /// cancelled task never has claimable work. `fresh` makes that exact: every
 /// writer that adds an execution also updates its task, so when the locked
 /// version is the one this statement's snapshot sees, the snapshot sees all
@@ -54,8 +56,9 @@ static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
            UPDATE task_executions e \
            SET status = 'cancelled', completed_at = greatest(now(), e.started_at), \
                lease_expires_at = NULL \
-           FROM changed ch \
-           WHERE ch.status = 'cancelled' AND e.task_id = ch.id \
+           FROM current c, fresh \
+           WHERE fresh.ok AND $2 = 'cancelled' AND e.task_id = c.id \
+             AND (c.status = 'cancelled' OR c.status = ANY($3)) \
              AND e.status IN ('pending', 'running') \
          ) \
          SELECT true AS changed, fresh.ok AS fresh, {COLUMNS} FROM changed, fresh \
@@ -147,7 +150,7 @@ pub(crate) mod sql {
                     &task.script_type,
                     &task.priority,
                     &task.timeout_seconds,
-                    &task.metadata,
+                    &Jsonb(&task.metadata),
                 ],
             )
             .await?;
@@ -159,20 +162,34 @@ pub(crate) mod sql {
             return Ok(Vec::new());
         }
         let ids: Vec<TaskId> = tasks.iter().map(|_| TaskId::new()).collect();
-        let sql = format!(
-            "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
-                 priority, timeout_seconds, metadata) \
-                 SELECT id, user_id, name, description, script_content, script_type, \
-                        priority, timeout_seconds, metadata \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                             $6::text[], $7::int4[], $8::int4[], $9::jsonb[]) \
-                   AS input(id, user_id, name, description, script_content, script_type, \
-                            priority, timeout_seconds, metadata) \
-                 RETURNING {COLUMNS}"
-        );
+        // The rows come back in input order: RETURNING promises no order,
+        // so they are joined back to their input position.
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH input AS ( \
+                   SELECT id, user_id, name, description, script_content, script_type, \
+                          priority, timeout_seconds, metadata, ord \
+                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                               $6::text[], $7::int4[], $8::int4[], $9::jsonb[]) \
+                     WITH ORDINALITY AS input(id, user_id, name, description, script_content, \
+                                              script_type, priority, timeout_seconds, metadata, \
+                                              ord) \
+                 ), created AS ( \
+                   INSERT INTO tasks (id, user_id, name, description, script_content, \
+                                      script_type, priority, timeout_seconds, metadata) \
+                   SELECT id, user_id, name, description, script_content, script_type, \
+                          priority, timeout_seconds, metadata \
+                   FROM input \
+                   RETURNING {COLUMNS} \
+                 ) \
+                 SELECT {created} FROM created JOIN input ON input.id = created.id \
+                 ORDER BY input.ord",
+                created = prefixed("created", COLUMNS),
+            )
+        });
         let rows = c
             .query(
-                &sql,
+                &SQL,
                 &[
                     &ids,
                     &tasks.iter().map(|t| t.user_id).collect::<Vec<_>>(),
@@ -188,17 +205,11 @@ pub(crate) mod sql {
                     &tasks.iter().map(|t| t.script_type).collect::<Vec<_>>(),
                     &tasks.iter().map(|t| t.priority).collect::<Vec<_>>(),
                     &tasks.iter().map(|t| t.timeout_seconds).collect::<Vec<_>>(),
-                    &tasks.iter().map(|t| &t.metadata).collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| Jsonb(&t.metadata)).collect::<Vec<_>>(),
                 ],
             )
             .await?;
-        // Input order, whatever order RETURNING used.
-        let mut created = rows
-            .iter()
-            .map(task_from_row)
-            .collect::<Result<Vec<Task>>>()?;
-        created.sort_by_key(|t| ids.iter().position(|id| *id == t.id));
-        Ok(created)
+        rows.iter().map(task_from_row).collect()
     }
 
     pub(crate) async fn import(client: &tokio_postgres::Client, tasks: &[NewTask]) -> Result<u64> {
@@ -235,7 +246,7 @@ pub(crate) mod sql {
                     &task.script_type,
                     &task.priority,
                     &task.timeout_seconds,
-                    &task.metadata,
+                    &Jsonb(&task.metadata),
                 ])
                 .await?;
         }
@@ -273,7 +284,7 @@ pub(crate) mod sql {
                 &update.script_type,
                 &update.priority,
                 &update.timeout_seconds,
-                &update.metadata,
+                &update.metadata.as_ref().map(Jsonb),
             ],
         )
         .await?
@@ -346,6 +357,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "create_many", count = tasks.len())
     )]
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>> {
+        validate::batch_size("tasks", tasks.len())?;
         validate::new_tasks(&tasks, &self.policy)?;
         sql::create_many(&self.source.conn().await?, &tasks).await
     }
@@ -361,18 +373,18 @@ impl TaskRepository for PgTaskRepository {
             return Ok(0);
         }
         match self.source.conn().await? {
-            Conn::Pooled(client) => {
+            Conn::Pooled(pooled) => {
                 // COPY is a multi-message exchange: a future dropped in the
                 // middle of it closes the connection rather than pooling it.
-                let guard = DiscardGuard::new(client);
-                let result = sql::import(guard.client(), &tasks).await;
-                if !guard.client().is_closed() {
+                let guard = DiscardGuard::new(pooled.take()?);
+                let result = sql::import(guard.client()?, &tasks).await;
+                if !guard.client()?.is_closed() {
                     guard.release();
                 }
                 result
             }
             // Inside a transaction, the transaction's own guard covers it.
-            Conn::Tx(client) => sql::import(client, &tasks).await,
+            Conn::Tx(tx) => sql::import(tx.client()?, &tasks).await,
         }
     }
 
@@ -420,7 +432,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "list")
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
-        let page = PageSpec::parse(CursorKind::Task, &page)?;
+        let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
         sql::list(&self.source.conn().await?, "TRUE", None, &page).await
     }
 
@@ -430,7 +442,10 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "list_by_user")
     )]
     async fn list_by_user(&self, user_id: UserId, page: PageRequest) -> Result<Page<Task>> {
-        let page = PageSpec::parse(CursorKind::Task, &page)?;
+        let page = PageSpec::parse(
+            TABLE.scope("list_by_user", user_id.as_uuid().as_bytes()),
+            &page,
+        )?;
         sql::list(
             &self.source.conn().await?,
             "user_id = $1",
@@ -446,7 +461,10 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "list_by_status")
     )]
     async fn list_by_status(&self, status: TaskStatus, page: PageRequest) -> Result<Page<Task>> {
-        let page = PageSpec::parse(CursorKind::Task, &page)?;
+        let page = PageSpec::parse(
+            TABLE.scope("list_by_status", status.as_str().as_bytes()),
+            &page,
+        )?;
         sql::list(
             &self.source.conn().await?,
             "status = $1",
@@ -467,11 +485,15 @@ impl TaskRepository for PgTaskRepository {
         page: PageRequest,
     ) -> Result<Page<Task>> {
         validate::metadata_filter(&filter, &self.policy.metadata)?;
-        let page = PageSpec::parse(CursorKind::Task, &page)?;
+        // serde_json writes an object's keys in a fixed order, so equal
+        // filters give equal bytes.
+        let filter_bytes = serde_json::to_vec(&filter)
+            .map_err(|e| Error::validation("filter", format!("cannot be serialised: {e}")))?;
+        let page = PageSpec::parse(TABLE.scope("search_by_metadata", &filter_bytes), &page)?;
         sql::list(
             &self.source.conn().await?,
             "metadata @> $1",
-            Some(&filter),
+            Some(&Jsonb(&filter)),
             &page,
         )
         .await

@@ -1,6 +1,11 @@
 //! [`UserRepository`] on PostgreSQL.
 
+use std::error::Error as StdError;
+use std::fmt;
+
 use async_trait::async_trait;
+use postgres_types::private::BytesMut;
+use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::Row;
 
 use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table};
@@ -32,6 +37,49 @@ fn user_from_row(row: &Row) -> Result<User> {
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })
+}
+
+/// A secret bound as a `text` / `varchar` parameter whose `Debug` form is
+/// redacted.
+///
+/// tokio-postgres logs every statement it executes at DEBUG with the `Debug`
+/// form of its parameters (`executing statement … with parameters: [...]`),
+/// so a secret bound as a plain `&str` reaches the application's logs as
+/// soon as DEBUG is on. Bound through this wrapper, the server receives the
+/// very same bytes and the log shows `<redacted>`. Every secret the crate
+/// binds goes through it: today only the password hash (the database
+/// password is never a bind parameter, and `DbConfig`'s `Debug` redacts it).
+#[derive(Clone, Copy)]
+struct SecretText<'a>(&'a str);
+
+impl<'a> SecretText<'a> {
+    fn hash(hash: &'a PasswordHash) -> Self {
+        SecretText(hash.expose())
+    }
+}
+
+impl fmt::Debug for SecretText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl ToSql for SecretText<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    // The columns holding secrets are text or varchar; anything else is a
+    // type error, not a silent conversion.
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TEXT | Type::VARCHAR)
+    }
+
+    to_sql_checked!();
 }
 
 fn keyset(user: &User) -> Keyset {
@@ -78,7 +126,7 @@ pub(crate) mod sql {
                 &format!(
                     "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
                 ),
-                &[&UserId::new(), &email, &password_hash.expose()],
+                &[&UserId::new(), &email, &SecretText::hash(password_hash)],
             )
             .await?;
         user_from_row(&row)
@@ -115,7 +163,7 @@ pub(crate) mod sql {
                  password_hash = COALESCE($3, password_hash) \
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
-            &[&id, &email, &password_hash.map(PasswordHash::expose)],
+            &[&id, &email, &password_hash.map(SecretText::hash)],
         )
         .await?
         .map(|row| user_from_row(&row))
@@ -124,23 +172,27 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn delete(c: &Conn<'_>, id: UserId) -> Result<()> {
-        // The cascade would lock the user's tasks in whatever order it
-        // scans them; locking them first in id order keeps the crate's one
-        // lock order (tasks by id, then their executions), so this cannot
-        // deadlock with a batch enqueue or a queue operation.
-        let deleted = c
-            .execute(
-                "WITH doomed AS MATERIALIZED ( \
-                   SELECT id FROM tasks WHERE user_id = $1 ORDER BY id FOR UPDATE \
-                 ) \
-                 DELETE FROM users WHERE id = $1 AND (SELECT count(*) FROM doomed) >= 0",
+        // The crate's lock order: the user, then its tasks in id order, then
+        // their executions (the cascade). The cascade alone would lock the
+        // tasks in whatever order it scans them, and would also meet tasks
+        // created after one statement's snapshot, so the locks are taken
+        // statement by statement: once the user row is locked no task can be
+        // added for it, and the next statement's snapshot sees them all.
+        c.begin().await?;
+        let result = async {
+            c.query_opt("SELECT id FROM users WHERE id = $1 FOR UPDATE", &[&id])
+                .await?
+                .ok_or_else(|| Error::not_found("user", id))?;
+            c.execute(
+                "SELECT id FROM tasks WHERE user_id = $1 ORDER BY id FOR UPDATE",
                 &[&id],
             )
             .await?;
-        match deleted {
-            0 => Err(Error::not_found("user", id)),
-            _ => Ok(()),
+            c.execute("DELETE FROM users WHERE id = $1", &[&id]).await?;
+            Ok(())
         }
+        .await;
+        c.end(result).await
     }
 
     pub(crate) async fn list(c: &Conn<'_>, page: &PageSpec) -> Result<Page<User>> {
@@ -220,7 +272,7 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "list")
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<User>> {
-        let page = PageSpec::parse(CursorKind::User, &page)?;
+        let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
         sql::list(&self.source.conn().await?, &page).await
     }
 
@@ -231,5 +283,31 @@ impl UserRepository for PgUserRepository {
     )]
     async fn count(&self) -> Result<i64> {
         sql::count(&self.source.conn().await?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_text_is_sent_as_is_and_never_shown() {
+        let hash = PasswordHash::new("$argon2id$v=19$secret");
+        let param = SecretText::hash(&hash);
+        assert_eq!(format!("{param:?}"), "<redacted>");
+        assert_eq!(format!("{:?}", Some(param)), "Some(<redacted>)");
+
+        let mut sent = BytesMut::new();
+        param.to_sql_checked(&Type::VARCHAR, &mut sent).unwrap();
+        let mut plain = BytesMut::new();
+        hash.expose().to_sql(&Type::VARCHAR, &mut plain).unwrap();
+        assert_eq!(sent, plain, "the server gets the very bytes of the hash");
+
+        assert!(<SecretText<'_> as ToSql>::accepts(&Type::TEXT));
+        assert!(<SecretText<'_> as ToSql>::accepts(&Type::VARCHAR));
+        let Err(err) = param.to_sql_checked(&Type::INT4, &mut BytesMut::new()) else {
+            panic!("a secret is only ever sent as text or varchar");
+        };
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 }

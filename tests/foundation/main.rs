@@ -3,6 +3,8 @@
 //! One binary with submodules keeps link time down.
 
 mod constraints;
+mod errors;
+mod extremes;
 mod harness;
 mod health;
 mod migrations;

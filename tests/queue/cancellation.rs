@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use tokio_postgres::NoTls;
 use voidrunner_db::testing::TestDatabase;
-use voidrunner_db::{NewTask, NewUser, PasswordHash, TaskRepository, UserRepository};
+use voidrunner_db::{
+    ExecutionQueue, ExecutionRepository, NewTask, NewUser, PasswordHash, TaskRepository,
+    UserRepository,
+};
 
 /// How many times the transaction future is polled before it is dropped
 /// cycles through 1..=MAX_POLLS (past its last await point it completes);
@@ -171,4 +174,337 @@ async fn a_dropped_import_never_poisons_the_pool() {
             .await
             .unwrap();
     }
+}
+
+/// Bound on waits that only a defect makes long, so a hang fails the test
+/// instead of stalling CI.
+const NO_HANG: Duration = Duration::from_secs(10);
+
+/// A connection outside the pool, under an application name of its own so
+/// it never counts as one of the pool's sessions.
+async fn outside_connection(f: &crate::Fixture) -> tokio_postgres::Client {
+    let mut config = f.db.config().await.unwrap().pg_config().clone();
+    config.application_name("vr-cancel-observer");
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// An application name no other test's pool uses.
+fn unique_application_name(test: &str) -> String {
+    format!("vr-{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Pids of the sessions of `app` that wait on a lock.
+async fn lock_waiters(observer: &tokio_postgres::Client, app: &str) -> Vec<i32> {
+    observer
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Waits until a session of `app` not in `seen` waits on a lock; returns
+/// its pid.
+async fn new_lock_waiter(observer: &tokio_postgres::Client, app: &str, seen: &[i32]) -> i32 {
+    let started = std::time::Instant::now();
+    while started.elapsed() < NO_HANG {
+        if let Some(pid) = lock_waiters(observer, app)
+            .await
+            .into_iter()
+            .find(|pid| !seen.contains(pid))
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no new session of the pool waited on the lock");
+}
+
+/// Holds a row lock on the task from a connection outside the pool.
+async fn lock_task(f: &crate::Fixture, task: voidrunner_db::TaskId) -> tokio_postgres::Client {
+    let holder = outside_connection(f).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&task])
+        .await
+        .unwrap();
+    holder
+}
+
+/// A pooled call dropped while its statement waits on a lock: the
+/// connection used to go back to the pool with the statement still running,
+/// so the next unrelated caller waited behind it, and the statement went on
+/// to write for a caller that was gone. Now its statement is cancelled on
+/// the server and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_its_statement_waits_is_cancelled_not_pooled() {
+    let app = unique_application_name("dropped-call");
+    let f = crate::fixture_with(|c| {
+        c.max_connections = 1;
+        c.min_connections = 1;
+        c.application_name = app.clone();
+    })
+    .await;
+    let observer = outside_connection(&f).await;
+    let task = f.task("locked", 0).await;
+    let holder = lock_task(&f, task.id).await;
+
+    // The enqueue is dropped once its statement waits on the lock.
+    tokio::select! {
+        result = f.queue.enqueue(task.id, None) => {
+            panic!("enqueue finished while its task was locked: {result:?}")
+        }
+        _ = new_lock_waiter(&observer, &app, &[]) => {}
+    }
+
+    // The one pooled connection is not handed out busy: an unrelated call
+    // answers while the lock is still held.
+    let users = tokio::time::timeout(NO_HANG, f.users.count())
+        .await
+        .expect("an unrelated call waits behind the dropped call's statement")
+        .unwrap();
+    assert_eq!(users, 1);
+
+    // The dropped statement was cancelled on the server: nobody of the pool
+    // waits on the lock any more, though it is still held.
+    let started = std::time::Instant::now();
+    while !lock_waiters(&observer, &app).await.is_empty() {
+        assert!(
+            started.elapsed() < NO_HANG,
+            "the dropped call's statement still waits on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        f.executions.latest_for_task(task.id).await.unwrap(),
+        None,
+        "the dropped enqueue went on to queue the task"
+    );
+    assert_eq!(
+        f.tasks.get(task.id).await.unwrap().status,
+        voidrunner_db::TaskStatus::Pending
+    );
+}
+
+/// Transactions dropped while a statement of theirs waits on a lock: their
+/// connections were closed but their server sessions lived on, waiting,
+/// beyond the pool's size. Now each dropped session's statement is
+/// cancelled, so the sessions end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_dropped_while_waiting_leave_no_session_behind() {
+    const POOL: i64 = 2;
+    let app = unique_application_name("dropped-tx");
+    let f = crate::fixture_with(|c| {
+        c.max_connections = POOL as usize;
+        c.min_connections = 1;
+        c.application_name = app.clone();
+    })
+    .await;
+    let observer = outside_connection(&f).await;
+    let task = f.task("locked", 0).await;
+    let holder = lock_task(&f, task.id).await;
+
+    let mut dropped = Vec::new();
+    for _ in 0..8 {
+        let transaction = f.db.transaction(|tx| async move {
+            tx.tasks()
+                .update_status(task.id, voidrunner_db::TaskStatus::Cancelled)
+                .await
+        });
+        tokio::select! {
+            result = transaction => {
+                panic!("the transaction finished while its task was locked: {result:?}")
+            }
+            pid = new_lock_waiter(&observer, &app, &dropped) => dropped.push(pid),
+        }
+    }
+
+    // Within a few seconds, the pool's sessions are back within its size,
+    // and none of them waits on the lock, which is still held.
+    let started = std::time::Instant::now();
+    loop {
+        let sessions: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let waiting = lock_waiters(&observer, &app).await;
+        if sessions <= POOL && waiting.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{sessions} sessions of a pool of {POOL}; waiting on the lock: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    // None of the dropped transactions took effect.
+    assert_eq!(
+        f.tasks.get(task.id).await.unwrap().status,
+        voidrunner_db::TaskStatus::Pending
+    );
+}
+
+/// Polls `future` `polls` times, letting the connection tasks move the
+/// exchange along in between, then drops it; `Some` if it finished first.
+async fn poll_then_drop<F: std::future::Future>(future: F, polls: usize) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..polls {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return Some(output);
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    None
+}
+
+/// Waits until every session of `app` is idle: a dropped call's session
+/// has been cancelled and closed, or has finished.
+async fn wait_until_settled(observer: &tokio_postgres::Client, app: &str, label: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let busy: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND state <> 'idle'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < NO_HANG,
+            "{label}: a session of the pool stays busy or in a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Single repository calls (not transactions) dropped at every await
+/// point, including one that opens a transaction of its own
+/// (`users.delete`: lock the user, lock its tasks, delete): each takes
+/// effect whole or not at all, and the pool keeps committing writes.
+#[tokio::test]
+async fn a_dropped_pool_call_never_poisons_the_pool() {
+    const MAX_POLLS: usize = 12;
+    let app = unique_application_name("dropped-pool-call");
+    let f = crate::fixture_with(|c| {
+        c.max_connections = 2;
+        c.min_connections = 1;
+        c.application_name = app.clone();
+    })
+    .await;
+    let observer = outside_connection(&f).await;
+    let mut deleted = 0;
+    for round in 0..2 * MAX_POLLS {
+        let polls = round % MAX_POLLS + 1;
+        let label = format!("round {round} ({polls} polls)");
+        let user = f
+            .users
+            .create(NewUser::new(
+                format!("doomed-{round}@example.com"),
+                PasswordHash::new("h"),
+            ))
+            .await
+            .unwrap();
+        let first = f
+            .tasks
+            .create(NewTask::new(user.id, "first", "print(1)"))
+            .await
+            .unwrap();
+        let second = f
+            .tasks
+            .create(NewTask::new(user.id, "second", "print(1)"))
+            .await
+            .unwrap();
+        f.queue.enqueue(first.id, None).await.unwrap();
+
+        // An enqueue dropped part-way queues the task once or not at all.
+        if let Some(result) = poll_then_drop(f.queue.enqueue(second.id, None), polls).await {
+            result.unwrap();
+        }
+        wait_until_settled(&observer, &app, &label).await;
+        let queued: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM task_executions WHERE task_id = $1",
+                &[&second.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(queued <= 1, "{label}: {queued} executions");
+
+        // A delete dropped part-way removes everything or nothing.
+        let finished = poll_then_drop(f.users.delete(user.id), polls).await;
+        wait_until_settled(&observer, &app, &label).await;
+        let row = observer
+            .query_one(
+                "SELECT (SELECT count(*) FROM users WHERE id = $1), \
+                        (SELECT count(*) FROM tasks WHERE id IN ($2, $3)), \
+                        (SELECT count(*) FROM task_executions WHERE task_id IN ($2, $3))",
+                &[&user.id, &first.id, &second.id],
+            )
+            .await
+            .unwrap();
+        let left: (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        match finished {
+            Some(result) => {
+                result.unwrap();
+                assert_eq!(left, (0, 0, 0), "{label}");
+            }
+            None => assert!(
+                left == (0, 0, 0) || left == (1, 2, 1 + queued),
+                "{label}: a partial delete: {left:?}"
+            ),
+        }
+        if left.0 == 0 {
+            deleted += 1;
+        }
+
+        // A plain write through the same pool is committed for real.
+        let email = format!("after-{round}@example.com");
+        f.users
+            .create(NewUser::new(email.clone(), PasswordHash::new("h")))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let seen: i64 = observer
+            .query_one("SELECT count(*) FROM users WHERE email = $1", &[&email])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(seen, 1, "{label}: write not visible");
+    }
+    // The rounds reached the end of the delete as well as its middle.
+    assert!(deleted > 0, "no delete ever took effect");
+    assert!(
+        deleted < 2 * MAX_POLLS,
+        "every delete finished: nothing was dropped"
+    );
+    // No task has two active executions.
+    let doubled: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM (SELECT task_id FROM task_executions \
+             WHERE status IN ('pending', 'running') GROUP BY task_id HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(doubled, 0);
 }

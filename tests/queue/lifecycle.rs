@@ -551,3 +551,44 @@ async fn prune_deletes_only_old_ended_executions() {
         Some("batch_size")
     );
 }
+
+#[tokio::test]
+async fn output_beyond_the_configured_cap_is_truncated_with_a_marker() {
+    let f = crate::fixture_with(|c| c.max_output_bytes = 1024).await;
+    let task = f.task("loud", 0).await;
+    let execution = f.queue.enqueue(task.id, None).await.unwrap();
+    f.queue.claim("w", 1, LEASE).await.unwrap();
+    // 700 two-byte characters: 1,400 bytes, cut on a character boundary.
+    let stdout = "é".repeat(700);
+    let done = f
+        .queue
+        .complete(
+            execution.id,
+            "w",
+            Outcome::completed(0).output(stdout.clone(), "short"),
+        )
+        .await
+        .unwrap();
+    let stored = f.executions.get(execution.id).await.unwrap();
+    assert_eq!(stored.stdout, done.stdout);
+    let kept = stored.stdout.unwrap();
+    assert!(kept.starts_with(&"é".repeat(512)), "{kept}");
+    assert!(
+        kept.ends_with("\n[voidrunner-db: output truncated: 1024 of 1400 bytes kept]"),
+        "{kept}"
+    );
+    assert_eq!(stored.stderr.as_deref(), Some("short"));
+
+    // The same cap for results recorded by hand.
+    let update = voidrunner_db::ExecutionUpdate {
+        stderr: Some("x".repeat(5000)),
+        ..Default::default()
+    };
+    let updated = f.executions.update(execution.id, update).await.unwrap();
+    assert!(
+        updated
+            .stderr
+            .unwrap()
+            .ends_with("[voidrunner-db: output truncated: 1024 of 5000 bytes kept]")
+    );
+}

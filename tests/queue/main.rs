@@ -5,10 +5,12 @@
 mod bulk;
 mod cancellation;
 mod claim;
+mod event_limits;
 mod events;
 mod invariants;
 mod lifecycle;
 mod ownership;
+mod regressions;
 mod transactions;
 
 use std::time::Duration;

@@ -437,7 +437,8 @@ async fn update_validates_and_maps_contradicting_times() {
         Some(now),
         "microsecond timestamps round-trip exactly"
     );
-    // Only the database knows the stored start: its constraint answers.
+    // Checked against the stored start in the UPDATE itself: a validation
+    // error (issue #8), not the CHECK's 23514, and nothing changes.
     let err = r
         .executions
         .update(
@@ -449,11 +450,8 @@ async fn update_validates_and_maps_contradicting_times() {
         )
         .await
         .unwrap_err();
-    assert!(err.is_check_violation(), "{err:?}");
-    assert_eq!(
-        err.constraint(),
-        Some("task_executions_completed_after_started")
-    );
+    assert_eq!(err.field(), Some("completed_at"), "{err:?}");
+    assert_eq!(r.executions.get(e.id).await.unwrap(), set_start);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod executions;
 mod explain;
+mod hostile_inputs;
 mod hostile_rows;
 mod mocked_service;
 mod paging;
