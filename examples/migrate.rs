@@ -1,4 +1,10 @@
-//! Schema migrations from the command line, against `DATABASE_URL`.
+//! Schema migrations from the command line.
+//!
+//! Finds its server as the quick start and the tests do: `DATABASE_URL` if
+//! set (with the `VOIDRUNNER_DB_*` settings), else the local server at
+//! 127.0.0.1:5432 (its `postgres` database), else a private throwaway
+//! cluster started from the PostgreSQL binaries on this machine (useful only
+//! to try the commands: it is removed when the program exits).
 //!
 //! ```text
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/voidrunner cargo run --example migrate -- up
@@ -10,9 +16,9 @@
 
 use std::process::ExitCode;
 
-use voidrunner_db::{Database, DbConfig, DownTarget};
+use voidrunner_db::{Database, DownTarget};
 
-const USAGE: &str = "usage: migrate up | down [N] | down-to VERSION | status  (reads DATABASE_URL)";
+const USAGE: &str = "usage: migrate up | down [N] | down-to VERSION | status  (server: DATABASE_URL, else 127.0.0.1:5432)";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -29,7 +35,9 @@ async fn main() -> ExitCode {
 
 async fn run(args: &[&str]) -> Result<(), String> {
     let command = parse(args)?;
-    let mut config = DbConfig::from_env().map_err(|e| format!("{e}\n{USAGE}"))?;
+    let mut config = voidrunner_db::testing::server_config()
+        .await
+        .map_err(|e| format!("{e}\n{USAGE}"))?;
     // Migrations use their own connection; the pool needs no warm spares.
     config.min_connections = 0;
     let db = Database::connect_lazy(config).map_err(|e| e.to_string())?;

@@ -10,8 +10,9 @@
 //!
 //! Finds its server as the test harness does: `DATABASE_URL` if set (used
 //! as given), else the local server at 127.0.0.1:5432 (database
-//! `voidrunner_quickstart`, recreated on each run), else a private throwaway
-//! cluster started from the PostgreSQL binaries on this machine.
+//! `voidrunner_quickstart`, created for the run and dropped at its end),
+//! else a private throwaway cluster started from the PostgreSQL binaries on
+//! this machine.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,6 +143,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if !gone {
         return Err("the task survived its user's deletion".into());
     }
+    // The demo database is removed at the end; a DATABASE_URL given by the
+    // caller is left as it is (the user above is already deleted).
+    if std::env::var_os("DATABASE_URL").is_none() {
+        drop_demo_database().await?;
+        println!("removed:    database {QUICKSTART_DB}");
+    }
+    Ok(())
+}
+
+async fn drop_demo_database() -> voidrunner_db::Result<()> {
+    let server = server_config().await?;
+    let (client, connection) = server
+        .pg_config()
+        .connect(voidrunner_db::tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {QUICKSTART_DB} WITH (FORCE)"
+        ))
+        .await?;
     Ok(())
 }
 

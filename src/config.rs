@@ -21,6 +21,7 @@
 //! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | | `false` sends `voidrunner.notify_events=off` at connect: this pool's changes send no execution events |
 //! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | 10 ms to 10 min | server setting `lock_timeout` of the migration session |
 //! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | 0 to 100 | retries of a migration that hit the lock timeout |
+//! | [`slow_statement`](DbConfig::slow_statement) | `VOIDRUNNER_DB_SLOW_STATEMENT` | `1s` | 1 ms to 24 h, or `off` | a `WARN` event `slow statement` (duration and SQL, never parameters) for repository statements that take longer |
 //! | [`max_output_bytes`](DbConfig::max_output_bytes) | `VOIDRUNNER_DB_MAX_OUTPUT_BYTES` | 1048576 (1 MiB) | 1 KiB to 256 MiB | stdout and stderr of an execution beyond this are truncated with a marker line |
 //!
 //! A value outside its range is an [`Error::Config`] naming the field, from
@@ -161,6 +162,12 @@ pub struct DbConfig {
     /// Default 1 MiB; [`OUTPUT_BYTES_RANGE`], else [`Error::Config`].
     #[serde(default = "defaults::max_output_bytes")]
     pub max_output_bytes: usize,
+    /// A repository statement that takes longer than this (from sending it
+    /// to its last row) is reported as a `WARN` event `slow statement`
+    /// with its duration and SQL text (never its parameters). Default 1 s;
+    /// `off` (`None`) disables it; 1 ms to 24 h, else [`Error::Config`].
+    #[serde(default = "defaults::slow_statement", with = "duration::option")]
+    pub slow_statement: Option<Duration>,
 }
 
 /// Accepted [`DbConfig::max_connections`]: at least one, and few enough
@@ -245,6 +252,9 @@ mod defaults {
     pub(super) fn max_output_bytes() -> usize {
         1 << 20
     }
+    pub(super) fn slow_statement() -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
 }
 
 /// Most bytes of an `application_name`: the server keeps NAMEDATALEN - 1
@@ -289,6 +299,7 @@ impl DbConfig {
             migration_lock_timeout: defaults::migration_lock_timeout(),
             migration_retries: defaults::migration_retries(),
             max_output_bytes: defaults::max_output_bytes(),
+            slow_statement: defaults::slow_statement(),
         })
     }
 
@@ -326,6 +337,7 @@ impl DbConfig {
         optional("MAX_LIFETIME", &mut config.max_lifetime)?;
         optional("IDLE_TIMEOUT", &mut config.idle_timeout)?;
         optional("STATEMENT_TIMEOUT", &mut config.statement_timeout)?;
+        optional("SLOW_STATEMENT", &mut config.slow_statement)?;
         optional(
             "IDLE_IN_TRANSACTION_TIMEOUT",
             &mut config.idle_in_transaction_timeout,
@@ -443,6 +455,13 @@ impl DbConfig {
             return Err(Error::config(format!(
                 "migration_lock_timeout must be between {MIN_MIGRATION_LOCK_TIMEOUT:?} and {MAX_MIGRATION_LOCK_TIMEOUT:?}, not {:?}",
                 self.migration_lock_timeout
+            )));
+        }
+        if let Some(slow) = self.slow_statement
+            && !(Duration::from_millis(1)..=Duration::from_secs(24 * 3600)).contains(&slow)
+        {
+            return Err(Error::config(format!(
+                "slow_statement must be between 1ms and 24h (or off), not {slow:?}"
             )));
         }
         if !OUTPUT_BYTES_RANGE.contains(&self.max_output_bytes) {
@@ -568,6 +587,7 @@ impl fmt::Debug for DbConfig {
             .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("migration_retries", &self.migration_retries)
             .field("max_output_bytes", &self.max_output_bytes)
+            .field("slow_statement", &self.slow_statement)
             .finish()
     }
 }
@@ -625,26 +645,12 @@ mod duration {
 
     use serde::{Deserialize, Deserializer};
 
+    /// humantime's syntax: `250ms`, `30s`, `1m30s`, `1.5s`, `2h 15m`; a unit
+    /// is required.
     pub(super) fn parse(text: &str) -> Result<Duration, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h)"))?;
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration such as 30s"))?;
-        let millis_per_unit = match unit.trim() {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
-        };
-        number
-            .checked_mul(millis_per_unit)
-            .map(Duration::from_millis)
-            .ok_or_else(|| format!("`{text}` is too long"))
+        humantime::parse_duration(text)
+            .map_err(|e| format!("`{text}` is not a duration such as 30s, 1m30s or 1.5s: {e}"))
     }
 
     pub(super) fn parse_optional(text: &str) -> Result<Option<Duration>, String> {
@@ -968,7 +974,12 @@ mod tests {
         assert!(duration::parse("30").is_err());
         assert!(duration::parse("s").is_err());
         assert!(duration::parse("-1s").is_err());
-        assert!(duration::parse("3d").is_err());
+        assert!(duration::parse("3 parsecs").is_err());
+        // Compound and fractional values, which the hand-written parser
+        // refused (humantime's syntax).
+        assert_eq!(duration::parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration::parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration::parse("3d"), Ok(Duration::from_secs(3 * 86400)));
         assert!(duration::parse("99999999999999999999h").is_err());
         assert_eq!(duration::parse_optional("off"), Ok(None));
     }

@@ -8,7 +8,9 @@
 use std::fmt;
 
 use deadpool_postgres::{PoolError, TimeoutType};
-use tokio_postgres::error::SqlState;
+/// The SQLSTATE codes of [`Error::sqlstate`] and [`Error::database`] (the
+/// driver's type, re-exported).
+pub use tokio_postgres::error::SqlState;
 
 /// A boxed error kept as the [`source`](std::error::Error::source) of an
 /// [`Error`].
@@ -89,37 +91,59 @@ pub enum Error {
     },
 
     /// A unique constraint refused the write (SQLSTATE 23505).
-    #[error("conflict: {}: {}", describe_constraint(constraint.as_deref(), "unique constraint violated"), describe(source))]
+    ///
+    /// Built by the crate from the server's error, or by
+    /// [`Error::conflict`] (a mock's answer) without one.
+    #[error("conflict: {}", violation(constraint.as_deref(), "unique constraint violated", &UNIQUE_VIOLATION, message.as_deref(), source.as_ref()))]
     Conflict {
+        /// The server's message, without its detail (which lists the
+        /// offending row's values); `None` when built by a constructor.
+        message: Option<String>,
         /// The violated constraint, e.g. `users_email_key`.
         constraint: Option<String>,
-        /// The server's error.
+        /// The server's error; `None` when built by [`Error::conflict`].
         #[source]
-        source: tokio_postgres::Error,
+        source: Option<tokio_postgres::Error>,
     },
 
     /// A foreign key refused the write: the parent row does not exist
     /// (SQLSTATE 23503).
-    #[error("foreign key violation: {}: {}", describe_constraint(constraint.as_deref(), "referenced row missing"), describe(source))]
+    ///
+    /// Built by the crate from the server's error, or by
+    /// [`Error::foreign_key`] without one.
+    #[error("foreign key violation: {}", violation(constraint.as_deref(), "referenced row missing", &FOREIGN_KEY_VIOLATION, message.as_deref(), source.as_ref()))]
     ForeignKey {
+        /// The server's message, without its detail (which lists the
+        /// offending row's values); `None` when built by a constructor.
+        message: Option<String>,
         /// The violated constraint, e.g. `tasks_user_id_fkey`.
         constraint: Option<String>,
-        /// The server's error.
+        /// The server's error; `None` when built by [`Error::foreign_key`].
         #[source]
-        source: tokio_postgres::Error,
+        source: Option<tokio_postgres::Error>,
     },
 
     /// A CHECK or NOT NULL constraint of the schema refused the row
     /// (SQLSTATE 23514, 23502). The crate validates inputs before sending
     /// them, so this is seen when rows come from elsewhere (raw SQL).
-    #[error("check violation: {}: {}", describe_constraint(constraint.as_deref(), "row refused by the schema"), describe(source))]
+    ///
+    /// Built by the crate from the server's error, or by
+    /// [`Error::check_violation`] and [`Error::not_null_violation`] without
+    /// one.
+    #[error("check violation: {}", violation(constraint.as_deref(), "row refused by the schema", check_state(*not_null), message.as_deref(), source.as_ref()))]
     CheckViolation {
+        /// The server's message, without its detail (which lists the
+        /// offending row's values); `None` when built by a constructor.
+        message: Option<String>,
         /// The violated constraint, e.g. `tasks_priority_range`; for a NOT
         /// NULL violation, the column name.
         constraint: Option<String>,
-        /// The server's error.
+        /// `true` for a NOT NULL violation (23502), `false` for a CHECK
+        /// constraint (23514).
+        not_null: bool,
+        /// The server's error; `None` when built by a constructor.
         #[source]
-        source: tokio_postgres::Error,
+        source: Option<tokio_postgres::Error>,
     },
 
     /// An input was refused before anything was sent to the server.
@@ -160,15 +184,17 @@ pub enum Error {
 
     /// The transaction's closure returned `Ok`, but a statement inside it
     /// had failed (its error was handled in the closure), which aborted the
-    /// transaction: PostgreSQL rolled everything back at COMMIT. Nothing of
-    /// the transaction was written.
+    /// transaction, or was abandoned in flight (its future dropped by a
+    /// timeout or `select!` inside the closure), so nobody knows whether it
+    /// ran. Everything was rolled back: nothing of the transaction was
+    /// written.
     #[error(
-        "the transaction was rolled back: a statement in it failed, which aborts a PostgreSQL transaction, though the closure returned Ok"
+        "the transaction was rolled back: a statement in it failed or was abandoned in flight, though the closure returned Ok"
     )]
     TransactionAborted,
 
     /// Something ran out of time; see [`TimeoutKind`].
-    #[error("{kind}{}", server_said(source.as_deref()))]
+    #[error("{kind}{}", timeout_said(*kind, source.as_ref()))]
     Timeout {
         /// What timed out.
         kind: TimeoutKind,
@@ -239,20 +265,120 @@ pub enum Error {
 
     /// Any other error from the server or the driver. Its message carries
     /// the server's message, detail and hint and the SQLSTATE.
-    #[error("database error: {}", describe(.0))]
-    Database(#[source] tokio_postgres::Error),
+    ///
+    /// Built by the crate from the driver's error, or by [`Error::database`]
+    /// without one.
+    #[error("database error: {}", said(sqlstate.as_ref(), message, source.as_ref()))]
+    Database {
+        /// The SQLSTATE the server reported; `None` when the driver itself
+        /// failed (no server answer to report).
+        sqlstate: Option<SqlState>,
+        /// The server's message (without detail and hint, which the source
+        /// carries), or, for a driver error, the driver's error and its
+        /// causes.
+        message: String,
+        /// The driver's error; `None` when built by [`Error::database`].
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
 }
 
-fn describe_constraint<'a>(constraint: Option<&'a str>, fallback: &'a str) -> &'a str {
-    constraint.unwrap_or(fallback)
+// The codes `sqlstate()` reports for errors built without a server error.
+static UNIQUE_VIOLATION: SqlState = SqlState::UNIQUE_VIOLATION;
+static FOREIGN_KEY_VIOLATION: SqlState = SqlState::FOREIGN_KEY_VIOLATION;
+static CHECK_VIOLATION: SqlState = SqlState::CHECK_VIOLATION;
+static NOT_NULL_VIOLATION: SqlState = SqlState::NOT_NULL_VIOLATION;
+static QUERY_CANCELED: SqlState = SqlState::QUERY_CANCELED;
+static LOCK_NOT_AVAILABLE: SqlState = SqlState::LOCK_NOT_AVAILABLE;
+static IDLE_IN_TRANSACTION_SESSION_TIMEOUT: SqlState =
+    SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT;
+
+/// The SQLSTATE of a [`Error::CheckViolation`].
+fn check_state(not_null: bool) -> &'static SqlState {
+    if not_null {
+        &NOT_NULL_VIOLATION
+    } else {
+        &CHECK_VIOLATION
+    }
 }
 
-/// `": <what the server said>"` when `source` is a driver error, else "".
-fn server_said(source: Option<&(dyn std::error::Error + Send + Sync + 'static)>) -> String {
-    source
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .map(|e| format!(": {}", describe(e)))
+impl TimeoutKind {
+    /// The SQLSTATE the server ends a statement or session with for this
+    /// kind of timeout; `None` for the pool's own timeouts.
+    fn server_state(self) -> Option<&'static SqlState> {
+        match self {
+            TimeoutKind::Statement => Some(&QUERY_CANCELED),
+            TimeoutKind::Lock => Some(&LOCK_NOT_AVAILABLE),
+            TimeoutKind::IdleInTransaction => Some(&IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
+            TimeoutKind::PoolWait | TimeoutKind::PoolRecycle => None,
+        }
+    }
+}
+
+/// The message of an integrity violation: the constraint, then what the
+/// server said, or `fallback` and the SQLSTATE for one built without a
+/// server error.
+fn violation(
+    constraint: Option<&str>,
+    fallback: &str,
+    state: &SqlState,
+    message: Option<&str>,
+    source: Option<&tokio_postgres::Error>,
+) -> String {
+    let said = match (source, message) {
+        (Some(err), _) => describe(err),
+        (None, Some(message)) => format!("{message} (SQLSTATE {})", state.code()),
+        (None, None) => format!("{fallback} (SQLSTATE {})", state.code()),
+    };
+    match (constraint, source.is_some() || message.is_some()) {
+        (Some(constraint), _) => format!("{constraint}: {said}"),
+        (None, true) => format!("{fallback}: {said}"),
+        (None, false) => said,
+    }
+}
+
+/// What the server or driver said: [`describe`] of the driver's error when
+/// there is one, else `message` and the SQLSTATE.
+fn said(
+    sqlstate: Option<&SqlState>,
+    message: &str,
+    source: Option<&tokio_postgres::Error>,
+) -> String {
+    match (source, sqlstate) {
+        (Some(err), _) => describe(err),
+        (None, Some(state)) => format!("{message} (SQLSTATE {})", state.code()),
+        (None, None) => message.to_owned(),
+    }
+}
+
+/// What a [`Error::Timeout`] adds to its kind: `": <what the server
+/// said>"` when the server reported it, else the SQLSTATE the server uses
+/// for that kind (none for the pool's timeouts).
+fn timeout_said(kind: TimeoutKind, source: Option<&BoxError>) -> String {
+    let source = source.map(|s| &**s as &(dyn std::error::Error + 'static));
+    if let Some(err) = source.and_then(|s| s.downcast_ref::<tokio_postgres::Error>()) {
+        return format!(": {}", describe(err));
+    }
+    if let Some(Error::Database {
+        sqlstate,
+        message,
+        source,
+    }) = source.and_then(|s| s.downcast_ref::<Error>())
+    {
+        return format!(": {}", said(sqlstate.as_ref(), message, source.as_ref()));
+    }
+    kind.server_state()
+        .map(|state| format!(" (SQLSTATE {})", state.code()))
         .unwrap_or_default()
+}
+
+/// The SQLSTATE of a boxed source: a driver error's, or a crate error's.
+fn source_state(source: Option<&BoxError>) -> Option<&SqlState> {
+    let source = source?;
+    if let Some(err) = source.downcast_ref::<tokio_postgres::Error>() {
+        return err.code();
+    }
+    source.downcast_ref::<Error>().and_then(Error::sqlstate)
 }
 
 /// What the server or the driver said, for messages: the server's message,
@@ -289,6 +415,37 @@ pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
     text
 }
 
+/// Constructors of every variant a repository method can return, for mocks
+/// and for the crate itself.
+///
+/// An error built here answers the predicates and accessors exactly as the
+/// one the crate returns for the same failure ([`is_conflict`],
+/// [`constraint`], [`sqlstate`], [`is_retryable`], …); its message says the
+/// same thing, without the server's own wording, which only a real server
+/// error carries (its [`source`](std::error::Error::source) is then `None`).
+///
+/// ```
+/// use voidrunner_db::Error;
+/// use voidrunner_db::error::SqlState;
+///
+/// let taken = Error::conflict("users_email_key");
+/// assert!(taken.is_conflict());
+/// assert_eq!(taken.constraint(), Some("users_email_key"));
+/// assert_eq!(taken.sqlstate(), Some(&SqlState::UNIQUE_VIOLATION));
+/// assert!(!taken.is_retryable());
+/// assert_eq!(
+///     taken.to_string(),
+///     "conflict: users_email_key: unique constraint violated (SQLSTATE 23505)"
+/// );
+///
+/// let deadlock = Error::database(SqlState::T_R_DEADLOCK_DETECTED, "deadlock detected");
+/// assert!(deadlock.is_retryable());
+/// ```
+///
+/// [`is_conflict`]: Error::is_conflict
+/// [`constraint`]: Error::constraint
+/// [`sqlstate`]: Error::sqlstate
+/// [`is_retryable`]: Error::is_retryable
 impl Error {
     /// An [`Error::Validation`] for `field`.
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
@@ -306,21 +463,127 @@ impl Error {
         }
     }
 
-    pub(crate) fn unavailable(reason: impl Into<String>, source: Option<BoxError>) -> Self {
+    /// An [`Error::Conflict`] on the unique constraint `constraint` (e.g.
+    /// `users_email_key`: the email is taken), SQLSTATE 23505.
+    pub fn conflict(constraint: impl Into<String>) -> Self {
+        Error::Conflict {
+            constraint: Some(constraint.into()),
+            message: None,
+            source: None,
+        }
+    }
+
+    /// An [`Error::ForeignKey`] on `constraint` (e.g. `tasks_user_id_fkey`:
+    /// the user does not exist), SQLSTATE 23503.
+    pub fn foreign_key(constraint: impl Into<String>) -> Self {
+        Error::ForeignKey {
+            constraint: Some(constraint.into()),
+            message: None,
+            source: None,
+        }
+    }
+
+    /// An [`Error::CheckViolation`] of the CHECK constraint `constraint`
+    /// (e.g. `tasks_priority_range`), SQLSTATE 23514.
+    pub fn check_violation(constraint: impl Into<String>) -> Self {
+        Error::CheckViolation {
+            constraint: Some(constraint.into()),
+            message: None,
+            not_null: false,
+            source: None,
+        }
+    }
+
+    /// An [`Error::CheckViolation`] of the NOT NULL constraint of `column`,
+    /// SQLSTATE 23502; [`constraint`](Self::constraint) names the column,
+    /// as for the server's error.
+    pub fn not_null_violation(column: impl Into<String>) -> Self {
+        Error::CheckViolation {
+            constraint: Some(column.into()),
+            not_null: true,
+            message: None,
+            source: None,
+        }
+    }
+
+    /// The error the crate returns when the server refuses a statement
+    /// with `sqlstate` and `message` (its primary message, e.g. `"deadlock
+    /// detected"`).
+    ///
+    /// It is classified as a server error is: an [`Error::Database`] for
+    /// most codes, but 23505, 23503, 23514 and 23502 give the constraint
+    /// variants (with no constraint named: use [`conflict`](Self::conflict)
+    /// and its siblings to name one), 55P03 and 25P03 a [`Error::Timeout`],
+    /// 57014 a statement timeout when `message` says "statement timeout"
+    /// (else a cancelled statement, a `Database` error), and the codes of a
+    /// server that went away (class 08 but 08P01, 57P01 to 57P03, 53300) an
+    /// [`Error::Unavailable`]. [`sqlstate`](Self::sqlstate) is `sqlstate`
+    /// in every case.
+    pub fn database(sqlstate: SqlState, message: impl Into<String>) -> Self {
+        server_error(sqlstate, message.into(), None, None)
+    }
+
+    /// An [`Error::Timeout`] of `kind`, as the server or the pool reports
+    /// it: [`sqlstate`](Self::sqlstate) is 57014, 55P03 or 25P03 for the
+    /// server's timeouts, `None` for the pool's.
+    pub fn timeout(kind: TimeoutKind) -> Self {
+        Error::Timeout { kind, source: None }
+    }
+
+    /// An [`Error::Unavailable`]: the server cannot be reached or went
+    /// away. `reason` says what happened (without secrets); `source` is the
+    /// underlying error, if any.
+    pub fn unavailable(reason: impl Into<String>, source: Option<BoxError>) -> Self {
         Error::Unavailable {
             reason: reason.into(),
             source,
         }
     }
 
-    pub(crate) fn migration(message: impl Into<String>, source: Option<BoxError>) -> Self {
+    /// An [`Error::InvalidTransition`]: `entity` (`"task"` or
+    /// `"execution"`) may not go from status `from` (the one it has) to
+    /// `to`, e.g. `Error::invalid_transition("task",
+    /// TaskStatus::Completed.as_str(), TaskStatus::Running.as_str())`.
+    pub fn invalid_transition(entity: &'static str, from: &'static str, to: &'static str) -> Self {
+        Error::InvalidTransition { entity, from, to }
+    }
+
+    /// An [`Error::LeaseLost`]: the worker no longer owns `execution`,
+    /// for `reason`.
+    pub fn lease_lost(execution: crate::model::ExecutionId, reason: LeaseLostReason) -> Self {
+        Error::LeaseLost { execution, reason }
+    }
+
+    /// An [`Error::Decode`]: the `column` of the `entity` row `id` (when it
+    /// could be read) holds a value the crate cannot represent; `source`
+    /// is what the decoder said (an error, or a message).
+    pub fn decode(
+        entity: &'static str,
+        column: &'static str,
+        id: Option<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Decode {
+            entity,
+            column,
+            id,
+            source: source.into(),
+        }
+    }
+
+    /// An [`Error::Migration`]: applying, reverting or reading migrations
+    /// failed, as `message` says; `source` is the underlying error, if
+    /// any.
+    pub fn migration(message: impl Into<String>, source: Option<BoxError>) -> Self {
         Error::Migration {
             message: message.into(),
             source,
         }
     }
 
-    pub(crate) fn config(message: impl Into<String>) -> Self {
+    /// An [`Error::Config`]: the configuration is invalid, as `message`
+    /// says.
+    pub fn config(message: impl Into<String>) -> Self {
         Error::Config {
             message: message.into(),
         }
@@ -468,16 +731,24 @@ impl Error {
     }
 
     /// The SQLSTATE the server reported, if this error came from the server.
+    ///
+    /// For an error built by a constructor, the code the server would have
+    /// reported: 23505, 23503, 23514 or 23502 for the constraint variants,
+    /// the given code for [`Error::database`], and 57014, 55P03 or 25P03 for
+    /// a [`Error::Timeout`] of the server (a timeout is given its kind's
+    /// code even when the session was lost before the server's answer
+    /// arrived). `None` for the pool's timeouts and for every error the
+    /// server did not report.
     pub fn sqlstate(&self) -> Option<&SqlState> {
         match self {
-            Error::Conflict { source, .. }
-            | Error::ForeignKey { source, .. }
-            | Error::CheckViolation { source, .. }
-            | Error::Database(source) => source.code(),
-            Error::Timeout { source, .. } | Error::Unavailable { source, .. } => source
-                .as_deref()
-                .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-                .and_then(tokio_postgres::Error::code),
+            Error::Conflict { .. } => Some(&UNIQUE_VIOLATION),
+            Error::ForeignKey { .. } => Some(&FOREIGN_KEY_VIOLATION),
+            Error::CheckViolation { not_null, .. } => Some(check_state(*not_null)),
+            Error::Database { sqlstate, .. } => sqlstate.as_ref(),
+            Error::Timeout { kind, source } => {
+                source_state(source.as_ref()).or_else(|| kind.server_state())
+            }
+            Error::Unavailable { source, .. } => source_state(source.as_ref()),
             _ => None,
         }
     }
@@ -500,7 +771,7 @@ fn is_unavailable_state(state: &SqlState) -> bool {
 
 impl From<tokio_postgres::Error> for Error {
     fn from(err: tokio_postgres::Error) -> Self {
-        let Some(state) = err.code() else {
+        let Some(db) = err.as_db_error() else {
             // No SQLSTATE: the driver itself failed. A closed connection or
             // an I/O error (refused, reset, timed out connecting) means the
             // server is unreachable.
@@ -509,53 +780,91 @@ impl From<tokio_postgres::Error> for Error {
             if err.is_closed() || io {
                 return Error::unavailable(describe(&err), Some(Box::new(err)));
             }
-            return Error::Database(err);
+            return Error::Database {
+                sqlstate: None,
+                message: describe(&err),
+                source: Some(err),
+            };
         };
-        let constraint = err
-            .as_db_error()
-            .and_then(|db| db.constraint().or(db.column()))
-            .map(str::to_owned);
-        match state {
-            s if *s == SqlState::UNIQUE_VIOLATION => Error::Conflict {
+        let state = db.code().clone();
+        let message = db.message().to_owned();
+        let constraint = db.constraint().or(db.column()).map(str::to_owned);
+        // An integrity violation's detail lists the offending row's values
+        // ("Failing row contains (…)"), a password hash among them: the
+        // driver's error is not kept as its source, so neither `Debug` nor a
+        // reporter walking the source chain can print it. The message,
+        // SQLSTATE and constraint say what failed.
+        let source = (!state.code().starts_with("23")).then_some(err);
+        server_error(state, message, constraint, source)
+    }
+}
+
+/// The variant for a server error of `state` with the primary message
+/// `message`: from the driver's error `source`, or built by
+/// [`Error::database`] without one.
+fn server_error(
+    state: SqlState,
+    message: String,
+    constraint: Option<String>,
+    source: Option<tokio_postgres::Error>,
+) -> Error {
+    // The source of a timeout or of an unavailable server: the driver's
+    // error, or the server error it stands for.
+    let boxed = |state: SqlState, message: String, source: Option<tokio_postgres::Error>| {
+        let boxed: BoxError = match source {
+            Some(err) => Box::new(err),
+            None => Box::new(Error::Database {
+                sqlstate: Some(state),
+                message,
+                source: None,
+            }),
+        };
+        Some(boxed)
+    };
+    let timeout = |kind: TimeoutKind, state, message, source| Error::Timeout {
+        kind,
+        source: boxed(state, message, source),
+    };
+    match state {
+        s if s == SqlState::UNIQUE_VIOLATION => Error::Conflict {
+            constraint,
+            message: Some(message),
+            source,
+        },
+        s if s == SqlState::FOREIGN_KEY_VIOLATION => Error::ForeignKey {
+            constraint,
+            message: Some(message),
+            source,
+        },
+        s if s == SqlState::CHECK_VIOLATION || s == SqlState::NOT_NULL_VIOLATION => {
+            Error::CheckViolation {
                 constraint,
-                source: err,
-            },
-            s if *s == SqlState::FOREIGN_KEY_VIOLATION => Error::ForeignKey {
-                constraint,
-                source: err,
-            },
-            s if *s == SqlState::CHECK_VIOLATION || *s == SqlState::NOT_NULL_VIOLATION => {
-                Error::CheckViolation {
-                    constraint,
-                    source: err,
-                }
+                not_null: s == SqlState::NOT_NULL_VIOLATION,
+                message: Some(message),
+                source,
             }
-            // 57014 is also what a cancel request (pg_cancel_backend, a
-            // client's cancel) gives; only the server's own statement
-            // timeout is a timeout. Its message is the way to tell them
-            // apart (the crate's sessions use the server's default
-            // lc_messages, English on every packaged server).
-            s if *s == SqlState::QUERY_CANCELED
-                && err
-                    .as_db_error()
-                    .is_some_and(|db| db.message().contains("statement timeout")) =>
-            {
-                Error::Timeout {
-                    kind: TimeoutKind::Statement,
-                    source: Some(Box::new(err)),
-                }
-            }
-            s if *s == SqlState::LOCK_NOT_AVAILABLE => Error::Timeout {
-                kind: TimeoutKind::Lock,
-                source: Some(Box::new(err)),
-            },
-            s if *s == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => Error::Timeout {
-                kind: TimeoutKind::IdleInTransaction,
-                source: Some(Box::new(err)),
-            },
-            s if is_unavailable_state(s) => Error::unavailable(describe(&err), Some(Box::new(err))),
-            _ => Error::Database(err),
         }
+        // 57014 is also what a cancel request (pg_cancel_backend, a
+        // client's cancel) gives; only the server's own statement timeout
+        // is a timeout. Its message is the way to tell them apart (the
+        // crate's sessions use the server's default lc_messages, English on
+        // every packaged server).
+        s if s == SqlState::QUERY_CANCELED && message.contains("statement timeout") => {
+            timeout(TimeoutKind::Statement, s, message, source)
+        }
+        s if s == SqlState::LOCK_NOT_AVAILABLE => timeout(TimeoutKind::Lock, s, message, source),
+        s if s == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => {
+            timeout(TimeoutKind::IdleInTransaction, s, message, source)
+        }
+        s if is_unavailable_state(&s) => Error::Unavailable {
+            reason: said(Some(&s), &message, source.as_ref()),
+            source: boxed(s, message, source),
+        },
+        s => Error::Database {
+            sqlstate: Some(s),
+            message,
+            source,
+        },
     }
 }
 
@@ -632,11 +941,7 @@ mod tests {
         let nf = Error::not_found("user", "a@b.co");
         assert!(nf.is_not_found());
         assert_eq!(nf.to_string(), "user not found: a@b.co");
-        let t = Error::InvalidTransition {
-            entity: "task",
-            from: "completed",
-            to: "running",
-        };
+        let t = Error::invalid_transition("task", "completed", "running");
         assert!(t.is_invalid_transition());
         assert_eq!(
             t.to_string(),
@@ -646,20 +951,480 @@ mod tests {
 
     #[test]
     fn lock_timeouts_of_migrations_are_recognised() {
-        let lock = || Error::Timeout {
-            kind: TimeoutKind::Lock,
-            source: None,
-        };
+        let lock = || Error::timeout(TimeoutKind::Lock);
         assert!(lock().is_lock_timeout());
         let gave_up = Error::migration("V4 gave up", Some(Box::new(lock())));
         assert!(gave_up.is_lock_timeout());
         assert!(!gave_up.is_timeout());
-        let statement = Error::Timeout {
-            kind: TimeoutKind::Statement,
-            source: None,
-        };
+        let statement = Error::timeout(TimeoutKind::Statement);
         assert!(!statement.is_lock_timeout());
         assert!(!Error::migration("V4 failed", Some(Box::new(statement))).is_lock_timeout());
         assert!(!Error::migration("V4 failed", None).is_lock_timeout());
+    }
+
+    /// Everything a caller can branch on, to compare an error built by a
+    /// constructor with what the crate returns for the real failure.
+    #[derive(Debug, PartialEq)]
+    struct Answers {
+        not_found: bool,
+        conflict: bool,
+        foreign_key: bool,
+        check_violation: bool,
+        validation: bool,
+        invalid_transition: bool,
+        lease_lost: bool,
+        retryable: bool,
+        timeout: bool,
+        lock_timeout: bool,
+        unavailable: bool,
+        decode: bool,
+        constraint: Option<String>,
+        field: Option<&'static str>,
+        sqlstate: Option<SqlState>,
+        timeout_kind: Option<TimeoutKind>,
+        lease_lost_reason: Option<LeaseLostReason>,
+    }
+
+    /// What `err` answers.
+    fn answers(err: &Error) -> Answers {
+        Answers {
+            not_found: err.is_not_found(),
+            conflict: err.is_conflict(),
+            foreign_key: err.is_foreign_key(),
+            check_violation: err.is_check_violation(),
+            validation: err.is_validation(),
+            invalid_transition: err.is_invalid_transition(),
+            lease_lost: err.is_lease_lost(),
+            retryable: err.is_retryable(),
+            timeout: err.is_timeout(),
+            lock_timeout: err.is_lock_timeout(),
+            unavailable: err.is_unavailable(),
+            decode: err.is_decode(),
+            constraint: err.constraint().map(str::to_owned),
+            field: err.field(),
+            sqlstate: err.sqlstate().cloned(),
+            timeout_kind: err.timeout_kind(),
+            lease_lost_reason: err.lease_lost_reason(),
+        }
+    }
+
+    /// Answers with every predicate false and every accessor `None`.
+    fn none() -> Answers {
+        Answers {
+            not_found: false,
+            conflict: false,
+            foreign_key: false,
+            check_violation: false,
+            validation: false,
+            invalid_transition: false,
+            lease_lost: false,
+            retryable: false,
+            timeout: false,
+            lock_timeout: false,
+            unavailable: false,
+            decode: false,
+            constraint: None,
+            field: None,
+            sqlstate: None,
+            timeout_kind: None,
+            lease_lost_reason: None,
+        }
+    }
+
+    #[test]
+    fn conflict_answers_as_a_unique_violation() {
+        let err = Error::conflict("users_email_key");
+        assert_eq!(
+            answers(&err),
+            Answers {
+                conflict: true,
+                constraint: Some("users_email_key".into()),
+                sqlstate: Some(SqlState::UNIQUE_VIOLATION),
+                ..none()
+            }
+        );
+        assert_eq!(err.sqlstate(), Some(&SqlState::UNIQUE_VIOLATION));
+        assert_eq!(
+            err.to_string(),
+            "conflict: users_email_key: unique constraint violated (SQLSTATE 23505)"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+        assert!(matches!(
+            err,
+            Error::Conflict { constraint: Some(ref c), source: None, .. } if c == "users_email_key"
+        ));
+    }
+
+    #[test]
+    fn foreign_key_answers_as_a_foreign_key_violation() {
+        let err = Error::foreign_key("tasks_user_id_fkey");
+        assert_eq!(
+            answers(&err),
+            Answers {
+                foreign_key: true,
+                constraint: Some("tasks_user_id_fkey".into()),
+                sqlstate: Some(SqlState::FOREIGN_KEY_VIOLATION),
+                ..none()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "foreign key violation: tasks_user_id_fkey: referenced row missing (SQLSTATE 23503)"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+    }
+
+    #[test]
+    fn check_violation_answers_as_a_check_violation() {
+        let err = Error::check_violation("tasks_priority_range");
+        assert_eq!(
+            answers(&err),
+            Answers {
+                check_violation: true,
+                constraint: Some("tasks_priority_range".into()),
+                sqlstate: Some(SqlState::CHECK_VIOLATION),
+                ..none()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "check violation: tasks_priority_range: row refused by the schema (SQLSTATE 23514)"
+        );
+    }
+
+    #[test]
+    fn not_null_violation_answers_as_a_not_null_violation() {
+        let err = Error::not_null_violation("script_content");
+        assert_eq!(
+            answers(&err),
+            Answers {
+                check_violation: true,
+                constraint: Some("script_content".into()),
+                sqlstate: Some(SqlState::NOT_NULL_VIOLATION),
+                ..none()
+            }
+        );
+        assert!(err.to_string().contains("script_content"), "{err}");
+        assert!(err.to_string().contains("23502"), "{err}");
+    }
+
+    #[test]
+    fn violations_without_a_constraint_say_what_failed_once() {
+        let err = Error::Conflict {
+            constraint: None,
+            message: None,
+            source: None,
+        };
+        assert_eq!(
+            err.to_string(),
+            "conflict: unique constraint violated (SQLSTATE 23505)"
+        );
+        assert_eq!(err.constraint(), None);
+    }
+
+    #[test]
+    fn database_answers_as_a_server_error() {
+        let err = Error::database(SqlState::DIVISION_BY_ZERO, "division by zero");
+        assert_eq!(
+            answers(&err),
+            Answers {
+                sqlstate: Some(SqlState::DIVISION_BY_ZERO),
+                ..none()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "database error: division by zero (SQLSTATE 22012)"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+
+        for state in [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::FEATURE_NOT_SUPPORTED,
+            SqlState::INVALID_SQL_STATEMENT_NAME,
+        ] {
+            let err = Error::database(state.clone(), "retry me");
+            assert!(err.is_retryable(), "{err:?}");
+            assert_eq!(err.sqlstate(), Some(&state));
+        }
+        // A cancelled statement is not a timeout.
+        let cancelled = Error::database(
+            SqlState::QUERY_CANCELED,
+            "canceling statement due to user request",
+        );
+        assert!(!cancelled.is_timeout() && !cancelled.is_retryable());
+        assert_eq!(cancelled.sqlstate(), Some(&SqlState::QUERY_CANCELED));
+    }
+
+    #[test]
+    fn database_classifies_its_code_as_the_crate_does() {
+        let conflict = Error::database(SqlState::UNIQUE_VIOLATION, "duplicate key value");
+        assert!(conflict.is_conflict());
+        assert_eq!(conflict.constraint(), None);
+        assert_eq!(conflict.sqlstate(), Some(&SqlState::UNIQUE_VIOLATION));
+        assert!(Error::database(SqlState::FOREIGN_KEY_VIOLATION, "fk").is_foreign_key());
+        let not_null = Error::database(SqlState::NOT_NULL_VIOLATION, "null value");
+        assert!(not_null.is_check_violation());
+        assert_eq!(not_null.sqlstate(), Some(&SqlState::NOT_NULL_VIOLATION));
+
+        let statement = Error::database(
+            SqlState::QUERY_CANCELED,
+            "canceling statement due to statement timeout",
+        );
+        assert_eq!(statement.timeout_kind(), Some(TimeoutKind::Statement));
+        assert_eq!(statement.sqlstate(), Some(&SqlState::QUERY_CANCELED));
+        assert_eq!(
+            statement.to_string(),
+            "statement timeout: canceling statement due to statement timeout (SQLSTATE 57014)"
+        );
+        let lock = Error::database(
+            SqlState::LOCK_NOT_AVAILABLE,
+            "canceling statement due to lock timeout",
+        );
+        assert_eq!(answers(&lock), answers(&Error::timeout(TimeoutKind::Lock)));
+        let idle = Error::database(
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            "terminating connection due to idle-in-transaction timeout",
+        );
+        assert_eq!(
+            answers(&idle),
+            answers(&Error::timeout(TimeoutKind::IdleInTransaction))
+        );
+
+        let shutdown = Error::database(
+            SqlState::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command",
+        );
+        assert_eq!(
+            answers(&shutdown),
+            Answers {
+                unavailable: true,
+                sqlstate: Some(SqlState::ADMIN_SHUTDOWN),
+                ..none()
+            }
+        );
+        assert_eq!(
+            shutdown.to_string(),
+            "database unavailable: terminating connection due to administrator command (SQLSTATE 57P01)"
+        );
+        // A protocol violation is not an unreachable server.
+        let protocol = Error::database(SqlState::PROTOCOL_VIOLATION, "bad message");
+        assert!(!protocol.is_unavailable());
+        assert!(matches!(protocol, Error::Database { .. }));
+    }
+
+    #[test]
+    fn timeout_answers_as_the_servers_or_the_pools() {
+        let cases = [
+            (
+                TimeoutKind::Statement,
+                Some(SqlState::QUERY_CANCELED),
+                false,
+            ),
+            (TimeoutKind::Lock, Some(SqlState::LOCK_NOT_AVAILABLE), true),
+            (
+                TimeoutKind::IdleInTransaction,
+                Some(SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
+                false,
+            ),
+            (TimeoutKind::PoolWait, None, true),
+            (TimeoutKind::PoolRecycle, None, false),
+        ];
+        for (kind, sqlstate, retryable) in cases {
+            let err = Error::timeout(kind);
+            assert_eq!(
+                answers(&err),
+                Answers {
+                    timeout: true,
+                    lock_timeout: kind == TimeoutKind::Lock,
+                    retryable,
+                    sqlstate: sqlstate.clone(),
+                    timeout_kind: Some(kind),
+                    ..none()
+                },
+                "{kind:?}"
+            );
+            let text = err.to_string();
+            assert!(text.starts_with(&kind.to_string()), "{text}");
+            if let Some(state) = sqlstate {
+                assert!(
+                    text.ends_with(&format!("(SQLSTATE {})", state.code())),
+                    "{text}"
+                );
+            }
+        }
+        // The pool's own timeouts are the same as the constructed ones.
+        let wait: Error = PoolError::Timeout(TimeoutType::Wait).into();
+        assert_eq!(
+            answers(&wait),
+            answers(&Error::timeout(TimeoutKind::PoolWait))
+        );
+        assert_eq!(
+            wait.to_string(),
+            Error::timeout(TimeoutKind::PoolWait).to_string()
+        );
+    }
+
+    #[test]
+    fn unavailable_answers_as_an_unreachable_server() {
+        let err = Error::unavailable("connection refused", None);
+        assert_eq!(
+            answers(&err),
+            Answers {
+                unavailable: true,
+                ..none()
+            }
+        );
+        assert_eq!(err.to_string(), "database unavailable: connection refused");
+        let closed: Error = PoolError::Closed.into();
+        assert_eq!(answers(&closed), answers(&err));
+        let with_source = Error::unavailable(
+            "lost",
+            Some(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        );
+        assert!(std::error::Error::source(&with_source).is_some());
+    }
+
+    #[test]
+    fn invalid_transition_answers_as_the_state_machines() {
+        let err = Error::invalid_transition("execution", "completed", "running");
+        assert_eq!(
+            answers(&err),
+            Answers {
+                invalid_transition: true,
+                ..none()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid execution status transition from completed to running"
+        );
+        assert!(matches!(
+            err,
+            Error::InvalidTransition {
+                entity: "execution",
+                from: "completed",
+                to: "running"
+            }
+        ));
+    }
+
+    #[test]
+    fn lease_lost_answers_as_a_refused_worker() {
+        let execution = crate::model::ExecutionId::new();
+        for reason in [
+            LeaseLostReason::Cancelled,
+            LeaseLostReason::Expired,
+            LeaseLostReason::Finished,
+            LeaseLostReason::NotOwner,
+        ] {
+            let err = Error::lease_lost(execution, reason);
+            assert_eq!(
+                answers(&err),
+                Answers {
+                    lease_lost: true,
+                    lease_lost_reason: Some(reason),
+                    ..none()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("lease on execution {execution} lost: {reason}")
+            );
+        }
+    }
+
+    #[test]
+    fn decode_answers_as_an_unreadable_row() {
+        let err = Error::decode(
+            "task",
+            "metadata",
+            Some("0190c0de-0000-7000-8000-000000000000".into()),
+            "recursion limit exceeded",
+        );
+        assert_eq!(
+            answers(&err),
+            Answers {
+                decode: true,
+                ..none()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot read task 0190c0de-0000-7000-8000-000000000000 column metadata: recursion limit exceeded"
+        );
+        let source = std::error::Error::source(&err).unwrap();
+        assert_eq!(source.to_string(), "recursion limit exceeded");
+        let unknown = Error::decode("user", "created_at", None, std::fmt::Error);
+        assert!(unknown.to_string().contains("(unknown id)"), "{unknown}");
+    }
+
+    #[test]
+    fn migration_answers_as_a_failed_migration() {
+        let err = Error::migration("V4 failed", None);
+        assert_eq!(answers(&err), none());
+        assert!(matches!(err, Error::Migration { .. }));
+        assert_eq!(err.to_string(), "migration failed: V4 failed");
+        let gave_up = Error::migration(
+            "V4 gave up",
+            Some(Box::new(Error::timeout(TimeoutKind::Lock))),
+        );
+        assert_eq!(
+            answers(&gave_up),
+            Answers {
+                lock_timeout: true,
+                ..none()
+            }
+        );
+    }
+
+    #[test]
+    fn config_answers_as_an_invalid_configuration() {
+        let err = Error::config("max_connections must be at least 1");
+        assert_eq!(answers(&err), none());
+        assert!(matches!(err, Error::Config { .. }));
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: max_connections must be at least 1"
+        );
+        let runtime: Error = PoolError::NoRuntimeSpecified.into();
+        assert!(matches!(runtime, Error::Config { .. }));
+    }
+
+    #[test]
+    fn validation_and_not_found_answer_as_the_crates() {
+        assert_eq!(
+            answers(&Error::validation("email", "too long")),
+            Answers {
+                validation: true,
+                field: Some("email"),
+                ..none()
+            }
+        );
+        assert_eq!(
+            answers(&Error::not_found("user", "a@b.co")),
+            Answers {
+                not_found: true,
+                ..none()
+            }
+        );
+    }
+
+    #[test]
+    fn an_idle_timeout_inferred_from_a_lost_connection_has_its_code() {
+        // What the transaction reports when the connection closed after it
+        // sat idle too long (tx.rs): a timeout whose source is the
+        // unavailable error.
+        let err = Error::Timeout {
+            kind: TimeoutKind::IdleInTransaction,
+            source: Some(Box::new(Error::unavailable("connection closed", None))),
+        };
+        assert_eq!(
+            answers(&err),
+            answers(&Error::timeout(TimeoutKind::IdleInTransaction))
+        );
     }
 }

@@ -7,6 +7,9 @@ pub mod config;
 mod db;
 pub mod error;
 pub mod events;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod fixtures;
 pub mod migrate;
 pub mod model;
 pub mod pg;
@@ -15,6 +18,7 @@ pub mod repo;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 mod tx;
+mod uow;
 pub mod validate;
 
 pub use config::DbConfig;
@@ -35,6 +39,43 @@ pub use repo::{
     MockExecutionQueue, MockExecutionRepository, MockTaskRepository, MockUserRepository,
 };
 pub use tx::{IsolationLevel, Transaction, TransactionOptions};
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub use uow::PassThroughUnitOfWork;
+pub use uow::{Repositories, UnitOfWork, UnitOfWorkExt, Work, WorkError, WorkOutput};
 
 /// Re-export of the driver, so callers use the same version as the crate.
+/// Deliberate and part of the public API: `tokio_postgres::Error` is the
+/// source of driver errors, and [`PooledClient`] hands out its `Client`. A
+/// major version bump of tokio-postgres is a breaking change of this crate.
 pub use tokio_postgres;
+
+/// Re-export of the pool, so callers use the same version as the crate.
+/// Deliberate and part of the public API: [`PooledClient`] is
+/// `deadpool_postgres::Object` and [`Database::pool`] returns
+/// `deadpool_postgres::Pool`. A breaking release of deadpool-postgres is a
+/// breaking change of this crate.
+pub use deadpool_postgres;
+
+/// Re-export of the attribute the repository traits are declared with, to
+/// implement them (a fake, an adapter) without depending on `async-trait`
+/// yourself:
+///
+/// ```
+/// use voidrunner_db::async_trait;
+///
+/// #[async_trait]
+/// trait Ping {
+///     async fn ping(&self) -> u32;
+/// }
+///
+/// struct Pong;
+///
+/// #[async_trait]
+/// impl Ping for Pong {
+///     async fn ping(&self) -> u32 {
+///         1
+///     }
+/// }
+/// ```
+pub use async_trait::async_trait;

@@ -128,6 +128,8 @@ pub(crate) struct TxInner {
     /// [`DbConfig::max_output_bytes`](crate::DbConfig::max_output_bytes) of
     /// the pool the transaction came from.
     pub(crate) max_output_bytes: usize,
+    /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement).
+    pub(crate) slow_statement: Option<Duration>,
     /// The server ends a session idle in a transaction for longer than this
     /// ([`DbConfig::idle_in_transaction_timeout`](crate::DbConfig::idle_in_transaction_timeout)).
     idle_timeout: Option<Duration>,
@@ -138,6 +140,14 @@ pub(crate) struct TxInner {
     /// Set once COMMIT or ROLLBACK went through; until then, dropping the
     /// transaction closes its connection rather than pooling it mid-way.
     ended: AtomicBool,
+    /// Set when a statement of the transaction failed with a retryable
+    /// error ([`Error::is_retryable`]): a serialization failure or deadlock
+    /// aborts the whole transaction, so the attempt is worth retrying
+    /// whatever the closure made of that error.
+    met_retryable: AtomicBool,
+    /// Set when a statement's future was dropped while the statement was in
+    /// flight: it may still take effect, so the transaction must not commit.
+    abandoned: AtomicBool,
 }
 
 impl TxInner {
@@ -152,16 +162,34 @@ impl TxInner {
     /// for longer than the server allows: the server ends such a session
     /// (25P03) with no request waiting for the answer, so the driver only
     /// sees the connection close.
+    ///
+    /// Every error of a statement run inside the transaction passes here,
+    /// which is where a retryable one is noted.
     pub(crate) fn explain(&self, err: Error) -> Error {
         let since = Duration::from_micros(self.last_active.load(Ordering::Acquire));
         let idle = self.opened.elapsed().saturating_sub(since);
-        match (&err, self.idle_timeout) {
+        let err = match (&err, self.idle_timeout) {
             (Error::Unavailable { .. }, Some(limit)) if idle >= limit => Error::Timeout {
                 kind: crate::TimeoutKind::IdleInTransaction,
                 source: Some(Box::new(err)),
             },
             _ => err,
+        };
+        if err.is_retryable() {
+            self.met_retryable.store(true, Ordering::Release);
         }
+        err
+    }
+
+    /// Marks the transaction abandoned: a statement's future was dropped in
+    /// flight, so COMMIT would commit what its caller gave up on.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+
+    /// Whether a statement of the transaction failed with a retryable error.
+    fn met_retryable(&self) -> bool {
+        self.met_retryable.load(Ordering::Acquire)
     }
 
     pub(crate) fn client(&self) -> Result<&PooledClient> {
@@ -178,6 +206,13 @@ impl TxInner {
     /// aborted, and then the caller gets that error instead of `Ok` for
     /// writes that were rolled back.
     async fn commit(&self) -> Result<()> {
+        if self.abandoned.load(Ordering::Acquire) {
+            // A statement the closure gave up on (its future dropped in
+            // flight) may or may not have run: commit nothing rather than
+            // something the caller cannot know.
+            self.finish("ROLLBACK").await?;
+            return Err(Error::TransactionAborted);
+        }
         let client = self.client()?;
         let (probe, commit) = tokio::join!(client.batch_execute("SELECT 1"), self.finish("COMMIT"));
         commit?;
@@ -262,7 +297,10 @@ impl Database {
     /// Runs `f` in a read-committed transaction: commits if it returns `Ok`,
     /// rolls back if it returns `Err` (and returns that error), and closes
     /// the connection if it panics or is cancelled. No retries; see
-    /// [`transaction_with`](Self::transaction_with).
+    /// [`transaction_with`](Self::transaction_with). A service written
+    /// against the repository traits rather than [`Transaction`] uses the
+    /// [`UnitOfWork`](crate::UnitOfWork) seam instead, which runs on this
+    /// same machinery.
     ///
     /// ```no_run
     /// # async fn run(db: voidrunner_db::Database, user: voidrunner_db::UserId) -> voidrunner_db::Result<()> {
@@ -289,19 +327,45 @@ impl Database {
     /// read-only mode and retries of serialization failures and deadlocks:
     /// `f` is called again for each attempt, so it must not have effects
     /// outside the database that cannot be repeated.
-    pub async fn transaction_with<T, F, Fut>(
-        &self,
-        options: TransactionOptions,
-        mut f: F,
-    ) -> Result<T>
+    ///
+    /// An attempt is retried when it fails with a retryable error
+    /// ([`Error::is_retryable`]), or when a statement inside it failed with
+    /// one, whatever error the closure then returned: such a failure aborts
+    /// the whole transaction.
+    pub async fn transaction_with<T, F, Fut>(&self, options: TransactionOptions, f: F) -> Result<T>
     where
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<T>>,
+    {
+        fn itself(err: &Error) -> Option<&Error> {
+            Some(err)
+        }
+        self.run_transaction(options, f, itself).await
+    }
+
+    /// The one transaction loop, behind [`transaction_with`](Self::transaction_with)
+    /// and the [`UnitOfWork`](crate::UnitOfWork) of a `Database`: `f`'s
+    /// error type is the caller's, and `db_error` finds the crate's error in
+    /// it (if any) to decide on a retry.
+    pub(crate) async fn run_transaction<T, E, F, Fut, D>(
+        &self,
+        options: TransactionOptions,
+        mut f: F,
+        db_error: D,
+    ) -> std::result::Result<T, E>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: From<Error>,
+        D: Fn(&E) -> Option<&Error>,
     {
         let begin = options.begin_sql();
         let mut attempt = 0;
         loop {
             let span = tracing::debug_span!("voidrunner_db.transaction", attempt);
+            // The attempt's transaction, kept to learn afterwards whether a
+            // statement in it failed with a retryable error.
+            let mut opened: Option<Arc<TxInner>> = None;
             let outcome = async {
                 // The guard is armed before BEGIN is sent: if this future is
                 // dropped while BEGIN is in flight (or anywhere later before
@@ -310,19 +374,27 @@ impl Database {
                 let inner = Arc::new(TxInner {
                     client: Some(self.client().await?),
                     max_output_bytes: self.config().max_output_bytes,
+                    slow_statement: self.config().slow_statement,
                     idle_timeout: self.config().idle_in_transaction_timeout,
                     last_active: AtomicU64::new(0),
                     opened: Instant::now(),
                     ended: AtomicBool::new(false),
+                    met_retryable: AtomicBool::new(false),
+                    abandoned: AtomicBool::new(false),
                 });
-                inner.client()?.batch_execute(&begin).await?;
+                opened = Some(inner.clone());
+                inner
+                    .client()?
+                    .batch_execute(&begin)
+                    .await
+                    .map_err(Error::from)?;
                 inner.touch();
                 match f(Transaction {
                     inner: inner.clone(),
                 })
                 .await
                 {
-                    Ok(value) => inner.commit().await.map(|()| value),
+                    Ok(value) => inner.commit().await.map(|()| value).map_err(E::from),
                     Err(err) => {
                         if let Err(rollback) = inner.finish("ROLLBACK").await {
                             tracing::debug!(error = %rollback, "rollback failed; the connection is discarded");
@@ -333,11 +405,22 @@ impl Database {
             }
             .instrument(span)
             .await;
+            // Taken and dropped here: the connection goes back to the pool
+            // (or is closed) before any backoff.
+            let doomed = opened.take().is_some_and(|inner| inner.met_retryable());
             match outcome {
-                Err(err) if err.is_retryable() && attempt < options.max_retries => {
+                Err(err)
+                    if attempt < options.max_retries
+                        && (doomed || db_error(&err).is_some_and(Error::is_retryable)) =>
+                {
                     attempt += 1;
                     let wait = options.backoff(attempt);
-                    tracing::debug!(error = %err, attempt, ?wait, "retrying transaction");
+                    tracing::debug!(
+                        error = db_error(&err).map(tracing::field::display),
+                        attempt,
+                        ?wait,
+                        "retrying transaction"
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 other => return other,

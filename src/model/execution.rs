@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ExecutionId, TaskId, Timestamp, text_column};
 
 /// Where an execution is in its life (SPEC §3).
+///
+/// Exhaustive on purpose, like [`TaskStatus`](crate::TaskStatus): a new
+/// status would change the state machine, so it would come in a major
+/// release, and a `match` may name every status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
@@ -72,7 +76,17 @@ impl ExecutionStatus {
 text_column!(ExecutionStatus, "status");
 
 /// An execution as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Serialised with every field and deserialised from the same form;
+/// deserialising does not validate.
+///
+/// `#[non_exhaustive]`: a column added to `task_executions` becomes a field
+/// in a minor release. Outside this crate a `TaskExecution` comes from a
+/// repository, from serde, or, in tests, from
+/// [`fixtures::execution`](crate::fixtures::execution) (feature `mock`); its
+/// fields stay public to read and to assign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskExecution {
     /// Primary key.
     pub id: ExecutionId,
@@ -117,7 +131,12 @@ pub struct TaskExecution {
 /// Input of
 /// [`ExecutionRepository::create`](crate::repo::ExecutionRepository::create):
 /// a pending execution of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+///
+/// Built with [`NewExecution::new`]. `#[non_exhaustive]`: a new optional
+/// input is added in a minor release, and [`NewExecution::new`] keeps
+/// compiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NewExecution {
     /// The task to run.
     pub task_id: TaskId,
@@ -133,21 +152,36 @@ impl NewExecution {
 /// A partial update of an execution's results: `None` fields are left as
 /// they are. The status changes only through
 /// [`ExecutionRepository::update_status`](crate::repo::ExecutionRepository::update_status).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+///
+/// Not `#[non_exhaustive]`, on purpose: an update is written as a struct
+/// literal, `ExecutionUpdate { stdout: Some(out), ..Default::default() }`,
+/// which `#[non_exhaustive]` would forbid outside this crate. A new field
+/// would therefore come in a major release.
+///
+/// In serde, absent and `null` fields are left as they are; serialising
+/// writes only the fields set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionUpdate {
     /// Exit code, 0..=255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_code: Option<i32>,
     /// Standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout: Option<String>,
     /// Standard error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
     /// Run time in milliseconds, >= 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_time_ms: Option<i32>,
     /// Peak memory in bytes, >= 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_usage_bytes: Option<i64>,
     /// Start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
     /// End time; not before the start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Timestamp>,
 }
 

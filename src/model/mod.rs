@@ -6,6 +6,32 @@
 //! - [`Timestamp`] holds microseconds, PostgreSQL's precision, so a value
 //!   survives a round trip unchanged;
 //! - [`Page`] and [`PageRequest`] are keyset pages.
+//!
+//! # Serde
+//!
+//! Every type a service sends over the wire serialises and deserialises to
+//! the same form: [`Task`], [`TaskExecution`], [`ClaimedExecution`],
+//! [`NewTask`], [`NewExecution`], [`Outcome`], [`Page`], the updates,
+//! [`RescuePolicy`], [`RescueReport`]. [`User`] serialises without its
+//! password hash and deserialises with an empty one (see [`User`]);
+//! [`NewUser`] and [`UserUpdate`], which carry a hash, only deserialise.
+//! Deserialising never validates: the repositories do, before any SQL.
+//!
+//! # Which types may grow
+//!
+//! The stored rows ([`Task`], [`TaskExecution`], [`User`]), what the queue
+//! hands out ([`ClaimedExecution`], [`RescueReport`]), the inputs built by a
+//! constructor ([`NewTask`], [`NewExecution`], [`NewUser`], [`Outcome`]) and
+//! [`ScriptType`] are `#[non_exhaustive]`: a field (or language) is added in
+//! a minor release. Outside the crate they are built with their constructors,
+//! serde, or, in tests, [`fixtures`](crate::fixtures) (feature `mock`).
+//!
+//! Exhaustive on purpose: the statuses ([`TaskStatus`], [`ExecutionStatus`]),
+//! whose change would change the state machines, and the structs written as
+//! literals with `..Default::default()` ([`TaskUpdate`], [`ExecutionUpdate`],
+//! [`UserUpdate`], [`PageRequest`], [`RescuePolicy`]) or as
+//! `Page { items, next_cursor }` by mocks ([`Page`]). A new field in one of
+//! these is a major release.
 
 pub mod execution;
 mod ids;
@@ -84,3 +110,165 @@ macro_rules! text_column {
     };
 }
 pub(crate) use text_column;
+
+/// Serde round trips of every type a service sends over the wire.
+#[cfg(all(test, feature = "mock"))]
+mod serde_tests {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fixtures;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
+        let json = serde_json::to_string(value).unwrap();
+        let back: T = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, value, "{json}");
+    }
+
+    #[test]
+    fn stored_types_round_trip() {
+        let task = fixtures::task()
+            .description("d")
+            .metadata(json!({ "n": 1.5, "tags": ["a", null], "deep": { "x": true } }))
+            .script_type(ScriptType::Go)
+            .status(TaskStatus::Timeout)
+            .build();
+        round_trip(&task);
+        round_trip(&fixtures::task().build());
+        round_trip(&fixtures::execution().build());
+        let done = fixtures::execution()
+            .running("w")
+            .finished(&Outcome::failed(3).output("out", "err").usage(7, 8))
+            .build();
+        round_trip(&done);
+        round_trip(&fixtures::claimed().build());
+        round_trip(&Page {
+            items: vec![task.clone(), fixtures::task().build()],
+            next_cursor: Some("opaque".into()),
+        });
+        round_trip(&Page::<Task>::last(Vec::new()));
+
+        let json = serde_json::to_value(&task).unwrap();
+        assert_eq!(json["status"], "timeout");
+        assert_eq!(json["script_type"], "go");
+        assert_eq!(json["id"], task.id.to_string());
+        assert_eq!(json["created_at"], task.created_at.to_string());
+    }
+
+    #[test]
+    fn inputs_round_trip() {
+        let user = UserId::new();
+        round_trip(&NewTask::new(user, "n", "print(1)"));
+        round_trip(
+            &NewTask::new(user, "n", "echo 1")
+                .description("d")
+                .script_type(ScriptType::Bash)
+                .priority(3)
+                .timeout_seconds(60)
+                .metadata(json!({ "k": "v" })),
+        );
+        // Absent fields take the defaults of NewTask::new.
+        let minimal: NewTask = serde_json::from_value(
+            json!({ "user_id": user, "name": "n", "script_content": "print(1)" }),
+        )
+        .unwrap();
+        assert_eq!(minimal, NewTask::new(user, "n", "print(1)"));
+        round_trip(&NewExecution::new(TaskId::new()));
+
+        for outcome in [
+            Outcome::completed(0),
+            Outcome::failed(2).output("o", "e").usage(1, 2),
+            Outcome::timed_out(),
+            Outcome::new(ExecutionStatus::Cancelled).return_code(9),
+        ] {
+            round_trip(&outcome);
+        }
+
+        for update in [
+            TaskUpdate::default(),
+            TaskUpdate {
+                description: Some(None),
+                ..TaskUpdate::default()
+            },
+            TaskUpdate {
+                name: Some("n".into()),
+                description: Some(Some("d".into())),
+                script_type: Some(ScriptType::Javascript),
+                metadata: Some(json!({})),
+                ..TaskUpdate::default()
+            },
+        ] {
+            round_trip(&update);
+        }
+        // Only the fields set are written; a cleared description is null.
+        let clear = TaskUpdate {
+            description: Some(None),
+            ..TaskUpdate::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&clear).unwrap(),
+            json!({ "description": null })
+        );
+        assert_eq!(
+            serde_json::to_value(TaskUpdate::default()).unwrap(),
+            json!({})
+        );
+
+        let update = ExecutionUpdate {
+            stdout: Some("ok".into()),
+            started_at: Some(Timestamp::now()),
+            ..ExecutionUpdate::default()
+        };
+        round_trip(&update);
+        round_trip(&ExecutionUpdate::default());
+        assert_eq!(
+            serde_json::to_value(ExecutionUpdate::default()).unwrap(),
+            json!({})
+        );
+
+        let mut report = RescueReport::default();
+        report.timed_out.push(ExecutionId::new());
+        report.retried.push(ExecutionId::new());
+        round_trip(&report);
+        round_trip(&RescuePolicy::default());
+        round_trip(&PageRequest::after("c", 5));
+    }
+
+    #[test]
+    fn a_user_travels_without_its_hash() {
+        let user = fixtures::user()
+            .password_hash(PasswordHash::new("$argon2id$v=19$secret-hash"))
+            .build();
+        let json = serde_json::to_value(&user).unwrap();
+        assert_eq!(
+            json,
+            json!({
+                "id": user.id,
+                "email": user.email,
+                "created_at": user.created_at,
+                "updated_at": user.updated_at,
+            })
+        );
+        assert!(!json.to_string().contains("secret"), "{json}");
+
+        let back: User = serde_json::from_value(json).unwrap();
+        assert!(back.password_hash.is_empty());
+        assert!(crate::validate::password_hash(&back.password_hash).is_err());
+        let mut expected = user.clone();
+        expected.password_hash = PasswordHash::new("");
+        assert_eq!(back, expected, "equal but for the hash");
+
+        // A hash in the input is ignored, never read.
+        let mut forged = serde_json::to_value(&user).unwrap();
+        forged["password_hash"] = json!("$argon2id$forged");
+        let back: User = serde_json::from_value(forged).unwrap();
+        assert!(back.password_hash.is_empty());
+
+        // Nor does a page of users, or a user inside another value, carry it.
+        let page = Page::last(vec![user.clone()]);
+        assert!(!serde_json::to_string(&page).unwrap().contains("secret"));
+        assert!(!format!("{user:?}").contains("secret"));
+    }
+}

@@ -11,6 +11,10 @@ pub const MAX_PAGE_LIMIT: u32 = 100;
 /// of the last row returned, and the next page starts strictly after it. So
 /// walking every page returns every row exactly once, even while rows are
 /// inserted, and page 1,000 costs what page 1 costs.
+///
+/// Not `#[non_exhaustive]`, on purpose: it is written as a struct literal
+/// (`PageRequest { limit: Some(50), ..Default::default() }`); a new field
+/// would come in a major release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageRequest {
     /// Rows per page: [`DEFAULT_PAGE_LIMIT`] when `None`, capped at
@@ -49,10 +53,26 @@ impl PageRequest {
 }
 
 /// One page of a list.
+///
+/// Serialises and deserialises as `{"items": [...], "next_cursor": ...}`.
+/// Not `#[non_exhaustive]`, on purpose: a mock of a repository builds its
+/// pages as `Page { items, next_cursor: None }` (or with [`Page::last`]);
+/// a new field would come in a major release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// The rows, in the list's order.
     pub items: Vec<T>,
     /// Where the next page starts; `None` when this is the last page.
     pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The last page: `items` and no next cursor. What a mock of a list
+    /// method returns when the caller should not page further.
+    pub fn last(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
 }

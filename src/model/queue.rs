@@ -7,7 +7,15 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ExecutionId, ExecutionStatus, ScriptType, TaskExecution};
 
 /// An execution a worker claimed, with what it needs to run it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Serialises and deserialises (a dispatcher may hand claims to workers
+/// over the wire). `#[non_exhaustive]`: what a worker is given grows in
+/// minor releases. Outside this crate one comes from
+/// [`ExecutionQueue::claim`](crate::repo::ExecutionQueue::claim), from
+/// serde, or, in tests, from [`fixtures::claimed`](crate::fixtures::claimed)
+/// (feature `mock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClaimedExecution {
     /// The execution, now running, owned by the worker until
     /// `execution.lease_expires_at`.
@@ -22,7 +30,14 @@ pub struct ClaimedExecution {
 
 /// How a run ended, for
 /// [`ExecutionQueue::complete`](crate::repo::ExecutionQueue::complete).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// Built with [`Outcome::completed`], [`Outcome::failed`],
+/// [`Outcome::timed_out`] (or [`Outcome::new`]) and the setters; serialises
+/// and deserialises (a worker may report it over the wire).
+/// `#[non_exhaustive]`: what a worker reports grows in minor releases
+/// (optional fields), and the constructors keep compiling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Outcome {
     /// `completed`, `failed` or `timeout`.
     pub status: ExecutionStatus,
@@ -39,6 +54,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome with `status` and no results. Only `completed`, `failed`
+    /// and `timeout` end a run; the queue refuses the others
+    /// ([`validate::outcome`](crate::validate::outcome)), which this builds
+    /// for tests of that refusal.
+    pub fn new(status: ExecutionStatus) -> Self {
+        Self::with_status(status)
+    }
+
     fn with_status(status: ExecutionStatus) -> Self {
         Outcome {
             status,
@@ -71,6 +94,12 @@ impl Outcome {
         Self::with_status(ExecutionStatus::Timeout)
     }
 
+    /// Sets the exit code.
+    pub fn return_code(mut self, return_code: i32) -> Self {
+        self.return_code = Some(return_code);
+        self
+    }
+
     /// Sets the captured output.
     pub fn output(mut self, stdout: impl Into<String>, stderr: impl Into<String>) -> Self {
         self.stdout = Some(stdout.into());
@@ -88,6 +117,11 @@ impl Outcome {
 
 /// What [`ExecutionQueue::rescue_expired`](crate::repo::ExecutionQueue::rescue_expired)
 /// does with executions whose lease expired.
+///
+/// Not `#[non_exhaustive]`, on purpose: a policy is written as a struct
+/// literal, `RescuePolicy { max_attempts: 3, ..Default::default() }`, which
+/// `#[non_exhaustive]` would forbid outside this crate. A new field would
+/// therefore come in a major release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RescuePolicy {
@@ -128,7 +162,11 @@ mod duration_ms {
 }
 
 /// What a rescue did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+///
+/// `#[non_exhaustive]`: a rescue may report more in minor releases. A mock
+/// builds one from [`RescueReport::default`] and assigns the fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RescueReport {
     /// Executions whose lease had expired, now `timeout`.
     pub timed_out: Vec<ExecutionId>,

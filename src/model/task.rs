@@ -5,8 +5,13 @@ use serde::{Deserialize, Serialize};
 use crate::model::{TaskId, Timestamp, UserId, text_column};
 
 /// The language a task's script is written in.
+///
+/// `#[non_exhaustive]`: languages are added in minor releases, so a `match`
+/// outside this crate needs a `_` arm (for example, "not supported by this
+/// worker").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ScriptType {
     /// `python`, the default.
     #[default]
@@ -42,6 +47,11 @@ impl ScriptType {
 text_column!(ScriptType, "script_type");
 
 /// Where a task is in its life (SPEC §3).
+///
+/// Exhaustive on purpose: a new status would change the state machine
+/// ([`can_transition_to`](Self::can_transition_to)), which breaks the
+/// services that follow it whatever the type says, so it would come in a
+/// major release, and a `match` may name every status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
@@ -116,7 +126,16 @@ impl TaskStatus {
 text_column!(TaskStatus, "status");
 
 /// A task as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Serialised with every field (the wire form a service sends), and
+/// deserialised from the same form; deserialising does not validate.
+///
+/// `#[non_exhaustive]`: a column added to `tasks` becomes a field in a
+/// minor release. Outside this crate a `Task` comes from a repository, from
+/// serde, or, in tests, from [`fixtures::task`](crate::fixtures::task)
+/// (feature `mock`); its fields stay public to read and to assign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Task {
     /// Primary key.
     pub id: TaskId,
@@ -146,7 +165,13 @@ pub struct Task {
 
 /// Input of [`TaskRepository::create`](crate::repo::TaskRepository::create).
 /// The status of a new task is always pending.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// Built with [`NewTask::new`] and its setters, or deserialised (absent
+/// optional fields take the defaults of [`NewTask::new`]).
+/// `#[non_exhaustive]`: a new optional input (with a default) is added in a
+/// minor release, and [`NewTask::new`] keeps compiling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NewTask {
     /// The owner.
     pub user_id: UserId,
@@ -199,6 +224,18 @@ impl NewTask {
         }
     }
 
+    /// Sets the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the script.
+    pub fn script_content(mut self, script_content: impl Into<String>) -> Self {
+        self.script_content = script_content.into();
+        self
+    }
+
     /// Sets the script type.
     pub fn script_type(mut self, script_type: ScriptType) -> Self {
         self.script_type = script_type;
@@ -233,22 +270,42 @@ impl NewTask {
 /// A partial update of a task: `None` fields are left as they are. The
 /// status changes only through
 /// [`TaskRepository::update_status`](crate::repo::TaskRepository::update_status).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+///
+/// Not `#[non_exhaustive]`, on purpose: an update is written as a struct
+/// literal, `TaskUpdate { priority: Some(3), ..Default::default() }`, which
+/// `#[non_exhaustive]` would forbid outside this crate. A new field would
+/// therefore come in a major release (code that spells every field without
+/// `..Default::default()` would stop compiling).
+///
+/// In serde, absent fields are left as they are and `"description": null`
+/// clears the description; serialising writes only the fields set, so the
+/// two forms round-trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskUpdate {
     /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `Some(None)` clears the description, `Some(Some(d))` sets it.
-    #[serde(default, with = "double_option")]
+    #[serde(
+        default,
+        deserialize_with = "double_option::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub description: Option<Option<String>>,
     /// New script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script_content: Option<String>,
     /// New script type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script_type: Option<ScriptType>,
     /// New priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// New timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i32>,
     /// New metadata (replaces the old object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
 }
 

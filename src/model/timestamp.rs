@@ -1,23 +1,97 @@
 use std::fmt;
+use std::str::FromStr;
 
 use postgres_types::{FromSql, ToSql};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
 /// A UTC instant with microsecond precision, PostgreSQL's `timestamptz`
 /// resolution.
 ///
-/// Built only through [`Timestamp::now`] and [`Timestamp::from`], which drop
-/// the nanoseconds, so a value written and read back compares equal.
-/// Serialised as RFC 3339.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSql, FromSql)]
+/// Built only through [`Timestamp::now`], [`Timestamp::from`] and
+/// [`str::parse`], which drop the nanoseconds, so a value written and read
+/// back compares equal.
+///
+/// # Text form
+///
+/// [`Display`](fmt::Display), [`FromStr`] and serde share one text form:
+/// RFC 3339 in UTC with up to six fractional digits
+/// (`2026-01-02T01:04:05.123456Z`). RFC 3339 has no years before 0000,
+/// which PostgreSQL stores (down to 4714 BC); such an instant is written in
+/// the ISO 8601 expanded form `-0100-01-02T03:04:05.000000Z`, which
+/// [`FromStr`] reads too. So `t.to_string().parse() == Ok(t)` for every
+/// `Timestamp`, and serialising never fails.
+///
+/// ```
+/// use voidrunner_db::Timestamp;
+///
+/// let t: Timestamp = "2026-01-02T03:04:05.123456789+02:00".parse()?;
+/// assert_eq!(t.to_string(), "2026-01-02T01:04:05.123456Z"); // UTC, microseconds
+/// assert_eq!(t.to_string().parse::<Timestamp>()?, t);
+/// assert!("yesterday".parse::<Timestamp>().unwrap_err().is_validation());
+/// # Ok::<(), voidrunner_db::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ToSql, FromSql)]
 #[postgres(transparent)]
-pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] OffsetDateTime);
+pub struct Timestamp(OffsetDateTime);
+
+/// The text form of the instants RFC 3339 cannot write (years before 0000).
+const EXPANDED: &[BorrowedFormatItem<'_>] = format_description!(
+    "[year sign:mandatory]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Through From, so nanoseconds in the input are dropped here too.
-        time::serde::rfc3339::deserialize(d).map(Timestamp::from)
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Timestamp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 timestamp")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = crate::error::Error;
+
+    /// Reads RFC 3339 with any offset (converted to UTC) and any number of
+    /// fractional digits (cut to microseconds), or the expanded form
+    /// [`Display`](fmt::Display) writes for years before 0000. Anything
+    /// else is an [`Error::Validation`](crate::Error::Validation) on the
+    /// field `timestamp`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => Ok(t.into()),
+            Err(rfc3339) => time::PrimitiveDateTime::parse(s, EXPANDED)
+                .map(|t| t.assume_utc().into())
+                .map_err(|_| {
+                    // The input is echoed, cut short: it may be anything.
+                    let shown: String = s.chars().take(64).collect();
+                    let more = if shown.len() < s.len() { "…" } else { "" };
+                    crate::error::Error::validation(
+                        "timestamp",
+                        format!("`{shown}{more}` is not an RFC 3339 timestamp: {rfc3339}"),
+                    )
+                }),
+        }
     }
 }
 
@@ -64,10 +138,9 @@ impl From<Timestamp> for OffsetDateTime {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self
-            .0
-            .format(&time::format_description::well_known::Rfc3339)
-        {
+        // RFC 3339 fails only on years it cannot write; the expanded form
+        // covers every year `time` represents.
+        match self.0.format(&Rfc3339).or_else(|_| self.0.format(EXPANDED)) {
             Ok(s) => f.write_str(&s),
             Err(_) => write!(f, "{}", self.0),
         }
@@ -99,5 +172,67 @@ mod tests {
         let nanos =
             serde_json::from_str::<Timestamp>("\"2026-01-02T01:04:05.123456789Z\"").unwrap();
         assert_eq!(nanos, ts);
+    }
+
+    #[test]
+    fn display_and_from_str_round_trip() {
+        let instants = [
+            Timestamp::now(),
+            Timestamp::from_unix_micros(0).unwrap(),
+            Timestamp::from_unix_micros(1).unwrap(),
+            Timestamp::from_unix_micros(-1).unwrap(),
+            // PostgreSQL's earliest instant (4714-11-24 BC): no RFC 3339 form.
+            Timestamp::from_unix_micros(crate::validate::POSTGRES_MIN_UNIX_MICROS).unwrap(),
+            Timestamp::from(time::macros::datetime!(-0001-12-31 23:59:59.999_999 UTC)),
+            Timestamp::from(time::macros::datetime!(0000-01-01 00:00 UTC)),
+            Timestamp::from(time::macros::datetime!(9999-12-31 23:59:59.999_999 UTC)),
+        ];
+        for t in instants {
+            let text = t.to_string();
+            assert_eq!(text.parse::<Timestamp>().unwrap(), t, "{text}");
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+        }
+        assert_eq!(
+            Timestamp::from(time::macros::datetime!(-0100-01-02 03:04:05 UTC)).to_string(),
+            "-0100-01-02T03:04:05.000000Z"
+        );
+    }
+
+    #[test]
+    fn from_str_reads_offsets_and_cuts_nanoseconds() {
+        let t: Timestamp = "2026-01-02T03:04:05.123456789+02:00".parse().unwrap();
+        assert_eq!(t.to_string(), "2026-01-02T01:04:05.123456Z");
+        let whole: Timestamp = "2026-01-02T01:04:05Z".parse().unwrap();
+        assert_eq!(whole.to_string(), "2026-01-02T01:04:05Z");
+        assert_eq!(whole.unix_micros() + 123_456, t.unix_micros());
+    }
+
+    #[test]
+    fn from_str_refuses_garbage_with_a_validation_error() {
+        for garbage in [
+            "",
+            "yesterday",
+            "2026-01-02",
+            "2026-01-02 01:04:05",
+            "2026-13-02T01:04:05Z",
+            "2026-01-02T01:04:05",
+            " 2026-01-02T01:04:05Z",
+            "1767316245",
+        ] {
+            let err = garbage.parse::<Timestamp>().unwrap_err();
+            assert!(err.is_validation(), "{garbage:?}: {err}");
+            assert_eq!(err.field(), Some("timestamp"), "{garbage:?}");
+        }
+        let long = "x".repeat(10_000);
+        let message = long.parse::<Timestamp>().unwrap_err().to_string();
+        assert!(message.len() < 300, "{message}");
+        let err = serde_json::from_str::<Timestamp>("\"soon\"").unwrap_err();
+        assert!(
+            err.to_string().contains("not an RFC 3339 timestamp"),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<Timestamp>("12").is_err());
     }
 }

@@ -8,7 +8,9 @@ use crate::model::{Timestamp, UserId};
 
 /// A stored password hash (argon2, bcrypt… — the crate never hashes or sees
 /// plain passwords). Its `Debug` output is redacted and it is never
-/// serialised.
+/// serialised: the type has no `Serialize` at all, so no struct holding one
+/// can derive it by mistake. It deserialises (inputs such as [`NewUser`]
+/// carry one).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct PasswordHash(String);
@@ -23,6 +25,19 @@ impl PasswordHash {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether the hash is empty: so is the hash of a [`User`] that was
+    /// deserialised, since the wire form never carries it. An empty hash
+    /// verifies no password with any hashing library, and the crate refuses
+    /// to store it ([`validate::password_hash`](crate::validate::password_hash)).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The hash of a deserialised [`User`]: none.
+    fn absent() -> Self {
+        PasswordHash(String::new())
+    }
 }
 
 impl fmt::Debug for PasswordHash {
@@ -32,14 +47,31 @@ impl fmt::Debug for PasswordHash {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// # Serde: the hash never travels
+///
+/// A `User` serialises without its password hash: the wire form is `id`,
+/// `email`, `created_at` and `updated_at`. It deserialises from that form
+/// with an *empty* hash ([`PasswordHash::is_empty`]); a `password_hash` in
+/// the input is ignored. So a user sent between services can be shown and
+/// compared by id, but not used to check a password: only the repository
+/// ([`UserRepository::get`](crate::repo::UserRepository::get)) returns a
+/// user with its hash, and the crate refuses to write an empty one.
+/// (A round trip therefore gives back an equal user except for the hash.)
+///
+/// `#[non_exhaustive]`: a column added to `users` becomes a field in a
+/// minor release. Outside this crate a `User` comes from a repository, from
+/// serde, or, in tests, from [`fixtures::user`](crate::fixtures::user)
+/// (feature `mock`); its fields stay public to read and to assign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct User {
     /// Primary key.
     pub id: UserId,
     /// Trimmed and lower-cased.
     pub email: String,
-    /// Never serialised.
-    #[serde(skip_serializing)]
+    /// Never serialised; empty when deserialised.
+    #[serde(skip, default = "PasswordHash::absent")]
     pub password_hash: PasswordHash,
     /// When the row was created.
     pub created_at: Timestamp,
@@ -48,7 +80,12 @@ pub struct User {
 }
 
 /// Input of [`UserRepository::create`](crate::repo::UserRepository::create).
+///
+/// Built with [`NewUser::new`]. Deserialises but does not serialise: it
+/// holds a password hash. `#[non_exhaustive]`: a new optional input is added
+/// in a minor release, and [`NewUser::new`] keeps compiling.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub struct NewUser {
     /// Any case and surrounding spaces; stored trimmed and lower-cased.
     pub email: String,
@@ -68,6 +105,12 @@ impl NewUser {
 }
 
 /// A partial update of a user: `None` fields are left as they are.
+///
+/// Deserialises but does not serialise: it may hold a password hash. Not
+/// `#[non_exhaustive]`, on purpose: an update is written as a struct
+/// literal, `UserUpdate { email: Some(e), ..Default::default() }`, which
+/// `#[non_exhaustive]` would forbid outside this crate. A new field would
+/// therefore come in a major release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct UserUpdate {
     /// New email.

@@ -243,6 +243,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "create")
     )]
     async fn create(&self, execution: NewExecution) -> Result<TaskExecution> {
@@ -252,6 +253,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "get")
     )]
     async fn get(&self, id: ExecutionId) -> Result<TaskExecution> {
@@ -261,6 +263,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "list")
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
@@ -271,6 +274,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "list_by_task")
     )]
     async fn list_by_task(
@@ -294,6 +298,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "list_by_status")
     )]
     async fn list_by_status(
@@ -317,6 +322,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "latest_for_task")
     )]
     async fn latest_for_task(&self, task_id: TaskId) -> Result<Option<TaskExecution>> {
@@ -326,6 +332,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "update")
     )]
     async fn update(&self, id: ExecutionId, mut update: ExecutionUpdate) -> Result<TaskExecution> {
@@ -343,6 +350,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "update_status")
     )]
     async fn update_status(
@@ -356,6 +364,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "delete")
     )]
     async fn delete(&self, id: ExecutionId) -> Result<()> {
@@ -365,6 +374,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
@@ -374,6 +384,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "count_by_task")
     )]
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
@@ -383,6 +394,7 @@ impl ExecutionRepository for PgExecutionRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "execution", op = "count_by_status")
     )]
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {

@@ -19,6 +19,7 @@ pub use user::PgUserRepository;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -58,7 +59,10 @@ impl Source {
             })),
             Source::Tx(tx) => {
                 tx.client()?;
-                Ok(Conn::Tx(tx))
+                Ok(Conn::Tx(TxConn {
+                    tx,
+                    busy: AtomicBool::new(false),
+                }))
             }
         }
     }
@@ -84,7 +88,33 @@ impl Source {
 #[allow(clippy::large_enum_variant)]
 enum Conn<'a> {
     Pooled(PoolConn<'a>),
-    Tx(&'a TxInner),
+    Tx(TxConn<'a>),
+}
+
+/// A repository call's use of a transaction's connection. Armed while a
+/// statement is in flight: if the call's future is dropped then (a timeout
+/// or `select!` inside the transaction's closure), the statement may still
+/// take effect, so the transaction is marked abandoned and will roll back
+/// rather than commit what the caller gave up on.
+struct TxConn<'a> {
+    tx: &'a TxInner,
+    busy: AtomicBool,
+}
+
+impl std::ops::Deref for TxConn<'_> {
+    type Target = TxInner;
+
+    fn deref(&self) -> &TxInner {
+        self.tx
+    }
+}
+
+impl Drop for TxConn<'_> {
+    fn drop(&mut self) {
+        if *self.busy.get_mut() {
+            self.tx.abandon();
+        }
+    }
 }
 
 /// The pooled connection of one repository call.
@@ -159,9 +189,23 @@ impl Conn<'_> {
         }
     }
 
+    /// A `WARN` event for a statement slower than
+    /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement): its
+    /// duration and SQL text, never its parameters.
+    fn note_if_slow(&self, sql: &str, took: Duration) {
+        let threshold = match self {
+            Conn::Pooled(pooled) => pooled.db.config().slow_statement,
+            Conn::Tx(tx) => tx.slow_statement,
+        };
+        if threshold.is_some_and(|limit| took > limit) {
+            tracing::warn!(took_ms = took.as_millis() as u64, sql, "slow statement");
+        }
+    }
+
     fn set_busy(&self, busy: bool) {
-        if let Conn::Pooled(pooled) = self {
-            pooled.busy.store(busy, Ordering::Release);
+        match self {
+            Conn::Pooled(pooled) => pooled.busy.store(busy, Ordering::Release),
+            Conn::Tx(tx) => tx.busy.store(busy, Ordering::Release),
         }
     }
 
@@ -178,11 +222,13 @@ impl Conn<'_> {
         loop {
             let client = self.client()?;
             self.set_busy(true);
+            let started = Instant::now();
             let result = match client.prepare_cached(sql).await {
                 Ok(stmt) => run(client, stmt).await,
                 Err(err) => Err(err),
             };
             self.set_busy(false);
+            self.note_if_slow(sql, started.elapsed());
             if let (Conn::Tx(tx), Ok(_)) = (self, &result) {
                 tx.touch();
             }
@@ -197,6 +243,11 @@ impl Conn<'_> {
                 client.statement_cache.clear();
             }
             match self {
+                // Inside a transaction the call opened (`begin`), the failed
+                // statement aborted it: nothing to rerun.
+                Conn::Pooled(pooled) if pooled.in_transaction.load(Ordering::Acquire) => {
+                    return Err(err.into());
+                }
                 Conn::Pooled(_) if !healed_cache && stale_cache => healed_cache = true,
                 Conn::Pooled(pooled) if !healed_session && stale_session => {
                     // The schema change that made this session stale made

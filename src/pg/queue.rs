@@ -110,7 +110,9 @@ fn lease_lost(
 /// enqueued right now is passed over until the next claim. Only executions
 /// whose task is pending are claimed: a cancelled task's work never runs.
 /// The lock re-reads both rows at their latest version, so a status change
-/// committed after this statement's snapshot is seen.
+/// committed after this statement's snapshot is seen. `attempt` saturates
+/// at `i32::MAX` rather than overflow: one row written by another
+/// application at the top value must not stop every claim.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS MATERIALIZED ( \
@@ -123,7 +125,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
        ), claimed AS ( \
          UPDATE task_executions e \
          SET status = 'running', started_at = now(), completed_at = NULL, \
-             attempt = e.attempt + 1, \
+             attempt = CASE WHEN e.attempt < 2147483647 THEN e.attempt + 1 ELSE e.attempt END, \
              worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
              heartbeat_at = now() \
          FROM next WHERE e.id = next.id AND e.status = 'pending' \
@@ -700,7 +702,7 @@ pub(crate) mod sql {
 
 #[async_trait]
 impl ExecutionQueue for PgExecutionQueue {
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "enqueue"))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue"))]
     async fn enqueue(
         &self,
         task_id: TaskId,
@@ -712,7 +714,7 @@ impl ExecutionQueue for PgExecutionQueue {
         sql::enqueue(&self.source.conn().await?, task_id, run_after).await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "enqueue_many", count = task_ids.len()))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue_many", count = task_ids.len()))]
     async fn enqueue_many(
         &self,
         task_ids: Vec<TaskId>,
@@ -725,7 +727,7 @@ impl ExecutionQueue for PgExecutionQueue {
         sql::enqueue_many(&self.source.conn().await?, &task_ids, run_after).await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "claim", limit))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "claim", limit))]
     async fn claim(
         &self,
         worker_id: &str,
@@ -738,7 +740,7 @@ impl ExecutionQueue for PgExecutionQueue {
         sql::claim(&self.source.conn().await?, worker_id, limit, lease).await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "heartbeat"))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat"))]
     async fn heartbeat(
         &self,
         execution_id: ExecutionId,
@@ -750,7 +752,7 @@ impl ExecutionQueue for PgExecutionQueue {
         sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "complete"))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete"))]
     async fn complete(
         &self,
         execution_id: ExecutionId,
@@ -775,7 +777,7 @@ impl ExecutionQueue for PgExecutionQueue {
         .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "cancel"))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "cancel"))]
     async fn cancel(&self, execution_id: ExecutionId) -> Result<TaskExecution> {
         sql::finish(
             &self.source.conn().await?,
@@ -785,7 +787,7 @@ impl ExecutionQueue for PgExecutionQueue {
         .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "rescue_expired"))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "rescue_expired"))]
     async fn rescue_expired(&self, policy: RescuePolicy) -> Result<RescueReport> {
         if policy.batch_size == 0 || policy.batch_size > validate::MAX_CLAIM {
             return Err(Error::validation(
@@ -808,7 +810,7 @@ impl ExecutionQueue for PgExecutionQueue {
         Ok(report)
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, fields(op = "prune"))]
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "prune"))]
     async fn prune(&self, older_than: Duration, batch_size: u32) -> Result<u64> {
         if batch_size == 0 {
             return Err(Error::validation("batch_size", "must be at least 1"));

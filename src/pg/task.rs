@@ -344,6 +344,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "create")
     )]
     async fn create(&self, task: NewTask) -> Result<Task> {
@@ -354,6 +355,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "create_many", count = tasks.len())
     )]
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>> {
@@ -365,6 +367,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "import", count = tasks.len())
     )]
     async fn import(&self, tasks: Vec<NewTask>) -> Result<u64> {
@@ -383,14 +386,22 @@ impl TaskRepository for PgTaskRepository {
                 }
                 result
             }
-            // Inside a transaction, the transaction's own guard covers it.
-            Conn::Tx(tx) => sql::import(tx.client()?, &tasks).await,
+            // Inside a transaction, the transaction's own guard covers it;
+            // its failure is explained (and noted) like any statement's.
+            Conn::Tx(tx) => {
+                let result = sql::import(tx.client()?, &tasks)
+                    .await
+                    .map_err(|err| tx.explain(err));
+                tx.touch();
+                result
+            }
         }
     }
 
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "get")
     )]
     async fn get(&self, id: TaskId) -> Result<Task> {
@@ -400,6 +411,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "update")
     )]
     async fn update(&self, id: TaskId, update: TaskUpdate) -> Result<Task> {
@@ -410,6 +422,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "update_status")
     )]
     async fn update_status(&self, id: TaskId, status: TaskStatus) -> Result<Task> {
@@ -420,6 +433,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "delete")
     )]
     async fn delete(&self, id: TaskId) -> Result<()> {
@@ -429,6 +443,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "list")
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
@@ -439,6 +454,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "list_by_user")
     )]
     async fn list_by_user(&self, user_id: UserId, page: PageRequest) -> Result<Page<Task>> {
@@ -458,6 +474,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "list_by_status")
     )]
     async fn list_by_status(&self, status: TaskStatus, page: PageRequest) -> Result<Page<Task>> {
@@ -477,6 +494,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "search_by_metadata")
     )]
     async fn search_by_metadata(
@@ -502,6 +520,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
@@ -511,6 +530,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "count_by_user")
     )]
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
@@ -522,6 +542,7 @@ impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "task", op = "count_by_status")
     )]
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {

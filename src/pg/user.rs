@@ -211,6 +211,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "create")
     )]
     async fn create(&self, user: NewUser) -> Result<User> {
@@ -222,6 +223,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "get")
     )]
     async fn get(&self, id: UserId) -> Result<User> {
@@ -231,6 +233,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "get_by_email")
     )]
     async fn get_by_email(&self, email: &str) -> Result<User> {
@@ -241,6 +244,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "update")
     )]
     async fn update(&self, id: UserId, update: UserUpdate) -> Result<User> {
@@ -260,6 +264,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "delete")
     )]
     async fn delete(&self, id: UserId) -> Result<()> {
@@ -269,6 +274,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "list")
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<User>> {
@@ -279,6 +285,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(
         name = "voidrunner_db.repo",
         skip_all,
+        err(level = tracing::Level::DEBUG),
         fields(entity = "user", op = "count")
     )]
     async fn count(&self) -> Result<i64> {

@@ -295,3 +295,39 @@ async fn a_session_ended_for_idling_in_a_transaction_is_that_timeout() {
     let users = PgUserRepository::new(db.db().clone());
     assert_eq!(users.count().await.unwrap(), 0, "nothing was committed");
 }
+
+#[tokio::test]
+async fn a_constraint_violation_never_carries_the_rows_values() {
+    let db = TestDatabase::new().await.unwrap();
+    // Another application's rule on the users table.
+    db.client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "ALTER TABLE users ADD CONSTRAINT other_app_rule \
+             CHECK (password_hash NOT LIKE '%TOPSECRETHASH%')",
+        )
+        .await
+        .unwrap();
+    let users = PgUserRepository::new(db.db().clone());
+    let err = users
+        .create(NewUser::new(
+            "s@example.com",
+            PasswordHash::new("$argon2$TOPSECRETHASH$x"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.constraint(), Some("other_app_rule"), "{err:?}");
+    assert_eq!(err.sqlstate().map(|s| s.code()), Some("23514"));
+    // Not in its message, its Debug, nor anywhere down its source chain.
+    let mut texts = vec![err.to_string(), format!("{err:?}")];
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        texts.push(cause.to_string());
+        texts.push(format!("{cause:?}"));
+        source = cause.source();
+    }
+    for text in texts {
+        assert!(!text.contains("TOPSECRETHASH"), "{text}");
+    }
+}

@@ -551,11 +551,15 @@ async fn v5_runs_outside_a_transaction_and_is_recorded_as_refinery_would() {
     // applied_on in the RFC 3339 form refinery writes and parses, as in the
     // V4 row refinery wrote itself.
     let rfc3339 = &time::format_description::well_known::Rfc3339;
-    for row in &rows {
+    for (index, row) in rows.iter().enumerate() {
         let applied_on: String = row.get(2);
         let at = time::OffsetDateTime::parse(&applied_on, rfc3339).expect(&applied_on);
-        assert!(time::OffsetDateTime::now_utc() - at < time::Duration::hours(1));
         assert!(applied_on.ends_with('Z'), "{applied_on}");
+        // Only V5 was applied by this test; V4's row may come from a
+        // template database migrated long before.
+        if index == 1 {
+            assert!(time::OffsetDateTime::now_utc() - at < time::Duration::hours(1));
+        }
     }
 
     // refinery takes the row for its own: nothing to do, nothing divergent.

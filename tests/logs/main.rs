@@ -4,6 +4,9 @@
 //! every bind parameter — holds neither a password hash nor the database
 //! password.
 //!
+//! Also: failed calls and slow statements are visible in the logs (issue
+//! #10 §5).
+//!
 //! A test binary of its own: it installs a process-wide subscriber, which
 //! would also record (and slow down) every other test of a shared binary.
 
@@ -56,28 +59,34 @@ impl<'a> MakeWriter<'a> for Capture {
     }
 }
 
+/// The process-wide capture of everything logged at TRACE, installed by
+/// the first test that asks. Process-wide, so tracing's per-callsite
+/// interest cache cannot hide events from it, as it can from a scoped
+/// default while other tests of the process run; each test looks for its own
+/// markers in it.
+fn capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            // tokio-postgres logs through `log`; LogTracer hands its records
+            // to tracing.
+            let _ = tracing_log::LogTracer::init();
+            let capture = Capture::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_span_events(FmtSpan::FULL)
+                .with_ansi(false)
+                .with_writer(capture.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+            capture
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn no_password_hash_or_database_password_reaches_the_logs() {
-    // tokio-postgres logs through `log`; LogTracer hands its records to the
-    // current thread's tracing subscriber. Installed once per process (a
-    // second call fails harmlessly); the capture checks below prove it is
-    // in place.
-    let _ = tracing_log::LogTracer::init();
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .with_writer(capture.clone())
-        .finish();
-    // This thread only: the test's current-thread runtime runs the queries,
-    // the pool's connection tasks and the repository spans here, while other
-    // tests of the binary log nowhere.
-    // This binary holds this one test, so a process-wide subscriber sees
-    // everything the test does, on every thread: tracing's per-callsite
-    // interest cache cannot hide events from it, as it can from a scoped
-    // default while other tests of the same process run.
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let capture = capture();
 
     // The local server trusts and never asks for the password; the
     // connection still carries it, so anything that prints the
@@ -182,4 +191,57 @@ async fn no_password_hash_or_database_password_reaches_the_logs() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn failed_calls_and_slow_statements_are_reported() {
+    let capture = capture();
+    let db = TestDatabase::with_config(|c| {
+        c.slow_statement = Some(std::time::Duration::from_millis(1));
+    })
+    .await
+    .expect("test database");
+    let users = PgUserRepository::new(db.db().clone());
+    let missing = voidrunner_db::UserId::new();
+    let err = users.get(missing).await.unwrap_err();
+    assert!(err.is_not_found());
+    users
+        .create(NewUser::new("slow@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    let dup = users
+        .create(NewUser::new("slow@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap_err();
+    assert!(dup.is_conflict());
+    // A statement slow on purpose: it waits for a lock held for a while.
+    let holder = db.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let counting = tokio::spawn({
+        let users = users.clone();
+        async move { users.count().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    counting.await.unwrap().unwrap();
+    let logs = capture.text();
+    // The failed calls' spans carry their error, SQLSTATE included.
+    assert!(
+        logs.lines().any(|l| l.contains("voidrunner_db.repo")
+            && l.contains(&format!("user not found: {missing}"))),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("voidrunner_db.repo") && l.contains("23505")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("slow statement") && l.contains("SELECT count(*) FROM users")),
+        "{logs}"
+    );
 }

@@ -140,10 +140,7 @@ async fn complete_records_the_outcome_and_the_task_follows() {
         .complete(
             ok.id,
             "w",
-            Outcome {
-                status: ExecutionStatus::Cancelled,
-                ..Outcome::completed(0)
-            },
+            Outcome::new(ExecutionStatus::Cancelled).return_code(0),
         )
         .await
         .unwrap_err();

@@ -521,3 +521,67 @@ async fn user_delete_blocks_tasks_inserted_meanwhile_and_never_deadlocks() {
     assert_eq!(left, 0, "the user's tasks are gone");
     assert!(f.users.get(owner).await.unwrap_err().is_not_found());
 }
+
+/// Another application wrote a pending execution whose attempt count is at
+/// the top of its type: the claim saturates instead of failing every claim.
+#[tokio::test]
+async fn an_execution_at_the_top_attempt_count_does_not_stop_the_queue() {
+    let f = crate::fixture().await;
+    let odd = f.task("odd", 10).await;
+    let normal = f.task("normal", 1).await;
+    f.scalar::<i64>(
+        "WITH i AS (INSERT INTO task_executions (task_id, priority, attempt) \
+                    VALUES ($1, 10, 2147483647) RETURNING 1) SELECT count(*) FROM i",
+        &[&odd.id],
+    )
+    .await;
+    let queued = f.queue.enqueue(normal.id, None).await.unwrap();
+    let claimed = f.queue.claim("w", 5, crate::LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].execution.task_id, odd.id);
+    assert_eq!(claimed[0].execution.attempt, i32::MAX);
+    assert_eq!(claimed[1].execution.id, queued.id);
+}
+
+/// A statement the closure abandons in flight (a timeout inside the
+/// transaction) may or may not run: the transaction then commits nothing.
+#[tokio::test]
+async fn a_statement_abandoned_inside_a_transaction_rolls_it_back() {
+    let f = crate::fixture().await;
+    let holder = f.db.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+    });
+    let result =
+        f.db.transaction(|tx| async move {
+            let gave_up = tokio::time::timeout(
+                Duration::from_millis(50),
+                tx.users().create(NewUser::new(
+                    "abandoned@example.com",
+                    PasswordHash::new("h"),
+                )),
+            )
+            .await;
+            assert!(gave_up.is_err(), "the insert waits for the lock");
+            Ok(())
+        })
+        .await;
+    release.await.unwrap();
+    assert!(
+        matches!(result, Err(Error::TransactionAborted)),
+        "{result:?}"
+    );
+    let users = voidrunner_db::PgUserRepository::new(f.db.db().clone());
+    assert!(
+        users
+            .get_by_email("abandoned@example.com")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}

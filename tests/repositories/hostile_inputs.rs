@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use time::{Date, Month, PrimitiveDateTime, Time};
 use uuid::Uuid;
+use voidrunner_db::fixtures;
 use voidrunner_db::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use voidrunner_db::validate::{
     MAX_BATCH, MAX_CLAIM, MAX_LEASE, MAX_PRUNE_AGE, MAX_RETRY_DELAY, METADATA_DEPTH_LIMIT,
@@ -368,16 +369,13 @@ async fn fresh_task(r: &Repos, user: &User) -> Task {
 
 /// A task as the input that would create it.
 fn as_input(task: &Task) -> NewTask {
-    NewTask {
-        user_id: task.user_id,
-        name: task.name.clone(),
-        description: task.description.clone(),
-        script_content: task.script_content.clone(),
-        script_type: task.script_type,
-        priority: task.priority,
-        timeout_seconds: task.timeout_seconds,
-        metadata: task.metadata.clone(),
-    }
+    let mut input = NewTask::new(task.user_id, &task.name, &task.script_content)
+        .script_type(task.script_type)
+        .priority(task.priority)
+        .timeout_seconds(task.timeout_seconds)
+        .metadata(task.metadata.clone());
+    input.description.clone_from(&task.description);
+    input
 }
 
 /// A new pending execution of a new task of `user`.
@@ -758,12 +756,9 @@ enum Set {
 impl Set {
     fn apply(&self, task: NewTask) -> NewTask {
         match self.clone() {
-            Set::Name(v) => NewTask { name: v, ..task },
+            Set::Name(v) => task.name(v),
             Set::Description(v) => task.description(v),
-            Set::Script(v) => NewTask {
-                script_content: v,
-                ..task
-            },
+            Set::Script(v) => task.script_content(v),
             Set::Priority(v) => task.priority(v),
             Set::Timeout(v) => task.timeout_seconds(v),
             Set::Metadata(v) => task.metadata(v),
@@ -2548,10 +2543,7 @@ async fn completions_over_the_corpus() {
     let mut running = running_execution(&r, &user, worker).await;
 
     // Refused: nothing changes, the execution stays running.
-    let outcome = |status| Outcome {
-        status,
-        ..Outcome::completed(0)
-    };
+    let outcome = |status| Outcome::new(status).return_code(0);
     let mut cases: Vec<(String, Outcome, Want)> = Vec::new();
     for status in [
         ExecutionStatus::Pending,
@@ -3494,13 +3486,13 @@ async fn rows_written_by_raw_sql_read_back_exactly() {
             )
             .await
             .unwrap_or_else(|e| panic!("insert user {label}: {e}"));
-        let user = User {
-            id: UserId::from(id),
-            email: email.clone(),
-            password_hash: PasswordHash::new(hash.clone()),
-            created_at: *created_at,
-            updated_at: *updated_at,
-        };
+        let user = fixtures::user()
+            .id(UserId::from(id))
+            .email(email.clone())
+            .password_hash(PasswordHash::new(hash.clone()))
+            .created_at(*created_at)
+            .updated_at(*updated_at)
+            .build();
         let l = format!("raw user {label}: users.get");
         same(&l, &ok(&l, r.users.get(user.id)).await, &user);
         let l = format!("raw user {label}: users.get_by_email in upper case with spaces");
@@ -3662,20 +3654,20 @@ async fn rows_written_by_raw_sql_read_back_exactly() {
             )
             .await
             .unwrap_or_else(|e| panic!("insert task {}: {e}", raw.label));
-        let task = Task {
-            id: TaskId::from(id),
-            user_id: owner.id,
-            name: raw.name.clone(),
-            description: raw.description.clone(),
-            script_content: raw.script.clone(),
-            script_type: raw.script_type,
-            status: raw.status,
-            priority: raw.priority,
-            timeout_seconds: raw.timeout,
-            metadata: serde_json::from_str(&raw.metadata).unwrap(),
-            created_at: raw.created_at,
-            updated_at: raw.created_at,
-        };
+        let mut task = fixtures::task()
+            .id(TaskId::from(id))
+            .user_id(owner.id)
+            .name(raw.name.clone())
+            .script_content(raw.script.clone())
+            .script_type(raw.script_type)
+            .status(raw.status)
+            .priority(raw.priority)
+            .timeout_seconds(raw.timeout)
+            .metadata(serde_json::from_str(&raw.metadata).unwrap())
+            .created_at(raw.created_at)
+            .updated_at(raw.created_at)
+            .build();
+        task.description.clone_from(&raw.description);
         let l = format!("raw task {}: tasks.get", raw.label);
         same(&l, &ok(&l, r.tasks.get(task.id)).await, &task);
         let l = format!(
@@ -3763,25 +3755,14 @@ async fn rows_written_by_raw_sql_read_back_exactly() {
     );
 
     // Executions: one per status, nullable columns NULL or at their bounds.
-    let run = |task: &Task, status| TaskExecution {
-        id: ExecutionId::new(),
-        task_id: task.id,
-        status,
-        return_code: None,
-        stdout: None,
-        stderr: None,
-        execution_time_ms: None,
-        memory_usage_bytes: None,
-        started_at: None,
-        completed_at: None,
-        created_at: epoch(),
-        priority: 0,
-        run_after: epoch(),
-        attempt: 0,
-        worker_id: None,
-        lease_expires_at: None,
-        heartbeat_at: None,
-        updated_at: epoch(),
+    // Every nullable column NULL, the times at the epoch.
+    let run = |task: &Task, status| {
+        fixtures::execution()
+            .task_id(task.id)
+            .status(status)
+            .created_at(epoch())
+            .run_after(epoch())
+            .updated_at(epoch())
     };
     let all_text: String = hostile_texts()
         .into_iter()
@@ -3791,76 +3772,70 @@ async fn rows_written_by_raw_sql_read_back_exactly() {
     let executions: Vec<(&str, TaskExecution)> = vec![
         (
             "pending, every nullable column NULL, the extreme times",
-            TaskExecution {
-                run_after: time_max(),
-                created_at: pg_min(),
-                updated_at: time_max(),
-                ..run(&tasks[0], ExecutionStatus::Pending)
-            },
+            run(&tasks[0], ExecutionStatus::Pending)
+                .run_after(time_max())
+                .created_at(pg_min())
+                .updated_at(time_max())
+                .build(),
         ),
         (
             "running with an injection worker id and i32::MAX attempts",
-            TaskExecution {
-                started_at: Some(epoch()),
-                worker_id: Some("'; DROP TABLE task_executions; --".into()),
-                lease_expires_at: Some(time_max()),
-                heartbeat_at: Some(epoch()),
-                attempt: i32::MAX,
-                priority: 10,
-                created_at: plus(epoch(), Duration::from_secs(1)),
-                ..run(&tasks[1], ExecutionStatus::Running)
-            },
+            run(&tasks[1], ExecutionStatus::Running)
+                .started_at(epoch())
+                .worker_id("'; DROP TABLE task_executions; --")
+                .lease_expires_at(time_max())
+                .heartbeat_at(epoch())
+                .attempt(i32::MAX)
+                .priority(10)
+                .created_at(plus(epoch(), Duration::from_secs(1)))
+                .build(),
         ),
         (
             "completed at every upper bound, 1 MiB stdout, 255-emoji worker",
-            TaskExecution {
-                return_code: Some(0),
-                stdout: Some(big(MIB)),
-                stderr: Some(String::new()),
-                execution_time_ms: Some(i32::MAX),
-                memory_usage_bytes: Some(i64::MAX),
-                started_at: Some(pg_min()),
-                completed_at: Some(time_max()),
-                worker_id: Some(chars('😀', 255)),
-                heartbeat_at: Some(pg_min()),
-                attempt: 1,
-                created_at: plus(epoch(), Duration::from_secs(2)),
-                ..run(&tasks[2], ExecutionStatus::Completed)
-            },
+            run(&tasks[2], ExecutionStatus::Completed)
+                .return_code(0)
+                .stdout(big(MIB))
+                .stderr(String::new())
+                .execution_time_ms(i32::MAX)
+                .memory_usage_bytes(i64::MAX)
+                .started_at(pg_min())
+                .completed_at(time_max())
+                .worker_id(chars('😀', 255))
+                .heartbeat_at(pg_min())
+                .attempt(1)
+                .created_at(plus(epoch(), Duration::from_secs(2)))
+                .build(),
         ),
         (
             "failed 255, every hostile text in stderr, zero usage",
-            TaskExecution {
-                return_code: Some(255),
-                stderr: Some(all_text.clone()),
-                execution_time_ms: Some(0),
-                memory_usage_bytes: Some(0),
-                started_at: Some(epoch()),
-                completed_at: Some(epoch()),
-                worker_id: Some(all_text.chars().take(255).collect()),
-                created_at: plus(epoch(), Duration::from_secs(3)),
-                ..run(&tasks[2], ExecutionStatus::Failed)
-            },
+            run(&tasks[2], ExecutionStatus::Failed)
+                .return_code(255)
+                .stderr(all_text.clone())
+                .execution_time_ms(0)
+                .memory_usage_bytes(0)
+                .started_at(epoch())
+                .completed_at(epoch())
+                .worker_id(all_text.chars().take(255).collect::<String>())
+                .created_at(plus(epoch(), Duration::from_secs(3)))
+                .build(),
         ),
         (
             "timeout keeping its expired lease",
-            TaskExecution {
-                started_at: Some(epoch()),
-                completed_at: Some(plus(epoch(), Duration::from_secs(60))),
-                worker_id: Some("\u{202E}w".into()),
-                lease_expires_at: Some(plus(epoch(), Duration::from_secs(30))),
-                attempt: 3,
-                created_at: plus(epoch(), Duration::from_secs(4)),
-                ..run(&tasks[3], ExecutionStatus::Timeout)
-            },
+            run(&tasks[3], ExecutionStatus::Timeout)
+                .started_at(epoch())
+                .completed_at(plus(epoch(), Duration::from_secs(60)))
+                .worker_id("\u{202E}w")
+                .lease_expires_at(plus(epoch(), Duration::from_secs(30)))
+                .attempt(3)
+                .created_at(plus(epoch(), Duration::from_secs(4)))
+                .build(),
         ),
         (
             "cancelled before it started",
-            TaskExecution {
-                completed_at: Some(pg_min()),
-                created_at: plus(epoch(), Duration::from_secs(5)),
-                ..run(&tasks[3], ExecutionStatus::Cancelled)
-            },
+            run(&tasks[3], ExecutionStatus::Cancelled)
+                .completed_at(pg_min())
+                .created_at(plus(epoch(), Duration::from_secs(5)))
+                .build(),
         ),
     ];
     for (label, e) in &executions {

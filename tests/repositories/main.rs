@@ -1,6 +1,7 @@
 //! Repository tests against a real PostgreSQL server, one fresh database per
 //! test; plus the mock-injection test. One binary keeps link time down.
 
+mod error_constructors;
 mod executions;
 mod explain;
 mod hostile_inputs;
@@ -8,6 +9,7 @@ mod hostile_rows;
 mod mocked_service;
 mod paging;
 mod tasks;
+mod unit_of_work;
 mod users;
 
 use std::time::Duration;

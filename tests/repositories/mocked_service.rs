@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use mockall::predicate::eq;
 use voidrunner_db::{
-    Error, MockTaskRepository, ScriptType, Task, TaskId, TaskRepository, TaskStatus, Timestamp,
-    UserId,
+    Error, MockTaskRepository, Task, TaskId, TaskRepository, TaskStatus, fixtures,
 };
 
 /// A service with one rule: retry a task only if it failed or timed out.
@@ -33,22 +32,10 @@ impl RetryService {
     }
 }
 
+/// The task the mock returns: `Task` is `#[non_exhaustive]`, so a test
+/// builds it with `voidrunner_db::fixtures` (feature `mock`).
 fn task_with(status: TaskStatus) -> Task {
-    let now = Timestamp::now();
-    Task {
-        id: TaskId::new(),
-        user_id: UserId::new(),
-        name: "nightly".into(),
-        description: None,
-        script_content: "print(1)".into(),
-        script_type: ScriptType::Python,
-        status,
-        priority: 0,
-        timeout_seconds: 10,
-        metadata: serde_json::json!({}),
-        created_at: now,
-        updated_at: now,
-    }
+    fixtures::task().name("nightly").status(status).build()
 }
 
 #[tokio::test]

@@ -1,0 +1,665 @@
+//! Test data for unit tests (feature `mock`): valid model values with
+//! sensible defaults, so a test names only the fields it is about.
+//!
+//! The stored types ([`Task`], [`TaskExecution`], [`User`],
+//! [`ClaimedExecution`]) are `#[non_exhaustive]`: outside this crate they
+//! cannot be written as struct literals, and would need 5 to 18 fields if
+//! they could. A mock returns them from here instead:
+//!
+//! | function | builds | defaults |
+//! |---|---|---|
+//! | [`user()`] | [`User`] | fresh id, a unique `user-…@example.com`, a non-empty (fake) hash |
+//! | [`task()`] | [`Task`] | fresh id and owner, `pending`, python `print('hello')`, priority 0, timeout 10 s, metadata `{}` |
+//! | [`execution()`] | [`TaskExecution`] | fresh id and task, `pending`, attempt 0, runnable now, no worker and no results |
+//! | [`claimed()`] | [`ClaimedExecution`] | a `running` execution claimed by `worker-1` (attempt 1, lease 30 s) and the default task's script |
+//!
+//! Each builder starts from a value that passes the crate's validation and
+//! its schema's constraints (timestamps are [`Timestamp::now`], ids fresh
+//! UUIDv7s), has one setter per field, named after it (a setter of an
+//! optional field takes the value and sets `Some`), and a few helpers that
+//! keep related fields consistent ([`TaskExecutionBuilder::task`],
+//! [`TaskExecutionBuilder::running`], [`TaskExecutionBuilder::finished`],
+//! [`ClaimedExecutionBuilder::task`]). `build()` returns the value; its
+//! fields stay public, so a test can still assign one afterwards (to `None`,
+//! say).
+//!
+//! Setters do not validate: a test may build an invalid value on purpose.
+//!
+//! # Example
+//!
+//! A service that retries failed tasks, unit-tested over
+//! [`MockTaskRepository`](crate::MockTaskRepository):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use voidrunner_db::{fixtures, Error, MockTaskRepository, TaskId, TaskRepository, TaskStatus};
+//!
+//! async fn retry(tasks: &dyn TaskRepository, id: TaskId) -> Result<TaskStatus, Error> {
+//!     let task = tasks.get(id).await?;
+//!     if task.status != TaskStatus::Failed {
+//!         return Err(Error::validation("status", "only failed tasks are retried"));
+//!     }
+//!     Ok(tasks.update_status(id, TaskStatus::Pending).await?.status)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let owner = fixtures::user().email("ada@example.com").build();
+//! let failed = fixtures::task()
+//!     .user_id(owner.id)
+//!     .name("nightly report")
+//!     .status(TaskStatus::Failed)
+//!     .build();
+//! let id = failed.id;
+//!
+//! let mut tasks = MockTaskRepository::new();
+//! let found = failed.clone();
+//! tasks.expect_get().returning(move |_| Ok(found.clone()));
+//! tasks
+//!     .expect_update_status()
+//!     .times(1)
+//!     .returning(move |_, status| Ok(fixtures::task().id(id).status(status).build()));
+//! let tasks: Arc<dyn TaskRepository> = Arc::new(tasks);
+//!
+//! assert_eq!(retry(tasks.as_ref(), id).await.unwrap(), TaskStatus::Pending);
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use crate::model::{
+    ClaimedExecution, ExecutionId, ExecutionStatus, Outcome, PasswordHash, ScriptType, Task,
+    TaskExecution, TaskId, TaskStatus, Timestamp, User, UserId,
+};
+
+/// The script of a default task and claim.
+pub const DEFAULT_SCRIPT: &str = "print('hello')";
+/// The name of a default task.
+pub const DEFAULT_TASK_NAME: &str = "fixture task";
+/// The worker of a default claim ([`claimed()`]).
+pub const DEFAULT_WORKER: &str = "worker-1";
+/// The lease [`TaskExecutionBuilder::running`] grants.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The password hash of a default user: the shape of an argon2id hash, but
+/// the hash of no password.
+pub const DEFAULT_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$Zml4dHVyZS1zYWx0$Zml4dHVyZS1oYXNoLW5vdC1hLXBhc3N3b3Jk";
+
+fn plus(at: Timestamp, by: Duration) -> Timestamp {
+    let by = time::Duration::try_from(by).unwrap_or(time::Duration::MAX);
+    at.as_offset_date_time()
+        .checked_add(by)
+        .map_or(at, Timestamp::from)
+}
+
+/// Setters that assign a field as is.
+macro_rules! setters {
+    ($target:ident: $($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$target.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
+/// Setters that take a string.
+macro_rules! string_setters {
+    ($target:ident: $($(#[$doc:meta])* $field:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: impl Into<String>) -> Self {
+                self.$target.$field = $field.into();
+                self
+            }
+        )*
+    };
+}
+
+/// Setters of optional fields: the value is set as `Some`.
+macro_rules! some_setters {
+    ($target:ident: $($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$target.$field = Some($field.into());
+                self
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------
+// User
+
+/// A [`User`] with defaults; see [`user()`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct UserBuilder {
+    user: User,
+}
+
+/// A valid user: a fresh id, a unique email `user-<id>@example.com`,
+/// [`DEFAULT_PASSWORD_HASH`], created and updated now.
+pub fn user() -> UserBuilder {
+    let id = UserId::new();
+    let now = Timestamp::now();
+    UserBuilder {
+        user: User {
+            id,
+            email: format!("user-{}@example.com", id.as_uuid().simple()),
+            password_hash: PasswordHash::new(DEFAULT_PASSWORD_HASH),
+            created_at: now,
+            updated_at: now,
+        },
+    }
+}
+
+impl Default for UserBuilder {
+    fn default() -> Self {
+        user()
+    }
+}
+
+impl UserBuilder {
+    setters! { user:
+        /// Sets the id.
+        id: UserId;
+        /// Sets the hash.
+        password_hash: PasswordHash;
+        /// Sets the creation time.
+        created_at: Timestamp;
+        /// Sets the last change time.
+        updated_at: Timestamp;
+    }
+
+    string_setters! { user:
+        /// Sets the email as given: stored emails are trimmed and
+        /// lower-cased, so a realistic one is too.
+        email;
+    }
+
+    /// The user.
+    pub fn build(self) -> User {
+        self.user
+    }
+}
+
+impl From<UserBuilder> for User {
+    fn from(builder: UserBuilder) -> User {
+        builder.build()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Task
+
+/// A [`Task`] with defaults; see [`task()`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct TaskBuilder {
+    task: Task,
+}
+
+/// A valid pending task: a fresh id and owner, [`DEFAULT_TASK_NAME`], no
+/// description, python [`DEFAULT_SCRIPT`], priority 0, timeout 10 s,
+/// metadata `{}`, created and updated now. The defaults are those of
+/// [`NewTask::new`](crate::NewTask::new).
+pub fn task() -> TaskBuilder {
+    let now = Timestamp::now();
+    TaskBuilder {
+        task: Task {
+            id: TaskId::new(),
+            user_id: UserId::new(),
+            name: DEFAULT_TASK_NAME.to_owned(),
+            description: None,
+            script_content: DEFAULT_SCRIPT.to_owned(),
+            script_type: ScriptType::Python,
+            status: TaskStatus::Pending,
+            priority: 0,
+            timeout_seconds: 10,
+            metadata: serde_json::Value::Object(Default::default()),
+            created_at: now,
+            updated_at: now,
+        },
+    }
+}
+
+impl Default for TaskBuilder {
+    fn default() -> Self {
+        task()
+    }
+}
+
+impl TaskBuilder {
+    setters! { task:
+        /// Sets the id.
+        id: TaskId;
+        /// Sets the owner.
+        user_id: UserId;
+        /// Sets the script's language.
+        script_type: ScriptType;
+        /// Sets the status.
+        status: TaskStatus;
+        /// Sets the priority.
+        priority: i32;
+        /// Sets the timeout in seconds.
+        timeout_seconds: i32;
+        /// Sets the metadata (valid when a JSON object).
+        metadata: serde_json::Value;
+        /// Sets the creation time.
+        created_at: Timestamp;
+        /// Sets the last change time.
+        updated_at: Timestamp;
+    }
+
+    string_setters! { task:
+        /// Sets the name.
+        name;
+        /// Sets the script.
+        script_content;
+    }
+
+    some_setters! { task:
+        /// Sets the description.
+        description: impl Into<String>;
+    }
+
+    /// The task.
+    pub fn build(self) -> Task {
+        self.task
+    }
+}
+
+impl From<TaskBuilder> for Task {
+    fn from(builder: TaskBuilder) -> Task {
+        builder.build()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TaskExecution
+
+/// A [`TaskExecution`] with defaults; see [`execution()`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct TaskExecutionBuilder {
+    execution: TaskExecution,
+}
+
+/// A valid pending execution, as
+/// [`ExecutionQueue::enqueue`](crate::ExecutionQueue::enqueue) leaves it: a
+/// fresh id and task, priority 0, attempt 0, runnable now, no worker, lease
+/// or results, created and updated now.
+pub fn execution() -> TaskExecutionBuilder {
+    let now = Timestamp::now();
+    TaskExecutionBuilder {
+        execution: TaskExecution {
+            id: ExecutionId::new(),
+            task_id: TaskId::new(),
+            status: ExecutionStatus::Pending,
+            return_code: None,
+            stdout: None,
+            stderr: None,
+            execution_time_ms: None,
+            memory_usage_bytes: None,
+            started_at: None,
+            completed_at: None,
+            created_at: now,
+            priority: 0,
+            run_after: now,
+            attempt: 0,
+            worker_id: None,
+            lease_expires_at: None,
+            heartbeat_at: None,
+            updated_at: now,
+        },
+    }
+}
+
+impl Default for TaskExecutionBuilder {
+    fn default() -> Self {
+        execution()
+    }
+}
+
+impl TaskExecutionBuilder {
+    setters! { execution:
+        /// Sets the id.
+        id: ExecutionId;
+        /// Sets the task run.
+        task_id: TaskId;
+        /// Sets the status alone; [`running`](Self::running) and
+        /// [`finished`](Self::finished) also set what the status implies.
+        status: ExecutionStatus;
+        /// Sets the creation time.
+        created_at: Timestamp;
+        /// Sets the queue priority.
+        priority: i32;
+        /// Sets the time before which it is not claimed.
+        run_after: Timestamp;
+        /// Sets the claim count.
+        attempt: i32;
+        /// Sets the last change time.
+        updated_at: Timestamp;
+    }
+
+    some_setters! { execution:
+        /// Sets the exit code.
+        return_code: i32;
+        /// Sets the standard output.
+        stdout: impl Into<String>;
+        /// Sets the standard error.
+        stderr: impl Into<String>;
+        /// Sets the run time in milliseconds.
+        execution_time_ms: i32;
+        /// Sets the peak memory in bytes.
+        memory_usage_bytes: i64;
+        /// Sets the start time.
+        started_at: Timestamp;
+        /// Sets the end time.
+        completed_at: Timestamp;
+        /// Sets the worker.
+        worker_id: impl Into<String>;
+        /// Sets the lease's end.
+        lease_expires_at: Timestamp;
+        /// Sets the last heartbeat.
+        heartbeat_at: Timestamp;
+    }
+
+    /// An execution of `task`: its id and priority, as enqueueing copies
+    /// them.
+    pub fn task(mut self, task: &Task) -> Self {
+        self.execution.task_id = task.id;
+        self.execution.priority = task.priority;
+        self
+    }
+
+    /// Claimed by `worker_id` now, as
+    /// [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) leaves it:
+    /// `running`, one more attempt, started and heartbeat now, a lease of
+    /// [`DEFAULT_LEASE`], no end time.
+    pub fn running(mut self, worker_id: impl Into<String>) -> Self {
+        let now = Timestamp::now();
+        let e = &mut self.execution;
+        e.status = ExecutionStatus::Running;
+        e.attempt = e.attempt.saturating_add(1);
+        e.worker_id = Some(worker_id.into());
+        e.started_at = Some(now);
+        e.completed_at = None;
+        e.heartbeat_at = Some(now);
+        e.lease_expires_at = Some(plus(now, DEFAULT_LEASE));
+        e.updated_at = now;
+        self
+    }
+
+    /// Ended with `outcome` now, as
+    /// [`ExecutionQueue::complete`](crate::ExecutionQueue::complete) leaves
+    /// it: the outcome's status and results, ended now (not before its
+    /// start, which is now if it had none), no lease; the worker stays.
+    pub fn finished(mut self, outcome: &Outcome) -> Self {
+        let now = Timestamp::now();
+        let e = &mut self.execution;
+        e.status = outcome.status;
+        e.return_code = outcome.return_code;
+        e.stdout.clone_from(&outcome.stdout);
+        e.stderr.clone_from(&outcome.stderr);
+        e.execution_time_ms = outcome.execution_time_ms;
+        e.memory_usage_bytes = outcome.memory_usage_bytes;
+        let started = *e.started_at.get_or_insert(now);
+        e.completed_at = Some(now.max(started));
+        e.lease_expires_at = None;
+        e.updated_at = now;
+        self
+    }
+
+    /// The execution.
+    pub fn build(self) -> TaskExecution {
+        self.execution
+    }
+}
+
+impl From<TaskExecutionBuilder> for TaskExecution {
+    fn from(builder: TaskExecutionBuilder) -> TaskExecution {
+        builder.build()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ClaimedExecution
+
+/// A [`ClaimedExecution`] with defaults; see [`claimed()`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct ClaimedExecutionBuilder {
+    claimed: ClaimedExecution,
+}
+
+/// A valid claim: an execution of a fresh task, claimed by
+/// [`DEFAULT_WORKER`] now ([`TaskExecutionBuilder::running`]), with the
+/// default task's python [`DEFAULT_SCRIPT`] and timeout 10 s.
+pub fn claimed() -> ClaimedExecutionBuilder {
+    ClaimedExecutionBuilder {
+        claimed: ClaimedExecution {
+            execution: execution().running(DEFAULT_WORKER).build(),
+            script_content: DEFAULT_SCRIPT.to_owned(),
+            script_type: ScriptType::Python,
+            timeout_seconds: 10,
+        },
+    }
+}
+
+impl Default for ClaimedExecutionBuilder {
+    fn default() -> Self {
+        claimed()
+    }
+}
+
+impl ClaimedExecutionBuilder {
+    setters! { claimed:
+        /// Sets the execution whole (see [`execution()`]).
+        execution: TaskExecution;
+        /// Sets the script's language.
+        script_type: ScriptType;
+        /// Sets the timeout in seconds.
+        timeout_seconds: i32;
+    }
+
+    string_setters! { claimed:
+        /// Sets the script.
+        script_content;
+    }
+
+    /// A claim of an execution of `task`: the execution's task id and
+    /// priority, and the task's script, language and timeout.
+    pub fn task(mut self, task: &Task) -> Self {
+        self.claimed.execution.task_id = task.id;
+        self.claimed.execution.priority = task.priority;
+        self.claimed.script_content.clone_from(&task.script_content);
+        self.claimed.script_type = task.script_type;
+        self.claimed.timeout_seconds = task.timeout_seconds;
+        self
+    }
+
+    /// Claimed by `worker_id` instead of [`DEFAULT_WORKER`].
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.claimed.execution.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// The claim.
+    pub fn build(self) -> ClaimedExecution {
+        self.claimed
+    }
+}
+
+impl From<ClaimedExecutionBuilder> for ClaimedExecution {
+    fn from(builder: ClaimedExecutionBuilder) -> ClaimedExecution {
+        builder.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExecutionUpdate, NewTask};
+    use crate::validate::{self, ValidationPolicy};
+
+    fn as_new_task(task: &Task) -> NewTask {
+        let mut new = NewTask::new(task.user_id, &task.name, &task.script_content)
+            .script_type(task.script_type)
+            .priority(task.priority)
+            .timeout_seconds(task.timeout_seconds)
+            .metadata(task.metadata.clone());
+        new.description.clone_from(&task.description);
+        new
+    }
+
+    fn results_of(e: &TaskExecution) -> ExecutionUpdate {
+        ExecutionUpdate {
+            return_code: e.return_code,
+            stdout: e.stdout.clone(),
+            stderr: e.stderr.clone(),
+            execution_time_ms: e.execution_time_ms,
+            memory_usage_bytes: e.memory_usage_bytes,
+            started_at: e.started_at,
+            completed_at: e.completed_at,
+        }
+    }
+
+    /// What the schema's CHECK constraints (V1, V2, V4) require of a row.
+    fn assert_execution_row_valid(e: &TaskExecution) {
+        validate::execution_update(&results_of(e)).unwrap();
+        validate::priority(e.priority).unwrap();
+        assert!(e.attempt >= 0);
+        if let Some(worker) = &e.worker_id {
+            validate::worker_id(worker).unwrap();
+        }
+        if e.status == ExecutionStatus::Running {
+            assert!(e.lease_expires_at.is_some(), "running needs a lease");
+            assert!(e.started_at.is_some());
+        }
+        if e.status.is_terminal() {
+            assert!(e.completed_at.is_some());
+            assert!(e.lease_expires_at.is_none());
+        }
+    }
+
+    #[test]
+    fn defaults_pass_validation() {
+        let policy = ValidationPolicy::default();
+
+        let user = user().build();
+        assert_eq!(validate::email(&user.email).unwrap(), user.email);
+        validate::password_hash(&user.password_hash).unwrap();
+        assert_eq!(user.created_at, user.updated_at);
+        assert_ne!(user.email, super::user().build().email, "emails are unique");
+
+        let task = task().build();
+        validate::new_task(&as_new_task(&task), &policy).unwrap();
+        assert_eq!(task.status, TaskStatus::Pending);
+        let defaults = NewTask::new(task.user_id, &task.name, &task.script_content);
+        assert_eq!(as_new_task(&task), defaults, "the defaults of NewTask::new");
+
+        let pending = execution().build();
+        assert_eq!(pending.status, ExecutionStatus::Pending);
+        assert_eq!(pending.attempt, 0);
+        assert_execution_row_valid(&pending);
+
+        let claim = claimed().build();
+        assert_eq!(claim.execution.status, ExecutionStatus::Running);
+        assert_eq!(claim.execution.attempt, 1);
+        assert_eq!(claim.execution.worker_id.as_deref(), Some(DEFAULT_WORKER));
+        assert!(claim.execution.lease_expires_at > claim.execution.started_at);
+        assert_execution_row_valid(&claim.execution);
+        validate::script_content(&claim.script_content, &policy.script).unwrap();
+        validate::timeout_seconds(claim.timeout_seconds).unwrap();
+
+        for outcome in [
+            Outcome::completed(0).output("ok\n", ""),
+            Outcome::failed(1).usage(12, 4096),
+            Outcome::timed_out(),
+        ] {
+            let done = execution().running("w").finished(&outcome).build();
+            assert_eq!(done.status, outcome.status);
+            assert_eq!(done.return_code, outcome.return_code);
+            assert_execution_row_valid(&done);
+            validate::outcome(&outcome).unwrap();
+        }
+    }
+
+    #[test]
+    fn setters_set_and_helpers_agree() {
+        let owner = user().email("ada@example.com").build();
+        let task = task()
+            .user_id(owner.id)
+            .name("nightly")
+            .description("the nightly report")
+            .script_content("echo hi")
+            .script_type(ScriptType::Bash)
+            .status(TaskStatus::Running)
+            .priority(7)
+            .timeout_seconds(60)
+            .metadata(serde_json::json!({ "team": "data" }))
+            .build();
+        assert_eq!(owner.email, "ada@example.com");
+        assert_eq!(task.user_id, owner.id);
+        assert_eq!(task.name, "nightly");
+        assert_eq!(task.description.as_deref(), Some("the nightly report"));
+        assert_eq!(
+            (
+                task.script_type,
+                task.status,
+                task.priority,
+                task.timeout_seconds
+            ),
+            (ScriptType::Bash, TaskStatus::Running, 7, 60)
+        );
+        validate::new_task(&as_new_task(&task), &ValidationPolicy::default()).unwrap();
+
+        let run = execution().task(&task).build();
+        assert_eq!((run.task_id, run.priority), (task.id, 7));
+
+        let claim = claimed().task(&task).worker_id("w-9").build();
+        assert_eq!(claim.execution.task_id, task.id);
+        assert_eq!(claim.execution.priority, 7);
+        assert_eq!(claim.script_content, "echo hi");
+        assert_eq!(claim.script_type, ScriptType::Bash);
+        assert_eq!(claim.timeout_seconds, 60);
+        assert_eq!(claim.execution.worker_id.as_deref(), Some("w-9"));
+
+        let at = Timestamp::from_unix_micros(1_700_000_000_000_000).unwrap();
+        let e = execution()
+            .id(ExecutionId::new())
+            .status(ExecutionStatus::Completed)
+            .return_code(0)
+            .stdout("out")
+            .stderr("err")
+            .execution_time_ms(5)
+            .memory_usage_bytes(1024)
+            .started_at(at)
+            .completed_at(at)
+            .created_at(at)
+            .run_after(at)
+            .attempt(2)
+            .worker_id("w")
+            .heartbeat_at(at)
+            .updated_at(at)
+            .build();
+        assert_eq!(e.stdout.as_deref(), Some("out"));
+        assert_eq!(e.stderr.as_deref(), Some("err"));
+        assert_eq!(
+            (e.execution_time_ms, e.memory_usage_bytes),
+            (Some(5), Some(1024))
+        );
+        assert_eq!((e.started_at, e.completed_at), (Some(at), Some(at)));
+        assert_eq!((e.created_at, e.run_after, e.updated_at), (at, at, at));
+        assert_eq!(e.attempt, 2);
+        assert_execution_row_valid(&e);
+
+        let retried = execution().attempt(1).running("w").build();
+        assert_eq!(retried.attempt, 2, "a claim adds one attempt");
+    }
+}
