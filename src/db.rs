@@ -454,6 +454,28 @@ impl Database {
         applied
     }
 
+    /// Applies a service's own `migrations` (in any order: refinery sorts
+    /// them by version), recorded in the service's `history_table`, under the
+    /// same migration lock, `lock_timeout` and retries as
+    /// [`migrate`](Self::migrate), then clears the prepared-statement
+    /// caches. Call it after [`migrate`](Self::migrate): it fails with an
+    /// [`Error::Migration`](crate::Error::Migration) while any of the
+    /// crate's migrations is pending. `history_table` must be a lowercase
+    /// identifier other than [`HISTORY_TABLE`](crate::migrate::HISTORY_TABLE)
+    /// ([`Error::Validation`](crate::Error::Validation) otherwise). Returns
+    /// the versions this call applied. See
+    /// [the module docs](crate::migrate#a-services-own-migrations).
+    pub async fn migrate_service(
+        &self,
+        migrations: &[refinery::Migration],
+        history_table: &str,
+    ) -> Result<Vec<i32>> {
+        let applied =
+            crate::migrate::up_service(&self.inner.config, migrations, history_table).await;
+        self.clear_statement_caches();
+        applied
+    }
+
     /// Reverts applied migrations, newest first, with their down scripts.
     /// Returns the versions reverted.
     pub async fn migrate_down(&self, target: crate::migrate::DownTarget) -> Result<Vec<i32>> {

@@ -74,6 +74,24 @@
 //! tables they use: a transaction kept open longer than the timeout makes
 //! it give up (the error names that session's "virtual transaction"). End
 //! such transactions, or raise the timeout for that deploy.
+//!
+//! # A service's own migrations
+//!
+//! A service that needs tables of its own (one referencing `tasks(id)`,
+//! say) keeps them in refinery migrations of its own, recorded in a history
+//! table of its own, and applies them with
+//! [`Database::migrate_service`](crate::Database::migrate_service) after
+//! [`Database::migrate`](crate::Database::migrate). They run as the crate's
+//! do: on a dedicated connection holding [`MIGRATION_LOCK_KEY`], under the
+//! same `lock_timeout` and retries, each in its own transaction (the
+//! [`NO_TRANSACTION_MARKER`] is refused), an edited applied migration
+//! aborting the run. The history table must be a lowercase identifier
+//! other than [`HISTORY_TABLE`] (see [`validate_history_table`]); the two
+//! version sequences are independent. There is no down direction: a
+//! service reverts its own migrations itself.
+//!
+//! [`TestDatabase::with_migrations`](crate::testing::TestDatabase::with_migrations)
+//! (feature `test-support`) gives tests a database with both sets applied.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -86,6 +104,12 @@ use tracing::Instrument as _;
 
 use crate::config::DbConfig;
 use crate::error::{BoxError, Error, Result, TimeoutKind};
+
+/// The refinery version the crate runs migrations with, for building the
+/// [`refinery::Migration`]s given to
+/// [`Database::migrate_service`](crate::Database::migrate_service) without
+/// a version mismatch.
+pub use refinery;
 
 /// The history table. Not refinery's default name, so a host application
 /// using refinery for its own schema in the same database never collides.
@@ -220,7 +244,7 @@ async fn apply(session: &mut Session) -> Result<Vec<i32>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let history = read_history(&session.client).await?;
+    let history = read_history(&session.client, HISTORY_TABLE).await?;
     let is_applied = |version: i32| history.iter().any(|a| a.version == version);
     if EMBEDDED.iter().any(|m| !is_applied(m.version)) {
         session.watch_locks();
@@ -236,13 +260,119 @@ async fn apply(session: &mut Session) -> Result<Vec<i32>> {
             continue;
         }
         session
-            .run_refinery(&migrations, Target::Version(m.version - 1), &mut applied)
+            .run_refinery(
+                &migrations,
+                Target::Version(m.version - 1),
+                HISTORY_TABLE,
+                &mut applied,
+            )
             .await?;
         session.run_without_transaction(m, migration).await?;
         applied.push(m.version);
     }
     session
-        .run_refinery(&migrations, Target::Latest, &mut applied)
+        .run_refinery(&migrations, Target::Latest, HISTORY_TABLE, &mut applied)
+        .await?;
+    Ok(applied)
+}
+
+/// Checks that `name` can be a service's history table: a lowercase SQL
+/// identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes, used unquoted) other
+/// than the crate's own [`HISTORY_TABLE`].
+pub fn validate_history_table(name: &str) -> Result<()> {
+    let invalid = |why: &str| {
+        Err(Error::validation(
+            "history_table",
+            format!("{name:?} cannot be a service's migration history table: {why}"),
+        ))
+    };
+    let mut chars = name.chars();
+    if !chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return invalid("it must be a lowercase identifier ([a-z_][a-z0-9_]*)");
+    }
+    if name.len() > 63 {
+        return invalid("PostgreSQL truncates identifiers at 63 bytes");
+    }
+    if name == HISTORY_TABLE {
+        return invalid("it is the crate's own history table");
+    }
+    Ok(())
+}
+
+/// Applies a service's own migrations (see [`Database::migrate_service`](crate::Database::migrate_service)).
+pub(crate) async fn up_service(
+    config: &DbConfig,
+    migrations: &[Migration],
+    history_table: &str,
+) -> Result<Vec<i32>> {
+    validate_history_table(history_table)?;
+    if let Some(m) = migrations.iter().find(|m| {
+        m.sql()
+            .and_then(|sql| sql.lines().next())
+            .is_some_and(|first| first.trim_end() == NO_TRANSACTION_MARKER)
+    }) {
+        return Err(Error::migration(
+            format!(
+                "service migration V{}__{} starts with {NO_TRANSACTION_MARKER:?}: service migrations always run in a transaction",
+                m.version(),
+                m.name()
+            ),
+            None,
+        ));
+    }
+    let span = tracing::info_span!(
+        "voidrunner_db.migrate",
+        direction = "up",
+        history_table = %history_table
+    );
+    async {
+        let mut session = Session::open(config).await?;
+        let result = apply_service(&mut session, migrations, history_table).await;
+        session.close().await;
+        let applied = result?;
+        tracing::info!(?applied, history_table, "service migrations applied");
+        Ok(applied)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn apply_service(
+    session: &mut Session,
+    migrations: &[Migration],
+    history_table: &str,
+) -> Result<Vec<i32>> {
+    // Service migrations build on the crate's schema: refuse to run them
+    // on top of an older one.
+    let crate_history = read_history(&session.client, HISTORY_TABLE).await?;
+    let pending: Vec<String> = EMBEDDED
+        .iter()
+        .filter(|m| !crate_history.iter().any(|a| a.version == m.version))
+        .map(EmbeddedMigration::label)
+        .collect();
+    if !pending.is_empty() {
+        return Err(Error::migration(
+            format!(
+                "the crate's migrations {} are not applied: run Database::migrate before the service's migrations",
+                pending.join(", ")
+            ),
+            None,
+        ));
+    }
+    let history = read_history(&session.client, history_table).await?;
+    if migrations
+        .iter()
+        .any(|m| !history.iter().any(|a| a.version == m.version()))
+    {
+        session.watch_locks();
+    }
+    let mut applied = Vec::new();
+    session
+        .run_refinery(migrations, Target::Latest, history_table, &mut applied)
         .await?;
     Ok(applied)
 }
@@ -264,7 +394,7 @@ pub(crate) async fn down(config: &DbConfig, target: DownTarget) -> Result<Vec<i3
 }
 
 async fn revert(session: &mut Session, target: DownTarget) -> Result<Vec<i32>> {
-    let applied = read_history(&session.client).await?;
+    let applied = read_history(&session.client, HISTORY_TABLE).await?;
     let mut to_revert: Vec<&AppliedMigration> = applied.iter().rev().collect();
     match target {
         DownTarget::Steps(n) => to_revert.truncate(n),
@@ -326,7 +456,7 @@ async fn revert_one(client: &mut Client, m: &EmbeddedMigration) -> Result<(), Fa
 /// written, after its last statement).
 pub(crate) async fn status(config: &DbConfig) -> Result<MigrationStatus> {
     let client = dedicated_connection(config).await?;
-    let applied = read_history(&client).await?;
+    let applied = read_history(&client, HISTORY_TABLE).await?;
     let pending = EMBEDDED
         .iter()
         .filter(|e| !applied.iter().any(|a| a.version == e.version))
@@ -335,12 +465,12 @@ pub(crate) async fn status(config: &DbConfig) -> Result<MigrationStatus> {
     Ok(MigrationStatus { applied, pending })
 }
 
-async fn read_history(client: &Client) -> Result<Vec<AppliedMigration>> {
+async fn read_history(client: &Client, table: &str) -> Result<Vec<AppliedMigration>> {
     let failed = |e: tokio_postgres::Error| {
         Error::migration("reading the migration history failed", Some(Box::new(e)))
     };
     let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await
         .map_err(failed)?
         .try_get(0)
@@ -350,7 +480,7 @@ async fn read_history(client: &Client) -> Result<Vec<AppliedMigration>> {
     }
     let rows = client
         .query(
-            &format!("SELECT version, name, applied_on FROM {HISTORY_TABLE} ORDER BY version"),
+            &format!("SELECT version, name, applied_on FROM {table} ORDER BY version"),
             &[],
         )
         .await
@@ -552,6 +682,7 @@ impl Session {
         &mut self,
         migrations: &[Migration],
         target: Target,
+        table: &str,
         applied: &mut Vec<i32>,
     ) -> Result<()> {
         let mut retry = 0;
@@ -561,7 +692,7 @@ impl Session {
                 .set_abort_divergent(true)
                 .set_abort_missing(true)
                 .set_target(target);
-            runner.set_migration_table_name(HISTORY_TABLE);
+            runner.set_migration_table_name(table);
             let failure = match runner.run_async(&mut self.client).await {
                 Ok(report) => {
                     applied.extend(report.applied_migrations().iter().map(|m| m.version()));
@@ -575,11 +706,14 @@ impl Session {
                     if caused_by_lock_timeout(&e) {
                         // refinery stops at the first failure: the failed
                         // migration is the oldest one still pending.
-                        let migration = match read_history(&self.client).await {
-                            Ok(history) => EMBEDDED
+                        let migration = match read_history(&self.client, table).await {
+                            Ok(history) => migrations
                                 .iter()
-                                .find(|m| !history.iter().any(|a| a.version == m.version))
-                                .map_or_else(|| "a migration".to_owned(), EmbeddedMigration::label),
+                                .find(|m| !history.iter().any(|a| a.version == m.version()))
+                                .map_or_else(
+                                    || "a migration".to_owned(),
+                                    |m| format!("V{}__{}", m.version(), m.name()),
+                                ),
                             Err(_) => "a migration".to_owned(),
                         };
                         Failure::LockTimeout {
@@ -995,6 +1129,29 @@ mod tests {
     #[test]
     fn history_table_is_not_refinerys_default() {
         assert_ne!(HISTORY_TABLE, "refinery_schema_history");
+    }
+
+    #[test]
+    fn service_history_tables_are_checked() {
+        for ok in ["svc_schema_history", "_x", "a1", "refinery_schema_history"] {
+            assert!(validate_history_table(ok).is_ok(), "{ok}");
+        }
+        let too_long = "a".repeat(64);
+        for bad in [
+            "",
+            HISTORY_TABLE,
+            "Svc",
+            "1svc",
+            "svc-history",
+            "public.svc",
+            "svc\"; DROP TABLE tasks; --",
+            "s\u{e9}",
+            too_long.as_str(),
+        ] {
+            let err = validate_history_table(bad).unwrap_err();
+            assert!(err.is_validation(), "{bad}: {err}");
+        }
+        assert!(validate_history_table(&"a".repeat(63)).is_ok());
     }
 
     #[test]

@@ -48,6 +48,7 @@ use crate::tx::{Transaction, TransactionOptions};
 /// [`UnitOfWork`], or built from anything that implements the traits:
 ///
 /// ```
+/// # #[cfg(feature = "mock")] {
 /// use voidrunner_db::{MockTaskRepository, Repositories};
 ///
 /// let mut tasks = MockTaskRepository::new();
@@ -56,6 +57,7 @@ use crate::tx::{Transaction, TransactionOptions};
 /// // expectations, and any call to them fails the test.
 /// let repos = Repositories::mocked().with_tasks(tasks);
 /// # let _ = repos;
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Repositories {

@@ -26,7 +26,12 @@
 //!   of other migration sets that nobody holds are dropped, so changing a
 //!   migration does not leave copies behind;
 //! - the template is built under another advisory lock, so concurrent test
-//!   binaries do not race.
+//!   binaries do not race;
+//! - [`TestDatabase::with_migrations`] adds a service's own migrations (see
+//!   [`Database::migrate_service`]): they are applied once to a template of
+//!   their own, a clone of the crate's named after a hash of both migration
+//!   sets and the history table, so a changed service migration gets a
+//!   fresh template too.
 //!
 //! The harness's own connections live on a small runtime of their own, so
 //! they outlive the per-test runtimes of `#[tokio::test]`.
@@ -34,8 +39,8 @@
 mod server;
 
 use std::ops::Deref;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -111,6 +116,7 @@ pub async fn template_database() -> Result<String> {
 pub struct TestDatabase {
     db: Database,
     name: String,
+    template: Option<String>,
 }
 
 impl TestDatabase {
@@ -122,23 +128,42 @@ impl TestDatabase {
     /// A clone of the migrated template, with pool settings adjusted by
     /// `adjust` before connecting.
     pub async fn with_config(adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
-        Self::create(true, adjust).await
+        let template = harness().await?.template.clone();
+        Self::create(Some(template), adjust).await
+    }
+
+    /// A clone of a template with the crate's migrations and then a
+    /// service's own `migrations`, recorded in `history_table`, applied as
+    /// [`Database::migrate_service`] applies them. The template is built
+    /// once per migration set and test process (and reused by later runs
+    /// while the set is unchanged): the set, the history table and the
+    /// crate's migrations name it.
+    pub async fn with_migrations(
+        migrations: &[refinery::Migration],
+        history_table: &str,
+    ) -> Result<Self> {
+        crate::migrate::validate_history_table(history_table)?;
+        let harness = harness().await?;
+        let migrations = migrations.to_vec();
+        let history_table = history_table.to_owned();
+        let template =
+            on_harness_runtime(harness.service_template(migrations, history_table)).await?;
+        Self::create(Some(template), |_| {}).await
     }
 
     /// An empty database with no migration applied, for migration tests.
     pub async fn empty() -> Result<Self> {
-        Self::create(false, |_| {}).await
+        Self::create(None, |_| {}).await
     }
 
-    async fn create(migrated: bool, adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
+    async fn create(template: Option<String>, adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
         let harness = harness().await?;
         let name = harness.next_name();
         {
             let name = name.clone();
-            let sql = if migrated {
-                harness.clone_sql(&name)
-            } else {
-                format!("CREATE DATABASE {}", quote_ident(&name))
+            let sql = match &template {
+                Some(template) => harness.clone_sql(&name, template),
+                None => format!("CREATE DATABASE {}", quote_ident(&name)),
             };
             on_harness_runtime(async move {
                 harness.admin.batch_execute(&sql).await?;
@@ -156,12 +181,17 @@ impl TestDatabase {
         let guard = DropGuard(Some(name.clone()));
         let db = Database::connect(config).await?;
         std::mem::forget(guard);
-        Ok(TestDatabase { db, name })
+        Ok(TestDatabase { db, name, template })
     }
 
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The template it was cloned from; `None` for [`empty`](Self::empty).
+    pub fn template(&self) -> Option<&str> {
+        self.template.as_deref()
     }
 
     /// The [`Database`] connected to it.
@@ -228,6 +258,12 @@ struct Harness {
     token: u32,
     counter: AtomicU64,
     template: String,
+    /// Templates with service migrations this process uses (see
+    /// [`TestDatabase::with_migrations`]); never swept as stale by it.
+    service_templates: Mutex<Vec<String>>,
+    /// Serializes this process's builds of service templates (the template
+    /// advisory lock does not exclude the session that holds it).
+    service_build: tokio::sync::Mutex<()>,
     /// `server_version_num`: FORCE needs 13, STRATEGY needs 15.
     version_num: i32,
 }
@@ -258,7 +294,9 @@ impl Harness {
             admin,
             token,
             counter: AtomicU64::new(0),
-            template: template_name(),
+            template: template_name(None),
+            service_templates: Mutex::new(Vec::new()),
+            service_build: tokio::sync::Mutex::new(()),
             version_num,
         };
         harness.remove_leftovers().await?;
@@ -271,7 +309,7 @@ impl Harness {
         format!("{TEST_DB_PREFIX}{:08x}_{n}", self.token)
     }
 
-    fn clone_sql(&self, name: &str) -> String {
+    fn clone_sql(&self, name: &str, template: &str) -> String {
         let strategy = if self.version_num >= 150_000 {
             // FILE_COPY copies the files and checkpoints once, much faster
             // for a small template than the WAL-logged default.
@@ -282,7 +320,7 @@ impl Harness {
         format!(
             "CREATE DATABASE {} TEMPLATE {}{strategy}",
             quote_ident(name),
-            quote_ident(&self.template)
+            quote_ident(template)
         )
     }
 
@@ -363,7 +401,7 @@ impl Harness {
     /// this one as used.
     async fn ensure_template(&self) -> Result<()> {
         self.with_template_lock(async {
-            self.build_template().await?;
+            self.build_template(&self.template, None).await?;
             self.admin
                 .execute(
                     "SELECT pg_advisory_lock_shared($1, $2)",
@@ -374,6 +412,52 @@ impl Harness {
             Ok(())
         })
         .await
+    }
+
+    /// The name of the template with `migrations` applied after the
+    /// crate's, built unless this or another process already did; this
+    /// process then holds an in-use lock on it until it exits.
+    async fn service_template(
+        &self,
+        migrations: Vec<refinery::Migration>,
+        history_table: String,
+    ) -> Result<String> {
+        let name = template_name(Some((&migrations, &history_table)));
+        let _build = self.service_build.lock().await;
+        let in_use = |list: &Mutex<Vec<String>>| {
+            list.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&name)
+        };
+        if in_use(&self.service_templates) {
+            return Ok(name);
+        }
+        // Listed before it exists, so this process never sweeps it half-built.
+        self.service_templates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.clone());
+        let built = self
+            .with_template_lock(async {
+                self.build_template(&name, Some((&migrations, &history_table)))
+                    .await?;
+                self.admin
+                    .execute(
+                        "SELECT pg_advisory_lock_shared($1, $2)",
+                        &[&TEMPLATE_IN_USE_CLASS, &template_key(&name)],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = built {
+            self.service_templates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|t| *t != name);
+            return Err(e);
+        }
+        Ok(name)
     }
 
     /// Runs `work` holding the lock under which templates are built and
@@ -392,11 +476,17 @@ impl Harness {
     /// Drops templates of other migration sets that no test process holds
     /// an in-use lock on. Call with the template lock held.
     async fn remove_stale_templates(&self) -> Result<Vec<String>> {
+        let mut in_use = self
+            .service_templates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        in_use.push(self.template.clone());
         let rows = self
             .admin
             .query(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) AND datname <> $2",
-                &[&TEMPLATE_PREFIX, &self.template],
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) AND datname <> ALL($2)",
+                &[&TEMPLATE_PREFIX, &in_use],
             )
             .await?;
         let mut removed = Vec::new();
@@ -438,28 +528,42 @@ impl Harness {
         Ok(removed)
     }
 
-    async fn build_template(&self) -> Result<()> {
+    /// Builds template `name`: the crate's migrations, or a clone of the
+    /// crate's template plus a service's migrations. Call with the template
+    /// lock held.
+    async fn build_template(
+        &self,
+        name: &str,
+        service: Option<(&[refinery::Migration], &str)>,
+    ) -> Result<()> {
         let existing = self
             .admin
             .query_opt(
                 "SELECT datistemplate FROM pg_database WHERE datname = $1",
-                &[&self.template],
+                &[&name],
             )
             .await?;
         match existing {
             Some(row) if row.try_get::<_, bool>(0)? => return Ok(()),
-            Some(_) => {
-                self.admin
-                    .batch_execute(&self.drop_sql(&self.template))
-                    .await?
-            }
+            Some(_) => self.admin.batch_execute(&self.drop_sql(name)).await?,
             None => {}
         }
-        let template = quote_ident(&self.template);
-        self.admin
-            .batch_execute(&format!("CREATE DATABASE {template}"))
-            .await?;
-        crate::migrate::up(&self.server.with_dbname(&self.template)).await?;
+        let template = quote_ident(name);
+        let config = self.server.with_dbname(name);
+        match service {
+            None => {
+                self.admin
+                    .batch_execute(&format!("CREATE DATABASE {template}"))
+                    .await?;
+                crate::migrate::up(&config).await?;
+            }
+            Some((migrations, history_table)) => {
+                self.admin
+                    .batch_execute(&self.clone_sql(name, &self.template))
+                    .await?;
+                crate::migrate::up_service(&config, migrations, history_table).await?;
+            }
+        }
         self.admin
             .batch_execute(&format!(
                 "ALTER DATABASE {template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
@@ -499,23 +603,33 @@ async fn on_harness_runtime<T: Send + 'static>(
         .map_err(|e| Error::unavailable(format!("test harness task failed: {e}"), None))?
 }
 
-/// `vrdb_tpl_` + a hash of every embedded migration, so a changed migration
-/// gets a fresh template.
-fn template_name() -> String {
+/// `vrdb_tpl_` + a hash of every embedded migration and of the service's
+/// migrations and history table if any, so a changed migration gets a fresh
+/// template.
+fn template_name(service: Option<(&[refinery::Migration], &str)>) -> String {
     // FNV-1a: stable across Rust versions, unlike std's DefaultHasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |part: &[u8]| {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
     for m in crate::migrate::embedded() {
-        let version = m.version.to_le_bytes();
-        for part in [
-            &version[..],
-            m.name.as_bytes(),
-            m.up.as_bytes(),
-            m.down.as_bytes(),
-        ] {
-            for byte in part.iter().chain(&[0xff]) {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
+        feed(&m.version.to_le_bytes());
+        feed(m.name.as_bytes());
+        feed(m.up.as_bytes());
+        feed(m.down.as_bytes());
+    }
+    if let Some((migrations, history_table)) = service {
+        feed(b"service");
+        feed(history_table.as_bytes());
+        let mut sorted: Vec<&refinery::Migration> = migrations.iter().collect();
+        sorted.sort_by_key(|m| m.version());
+        for m in sorted {
+            feed(&m.version().to_le_bytes());
+            feed(m.name().as_bytes());
+            feed(m.sql().unwrap_or_default().as_bytes());
         }
     }
     format!("{TEMPLATE_PREFIX}{hash:016x}")
@@ -542,10 +656,33 @@ mod tests {
 
     #[test]
     fn template_name_is_stable_and_short() {
-        let a = template_name();
-        assert_eq!(a, template_name());
+        let a = template_name(None);
+        assert_eq!(a, template_name(None));
         assert!(a.starts_with(TEMPLATE_PREFIX));
         assert!(a.len() < 63, "PostgreSQL truncates identifiers at 63 bytes");
+    }
+
+    #[test]
+    fn service_migrations_name_their_own_template() {
+        let m = |name: &str, sql: &str| refinery::Migration::unapplied(name, sql).unwrap();
+        let one = [m("V1__notes", "CREATE TABLE notes (id int)")];
+        let base = template_name(None);
+        let a = template_name(Some((&one, "svc_history")));
+        assert_ne!(a, base);
+        assert_eq!(a, template_name(Some((&one, "svc_history"))));
+        assert!(a.starts_with(TEMPLATE_PREFIX) && a.len() == base.len());
+        // Another history table, an edited script or another set: another template.
+        assert_ne!(a, template_name(Some((&one, "other_history"))));
+        let edited = [m("V1__notes", "CREATE TABLE notes (id bigint)")];
+        assert_ne!(a, template_name(Some((&edited, "svc_history"))));
+        let two = [one[0].clone(), m("V2__more", "SELECT 1")];
+        assert_ne!(a, template_name(Some((&two, "svc_history"))));
+        // The order they are given in does not matter.
+        let reversed = [two[1].clone(), two[0].clone()];
+        assert_eq!(
+            template_name(Some((&two, "svc_history"))),
+            template_name(Some((&reversed, "svc_history")))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod harness;
 mod health;
 mod migrations;
 mod pool;
+mod service_migrations;
 mod statement_cache;
 
 use voidrunner_db::{Database, PooledClient};
