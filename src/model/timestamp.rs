@@ -121,12 +121,19 @@ impl Timestamp {
 
 impl From<OffsetDateTime> for Timestamp {
     fn from(t: OffsetDateTime) -> Self {
-        let t = t.to_offset(time::UtcOffset::UTC);
+        // The same instant in UTC; one at the very edge of `time`'s range
+        // whose UTC date falls outside it (9999-12-31 23:00 -05:00) is
+        // clamped to the edge rather than panicking.
+        let t = t
+            .checked_to_offset(time::UtcOffset::UTC)
+            .unwrap_or(if t.offset().is_negative() {
+                time::PrimitiveDateTime::MAX.assume_utc()
+            } else {
+                time::PrimitiveDateTime::MIN.assume_utc()
+            });
         let micros = t.nanosecond() / 1_000 * 1_000;
-        Timestamp(
-            t.replace_nanosecond(micros)
-                .expect("nanosecond stays in range"),
-        )
+        // Always in range: fewer nanoseconds than before.
+        Timestamp(t.replace_nanosecond(micros).unwrap_or(t))
     }
 }
 
@@ -156,6 +163,21 @@ impl fmt::Debug for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_at_the_edge_of_the_range_never_panics() {
+        let edge = time::macros::datetime!(+9999-12-31 23:00 -05:00);
+        let t = Timestamp::from(edge);
+        assert_eq!(
+            OffsetDateTime::from(t),
+            time::PrimitiveDateTime::MAX
+                .assume_utc()
+                .replace_nanosecond(999_999_000)
+                .unwrap()
+        );
+        let low = time::macros::datetime!(-9999-01-01 01:00 +05:00);
+        let _ = Timestamp::from(low);
+    }
 
     #[test]
     fn truncates_to_microseconds() {
