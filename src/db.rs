@@ -47,44 +47,6 @@ pub(crate) fn discard(client: PooledClient) {
     }
 }
 
-/// A pooled connection that is [discarded](discard) instead of returned to
-/// the pool if it is dropped before [`release`](Self::release): armed before
-/// the first byte of a multi-message exchange (COPY) is sent, so a future
-/// dropped half-way never leaves a session in an unknown state for the next
-/// caller.
-pub(crate) struct DiscardGuard {
-    client: Option<PooledClient>,
-}
-
-impl DiscardGuard {
-    pub(crate) fn new(client: PooledClient) -> Self {
-        DiscardGuard {
-            client: Some(client),
-        }
-    }
-
-    pub(crate) fn client(&self) -> Result<&PooledClient> {
-        // Only `release` and `drop` take it, and both consume the guard.
-        self.client
-            .as_ref()
-            .ok_or_else(|| Error::unavailable("the connection was already released", None))
-    }
-
-    /// The exchange finished: the connection goes back to the pool.
-    pub(crate) fn release(mut self) {
-        drop(self.client.take());
-    }
-}
-
-impl Drop for DiscardGuard {
-    fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            tracing::debug!("exchange interrupted; closing its connection instead of pooling it");
-            discard(client);
-        }
-    }
-}
-
 /// Pool statistics, from [`Database::pool_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

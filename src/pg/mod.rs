@@ -138,25 +138,11 @@ struct PoolConn<'a> {
 
 impl PoolConn<'_> {
     fn client(&self) -> Result<&PooledClient> {
-        // `primary` is taken only by `take` and `drop`, which consume the
-        // value, so this never fails; answered as an error rather than
-        // trusted.
+        // `primary` is taken only by `drop`, so this never fails; answered
+        // as an error rather than trusted.
         self.replacement
             .get()
             .or(self.primary.as_ref())
-            .ok_or_else(|| Error::unavailable("the call's connection was already released", None))
-    }
-
-    /// The connection, for an exchange that guards itself.
-    fn take(mut self) -> Result<PooledClient> {
-        if let Some(replacement) = self.replacement.take() {
-            if let Some(stale) = self.primary.take() {
-                crate::db::discard(stale);
-            }
-            return Ok(replacement);
-        }
-        self.primary
-            .take()
             .ok_or_else(|| Error::unavailable("the call's connection was already released", None))
     }
 }

@@ -392,8 +392,9 @@ pub fn __queue_sql(name: &str) -> Option<String> {
 /// How often a statement that found its task changed after its snapshot is
 /// run again. Each rerun means another transaction committed a change of
 /// that very task in between, so this many in a row means a task under a
-/// storm of changes; the caller gets a retryable error.
-const FRESH_ATTEMPTS: usize = 16;
+/// storm of changes; the caller gets an [`Error::Unavailable`] saying so.
+/// Shared by every statement with such a check (`pg::task` too).
+pub(super) const FRESH_ATTEMPTS: usize = 16;
 
 fn changed_meanwhile(entity: &'static str) -> Error {
     Error::unavailable(

@@ -8,7 +8,7 @@ use super::jsonb::Jsonb;
 use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table, prefixed};
 use std::sync::{Arc, LazyLock};
 
-use crate::db::{Database, DiscardGuard};
+use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
 use crate::repo::TaskRepository;
@@ -68,10 +68,6 @@ static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
         returning = prefixed("t", COLUMNS),
     )
 });
-
-/// How often [`UPDATE_STATUS_SQL`] is run again when the task changed after
-/// its snapshot; see `pg::queue` for the same rule.
-const FRESH_ATTEMPTS: usize = 16;
 
 fn task_from_row(row: &Row) -> Result<Task> {
     let r = RowReader::new(row, "task");
@@ -299,7 +295,7 @@ pub(crate) mod sql {
             .filter(|from| from.can_transition_to(to))
             .map(TaskStatus::as_str)
             .collect();
-        for _ in 0..FRESH_ATTEMPTS {
+        for _ in 0..crate::pg::queue::FRESH_ATTEMPTS {
             let row = c
                 .query_opt(&UPDATE_STATUS_SQL, &[&id, &to, &from])
                 .await?
@@ -375,14 +371,18 @@ impl TaskRepository for PgTaskRepository {
         if tasks.is_empty() {
             return Ok(0);
         }
-        match self.source.conn().await? {
-            Conn::Pooled(pooled) => {
-                // COPY is a multi-message exchange: a future dropped in the
-                // middle of it closes the connection rather than pooling it.
-                let guard = DiscardGuard::new(pooled.take()?);
-                let result = sql::import(guard.client()?, &tasks).await;
-                if !guard.client()?.is_closed() {
-                    guard.release();
+        let conn = self.source.conn().await?;
+        match &conn {
+            Conn::Pooled(_) => {
+                // COPY is a multi-message exchange: armed like a statement,
+                // so a future dropped in the middle of it closes the
+                // connection rather than pooling it (and so does a COPY that
+                // lost its connection).
+                conn.set_busy(true);
+                let client = conn.client()?;
+                let result = sql::import(client, &tasks).await;
+                if !client.is_closed() {
+                    conn.set_busy(false);
                 }
                 result
             }
