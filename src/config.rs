@@ -2,7 +2,8 @@
 //!
 //! A [`DbConfig`] comes from a URL ([`DbConfig::from_url`]), from the
 //! environment ([`DbConfig::from_env`]), or from any serde source (a config
-//! file). The defaults are those of SPEC §5.
+//! file). The defaults are also listed in the
+//! [domain reference](crate::domain#pool-defaults).
 //!
 //! | field | env variable | default | accepted | what it maps to |
 //! |---|---|---|---|---|
@@ -538,25 +539,40 @@ impl DbConfig {
         pg
     }
 
-    /// `host:port/dbname` for logs and messages; never includes credentials.
+    /// `host:port/dbname` for logs and messages, every host of a multi-host
+    /// URL in order (`a:5432,b:5433/db`); never includes credentials.
     pub fn display_target(&self) -> String {
-        let host = self
-            .connection
+        let pg = &self.connection;
+        let hosts: Vec<String> = pg
             .get_hosts()
-            .first()
+            .iter()
             .map(|h| match h {
                 tokio_postgres::config::Host::Tcp(name) => name.clone(),
                 #[cfg(unix)]
                 tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
             })
-            .unwrap_or_else(|| "localhost".to_owned());
-        let port = self.connection.get_ports().first().copied().unwrap_or(5432);
-        let db = self
-            .connection
-            .get_dbname()
-            .or(self.connection.get_user())
-            .unwrap_or("");
-        format!("{host}:{port}/{db}")
+            .collect();
+        let hostaddrs = pg.get_hostaddrs();
+        let ports = pg.get_ports();
+        // The driver pairs the i-th host (or hostaddr) with the i-th port,
+        // or with the only port given, or 5432.
+        let count = hosts.len().max(hostaddrs.len()).max(1);
+        let targets: Vec<String> = (0..count)
+            .map(|i| {
+                let host = hosts
+                    .get(i)
+                    .cloned()
+                    .or_else(|| hostaddrs.get(i).map(|a| a.to_string()))
+                    .unwrap_or_else(|| "localhost".to_owned());
+                let port = match ports {
+                    [one] => *one,
+                    many => many.get(i).copied().unwrap_or(5432),
+                };
+                format!("{host}:{port}")
+            })
+            .collect();
+        let db = pg.get_dbname().or(pg.get_user()).unwrap_or("");
+        format!("{}/{db}", targets.join(","))
     }
 }
 
@@ -708,6 +724,25 @@ mod tests {
         assert_eq!(c.migration_retries, 5);
         assert_eq!(c.dbname(), Some("db"));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn display_target_names_every_host() {
+        let one = DbConfig::from_url("postgres://u:secret@db.internal:6432/app").unwrap();
+        assert_eq!(one.display_target(), "db.internal:6432/app");
+        let many = DbConfig::from_url(
+            "host=a,b,c port=5432,5433,5434 dbname=app user=u password=secret \
+             target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(many.display_target(), "a:5432,b:5433,c:5434/app");
+        let shared_port = DbConfig::from_url("host=a,b port=6000 user=u").unwrap();
+        assert_eq!(shared_port.display_target(), "a:6000,b:6000/u");
+        let url = DbConfig::from_url("postgres://u:secret@a:1,b:2/app").unwrap();
+        assert_eq!(url.display_target(), "a:1,b:2/app");
+        let text = format!("{:?}", many);
+        assert!(text.contains("a:5432,b:5433,c:5434/app"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
     }
 
     #[test]

@@ -47,6 +47,20 @@ pub(crate) fn discard(client: PooledClient) {
     }
 }
 
+/// Closes a connection whose server refused a write as read-only (25006),
+/// and every idle connection of its pool: they were opened to the same
+/// server, a standby now or a primary a failover demoted. The next checkout
+/// connects afresh, and a multi-host URL with
+/// `target_session_attrs=read-write` finds the new primary; without this the
+/// pool would keep handing out sessions that can never write.
+pub(crate) fn retire_read_only(client: PooledClient) {
+    tracing::warn!("the server is read-only; closing its pooled connections");
+    if let Some(pool) = deadpool_postgres::Object::pool(&client) {
+        pool.retain(|_, _| false);
+    }
+    discard(client);
+}
+
 /// Pool statistics, from [`Database::pool_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -61,6 +75,18 @@ pub struct PoolStatus {
     pub waiting: usize,
     /// The most connections the pool opens.
     pub max: usize,
+}
+
+impl From<deadpool_postgres::Status> for PoolStatus {
+    fn from(s: deadpool_postgres::Status) -> Self {
+        PoolStatus {
+            size: s.size,
+            idle: s.available,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+            max: s.max_size,
+        }
+    }
 }
 
 /// What [`Database::health_check`] found.
@@ -88,6 +114,8 @@ pub struct Database {
 struct Inner {
     pool: Pool,
     config: DbConfig,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::PoolMetrics,
     // Dropping the sender (with the last Database clone) stops the reaper.
     _reaper_stop: oneshot::Sender<()>,
 }
@@ -112,6 +140,8 @@ impl Database {
             // fail connect, not be discovered by the first query.
             let warm = db.inner.config.min_connections.max(1);
             fill(&db.inner.pool, warm, db.inner.pool.timeouts()).await?;
+            #[cfg(feature = "metrics")]
+            db.record_pool_metrics();
             tracing::info!(connections = db.pool_status().size, "connected");
             Ok(db)
         }
@@ -158,12 +188,18 @@ impl Database {
             .build()
             .map_err(|e| Error::config(format!("building the pool: {e}")))?;
 
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::PoolMetrics::new(&config);
+        #[cfg(feature = "metrics")]
+        metrics.announce();
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(reaper(pool.clone(), config.clone(), warm_now, stop_rx));
         Ok(Database {
             inner: Arc::new(Inner {
                 pool,
                 config,
+                #[cfg(feature = "metrics")]
+                metrics,
                 _reaper_stop: stop_tx,
             }),
         })
@@ -176,8 +212,21 @@ impl Database {
     /// stays in use for [`wait_timeout`](DbConfig::wait_timeout), and with
     /// [`Error::Unavailable`] when the server cannot be reached or the pool
     /// is closed.
+    ///
+    /// Every checkout of the crate (repositories, transactions, units of
+    /// work, event polling) goes through here; with the `metrics` feature
+    /// its wait is recorded and the pool gauges are updated (see
+    /// [`crate::metrics`]).
     pub async fn client(&self) -> Result<PooledClient> {
-        Ok(self.inner.pool.get().await?)
+        #[cfg(feature = "metrics")]
+        let timing = self.inner.metrics.checkout();
+        let checkout = self.inner.pool.get().await;
+        #[cfg(feature = "metrics")]
+        {
+            timing.finish(&checkout);
+            self.record_pool_metrics();
+        }
+        Ok(checkout?)
     }
 
     /// The configuration this handle was built from.
@@ -192,14 +241,18 @@ impl Database {
 
     /// Current pool statistics.
     pub fn pool_status(&self) -> PoolStatus {
-        let s = self.inner.pool.status();
-        PoolStatus {
-            size: s.size,
-            idle: s.available,
-            in_use: s.size.saturating_sub(s.available),
-            waiting: s.waiting,
-            max: s.max_size,
-        }
+        self.inner.pool.status().into()
+    }
+
+    /// Publishes the pool gauges (the [`pool_status`](Self::pool_status)
+    /// fields) through the `metrics` facade now. They are also updated after
+    /// every checkout and on every run of the reaper, so this is only needed
+    /// for exact values at a given moment: call it from the scrape handler.
+    /// See [`crate::metrics`] for the series and their labels.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn record_pool_metrics(&self) {
+        self.inner.metrics.record_status(&self.pool_status());
     }
 
     /// Checks out a connection, runs a query round trip and reports the
@@ -266,19 +319,22 @@ impl Database {
         // Elapsed time against the wait: no deadline is computed, so no
         // Instant arithmetic can overflow.
         let started = Instant::now();
-        loop {
+        let closed = loop {
             if self.inner.pool.status().size == 0 {
-                return true;
+                break true;
             }
             if started.elapsed() >= wait {
                 tracing::warn!(
                     in_use = self.inner.pool.status().size,
                     "closing with connections still checked out"
                 );
-                return false;
+                break false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        };
+        #[cfg(feature = "metrics")]
+        self.record_pool_metrics();
+        closed
     }
 
     /// Forgets every prepared statement cached by the pooled connections.
@@ -372,6 +428,8 @@ async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot:
         create: Some(config.connect_timeout),
         recycle: Some(config.recycle_timeout),
     };
+    #[cfg(feature = "metrics")]
+    let metrics = crate::metrics::PoolMetrics::new(&config);
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -402,6 +460,8 @@ async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot:
         if let Err(err) = fill(&pool, config.min_connections, timeouts).await {
             tracing::debug!(error = %err, "could not refill the pool");
         }
+        #[cfg(feature = "metrics")]
+        metrics.record_status(&pool.status().into());
     }
 }
 

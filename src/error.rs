@@ -155,7 +155,8 @@ pub enum Error {
         message: String,
     },
 
-    /// A status change the state machine forbids (SPEC §3). `from` is the
+    /// A status change the state machine forbids (see the
+    /// [domain reference](crate::domain#state-machines)). `from` is the
     /// state the row actually had when the change was attempted.
     #[error("invalid {entity} status transition from {from} to {to}")]
     InvalidTransition {
@@ -703,6 +704,47 @@ impl Error {
         matches!(self, Error::Unavailable { .. })
     }
 
+    /// The server refused a write because the session is read-only
+    /// (SQLSTATE 25006): outside a `READ ONLY` transaction of the caller's,
+    /// an [`Error::Unavailable`] saying the server is read-only (a standby,
+    /// or a primary after a failover demoted it), whose connection the
+    /// crate has closed rather than pooled.
+    pub fn is_read_only(&self) -> bool {
+        self.sqlstate() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+    }
+
+    /// The same failure as a statement error rather than an unavailable
+    /// server: for a 25006 met inside the caller's own `READ ONLY`
+    /// transaction, where the write, not the server, is at fault.
+    pub(crate) fn into_statement_error(self) -> Error {
+        match self {
+            Error::Unavailable {
+                source: Some(source),
+                reason,
+            } => match source.downcast::<tokio_postgres::Error>() {
+                Ok(pg) => match pg.as_db_error() {
+                    Some(db) => Error::Database {
+                        sqlstate: Some(db.code().clone()),
+                        message: db.message().to_owned(),
+                        source: Some(*pg),
+                    },
+                    None => Error::Unavailable {
+                        reason,
+                        source: Some(pg),
+                    },
+                },
+                Err(source) => match source.downcast::<Error>() {
+                    Ok(inner) => *inner,
+                    Err(source) => Error::Unavailable {
+                        reason,
+                        source: Some(source),
+                    },
+                },
+            },
+            other => other,
+        }
+    }
+
     /// The constraint a write violated, for [`Error::Conflict`],
     /// [`Error::ForeignKey`] and [`Error::CheckViolation`].
     pub fn constraint(&self) -> Option<&str> {
@@ -856,6 +898,20 @@ fn server_error(
         s if s == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT => {
             timeout(TimeoutKind::IdleInTransaction, s, message, source)
         }
+        // A standby, or a primary demoted or switched to read-only (after a
+        // failover the pool's old connections may still point at it): no
+        // write can succeed on this session, so it is the server that is
+        // unavailable for this work, not the statement that is wrong. The
+        // executor closes such a connection and the pool's idle ones, so the
+        // next checkout connects afresh (finding the new primary through a
+        // multi-host URL with `target_session_attrs=read-write`).
+        s if s == SqlState::READ_ONLY_SQL_TRANSACTION => Error::Unavailable {
+            reason: format!(
+                "the server is read-only (a standby, or writes are switched off): {}",
+                said(Some(&s), &message, source.as_ref())
+            ),
+            source: boxed(s, message, source),
+        },
         s if is_unavailable_state(&s) => Error::Unavailable {
             reason: said(Some(&s), &message, source.as_ref()),
             source: boxed(s, message, source),

@@ -13,11 +13,17 @@
 
 pub mod config;
 mod db;
+/// The domain reference: schema, validation limits, state machines, the
+/// queue's life cycle, invariants and pool defaults, as the code has them.
+pub mod domain;
 pub mod error;
 pub mod events;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod fixtures;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod pg;

@@ -514,6 +514,32 @@ async fn dedicated_connection(config: &DbConfig) -> Result<Client> {
     Ok(client)
 }
 
+/// The oldest PostgreSQL the schema runs on, as `server_version_num`:
+/// 13, the first with `gen_random_uuid()` built in (V1's key default).
+pub const MIN_SERVER_VERSION_NUM: i32 = 13 * 10_000;
+
+/// `Error::Config` naming both versions when a server reporting
+/// `server_version_num` is older than [`MIN_SERVER_VERSION_NUM`].
+pub fn check_server_version(server_version_num: i32) -> Result<()> {
+    if server_version_num >= MIN_SERVER_VERSION_NUM {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "PostgreSQL {} or newer is required; the server is {}",
+        MIN_SERVER_VERSION_NUM / 10_000,
+        display_server_version(server_version_num)
+    )))
+}
+
+/// `server_version_num` as people write it: 150004 is 15.4, 90624 is 9.6.24.
+fn display_server_version(num: i32) -> String {
+    if num >= 100_000 {
+        format!("{}.{}", num / 10_000, num % 10_000)
+    } else {
+        format!("{}.{}.{}", num / 10_000, num / 100 % 100, num % 100)
+    }
+}
+
 /// Why one attempt at a migration failed.
 enum Failure {
     /// A statement waited longer than `lock_timeout` (55P03): worth another
@@ -573,14 +599,20 @@ impl Session {
     async fn open(config: &DbConfig) -> Result<Self> {
         config.validate()?;
         let client = dedicated_connection(config).await?;
-        acquire_migration_lock(&client).await?;
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
+        let (pid, server_version) = client
+            .query_one(
+                "SELECT pg_backend_pid(), current_setting('server_version_num')::int4",
+                &[],
+            )
             .await
-            .and_then(|row| row.try_get(0))
+            .and_then(|row| Ok((row.try_get::<_, i32>(0)?, row.try_get::<_, i32>(1)?)))
             .map_err(|e| {
                 Error::migration("preparing the migration session failed", Some(Box::new(e)))
             })?;
+        // Before the lock and before any DDL: on an older server V1 would
+        // fail half-way with an error about a missing function.
+        check_server_version(server_version)?;
+        acquire_migration_lock(&client).await?;
         let session = Session {
             client,
             config: config.clone(),
@@ -1112,6 +1144,21 @@ fn split_statements(sql: &str) -> Vec<Statement<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_older_than_13_are_refused_by_name() {
+        assert!(check_server_version(130_000).is_ok());
+        assert!(check_server_version(150_004).is_ok());
+        assert!(check_server_version(i32::MAX).is_ok());
+        for (num, shown) in [(120_017, "12.17"), (90_624, "9.6.24"), (0, "0.0.0")] {
+            let err = check_server_version(num).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains("PostgreSQL 13 or newer"), "{text}");
+            assert!(text.contains(shown), "{text}");
+        }
+        assert!(check_server_version(-1).is_err());
+    }
 
     #[test]
     fn embedded_migrations_are_ordered_and_reversible() {

@@ -98,14 +98,15 @@ impl TransactionOptions {
     }
 
     fn begin_sql(&self) -> String {
+        // Not `READ WRITE` when writes are wanted: on a standby that BEGIN
+        // is refused as an unsupported feature (0A000); left to the
+        // session's default, the first write is refused as read-only
+        // (25006), which the crate reports as a read-only server and answers
+        // by reconnecting.
         format!(
-            "BEGIN ISOLATION LEVEL {} {}",
+            "BEGIN ISOLATION LEVEL {}{}",
             self.isolation.sql(),
-            if self.read_only {
-                "READ ONLY"
-            } else {
-                "READ WRITE"
-            }
+            if self.read_only { " READ ONLY" } else { "" }
         )
     }
 
@@ -148,6 +149,12 @@ pub(crate) struct TxInner {
     /// Set when a statement's future was dropped while the statement was in
     /// flight: it may still take effect, so the transaction must not commit.
     abandoned: AtomicBool,
+    /// Opened `READ ONLY` by the caller: a write refused as read-only
+    /// (25006) is then the caller's mistake, not a read-only server.
+    read_only: bool,
+    /// Set when the server refused a write as read-only: the connection is
+    /// closed when the transaction ends, never pooled ([`crate::db::retire_read_only`]).
+    retire: AtomicBool,
 }
 
 impl TxInner {
@@ -174,6 +181,14 @@ impl TxInner {
                 source: Some(Box::new(err)),
             },
             _ => err,
+        };
+        let err = match err {
+            err if err.is_read_only() && self.read_only => err.into_statement_error(),
+            err if err.is_read_only() => {
+                self.retire.store(true, Ordering::Release);
+                err
+            }
+            err => err,
         };
         if err.is_retryable() {
             self.met_retryable.store(true, Ordering::Release);
@@ -240,6 +255,12 @@ impl TxInner {
 
 impl Drop for TxInner {
     fn drop(&mut self) {
+        if *self.retire.get_mut()
+            && let Some(client) = self.client.take()
+        {
+            crate::db::retire_read_only(client);
+            return;
+        }
         if !*self.ended.get_mut()
             && let Some(client) = self.client.take()
         {
@@ -381,13 +402,18 @@ impl Database {
                     ended: AtomicBool::new(false),
                     met_retryable: AtomicBool::new(false),
                     abandoned: AtomicBool::new(false),
+                    read_only: options.read_only,
+                    retire: AtomicBool::new(false),
                 });
                 opened = Some(inner.clone());
+                // Through `explain`, like every statement of the
+                // transaction: an error there decides whether the
+                // connection is retired.
                 inner
                     .client()?
                     .batch_execute(&begin)
                     .await
-                    .map_err(Error::from)?;
+                    .map_err(|e| inner.explain(Error::from(e)))?;
                 inner.touch();
                 match f(Transaction {
                     inner: inner.clone(),
@@ -437,7 +463,7 @@ mod tests {
     fn begin_statements() {
         assert_eq!(
             TransactionOptions::default().begin_sql(),
-            "BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"
+            "BEGIN ISOLATION LEVEL READ COMMITTED"
         );
         let ro = TransactionOptions {
             read_only: true,

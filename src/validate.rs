@@ -1,4 +1,5 @@
-//! Input validation: every rule of SPEC §2 with its exact limit.
+//! Input validation: every rule of the
+//! [domain reference](crate::domain#validation) with its exact limit.
 //!
 //! Each failure is an [`Error::Validation`] naming the field. The
 //! repositories run these checks before sending anything, so a bad input
@@ -64,7 +65,7 @@ pub struct PasswordPolicy {
     /// Needs a digit. Default true.
     pub require_digit: bool,
     /// Needs a character that is neither a letter, a digit nor a space.
-    /// Default false; the stricter policy of SPEC §2.
+    /// Default false; [`PasswordPolicy::strict`] turns it on.
     pub require_special: bool,
 }
 
@@ -211,8 +212,8 @@ pub fn email(raw: &str) -> Result<String> {
     Ok(email)
 }
 
-/// `^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`, the pattern of SPEC
-/// §2 and of the `users_email_format` constraint, without a regex engine.
+/// `^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`, the pattern of the
+/// `users_email_format` constraint, without a regex engine.
 fn email_shape(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ExecutionId, TaskId, Timestamp, text_column};
 
-/// Where an execution is in its life (SPEC §3).
+/// Where an execution is in its life; see the
+/// [domain reference](crate::domain#state-machines).
 ///
 /// Exhaustive on purpose, like [`TaskStatus`](crate::TaskStatus): a new
 /// status would change the state machine, so it would come in a major

@@ -46,7 +46,8 @@ impl ScriptType {
 
 text_column!(ScriptType, "script_type");
 
-/// Where a task is in its life (SPEC §3).
+/// Where a task is in its life; see the
+/// [domain reference](crate::domain#state-machines).
 ///
 /// Exhaustive on purpose: a new status would change the state machine
 /// ([`can_transition_to`](Self::can_transition_to)), which breaks the

@@ -56,6 +56,7 @@ impl Source {
                 replacement: OnceLock::new(),
                 busy: AtomicBool::new(false),
                 in_transaction: AtomicBool::new(false),
+                retire: AtomicBool::new(false),
             })),
             Source::Tx(tx) => {
                 tx.client()?;
@@ -134,6 +135,10 @@ struct PoolConn<'a> {
     /// Inside a transaction the call opened ([`Conn::begin`]): armed until
     /// it ends.
     in_transaction: AtomicBool,
+    /// The server refused a write as read-only: the connection, and the
+    /// pool's idle ones, are closed when the call ends
+    /// ([`crate::db::retire_read_only`]).
+    retire: AtomicBool,
 }
 
 impl PoolConn<'_> {
@@ -150,15 +155,19 @@ impl PoolConn<'_> {
 impl Drop for PoolConn<'_> {
     fn drop(&mut self) {
         let busy = *self.busy.get_mut() || *self.in_transaction.get_mut();
+        let retire = *self.retire.get_mut();
         match (self.replacement.take(), self.primary.take()) {
             (Some(replacement), stale) => {
                 if let Some(stale) = stale {
                     crate::db::discard(stale);
                 }
-                if busy {
+                if retire {
+                    crate::db::retire_read_only(replacement);
+                } else if busy {
                     crate::db::discard(replacement);
                 }
             }
+            (None, Some(primary)) if retire => crate::db::retire_read_only(primary),
             (None, Some(primary)) if busy => crate::db::discard(primary),
             _ => {}
         }
@@ -222,6 +231,11 @@ impl Conn<'_> {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
+            if let Conn::Pooled(pooled) = self
+                && err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+            {
+                pooled.retire.store(true, Ordering::Release);
+            }
             let stale_cache = is_stale_statement(&err);
             let stale_session = is_stale_session(&err);
             if stale_cache {

@@ -63,7 +63,8 @@ impl PgExecutionQueue {
     }
 }
 
-/// Task statuses from which a task may be queued again (SPEC §3: pending
+/// Task statuses from which a task may be queued again (the task state
+/// machine of the [domain reference](crate::domain#state-machines): pending
 /// stays, failed | timeout | cancelled → pending).
 fn enqueueable() -> Vec<&'static str> {
     TaskStatus::ALL

@@ -133,6 +133,72 @@ impl PrivateCluster {
         Ok(cluster)
     }
 
+    /// A streaming replica of this cluster (`pg_basebackup -R`), started
+    /// on a free port of its own: a hot standby, read-only until
+    /// [`promote`](Self::promote)d. The primary must be running. Removed
+    /// when dropped, like any private cluster.
+    pub async fn replica(&self) -> Result<Self> {
+        let primary = self.clone_handle();
+        tokio::task::spawn_blocking(move || primary.replica_blocking())
+            .await
+            .map_err(|e| Error::unavailable(format!("starting a replica: {e}"), None))?
+    }
+
+    fn replica_blocking(&self) -> Result<Self> {
+        let root = std::env::temp_dir().join(format!(
+            "voidrunner-db-pg-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&root)
+            .map_err(|e| setup_error(format!("creating {}: {e}", root.display())))?;
+        let mut replica = PrivateCluster {
+            root,
+            bindir: self.bindir.clone(),
+            port: 0,
+            run_as_postgres: self.run_as_postgres,
+            removed: false,
+        };
+        if replica.run_as_postgres {
+            run(Command::new("chown").arg("postgres:").arg(&replica.root))?;
+        }
+        // initdb's default pg_hba.conf lets local replication connections in
+        // with trust; -R writes primary_conninfo and standby.signal.
+        let mut backup = replica.command("pg_basebackup");
+        run(backup
+            .arg("-D")
+            .arg(replica.data_dir())
+            .args([
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args(["-p", &self.port.to_string()]))?;
+        replica.port = free_port()?;
+        replica.start_server_blocking()?;
+        Ok(replica)
+    }
+
+    /// Promotes a [`replica`](Self::replica) to a primary that accepts
+    /// writes, and waits until it does.
+    pub async fn promote(&self) -> Result<()> {
+        let this = self.clone_handle();
+        tokio::task::spawn_blocking(move || {
+            let mut promote = this.command("pg_ctl");
+            run(promote
+                .arg("-D")
+                .arg(this.data_dir())
+                .args(["-w", "-t", "60", "promote"]))
+        })
+        .await
+        .map_err(|e| Error::unavailable(format!("promoting the replica: {e}"), None))?
+    }
+
     fn command(&self, program: &str) -> Command {
         let path = self.bindir.join(program);
         let mut command = if self.run_as_postgres {

@@ -5,10 +5,14 @@
 mod constraints;
 mod errors;
 mod extremes;
+mod failover;
 mod harness;
 mod health;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod migrations;
 mod pool;
+mod readme;
 mod service_migrations;
 mod statement_cache;
 

@@ -1399,8 +1399,9 @@ async fn metadata_over_the_corpus() {
     }
 }
 
-/// An email is valid when it matches SPEC §2's ASCII pattern; the crate
-/// lower-cases it to store it. U+212A KELVIN SIGN is the one character
+/// An email is valid when it matches the ASCII pattern of the
+/// `users_email_format` constraint (see the domain reference, the module
+/// `voidrunner_db::domain`); the crate lower-cases it to store it. U+212A KELVIN SIGN is the one character
 /// outside ASCII whose lower case is ASCII (`k`): an address that does not
 /// match the pattern must not be accepted because its lower case does, and
 /// silently become somebody else's address (the case-mapping collision of
