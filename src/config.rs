@@ -547,6 +547,11 @@ impl DbConfig {
             .get_hosts()
             .iter()
             .map(|h| match h {
+                // Set through `pg_config_mut`, past the URL check: a host
+                // holding '@' may hold part of a password.
+                tokio_postgres::config::Host::Tcp(name) if name.contains('@') => {
+                    "<redacted>".to_owned()
+                }
                 tokio_postgres::config::Host::Tcp(name) => name.clone(),
                 #[cfg(unix)]
                 tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
@@ -637,7 +642,7 @@ pub(crate) fn whole_millis_up(value: Duration) -> u128 {
 fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
     // The driver's parse error can quote the input, which may hold a
     // password: report only that it failed and how.
-    url.parse::<tokio_postgres::Config>().map_err(|e| {
+    let config = url.parse::<tokio_postgres::Config>().map_err(|e| {
         let reason = e.to_string();
         let reason = if reason.contains(url) {
             "malformed connection string".to_owned()
@@ -645,7 +650,22 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
             reason
         };
         Error::config(format!("invalid database URL: {reason}"))
-    })
+    })?;
+    // No host name holds '@': the driver read an unencoded '@' of the
+    // password as the end of the credentials, leaving the rest of the
+    // password in the host, where logs would print it.
+    let leaked = config.get_hosts().iter().any(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => name.contains('@'),
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => false,
+    });
+    if leaked {
+        return Err(Error::config(
+            "invalid database URL: a host name contains '@'; percent-encode an '@' in the \
+             user name or password as %40",
+        ));
+    }
+    Ok(config)
 }
 
 fn de_url<'de, D: Deserializer<'de>>(
@@ -743,6 +763,28 @@ mod tests {
         let text = format!("{:?}", many);
         assert!(text.contains("a:5432,b:5433,c:5434/app"), "{text}");
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn an_unencoded_at_in_the_password_is_refused_without_echoing_it() {
+        for url in [
+            "postgres://u:p4@ss@host/db",
+            "postgres://app:P@ssw0rd@db:5432/app",
+            "host=ss@host user=u password=p4",
+        ] {
+            let err = DbConfig::from_url(url).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(text.contains("%40"), "{text}");
+            assert!(
+                !text.contains("ss@host") && !text.contains("ssw0rd"),
+                "{text}"
+            );
+        }
+        let encoded = DbConfig::from_url("postgres://u:p4%40ss@host/db").unwrap();
+        assert_eq!(encoded.display_target(), "host:5432/db");
+        let mut forced = encoded.clone();
+        forced.pg_config_mut().host("secret@host");
+        assert!(!forced.display_target().contains("secret"));
     }
 
     #[test]

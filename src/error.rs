@@ -704,11 +704,18 @@ impl Error {
         matches!(self, Error::Unavailable { .. })
     }
 
-    /// The server refused a write because the session is read-only
-    /// (SQLSTATE 25006): outside a `READ ONLY` transaction of the caller's,
-    /// an [`Error::Unavailable`] saying the server is read-only (a standby,
-    /// or a primary after a failover demoted it), whose connection the
-    /// crate has closed rather than pooled.
+    /// SQLSTATE 25006, "read-only SQL transaction". When the server itself
+    /// refused a write because the session is read-only (a standby, or a
+    /// primary after a failover demoted it) this is an
+    /// [`Error::Unavailable`] saying so, whose connection the crate closed
+    /// rather than pooled. It is an [`Error::Database`] instead inside a
+    /// transaction the caller opened with
+    /// [`TransactionOptions::read_only`](crate::TransactionOptions::read_only),
+    /// and when a trigger or function raised the code. A transaction made
+    /// read-only by hand (`SET TRANSACTION READ ONLY` through
+    /// [`Transaction::client`](crate::Transaction::client)) is taken for a
+    /// read-only server. [`Error::database`] with this code builds the
+    /// read-only-server form.
     pub fn is_read_only(&self) -> bool {
         self.sqlstate() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
     }
@@ -772,6 +779,31 @@ impl Error {
         }
     }
 
+    /// The variant's name in snake case (`"not_found"`, `"conflict"`,
+    /// `"unavailable"`, …): a stable, low-cardinality label for logs and
+    /// metrics. Failed repository calls record it, with the SQLSTATE, as
+    /// the `error.kind` and `error.sqlstate` fields of an event in their
+    /// span.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::ForeignKey { .. } => "foreign_key",
+            Error::CheckViolation { .. } => "check_violation",
+            Error::Validation { .. } => "validation",
+            Error::InvalidTransition { .. } => "invalid_transition",
+            Error::LeaseLost { .. } => "lease_lost",
+            Error::TransactionEnded => "transaction_ended",
+            Error::TransactionAborted => "transaction_aborted",
+            Error::Timeout { .. } => "timeout",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Migration { .. } => "migration",
+            Error::Decode { .. } => "decode",
+            Error::Config { .. } => "config",
+            Error::Database { .. } => "database",
+        }
+    }
+
     /// The SQLSTATE the server reported, if this error came from the server.
     ///
     /// For an error built by a constructor, the code the server would have
@@ -811,6 +843,16 @@ fn is_unavailable_state(state: &SqlState) -> bool {
         || *state == SqlState::TOO_MANY_CONNECTIONS
 }
 
+/// Whether `err` is the server's own refusal of a write in a read-only
+/// session (25006 from a hot standby or `default_transaction_read_only`),
+/// rather than a 25006 raised by a trigger or function: those carry the
+/// context they were raised in, the server's refusal carries none.
+pub(crate) fn is_read_only_refusal(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION && db.where_().is_none()
+    })
+}
+
 impl From<tokio_postgres::Error> for Error {
     fn from(err: tokio_postgres::Error) -> Self {
         let Some(db) = err.as_db_error() else {
@@ -830,6 +872,16 @@ impl From<tokio_postgres::Error> for Error {
         };
         let state = db.code().clone();
         let message = db.message().to_owned();
+        if state == SqlState::READ_ONLY_SQL_TRANSACTION && !is_read_only_refusal(&err) {
+            // Raised by a trigger or function of someone's (RAISE … USING
+            // ERRCODE = '25006'): that statement's business, not a
+            // read-only server.
+            return Error::Database {
+                sqlstate: Some(state),
+                message,
+                source: Some(err),
+            };
+        }
         let constraint = db.constraint().or(db.column()).map(str::to_owned);
         // An integrity violation's detail lists the offending row's values
         // ("Failing row contains (…)"), a password hash among them: the

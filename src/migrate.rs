@@ -300,7 +300,51 @@ pub fn validate_history_table(name: &str) -> Result<()> {
     if name == HISTORY_TABLE {
         return invalid("it is the crate's own history table");
     }
+    if ["users", "tasks", "task_executions"].contains(&name) {
+        return invalid("it is one of the crate's tables");
+    }
+    if name.starts_with("pg_") {
+        return invalid("names starting with pg_ are the system catalogs'");
+    }
     Ok(())
+}
+
+/// What only the server knows about a history table's name: a reserved
+/// word cannot name a table unquoted (refinery does not quote it), and an
+/// existing relation must already be a migration history.
+async fn check_history_table_on_server(client: &Client, name: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT \
+               EXISTS (SELECT 1 FROM pg_get_keywords() WHERE word = $1 AND catcode IN ('R', 'T')), \
+               to_regclass($1) IS NOT NULL, \
+               EXISTS (SELECT 1 FROM pg_attribute \
+                       WHERE attrelid = to_regclass($1) AND attname = 'version' AND NOT attisdropped)",
+            &[&name],
+        )
+        .await
+        .map_err(|e| {
+            Error::migration("checking the history table's name failed", Some(Box::new(e)))
+        })?;
+    let read = |i: usize| -> Result<bool> {
+        row.try_get(i).map_err(|e| {
+            Error::migration(
+                "checking the history table's name failed",
+                Some(Box::new(e)),
+            )
+        })
+    };
+    let why = if read(0)? {
+        "it is a reserved word of SQL"
+    } else if read(1)? && !read(2)? {
+        "it names an existing relation that is not a migration history"
+    } else {
+        return Ok(());
+    };
+    Err(Error::validation(
+        "history_table",
+        format!("{name:?} cannot be a service's migration history table: {why}"),
+    ))
 }
 
 /// Applies a service's own migrations (see [`Database::migrate_service`](crate::Database::migrate_service)).
@@ -331,7 +375,10 @@ pub(crate) async fn up_service(
     );
     async {
         let mut session = Session::open(config).await?;
-        let result = apply_service(&mut session, migrations, history_table).await;
+        let result = match check_history_table_on_server(&session.client, history_table).await {
+            Ok(()) => apply_service(&mut session, migrations, history_table).await,
+            Err(e) => Err(e),
+        };
         session.close().await;
         let applied = result?;
         tracing::info!(?applied, history_table, "service migrations applied");
@@ -1192,6 +1239,9 @@ mod tests {
             "svc-history",
             "public.svc",
             "svc\"; DROP TABLE tasks; --",
+            "users",
+            "task_executions",
+            "pg_class",
             "s\u{e9}",
             too_long.as_str(),
         ] {

@@ -6,7 +6,9 @@
 //! connection inside one PostgreSQL transaction: committed when the closure
 //! returns `Ok`, rolled back when it returns `Err`. If the closure panics or
 //! its future is dropped half-way, the connection is closed instead of being
-//! returned to the pool, which makes the server roll back.
+//! returned to the pool, which makes the server roll back whatever was not
+//! committed yet. A future dropped while COMMIT is in flight leaves the
+//! outcome unknown (committed or not, all or nothing), as the answer is lost.
 //!
 //! With [`TransactionOptions::max_retries`], a transaction that fails with a
 //! serialization failure or a deadlock (SQLSTATE 40001, 40P01) is run again,
@@ -184,7 +186,7 @@ impl TxInner {
         };
         let err = match err {
             err if err.is_read_only() && self.read_only => err.into_statement_error(),
-            err if err.is_read_only() => {
+            err if err.is_read_only() && err.is_unavailable() => {
                 self.retire.store(true, Ordering::Release);
                 err
             }

@@ -138,6 +138,7 @@ pub struct TaskExecution {
 /// compiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[serde(deny_unknown_fields)]
 pub struct NewExecution {
     /// The task to run.
     pub task_id: TaskId,
@@ -162,6 +163,7 @@ impl NewExecution {
 /// In serde, absent and `null` fields are left as they are; serialising
 /// writes only the fields set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExecutionUpdate {
     /// Exit code, 0..=255.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,11 @@
 //! password hash and deserialises with an empty one (see [`User`]);
 //! [`NewUser`] and [`UserUpdate`], which carry a hash, only deserialise.
 //! Deserialising never validates: the repositories do, before any SQL.
+//! The inputs ([`NewTask`], [`TaskUpdate`], [`NewExecution`],
+//! [`ExecutionUpdate`], [`Outcome`], [`NewUser`], [`UserUpdate`]) refuse
+//! unknown fields, so a misspelt one (`"prioity"`) is an error instead of a
+//! silently dropped value; don't `#[serde(flatten)]` them into a struct of
+//! yours (serde then hands them its other fields too).
 //!
 //! # Which types may grow
 //!
@@ -155,6 +160,42 @@ mod serde_tests {
         assert_eq!(json["script_type"], "go");
         assert_eq!(json["id"], task.id.to_string());
         assert_eq!(json["created_at"], task.created_at.to_string());
+    }
+
+    #[test]
+    fn inputs_refuse_misspelt_fields() {
+        let user = UserId::new();
+        let base = json!({ "user_id": user, "name": "n", "script_content": "print(1)" });
+        let mut typo = base.clone();
+        typo["priorty"] = json!(10);
+        let err = serde_json::from_value::<NewTask>(typo).unwrap_err();
+        assert!(err.to_string().contains("priorty"), "{err}");
+        for (input, parse) in [
+            (
+                json!({ "prioity": 9 }),
+                (|v| serde_json::from_value::<TaskUpdate>(v).map(drop)) as fn(_) -> _,
+            ),
+            (json!({ "stauts": "failed" }), |v| {
+                serde_json::from_value::<ExecutionUpdate>(v).map(drop)
+            }),
+            (json!({ "status": "completed", "exit": 0 }), |v| {
+                serde_json::from_value::<Outcome>(v).map(drop)
+            }),
+            (json!({ "task_id": TaskId::new(), "x": 1 }), |v| {
+                serde_json::from_value::<NewExecution>(v).map(drop)
+            }),
+            (json!({ "emial": "a@b.co" }), |v| {
+                serde_json::from_value::<UserUpdate>(v).map(drop)
+            }),
+            (
+                json!({ "email": "a@b.co", "password_hash": "h", "admin": true }),
+                |v| serde_json::from_value::<NewUser>(v).map(drop),
+            ),
+        ] {
+            let text = input.to_string();
+            assert!(parse(input).is_err(), "accepted {text}");
+        }
+        serde_json::from_value::<NewTask>(base).unwrap();
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub struct ClaimedExecution {
 /// (optional fields), and the constructors keep compiling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[serde(deny_unknown_fields)]
 pub struct Outcome {
     /// `completed`, `failed` or `timeout`.
     pub status: ExecutionStatus,

@@ -173,6 +173,7 @@ pub struct Task {
 /// minor release, and [`NewTask::new`] keeps compiling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[serde(deny_unknown_fields)]
 pub struct NewTask {
     /// The owner.
     pub user_id: UserId,
@@ -282,6 +283,7 @@ impl NewTask {
 /// clears the description; serialising writes only the fields set, so the
 /// two forms round-trip.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskUpdate {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

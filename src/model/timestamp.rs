@@ -79,7 +79,18 @@ impl FromStr for Timestamp {
     /// field `timestamp`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => Ok(t.into()),
+            // An offset may carry the instant past the edge of the range in
+            // UTC (9999-12-31T23:00-05:00): refused, not clamped to another
+            // instant.
+            Ok(t) => t
+                .checked_to_offset(time::UtcOffset::UTC)
+                .map(Timestamp::from)
+                .ok_or_else(|| {
+                    crate::error::Error::validation(
+                        "timestamp",
+                        "lies outside the representable range (years -9999 to 9999) in UTC",
+                    )
+                }),
             Err(rfc3339) => time::PrimitiveDateTime::parse(s, EXPANDED)
                 .map(|t| t.assume_utc().into())
                 .map_err(|_| {
@@ -229,6 +240,20 @@ mod tests {
         let whole: Timestamp = "2026-01-02T01:04:05Z".parse().unwrap();
         assert_eq!(whole.to_string(), "2026-01-02T01:04:05Z");
         assert_eq!(whole.unix_micros() + 123_456, t.unix_micros());
+    }
+
+    #[test]
+    fn from_str_refuses_instants_past_the_edge_in_utc() {
+        for edge in [
+            "9999-12-31T23:00:00-05:00",
+            "9999-12-31T23:59:59-23:59",
+            "-9999-01-01T00:00:00+01:00",
+        ] {
+            let err = edge.parse::<Timestamp>().unwrap_err();
+            assert!(err.is_validation(), "{edge}: {err:?}");
+        }
+        let last: Timestamp = "9999-12-31T23:59:59.999999Z".parse().unwrap();
+        assert_eq!(last.to_string(), "9999-12-31T23:59:59.999999Z");
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub struct User {
 /// in a minor release, and [`NewUser::new`] keeps compiling.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Any case and surrounding spaces; stored trimmed and lower-cased.
     pub email: String,
@@ -112,6 +113,7 @@ impl NewUser {
 /// `#[non_exhaustive]` would forbid outside this crate. A new field would
 /// therefore come in a major release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     /// New email.
     pub email: Option<String>,

@@ -232,7 +232,7 @@ impl Conn<'_> {
                 Err(err) => err,
             };
             if let Conn::Pooled(pooled) = self
-                && err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+                && crate::error::is_read_only_refusal(&err)
             {
                 pooled.retire.store(true, Ordering::Release);
             }
@@ -284,6 +284,7 @@ impl Conn<'_> {
             client.query(&stmt, params).await
         })
         .await
+        .inspect_err(note_failure)
     }
 
     async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
@@ -291,6 +292,7 @@ impl Conn<'_> {
             client.query_opt(&stmt, params).await
         })
         .await
+        .inspect_err(note_failure)
     }
 
     async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
@@ -298,6 +300,7 @@ impl Conn<'_> {
             client.query_one(&stmt, params).await
         })
         .await
+        .inspect_err(note_failure)
     }
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
@@ -305,6 +308,7 @@ impl Conn<'_> {
             client.execute(&stmt, params).await
         })
         .await
+        .inspect_err(note_failure)
     }
 
     /// Runs a simple-protocol statement (transaction control), armed like
@@ -347,6 +351,17 @@ impl Conn<'_> {
             (Err(err), _) => Err(err),
         }
     }
+}
+
+/// A failed statement's error kind and SQLSTATE, as fields of an event in
+/// the current span (the repository call's): a failed call's span carries
+/// them in a form a log pipeline can filter on, not only in the error text.
+fn note_failure(err: &Error) {
+    tracing::debug!(
+        error.kind = err.kind(),
+        error.sqlstate = err.sqlstate().map(SqlState::code),
+        "statement failed"
+    );
 }
 
 /// Whether a server session's own cached plans went stale: PL/pgSQL (the

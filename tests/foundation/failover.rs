@@ -232,3 +232,45 @@ async fn a_primary_turned_read_only_hands_over_to_the_next_host() {
     assert!(!holds(&first, "two@example.com").await);
     assert_eq!(users.get(two.id).await.unwrap().email, "two@example.com");
 }
+
+/// A 25006 raised by a trigger of a second application ("archived rows are
+/// read-only") is that statement's error: not a read-only server, and the
+/// pool keeps its connections.
+#[tokio::test]
+async fn a_trigger_raising_25006_is_not_a_read_only_server() {
+    let db = voidrunner_db::testing::TestDatabase::new().await.unwrap();
+    let admin = db.client().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION second_app_frozen() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'users are frozen' USING ERRCODE = '25006'; END $$; \
+             CREATE TRIGGER second_app_frozen BEFORE INSERT ON users \
+             FOR EACH ROW EXECUTE FUNCTION second_app_frozen()",
+        )
+        .await
+        .unwrap();
+    drop(admin);
+    let users = PgUserRepository::new(db.db().clone());
+    // Warm: the pool holds idle connections a read-only server would close.
+    users.count().await.unwrap();
+    let before = db.db().pool_status().size;
+    assert!(before >= 1);
+    let err = create(&users, "frozen@example.com").await.unwrap_err();
+    assert!(!err.is_unavailable(), "{err:?}");
+    assert!(err.is_read_only(), "{err:?}");
+    assert!(err.to_string().contains("users are frozen"), "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(db.db().pool_status().size, before);
+    let err = db
+        .db()
+        .transaction(|tx| async move {
+            tx.users()
+                .create(NewUser::new("frozen@example.com", PasswordHash::new("h")))
+                .await
+        })
+        .await
+        .unwrap_err();
+    assert!(!err.is_unavailable() && err.is_read_only(), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(db.db().pool_status().size, before);
+}

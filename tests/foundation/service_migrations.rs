@@ -172,6 +172,29 @@ async fn bad_history_tables_and_unmarked_scripts_are_refused() {
     assert_eq!(history(&db, SERVICE_HISTORY).await, None);
 }
 
+/// Names only the server can judge: a reserved word (refinery uses the
+/// name unquoted) and an existing relation that is no migration history.
+/// Refused as invalid input before anything is written.
+#[tokio::test]
+async fn history_tables_the_server_would_refuse_are_invalid_input() {
+    let db = TestDatabase::new().await.unwrap();
+    raw(&db)
+        .await
+        .batch_execute("CREATE TABLE svc_data (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    for table in ["select", "user", "svc_data", "tasks"] {
+        let err = db.migrate_service(&[v1()], table).await.unwrap_err();
+        assert!(err.is_validation(), "{table:?}: {err:?}");
+    }
+    assert!(!has_column(&db, "task_notes", "note").await);
+    assert!(!has_column(&db, "svc_data", "version").await);
+    // An existing history of its own is fine: applying twice is a no-op.
+    db.migrate_service(&[v1()], SERVICE_HISTORY).await.unwrap();
+    db.migrate_service(&[v1()], SERVICE_HISTORY).await.unwrap();
+    assert_eq!(history(&db, SERVICE_HISTORY).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn test_databases_include_service_migrations_from_a_template_of_their_own() {
     let base = TestDatabase::new().await.unwrap();

@@ -239,6 +239,13 @@ async fn failed_calls_and_slow_statements_are_reported() {
             .any(|l| l.contains("voidrunner_db.repo") && l.contains("23505")),
         "{logs}"
     );
+    // And as structured fields, in the failed call's span.
+    assert!(
+        logs.lines().any(|l| l.contains("voidrunner_db.repo")
+            && l.contains("error.kind=\"conflict\"")
+            && l.contains("error.sqlstate=\"23505\"")),
+        "{logs}"
+    );
     assert!(
         logs.lines()
             .any(|l| l.contains("slow statement") && l.contains("SELECT count(*) FROM users")),
