@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod connect;
 mod db;
 pub mod error;
 pub mod events;
@@ -29,9 +30,9 @@ mod tx;
 mod uow;
 pub mod validate;
 
-pub use config::DbConfig;
+pub use config::{DbConfig, SslMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
-pub use error::{Error, LeaseLostReason, Result, TimeoutKind};
+pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
