@@ -24,6 +24,10 @@
 //! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | 0 to 100 | retries of a migration that hit the lock timeout |
 //! | [`slow_statement`](DbConfig::slow_statement) | `VOIDRUNNER_DB_SLOW_STATEMENT` | `1s` | 1 ms to 24 h, or `off` | a `WARN` event `slow statement` (duration and SQL, never parameters) for repository statements that take longer |
 //! | [`max_output_bytes`](DbConfig::max_output_bytes) | `VOIDRUNNER_DB_MAX_OUTPUT_BYTES` | 1048576 (1 MiB) | 1 KiB to 256 MiB | stdout and stderr of an execution beyond this are truncated with a marker line |
+//! | [`ssl_mode`](DbConfig::ssl_mode) | `VOIDRUNNER_DB_SSLMODE` | `prefer` (`verify-full` with `sslrootcert=system`) | `disable`, `prefer`, `require`, `verify-ca`, `verify-full` ([`SslMode`]) | TLS of every connection (see [TLS](#tls)); the URL's `sslmode` |
+//! | [`ssl_root_cert`](DbConfig::ssl_root_cert) | `VOIDRUNNER_DB_SSLROOTCERT` | none: the system's roots | a PEM file of CA certificates, or `system` | the CAs a server certificate must chain to; the URL's `sslrootcert` |
+//! | [`ssl_cert`](DbConfig::ssl_cert) | `VOIDRUNNER_DB_SSLCERT` | none | a PEM file: the client certificate (and its intermediates) | client certificate for `cert` authentication; the URL's `sslcert` |
+//! | [`ssl_key`](DbConfig::ssl_key) | `VOIDRUNNER_DB_SSLKEY` | none | a PEM file (PKCS#8, PKCS#1 or SEC1), mode 0600 (or 0640 owned by root) | the client certificate's private key; the URL's `sslkey` |
 //!
 //! A value outside its range is an [`Error::Config`] naming the field, from
 //! [`DbConfig::validate`], which [`from_env`](DbConfig::from_env),
@@ -42,6 +46,7 @@
 
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -67,42 +72,36 @@ pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 /// # Ok::<(), voidrunner_db::Error>(())
 /// ```
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "de::Fields")]
 #[non_exhaustive]
 pub struct DbConfig {
-    #[serde(rename = "url", deserialize_with = "de_url")]
+    /// The driver's settings, without the TLS keys (which the driver does
+    /// not know; they are the `ssl_*` fields).
     connection: tokio_postgres::Config,
     /// Most connections the pool opens. Default 25; 1 to 10,000
     /// ([`MAX_CONNECTIONS_RANGE`]).
-    #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
     /// Connections opened at connect and kept open while idle. Default 5;
     /// 0 to [`max_connections`](Self::max_connections).
-    #[serde(default = "defaults::min_connections")]
     pub min_connections: usize,
     /// A connection older than this is closed instead of reused. Default
     /// 1 hour; 1 ms to 30 days ([`CONNECTION_AGE_RANGE`]); `None` keeps
     /// connections forever.
-    #[serde(default = "defaults::max_lifetime", with = "duration::option")]
     pub max_lifetime: Option<Duration>,
     /// A connection idle longer than this is closed, unless the pool would
     /// drop below [`min_connections`](Self::min_connections). Default 30
     /// minutes; 1 ms to 30 days ([`CONNECTION_AGE_RANGE`]); `None` never
     /// closes idle connections.
-    #[serde(default = "defaults::idle_timeout", with = "duration::option")]
     pub idle_timeout: Option<Duration>,
     /// Time allowed to open one connection. Default 10 seconds; 1 ms to
     /// 24 hours ([`POOL_TIMEOUT_RANGE`]).
-    #[serde(default = "defaults::connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// Time a checkout waits for a free connection before failing with
     /// [`Error::Timeout`]. Default 5 seconds; 1 ms to 24 hours
     /// ([`POOL_TIMEOUT_RANGE`]).
-    #[serde(default = "defaults::wait_timeout", with = "duration")]
     pub wait_timeout: Duration,
     /// Time allowed to check a returned connection. Default 5 seconds; 1 ms
     /// to 24 hours ([`POOL_TIMEOUT_RANGE`]).
-    #[serde(default = "defaults::recycle_timeout", with = "duration")]
     pub recycle_timeout: Duration,
     /// Server-side `statement_timeout` of every pooled connection. Default
     /// 30 seconds; `None` does not send the setting. From 1 ms to
@@ -110,23 +109,16 @@ pub struct DbConfig {
     /// counts in whole milliseconds and takes 0 to mean "no timeout", so
     /// anything shorter than 1 ms is refused rather than sent as 0, and a
     /// fraction of a millisecond is rounded up (1.5 ms is sent as 2 ms).
-    #[serde(default = "defaults::statement_timeout", with = "duration::option")]
     pub statement_timeout: Option<Duration>,
     /// Server-side `idle_in_transaction_session_timeout`. Default 60 seconds;
     /// `None` does not send the setting. Same range and rounding as
     /// [`statement_timeout`](Self::statement_timeout).
-    #[serde(
-        default = "defaults::idle_in_transaction_timeout",
-        with = "duration::option"
-    )]
     pub idle_in_transaction_timeout: Option<Duration>,
     /// How often the background reaper retires old and idle connections and
     /// refills the pool to its minimum. Default 30 seconds; 10 ms to 24
     /// hours ([`REAPER_INTERVAL_RANGE`]).
-    #[serde(default = "defaults::reaper_interval", with = "duration")]
     pub reaper_interval: Duration,
     /// `application_name` reported to the server. Default `voidrunner-db`.
-    #[serde(default = "defaults::application_name")]
     pub application_name: String,
     /// Whether executions changed through this pool send events (see
     /// [`crate::events`]). Default true. NOTIFY serialises the commits of
@@ -134,7 +126,6 @@ pub struct DbConfig {
     /// can turn it off (`-c voidrunner.notify_events=off` is sent at
     /// connect; behind a pooler that refuses startup options, set it with
     /// `ALTER ROLE … SET voidrunner.notify_events = off` instead).
-    #[serde(default = "defaults::notify_events")]
     pub notify_events: bool,
     /// `lock_timeout` of the session that applies or reverts migrations
     /// (see [`crate::migrate`]). A migration statement that waits longer
@@ -144,14 +135,12 @@ pub struct DbConfig {
     /// valid from 10 milliseconds to 10 minutes, anything else is an
     /// [`Error::Config`]. The wait for the migration advisory lock itself is
     /// not bounded by it.
-    #[serde(default = "defaults::migration_lock_timeout", with = "duration")]
     pub migration_lock_timeout: Duration,
     /// How many times a migration that hit
     /// [`migration_lock_timeout`](Self::migration_lock_timeout) is tried
     /// again, after a jittered exponential backoff, before the migration
     /// fails with an error for which [`Error::is_lock_timeout`] is true.
     /// Default 5 (6 attempts in all); at most 100.
-    #[serde(default = "defaults::migration_retries")]
     pub migration_retries: u32,
     /// Most bytes of an execution's `stdout` and of its `stderr` that the
     /// crate stores ([`ExecutionQueue::complete`](crate::ExecutionQueue::complete),
@@ -161,15 +150,147 @@ pub struct DbConfig {
     /// character boundary) are kept and a line
     /// `[voidrunner-db: output truncated: N of M bytes kept]` is appended.
     /// Default 1 MiB; [`OUTPUT_BYTES_RANGE`], else [`Error::Config`].
-    #[serde(default = "defaults::max_output_bytes")]
     pub max_output_bytes: usize,
     /// A repository statement that takes longer than this (from sending it
     /// to its last row) is reported as a `WARN` event `slow statement`
     /// with its duration and SQL text (never its parameters). Default 1 s;
     /// `off` (`None`) disables it; 1 ms to 24 h, else [`Error::Config`].
-    #[serde(default = "defaults::slow_statement", with = "duration::option")]
     pub slow_statement: Option<Duration>,
+    /// Whether connections use TLS and how the server's certificate is
+    /// checked, as libpq's `sslmode` (see [TLS](self#tls)). Default
+    /// [`SslMode::Prefer`], or [`SslMode::VerifyFull`] when
+    /// [`ssl_root_cert`](Self::ssl_root_cert) is `system`. Set by the URL's
+    /// `sslmode`, overridden by `VOIDRUNNER_DB_SSLMODE` or the serde field
+    /// `ssl_mode`.
+    pub ssl_mode: SslMode,
+    /// A PEM file of the CA certificates a server certificate must chain
+    /// to, as libpq's `sslrootcert`; `system` (the path `system`, as in
+    /// libpq 16) means the operating system's roots. `None`: the system's
+    /// roots for `verify-ca` and `verify-full`; nothing checked for
+    /// `require`. With a file, `require` checks the chain as `verify-ca`
+    /// does.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// A PEM file with the client certificate (and any intermediates)
+    /// presented to the server, as libpq's `sslcert`. Needs
+    /// [`ssl_key`](Self::ssl_key).
+    pub ssl_cert: Option<PathBuf>,
+    /// The PEM private key of [`ssl_cert`](Self::ssl_cert) (PKCS#8, PKCS#1
+    /// or SEC1), as libpq's `sslkey`. As libpq demands, the file must not be
+    /// readable by group or others (mode 0600), or at most by group when
+    /// owned by root (0640).
+    pub ssl_key: Option<PathBuf>,
 }
+
+/// libpq's `sslmode`: whether a connection uses TLS and what it checks of
+/// the server's certificate (see [TLS](self#tls)).
+///
+/// Written in lower case with dashes (`verify-full`) in URLs, variables and
+/// serde sources.
+///
+/// ```
+/// use voidrunner_db::config::SslMode;
+///
+/// let mode: SslMode = "verify-full".parse()?;
+/// assert_eq!(mode, SslMode::VerifyFull);
+/// assert_eq!(mode.to_string(), "verify-full");
+/// assert!(mode.requires_tls());
+/// assert_eq!(SslMode::default(), SslMode::Prefer);
+/// # Ok::<(), voidrunner_db::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS when the server offers it, else plaintext; the certificate is
+    /// not checked. libpq's default, and this crate's.
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is not checked, unless
+    /// [`DbConfig::ssl_root_cert`] is set, which makes it
+    /// [`VerifyCa`](Self::VerifyCa).
+    Require,
+    /// TLS, with a server certificate that chains to a trusted root; the
+    /// host name is not checked.
+    VerifyCa,
+    /// TLS, with a server certificate that chains to a trusted root and
+    /// names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode, weakest first.
+    pub const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// The name libpq uses: `disable`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether a connection fails rather than go on in plaintext.
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+
+    /// The driver's mode: it knows no verify modes, and the certificate
+    /// checks are the TLS connector's (`crate::connect`).
+    pub(crate) fn driver_mode(self) -> tokio_postgres::config::SslMode {
+        match self {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = Error;
+
+    /// libpq's names; anything else (`allow` included, which the driver
+    /// cannot do) is an [`Error::Config`].
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if let Some(mode) = SslMode::ALL.into_iter().find(|m| m.as_str() == text) {
+            return Ok(mode);
+        }
+        Err(Error::config(if text == "allow" {
+            "sslmode `allow` is not supported (plaintext first, TLS only if refused); use `prefer` or stronger".to_owned()
+        } else {
+            format!(
+                "sslmode must be one of disable, prefer, require, verify-ca, verify-full, not `{}`",
+                text.escape_debug()
+            )
+        }))
+    }
+}
+
+/// The value of [`DbConfig::ssl_root_cert`] that means the operating
+/// system's roots (libpq 16's `sslrootcert=system`).
+pub const SYSTEM_ROOTS: &str = "system";
 
 /// Accepted [`DbConfig::max_connections`]: at least one, and few enough
 /// that the pool's bookkeeping (a semaphore, one slot per connection) can
@@ -280,9 +401,18 @@ fn application_name_fits(name: &str) -> Result<()> {
 
 impl DbConfig {
     /// A configuration for `url` (`postgres://user:pass@host:port/db` or the
-    /// `key=value` form) with every pool setting at its default.
+    /// `key=value` form) with every pool setting at its default, and the
+    /// TLS settings of its `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
+    /// (see [TLS](self#tls)).
     pub fn from_url(url: &str) -> Result<Self> {
-        let connection = parse_url(url)?;
+        Self::from_parts(url, SslSettings::default())
+    }
+
+    /// `url` with every other setting at its default, and the TLS settings
+    /// of `ssl` over those of the URL.
+    fn from_parts(url: &str, ssl: SslSettings) -> Result<Self> {
+        let (connection, from_url) = parse_url(url)?;
+        let ssl = ssl.over(from_url);
         Ok(DbConfig {
             connection,
             max_connections: defaults::max_connections(),
@@ -301,6 +431,10 @@ impl DbConfig {
             migration_retries: defaults::migration_retries(),
             max_output_bytes: defaults::max_output_bytes(),
             slow_statement: defaults::slow_statement(),
+            ssl_mode: ssl.mode(),
+            ssl_root_cert: ssl.root_cert,
+            ssl_cert: ssl.cert,
+            ssl_key: ssl.key,
         })
     }
 
@@ -316,12 +450,26 @@ impl DbConfig {
         let url = lookup(DATABASE_URL_ENV)
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| Error::config(format!("{DATABASE_URL_ENV} is not set")))?;
-        let mut config = Self::from_url(&url)?;
         let var = |suffix: &str| {
             let name = format!("VOIDRUNNER_DB_{suffix}");
             lookup(&name).map(|value| (name, value))
         };
         let bad = |name: &str, message: String| Error::config(format!("{name}: {message}"));
+        // Read before the URL is parsed: they override its `sslmode` and
+        // paths, and `sslrootcert=system` from either makes verify-full
+        // the default.
+        let mut ssl = SslSettings::default();
+        for (suffix, key) in [
+            ("SSLMODE", "sslmode"),
+            ("SSLROOTCERT", "sslrootcert"),
+            ("SSLCERT", "sslcert"),
+            ("SSLKEY", "sslkey"),
+        ] {
+            if let Some((name, v)) = var(suffix).filter(|(_, v)| !v.trim().is_empty()) {
+                ssl.set(key, v).map_err(|e| bad(&name, without_prefix(e)))?;
+            }
+        }
+        let mut config = Self::from_parts(&url, ssl)?;
 
         if let Some((name, v)) = var("MAX_CONNECTIONS") {
             config.max_connections = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
@@ -381,13 +529,16 @@ impl DbConfig {
         config
     }
 
-    /// The driver configuration (hosts, user, database, TLS mode…).
+    /// The driver configuration (hosts, user, database…). Its TLS mode is
+    /// not the one connections use: that is [`ssl_mode`](Self::ssl_mode),
+    /// and the URL's TLS keys are kept out of it.
     pub fn pg_config(&self) -> &tokio_postgres::Config {
         &self.connection
     }
 
     /// Mutable access to the driver configuration, e.g. to set a password
-    /// read from a secret store.
+    /// read from a secret store. Its TLS mode is not used: every connection
+    /// takes it from [`ssl_mode`](Self::ssl_mode).
     pub fn pg_config_mut(&mut self) -> &mut tokio_postgres::Config {
         &mut self.connection
     }
@@ -491,6 +642,49 @@ impl DbConfig {
         if self.application_name.contains('\0') {
             return Err(Error::config("application_name contains a NUL character"));
         }
+        self.validate_tls()
+    }
+
+    /// The TLS settings: consistent, and possible with the features built.
+    fn validate_tls(&self) -> Result<()> {
+        for (name, path) in [
+            ("ssl_root_cert", &self.ssl_root_cert),
+            ("ssl_cert", &self.ssl_cert),
+            ("ssl_key", &self.ssl_key),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(Error::config(format!("{name} is an empty path")));
+            }
+        }
+        if self.ssl_cert.is_some() != self.ssl_key.is_some() {
+            return Err(Error::config(
+                "ssl_cert (sslcert) and ssl_key (sslkey) go together: set both for a client certificate, or neither",
+            ));
+        }
+        if self.ssl_root_cert.as_deref() == Some(Path::new(SYSTEM_ROOTS))
+            && self.ssl_mode != SslMode::VerifyFull
+        {
+            return Err(Error::config(format!(
+                "sslrootcert=system needs sslmode=verify-full, not {} (as in libpq: the system's roots vouch for any name they certify, so only the host name check makes them safe)",
+                self.ssl_mode
+            )));
+        }
+        if !cfg!(feature = "tls-rustls") {
+            let needs_tls = if self.ssl_mode.requires_tls() {
+                Some(format!("sslmode={}", self.ssl_mode))
+            } else if self.ssl_root_cert.is_some() {
+                Some("sslrootcert".to_owned())
+            } else if self.ssl_cert.is_some() {
+                Some("sslcert and sslkey".to_owned())
+            } else {
+                None
+            };
+            if let Some(setting) = needs_tls {
+                return Err(Error::config(format!(
+                    "{setting} needs TLS, and voidrunner-db was built without its `tls-rustls` feature"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -533,6 +727,7 @@ impl DbConfig {
     pub(crate) fn dedicated_pg_config(&self) -> tokio_postgres::Config {
         let mut pg = self.connection.clone();
         pg.connect_timeout(self.connect_timeout);
+        pg.ssl_mode(self.ssl_mode.driver_mode());
         if pg.get_application_name().is_none() {
             pg.application_name(&self.application_name);
         }
@@ -609,6 +804,10 @@ impl fmt::Debug for DbConfig {
             .field("migration_retries", &self.migration_retries)
             .field("max_output_bytes", &self.max_output_bytes)
             .field("slow_statement", &self.slow_statement)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
             .finish()
     }
 }
@@ -639,12 +838,66 @@ pub(crate) fn whole_millis_up(value: Duration) -> u128 {
     value.as_nanos().div_ceil(1_000_000)
 }
 
-fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+/// The TLS settings a connection string, the environment or a serde source
+/// gave; `None` where it gave none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SslSettings {
+    mode: Option<SslMode>,
+    root_cert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+impl SslSettings {
+    /// `self`'s values where it has them, else `under`'s: the environment
+    /// and serde fields override the URL.
+    fn over(self, under: SslSettings) -> SslSettings {
+        SslSettings {
+            mode: self.mode.or(under.mode),
+            root_cert: self.root_cert.or(under.root_cert),
+            cert: self.cert.or(under.cert),
+            key: self.key.or(under.key),
+        }
+    }
+
+    /// The mode in force: the one given, else `verify-full` with the
+    /// system's roots (libpq 16), else `prefer` (libpq's default).
+    fn mode(&self) -> SslMode {
+        self.mode.unwrap_or_else(|| {
+            if self.root_cert.as_deref() == Some(Path::new(SYSTEM_ROOTS)) {
+                SslMode::VerifyFull
+            } else {
+                SslMode::Prefer
+            }
+        })
+    }
+
+    /// Records `key` (one of [`conninfo::SSL_KEYS`]) set to `value`; an
+    /// empty value is no value, as for libpq.
+    fn set(&mut self, key: &str, value: String) -> Result<()> {
+        let path = (!value.is_empty()).then(|| PathBuf::from(&value));
+        match key {
+            "sslmode" => self.mode = Some(value.parse()?),
+            "sslrootcert" => self.root_cert = path,
+            "sslcert" => self.cert = path,
+            _ => self.key = path,
+        }
+        Ok(())
+    }
+}
+
+/// The driver configuration and the TLS settings of a connection string.
+///
+/// The driver refuses `sslmode=verify-ca`, `sslmode=verify-full`,
+/// `sslrootcert`, `sslcert` and `sslkey`, so those keys are taken out of
+/// the string before it parses the rest.
+fn parse_url(url: &str) -> Result<(tokio_postgres::Config, SslSettings)> {
+    let (rest, ssl) = conninfo::take_ssl(url)?;
     // The driver's parse error can quote the input, which may hold a
     // password: report only that it failed and how.
-    let config = url.parse::<tokio_postgres::Config>().map_err(|e| {
+    let config = rest.parse::<tokio_postgres::Config>().map_err(|e| {
         let reason = e.to_string();
-        let reason = if reason.contains(url) {
+        let reason = if reason.contains(url) || reason.contains(rest.as_str()) {
             "malformed connection string".to_owned()
         } else {
             reason
@@ -665,14 +918,317 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
              user name or password as %40",
         ));
     }
-    Ok(config)
+    Ok((config, ssl))
 }
 
-fn de_url<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<tokio_postgres::Config, D::Error> {
-    let url = String::deserialize(d)?;
-    parse_url(&url).map_err(serde::de::Error::custom)
+/// Taking the TLS keys out of a connection string, in the two forms the
+/// driver parses, the way it parses them (so that what is left means to it
+/// what it meant before).
+mod conninfo {
+    use super::SslSettings;
+    use crate::error::{Error, Result};
+
+    /// The keys the crate handles itself.
+    pub(super) const SSL_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
+    /// The string without its TLS keys, and their values (the last one of a
+    /// key that is repeated, as for libpq). Errors never quote the input.
+    pub(super) fn take_ssl(conninfo: &str) -> Result<(String, SslSettings)> {
+        match ["postgres://", "postgresql://"]
+            .iter()
+            .find_map(|prefix| conninfo.strip_prefix(prefix).map(|rest| (*prefix, rest)))
+        {
+            Some((prefix, rest)) => take_from_url(prefix, rest),
+            None => take_from_pairs(conninfo),
+        }
+    }
+
+    fn take_from_url(prefix: &str, rest: &str) -> Result<(String, SslSettings)> {
+        let mut ssl = SslSettings::default();
+        // As the driver: the credentials run to the first `@`, wherever it
+        // is; the parameters start at the first `?` after them.
+        let after_credentials = rest.find('@').map_or(0, |at| at + 1);
+        let Some(question) = rest[after_credentials..]
+            .find('?')
+            .map(|q| after_credentials + q)
+        else {
+            return Ok((format!("{prefix}{rest}"), ssl));
+        };
+        let mut params = &rest[question + 1..];
+        let mut kept: Vec<&str> = Vec::new();
+        while !params.is_empty() {
+            // `key=value`, the value running to the next `&`; without an
+            // `=` the driver reports the error, so the rest is left to it.
+            let Some(eq) = params.find('=') else {
+                kept.push(params);
+                break;
+            };
+            let end = params[eq + 1..]
+                .find('&')
+                .map_or(params.len(), |a| eq + 1 + a);
+            let (pair, key, value) = (&params[..end], &params[..eq], &params[eq + 1..end]);
+            params = params.get(end + 1..).unwrap_or("");
+            let key = percent_decode(key, "a parameter name")?;
+            if SSL_KEYS.contains(&key.as_str()) {
+                let value = percent_decode(value, &key)?;
+                ssl.set(&key, value)?;
+            } else {
+                kept.push(pair);
+            }
+        }
+        let mut url = format!("{prefix}{}", &rest[..question]);
+        if !kept.is_empty() {
+            url.push('?');
+            url.push_str(&kept.join("&"));
+        }
+        Ok((url, ssl))
+    }
+
+    /// `%XX` decoded, leniently as the driver does (a `%` not followed by
+    /// two hex digits stays as it is); the result must be UTF-8.
+    fn percent_decode(text: &str, what: &str) -> Result<String> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if bytes[i] == b'%'
+                && let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                )
+            {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).map_err(|_| {
+            Error::config(format!(
+                "invalid database URL: {what} is not UTF-8 once percent-decoded"
+            ))
+        })
+    }
+
+    /// The `key=value` form: keys and values separated by whitespace,
+    /// spaces allowed around `=`, values either plain or single-quoted, with
+    /// backslash escapes in both.
+    fn take_from_pairs(conninfo: &str) -> Result<(String, SslSettings)> {
+        let mut ssl = SslSettings::default();
+        let mut kept: Vec<&str> = Vec::new();
+        let mut scanner = Scanner {
+            text: conninfo,
+            at: 0,
+        };
+        loop {
+            scanner.skip_whitespace();
+            let start = scanner.at;
+            let key = scanner.take_while(|c| !c.is_whitespace() && c != '=');
+            if key.is_empty() {
+                break;
+            }
+            scanner.skip_whitespace();
+            let Some(value) = scanner.eat('=').and_then(|()| {
+                scanner.skip_whitespace();
+                scanner.value()
+            }) else {
+                // Malformed: the driver reports it, on the string as given.
+                return Ok((conninfo.to_owned(), SslSettings::default()));
+            };
+            if SSL_KEYS.contains(&key) {
+                ssl.set(key, value)?;
+            } else {
+                kept.push(&conninfo[start..scanner.at]);
+            }
+        }
+        Ok((kept.join(" "), ssl))
+    }
+
+    struct Scanner<'a> {
+        text: &'a str,
+        at: usize,
+    }
+
+    impl<'a> Scanner<'a> {
+        fn peek(&self) -> Option<char> {
+            self.text[self.at..].chars().next()
+        }
+
+        fn next(&mut self) -> Option<char> {
+            let c = self.peek()?;
+            self.at += c.len_utf8();
+            Some(c)
+        }
+
+        fn take_while(&mut self, keep: impl Fn(char) -> bool) -> &'a str {
+            let start = self.at;
+            while self.peek().is_some_and(&keep) {
+                self.next();
+            }
+            &self.text[start..self.at]
+        }
+
+        fn skip_whitespace(&mut self) {
+            self.take_while(char::is_whitespace);
+        }
+
+        fn eat(&mut self, expected: char) -> Option<()> {
+            (self.next()? == expected).then_some(())
+        }
+
+        /// A plain or quoted value, unescaped; `None` if malformed.
+        fn value(&mut self) -> Option<String> {
+            let quoted = self.peek() == Some('\'');
+            if quoted {
+                self.next();
+            }
+            let mut value = String::new();
+            loop {
+                match self.peek() {
+                    None if quoted => return None,
+                    None => break,
+                    Some('\'') if quoted => {
+                        self.next();
+                        return Some(value);
+                    }
+                    Some(c) if c.is_whitespace() && !quoted => break,
+                    Some(_) => {}
+                }
+                match self.next()? {
+                    '\\' => value.extend(self.next()),
+                    c => value.push(c),
+                }
+            }
+            // As the driver: a plain value must not be empty.
+            (!value.is_empty()).then_some(value)
+        }
+    }
+}
+
+/// An [`Error::Config`]'s message without its "invalid configuration: "
+/// prefix, to follow the name of what was invalid.
+fn without_prefix(err: Error) -> String {
+    match err {
+        Error::Config { message } => message,
+        other => other.to_string(),
+    }
+}
+
+impl<'de> Deserialize<'de> for SslMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(|e| serde::de::Error::custom(without_prefix(e)))
+    }
+}
+
+/// What a serde source holds: the fields of [`DbConfig`], the TLS ones
+/// optional so that those the source leaves out come from the URL.
+mod de {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    use super::{DbConfig, SslMode, SslSettings, defaults, duration};
+    use crate::error::Error;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Fields {
+        #[serde(deserialize_with = "url")]
+        url: (tokio_postgres::Config, SslSettings),
+        #[serde(default = "defaults::max_connections")]
+        max_connections: usize,
+        #[serde(default = "defaults::min_connections")]
+        min_connections: usize,
+        #[serde(default = "defaults::max_lifetime", with = "duration::option")]
+        max_lifetime: Option<Duration>,
+        #[serde(default = "defaults::idle_timeout", with = "duration::option")]
+        idle_timeout: Option<Duration>,
+        #[serde(default = "defaults::connect_timeout", with = "duration")]
+        connect_timeout: Duration,
+        #[serde(default = "defaults::wait_timeout", with = "duration")]
+        wait_timeout: Duration,
+        #[serde(default = "defaults::recycle_timeout", with = "duration")]
+        recycle_timeout: Duration,
+        #[serde(default = "defaults::statement_timeout", with = "duration::option")]
+        statement_timeout: Option<Duration>,
+        #[serde(
+            default = "defaults::idle_in_transaction_timeout",
+            with = "duration::option"
+        )]
+        idle_in_transaction_timeout: Option<Duration>,
+        #[serde(default = "defaults::reaper_interval", with = "duration")]
+        reaper_interval: Duration,
+        #[serde(default = "defaults::application_name")]
+        application_name: String,
+        #[serde(default = "defaults::notify_events")]
+        notify_events: bool,
+        #[serde(default = "defaults::migration_lock_timeout", with = "duration")]
+        migration_lock_timeout: Duration,
+        #[serde(default = "defaults::migration_retries")]
+        migration_retries: u32,
+        #[serde(default = "defaults::max_output_bytes")]
+        max_output_bytes: usize,
+        #[serde(default = "defaults::slow_statement", with = "duration::option")]
+        slow_statement: Option<Duration>,
+        #[serde(default)]
+        ssl_mode: Option<SslMode>,
+        #[serde(default)]
+        ssl_root_cert: Option<PathBuf>,
+        #[serde(default)]
+        ssl_cert: Option<PathBuf>,
+        #[serde(default)]
+        ssl_key: Option<PathBuf>,
+    }
+
+    fn url<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<(tokio_postgres::Config, SslSettings), D::Error> {
+        let url = String::deserialize(d)?;
+        super::parse_url(&url).map_err(serde::de::Error::custom)
+    }
+
+    impl TryFrom<Fields> for DbConfig {
+        type Error = Error;
+
+        fn try_from(f: Fields) -> Result<Self, Error> {
+            let (connection, from_url) = f.url;
+            let ssl = SslSettings {
+                mode: f.ssl_mode,
+                root_cert: f.ssl_root_cert,
+                cert: f.ssl_cert,
+                key: f.ssl_key,
+            }
+            .over(from_url);
+            Ok(DbConfig {
+                connection,
+                max_connections: f.max_connections,
+                min_connections: f.min_connections,
+                max_lifetime: f.max_lifetime,
+                idle_timeout: f.idle_timeout,
+                connect_timeout: f.connect_timeout,
+                wait_timeout: f.wait_timeout,
+                recycle_timeout: f.recycle_timeout,
+                statement_timeout: f.statement_timeout,
+                idle_in_transaction_timeout: f.idle_in_transaction_timeout,
+                reaper_interval: f.reaper_interval,
+                application_name: f.application_name,
+                notify_events: f.notify_events,
+                migration_lock_timeout: f.migration_lock_timeout,
+                migration_retries: f.migration_retries,
+                max_output_bytes: f.max_output_bytes,
+                slow_statement: f.slow_statement,
+                ssl_mode: ssl.mode(),
+                ssl_root_cert: ssl.root_cert,
+                ssl_cert: ssl.cert,
+                ssl_key: ssl.key,
+            })
+        }
+    }
 }
 
 /// Durations written with a unit (`250ms`, `30s`, `5m`, `1h`).
@@ -1086,5 +1642,256 @@ mod tests {
         assert!(unknown.is_err());
         let no_url = serde_json::from_value::<DbConfig>(serde_json::json!({}));
         assert!(no_url.is_err());
+    }
+
+    #[test]
+    fn every_sslmode_parses_from_both_forms() {
+        for mode in SslMode::ALL {
+            let name = mode.as_str();
+            for conninfo in [
+                format!("postgres://u:pw@h/db?application_name=svc&sslmode={name}"),
+                format!("postgresql://u@h/db?sslmode={name}"),
+                format!("host=h user=u sslmode={name} application_name=svc"),
+                format!("host=h user=u sslmode = '{name}'"),
+            ] {
+                let c = DbConfig::from_url(&conninfo).unwrap_or_else(|e| panic!("{conninfo}: {e}"));
+                assert_eq!(c.ssl_mode, mode, "{conninfo}");
+                assert_eq!(c.ssl_mode.to_string(), name);
+                assert_eq!(name.parse::<SslMode>().unwrap(), mode);
+                // The driver is told the nearest mode it knows.
+                assert_eq!(
+                    c.dedicated_pg_config().get_ssl_mode(),
+                    mode.driver_mode(),
+                    "{conninfo}"
+                );
+                // The other keys are kept.
+                assert_eq!(
+                    c.dbname().or(c.pg_config().get_user()),
+                    Some(if conninfo.contains("/db") { "db" } else { "u" })
+                );
+                if conninfo.contains("application_name") {
+                    assert_eq!(c.pg_config().get_application_name(), Some("svc"));
+                }
+            }
+        }
+        assert_eq!(
+            SslMode::VerifyFull.driver_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(
+            DbConfig::from_url("postgres://u@h/db").unwrap().ssl_mode,
+            SslMode::Prefer
+        );
+    }
+
+    #[test]
+    fn unknown_and_unsupported_sslmodes_are_config_errors_without_the_password() {
+        for conninfo in [
+            "postgres://app:s3cr3t@h/db?sslmode=allow",
+            "postgres://app:s3cr3t@h/db?sslmode=verify_full",
+            "host=h password=s3cr3t sslmode=bogus",
+            "postgres://app:s3cr3t@h/db?sslrootcert=%FF%FE",
+            "postgres://app:s3cr3t@h/db?sslmode=require&sslnegotiation=sideways",
+            "host=h password='s3cr3t sslmode=require",
+        ] {
+            let err = DbConfig::from_url(conninfo).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{conninfo}: {err:?}");
+            assert!(!err.to_string().contains("s3cr3t"), "{err}");
+            assert!(!format!("{err:?}").contains("s3cr3t"), "{err:?}");
+        }
+        let allow = "allow".parse::<SslMode>().unwrap_err();
+        assert!(allow.to_string().contains("prefer"), "{allow}");
+    }
+
+    #[test]
+    fn tls_paths_come_from_the_url_decoded() {
+        let c = DbConfig::from_url(
+            "postgres://u:p%40ss@db.internal:5433/app?sslmode=verify-full\
+             &sslrootcert=%2Fetc%2Fssl%2Fmy%20ca.pem&sslcert=/c/client.crt\
+             &sslkey=%2Fc%2Fclient%2Ekey&connect_timeout=5",
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(
+            c.ssl_root_cert.as_deref(),
+            Some(Path::new("/etc/ssl/my ca.pem"))
+        );
+        assert_eq!(c.ssl_cert.as_deref(), Some(Path::new("/c/client.crt")));
+        assert_eq!(c.ssl_key.as_deref(), Some(Path::new("/c/client.key")));
+        assert_eq!(c.pg_config().get_password(), Some(&b"p@ss"[..]));
+        assert_eq!(c.pg_config().get_ports(), &[5433]);
+        assert_eq!(
+            c.pg_config().get_connect_timeout(),
+            Some(&Duration::from_secs(5))
+        );
+        assert_eq!(c.validate().is_ok(), cfg!(feature = "tls-rustls"));
+
+        // key=value: quoted values, escapes, spaces around `=`.
+        let c = DbConfig::from_url(
+            r"host=db.internal password='p w\'x' sslrootcert = '/etc/my ca.pem' sslmode=verify-ca sslcert=/c/a\ b.crt sslkey='/c/k.key' dbname=app",
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(
+            c.ssl_root_cert.as_deref(),
+            Some(Path::new("/etc/my ca.pem"))
+        );
+        assert_eq!(c.ssl_cert.as_deref(), Some(Path::new("/c/a b.crt")));
+        assert_eq!(c.ssl_key.as_deref(), Some(Path::new("/c/k.key")));
+        assert_eq!(c.pg_config().get_password(), Some(&b"p w'x"[..]));
+        assert_eq!(c.dbname(), Some("app"));
+
+        // The last of a repeated key wins, as in libpq; an empty value is
+        // no value.
+        let c = DbConfig::from_url(
+            "postgres://u@h/db?sslmode=require&sslrootcert=/a.pem&sslmode=disable&sslrootcert=",
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::Disable);
+        assert_eq!(c.ssl_root_cert, None);
+        // An `@` in the parameters is where the driver ends the
+        // credentials; `?` in the password does not start them.
+        let c = DbConfig::from_url("postgres://u:a?b@h/db?sslmode=require").unwrap();
+        assert_eq!(c.ssl_mode, SslMode::Require);
+        assert_eq!(c.pg_config().get_password(), Some(&b"a?b"[..]));
+    }
+
+    // Validated settings: refused without TLS.
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn system_roots_mean_verify_full() {
+        let c = DbConfig::from_url("postgres://u@h/db?sslrootcert=system").unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        c.validate().unwrap();
+        let weaker = DbConfig::from_url("postgres://u@h/db?sslrootcert=system&sslmode=verify-ca")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(weaker.to_string().contains("verify-full"), "{weaker}");
+        let c = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_SSLROOTCERT", "system"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn client_certificate_and_key_go_together() {
+        for conninfo in [
+            "postgres://u@h/db?sslcert=/c.crt",
+            "postgres://u@h/db?sslkey=/c.key",
+        ] {
+            let err = DbConfig::from_url(conninfo)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{err:?}");
+            assert!(err.to_string().contains("ssl_key"), "{err}");
+        }
+        let mut c = DbConfig::from_url("postgres://u@h/db").unwrap();
+        c.ssl_root_cert = Some(PathBuf::new());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ssl_root_cert")
+        );
+    }
+
+    // Validated settings: refused without TLS.
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn tls_settings_from_the_environment_override_the_url() {
+        let c = DbConfig::from_lookup(lookup(&[
+            (
+                "DATABASE_URL",
+                "postgres://u@h/db?sslmode=disable&sslrootcert=/url.pem",
+            ),
+            ("VOIDRUNNER_DB_SSLMODE", " verify-full "),
+            ("VOIDRUNNER_DB_SSLROOTCERT", "/env/ca.pem"),
+            ("VOIDRUNNER_DB_SSLCERT", "/env/client.crt"),
+            ("VOIDRUNNER_DB_SSLKEY", "/env/client.key"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.ssl_root_cert.as_deref(), Some(Path::new("/env/ca.pem")));
+        assert_eq!(c.ssl_cert.as_deref(), Some(Path::new("/env/client.crt")));
+        assert_eq!(c.ssl_key.as_deref(), Some(Path::new("/env/client.key")));
+        // Unset or empty variables leave the URL's settings.
+        let c = DbConfig::from_lookup(lookup(&[
+            (
+                "DATABASE_URL",
+                "postgres://u@h/db?sslmode=require&sslrootcert=/url.pem",
+            ),
+            ("VOIDRUNNER_DB_SSLMODE", ""),
+        ]))
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::Require);
+        assert_eq!(c.ssl_root_cert.as_deref(), Some(Path::new("/url.pem")));
+        let bad = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u:s3cr3t@h/db"),
+            ("VOIDRUNNER_DB_SSLMODE", "strict"),
+        ]))
+        .unwrap_err();
+        assert!(bad.to_string().contains("VOIDRUNNER_DB_SSLMODE"), "{bad}");
+        assert!(!bad.to_string().contains("s3cr3t"), "{bad}");
+    }
+
+    #[test]
+    fn tls_settings_deserialise_over_the_url() {
+        let c: DbConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgres://u@h/db?sslmode=verify-full&sslrootcert=/url.pem",
+        }))
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.ssl_root_cert.as_deref(), Some(Path::new("/url.pem")));
+        let c: DbConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgres://u@h/db?sslmode=disable",
+            "ssl_mode": "verify-ca",
+            "ssl_root_cert": "/ca.pem",
+            "ssl_cert": "/client.crt",
+            "ssl_key": "/client.key",
+        }))
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(c.ssl_root_cert.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(c.ssl_cert.as_deref(), Some(Path::new("/client.crt")));
+        assert_eq!(c.ssl_key.as_deref(), Some(Path::new("/client.key")));
+        let bad = serde_json::from_value::<DbConfig>(serde_json::json!({
+            "url": "postgres://u@h/db",
+            "ssl_mode": "verify_full",
+        }))
+        .unwrap_err();
+        assert!(bad.to_string().contains("verify-full"), "{bad}");
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("VerifyCa") && shown.contains("/client.key"),
+            "{shown}"
+        );
+    }
+
+    #[cfg(not(feature = "tls-rustls"))]
+    #[test]
+    fn without_tls_only_plaintext_modes_are_accepted() {
+        for ok in ["sslmode=disable", "sslmode=prefer", "application_name=x"] {
+            DbConfig::from_url(&format!("postgres://u@h/db?{ok}"))
+                .unwrap()
+                .validate()
+                .unwrap();
+        }
+        for refused in [
+            "sslmode=require",
+            "sslmode=verify-ca",
+            "sslmode=verify-full",
+            "sslrootcert=/ca.pem",
+            "sslcert=/c.crt&sslkey=/c.key",
+        ] {
+            let err = DbConfig::from_url(&format!("postgres://u@h/db?{refused}"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains("tls-rustls"), "{refused}: {err}");
+        }
     }
 }

@@ -14,10 +14,10 @@ use deadpool_postgres::{
     HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
 };
 use tokio::sync::oneshot;
-use tokio_postgres::NoTls;
 use tracing::Instrument as _;
 
 use crate::config::DbConfig;
+use crate::connect::{Connector, Tls};
 use crate::error::{Error, Result};
 
 /// A pooled connection checked out of a [`Database`]; returned to the pool
@@ -28,14 +28,16 @@ pub type PooledClient = deadpool_postgres::Object;
 /// cancelling whatever statement its server session is still running: a
 /// session whose state nobody can vouch for (a call or transaction dropped
 /// half-way) must neither serve another caller nor keep working, holding
-/// locks, for a caller that is gone.
-pub(crate) fn discard(client: PooledClient) {
+/// locks, for a caller that is gone. The cancel request goes out with the
+/// pool's TLS settings (`tls`): a server that accepts only TLS would not
+/// hear a plaintext one.
+pub(crate) fn discard(client: PooledClient, tls: Tls) {
     let client = deadpool_postgres::Object::take(client);
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let token = client.cancel_token();
             runtime.spawn(async move {
-                if let Err(err) = token.cancel_query(NoTls).await {
+                if let Err(err) = token.cancel_query(tls).await {
                     tracing::debug!(error = %err, "cancelling the discarded session's statement failed");
                 }
                 // Closing the connection ends the session: the server rolls
@@ -53,12 +55,12 @@ pub(crate) fn discard(client: PooledClient) {
 /// connects afresh, and a multi-host URL with
 /// `target_session_attrs=read-write` finds the new primary; without this the
 /// pool would keep handing out sessions that can never write.
-pub(crate) fn retire_read_only(client: PooledClient) {
+pub(crate) fn retire_read_only(client: PooledClient, tls: Tls) {
     tracing::warn!("the server is read-only; closing its pooled connections");
     if let Some(pool) = deadpool_postgres::Object::pool(&client) {
         pool.retain(|_, _| false);
     }
-    discard(client);
+    discard(client, tls);
 }
 
 /// Pool statistics, from [`Database::pool_status`].
@@ -116,6 +118,10 @@ struct Inner {
     config: DbConfig,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::PoolMetrics,
+    /// The TLS connector of every connection of this handle, built once.
+    connector: Connector,
+    /// Held by [`fill`], shared with the reaper.
+    filling: Arc<tokio::sync::Mutex<()>>,
     // Dropping the sender (with the last Database clone) stops the reaper.
     _reaper_stop: oneshot::Sender<()>,
 }
@@ -128,10 +134,13 @@ impl Database {
     /// Opens the pool and warms it to
     /// [`min_connections`](DbConfig::min_connections).
     ///
-    /// Fails with [`Error::Unavailable`] when the server cannot be reached
-    /// and with [`Error::Config`] when a setting is out of its documented
-    /// range or the settings are inconsistent ([`DbConfig::validate`]).
-    /// Must be called inside a Tokio runtime.
+    /// Fails with [`Error::Unavailable`] when the server cannot be reached,
+    /// with [`Error::Tls`] when TLS fails (see [`Error::tls_kind`]: an
+    /// unknown CA, a host name the certificate does not name, an expired
+    /// certificate, a server without TLS), and with [`Error::Config`] when
+    /// a setting is out of its documented range, the settings are
+    /// inconsistent ([`DbConfig::validate`]) or a certificate or key file
+    /// cannot be read. Must be called inside a Tokio runtime.
     pub async fn connect(config: DbConfig) -> Result<Self> {
         let span = tracing::info_span!("voidrunner_db.connect", target = %config.display_target());
         async move {
@@ -139,7 +148,14 @@ impl Database {
             // Warm with the normal wait timeout: a refused connection must
             // fail connect, not be discovered by the first query.
             let warm = db.inner.config.min_connections.max(1);
-            fill(&db.inner.pool, warm, db.inner.pool.timeouts()).await?;
+            fill(
+                &db.inner.pool,
+                warm,
+                db.inner.pool.timeouts(),
+                &db.inner.filling,
+            )
+            .await
+            .map_err(|e| e.connecting_to(&db.inner.config.display_target()))?;
             #[cfg(feature = "metrics")]
             db.record_pool_metrics();
             tracing::info!(connections = db.pool_status().size, "connected");
@@ -152,7 +168,8 @@ impl Database {
     /// Builds the pool without opening any connection; the reaper warms it
     /// in the background. Useful when the server may come up after the
     /// service. Fails with [`Error::Config`] as [`connect`](Self::connect)
-    /// does. Must be called inside a Tokio runtime.
+    /// does (the certificate and key files are read here too). Must be
+    /// called inside a Tokio runtime.
     pub fn connect_lazy(config: DbConfig) -> Result<Self> {
         Self::build(config, true)
     }
@@ -161,9 +178,10 @@ impl Database {
     /// immediate instead of one interval from now.
     fn build(config: DbConfig, warm_now: bool) -> Result<Self> {
         config.validate()?;
+        let connector = Connector::new(&config)?;
         let manager = Manager::from_config(
             config.pooled_pg_config(),
-            NoTls,
+            connector.tls(),
             ManagerConfig {
                 // Fast: a returned connection is only checked for being
                 // closed; a broken one surfaces as Unavailable on use.
@@ -193,13 +211,22 @@ impl Database {
         #[cfg(feature = "metrics")]
         metrics.announce();
         let (stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(reaper(pool.clone(), config.clone(), warm_now, stop_rx));
+        let filling = Arc::new(tokio::sync::Mutex::new(()));
+        tokio::spawn(reaper(
+            pool.clone(),
+            config.clone(),
+            Arc::clone(&filling),
+            warm_now,
+            stop_rx,
+        ));
         Ok(Database {
             inner: Arc::new(Inner {
                 pool,
                 config,
                 #[cfg(feature = "metrics")]
                 metrics,
+                connector,
+                filling,
                 _reaper_stop: stop_tx,
             }),
         })
@@ -211,7 +238,8 @@ impl Database {
     /// [`PoolWait`](crate::TimeoutKind::PoolWait)) when every connection
     /// stays in use for [`wait_timeout`](DbConfig::wait_timeout), and with
     /// [`Error::Unavailable`] when the server cannot be reached or the pool
-    /// is closed.
+    /// is closed, and with [`Error::Tls`] when a new connection fails
+    /// because of TLS.
     ///
     /// Every checkout of the crate (repositories, transactions, units of
     /// work, event polling) goes through here; with the `metrics` feature
@@ -226,7 +254,12 @@ impl Database {
             timing.finish(&checkout);
             self.record_pool_metrics();
         }
-        Ok(checkout?)
+        checkout.map_err(|e| Error::from(e).connecting_to(&self.inner.config.display_target()))
+    }
+
+    /// The TLS connector of this handle's connections.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.inner.connector
     }
 
     /// The configuration this handle was built from.
@@ -356,6 +389,7 @@ impl Database {
             &self.inner.pool,
             self.inner.config.min_connections,
             timeouts,
+            &self.inner.filling,
         )
         .await
     }
@@ -364,7 +398,16 @@ impl Database {
 /// Makes sure at least `min` connections are open, by checking out enough of
 /// them at the same time. With a zero wait timeout this never queues behind
 /// the service's own checkouts.
-async fn fill(pool: &Pool, min: usize, timeouts: Timeouts) -> Result<()> {
+async fn fill(
+    pool: &Pool,
+    min: usize,
+    timeouts: Timeouts,
+    filling: &tokio::sync::Mutex<()>,
+) -> Result<()> {
+    // One fill at a time: the pool counts a connection only once it is
+    // open, so a second fill (the reaper's, while connect's is still
+    // opening slow TLS connections) would open the missing ones again.
+    let _one_at_a_time = filling.lock().await;
     let status = pool.status();
     let missing = min.saturating_sub(status.size);
     if missing == 0 {
@@ -405,7 +448,13 @@ async fn fill(pool: &Pool, min: usize, timeouts: Timeouts) -> Result<()> {
 
 /// Retires connections past their lifetime or idle too long, and refills the
 /// pool to its minimum; runs until `stop` fires or its sender is dropped.
-async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot::Receiver<()>) {
+async fn reaper(
+    pool: Pool,
+    config: DbConfig,
+    filling: Arc<tokio::sync::Mutex<()>>,
+    warm_now: bool,
+    mut stop: oneshot::Receiver<()>,
+) {
     // Hold only a weak reference between runs, so the pool is freed as soon
     // as the last Database clone goes.
     let weak = pool.weak();
@@ -457,7 +506,7 @@ async fn reaper(pool: Pool, config: DbConfig, warm_now: bool, mut stop: oneshot:
                 }
             });
         }
-        if let Err(err) = fill(&pool, config.min_connections, timeouts).await {
+        if let Err(err) = fill(&pool, config.min_connections, timeouts, &filling).await {
             tracing::debug!(error = %err, "could not refill the pool");
         }
         #[cfg(feature = "metrics")]
@@ -471,7 +520,7 @@ impl Database {
     /// caches. Returns the versions this call applied: empty when the schema
     /// was already current, e.g. because another instance migrated first.
     pub async fn migrate(&self) -> Result<Vec<i32>> {
-        let applied = crate::migrate::up(&self.inner.config).await;
+        let applied = crate::migrate::up(&self.inner.config, &self.inner.connector).await;
         self.clear_statement_caches();
         applied
     }
@@ -492,8 +541,13 @@ impl Database {
         migrations: &[refinery::Migration],
         history_table: &str,
     ) -> Result<Vec<i32>> {
-        let applied =
-            crate::migrate::up_service(&self.inner.config, migrations, history_table).await;
+        let applied = crate::migrate::up_service(
+            &self.inner.config,
+            &self.inner.connector,
+            migrations,
+            history_table,
+        )
+        .await;
         self.clear_statement_caches();
         applied
     }
@@ -501,13 +555,14 @@ impl Database {
     /// Reverts applied migrations, newest first, with their down scripts.
     /// Returns the versions reverted.
     pub async fn migrate_down(&self, target: crate::migrate::DownTarget) -> Result<Vec<i32>> {
-        let reverted = crate::migrate::down(&self.inner.config, target).await;
+        let reverted =
+            crate::migrate::down(&self.inner.config, &self.inner.connector, target).await;
         self.clear_statement_caches();
         reverted
     }
 
     /// Lists applied and pending migrations.
     pub async fn migration_status(&self) -> Result<crate::migrate::MigrationStatus> {
-        crate::migrate::status(&self.inner.config).await
+        crate::migrate::status(&self.inner.config, &self.inner.connector).await
     }
 }

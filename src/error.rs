@@ -74,6 +74,45 @@ impl fmt::Display for LeaseLostReason {
     }
 }
 
+/// Why a TLS connection could not be made, in an [`Error::Tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// The server's certificate does not chain to a trusted root: issued by
+    /// a CA that is neither in `sslrootcert` nor (without it) among the
+    /// system's roots, or self-signed, or its chain's signatures are wrong.
+    UnknownCa,
+    /// The server's certificate is valid but does not name the host
+    /// connected to (`sslmode=verify-full`).
+    HostnameMismatch,
+    /// The server's certificate (or one of its chain) has expired or is
+    /// not valid yet.
+    Expired,
+    /// The server declined TLS, and `sslmode` is `require`, `verify-ca` or
+    /// `verify-full`.
+    ServerNoTls,
+    /// Any other TLS failure: a certificate the checks refuse for another
+    /// reason, the server refusing the handshake (e.g. the client
+    /// certificate), no protocol version or cipher in common.
+    Other,
+}
+
+impl fmt::Display for TlsErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsErrorKind::UnknownCa => {
+                "the server's certificate is not signed by a trusted certificate authority"
+            }
+            TlsErrorKind::HostnameMismatch => {
+                "the server's certificate does not name the host connected to"
+            }
+            TlsErrorKind::Expired => "the server's certificate has expired or is not yet valid",
+            TlsErrorKind::ServerNoTls => "the server does not support TLS, which sslmode requires",
+            TlsErrorKind::Other => "the TLS handshake failed",
+        })
+    }
+}
+
 /// Every error the crate returns.
 ///
 /// New variants may be added in minor releases, so a `match` needs a
@@ -212,6 +251,24 @@ pub enum Error {
         /// What happened, without secrets.
         reason: String,
         /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A connection could not be made because of TLS; [`TlsErrorKind`] says
+    /// why (an unknown CA, a host name the certificate does not name, an
+    /// expired certificate, a server without TLS). Not retryable: the same
+    /// settings fail the same way until the server's certificate or the
+    /// settings change.
+    #[error("TLS failure: {message}")]
+    Tls {
+        /// Why.
+        kind: TlsErrorKind,
+        /// The cause, in words, and the server connected to (never a
+        /// password).
+        message: String,
+        /// The driver's error, with the TLS library's error among its
+        /// sources.
         #[source]
         source: Option<BoxError>,
     },
@@ -582,6 +639,16 @@ impl Error {
         }
     }
 
+    /// An [`Error::Tls`] of `kind`: a connection failed because of TLS, as
+    /// `message` says (it should name the server, never a password).
+    pub fn tls(kind: TlsErrorKind, message: impl Into<String>) -> Self {
+        Error::Tls {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// An [`Error::Config`]: the configuration is invalid, as `message`
     /// says.
     pub fn config(message: impl Into<String>) -> Self {
@@ -752,6 +819,47 @@ impl Error {
         }
     }
 
+    /// A connection failed because of TLS ([`Error::Tls`]); see
+    /// [`tls_kind`](Self::tls_kind) for why.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Error::Tls { .. })
+    }
+
+    /// Why a TLS connection failed, for an [`Error::Tls`].
+    ///
+    /// ```
+    /// use voidrunner_db::{Error, TlsErrorKind};
+    ///
+    /// let err = Error::tls(TlsErrorKind::UnknownCa, "connecting to db:5432/app: unknown issuer");
+    /// assert!(err.is_tls());
+    /// assert_eq!(err.tls_kind(), Some(TlsErrorKind::UnknownCa));
+    /// assert!(!err.is_unavailable());
+    /// ```
+    pub fn tls_kind(&self) -> Option<TlsErrorKind> {
+        match self {
+            Error::Tls { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// A TLS error's message prefixed with the server it was connecting to;
+    /// any other error as it is. The driver's error does not say where it
+    /// was connecting, the call sites know.
+    pub(crate) fn connecting_to(self, target: &str) -> Self {
+        match self {
+            Error::Tls {
+                kind,
+                message,
+                source,
+            } => Error::Tls {
+                kind,
+                message: format!("connecting to {target}: {message}"),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// The constraint a write violated, for [`Error::Conflict`],
     /// [`Error::ForeignKey`] and [`Error::CheckViolation`].
     pub fn constraint(&self) -> Option<&str> {
@@ -800,6 +908,7 @@ impl Error {
             Error::Migration { .. } => "migration",
             Error::Decode { .. } => "decode",
             Error::Config { .. } => "config",
+            Error::Tls { .. } => "tls",
             Error::Database { .. } => "database",
         }
     }
@@ -855,6 +964,20 @@ pub(crate) fn is_read_only_refusal(err: &tokio_postgres::Error) -> bool {
 
 impl From<tokio_postgres::Error> for Error {
     fn from(err: tokio_postgres::Error) -> Self {
+        // Before the I/O test below: a failed handshake reaches the driver
+        // as an I/O error of the TLS stream.
+        if let Some((kind, cause)) = tls_failure(&err) {
+            let message = if cause.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind} ({cause})")
+            };
+            return Error::Tls {
+                kind,
+                message,
+                source: Some(Box::new(err)),
+            };
+        }
         let Some(db) = err.as_db_error() else {
             // No SQLSTATE: the driver itself failed. A closed connection or
             // an I/O error (refused, reset, timed out connecting) means the
@@ -890,6 +1013,81 @@ impl From<tokio_postgres::Error> for Error {
         // SQLSTATE and constraint say what failed.
         let source = (!state.code().starts_with("23")).then_some(err);
         server_error(state, message, constraint, source)
+    }
+}
+
+/// The driver's message when the server answers `N` to the TLS request and
+/// `sslmode` demands TLS (tokio-postgres' `connect_tls`, pinned by the
+/// `tls` test binary): the driver has no error kind of its own for it.
+const SERVER_NO_TLS: &str = "server does not support TLS";
+
+/// Whether the driver's `err` is a TLS failure, of which kind, and its
+/// cause in words (the TLS library's error, which names no secret).
+fn tls_failure(err: &tokio_postgres::Error) -> Option<(TlsErrorKind, String)> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut under_tls = false;
+    while let Some(e) = current {
+        let text = e.to_string();
+        if text == SERVER_NO_TLS {
+            return Some((TlsErrorKind::ServerNoTls, String::new()));
+        }
+        // tokio-rustls hands the handshake's error over wrapped in an I/O
+        // error, whose `source` skips it: look inside.
+        #[cfg(feature = "tls-rustls")]
+        {
+            let inner = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+                .unwrap_or(e);
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some((rustls_kind(tls), rustls_cause(tls)));
+            }
+        }
+        under_tls |= text == "error performing TLS handshake";
+        current = e.source();
+    }
+    // The driver's own TLS failures ("no hostname provided for TLS
+    // handshake", "no TLS implementation configured").
+    under_tls.then(|| {
+        let mut cause = describe(err);
+        if let Some(rest) = cause.strip_prefix("error performing TLS handshake: ") {
+            cause = rest.to_owned();
+        }
+        (TlsErrorKind::Other, cause)
+    })
+}
+
+/// What rustls said, and what a refusal by the server most likely means.
+#[cfg(feature = "tls-rustls")]
+fn rustls_cause(err: &rustls::Error) -> String {
+    use rustls::AlertDescription as A;
+    match err {
+        rustls::Error::AlertReceived(
+            A::UnknownCA | A::BadCertificate | A::CertificateRequired | A::AccessDenied,
+        ) => format!(
+            "{err}: the server refused the client certificate (sslcert and sslkey), or wanted one"
+        ),
+        rustls::Error::AlertReceived(_) => format!("{err}: the server ended the handshake"),
+        _ => err.to_string(),
+    }
+}
+
+/// The kind of a rustls failure.
+#[cfg(feature = "tls-rustls")]
+fn rustls_kind(err: &rustls::Error) -> TlsErrorKind {
+    use rustls::CertificateError as C;
+    match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer | C::BadSignature => TlsErrorKind::UnknownCa,
+            C::NotValidForName | C::NotValidForNameContext { .. } => TlsErrorKind::HostnameMismatch,
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => TlsErrorKind::Expired,
+            _ => TlsErrorKind::Other,
+        },
+        _ => TlsErrorKind::Other,
     }
 }
 
@@ -1086,11 +1284,13 @@ mod tests {
         lock_timeout: bool,
         unavailable: bool,
         decode: bool,
+        tls: bool,
         constraint: Option<String>,
         field: Option<&'static str>,
         sqlstate: Option<SqlState>,
         timeout_kind: Option<TimeoutKind>,
         lease_lost_reason: Option<LeaseLostReason>,
+        tls_kind: Option<TlsErrorKind>,
     }
 
     /// What `err` answers.
@@ -1108,11 +1308,13 @@ mod tests {
             lock_timeout: err.is_lock_timeout(),
             unavailable: err.is_unavailable(),
             decode: err.is_decode(),
+            tls: err.is_tls(),
             constraint: err.constraint().map(str::to_owned),
             field: err.field(),
             sqlstate: err.sqlstate().cloned(),
             timeout_kind: err.timeout_kind(),
             lease_lost_reason: err.lease_lost_reason(),
+            tls_kind: err.tls_kind(),
         }
     }
 
@@ -1131,11 +1333,13 @@ mod tests {
             lock_timeout: false,
             unavailable: false,
             decode: false,
+            tls: false,
             constraint: None,
             field: None,
             sqlstate: None,
             timeout_kind: None,
             lease_lost_reason: None,
+            tls_kind: None,
         }
     }
 
@@ -1468,6 +1672,59 @@ mod tests {
         assert_eq!(source.to_string(), "recursion limit exceeded");
         let unknown = Error::decode("user", "created_at", None, std::fmt::Error);
         assert!(unknown.to_string().contains("(unknown id)"), "{unknown}");
+    }
+
+    #[test]
+    fn tls_answers_as_a_tls_failure() {
+        for kind in [
+            TlsErrorKind::UnknownCa,
+            TlsErrorKind::HostnameMismatch,
+            TlsErrorKind::Expired,
+            TlsErrorKind::ServerNoTls,
+            TlsErrorKind::Other,
+        ] {
+            let err = Error::tls(kind, "connecting to db:5432/app: refused");
+            assert_eq!(
+                answers(&err),
+                Answers {
+                    tls: true,
+                    tls_kind: Some(kind),
+                    ..none()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                "TLS failure: connecting to db:5432/app: refused"
+            );
+            assert!(!kind.to_string().is_empty());
+        }
+        // The target is added where it is known, to TLS errors only.
+        let err = Error::tls(TlsErrorKind::Expired, "expired").connecting_to("db:5432/app");
+        assert_eq!(
+            err.to_string(),
+            "TLS failure: connecting to db:5432/app: expired"
+        );
+        let other = Error::unavailable("refused", None).connecting_to("db:5432/app");
+        assert_eq!(other.to_string(), "database unavailable: refused");
+    }
+
+    #[cfg(feature = "tls-rustls")]
+    #[test]
+    fn rustls_failures_have_their_kinds() {
+        use rustls::CertificateError as C;
+        let kind = |c: C| rustls_kind(&rustls::Error::InvalidCertificate(c));
+        assert_eq!(kind(C::UnknownIssuer), TlsErrorKind::UnknownCa);
+        assert_eq!(kind(C::BadSignature), TlsErrorKind::UnknownCa);
+        assert_eq!(kind(C::NotValidForName), TlsErrorKind::HostnameMismatch);
+        assert_eq!(kind(C::Expired), TlsErrorKind::Expired);
+        assert_eq!(kind(C::NotValidYet), TlsErrorKind::Expired);
+        assert_eq!(kind(C::BadEncoding), TlsErrorKind::Other);
+        assert_eq!(
+            rustls_kind(&rustls::Error::AlertReceived(
+                rustls::AlertDescription::UnknownCA
+            )),
+            TlsErrorKind::Other
+        );
     }
 
     #[test]

@@ -66,9 +66,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::config::DbConfig;
+use crate::connect::Connector;
 use crate::db::Database;
 use crate::error::Result;
 use crate::model::{ExecutionId, ExecutionStatus, TaskId, Timestamp};
@@ -403,8 +404,14 @@ impl Drop for Listener {
     }
 }
 
-async fn listen(config: &DbConfig, buffer: &Arc<Buffer>) -> Result<Listener> {
-    let (client, mut connection) = listener_pg_config(config).connect(NoTls).await?;
+async fn listen(
+    config: &DbConfig,
+    connector: &Connector,
+    buffer: &Arc<Buffer>,
+) -> Result<Listener> {
+    let (client, mut connection) = connector
+        .connect(config, &listener_pg_config(config))
+        .await?;
     let events = Arc::clone(buffer);
     // Notifications arrive on the connection, not as query results. The
     // driver reads them as they come and never waits for the consumer: the
@@ -441,6 +448,7 @@ fn database_open(pool: &deadpool_postgres::WeakPool) -> bool {
 
 async fn listen_loop(
     config: DbConfig,
+    connector: Connector,
     pool: deadpool_postgres::WeakPool,
     buffer: Arc<Buffer>,
     first: Listener,
@@ -461,7 +469,7 @@ async fn listen_loop(
                 // connection (which can only come once LISTEN is in force)
                 // is preceded by the Reconnected.
                 buffer.reconnect_pending();
-                match listen(&config, &buffer).await {
+                match listen(&config, &connector, &buffer).await {
                     Ok(l) => {
                         tracing::info!("event listener reconnected");
                         backoff = Duration::from_millis(50);
@@ -655,14 +663,17 @@ impl Database {
     /// Execution events over LISTEN/NOTIFY on a dedicated connection with
     /// TCP keepalives (see [`crate::events`]). Fails with
     /// [`Error::Unavailable`](crate::Error) if the first connection cannot
-    /// be made; after that, the stream reconnects by itself. A consumer
-    /// more than [`EVENT_BUFFER`] events behind gets [`Event::Lagged`].
+    /// be made ([`Error::Tls`](crate::Error::Tls) if TLS is why); after
+    /// that, the stream reconnects by itself. A consumer more than
+    /// [`EVENT_BUFFER`] events behind gets [`Event::Lagged`].
     pub async fn subscribe(&self) -> Result<EventStream> {
         let config = self.config().clone();
+        let connector = self.connector().clone();
         let buffer = Buffer::new(EVENT_BUFFER);
-        let first = listen(&config, &buffer).await?;
+        let first = listen(&config, &connector, &buffer).await?;
         let task = tokio::spawn(listen_loop(
             config,
+            connector,
             self.pool().weak(),
             Arc::clone(&buffer),
             first,

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod connect;
 mod db;
 /// The domain reference: schema, validation limits, state machines, the
 /// queue's life cycle, invariants and pool defaults, as the code has them.
@@ -35,9 +36,9 @@ mod tx;
 mod uow;
 pub mod validate;
 
-pub use config::DbConfig;
+pub use config::{DbConfig, SslMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
-pub use error::{Error, LeaseLostReason, Result, TimeoutKind};
+pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{

@@ -98,11 +98,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use refinery::{Migration, Runner, Target};
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 use tracing::Instrument as _;
 
 use crate::config::DbConfig;
+use crate::connect::Connector;
 use crate::error::{BoxError, Error, Result, TimeoutKind};
 
 /// The refinery version the crate runs migrations with, for building the
@@ -218,10 +219,10 @@ pub enum DownTarget {
 
 /// Applies every pending migration. Returns the versions applied by this
 /// call (empty when another instance already did the work).
-pub(crate) async fn up(config: &DbConfig) -> Result<Vec<i32>> {
+pub(crate) async fn up(config: &DbConfig, connector: &Connector) -> Result<Vec<i32>> {
     let span = tracing::info_span!("voidrunner_db.migrate", direction = "up");
     async {
-        let mut session = Session::open(config).await?;
+        let mut session = Session::open(config, connector).await?;
         let result = apply(&mut session).await;
         session.close().await;
         let applied = result?;
@@ -350,6 +351,7 @@ async fn check_history_table_on_server(client: &Client, name: &str) -> Result<()
 /// Applies a service's own migrations (see [`Database::migrate_service`](crate::Database::migrate_service)).
 pub(crate) async fn up_service(
     config: &DbConfig,
+    connector: &Connector,
     migrations: &[Migration],
     history_table: &str,
 ) -> Result<Vec<i32>> {
@@ -374,7 +376,7 @@ pub(crate) async fn up_service(
         history_table = %history_table
     );
     async {
-        let mut session = Session::open(config).await?;
+        let mut session = Session::open(config, connector).await?;
         let result = match check_history_table_on_server(&session.client, history_table).await {
             Ok(()) => apply_service(&mut session, migrations, history_table).await,
             Err(e) => Err(e),
@@ -426,10 +428,14 @@ async fn apply_service(
 
 /// Runs down scripts, newest first, each in a transaction together with the
 /// removal of its history row. Returns the versions reverted.
-pub(crate) async fn down(config: &DbConfig, target: DownTarget) -> Result<Vec<i32>> {
+pub(crate) async fn down(
+    config: &DbConfig,
+    connector: &Connector,
+    target: DownTarget,
+) -> Result<Vec<i32>> {
     let span = tracing::info_span!("voidrunner_db.migrate", direction = "down", ?target);
     async {
-        let mut session = Session::open(config).await?;
+        let mut session = Session::open(config, connector).await?;
         let result = revert(&mut session, target).await;
         session.close().await;
         let reverted = result?;
@@ -501,8 +507,8 @@ async fn revert_one(client: &mut Client, m: &EmbeddedMigration) -> Result<(), Fa
 /// migration shows up as applied or pending, never half-way (a migration
 /// outside a transaction shows up as pending until its history row is
 /// written, after its last statement).
-pub(crate) async fn status(config: &DbConfig) -> Result<MigrationStatus> {
-    let client = dedicated_connection(config).await?;
+pub(crate) async fn status(config: &DbConfig, connector: &Connector) -> Result<MigrationStatus> {
+    let client = dedicated_connection(config, connector).await?;
     let applied = read_history(&client, HISTORY_TABLE).await?;
     let pending = EMBEDDED
         .iter()
@@ -551,8 +557,10 @@ async fn read_history(client: &Client, table: &str) -> Result<Vec<AppliedMigrati
 
 /// A connection outside the pool. Its driver task ends when the client is
 /// dropped, which closes the session and frees any advisory lock it holds.
-async fn dedicated_connection(config: &DbConfig) -> Result<Client> {
-    let (client, connection) = config.dedicated_pg_config().connect(NoTls).await?;
+async fn dedicated_connection(config: &DbConfig, connector: &Connector) -> Result<Client> {
+    let (client, connection) = connector
+        .connect(config, &config.dedicated_pg_config())
+        .await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "migration connection ended");
@@ -637,15 +645,16 @@ fn caused_by_lock_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
 struct Session {
     client: Client,
     config: DbConfig,
+    connector: Connector,
     /// The server process of `client`, watched by [`LockWatch`].
     pid: i32,
     watch: Option<LockWatch>,
 }
 
 impl Session {
-    async fn open(config: &DbConfig) -> Result<Self> {
+    async fn open(config: &DbConfig, connector: &Connector) -> Result<Self> {
         config.validate()?;
-        let client = dedicated_connection(config).await?;
+        let client = dedicated_connection(config, connector).await?;
         let (pid, server_version) = client
             .query_one(
                 "SELECT pg_backend_pid(), current_setting('server_version_num')::int4",
@@ -663,6 +672,7 @@ impl Session {
         let session = Session {
             client,
             config: config.clone(),
+            connector: connector.clone(),
             pid,
             watch: None,
         };
@@ -691,6 +701,7 @@ impl Session {
         if self.watch.is_none() {
             self.watch = Some(LockWatch::start(
                 &self.config,
+                &self.connector,
                 self.pid,
                 self.config.migration_lock_timeout,
             ));
@@ -936,7 +947,7 @@ struct LockWatch {
 }
 
 impl LockWatch {
-    fn start(config: &DbConfig, pid: i32, lock_timeout: Duration) -> Self {
+    fn start(config: &DbConfig, connector: &Connector, pid: i32, lock_timeout: Duration) -> Self {
         let seen = Arc::new(Mutex::new(None));
         // A few looks per lock timeout, so a wait that lasts until the
         // timeout is seen at least once.
@@ -944,8 +955,9 @@ impl LockWatch {
         let task = tokio::spawn({
             let seen = Arc::clone(&seen);
             let config = config.clone();
+            let connector = connector.clone();
             async move {
-                let client = match dedicated_connection(&config).await {
+                let client = match dedicated_connection(&config, &connector).await {
                     Ok(client) => client,
                     Err(e) => {
                         tracing::debug!(error = %e, "the migration lock watcher cannot connect; lock timeouts will not name the blocker");

@@ -128,6 +128,9 @@ impl TransactionOptions {
 #[derive(Debug)]
 pub(crate) struct TxInner {
     client: Option<PooledClient>,
+    /// The pool's TLS connector, for the cancel request of a transaction
+    /// dropped mid-way.
+    connector: crate::connect::Connector,
     /// [`DbConfig::max_output_bytes`](crate::DbConfig::max_output_bytes) of
     /// the pool the transaction came from.
     pub(crate) max_output_bytes: usize,
@@ -260,7 +263,7 @@ impl Drop for TxInner {
         if *self.retire.get_mut()
             && let Some(client) = self.client.take()
         {
-            crate::db::retire_read_only(client);
+            crate::db::retire_read_only(client, self.connector.tls());
             return;
         }
         if !*self.ended.get_mut()
@@ -269,7 +272,7 @@ impl Drop for TxInner {
             tracing::warn!("transaction dropped before commit or rollback; closing its connection");
             // Its statement is cancelled and the connection closed: the
             // server rolls the transaction back.
-            crate::db::discard(client);
+            crate::db::discard(client, self.connector.tls());
         }
     }
 }
@@ -396,6 +399,7 @@ impl Database {
                 // pooled in an unknown transaction state.
                 let inner = Arc::new(TxInner {
                     client: Some(self.client().await?),
+                    connector: self.connector().clone(),
                     max_output_bytes: self.config().max_output_bytes,
                     slow_statement: self.config().slow_statement,
                     idle_timeout: self.config().idle_in_transaction_timeout,

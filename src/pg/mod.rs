@@ -159,16 +159,18 @@ impl Drop for PoolConn<'_> {
         match (self.replacement.take(), self.primary.take()) {
             (Some(replacement), stale) => {
                 if let Some(stale) = stale {
-                    crate::db::discard(stale);
+                    crate::db::discard(stale, self.db.connector().tls());
                 }
                 if retire {
-                    crate::db::retire_read_only(replacement);
+                    crate::db::retire_read_only(replacement, self.db.connector().tls());
                 } else if busy {
-                    crate::db::discard(replacement);
+                    crate::db::discard(replacement, self.db.connector().tls());
                 }
             }
-            (None, Some(primary)) if retire => crate::db::retire_read_only(primary),
-            (None, Some(primary)) if busy => crate::db::discard(primary),
+            (None, Some(primary)) if retire => {
+                crate::db::retire_read_only(primary, self.db.connector().tls())
+            }
+            (None, Some(primary)) if busy => crate::db::discard(primary, self.db.connector().tls()),
             _ => {}
         }
     }

@@ -44,11 +44,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub use server::{DEFAULT_URL, PrivateCluster, Server, discover};
 
 use crate::config::DbConfig;
+use crate::connect::Connector;
 use crate::db::Database;
 use crate::error::{Error, Result};
 
@@ -254,6 +255,9 @@ fn drop_database(name: String) {
 
 struct Harness {
     server: DbConfig,
+    /// The TLS connector of the harness's own connections (the admin
+    /// session, template migrations), built once.
+    connector: Connector,
     admin: Client,
     token: u32,
     counter: AtomicU64,
@@ -271,7 +275,10 @@ struct Harness {
 impl Harness {
     async fn init() -> Result<Self> {
         let server = server_config().await?;
-        let (admin, connection) = server.dedicated_pg_config().connect(NoTls).await?;
+        let connector = Connector::new(&server)?;
+        let (admin, connection) = connector
+            .connect(&server, &server.dedicated_pg_config())
+            .await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "test harness admin connection lost");
@@ -291,6 +298,7 @@ impl Harness {
             .await?;
         let harness = Harness {
             server,
+            connector,
             admin,
             token,
             counter: AtomicU64::new(0),
@@ -555,13 +563,14 @@ impl Harness {
                 self.admin
                     .batch_execute(&format!("CREATE DATABASE {template}"))
                     .await?;
-                crate::migrate::up(&config).await?;
+                crate::migrate::up(&config, &self.connector).await?;
             }
             Some((migrations, history_table)) => {
                 self.admin
                     .batch_execute(&self.clone_sql(name, &self.template))
                     .await?;
-                crate::migrate::up_service(&config, migrations, history_table).await?;
+                crate::migrate::up_service(&config, &self.connector, migrations, history_table)
+                    .await?;
             }
         }
         self.admin

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
 use crate::config::DbConfig;
+use crate::connect::Connector;
 use crate::error::{Error, Result};
 
 /// The server tried when `DATABASE_URL` is not set.
@@ -39,11 +38,18 @@ impl Server {
 /// binaries on this machine.
 ///
 /// Fails with [`Error::Unavailable`] saying what to install or set when
-/// none of these works.
+/// none of these works, and with the [`Error::Tls`] or [`Error::Config`] of
+/// a `database_url` whose TLS settings fail (its `sslmode`, `sslrootcert`,
+/// `sslcert` and `sslkey` are used, as everywhere).
 pub async fn discover(database_url: Option<&str>, default_url: &str) -> Result<Server> {
     if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
         let config = DbConfig::from_url(url)?;
         ping(&config).await.map_err(|e| {
+            // Said as it is: "does not answer" would hide a certificate
+            // or a setting to fix.
+            if e.is_tls() || matches!(e, Error::Config { .. }) {
+                return e;
+            }
             Error::unavailable(
                 format!(
                     "DATABASE_URL ({}) does not answer: {e}",
@@ -68,7 +74,9 @@ pub async fn discover(database_url: Option<&str>, default_url: &str) -> Result<S
 
 /// Opens and closes one connection.
 async fn ping(config: &DbConfig) -> Result<()> {
-    let (client, connection) = config.dedicated_pg_config().connect(NoTls).await?;
+    let (client, connection) = Connector::new(config)?
+        .connect(config, &config.dedicated_pg_config())
+        .await?;
     let driver = tokio::spawn(connection);
     client.simple_query("SELECT 1").await?;
     drop(client);
@@ -97,12 +105,30 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// initdb + start. Takes a few seconds.
     pub async fn start() -> Result<Self> {
-        tokio::task::spawn_blocking(Self::start_blocking)
+        Self::start_with(|_| Ok(())).await
+    }
+
+    /// initdb, then `configure` with the data directory, then start: for a
+    /// test that needs a server set up otherwise, e.g. with TLS. `configure`
+    /// may append to `postgresql.conf` (the server's options on the command
+    /// line, port and `listen_addresses`, still win), replace
+    /// `pg_hba.conf`, or copy certificates and keys in (the server refuses
+    /// a key file that group or others may read: mode 0600). Whatever it
+    /// leaves in the data directory is then handed to the server's OS user
+    /// (`postgres` when this process is root).
+    ///
+    /// Fails with [`Error::Unavailable`] saying what went wrong, including
+    /// `configure`'s error.
+    pub async fn start_with<F>(configure: F) -> Result<Self>
+    where
+        F: FnOnce(&Path) -> std::io::Result<()> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || Self::start_blocking(configure))
             .await
             .map_err(|e| Error::unavailable(format!("starting a private cluster: {e}"), None))?
     }
 
-    fn start_blocking() -> Result<Self> {
+    fn start_blocking(configure: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<Self> {
         let bindir = find_bindir()?;
         let run_as_postgres = is_root();
         let root = std::env::temp_dir().join(format!(
@@ -128,6 +154,13 @@ impl PrivateCluster {
             .arg(cluster.data_dir())
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
             .arg("--no-sync"))?;
+        configure(&cluster.data_dir())
+            .map_err(|e| setup_error(format!("configuring the cluster: {e}")))?;
+        if run_as_postgres {
+            run(Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(cluster.data_dir()))?;
+        }
         cluster.port = free_port()?;
         cluster.start_server_blocking()?;
         Ok(cluster)
