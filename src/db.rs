@@ -29,13 +29,21 @@ pub type PooledClient = deadpool_postgres::Object;
 /// session whose state nobody can vouch for (a call or transaction dropped
 /// half-way) must neither serve another caller nor keep working, holding
 /// locks, for a caller that is gone.
-pub(crate) fn discard(client: PooledClient) {
+///
+/// `pooler` is where the pool connects when a pooler is in front
+/// ([`Database::pooler_route`]): the cancel request then waits for the
+/// pooler to finish with it (see `crate::cancel`).
+pub(crate) fn discard(client: PooledClient, pooler: Option<Arc<tokio_postgres::Config>>) {
     let client = deadpool_postgres::Object::take(client);
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let token = client.cancel_token();
             runtime.spawn(async move {
-                if let Err(err) = token.cancel_query(NoTls).await {
+                let cancelled = match pooler {
+                    None => token.cancel_query(NoTls).await.map_err(std::io::Error::other),
+                    Some(pg) => crate::cancel::through_pooler(&token, &pg).await,
+                };
+                if let Err(err) = cancelled {
                     tracing::debug!(error = %err, "cancelling the discarded session's statement failed");
                 }
                 // Closing the connection ends the session: the server rolls
@@ -88,6 +96,8 @@ pub struct Database {
 struct Inner {
     pool: Pool,
     config: DbConfig,
+    /// Where the pool connects, when that is a pooler (see [`discard`]).
+    pooler_route: Option<Arc<tokio_postgres::Config>>,
     // Dropping the sender (with the last Database clone) stops the reaper.
     _reaper_stop: oneshot::Sender<()>,
 }
@@ -131,8 +141,11 @@ impl Database {
     /// immediate instead of one interval from now.
     fn build(config: DbConfig, warm_now: bool) -> Result<Self> {
         config.validate()?;
+        let pooled = config.pooled_pg_config();
+        let pooler_route =
+            (config.pooler != crate::config::PoolerMode::Direct).then(|| Arc::new(pooled.clone()));
         let manager = Manager::from_config(
-            config.pooled_pg_config(),
+            pooled,
             NoTls,
             ManagerConfig {
                 // Fast: a returned connection is only checked for being
@@ -141,6 +154,9 @@ impl Database {
             },
         );
         let max_lifetime = config.max_lifetime;
+        // Behind a session-mode pooler the session settings cannot be
+        // startup options: each new connection sets them once instead.
+        let connect_sql: Option<Arc<str>> = config.connect_sql().map(Arc::from);
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
             .runtime(Runtime::Tokio1)
@@ -155,6 +171,18 @@ impl Database {
                     _ => Ok(()),
                 },
             ))
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let sql = connect_sql.clone();
+                Box::pin(async move {
+                    if let Some(sql) = sql {
+                        client
+                            .batch_execute(&sql)
+                            .await
+                            .map_err(HookError::Backend)?;
+                    }
+                    Ok(())
+                })
+            }))
             .build()
             .map_err(|e| Error::config(format!("building the pool: {e}")))?;
 
@@ -164,6 +192,7 @@ impl Database {
             inner: Arc::new(Inner {
                 pool,
                 config,
+                pooler_route,
                 _reaper_stop: stop_tx,
             }),
         })
@@ -183,6 +212,11 @@ impl Database {
     /// The configuration this handle was built from.
     pub fn config(&self) -> &DbConfig {
         &self.inner.config
+    }
+
+    /// Where the pool connects when a pooler is in front, for [`discard`].
+    pub(crate) fn pooler_route(&self) -> Option<Arc<tokio_postgres::Config>> {
+        self.inner.pooler_route.clone()
     }
 
     /// The underlying deadpool pool, for what this crate does not wrap.
@@ -220,10 +254,16 @@ impl Database {
         let started = Instant::now();
         let check = async {
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached("SELECT current_setting('server_version')")
-                .await?;
-            let row = client.query_one(&stmt, &[]).await?;
+            let sql = "SELECT current_setting('server_version')";
+            // Unnamed behind a transaction-mode pooler: a named statement's
+            // execution could reach another server connection than its
+            // preparation.
+            let row = if self.inner.config.pooler.named_statements() {
+                let stmt = client.prepare_cached(sql).await?;
+                client.query_one(&stmt, &[]).await?
+            } else {
+                client.query_typed_one(sql, &[]).await?
+            };
             Ok::<String, Error>(row.try_get(0)?)
         };
         let result = match tokio::time::timeout(limit, check).instrument(span).await {
@@ -283,7 +323,8 @@ impl Database {
 
     /// Forgets every prepared statement cached by the pooled connections.
     /// Needed after the schema changes underneath them: otherwise the
-    /// server answers "cached plan must not change result type".
+    /// server answers "cached plan must not change result type". Nothing to
+    /// forget behind a transaction-mode pooler, where nothing is cached.
     pub fn clear_statement_caches(&self) {
         self.inner.pool.manager().statement_caches.clear();
     }

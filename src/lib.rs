@@ -11,6 +11,7 @@
 #![deny(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod cancel;
 pub mod config;
 mod db;
 pub mod error;
@@ -29,7 +30,7 @@ mod tx;
 mod uow;
 pub mod validate;
 
-pub use config::DbConfig;
+pub use config::{DbConfig, PoolerMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};

@@ -130,6 +130,12 @@ pub(crate) struct TxInner {
     pub(crate) max_output_bytes: usize,
     /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement).
     pub(crate) slow_statement: Option<Duration>,
+    /// Whether statements go out unnamed (behind a transaction-mode
+    /// pooler; see [`PoolerMode`](crate::PoolerMode)).
+    pub(crate) unnamed: bool,
+    /// Where the pool connects when a pooler is in front, for a cancel
+    /// request on drop.
+    pooler_route: Option<Arc<tokio_postgres::Config>>,
     /// The server ends a session idle in a transaction for longer than this
     /// ([`DbConfig::idle_in_transaction_timeout`](crate::DbConfig::idle_in_transaction_timeout)).
     idle_timeout: Option<Duration>,
@@ -246,7 +252,7 @@ impl Drop for TxInner {
             tracing::warn!("transaction dropped before commit or rollback; closing its connection");
             // Its statement is cancelled and the connection closed: the
             // server rolls the transaction back.
-            crate::db::discard(client);
+            crate::db::discard(client, self.pooler_route.take());
         }
     }
 }
@@ -288,6 +294,13 @@ impl Transaction {
     /// The transaction's connection, for SQL of your own in the same
     /// transaction. Fails with [`Error::TransactionEnded`] once the
     /// transaction has been committed or rolled back.
+    ///
+    /// Behind a transaction-mode pooler
+    /// ([`PoolerMode::Transaction`](crate::PoolerMode::Transaction)), send
+    /// statements unnamed (`query_typed`, `execute_typed`, `batch_execute`)
+    /// or drop every statement you prepare before the closure returns: a
+    /// named statement left behind stays on the pooler's server connection
+    /// after COMMIT, where another client may meet it.
     pub fn client(&self) -> Result<&PooledClient> {
         self.inner.client()
     }
@@ -359,7 +372,9 @@ impl Database {
         E: From<Error>,
         D: Fn(&E) -> Option<&Error>,
     {
-        let begin = options.begin_sql();
+        // Behind a transaction-mode pooler the session settings come with
+        // BEGIN, as SET LOCAL, in the same round trip.
+        let begin = self.config().begin_sql(&options.begin_sql());
         let mut attempt = 0;
         loop {
             let span = tracing::debug_span!("voidrunner_db.transaction", attempt);
@@ -375,6 +390,8 @@ impl Database {
                     client: Some(self.client().await?),
                     max_output_bytes: self.config().max_output_bytes,
                     slow_statement: self.config().slow_statement,
+                    unnamed: !self.config().pooler.named_statements(),
+                    pooler_route: self.pooler_route(),
                     idle_timeout: self.config().idle_in_transaction_timeout,
                     last_active: AtomicU64::new(0),
                     opened: Instant::now(),
