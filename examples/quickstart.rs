@@ -12,7 +12,9 @@
 //! as given), else the local server at 127.0.0.1:5432 (database
 //! `voidrunner_quickstart`, created for the run and dropped at its end),
 //! else a private throwaway cluster started from the PostgreSQL binaries on
-//! this machine.
+//! this machine; the `VOIDRUNNER_DB_*` settings of `DbConfig::from_env`
+//! apply (behind PgBouncer: `VOIDRUNNER_DB_POOLER=transaction` and
+//! `VOIDRUNNER_DB_DIRECT_URL`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -154,8 +156,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn drop_demo_database() -> voidrunner_db::Result<()> {
     let server = server_config().await?;
+    // CREATE and DROP DATABASE go to the server itself, not through a
+    // pooler in front of it (VOIDRUNNER_DB_DIRECT_URL).
     let (client, connection) = server
-        .pg_config()
+        .direct_pg_config()
+        .unwrap_or(server.pg_config())
         .connect(voidrunner_db::tokio_postgres::NoTls)
         .await?;
     tokio::spawn(connection);
@@ -181,8 +186,11 @@ async fn target() -> voidrunner_db::Result<DbConfig> {
     if std::env::var_os("DATABASE_URL").is_some() {
         return Ok(server);
     }
+    // CREATE and DROP DATABASE go to the server itself, not through a
+    // pooler in front of it (VOIDRUNNER_DB_DIRECT_URL).
     let (client, connection) = server
-        .pg_config()
+        .direct_pg_config()
+        .unwrap_or(server.pg_config())
         .connect(voidrunner_db::tokio_postgres::NoTls)
         .await?;
     tokio::spawn(connection);

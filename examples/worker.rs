@@ -12,7 +12,12 @@
 //!
 //! It runs in a throwaway database of its own on the server the test harness
 //! finds (`DATABASE_URL`, else 127.0.0.1:5432, else a private cluster), which
-//! is dropped at the end.
+//! is dropped at the end, with the `VOIDRUNNER_DB_*` settings of
+//! `DbConfig::from_env`. Through PgBouncer in transaction mode:
+//!
+//! ```text
+//! VOIDRUNNER_TEST_POOLER=pgbouncer cargo run --example worker -- --tasks 2000 --workers 8
+//! ```
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -186,9 +191,10 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     );
 
     // What the database says, independently of the workers' own counts.
+    // Unnamed (nothing to declare): runs through a transaction pooler too.
     let client = db.client().await?;
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT count(*), \
                     count(*) FILTER (WHERE status = 'completed'), \
                     count(*) FILTER (WHERE status = 'failed'), \

@@ -15,11 +15,11 @@
 //! | [`connect_timeout`](DbConfig::connect_timeout) | `VOIDRUNNER_DB_CONNECT_TIMEOUT` | `10s` | 1 ms to 24 h | `connect_timeout` of the driver and deadpool's create timeout |
 //! | [`wait_timeout`](DbConfig::wait_timeout) | `VOIDRUNNER_DB_WAIT_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool wait timeout: how long a checkout waits for a free connection |
 //! | [`recycle_timeout`](DbConfig::recycle_timeout) | `VOIDRUNNER_DB_RECYCLE_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool recycle timeout |
-//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | 1 ms to 2,147,483,647 ms (about 24.8 days), or `off`; rounded up to whole ms | server setting `statement_timeout`, sent at connect |
-//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | as `statement_timeout` | server setting `idle_in_transaction_session_timeout`, sent at connect |
+//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | 1 ms to 2,147,483,647 ms (about 24.8 days), or `off`; rounded up to whole ms | server setting `statement_timeout`, sent at connect (behind a pooler: see [below](#behind-a-connection-pooler)) |
+//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | as `statement_timeout` | server setting `idle_in_transaction_session_timeout`, sent at connect (behind a pooler: see [below](#behind-a-connection-pooler)) |
 //! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | 10 ms to 24 h | how often the reaper runs |
 //! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | printable ASCII, at most 63 bytes (what the server keeps) | server setting `application_name` (shown in `pg_stat_activity`) |
-//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | | `false` sends `voidrunner.notify_events=off` at connect: this pool's changes send no execution events |
+//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | | `false` sends `voidrunner.notify_events=off` at connect (behind a pooler: see [below](#behind-a-connection-pooler)): this pool's changes send no execution events |
 //! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | 10 ms to 10 min | server setting `lock_timeout` of the migration session |
 //! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | 0 to 100 | retries of a migration that hit the lock timeout |
 //! | [`slow_statement`](DbConfig::slow_statement) | `VOIDRUNNER_DB_SLOW_STATEMENT` | `1s` | 1 ms to 24 h, or `off` | a `WARN` event `slow statement` (duration and SQL, never parameters) for repository statements that take longer |
@@ -28,6 +28,8 @@
 //! | [`ssl_root_cert`](DbConfig::ssl_root_cert) | `VOIDRUNNER_DB_SSLROOTCERT` | none: the system's roots | a PEM file of CA certificates, or `system` | the CAs a server certificate must chain to; the URL's `sslrootcert` |
 //! | [`ssl_cert`](DbConfig::ssl_cert) | `VOIDRUNNER_DB_SSLCERT` | none | a PEM file: the client certificate (and its intermediates) | client certificate for `cert` authentication; the URL's `sslcert` |
 //! | [`ssl_key`](DbConfig::ssl_key) | `VOIDRUNNER_DB_SSLKEY` | none | a PEM file (PKCS#8, PKCS#1 or SEC1), mode 0600 (or 0640 owned by root) | the client certificate's private key; the URL's `sslkey` |
+//! | [`pooler`](DbConfig::pooler) | `VOIDRUNNER_DB_POOLER` | `direct` | `direct`, `session`, `transaction` | what `url` points at: the server (or a pooler that passes startup options), or a PgBouncer-style pooler in session or transaction mode (see [below](#behind-a-connection-pooler)) |
+//! | `direct_url` ([`DbConfig::set_direct_url`]) | `VOIDRUNNER_DB_DIRECT_URL` | none | URL or `key=value` form | a connection to the server itself (or a session-mode pooler) for migrations, their advisory lock and LISTEN |
 //!
 //! A value outside its range is an [`Error::Config`] naming the field, from
 //! [`DbConfig::validate`], which [`from_env`](DbConfig::from_env),
@@ -41,8 +43,45 @@
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
 //! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
 //! retire a connection, and `statement_timeout` and
-//! `idle_in_transaction_timeout` are not sent at all, for poolers such as
-//! PgBouncer that refuse startup options.
+//! `idle_in_transaction_timeout` are not sent at all.
+//!
+//! # Behind a connection pooler
+//!
+//! By default ([`PoolerMode::Direct`]) the pool connects to the server
+//! itself: session settings travel as startup `options`, and every
+//! repository statement is a named prepared statement, cached per
+//! connection. A pooler such as PgBouncer refuses startup `options`
+//! (`unsupported startup parameter: options`, reported as an
+//! [`Error::Config`] that says to set the pooler mode), and in transaction
+//! mode it also hands each transaction (or lone statement) to whichever
+//! server connection is free, so no session state survives from one to the
+//! next: named statements, session settings, advisory locks and LISTEN.
+//!
+//! - [`PoolerMode::Session`]: no startup options; the session settings
+//!   (`statement_timeout`, `idle_in_transaction_session_timeout`,
+//!   `voidrunner.notify_events`) are sent with `SET` once per new
+//!   connection instead. Everything else works as in `Direct` mode: a
+//!   session-mode pooler keeps one server connection per client
+//!   connection.
+//! - [`PoolerMode::Transaction`]: no startup options, and no session state
+//!   relied on. Every statement is sent unnamed, with its parameter types
+//!   declared, in one round trip (`Parse`/`Bind`/`Execute`/`Sync`): no
+//!   server-side statement outlives it. The session settings are set with
+//!   `SET LOCAL` in the same message as the `BEGIN` of every transaction the
+//!   crate opens; for the statements it sends outside a transaction, make
+//!   them settings of the role (`ALTER ROLE app SET statement_timeout =
+//!   '30s'`, and likewise `idle_in_transaction_session_timeout` and
+//!   `voidrunner.notify_events`). COPY ([`TaskRepository::import`](crate::TaskRepository::import))
+//!   runs inside a transaction of its own. Migrations, which hold a session
+//!   advisory lock, and LISTEN need a session: they use the direct URL
+//!   ([`DbConfig::set_direct_url`]), and without one
+//!   [`Database::migrate`](crate::Database::migrate) and
+//!   [`Database::subscribe`](crate::Database::subscribe) fail with an
+//!   [`Error::Config`] ([`Database::subscribe_polling`](crate::Database::subscribe_polling)
+//!   works through the pooler).
+//!
+//! Whatever the mode, a direct URL, when set, is what migrations and LISTEN
+//! use.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -104,15 +143,18 @@ pub struct DbConfig {
     /// to 24 hours ([`POOL_TIMEOUT_RANGE`]).
     pub recycle_timeout: Duration,
     /// Server-side `statement_timeout` of every pooled connection. Default
-    /// 30 seconds; `None` does not send the setting. From 1 ms to
+    /// 30 seconds; `None` does not send the setting. Sent as a startup
+    /// option; behind a pooler as `SET` per connection (session mode) or
+    /// `SET LOCAL` in the crate's transactions (transaction mode: make it a
+    /// role setting for the statements outside them). From 1 ms to
     /// `i32::MAX` ms, about 24.8 days ([`SERVER_TIMEOUT_RANGE`]): the server
     /// counts in whole milliseconds and takes 0 to mean "no timeout", so
     /// anything shorter than 1 ms is refused rather than sent as 0, and a
     /// fraction of a millisecond is rounded up (1.5 ms is sent as 2 ms).
     pub statement_timeout: Option<Duration>,
     /// Server-side `idle_in_transaction_session_timeout`. Default 60 seconds;
-    /// `None` does not send the setting. Same range and rounding as
-    /// [`statement_timeout`](Self::statement_timeout).
+    /// `None` does not send the setting. Same range, rounding and way of
+    /// sending as [`statement_timeout`](Self::statement_timeout).
     pub idle_in_transaction_timeout: Option<Duration>,
     /// How often the background reaper retires old and idle connections and
     /// refills the pool to its minimum. Default 30 seconds; 10 ms to 24
@@ -124,8 +166,9 @@ pub struct DbConfig {
     /// [`crate::events`]). Default true. NOTIFY serialises the commits of
     /// the transactions that send one, so a busy fleet that does not listen
     /// can turn it off (`-c voidrunner.notify_events=off` is sent at
-    /// connect; behind a pooler that refuses startup options, set it with
-    /// `ALTER ROLE … SET voidrunner.notify_events = off` instead).
+    /// connect; behind a pooler, as [`statement_timeout`](Self::statement_timeout)
+    /// is: in transaction mode only the crate's transactions get it, so set
+    /// it with `ALTER ROLE … SET voidrunner.notify_events = off` as well).
     pub notify_events: bool,
     /// `lock_timeout` of the session that applies or reverts migrations
     /// (see [`crate::migrate`]). A migration statement that waits longer
@@ -179,6 +222,95 @@ pub struct DbConfig {
     /// readable by group or others (mode 0600), or at most by group when
     /// owned by root (0640).
     pub ssl_key: Option<PathBuf>,
+    /// What `url` points at: the server itself ([`PoolerMode::Direct`], the
+    /// default), or a pooler in session or transaction mode. See
+    /// [Behind a connection pooler](self#behind-a-connection-pooler).
+    pub pooler: PoolerMode,
+    /// A connection to the server itself (or a session-mode pooler), for
+    /// what needs a session of its own: migrations and their advisory lock,
+    /// and LISTEN. Parsed and redacted like `url`.
+    direct: Option<tokio_postgres::Config>,
+}
+
+/// What the connection URL of a [`DbConfig`] points at, which decides how
+/// the crate talks to it (see
+/// [Behind a connection pooler](self#behind-a-connection-pooler)).
+///
+/// Written `direct`, `session` or `transaction` in
+/// `VOIDRUNNER_DB_POOLER` and in serde sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum PoolerMode {
+    /// The server itself, or a pooler that passes startup options through
+    /// and keeps a session per connection: session settings are startup
+    /// options, statements are named and cached per connection.
+    #[default]
+    Direct,
+    /// A pooler in session mode (PgBouncer `pool_mode = session`): a server
+    /// connection per client connection, but no startup options. Session
+    /// settings are sent with `SET` when a connection is opened.
+    Session,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`):
+    /// consecutive transactions of one client connection may run on
+    /// different server connections. Statements are sent unnamed with
+    /// declared parameter types; session settings become `SET LOCAL` in the
+    /// crate's transactions (and role settings outside them); migrations
+    /// and LISTEN need [`DbConfig::set_direct_url`].
+    Transaction,
+}
+
+impl PoolerMode {
+    /// The name used in `VOIDRUNNER_DB_POOLER`: `direct`, `session` or
+    /// `transaction`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolerMode::Direct => "direct",
+            PoolerMode::Session => "session",
+            PoolerMode::Transaction => "transaction",
+        }
+    }
+
+    /// Whether statements are prepared with a name and cached per
+    /// connection (every mode but [`Transaction`](Self::Transaction)).
+    pub fn named_statements(self) -> bool {
+        self != PoolerMode::Transaction
+    }
+
+    /// Whether session settings are sent as startup options (only
+    /// [`Direct`](Self::Direct): poolers refuse them).
+    pub fn startup_options(self) -> bool {
+        self == PoolerMode::Direct
+    }
+}
+
+impl fmt::Display for PoolerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PoolerMode {
+    fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "direct" => Ok(PoolerMode::Direct),
+            "session" => Ok(PoolerMode::Session),
+            "transaction" => Ok(PoolerMode::Transaction),
+            other => Err(format!(
+                "`{other}` is not a pooler mode (direct, session or transaction)"
+            )),
+        }
+    }
+}
+
+impl FromStr for PoolerMode {
+    type Err = Error;
+
+    /// `direct`, `session` or `transaction`; anything else is an
+    /// [`Error::Config`].
+    fn from_str(text: &str) -> Result<Self> {
+        Self::parse(text).map_err(Error::config)
+    }
 }
 
 /// libpq's `sslmode`: whether a connection uses TLS and what it checks of
@@ -435,6 +567,8 @@ impl DbConfig {
             ssl_root_cert: ssl.root_cert,
             ssl_cert: ssl.cert,
             ssl_key: ssl.key,
+            pooler: PoolerMode::default(),
+            direct: None,
         })
     }
 
@@ -450,26 +584,40 @@ impl DbConfig {
         let url = lookup(DATABASE_URL_ENV)
             .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| Error::config(format!("{DATABASE_URL_ENV} is not set")))?;
+        // Read before the URL is parsed: they override its `sslmode` and
+        // paths, and `sslrootcert=system` from either makes verify-full
+        // the default.
+        let ssl = ssl_from_lookup(&lookup)?;
+        Self::from_parts(&url, ssl)?.overlay_lookup(lookup)
+    }
+
+    /// These settings with every `VOIDRUNNER_DB_*` variable `lookup` finds
+    /// applied over them (`DATABASE_URL` is not read), then validated: what
+    /// the test harness does with the server it found.
+    pub(crate) fn overlay_lookup(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut config = self;
+        let ssl = ssl_from_lookup(&lookup)?;
+        if ssl.given() {
+            let system = ssl.root_cert.as_deref() == Some(Path::new(SYSTEM_ROOTS));
+            let current = SslSettings {
+                // `sslrootcert=system` without a mode makes verify-full the
+                // default, as it does in a URL.
+                mode: (!(system && ssl.mode.is_none())).then_some(config.ssl_mode),
+                root_cert: config.ssl_root_cert.take(),
+                cert: config.ssl_cert.take(),
+                key: config.ssl_key.take(),
+            };
+            let merged = ssl.over(current);
+            config.ssl_mode = merged.mode();
+            config.ssl_root_cert = merged.root_cert;
+            config.ssl_cert = merged.cert;
+            config.ssl_key = merged.key;
+        }
         let var = |suffix: &str| {
             let name = format!("VOIDRUNNER_DB_{suffix}");
             lookup(&name).map(|value| (name, value))
         };
         let bad = |name: &str, message: String| Error::config(format!("{name}: {message}"));
-        // Read before the URL is parsed: they override its `sslmode` and
-        // paths, and `sslrootcert=system` from either makes verify-full
-        // the default.
-        let mut ssl = SslSettings::default();
-        for (suffix, key) in [
-            ("SSLMODE", "sslmode"),
-            ("SSLROOTCERT", "sslrootcert"),
-            ("SSLCERT", "sslcert"),
-            ("SSLKEY", "sslkey"),
-        ] {
-            if let Some((name, v)) = var(suffix).filter(|(_, v)| !v.trim().is_empty()) {
-                ssl.set(key, v).map_err(|e| bad(&name, without_prefix(e)))?;
-            }
-        }
-        let mut config = Self::from_parts(&url, ssl)?;
 
         if let Some((name, v)) = var("MAX_CONNECTIONS") {
             config.max_connections = v.trim().parse().map_err(|e| bad(&name, format!("{e}")))?;
@@ -511,6 +659,13 @@ impl DbConfig {
         if let Some((_, v)) = var("APPLICATION_NAME") {
             config.application_name = v;
         }
+        if let Some((name, v)) = var("POOLER") {
+            config.pooler = PoolerMode::parse(&v).map_err(|e| bad(&name, e))?;
+        }
+        if let Some((name, v)) = var("DIRECT_URL").filter(|(_, v)| !v.trim().is_empty()) {
+            // The parse error never quotes the URL (it may hold a password).
+            config.direct = Some(parse_direct_url(&v).map_err(|e| bad(&name, e.to_string()))?);
+        }
         if let Some((name, v)) = var("NOTIFY_EVENTS") {
             config.notify_events = match v.trim() {
                 "true" | "on" | "1" => true,
@@ -522,11 +677,99 @@ impl DbConfig {
         Ok(config)
     }
 
-    /// The same settings against another database of the same server.
+    /// The same settings against another database of the same server (and
+    /// of the direct URL's server, if set).
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut config = self.clone();
         config.connection.dbname(dbname);
+        if let Some(direct) = &mut config.direct {
+            direct.dbname(dbname);
+        }
         config
+    }
+
+    /// Sets the direct URL (`postgres://…` or the `key=value` form): a
+    /// connection to the server itself, or to a session-mode pooler, for
+    /// migrations, their advisory lock and LISTEN (see
+    /// [Behind a connection pooler](self#behind-a-connection-pooler)).
+    /// Fails with [`Error::Config`] when it does not parse; the error never
+    /// quotes it.
+    pub fn set_direct_url(&mut self, url: &str) -> Result<()> {
+        self.direct = Some(parse_direct_url(url)?);
+        Ok(())
+    }
+
+    /// Forgets the direct URL: migrations and LISTEN then use `url`.
+    pub fn clear_direct_url(&mut self) {
+        self.direct = None;
+    }
+
+    /// The same settings against the direct URL, as a connection to the
+    /// server itself ([`PoolerMode::Direct`], no direct URL of its own);
+    /// `None` when no direct URL is set. For a pool of its own that needs
+    /// sessions, next to one through the pooler.
+    pub fn direct_config(&self) -> Option<DbConfig> {
+        let direct = self.direct.clone()?;
+        Some(DbConfig {
+            connection: direct,
+            pooler: PoolerMode::Direct,
+            direct: None,
+            ..self.clone()
+        })
+    }
+
+    /// The driver configuration of the direct URL, if set.
+    pub fn direct_pg_config(&self) -> Option<&tokio_postgres::Config> {
+        self.direct.as_ref()
+    }
+
+    /// Mutable access to the direct URL's driver configuration, if set, e.g.
+    /// to set a password read from a secret store.
+    pub fn direct_pg_config_mut(&mut self) -> Option<&mut tokio_postgres::Config> {
+        self.direct.as_mut()
+    }
+
+    /// The same settings through a pooler listening on `host:port` in
+    /// `mode`: `url` points there (same user, password and database), and
+    /// the direct URL at what `url` was. For the test harness's PgBouncer.
+    #[cfg(feature = "test-support")]
+    pub(crate) fn through_pooler(&self, host: &str, port: u16, mode: PoolerMode) -> DbConfig {
+        let original = &self.connection;
+        // The pooler's address replaces every host of the original.
+        let mut through = tokio_postgres::Config::new();
+        through.host(host).port(port);
+        if let Some(user) = original.get_user() {
+            through.user(user);
+        }
+        if let Some(password) = original.get_password() {
+            through.password(password);
+        }
+        if let Some(dbname) = original.get_dbname() {
+            through.dbname(dbname);
+        }
+        if let Some(name) = original.get_application_name() {
+            through.application_name(name);
+        }
+        DbConfig {
+            connection: through,
+            pooler: mode,
+            direct: Some(original.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Fails with [`Error::Config`] when `what` needs a session of its own
+    /// (an advisory lock, LISTEN) that neither `url` (a transaction-mode
+    /// pooler) nor a direct URL gives.
+    pub(crate) fn require_session(&self, what: &str) -> Result<()> {
+        if self.pooler == PoolerMode::Transaction && self.direct.is_none() {
+            return Err(Error::config(format!(
+                "{what} needs a session of its own, which a transaction-mode pooler does not keep: \
+                 set a direct URL to the server or a session-mode pooler \
+                 (VOIDRUNNER_DB_DIRECT_URL, DbConfig::set_direct_url)"
+            )));
+        }
+        Ok(())
     }
 
     /// The driver configuration (hosts, user, database…). Its TLS mode is
@@ -642,6 +885,16 @@ impl DbConfig {
         if self.application_name.contains('\0') {
             return Err(Error::config("application_name contains a NUL character"));
         }
+        if let Some(name) = self.direct.as_ref().and_then(|d| d.get_application_name()) {
+            application_name_fits(name)?;
+        }
+        if !self.pooler.startup_options() && self.connection.get_options().is_some() {
+            return Err(Error::config(format!(
+                "the URL sets `options`, which a pooler refuses at connect (pooler mode {}): \
+                 make those settings settings of the role (ALTER ROLE … SET …) instead",
+                self.pooler
+            )));
+        }
         self.validate_tls()
     }
 
@@ -689,13 +942,41 @@ impl DbConfig {
     }
 
     /// The driver configuration a pooled connection uses: the URL's settings
-    /// plus the session settings and timeouts of this config.
+    /// plus, in [`PoolerMode::Direct`], the session settings and timeouts
+    /// of this config as startup options (poolers refuse them; see
+    /// [`session_settings`](Self::session_settings)).
     pub(crate) fn pooled_pg_config(&self) -> tokio_postgres::Config {
-        let mut pg = self.dedicated_pg_config();
+        let mut pg = self.connection.clone();
+        pg.connect_timeout(self.connect_timeout);
+        // The URL's TLS keys were taken out of `connection`: the mode in
+        // force is `ssl_mode`, for the pool as for every connection.
+        pg.ssl_mode(self.ssl_mode.driver_mode());
+        if pg.get_application_name().is_none() {
+            pg.application_name(&self.application_name);
+        }
+        if !self.pooler.startup_options() {
+            return pg;
+        }
         let mut options = pg.get_options().unwrap_or_default().to_owned();
-        // Whole milliseconds, the server's unit for both settings, rounded
-        // up: rounding down would turn 500 µs into 0, which is "off".
-        // `validate` keeps the result within 1..=i32::MAX.
+        for (setting, value) in self.session_settings() {
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str(&format!("-c {setting}={value}"));
+        }
+        if !options.is_empty() {
+            pg.options(options);
+        }
+        pg
+    }
+
+    /// The server settings every pooled session gets: the timeouts (in
+    /// whole milliseconds, the server's unit for both, rounded up: rounding
+    /// down would turn 500 µs into 0, which is "off"; `validate` keeps them
+    /// within 1..=i32::MAX) and the event switch. Values are digits or
+    /// `off`, so they need no quoting in `-c` or `SET`.
+    pub(crate) fn session_settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = Vec::new();
         for (setting, value) in [
             ("statement_timeout", self.statement_timeout),
             (
@@ -704,28 +985,52 @@ impl DbConfig {
             ),
         ] {
             if let Some(value) = value {
-                if !options.is_empty() {
-                    options.push(' ');
-                }
-                options.push_str(&format!("-c {setting}={}", whole_millis_up(value)));
+                settings.push((setting, whole_millis_up(value).to_string()));
             }
         }
         if !self.notify_events {
-            if !options.is_empty() {
-                options.push(' ');
-            }
-            options.push_str("-c voidrunner.notify_events=off");
+            settings.push(("voidrunner.notify_events", "off".to_owned()));
         }
-        if !options.is_empty() {
-            pg.options(options);
+        settings
+    }
+
+    /// `SET` (or `SET LOCAL`) statements of the session settings, each
+    /// followed by `;`; empty when there are none.
+    fn settings_sql(&self, local: bool) -> String {
+        let verb = if local { "SET LOCAL" } else { "SET" };
+        self.session_settings()
+            .into_iter()
+            .map(|(setting, value)| format!("{verb} {setting} = {value}; "))
+            .collect()
+    }
+
+    /// What a new pooled connection runs once, in
+    /// [`PoolerMode::Session`]: the session settings with `SET` (they could
+    /// not be startup options). `None` in the other modes or when there is
+    /// nothing to set.
+    pub(crate) fn connect_sql(&self) -> Option<String> {
+        let sql = self.settings_sql(false);
+        (self.pooler == PoolerMode::Session && !sql.is_empty()).then_some(sql)
+    }
+
+    /// `begin` (a `BEGIN …` statement) followed, in
+    /// [`PoolerMode::Transaction`], by `SET LOCAL` of the session settings,
+    /// as one simple-query batch: one round trip, and the settings hold for
+    /// exactly this transaction, whichever server connection runs it.
+    pub(crate) fn begin_sql(&self, begin: &str) -> String {
+        if self.pooler != PoolerMode::Transaction {
+            return begin.to_owned();
         }
-        pg
+        format!("{begin}; {}", self.settings_sql(true))
+            .trim_end_matches([' ', ';'])
+            .to_owned()
     }
 
     /// The driver configuration of a connection outside the pool (migrations,
-    /// listeners): no statement timeout, because a migration may run long.
+    /// listeners): the direct URL if set, else `url`; no statement timeout,
+    /// because a migration may run long.
     pub(crate) fn dedicated_pg_config(&self) -> tokio_postgres::Config {
-        let mut pg = self.connection.clone();
+        let mut pg = self.direct.as_ref().unwrap_or(&self.connection).clone();
         pg.connect_timeout(self.connect_timeout);
         pg.ssl_mode(self.ssl_mode.driver_mode());
         if pg.get_application_name().is_none() {
@@ -737,43 +1042,53 @@ impl DbConfig {
     /// `host:port/dbname` for logs and messages, every host of a multi-host
     /// URL in order (`a:5432,b:5433/db`); never includes credentials.
     pub fn display_target(&self) -> String {
-        let pg = &self.connection;
-        let hosts: Vec<String> = pg
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                // Set through `pg_config_mut`, past the URL check: a host
-                // holding '@' may hold part of a password.
-                tokio_postgres::config::Host::Tcp(name) if name.contains('@') => {
-                    "<redacted>".to_owned()
-                }
-                tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-            })
-            .collect();
-        let hostaddrs = pg.get_hostaddrs();
-        let ports = pg.get_ports();
-        // The driver pairs the i-th host (or hostaddr) with the i-th port,
-        // or with the only port given, or 5432.
-        let count = hosts.len().max(hostaddrs.len()).max(1);
-        let targets: Vec<String> = (0..count)
-            .map(|i| {
-                let host = hosts
-                    .get(i)
-                    .cloned()
-                    .or_else(|| hostaddrs.get(i).map(|a| a.to_string()))
-                    .unwrap_or_else(|| "localhost".to_owned());
-                let port = match ports {
-                    [one] => *one,
-                    many => many.get(i).copied().unwrap_or(5432),
-                };
-                format!("{host}:{port}")
-            })
-            .collect();
-        let db = pg.get_dbname().or(pg.get_user()).unwrap_or("");
-        format!("{}/{db}", targets.join(","))
+        target_of(&self.connection)
     }
+
+    /// [`display_target`](Self::display_target) of the direct URL, if set.
+    pub fn display_direct_target(&self) -> Option<String> {
+        self.direct.as_ref().map(target_of)
+    }
+}
+
+/// `host:port/dbname` of a driver configuration, every host of a
+/// multi-host URL in order (`a:5432,b:5433/db`), without credentials.
+fn target_of(pg: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            // Set through `pg_config_mut`, past the URL check: a host
+            // holding '@' may hold part of a password.
+            tokio_postgres::config::Host::Tcp(name) if name.contains('@') => {
+                "<redacted>".to_owned()
+            }
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let hostaddrs = pg.get_hostaddrs();
+    let ports = pg.get_ports();
+    // The driver pairs the i-th host (or hostaddr) with the i-th port, or
+    // with the only port given, or 5432.
+    let count = hosts.len().max(hostaddrs.len()).max(1);
+    let targets: Vec<String> = (0..count)
+        .map(|i| {
+            let host = hosts
+                .get(i)
+                .cloned()
+                .or_else(|| hostaddrs.get(i).map(|a| a.to_string()))
+                .unwrap_or_else(|| "localhost".to_owned());
+            let port = match ports {
+                [one] => *one,
+                many => many.get(i).copied().unwrap_or(5432),
+            };
+            format!("{host}:{port}")
+        })
+        .collect();
+    let db = pg.get_dbname().or(pg.get_user()).unwrap_or("");
+    format!("{}/{db}", targets.join(","))
 }
 
 impl fmt::Debug for DbConfig {
@@ -808,6 +1123,16 @@ impl fmt::Debug for DbConfig {
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("ssl_cert", &self.ssl_cert)
             .field("ssl_key", &self.ssl_key)
+            .field("pooler", &self.pooler)
+            .field("direct_target", &self.display_direct_target())
+            .field(
+                "direct_password",
+                &self
+                    .direct
+                    .as_ref()
+                    .and_then(|d| d.get_password())
+                    .map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -851,6 +1176,11 @@ struct SslSettings {
 impl SslSettings {
     /// `self`'s values where it has them, else `under`'s: the environment
     /// and serde fields override the URL.
+    /// Whether any TLS setting was given.
+    fn given(&self) -> bool {
+        self.mode.is_some() || self.root_cert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
     fn over(self, under: SslSettings) -> SslSettings {
         SslSettings {
             mode: self.mode.or(under.mode),
@@ -919,6 +1249,39 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, SslSettings)> {
         ));
     }
     Ok((config, ssl))
+}
+
+/// The `VOIDRUNNER_DB_SSL*` variables `lookup` finds.
+fn ssl_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<SslSettings> {
+    let mut ssl = SslSettings::default();
+    for (suffix, key) in [
+        ("SSLMODE", "sslmode"),
+        ("SSLROOTCERT", "sslrootcert"),
+        ("SSLCERT", "sslcert"),
+        ("SSLKEY", "sslkey"),
+    ] {
+        let name = format!("VOIDRUNNER_DB_{suffix}");
+        if let Some(v) = lookup(&name).filter(|v| !v.trim().is_empty()) {
+            ssl.set(key, v)
+                .map_err(|e| Error::config(format!("{name}: {}", without_prefix(e))))?;
+        }
+    }
+    Ok(ssl)
+}
+
+/// The direct URL: the TLS settings of the configuration apply to it as to
+/// every connection, so TLS keys of its own would be silently ignored, and
+/// are refused instead.
+fn parse_direct_url(url: &str) -> Result<tokio_postgres::Config> {
+    let (config, ssl) = parse_url(url)?;
+    if ssl.given() {
+        return Err(Error::config(
+            "the direct URL sets TLS keys (sslmode, sslrootcert, sslcert, sslkey): the TLS \
+             settings of the main URL and the VOIDRUNNER_DB_SSL* variables apply to every \
+             connection, the direct one included; set them there",
+        ));
+    }
+    Ok(config)
 }
 
 /// Taking the TLS keys out of a connection string, in the two forms the
@@ -1132,7 +1495,7 @@ mod de {
 
     use serde::{Deserialize, Deserializer};
 
-    use super::{DbConfig, SslMode, SslSettings, defaults, duration};
+    use super::{DbConfig, PoolerMode, SslMode, SslSettings, defaults, duration};
     use crate::error::Error;
 
     #[derive(Deserialize)]
@@ -1183,6 +1546,21 @@ mod de {
         ssl_cert: Option<PathBuf>,
         #[serde(default)]
         ssl_key: Option<PathBuf>,
+        #[serde(default)]
+        pooler: PoolerMode,
+        #[serde(default, deserialize_with = "optional_url")]
+        direct_url: Option<tokio_postgres::Config>,
+    }
+
+    fn optional_url<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<tokio_postgres::Config>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(url) if !url.trim().is_empty() => super::parse_direct_url(&url)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            _ => Ok(None),
+        }
     }
 
     fn url<'de, D: Deserializer<'de>>(
@@ -1226,6 +1604,8 @@ mod de {
                 ssl_root_cert: ssl.root_cert,
                 ssl_cert: ssl.cert,
                 ssl_key: ssl.key,
+                pooler: f.pooler,
+                direct: f.direct_url,
             })
         }
     }
@@ -1893,5 +2273,159 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("tls-rustls"), "{refused}: {err}");
         }
+    }
+
+    #[test]
+    fn pooler_settings_come_from_the_environment() {
+        let c = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://app:pool-pw@pgbouncer:6432/vr"),
+            ("VOIDRUNNER_DB_POOLER", "transaction"),
+            (
+                "VOIDRUNNER_DB_DIRECT_URL",
+                "postgres://app:direct-pw@db.internal:5432/vr",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.pooler, PoolerMode::Transaction);
+        assert_eq!(c.display_target(), "pgbouncer:6432/vr");
+        assert_eq!(
+            c.display_direct_target().as_deref(),
+            Some("db.internal:5432/vr")
+        );
+        // Dedicated connections (migrations, LISTEN) use the direct URL.
+        assert_eq!(c.dedicated_pg_config().get_ports(), &[5432]);
+        assert_eq!(c.pooled_pg_config().get_ports(), &[6432]);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pool-pw") && !shown.contains("direct-pw"),
+            "{shown}"
+        );
+        assert!(shown.contains("db.internal:5432/vr"), "{shown}");
+        // Another database of the same servers: both URLs follow.
+        let other = c.with_dbname("other");
+        assert_eq!(
+            other.display_direct_target().as_deref(),
+            Some("db.internal:5432/other")
+        );
+        let direct = other.direct_config().unwrap();
+        assert_eq!(direct.pooler, PoolerMode::Direct);
+        assert_eq!(direct.display_target(), "db.internal:5432/other");
+        assert!(direct.direct_pg_config().is_none());
+
+        for (var, value) in [
+            ("VOIDRUNNER_DB_POOLER", "statement"),
+            (
+                "VOIDRUNNER_DB_DIRECT_URL",
+                "postgres://app:s3cr3t@host:notaport/vr",
+            ),
+        ] {
+            let err = DbConfig::from_lookup(lookup(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                (var, value),
+            ]))
+            .unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{err:?}");
+            assert!(err.to_string().contains(var), "{err}");
+            assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        }
+        // Empty means unset.
+        let c = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_DIRECT_URL", " "),
+        ]))
+        .unwrap();
+        assert!(c.direct_pg_config().is_none());
+        assert_eq!(c.pooler, PoolerMode::Direct);
+        assert_eq!(
+            "session".parse::<PoolerMode>().unwrap(),
+            PoolerMode::Session
+        );
+        assert!("bogus".parse::<PoolerMode>().is_err());
+    }
+
+    #[test]
+    fn behind_a_pooler_no_startup_options_are_sent() {
+        let mut c = DbConfig::from_url("postgres://u@pgbouncer:6432/db").unwrap();
+        c.notify_events = false;
+        assert!(c.pooled_pg_config().get_options().is_some());
+        assert_eq!(c.connect_sql(), None);
+        assert_eq!(c.begin_sql("BEGIN"), "BEGIN");
+
+        c.pooler = PoolerMode::Session;
+        assert_eq!(c.pooled_pg_config().get_options(), None);
+        assert_eq!(
+            c.connect_sql().as_deref(),
+            Some(
+                "SET statement_timeout = 30000; SET idle_in_transaction_session_timeout = 60000; \
+                 SET voidrunner.notify_events = off; "
+            )
+        );
+        assert_eq!(c.begin_sql("BEGIN"), "BEGIN");
+
+        c.pooler = PoolerMode::Transaction;
+        assert_eq!(c.pooled_pg_config().get_options(), None);
+        assert_eq!(c.connect_sql(), None);
+        assert_eq!(
+            c.begin_sql("BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE"),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE; SET LOCAL statement_timeout = 30000; \
+             SET LOCAL idle_in_transaction_session_timeout = 60000; \
+             SET LOCAL voidrunner.notify_events = off"
+        );
+        c.statement_timeout = None;
+        c.idle_in_transaction_timeout = None;
+        c.notify_events = true;
+        assert_eq!(c.begin_sql("BEGIN"), "BEGIN");
+    }
+
+    #[test]
+    fn pooler_modes_need_what_they_need() {
+        let mut c =
+            DbConfig::from_url("postgres://u@pgbouncer:6432/db?options=-c%20search_path%3Dapp")
+                .unwrap();
+        c.validate().unwrap();
+        for mode in [PoolerMode::Session, PoolerMode::Transaction] {
+            c.pooler = mode;
+            let err = c.validate().unwrap_err();
+            assert!(err.to_string().contains("ALTER ROLE"), "{err}");
+        }
+        let mut c = DbConfig::from_url("postgres://u@pgbouncer:6432/db").unwrap();
+        c.pooler = PoolerMode::Transaction;
+        let err = c.require_session("migrating").unwrap_err();
+        assert!(matches!(err, Error::Config { .. }));
+        assert!(
+            err.to_string().contains("VOIDRUNNER_DB_DIRECT_URL"),
+            "{err}"
+        );
+        c.set_direct_url("postgres://u@db:5432/db").unwrap();
+        c.require_session("migrating").unwrap();
+        c.clear_direct_url();
+        c.pooler = PoolerMode::Session;
+        c.require_session("migrating").unwrap();
+        assert!(
+            c.set_direct_url("postgres://u:s3cr3t@db:notaport/db")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn pooler_settings_deserialise() {
+        let c: DbConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgres://u@pgbouncer:6432/db",
+            "pooler": "transaction",
+            "direct_url": "postgres://u@db:5432/db"
+        }))
+        .unwrap();
+        assert_eq!(c.pooler, PoolerMode::Transaction);
+        assert_eq!(c.display_direct_target().as_deref(), Some("db:5432/db"));
+        let c: DbConfig =
+            serde_json::from_value(serde_json::json!({"url": "postgres://u@h/db"})).unwrap();
+        assert_eq!((c.pooler, c.direct_pg_config()), (PoolerMode::Direct, None));
+        assert!(
+            serde_json::from_value::<DbConfig>(serde_json::json!({
+                "url": "postgres://u@h/db",
+                "pooler": "statement"
+            }))
+            .is_err()
+        );
     }
 }

@@ -28,16 +28,24 @@ pub type PooledClient = deadpool_postgres::Object;
 /// cancelling whatever statement its server session is still running: a
 /// session whose state nobody can vouch for (a call or transaction dropped
 /// half-way) must neither serve another caller nor keep working, holding
-/// locks, for a caller that is gone. The cancel request goes out with the
-/// pool's TLS settings (`tls`): a server that accepts only TLS would not
-/// hear a plaintext one.
-pub(crate) fn discard(client: PooledClient, tls: Tls) {
+/// locks, for a caller that is gone. The cancel request goes out as
+/// `route` says: with the pool's TLS settings (a server that accepts only
+/// TLS would not hear a plaintext one), or, behind a pooler, on a socket
+/// that waits for the pooler to finish with it (see `crate::cancel`).
+pub(crate) fn discard(client: PooledClient, route: CancelRoute) {
     let client = deadpool_postgres::Object::take(client);
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let token = client.cancel_token();
             runtime.spawn(async move {
-                if let Err(err) = token.cancel_query(tls).await {
+                let cancelled = match route.pooler {
+                    None => token
+                        .cancel_query(route.tls)
+                        .await
+                        .map_err(std::io::Error::other),
+                    Some(pg) => crate::cancel::through_pooler(&token, &pg).await,
+                };
+                if let Err(err) = cancelled {
                     tracing::debug!(error = %err, "cancelling the discarded session's statement failed");
                 }
                 // Closing the connection ends the session: the server rolls
@@ -49,18 +57,36 @@ pub(crate) fn discard(client: PooledClient, tls: Tls) {
     }
 }
 
+/// How the cancel request of a [`discard`]ed connection reaches the
+/// server: the pool's TLS, and the pooler's address when one is in front.
+#[derive(Clone)]
+pub(crate) struct CancelRoute {
+    tls: Tls,
+    pooler: Option<Arc<tokio_postgres::Config>>,
+}
+
+impl std::fmt::Debug for CancelRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pooler's configuration may hold a password: only whether
+        // there is one.
+        f.debug_struct("CancelRoute")
+            .field("through_pooler", &self.pooler.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Closes a connection whose server refused a write as read-only (25006),
 /// and every idle connection of its pool: they were opened to the same
 /// server, a standby now or a primary a failover demoted. The next checkout
 /// connects afresh, and a multi-host URL with
 /// `target_session_attrs=read-write` finds the new primary; without this the
 /// pool would keep handing out sessions that can never write.
-pub(crate) fn retire_read_only(client: PooledClient, tls: Tls) {
+pub(crate) fn retire_read_only(client: PooledClient, route: CancelRoute) {
     tracing::warn!("the server is read-only; closing its pooled connections");
     if let Some(pool) = deadpool_postgres::Object::pool(&client) {
         pool.retain(|_, _| false);
     }
-    discard(client, tls);
+    discard(client, route);
 }
 
 /// Pool statistics, from [`Database::pool_status`].
@@ -122,6 +148,8 @@ struct Inner {
     connector: Connector,
     /// Held by [`fill`], shared with the reaper.
     filling: Arc<tokio::sync::Mutex<()>>,
+    /// Where the pool connects, when that is a pooler (see [`discard`]).
+    pooler_route: Option<Arc<tokio_postgres::Config>>,
     // Dropping the sender (with the last Database clone) stops the reaper.
     _reaper_stop: oneshot::Sender<()>,
 }
@@ -179,8 +207,11 @@ impl Database {
     fn build(config: DbConfig, warm_now: bool) -> Result<Self> {
         config.validate()?;
         let connector = Connector::new(&config)?;
+        let pooled = config.pooled_pg_config();
+        let pooler_route =
+            (config.pooler != crate::config::PoolerMode::Direct).then(|| Arc::new(pooled.clone()));
         let manager = Manager::from_config(
-            config.pooled_pg_config(),
+            pooled,
             connector.tls(),
             ManagerConfig {
                 // Fast: a returned connection is only checked for being
@@ -189,6 +220,9 @@ impl Database {
             },
         );
         let max_lifetime = config.max_lifetime;
+        // Behind a session-mode pooler the session settings cannot be
+        // startup options: each new connection sets them once instead.
+        let connect_sql: Option<Arc<str>> = config.connect_sql().map(Arc::from);
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
             .runtime(Runtime::Tokio1)
@@ -203,6 +237,18 @@ impl Database {
                     _ => Ok(()),
                 },
             ))
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let sql = connect_sql.clone();
+                Box::pin(async move {
+                    if let Some(sql) = sql {
+                        client
+                            .batch_execute(&sql)
+                            .await
+                            .map_err(HookError::Backend)?;
+                    }
+                    Ok(())
+                })
+            }))
             .build()
             .map_err(|e| Error::config(format!("building the pool: {e}")))?;
 
@@ -227,6 +273,7 @@ impl Database {
                 metrics,
                 connector,
                 filling,
+                pooler_route,
                 _reaper_stop: stop_tx,
             }),
         })
@@ -265,6 +312,15 @@ impl Database {
     /// The configuration this handle was built from.
     pub fn config(&self) -> &DbConfig {
         &self.inner.config
+    }
+
+    /// How a discarded connection's cancel request reaches the server
+    /// ([`discard`]).
+    pub(crate) fn cancel_route(&self) -> CancelRoute {
+        CancelRoute {
+            tls: self.inner.connector.tls(),
+            pooler: self.inner.pooler_route.clone(),
+        }
     }
 
     /// The underlying deadpool pool, for what this crate does not wrap.
@@ -306,10 +362,16 @@ impl Database {
         let started = Instant::now();
         let check = async {
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached("SELECT current_setting('server_version')")
-                .await?;
-            let row = client.query_one(&stmt, &[]).await?;
+            let sql = "SELECT current_setting('server_version')";
+            // Unnamed behind a transaction-mode pooler: a named statement's
+            // execution could reach another server connection than its
+            // preparation.
+            let row = if self.inner.config.pooler.named_statements() {
+                let stmt = client.prepare_cached(sql).await?;
+                client.query_one(&stmt, &[]).await?
+            } else {
+                client.query_typed_one(sql, &[]).await?
+            };
             Ok::<String, Error>(row.try_get(0)?)
         };
         let result = match tokio::time::timeout(limit, check).instrument(span).await {
@@ -372,7 +434,8 @@ impl Database {
 
     /// Forgets every prepared statement cached by the pooled connections.
     /// Needed after the schema changes underneath them: otherwise the
-    /// server answers "cached plan must not change result type".
+    /// server answers "cached plan must not change result type". Nothing to
+    /// forget behind a transaction-mode pooler, where nothing is cached.
     pub fn clear_statement_caches(&self) {
         self.inner.pool.manager().statement_caches.clear();
     }

@@ -1162,6 +1162,19 @@ fn server_error(
             ),
             source: boxed(s, message, source),
         },
+        // A pooler (PgBouncer) refusing a startup parameter, typically the
+        // `options` that carry the session settings: the fix is a setting,
+        // so the error says which instead of a bare protocol violation.
+        s if s == SqlState::PROTOCOL_VIOLATION
+            && message.starts_with("unsupported startup parameter") =>
+        {
+            Error::config(format!(
+                "the server refused the connection ({message}): a connection pooler such as \
+                 PgBouncer is in front, which refuses startup options; set the pooler mode \
+                 (VOIDRUNNER_DB_POOLER=transaction or session, DbConfig::pooler) to match the \
+                 pooler's pool_mode"
+            ))
+        }
         s if is_unavailable_state(&s) => Error::Unavailable {
             reason: said(Some(&s), &message, source.as_ref()),
             source: boxed(s, message, source),
@@ -1194,6 +1207,8 @@ impl From<PoolError> for Error {
             PoolError::NoRuntimeSpecified => {
                 Error::config("the connection pool has no async runtime")
             }
+            // The session settings sent to a new connection were refused.
+            PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => e.into(),
             PoolError::PostCreateHook(hook) => {
                 Error::unavailable(format!("setting up a new connection failed: {hook}"), None)
             }
@@ -1791,5 +1806,20 @@ mod tests {
             answers(&err),
             answers(&Error::timeout(TimeoutKind::IdleInTransaction))
         );
+    }
+
+    #[test]
+    fn a_pooler_refusing_startup_options_is_a_config_error_saying_what_to_set() {
+        let err = Error::database(
+            SqlState::PROTOCOL_VIOLATION,
+            "unsupported startup parameter: options",
+        );
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("unsupported startup parameter: options"),
+            "{message}"
+        );
+        assert!(message.contains("VOIDRUNNER_DB_POOLER"), "{message}");
     }
 }

@@ -29,9 +29,12 @@
 //!
 //! # Polling
 //!
-//! Poolers in transaction mode (PgBouncer) break LISTEN. Behind one, use
-//! [`Database::subscribe_polling`], which reads changed rows by `updated_at`
-//! at an interval instead. Like LISTEN, it reports status changes only: a
+//! Poolers in transaction mode (PgBouncer) break LISTEN: behind one,
+//! [`Database::subscribe`] listens through the direct URL
+//! ([`DbConfig::set_direct_url`]), and without one it fails with an
+//! [`Error::Config`](crate::Error::Config) rather than return a stream that
+//! never yields. Or use [`Database::subscribe_polling`], which reads changed
+//! rows by `updated_at` at an interval instead, through the pool. Like LISTEN, it reports status changes only: a
 //! heartbeat, or any other update that leaves the status as it was, yields
 //! nothing. It sees the status a row has when polled (a row that went
 //! pending → running → completed between two polls yields one event,
@@ -666,7 +669,17 @@ impl Database {
     /// be made ([`Error::Tls`](crate::Error::Tls) if TLS is why); after
     /// that, the stream reconnects by itself. A consumer more than
     /// [`EVENT_BUFFER`] events behind gets [`Event::Lagged`].
+    ///
+    /// The listening connection uses the direct URL when one is set
+    /// ([`DbConfig::set_direct_url`]). Behind a transaction-mode pooler
+    /// ([`PoolerMode::Transaction`](crate::PoolerMode::Transaction)) without
+    /// one, LISTEN would succeed and then receive nothing (the pooler hands
+    /// the server connection to others), so this fails at once with an
+    /// [`Error::Config`](crate::Error::Config) instead;
+    /// [`subscribe_polling`](Self::subscribe_polling) works there.
     pub async fn subscribe(&self) -> Result<EventStream> {
+        self.config()
+            .require_session("subscribe (LISTEN; subscribe_polling works through the pooler)")?;
         let config = self.config().clone();
         let connector = self.connector().clone();
         let buffer = Buffer::new(EVENT_BUFFER);
@@ -698,9 +711,13 @@ impl Database {
     ) -> Result<EventStream> {
         crate::validate::duration_in("interval", interval, &POLL_INTERVAL_RANGE)?;
         crate::validate::duration_in("settle", settle, &SETTLE_RANGE)?;
-        let client = self.client().await?;
-        let start: Timestamp = client.query_one("SELECT now()", &[]).await?.try_get(0)?;
-        drop(client);
+        // Through the repositories' executor, which sends it unnamed behind
+        // a transaction-mode pooler.
+        let start: Timestamp = crate::pg::query_pooled(self, "SELECT now()", &[])
+            .await?
+            .first()
+            .ok_or_else(|| crate::error::Error::unavailable("SELECT now() returned no row", None))?
+            .try_get(0)?;
         let buffer = Buffer::new(EVENT_BUFFER);
         let task = tokio::spawn(poll_loop(
             self.clone(),

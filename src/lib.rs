@@ -11,6 +11,7 @@
 #![deny(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod cancel;
 pub mod config;
 mod connect;
 mod db;
@@ -36,7 +37,7 @@ mod tx;
 mod uow;
 pub mod validate;
 
-pub use config::{DbConfig, SslMode};
+pub use config::{DbConfig, PoolerMode, SslMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};

@@ -7,8 +7,11 @@
 //!
 //! # One instance at a time
 //!
-//! Every operation runs on a dedicated connection (never a pooled one) that
-//! first takes a PostgreSQL session advisory lock ([`MIGRATION_LOCK_KEY`]),
+//! Every operation runs on a dedicated connection (never a pooled one; the
+//! direct URL when one is set, see [`DbConfig::set_direct_url`]; behind a
+//! transaction-mode pooler without one, every operation fails with an
+//! [`Error::Config`]) that first takes a PostgreSQL session advisory lock
+//! ([`MIGRATION_LOCK_KEY`]),
 //! so service instances starting together against an empty database take
 //! turns and exactly one applies each migration. The connection is closed
 //! afterwards, which releases the lock even when a step failed half-way.
@@ -558,6 +561,10 @@ async fn read_history(client: &Client, table: &str) -> Result<Vec<AppliedMigrati
 /// A connection outside the pool. Its driver task ends when the client is
 /// dropped, which closes the session and frees any advisory lock it holds.
 async fn dedicated_connection(config: &DbConfig, connector: &Connector) -> Result<Client> {
+    // Through a transaction-mode pooler the advisory lock would be taken on
+    // one server connection and the migration run on others: instances
+    // would no longer take turns.
+    config.require_session("migrating (the advisory lock that makes instances take turns)")?;
     let (client, connection) = connector
         .connect(config, &config.dedicated_pg_config())
         .await?;

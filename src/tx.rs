@@ -128,14 +128,17 @@ impl TransactionOptions {
 #[derive(Debug)]
 pub(crate) struct TxInner {
     client: Option<PooledClient>,
-    /// The pool's TLS connector, for the cancel request of a transaction
-    /// dropped mid-way.
-    connector: crate::connect::Connector,
     /// [`DbConfig::max_output_bytes`](crate::DbConfig::max_output_bytes) of
     /// the pool the transaction came from.
     pub(crate) max_output_bytes: usize,
     /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement).
     pub(crate) slow_statement: Option<Duration>,
+    /// Whether statements go out unnamed (behind a transaction-mode
+    /// pooler; see [`PoolerMode`](crate::PoolerMode)).
+    pub(crate) unnamed: bool,
+    /// How the cancel request goes out when the transaction is dropped
+    /// unfinished: the pool's TLS, the pooler's address.
+    cancel_route: crate::db::CancelRoute,
     /// The server ends a session idle in a transaction for longer than this
     /// ([`DbConfig::idle_in_transaction_timeout`](crate::DbConfig::idle_in_transaction_timeout)).
     idle_timeout: Option<Duration>,
@@ -263,7 +266,7 @@ impl Drop for TxInner {
         if *self.retire.get_mut()
             && let Some(client) = self.client.take()
         {
-            crate::db::retire_read_only(client, self.connector.tls());
+            crate::db::retire_read_only(client, self.cancel_route.clone());
             return;
         }
         if !*self.ended.get_mut()
@@ -272,7 +275,7 @@ impl Drop for TxInner {
             tracing::warn!("transaction dropped before commit or rollback; closing its connection");
             // Its statement is cancelled and the connection closed: the
             // server rolls the transaction back.
-            crate::db::discard(client, self.connector.tls());
+            crate::db::discard(client, self.cancel_route.clone());
         }
     }
 }
@@ -314,6 +317,13 @@ impl Transaction {
     /// The transaction's connection, for SQL of your own in the same
     /// transaction. Fails with [`Error::TransactionEnded`] once the
     /// transaction has been committed or rolled back.
+    ///
+    /// Behind a transaction-mode pooler
+    /// ([`PoolerMode::Transaction`](crate::PoolerMode::Transaction)), send
+    /// statements unnamed (`query_typed`, `execute_typed`, `batch_execute`)
+    /// or drop every statement you prepare before the closure returns: a
+    /// named statement left behind stays on the pooler's server connection
+    /// after COMMIT, where another client may meet it.
     pub fn client(&self) -> Result<&PooledClient> {
         self.inner.client()
     }
@@ -385,7 +395,9 @@ impl Database {
         E: From<Error>,
         D: Fn(&E) -> Option<&Error>,
     {
-        let begin = options.begin_sql();
+        // Behind a transaction-mode pooler the session settings come with
+        // BEGIN, as SET LOCAL, in the same round trip.
+        let begin = self.config().begin_sql(&options.begin_sql());
         let mut attempt = 0;
         loop {
             let span = tracing::debug_span!("voidrunner_db.transaction", attempt);
@@ -399,9 +411,10 @@ impl Database {
                 // pooled in an unknown transaction state.
                 let inner = Arc::new(TxInner {
                     client: Some(self.client().await?),
-                    connector: self.connector().clone(),
                     max_output_bytes: self.config().max_output_bytes,
                     slow_statement: self.config().slow_statement,
+                    unnamed: !self.config().pooler.named_statements(),
+                    cancel_route: self.cancel_route(),
                     idle_timeout: self.config().idle_in_transaction_timeout,
                     last_active: AtomicU64::new(0),
                     opened: Instant::now(),

@@ -2,9 +2,8 @@
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
-use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table};
+use super::{Conn, CursorKind, Keyset, PageSpec, Param, RowReader, Source, Table};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
@@ -221,7 +220,7 @@ pub(crate) mod sql {
     pub(crate) async fn list(
         c: &Conn<'_>,
         filter_sql: &'static str,
-        filter: Option<&(dyn ToSql + Sync)>,
+        filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Page<TaskExecution>> {
         TABLE
@@ -232,7 +231,7 @@ pub(crate) mod sql {
     pub(crate) async fn count(
         c: &Conn<'_>,
         filter_sql: &'static str,
-        filter: Option<&(dyn ToSql + Sync)>,
+        filter: Option<&dyn Param>,
     ) -> Result<i64> {
         TABLE.count(c, filter_sql, filter).await
     }

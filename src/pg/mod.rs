@@ -1,13 +1,15 @@
 //! The PostgreSQL implementation of the repository traits.
 //!
 //! One file per repository. Each holds its SQL next to the code that runs
-//! it; every statement is prepared through the connection's statement cache,
-//! names its columns, takes parameters only, and does its work in one round
-//! trip (`RETURNING` instead of a read-back). Status changes check the state
-//! machine inside the UPDATE, on the locked row.
+//! it; every statement is prepared through the connection's statement cache
+//! (or, behind a transaction-mode pooler, sent unnamed with declared
+//! parameter types), names its columns, takes parameters only, and does its
+//! work in one round trip (`RETURNING` instead of a read-back). Status
+//! changes check the state machine inside the UPDATE, on the locked row.
 
 mod execution;
 mod jsonb;
+mod param;
 mod queue;
 mod task;
 mod user;
@@ -22,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
@@ -30,6 +32,7 @@ use crate::db::{Database, PooledClient};
 use crate::error::{Error, Result};
 use crate::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, Timestamp};
 use crate::tx::TxInner;
+pub(crate) use param::Param;
 
 /// Where a repository runs its statements: a connection checked out of the
 /// pool per call, or the one connection of a transaction.
@@ -71,7 +74,13 @@ impl Source {
 
 /// A connection for one repository call, and the one place statements are
 /// run: every query of the repositories goes through [`Conn::query`] and its
-/// siblings, which prepare through the connection's statement cache.
+/// siblings, which prepare through the connection's statement cache, or,
+/// behind a transaction-mode pooler
+/// ([`PoolerMode::Transaction`](crate::PoolerMode::Transaction)), send the
+/// statement unnamed with its parameters' declared types ([`Param`]) in one
+/// round trip, leaving nothing on the server connection for the next
+/// client of the pooler to meet. Nothing is cached then, so nothing goes
+/// stale.
 ///
 /// A cached statement can go stale when another instance migrates the
 /// schema underneath it: the server answers 0A000 ("cached plan must not
@@ -156,33 +165,55 @@ impl Drop for PoolConn<'_> {
     fn drop(&mut self) {
         let busy = *self.busy.get_mut() || *self.in_transaction.get_mut();
         let retire = *self.retire.get_mut();
+        let route = || self.db.cancel_route();
         match (self.replacement.take(), self.primary.take()) {
             (Some(replacement), stale) => {
                 if let Some(stale) = stale {
-                    crate::db::discard(stale, self.db.connector().tls());
+                    crate::db::discard(stale, route());
                 }
                 if retire {
-                    crate::db::retire_read_only(replacement, self.db.connector().tls());
+                    crate::db::retire_read_only(replacement, route());
                 } else if busy {
-                    crate::db::discard(replacement, self.db.connector().tls());
+                    crate::db::discard(replacement, route());
                 }
             }
-            (None, Some(primary)) if retire => {
-                crate::db::retire_read_only(primary, self.db.connector().tls())
-            }
-            (None, Some(primary)) if busy => crate::db::discard(primary, self.db.connector().tls()),
+            (None, Some(primary)) if retire => crate::db::retire_read_only(primary, route()),
+            (None, Some(primary)) if busy => crate::db::discard(primary, route()),
             _ => {}
         }
     }
 }
 
-pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+pub(crate) type Params<'a> = &'a [&'a dyn Param];
+
+/// The values of `params`, as the driver takes them for a named statement.
+fn values<'a>(params: Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_sql()).collect()
+}
+
+/// The values of `params` with their declared types, for an unnamed
+/// statement.
+fn typed<'a>(params: Params<'a>) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|p| (p.as_sql(), p.param_type()))
+        .collect()
+}
 
 impl Conn<'_> {
     fn client(&self) -> Result<&PooledClient> {
         match self {
             Conn::Pooled(pooled) => pooled.client(),
             Conn::Tx(tx) => tx.client(),
+        }
+    }
+
+    /// Whether statements go out unnamed (behind a transaction-mode
+    /// pooler) rather than prepared through the statement cache.
+    fn unnamed(&self) -> bool {
+        match self {
+            Conn::Pooled(pooled) => !pooled.db.config().pooler.named_statements(),
+            Conn::Tx(tx) => tx.unnamed,
         }
     }
 
@@ -206,13 +237,15 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs `run` with the cached statement for `sql`, healing a stale
-    /// cache or session once (see the type's docs).
+    /// Runs `run` with the cached statement for `sql` (`None` when
+    /// statements go out unnamed), healing a stale cache or session once
+    /// (see the type's docs).
     async fn with_statement<'s, T, F, Fut>(&'s self, sql: &str, run: F) -> Result<T>
     where
-        F: Fn(&'s PooledClient, Statement) -> Fut,
+        F: Fn(&'s PooledClient, Option<Statement>) -> Fut,
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
     {
+        let unnamed = self.unnamed();
         // A call may meet both in turn: its cached statement, then the
         // session's trigger plans.
         let (mut healed_cache, mut healed_session) = (false, false);
@@ -220,9 +253,13 @@ impl Conn<'_> {
             let client = self.client()?;
             self.set_busy(true);
             let started = Instant::now();
-            let result = match client.prepare_cached(sql).await {
-                Ok(stmt) => run(client, stmt).await,
-                Err(err) => Err(err),
+            let result = if unnamed {
+                run(client, None).await
+            } else {
+                match client.prepare_cached(sql).await {
+                    Ok(stmt) => run(client, Some(stmt)).await,
+                    Err(err) => Err(err),
+                }
             };
             self.set_busy(false);
             self.note_if_slow(sql, started.elapsed());
@@ -238,7 +275,9 @@ impl Conn<'_> {
             {
                 pooled.retire.store(true, Ordering::Release);
             }
-            let stale_cache = is_stale_statement(&err);
+            // An unnamed statement is parsed afresh each time: no cache to
+            // go stale.
+            let stale_cache = !unnamed && is_stale_statement(&err);
             let stale_session = is_stale_session(&err);
             if stale_cache {
                 tracing::debug!(error = %err, "stale cached statement; clearing the connection's cache");
@@ -283,7 +322,10 @@ impl Conn<'_> {
 
     async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
         self.with_statement(sql, |client, stmt| async move {
-            client.query(&stmt, params).await
+            match stmt {
+                Some(stmt) => client.query(&stmt, &values(params)).await,
+                None => client.query_typed(sql, &typed(params)).await,
+            }
         })
         .await
         .inspect_err(note_failure)
@@ -291,7 +333,10 @@ impl Conn<'_> {
 
     async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
         self.with_statement(sql, |client, stmt| async move {
-            client.query_opt(&stmt, params).await
+            match stmt {
+                Some(stmt) => client.query_opt(&stmt, &values(params)).await,
+                None => client.query_typed_opt(sql, &typed(params)).await,
+            }
         })
         .await
         .inspect_err(note_failure)
@@ -299,7 +344,10 @@ impl Conn<'_> {
 
     async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
         self.with_statement(sql, |client, stmt| async move {
-            client.query_one(&stmt, params).await
+            match stmt {
+                Some(stmt) => client.query_one(&stmt, &values(params)).await,
+                None => client.query_typed_one(sql, &typed(params)).await,
+            }
         })
         .await
         .inspect_err(note_failure)
@@ -307,7 +355,10 @@ impl Conn<'_> {
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
         self.with_statement(sql, |client, stmt| async move {
-            client.execute(&stmt, params).await
+            match stmt {
+                Some(stmt) => client.execute(&stmt, &values(params)).await,
+                None => client.execute_typed(sql, &typed(params)).await,
+            }
         })
         .await
         .inspect_err(note_failure)
@@ -329,7 +380,7 @@ impl Conn<'_> {
     async fn begin(&self) -> Result<()> {
         if let Conn::Pooled(pooled) = self {
             pooled.in_transaction.store(true, Ordering::Release);
-            self.batch("BEGIN").await?;
+            self.batch(&pooled.db.config().begin_sql("BEGIN")).await?;
         }
         Ok(())
     }
@@ -594,7 +645,7 @@ impl Table {
     /// The row with primary key `id`; `NotFound` when there is none.
     async fn get_row<I>(&self, c: &Conn<'_>, id: I) -> Result<Row>
     where
-        I: ToSql + Sync + std::fmt::Display,
+        I: Param + std::fmt::Display,
     {
         c.query_opt(
             &format!("SELECT {} FROM {} WHERE id = $1", self.columns, self.table),
@@ -607,7 +658,7 @@ impl Table {
     /// Deletes the row with primary key `id`; `NotFound` when there is none.
     async fn delete<I>(&self, c: &Conn<'_>, id: I) -> Result<()>
     where
-        I: ToSql + Sync + std::fmt::Display,
+        I: Param + std::fmt::Display,
     {
         match c
             .execute(&format!("DELETE FROM {} WHERE id = $1", self.table), &[&id])
@@ -623,7 +674,7 @@ impl Table {
         &self,
         c: &Conn<'_>,
         filter_sql: &'static str,
-        filter: Option<&(dyn ToSql + Sync)>,
+        filter: Option<&dyn Param>,
         page: &PageSpec,
         from_row: fn(&Row) -> Result<T>,
         key_of: fn(&T) -> Keyset,
@@ -684,16 +735,16 @@ impl Table {
         &self,
         c: &Conn<'_>,
         filter_sql: &'static str,
-        filter: Option<&(dyn ToSql + Sync)>,
+        filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Vec<Row>> {
-        let mut params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
+        let mut params: Vec<&dyn Param> = filter.into_iter().collect();
         let sql = self.page_sql(filter_sql, params.len(), page.after.is_some());
         if let Some(key) = &page.after {
             if self.by_priority {
                 params.push(&key.priority);
             }
-            params.extend([&key.created_at as &(dyn ToSql + Sync), &key.id]);
+            params.extend([&key.created_at as &dyn Param, &key.id]);
         }
         let fetch = page.fetch();
         params.push(&fetch);
@@ -706,9 +757,9 @@ impl Table {
         &self,
         c: &Conn<'_>,
         filter_sql: &'static str,
-        filter: Option<&(dyn ToSql + Sync)>,
+        filter: Option<&dyn Param>,
     ) -> Result<i64> {
-        let params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
+        let params: Vec<&dyn Param> = filter.into_iter().collect();
         let row = c
             .query_one(
                 &format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table),

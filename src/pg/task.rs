@@ -2,10 +2,9 @@
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
 use super::jsonb::Jsonb;
-use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table, prefixed};
+use super::{Conn, CursorKind, Keyset, PageSpec, Param, RowReader, Source, Table, prefixed};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
@@ -326,7 +325,7 @@ pub(crate) mod sql {
     pub(crate) async fn list(
         c: &Conn<'_>,
         filter_sql: &'static str,
-        filter: Option<&(dyn ToSql + Sync)>,
+        filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Page<Task>> {
         TABLE
@@ -374,6 +373,17 @@ impl TaskRepository for PgTaskRepository {
         let conn = self.source.conn().await?;
         match &conn {
             Conn::Pooled(_) => {
+                // Behind a transaction-mode pooler, COPY runs in a
+                // transaction of its own: the driver prepares it as a named
+                // statement and runs it in two more exchanges, which must all
+                // reach one server connection, and only a transaction keeps
+                // one. The driver closes that statement as soon as COPY
+                // starts (the Close is queued behind the data), so it is gone
+                // before COMMIT hands the server connection to someone else.
+                let own_transaction = conn.unnamed();
+                if own_transaction {
+                    conn.begin().await?;
+                }
                 // COPY is a multi-message exchange: armed like a statement,
                 // so a future dropped in the middle of it closes the
                 // connection rather than pooling it (and so does a COPY that
@@ -384,7 +394,11 @@ impl TaskRepository for PgTaskRepository {
                 if !client.is_closed() {
                     conn.set_busy(false);
                 }
-                result
+                if own_transaction {
+                    conn.end(result).await
+                } else {
+                    result
+                }
             }
             // Inside a transaction, the transaction's own guard covers it;
             // its failure is explained (and noted) like any statement's.

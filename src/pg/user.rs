@@ -82,6 +82,10 @@ impl ToSql for SecretText<'_> {
     to_sql_checked!();
 }
 
+impl super::param::SqlType for SecretText<'_> {
+    const TYPE: Type = Type::TEXT;
+}
+
 fn keyset(user: &User) -> Keyset {
     Keyset {
         priority: 0,

@@ -14,7 +14,15 @@
 //! How it works:
 //! - the server is found by [`server_config`]: `DATABASE_URL` if set, else
 //!   [`DEFAULT_URL`] if it answers, else a [`PrivateCluster`] that lives until
-//!   the test process exits;
+//!   the test process exits; the `VOIDRUNNER_DB_*` variables of
+//!   [`DbConfig::from_env`] apply to it (a pooler mode and direct URL
+//!   among them: test databases are then created through the direct URL,
+//!   and their pools go through `DATABASE_URL`);
+//! - with [`TEST_POOLER_ENV`] (`VOIDRUNNER_TEST_POOLER=pgbouncer`), every
+//!   test database's pool goes through a [`PgBouncer`] in transaction mode
+//!   that the harness starts in front of that server, once per test
+//!   process; a test's own SQL then takes [`TestDatabase::raw_client`],
+//!   a session straight to the server;
 //! - migrations run once into a template database named after a hash of the
 //!   embedded migrations, reused across runs until they change; each test
 //!   clones it (`CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY`) and drops
@@ -36,6 +44,7 @@
 //! The harness's own connections live on a small runtime of their own, so
 //! they outlive the per-test runtimes of `#[tokio::test]`.
 
+mod pgbouncer;
 mod server;
 
 use std::ops::Deref;
@@ -46,11 +55,12 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio_postgres::Client;
 
+pub use pgbouncer::{PgBouncer, PgBouncerSettings, TEST_POOLER_ENV};
 pub use server::{DEFAULT_URL, PrivateCluster, Server, discover};
 
 use crate::config::DbConfig;
 use crate::connect::Connector;
-use crate::db::Database;
+use crate::db::{Database, PooledClient};
 use crate::error::{Error, Result};
 
 /// Advisory-lock class of the harness (`'vrdb'`); the object id is 0 for the
@@ -63,21 +73,41 @@ const TEST_DB_PREFIX: &str = "vrdb_test_";
 const TEMPLATE_PREFIX: &str = "vrdb_tpl_";
 
 /// The server the harness and the examples use, found once per process (see
-/// [`discover`] with `DATABASE_URL` and [`DEFAULT_URL`]). A private cluster
-/// started here is stopped and removed when the process exits.
+/// [`discover`] with `DATABASE_URL` and [`DEFAULT_URL`]), with the
+/// `VOIDRUNNER_DB_*` variables of [`DbConfig::from_env`] applied. A private
+/// cluster started here is stopped and removed when the process exits, and
+/// so is the [`PgBouncer`] started in front of it (or of the server found)
+/// when [`TEST_POOLER_ENV`] asks for one.
 pub async fn server_config() -> Result<DbConfig> {
     static SERVER: OnceCell<DbConfig> = OnceCell::const_new();
     SERVER
         .get_or_try_init(|| {
             on_harness_runtime(async {
                 let url = std::env::var(crate::config::DATABASE_URL_ENV).ok();
-                match discover(url.as_deref(), DEFAULT_URL).await? {
-                    Server::Url(config) => Ok(*config),
+                let found = match discover(url.as_deref(), DEFAULT_URL).await? {
+                    Server::Url(config) => *config,
                     Server::Private(cluster) => {
                         let config = cluster.config();
                         cluster.stop_at_exit()?;
-                        Ok(config)
+                        config
                     }
+                };
+                let config = found.overlay_lookup(|name| std::env::var(name).ok())?;
+                match std::env::var(TEST_POOLER_ENV).ok().as_deref().map(str::trim) {
+                    None | Some("") => Ok(config),
+                    Some("pgbouncer") => {
+                        let mut bouncer = PgBouncer::start(&config).await?;
+                        let routed = bouncer.route(&config);
+                        tracing::info!(
+                            port = bouncer.port(),
+                            "test databases go through a pgbouncer in transaction mode"
+                        );
+                        bouncer.stop_at_exit()?;
+                        Ok(routed)
+                    }
+                    Some(other) => Err(Error::config(format!(
+                        "{TEST_POOLER_ENV}: `{other}` is not a pooler the harness can start (pgbouncer)"
+                    ))),
                 }
             })
         })
@@ -111,13 +141,18 @@ pub async fn template_database() -> Result<String> {
 /// A migrated database of its own, dropped with it.
 ///
 /// Derefs to the [`Database`] connected to it. The pool is small (at most 5
-/// connections, 1 kept warm) so that many tests can run at once; use
-/// [`TestDatabase::with_config`] for other settings.
+/// connections, 1 kept warm, unless `VOIDRUNNER_DB_MAX_CONNECTIONS` or
+/// `VOIDRUNNER_DB_MIN_CONNECTIONS` say otherwise) so that many tests can run
+/// at once; use [`TestDatabase::with_config`] for other settings.
 #[derive(Debug)]
 pub struct TestDatabase {
     db: Database,
     name: String,
     template: Option<String>,
+    /// A pool straight to the server for [`raw_client`](Self::raw_client)
+    /// when `db` goes through a transaction-mode pooler; opened on first
+    /// use.
+    direct: OnceCell<Database>,
 }
 
 impl TestDatabase {
@@ -174,15 +209,26 @@ impl TestDatabase {
         }
         let mut config = harness.server.with_dbname(&name);
         // Small: many tests run at once against a server whose default
-        // max_connections is 100. Tests that need more ask for it.
-        config.max_connections = 5;
-        config.min_connections = 1;
+        // max_connections is 100. Tests that need more ask for it (and so
+        // may the environment).
+        if std::env::var_os("VOIDRUNNER_DB_MAX_CONNECTIONS").is_none() {
+            config.max_connections = 5;
+        }
+        if std::env::var_os("VOIDRUNNER_DB_MIN_CONNECTIONS").is_none() {
+            config.min_connections = 1;
+        }
+        config.min_connections = config.min_connections.min(config.max_connections);
         adjust(&mut config);
         // From here on, a failure must still drop the database.
         let guard = DropGuard(Some(name.clone()));
         let db = Database::connect(config).await?;
         std::mem::forget(guard);
-        Ok(TestDatabase { db, name, template })
+        Ok(TestDatabase {
+            db,
+            name,
+            template,
+            direct: OnceCell::new(),
+        })
     }
 
     /// The database's name.
@@ -205,6 +251,38 @@ impl TestDatabase {
     pub async fn config(&self) -> Result<DbConfig> {
         Ok(server_config().await?.with_dbname(&self.name))
     }
+
+    /// A connection for a test's own SQL, with a server session of its own:
+    /// tokio-postgres' `query(&str, …)` (a named statement prepared, then
+    /// run), `SET`, a lock held across statements.
+    ///
+    /// A connection of the pool, like [`Database::client`], unless the pool
+    /// goes through a transaction-mode pooler
+    /// ([`PoolerMode::Transaction`](crate::PoolerMode::Transaction)), whose
+    /// server connections keep none of that from one statement to the
+    /// next: then a connection of a second small pool straight to the
+    /// server ([`DbConfig::direct_config`]), opened on first use.
+    pub async fn raw_client(&self) -> Result<PooledClient> {
+        let config = self.db.config();
+        if config.pooler.named_statements() {
+            return self.db.client().await;
+        }
+        let direct = self
+            .direct
+            .get_or_try_init(|| async {
+                let mut direct = config.direct_config().ok_or_else(|| {
+                    Error::config(
+                        "the test database's pool goes through a transaction-mode pooler \
+                         without a direct URL: raw SQL has no session to run in",
+                    )
+                })?;
+                direct.max_connections = 5;
+                direct.min_connections = 0;
+                Database::connect(direct).await
+            })
+            .await?;
+        direct.client().await
+    }
 }
 
 impl Deref for TestDatabase {
@@ -218,6 +296,9 @@ impl Deref for TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         self.db.pool().close();
+        if let Some(direct) = self.direct.get() {
+            direct.pool().close();
+        }
         drop_database(self.name.clone());
     }
 }

@@ -409,7 +409,7 @@ fn setup_error(message: String) -> Error {
 
 /// Runs a setup command, turning failure into an error that quotes its
 /// output.
-fn run(command: &mut Command) -> Result<()> {
+pub(super) fn run(command: &mut Command) -> Result<()> {
     let output = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -428,7 +428,7 @@ fn run(command: &mut Command) -> Result<()> {
     )))
 }
 
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     // No libc: /proc tells the effective uid on Linux; `id -u` elsewhere.
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
         && let Some(line) = status.lines().find(|l| l.starts_with("Uid:"))
@@ -441,7 +441,7 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| setup_error(format!("finding a free port: {e}")))?;
     listener

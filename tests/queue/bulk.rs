@@ -67,7 +67,7 @@ async fn import_copies_rows_in() {
     assert_eq!(f.tasks.count_by_user(f.user.id).await.unwrap(), 3000);
     let stored: Vec<(String, i32, String, serde_json::Value, String)> = f
         .db
-        .client()
+        .raw_client()
         .await
         .unwrap()
         .query(
@@ -92,7 +92,7 @@ async fn import_copies_rows_in() {
         );
     }
     let ids: Vec<uuid::Uuid> =
-        f.db.client()
+        f.db.raw_client()
             .await
             .unwrap()
             .query("SELECT id FROM tasks", &[])
@@ -146,7 +146,7 @@ async fn enqueue_many_is_all_or_nothing_and_keeps_order() {
     assert_eq!(queued, 1, "nothing queued by the refused batches");
 
     // ids[2] failed instead: a failed task is queued again.
-    f.db.client()
+    f.db.raw_client()
         .await
         .unwrap()
         .execute(

@@ -34,12 +34,12 @@ async fn a_dropped_transaction_never_poisons_the_pool() {
     .unwrap();
     let users = voidrunner_db::PgUserRepository::new(db.db().clone());
 
-    // A connection outside the pool, to see what is committed.
-    let (observer, connection) = db
-        .config()
-        .await
-        .unwrap()
-        .pg_config()
+    // A connection outside the pool (and outside any pooler in front of
+    // it), to see what is committed.
+    let config = db.config().await.unwrap();
+    let (observer, connection) = config
+        .direct_pg_config()
+        .unwrap_or(config.pg_config())
         .connect(NoTls)
         .await
         .unwrap();
@@ -183,7 +183,7 @@ const NO_HANG: Duration = Duration::from_secs(10);
 /// A connection outside the pool, under an application name of its own so
 /// it never counts as one of the pool's sessions.
 async fn outside_connection(f: &crate::Fixture) -> tokio_postgres::Client {
-    let mut config = f.db.config().await.unwrap().pg_config().clone();
+    let mut config = f.session_pg_config().await;
     config.application_name("vr-cancel-observer");
     let (client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);

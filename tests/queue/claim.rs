@@ -199,7 +199,7 @@ async fn bad_claims_are_refused_before_any_sql() {
 #[tokio::test]
 async fn the_claim_is_an_index_scan_in_claim_order() {
     let f = fixture().await;
-    f.db.client()
+    f.db.raw_client()
         .await
         .unwrap()
         .batch_execute(
@@ -216,13 +216,13 @@ async fn the_claim_is_an_index_scan_in_claim_order() {
         )
         .await
         .unwrap();
-    f.db.client()
+    f.db.raw_client()
         .await
         .unwrap()
         .batch_execute("VACUUM ANALYZE")
         .await
         .unwrap();
-    let client = f.db.client().await.unwrap();
+    let client = f.db.raw_client().await.unwrap();
     for (name, params) in [
         (
             "claim",

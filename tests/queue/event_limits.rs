@@ -252,7 +252,7 @@ fn socket_timer(local_port: u16, remote_port: u16) -> Option<(u32, u64)> {
 async fn the_listener_connection_sends_keepalives_within_seconds() {
     let f = fixture().await;
     let _events = f.db.subscribe().await.unwrap();
-    let client = f.db.client().await.unwrap();
+    let client = f.db.raw_client().await.unwrap();
     let row = client
         .query_one(
             "SELECT a.client_port, inet_server_port(), inet_client_port() \

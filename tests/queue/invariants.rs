@@ -75,10 +75,11 @@ const INVARIANTS_SQL: &str = "\
     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = t.user_id)";
 
 async fn invariant_violations(db: &Database) -> Vec<String> {
+    // Unnamed: runs through a transaction pooler too.
     db.client()
         .await
         .unwrap()
-        .query(INVARIANTS_SQL, &[])
+        .query_typed(INVARIANTS_SQL, &[])
         .await
         .unwrap()
         .iter()
@@ -989,7 +990,7 @@ async fn step_expire(f: &Fixture, m: &mut Model, rng: &mut Rng, trail: &mut Trai
     let id = rng.pick(&running);
     trail.log(format!("expire the lease of {}", m.e(id)));
     let updated =
-        f.db.client()
+        f.db.raw_client()
             .await
             .unwrap()
             .execute(
@@ -1154,7 +1155,7 @@ async fn check_database(f: &Fixture, m: &Model) {
         "invariants broken:\n{}",
         violations.join("\n")
     );
-    let client = f.db.client().await.unwrap();
+    let client = f.db.raw_client().await.unwrap();
 
     let users: BTreeSet<UserId> = client
         .query("SELECT id FROM users", &[])
@@ -1552,14 +1553,16 @@ async fn worker(load: Arc<Load>, i: usize, seed: u64) {
                 // This worker vanishes from one of its executions.
                 let Some(id) = held.pop() else { continue };
                 let expire = async {
+                    // Unnamed, with the parameter's type declared: runs
+                    // through a transaction pooler too.
                     load.db
                         .client()
                         .await?
-                        .execute(
+                        .execute_typed(
                             "UPDATE task_executions \
                              SET lease_expires_at = now() - interval '1 s' \
                              WHERE id = $1 AND status = 'running'",
-                            &[&id],
+                            &[(&id, tokio_postgres::types::Type::UUID)],
                         )
                         .await
                         .map_err(Error::from)
@@ -1623,7 +1626,7 @@ async fn deadlocks_counted(config: voidrunner_db::DbConfig) -> i64 {
         .client()
         .await
         .unwrap()
-        .query_one(
+        .query_typed_one(
             "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
             &[],
         )

@@ -385,7 +385,7 @@ async fn the_rescue_complete_race_never_loses_a_completion() {
     let rescued = rescuer.await.unwrap();
     // What the database holds matches what each side was told.
     let rows =
-        f.db.client()
+        f.db.raw_client()
             .await
             .unwrap()
             .query("SELECT id, status, return_code FROM task_executions", &[])
@@ -494,7 +494,7 @@ async fn prune_deletes_only_old_ended_executions() {
     }
     let ended: Vec<ExecutionId> = claimed.iter().map(|c| c.execution.id).collect();
     let old: Vec<uuid::Uuid> = ended[..5].iter().map(|id| id.as_uuid()).collect();
-    let client = f.db.client().await.unwrap();
+    let client = f.db.raw_client().await.unwrap();
     client
         .execute(
             "UPDATE task_executions SET started_at = now() - interval '3 days', completed_at = now() - interval '2 days' WHERE id = ANY($1)",

@@ -32,6 +32,13 @@ pub struct Fixture {
     pub user: User,
 }
 
+/// Whether the test database's pool goes through a transaction-mode pooler
+/// (`VOIDRUNNER_TEST_POOLER=pgbouncer`, or `VOIDRUNNER_DB_POOLER=transaction`),
+/// for the few tests of session behaviour such a pooler does not keep.
+pub fn behind_transaction_pooler(db: &TestDatabase) -> bool {
+    db.db().config().pooler == voidrunner_db::PoolerMode::Transaction
+}
+
 pub async fn fixture() -> Fixture {
     fixture_with(|_| {}).await
 }
@@ -85,6 +92,18 @@ impl Fixture {
             .unwrap()
     }
 
+    /// The driver configuration of a connection of its own to the test
+    /// database, straight to the server: the direct URL when the pool goes
+    /// through a transaction pooler (whose server connections keep no
+    /// session from one statement to the next).
+    pub async fn session_pg_config(&self) -> tokio_postgres::Config {
+        let config = self.db.config().await.unwrap();
+        config
+            .direct_pg_config()
+            .unwrap_or(config.pg_config())
+            .clone()
+    }
+
     /// Raw SQL on the test database.
     pub async fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
         &self,
@@ -92,7 +111,7 @@ impl Fixture {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> T {
         self.db
-            .client()
+            .raw_client()
             .await
             .unwrap()
             .query_one(sql, params)

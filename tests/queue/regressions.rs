@@ -23,14 +23,7 @@ const NO_HANG: Duration = Duration::from_secs(30);
 
 /// A connection outside the pool, for locks held across calls.
 async fn outside_connection(f: &Fixture) -> tokio_postgres::Client {
-    let (client, connection) =
-        f.db.config()
-            .await
-            .unwrap()
-            .pg_config()
-            .connect(NoTls)
-            .await
-            .unwrap();
+    let (client, connection) = f.session_pg_config().await.connect(NoTls).await.unwrap();
     tokio::spawn(connection);
     client
 }
@@ -548,7 +541,7 @@ async fn an_execution_at_the_top_attempt_count_does_not_stop_the_queue() {
 #[tokio::test]
 async fn a_statement_abandoned_inside_a_transaction_rolls_it_back() {
     let f = crate::fixture().await;
-    let holder = f.db.client().await.unwrap();
+    let holder = f.db.raw_client().await.unwrap();
     holder
         .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await

@@ -106,8 +106,10 @@ async fn a_panic_rolls_back_and_the_connection_never_returns_mid_transaction() {
     for client in &held {
         // The panicked transaction wrote, so it had a transaction id; a
         // connection still inside it would report one.
+        // Unnamed (no parameters to declare): the statement runs through a
+        // transaction pooler too.
         let in_tx: bool = client
-            .query_one("SELECT pg_current_xact_id_if_assigned() IS NOT NULL", &[])
+            .query_typed_one("SELECT pg_current_xact_id_if_assigned() IS NOT NULL", &[])
             .await
             .unwrap()
             .get(0);

@@ -120,7 +120,7 @@ async fn foreign_key_answers_as_a_missing_user() {
 async fn check_and_not_null_violations_answer_as_raw_sqls() {
     let r = repos().await;
     let user = r.user("check@example.com").await;
-    let client = r.db.client().await.unwrap();
+    let client = r.db.raw_client().await.unwrap();
     let real: Error = client
         .execute(
             "INSERT INTO tasks (user_id, name, script_content, priority) \
@@ -154,7 +154,7 @@ async fn check_and_not_null_violations_answer_as_raw_sqls() {
 #[tokio::test]
 async fn database_answers_as_any_other_server_error() {
     let r = repos().await;
-    let client = r.db.client().await.unwrap();
+    let client = r.db.raw_client().await.unwrap();
     let real: Error = client.batch_execute("SELECT 1/0").await.unwrap_err().into();
     let constructed = Error::database(SqlState::DIVISION_BY_ZERO, "division by zero");
     assert_answers_as(&real, &constructed, "database error: division by zero");
@@ -165,12 +165,12 @@ async fn database_answers_as_any_other_server_error() {
 #[tokio::test]
 async fn timeouts_answer_as_the_servers() {
     let r = repos().await;
-    let holder = r.db.client().await.unwrap();
+    let holder = r.db.raw_client().await.unwrap();
     holder
         .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let waiter = r.db.client().await.unwrap();
+    let waiter = r.db.raw_client().await.unwrap();
     let real: Error = waiter
         .batch_execute("SET lock_timeout = '50ms'; SELECT count(*) FROM users")
         .await

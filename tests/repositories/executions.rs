@@ -134,7 +134,7 @@ async fn create_returns_the_active_execution_of_its_task() {
         .await
         .unwrap();
     let stuck = r.task(&user, "stuck").await;
-    r.db.client()
+    r.db.raw_client()
         .await
         .unwrap()
         .execute(

@@ -27,7 +27,7 @@ async fn plan(
 #[tokio::test]
 async fn lists_are_index_scans_without_sorts_and_search_uses_gin() {
     let r = repos().await;
-    let pooled = r.db.client().await.unwrap();
+    let pooled = r.db.raw_client().await.unwrap();
     let client: &tokio_postgres::Client = &pooled;
     client
         // As the queue leaves them: one execution per task, in its task's

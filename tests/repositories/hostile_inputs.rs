@@ -124,7 +124,7 @@ fn same<T: PartialEq + Debug>(label: &str, got: &T, want: &T) {
 struct Snapshot(Vec<(&'static str, i64, Option<String>)>);
 
 async fn snapshot(r: &Repos) -> Snapshot {
-    let client = r.db.client().await.unwrap();
+    let client = r.db.raw_client().await.unwrap();
     let mut tables = Vec::new();
     for table in ["users", "tasks", "task_executions"] {
         let row = client
@@ -1621,7 +1621,7 @@ async fn batches_empty_over_the_limit_and_with_one_bad_item() {
         &(MAX_BATCH as i64 + 1),
     );
     let stored: i64 =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query_one(
@@ -1982,7 +1982,7 @@ async fn missing_ids_and_status_changes_by_hand() {
     for status in TaskStatus::ALL {
         let l = format!("tasks.count_by_status {status}");
         let n: i64 =
-            r.db.client()
+            r.db.raw_client()
                 .await
                 .unwrap()
                 .query_one(
@@ -1997,7 +1997,7 @@ async fn missing_ids_and_status_changes_by_hand() {
     for status in ExecutionStatus::ALL {
         let l = format!("executions.count_by_status {status}");
         let n: i64 =
-            r.db.client()
+            r.db.raw_client()
                 .await
                 .unwrap()
                 .query_one(
@@ -2941,7 +2941,7 @@ async fn rescue_and_prune_with_zero_and_huge_sizes_and_durations() {
     let cancelled = pending_execution(&r, &user).await;
     r.queue.cancel(cancelled.id).await.unwrap();
     let active_before: i64 =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query_one(
@@ -3034,7 +3034,7 @@ async fn walk(r: &Repos, list: &List, limit: u32) -> Vec<Uuid> {
 async fn expected_order(r: &Repos, list: &List) -> Vec<Uuid> {
     let tasks = "ORDER BY priority DESC, created_at DESC, id DESC";
     let others = "ORDER BY created_at DESC, id DESC";
-    let client = r.db.client().await.unwrap();
+    let client = r.db.raw_client().await.unwrap();
     let rows = match list {
         List::Users => {
             client
@@ -3450,7 +3450,7 @@ fn deep_json_text(depth: usize) -> String {
 #[tokio::test]
 async fn rows_written_by_raw_sql_read_back_exactly() {
     let r = repos().await;
-    let client = r.db.client().await.unwrap();
+    let client = r.db.raw_client().await.unwrap();
 
     // Users.
     let user_rows: Vec<(&str, String, String, Timestamp, Timestamp)> = vec![

@@ -44,7 +44,7 @@ fn deep_json(depth: usize) -> String {
 async fn foreign_metadata_the_reader_refuses_is_a_decode_error() {
     let r = repos().await;
     let user = r.user("owner@example.com").await;
-    let raw = r.db.client().await.unwrap();
+    let raw = r.db.raw_client().await.unwrap();
     for (name, metadata) in [
         ("deep", deep_json(200)),
         ("huge number", r#"{"a": 1e400}"#.to_owned()),
@@ -99,7 +99,7 @@ async fn foreign_metadata_the_reader_refuses_is_a_decode_error() {
 #[tokio::test]
 async fn foreign_timestamps_out_of_range_are_decode_errors() {
     let r = repos().await;
-    let raw = r.db.client().await.unwrap();
+    let raw = r.db.raw_client().await.unwrap();
     for stamp in ["infinity", "-infinity", "20000-01-01 00:00:00+00"] {
         let id: Uuid = raw
             .query_one(
@@ -138,7 +138,7 @@ async fn an_undecodable_claimed_execution_is_failed_not_leased_to_nobody() {
     let good = r.queue.enqueue(good_task.id, None).await.unwrap();
     // Another application stamped the execution with a time the crate
     // cannot represent.
-    r.db.client()
+    r.db.raw_client()
         .await
         .unwrap()
         .execute(
@@ -153,7 +153,7 @@ async fn an_undecodable_claimed_execution_is_failed_not_leased_to_nobody() {
         vec![good.id]
     );
     let row =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query_one(

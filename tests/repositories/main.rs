@@ -91,7 +91,7 @@ impl Repos {
     /// Rows in `table`, read with raw SQL.
     pub async fn count_rows(&self, table: &str) -> i64 {
         self.db
-            .client()
+            .raw_client()
             .await
             .unwrap()
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])

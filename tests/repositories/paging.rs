@@ -24,7 +24,7 @@ async fn walking_1000_tasks_by_7_sees_each_once_while_inserts_happen() {
     // 1,000 tasks with every priority and many equal timestamps (one
     // statement, so ties on created_at must be broken by id).
     let originals: HashSet<TaskId> =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query(
@@ -125,7 +125,7 @@ async fn search_pages_walk_too() {
 async fn limits_default_and_cap() {
     let r = repos().await;
     let user = r.user("l@example.com").await;
-    r.db.client().await.unwrap()
+    r.db.raw_client().await.unwrap()
         .execute(
             "INSERT INTO tasks (user_id, name, script_content) SELECT $1, 'n', 'x' FROM generate_series(1, 150)",
             &[&user.id],

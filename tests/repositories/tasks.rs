@@ -54,7 +54,7 @@ async fn create_get_round_trip_with_defaults() {
     assert_eq!(plain.metadata, json!({}));
     assert_eq!(plain.description, None);
     let row =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query_one(

@@ -241,7 +241,7 @@ async fn over_postgres_the_service_s_error_rolls_back_and_comes_back_unchanged()
     assert!(!names.iter().any(|n| n == "one too many"), "{names:?}");
     // The connection went back to the pool outside any transaction.
     let stuck: i64 =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query_one(

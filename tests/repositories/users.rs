@@ -31,7 +31,7 @@ async fn create_and_get_normalise_the_email() {
     assert_eq!(by_email.password_hash.expose(), hash().expose());
     // What PostgreSQL stored, read with raw SQL.
     let stored: String =
-        r.db.client()
+        r.db.raw_client()
             .await
             .unwrap()
             .query_one("SELECT email FROM users WHERE id = $1", &[&created.id])
