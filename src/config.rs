@@ -602,7 +602,10 @@ impl DbConfig {
             let current = SslSettings {
                 // `sslrootcert=system` without a mode makes verify-full the
                 // default, as it does in a URL.
-                mode: (!(system && ssl.mode.is_none())).then_some(config.ssl_mode),
+                // Only the default mode gives way: an explicit weaker one
+                // stays, and `validate` refuses the pair as it does in a URL.
+                mode: (!(system && ssl.mode.is_none() && config.ssl_mode == SslMode::Prefer))
+                    .then_some(config.ssl_mode),
                 root_cert: config.ssl_root_cert.take(),
                 cert: config.ssl_cert.take(),
                 key: config.ssl_key.take(),
@@ -667,9 +670,9 @@ impl DbConfig {
             config.direct = Some(parse_direct_url(&v).map_err(|e| bad(&name, e.to_string()))?);
         }
         if let Some((name, v)) = var("NOTIFY_EVENTS") {
-            config.notify_events = match v.trim() {
-                "true" | "on" | "1" => true,
-                "false" | "off" | "0" => false,
+            config.notify_events = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "1" | "yes" => true,
+                "false" | "off" | "0" | "no" => false,
                 other => return Err(bad(&name, format!("`{other}` is not true or false"))),
             };
         }
@@ -692,8 +695,11 @@ impl DbConfig {
     /// connection to the server itself, or to a session-mode pooler, for
     /// migrations, their advisory lock and LISTEN (see
     /// [Behind a connection pooler](self#behind-a-connection-pooler)).
-    /// Fails with [`Error::Config`] when it does not parse; the error never
-    /// quotes it.
+    /// Fails with [`Error::Config`] when it does not parse (the error never
+    /// quotes it) or sets TLS keys of its own (this config's TLS settings
+    /// apply to it). It must not point at a transaction-mode pooler: the
+    /// crate cannot tell, and the migration lock and LISTEN would then not
+    /// hold.
     pub fn set_direct_url(&mut self, url: &str) -> Result<()> {
         self.direct = Some(parse_direct_url(url)?);
         Ok(())
@@ -968,6 +974,15 @@ impl DbConfig {
             pg.options(options);
         }
         pg
+    }
+
+    /// How long the crate waits for the answer to one statement before it
+    /// gives up on the connection ([`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)):
+    /// `statement_timeout` plus [`NO_ANSWER_MARGIN`](crate::error::NO_ANSWER_MARGIN).
+    /// None without a statement timeout.
+    pub(crate) fn answer_deadline(&self) -> Option<Duration> {
+        self.statement_timeout
+            .map(|t| t.saturating_add(crate::error::NO_ANSWER_MARGIN))
     }
 
     /// The server settings every pooled session gets: the timeouts (in
@@ -1390,6 +1405,14 @@ mod conninfo {
             let start = scanner.at;
             let key = scanner.take_while(|c| !c.is_whitespace() && c != '=');
             if key.is_empty() {
+                if scanner.at < conninfo.len() {
+                    // A stray `=`: stopping here would drop the rest of
+                    // the string, its TLS keys included, where the driver
+                    // refuses the whole string.
+                    return Err(Error::config(
+                        "invalid database URL: a `=` without a key in the key=value form",
+                    ));
+                }
                 break;
             }
             scanner.skip_whitespace();
@@ -1786,6 +1809,58 @@ mod tests {
         assert_eq!(
             pg.get_options(),
             Some("-c idle_in_transaction_session_timeout=120000 -c voidrunner.notify_events=off")
+        );
+    }
+
+    #[test]
+    fn review_of_issue_9_conninfo_cases() {
+        // A stray `=` is refused, not the rest of the string dropped.
+        let err =
+            DbConfig::from_url("host=h dbname=app = user=evil sslmode=verify-full").unwrap_err();
+        assert!(err.to_string().contains("without a key"), "{err}");
+        // VOIDRUNNER_DB_SSLROOTCERT=system does not replace an explicit
+        // weaker sslmode of the URL: the pair is refused, as in a URL.
+        for mode in ["disable", "require", "verify-ca"] {
+            let err = DbConfig::from_lookup(lookup(&[
+                ("DATABASE_URL", &format!("postgres://u@h/db?sslmode={mode}")),
+                ("VOIDRUNNER_DB_SSLROOTCERT", "system"),
+            ]))
+            .unwrap_err();
+            assert!(err.to_string().contains("verify-full"), "{mode}: {err}");
+        }
+        // With the default mode it makes verify-full the default.
+        let c = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_SSLROOTCERT", "system"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn boolean_variables_ignore_case() {
+        for (text, on) in [
+            ("OFF", false),
+            ("False", false),
+            ("no", false),
+            ("ON", true),
+            ("Yes", true),
+        ] {
+            let c = DbConfig::from_lookup(lookup(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("VOIDRUNNER_DB_NOTIFY_EVENTS", text),
+            ]))
+            .unwrap();
+            assert_eq!(c.notify_events, on, "{text}");
+        }
+        let err = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("VOIDRUNNER_DB_NOTIFY_EVENTS", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("VOIDRUNNER_DB_NOTIFY_EVENTS"),
+            "{err}"
         );
     }
 

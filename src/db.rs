@@ -39,11 +39,16 @@ pub(crate) fn discard(client: PooledClient, route: CancelRoute) {
             let token = client.cancel_token();
             runtime.spawn(async move {
                 let cancelled = match route.pooler {
-                    None => token
+                    // Plaintext is allowed: the pooler workaround, which
+                    // speaks no TLS. Where TLS is required, the driver's own
+                    // cancel (the workaround would not reach the server).
+                    Some(pg) if !route.tls_required => {
+                        crate::cancel::through_pooler(&token, &pg).await
+                    }
+                    _ => token
                         .cancel_query(route.tls)
                         .await
                         .map_err(std::io::Error::other),
-                    Some(pg) => crate::cancel::through_pooler(&token, &pg).await,
                 };
                 if let Err(err) = cancelled {
                     tracing::debug!(error = %err, "cancelling the discarded session's statement failed");
@@ -62,6 +67,9 @@ pub(crate) fn discard(client: PooledClient, route: CancelRoute) {
 #[derive(Clone)]
 pub(crate) struct CancelRoute {
     tls: Tls,
+    /// `sslmode` is `require` or stronger: the cancel request must go over
+    /// TLS too.
+    tls_required: bool,
     pooler: Option<Arc<tokio_postgres::Config>>,
 }
 
@@ -319,6 +327,7 @@ impl Database {
     pub(crate) fn cancel_route(&self) -> CancelRoute {
         CancelRoute {
             tls: self.inner.connector.tls(),
+            tls_required: self.inner.config.ssl_mode.requires_tls(),
             pooler: self.inner.pooler_route.clone(),
         }
     }

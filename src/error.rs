@@ -35,7 +35,19 @@ pub enum TimeoutKind {
     PoolWait,
     /// Recycling a pooled connection took longer than the recycle timeout.
     PoolRecycle,
+    /// The server (or a pooler in front of it) did not answer a statement
+    /// within `statement_timeout` plus [`NO_ANSWER_MARGIN`]: it stopped
+    /// answering without closing the connection (a frozen process, a lost
+    /// network). The connection was closed, never pooled; inside a
+    /// transaction, the transaction rolls back.
+    NoAnswer,
 }
+
+/// How much longer than `statement_timeout` the crate waits for the server
+/// to answer a statement before it gives up on the connection
+/// ([`TimeoutKind::NoAnswer`]): the server cancels the statement itself at
+/// `statement_timeout`, so only a server that stopped answering takes longer.
+pub const NO_ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl fmt::Display for TimeoutKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,6 +57,7 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::IdleInTransaction => "idle-in-transaction timeout",
             TimeoutKind::PoolWait => "timed out waiting for a pooled connection",
             TimeoutKind::PoolRecycle => "timed out recycling a pooled connection",
+            TimeoutKind::NoAnswer => "the server did not answer within statement_timeout plus 5 s",
         })
     }
 }
@@ -368,7 +381,7 @@ impl TimeoutKind {
             TimeoutKind::Statement => Some(&QUERY_CANCELED),
             TimeoutKind::Lock => Some(&LOCK_NOT_AVAILABLE),
             TimeoutKind::IdleInTransaction => Some(&IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
-            TimeoutKind::PoolWait | TimeoutKind::PoolRecycle => None,
+            TimeoutKind::PoolWait | TimeoutKind::PoolRecycle | TimeoutKind::NoAnswer => None,
         }
     }
 }
@@ -1557,6 +1570,7 @@ mod tests {
             ),
             (TimeoutKind::PoolWait, None, true),
             (TimeoutKind::PoolRecycle, None, false),
+            (TimeoutKind::NoAnswer, None, false),
         ];
         for (kind, sqlstate, retryable) in cases {
             let err = Error::timeout(kind);

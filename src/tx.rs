@@ -133,6 +133,9 @@ pub(crate) struct TxInner {
     pub(crate) max_output_bytes: usize,
     /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement).
     pub(crate) slow_statement: Option<Duration>,
+    /// How long a statement's answer may take before the connection is
+    /// given up ([`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)).
+    pub(crate) answer_deadline: Option<Duration>,
     /// Whether statements go out unnamed (behind a transaction-mode
     /// pooler; see [`PoolerMode`](crate::PoolerMode)).
     pub(crate) unnamed: bool,
@@ -237,7 +240,11 @@ impl TxInner {
             return Err(Error::TransactionAborted);
         }
         let client = self.client()?;
-        let (probe, commit) = tokio::join!(client.batch_execute("SELECT 1"), self.finish("COMMIT"));
+        let (probe, commit) = self
+            .within_deadline(async {
+                tokio::join!(client.batch_execute("SELECT 1"), self.finish("COMMIT"))
+            })
+            .await?;
         commit?;
         match probe {
             Err(err) if err.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
@@ -247,8 +254,18 @@ impl TxInner {
         }
     }
 
+    /// [`within_deadline`] with this transaction's deadline: on
+    /// [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer) the
+    /// transaction is left unended, so its connection is closed, never
+    /// pooled.
+    pub(crate) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
+        within_deadline(self.answer_deadline, work).await
+    }
+
     async fn finish(&self, sql: &str) -> Result<()> {
-        let result = self.client()?.batch_execute(sql).await;
+        let result = self
+            .within_deadline(self.client()?.batch_execute(sql))
+            .await?;
         let result = result.map_err(|e| self.explain(e.into()));
         self.touch();
         // A failed COMMIT ends the transaction too (the server rolled it
@@ -278,6 +295,28 @@ impl Drop for TxInner {
             crate::db::discard(client, self.cancel_route.clone());
         }
     }
+}
+
+/// `work`'s answer, or [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)
+/// once the server has been silent for `deadline` (`statement_timeout` plus
+/// a margin, [`DbConfig::answer_deadline`](crate::DbConfig)): the server
+/// cancels a long statement itself at `statement_timeout`, so a longer
+/// silence means it, a pooler or the network stopped answering. The caller
+/// stays armed, so the connection is closed rather than pooled.
+pub(crate) async fn within_deadline<T>(
+    deadline: Option<Duration>,
+    work: impl Future<Output = T>,
+) -> Result<T> {
+    let Some(deadline) = deadline else {
+        return Ok(work.await);
+    };
+    tokio::time::timeout(deadline, work).await.map_err(|_| {
+        tracing::warn!(
+            waited_ms = deadline.as_millis() as u64,
+            "no answer from the server; closing the connection"
+        );
+        Error::timeout(crate::TimeoutKind::NoAnswer)
+    })
 }
 
 /// An open transaction, handed to the closure of
@@ -413,6 +452,7 @@ impl Database {
                     client: Some(self.client().await?),
                     max_output_bytes: self.config().max_output_bytes,
                     slow_statement: self.config().slow_statement,
+                    answer_deadline: self.config().answer_deadline(),
                     unnamed: !self.config().pooler.named_statements(),
                     cancel_route: self.cancel_route(),
                     idle_timeout: self.config().idle_in_transaction_timeout,
@@ -429,9 +469,8 @@ impl Database {
                 // transaction: an error there decides whether the
                 // connection is retired.
                 inner
-                    .client()?
-                    .batch_execute(&begin)
-                    .await
+                    .within_deadline(inner.client()?.batch_execute(&begin))
+                    .await?
                     .map_err(|e| inner.explain(Error::from(e)))?;
                 inner.touch();
                 match f(Transaction {

@@ -253,14 +253,19 @@ impl Conn<'_> {
             let client = self.client()?;
             self.set_busy(true);
             let started = Instant::now();
-            let result = if unnamed {
-                run(client, None).await
-            } else {
-                match client.prepare_cached(sql).await {
-                    Ok(stmt) => run(client, Some(stmt)).await,
-                    Err(err) => Err(err),
+            let work = async {
+                if unnamed {
+                    run(client, None).await
+                } else {
+                    match client.prepare_cached(sql).await {
+                        Ok(stmt) => run(client, Some(stmt)).await,
+                        Err(err) => Err(err),
+                    }
                 }
             };
+            // Still armed when it gives up: the connection is closed (in a
+            // transaction, the transaction abandoned), as for a dropped call.
+            let result = self.within_deadline(work).await?;
             self.set_busy(false);
             self.note_if_slow(sql, started.elapsed());
             if let (Conn::Tx(tx), Ok(_)) = (self, &result) {
@@ -368,9 +373,21 @@ impl Conn<'_> {
     /// the others.
     async fn batch(&self, sql: &str) -> Result<()> {
         self.set_busy(true);
-        let result = self.client()?.batch_execute(sql).await;
+        let result = self
+            .within_deadline(self.client()?.batch_execute(sql))
+            .await?;
         self.set_busy(false);
         Ok(result?)
+    }
+
+    /// `work`'s answer, or [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)
+    /// when the server stops answering ([`crate::tx::within_deadline`]).
+    async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
+        let deadline = match self {
+            Conn::Pooled(pooled) => pooled.db.config().answer_deadline(),
+            Conn::Tx(tx) => tx.answer_deadline,
+        };
+        crate::tx::within_deadline(deadline, work).await
     }
 
     /// Opens a transaction for a repository call that needs several

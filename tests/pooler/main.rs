@@ -12,6 +12,7 @@ mod concurrency;
 mod copy;
 mod events;
 mod migrations;
+mod regressions;
 mod startup;
 mod worker;
 
