@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
 
-use super::server::{free_port, is_root, run};
+use super::server::{free_port, is_root, run, spawn_watchdog};
 use crate::config::{DbConfig, PoolerMode};
 use crate::error::{Error, Result};
 
@@ -311,18 +311,7 @@ impl PgBouncer {
             pid = self.pid,
             root = self.root.display(),
         );
-        let mut watchdog = Command::new("sh");
-        watchdog
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // Its own process group: a Ctrl-C aimed at the test run must not
-        // kill the watchdog before it cleans up.
-        std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
-        watchdog
-            .spawn()
-            .map_err(|e| setup_error(format!("starting the cleanup watchdog: {e}")))?;
+        spawn_watchdog(&script)?;
         self.stopped = true;
         Ok(())
     }

@@ -131,13 +131,7 @@ impl PrivateCluster {
     fn start_blocking(configure: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<Self> {
         let bindir = find_bindir()?;
         let run_as_postgres = is_root();
-        let root = std::env::temp_dir().join(format!(
-            "voidrunner-db-pg-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&root)
-            .map_err(|e| setup_error(format!("creating {}: {e}", root.display())))?;
+        let root = new_root()?;
         let mut cluster = PrivateCluster {
             root,
             bindir,
@@ -178,13 +172,7 @@ impl PrivateCluster {
     }
 
     fn replica_blocking(&self) -> Result<Self> {
-        let root = std::env::temp_dir().join(format!(
-            "voidrunner-db-pg-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&root)
-            .map_err(|e| setup_error(format!("creating {}: {e}", root.display())))?;
+        let root = new_root()?;
         let mut replica = PrivateCluster {
             root,
             bindir: self.bindir.clone(),
@@ -349,18 +337,7 @@ impl PrivateCluster {
             pid = std::process::id(),
             root = self.root.display(),
         );
-        let mut watchdog = Command::new("sh");
-        watchdog
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // Its own process group: a Ctrl-C aimed at the test run must not
-        // kill the watchdog before it cleans up.
-        std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
-        watchdog
-            .spawn()
-            .map_err(|e| setup_error(format!("starting the cleanup watchdog: {e}")))?;
+        spawn_watchdog(&script)?;
         self.removed = true;
         Ok(())
     }
@@ -401,6 +378,36 @@ impl Drop for PrivateCluster {
             }
         }
     }
+}
+
+/// Runs `script` (a shell loop that waits for this process to exit, then
+/// cleans up) in a process group of its own: a Ctrl-C aimed at the test run
+/// must not kill the watchdog before it cleans up.
+pub(super) fn spawn_watchdog(script: &str) -> Result<()> {
+    let mut watchdog = Command::new("sh");
+    watchdog
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut watchdog, 0);
+    watchdog
+        .spawn()
+        .map(drop)
+        .map_err(|e| setup_error(format!("starting the cleanup watchdog: {e}")))
+}
+
+/// A fresh directory for a private cluster, named by this process and a
+/// random id so concurrent tests and processes never share one.
+fn new_root() -> Result<PathBuf> {
+    let root = std::env::temp_dir().join(format!(
+        "voidrunner-db-pg-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&root)
+        .map_err(|e| setup_error(format!("creating {}: {e}", root.display())))?;
+    Ok(root)
 }
 
 fn setup_error(message: String) -> Error {
