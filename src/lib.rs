@@ -43,9 +43,10 @@ pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask,
-    NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy, RescueReport, ScriptType,
-    Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution,
+    NewTask, NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy, RescueReport,
+    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId,
+    UserUpdate,
 };
 pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
 pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};

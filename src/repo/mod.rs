@@ -17,9 +17,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask,
-    NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task, TaskExecution, TaskId,
-    TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution,
+    NewTask, NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task, TaskExecution,
+    TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
 
 /// Users. Emails are compared after trimming and lower-casing, so lookups
@@ -264,6 +264,28 @@ pub trait ExecutionQueue: Send + Sync {
         worker_id: &str,
         outcome: Outcome,
     ) -> Result<TaskExecution>;
+
+    /// [`complete`](Self::complete) for many executions, of any workers, in
+    /// one statement. Each completion is checked and applied exactly as
+    /// `complete` alone would (lease owner and status re-checked on the
+    /// locked row; the task follows), and the result says, per completion
+    /// and in input order, what `complete` would have returned:
+    /// `Ok(execution)`, `LeaseLost` (nothing changed for it), `NotFound`.
+    ///
+    /// Validation is per completion and comes before any SQL: an invalid one
+    /// (bad worker id or outcome) gets its `Validation` error and is left
+    /// out; the others go ahead. An execution named more than once is
+    /// applied once, at its first valid completion; each later one gets a
+    /// `Validation` error (field `execution_id`). The call as a whole fails
+    /// only with `Validation` for more than [`Completion::MAX_BATCH`]
+    /// completions (then nothing is sent), or with an error of the statement
+    /// itself (`Timeout`, `Unavailable`, ...), when nothing was changed.
+    /// Tasks are locked in id order, then their executions, keeping the
+    /// crate's lock order.
+    async fn complete_many(
+        &self,
+        completions: Vec<Completion>,
+    ) -> Result<Vec<Result<TaskExecution>>>;
 
     /// Cancels a pending or running execution at once; its task is
     /// cancelled too. A running execution's worker learns it from its next
