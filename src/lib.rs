@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod cancel;
+pub mod completer;
 pub mod config;
 mod connect;
 mod db;
@@ -37,6 +38,7 @@ mod tx;
 mod uow;
 pub mod validate;
 
+pub use completer::{Completer, CompleterConfig};
 pub use config::{DbConfig, PoolerMode, SslMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};

@@ -1,12 +1,13 @@
-//! Batched completion: `complete_many`.
+//! Batched completion: `complete_many` and the `Completer`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use voidrunner_db::{
-    Completion, Error, ExecutionId, ExecutionQueue, ExecutionRepository, ExecutionStatus,
-    LeaseLostReason, Outcome, RescuePolicy, TaskExecution, TaskRepository, TaskStatus,
+    Completer, CompleterConfig, Completion, Error, ExecutionId, ExecutionQueue,
+    ExecutionRepository, ExecutionStatus, LeaseLostReason, Outcome, RescuePolicy, TaskExecution,
+    TaskRepository, TaskStatus,
 };
 
 use crate::{LEASE, fixture, fixture_with};
@@ -291,4 +292,114 @@ async fn the_rescue_complete_many_race_never_loses_a_completion() {
         }
     }
     assert_eq!(outcomes.len(), N);
+}
+
+#[tokio::test]
+async fn the_completer_answers_each_caller_and_flushes_on_shutdown() {
+    let f = fixture().await;
+    let queued = f.queued(200, |_| 0).await;
+    let mut claimed = Vec::new();
+    for w in 0..4 {
+        for job in f.queue.claim(&format!("w{w}"), 50, LEASE).await.unwrap() {
+            claimed.push((job.execution.id, format!("w{w}")));
+        }
+    }
+    assert_eq!(claimed.len(), 200);
+    let completer = Completer::with_config(
+        Arc::new(f.queue.clone()),
+        CompleterConfig {
+            flush_interval: Duration::from_millis(2),
+            max_batch: 16,
+        },
+    )
+    .unwrap();
+
+    // 150 completions from many tasks at once; every 10th by the wrong
+    // worker.
+    let mut callers = tokio::task::JoinSet::new();
+    for (i, (id, worker)) in claimed.iter().take(150).cloned().enumerate() {
+        let completer = completer.clone();
+        callers.spawn(async move {
+            let worker = if i % 10 == 0 {
+                "intruder".to_owned()
+            } else {
+                worker
+            };
+            (
+                i,
+                id,
+                completer.complete(id, &worker, Outcome::completed(0)).await,
+            )
+        });
+    }
+    while let Some(joined) = callers.join_next().await {
+        let (i, id, result) = joined.unwrap();
+        if i % 10 == 0 {
+            assert_eq!(
+                result.unwrap_err().lease_lost_reason(),
+                Some(LeaseLostReason::NotOwner)
+            );
+        } else {
+            let e = result.unwrap();
+            assert_eq!((e.id, e.status), (id, ExecutionStatus::Completed));
+        }
+    }
+
+    // The same execution twice: one batch each, so the second is told it
+    // already ended, as a second `complete` would be.
+    let (id, worker) = claimed[150].clone();
+    let first = completer.complete(id, &worker, Outcome::completed(0));
+    let second = completer.complete(id, &worker, Outcome::failed(1));
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.unwrap().status, ExecutionStatus::Completed);
+    assert_eq!(
+        second.unwrap_err().lease_lost_reason(),
+        Some(LeaseLostReason::Finished)
+    );
+
+    // Handed over, then dropped unpolled, then shut down: still completed.
+    for (id, worker) in &claimed[151..] {
+        drop(completer.complete(*id, worker, Outcome::failed(2)));
+    }
+    completer.shutdown().await;
+    for (id, _) in &claimed[151..] {
+        assert_eq!(
+            f.executions.get(*id).await.unwrap().status,
+            ExecutionStatus::Failed,
+            "a dropped completion was lost"
+        );
+    }
+    let late = completer
+        .complete(claimed[0].0, &claimed[0].1, Outcome::completed(0))
+        .await
+        .unwrap_err();
+    assert!(late.is_unavailable(), "{late:?}");
+    completer.shutdown().await; // twice is fine
+    let unfinished: i64 = f
+        .scalar(
+            "SELECT count(*) FROM task_executions WHERE status = 'running'",
+            &[],
+        )
+        .await;
+    assert_eq!(unfinished, 15, "only the intruders' executions still run");
+    assert_eq!(queued.len(), 200);
+}
+
+#[tokio::test]
+async fn completer_settings_out_of_range_are_config_errors() {
+    let f = fixture().await;
+    let queue: Arc<dyn ExecutionQueue> = Arc::new(f.queue.clone());
+    for config in [
+        CompleterConfig {
+            flush_interval: Duration::ZERO,
+            ..CompleterConfig::default()
+        },
+        CompleterConfig {
+            max_batch: Completion::MAX_BATCH + 1,
+            ..CompleterConfig::default()
+        },
+    ] {
+        let err = Completer::with_config(queue.clone(), config).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    }
 }
