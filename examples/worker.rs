@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Queues `--tasks` tasks, runs `--workers` concurrent workers that claim
-//! them in batches, fake-run them (a heartbeat, then a result), and complete
+//! them in batches, fake-run them (one heartbeat of the batch, then a
+//! result each), and complete
 //! them as completed, or as failed with probability `--fail-rate`, through
 //! one `Completer` the fleet shares, which sends the completions of every
 //! worker in batches (`ExecutionQueue::complete_many`). Prints
@@ -160,12 +161,16 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     continue;
                 }
+                // A real worker would run each job.script_content here, for
+                // at most job.timeout_seconds, heartbeating its whole
+                // in-flight set meanwhile: one statement for all of them.
+                let in_flight = claimed.iter().map(|job| job.execution.id).collect();
+                for beat in queue.heartbeat_many(&worker, in_flight, LEASE).await? {
+                    beat?;
+                }
                 let mut reports = Vec::with_capacity(claimed.len());
                 for job in claimed {
                     let id = job.execution.id;
-                    // A real worker would run job.script_content here, for
-                    // at most job.timeout_seconds, heartbeating meanwhile.
-                    queue.heartbeat(id, &worker, LEASE).await?;
                     let outcome = if fails(id, fail_rate) {
                         failed.fetch_add(1, Ordering::Relaxed);
                         Outcome::failed(1).output("", "simulated failure")

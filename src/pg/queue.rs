@@ -369,6 +369,36 @@ static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The heartbeat of one worker's in-flight set: `$1` executions, `$2`
+/// worker, `$3` lease in seconds.
+///
+/// Same lock order and re-check as the heartbeat of one execution: every
+/// named execution's task in task id order, then the executions in id
+/// order. One row per id, in input order; `status` is NULL for an execution
+/// that does not exist.
+const HEARTBEAT_MANY_SQL: &str = "WITH req AS ( \
+                   SELECT id, ord FROM unnest($1::uuid[]) WITH ORDINALITY AS r(id, ord) \
+                 ), task AS MATERIALIZED ( \
+                   SELECT t.id FROM tasks t \
+                   WHERE t.id IN (SELECT x.task_id FROM task_executions x \
+                                  WHERE x.id IN (SELECT id FROM req)) \
+                   ORDER BY t.id FOR NO KEY UPDATE \
+                 ), current AS MATERIALIZED ( \
+                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+                   FROM task_executions e JOIN task ON task.id = e.task_id \
+                   WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
+                 ), beat AS ( \
+                   UPDATE task_executions e \
+                   SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now() \
+                   FROM current c \
+                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
+                   RETURNING e.id, e.lease_expires_at \
+                 ) \
+                 SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
+                        beat.lease_expires_at AS new_lease \
+                 FROM req r LEFT JOIN current c ON c.id = r.id LEFT JOIN beat ON beat.id = r.id \
+                 ORDER BY r.ord";
+
 /// An execution ended by hand (cancelled, or
 /// [`ExecutionRepository::update_status`](crate::ExecutionRepository::update_status)
 /// to an end state): `$1` execution, `$2` the end status, `$3` statuses it
@@ -638,6 +668,48 @@ pub(crate) mod sql {
         }
     }
 
+    /// Runs [`HEARTBEAT_MANY_SQL`]; one result per id, in their order.
+    pub(crate) async fn heartbeat_many(
+        c: &Conn<'_>,
+        ids: &[ExecutionId],
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = c
+            .query(HEARTBEAT_MANY_SQL, &[&ids, &worker_id, &seconds(lease)])
+            .await?;
+        if rows.len() != ids.len() {
+            return Err(Error::unavailable(
+                format!(
+                    "heartbeat_many sent {} ids and got {} rows back",
+                    ids.len(),
+                    rows.len()
+                ),
+                None,
+            ));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (&id, row) in ids.iter().zip(&rows) {
+            results.push(match row.try_get::<_, Option<Timestamp>>("new_lease")? {
+                Some(lease) => Ok(lease),
+                None => match row.try_get::<_, Option<ExecutionStatus>>("status")? {
+                    None => Err(Error::not_found("execution", id)),
+                    Some(status) => Err(lease_lost(
+                        id,
+                        status,
+                        row.try_get("leased")?,
+                        row.try_get::<_, Option<&str>>("worker_id")?,
+                        worker_id,
+                    )),
+                },
+            });
+        }
+        Ok(results)
+    }
+
     pub(crate) async fn complete(
         c: &Conn<'_>,
         id: ExecutionId,
@@ -871,6 +943,28 @@ impl ExecutionQueue for PgExecutionQueue {
         validate::worker_id(worker_id)?;
         validate::lease(lease)?;
         sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_many", count = execution_ids.len()))]
+    async fn heartbeat_many(
+        &self,
+        worker_id: &str,
+        execution_ids: Vec<ExecutionId>,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>> {
+        validate::worker_id(worker_id)?;
+        validate::lease(lease)?;
+        if execution_ids.len() > validate::MAX_CLAIM as usize {
+            return Err(Error::validation(
+                "execution_ids",
+                format!(
+                    "holds {} ids, more than the {} one call takes",
+                    execution_ids.len(),
+                    validate::MAX_CLAIM
+                ),
+            ));
+        }
+        sql::heartbeat_many(&self.source.conn().await?, &execution_ids, worker_id, lease).await
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete"))]

@@ -253,6 +253,22 @@ pub trait ExecutionQueue: Send + Sync {
         lease: Duration,
     ) -> Result<Timestamp>;
 
+    /// [`heartbeat`](Self::heartbeat) for a worker's whole in-flight set in
+    /// one statement: extends the lease of each execution `worker_id` still
+    /// owns and returns, per id and in input order, its new end or the error
+    /// `heartbeat` would give for it alone (`LeaseLost` with the reason,
+    /// `NotFound`); the others are unchanged. An id named twice gets the
+    /// same answer twice. `Validation` for the whole call (before any SQL)
+    /// for a bad worker id or lease, or more than
+    /// [`MAX_CLAIM`](crate::validate::MAX_CLAIM) ids. Tasks are locked in id
+    /// order, then their executions.
+    async fn heartbeat_many(
+        &self,
+        worker_id: &str,
+        execution_ids: Vec<ExecutionId>,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>>;
+
     /// Records how the run ended and ends the execution; the task follows
     /// (running → completed, failed or timeout). `LeaseLost` when the worker
     /// no longer owns it (nothing is changed); `Validation` for an outcome

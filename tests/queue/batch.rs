@@ -403,3 +403,64 @@ async fn completer_settings_out_of_range_are_config_errors() {
         assert!(matches!(err, Error::Config { .. }), "{err:?}");
     }
 }
+
+#[tokio::test]
+async fn heartbeat_many_answers_each_id_in_order() {
+    let f = fixture().await;
+    let queued = f.queued(4, |_| 0).await;
+    let mine = f.queue.claim("w1", 2, LEASE).await.unwrap();
+    f.queue.claim("w2", 1, LEASE).await.unwrap();
+    let [a, b, theirs, pending] = [0, 1, 2, 3].map(|i| queued[i].id);
+    assert_eq!(mine.len(), 2);
+    f.queue.cancel(b).await.unwrap();
+    let unknown = ExecutionId::new();
+    let before = f.executions.get(a).await.unwrap().lease_expires_at.unwrap();
+    let results = f
+        .queue
+        .heartbeat_many(
+            "w1",
+            vec![a, b, theirs, unknown, pending, a],
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 6);
+    let new = *results[0].as_ref().unwrap();
+    assert!(new > before, "the lease was extended");
+    assert_eq!(results[5].as_ref().unwrap(), &new, "the same answer twice");
+    assert_eq!(
+        f.executions.get(a).await.unwrap().lease_expires_at,
+        Some(new)
+    );
+    let reason = |i: usize| results[i].as_ref().unwrap_err().lease_lost_reason();
+    assert_eq!(reason(1), Some(LeaseLostReason::Cancelled));
+    assert_eq!(reason(2), Some(LeaseLostReason::NotOwner));
+    assert!(results[3].as_ref().unwrap_err().is_not_found());
+    assert_eq!(
+        reason(4),
+        Some(LeaseLostReason::NotOwner),
+        "pending: not owned"
+    );
+    assert!(
+        f.queue
+            .heartbeat_many("w1", Vec::new(), LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let too_many = vec![a; 1001];
+    assert!(
+        f.queue
+            .heartbeat_many("w1", too_many, LEASE)
+            .await
+            .unwrap_err()
+            .is_validation()
+    );
+    assert!(
+        f.queue
+            .heartbeat_many("", vec![a], LEASE)
+            .await
+            .unwrap_err()
+            .is_validation()
+    );
+}
