@@ -5,8 +5,11 @@
 //! ```
 //!
 //! Queues `--tasks` tasks, runs `--workers` concurrent workers that claim
-//! them in batches, fake-run them (a heartbeat, then a result), and complete
-//! them as completed, or as failed with probability `--fail-rate`. Prints
+//! them in batches, fake-run them (one heartbeat of the batch, then a
+//! result each), and complete
+//! them as completed, or as failed with probability `--fail-rate`, through
+//! one `Completer` the fleet shares, which sends the completions of every
+//! worker in batches (`ExecutionQueue::complete_many`). Prints
 //! totals and throughput, then checks the database: the exit code is 0 only
 //! if every execution ended exactly once.
 //!
@@ -27,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    ExecutionId, ExecutionQueue, NewTask, NewUser, Outcome, PasswordHash, PgExecutionQueue,
-    PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
+    Completer, ExecutionId, ExecutionQueue, NewTask, NewUser, Outcome, PasswordHash,
+    PgExecutionQueue, PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
 };
 
 const USAGE: &str = "usage: worker --tasks N --workers W [--fail-rate P]";
@@ -133,10 +136,14 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     let ended: Arc<Mutex<HashSet<ExecutionId>>> = Arc::default();
     let twice = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    // One completer for the fleet: completions of every worker, sent in
+    // batches every few milliseconds.
+    let completer = Completer::new(queue.clone())?;
     let started = Instant::now();
     let mut fleet = tokio::task::JoinSet::new();
     for w in 0..args.workers {
         let queue = queue.clone();
+        let completer = completer.clone();
         let ended = ended.clone();
         let twice = twice.clone();
         let failed = failed.clone();
@@ -154,11 +161,16 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     continue;
                 }
+                // A real worker would run each job.script_content here, for
+                // at most job.timeout_seconds, heartbeating its whole
+                // in-flight set meanwhile: one statement for all of them.
+                let in_flight = claimed.iter().map(|job| job.execution.id).collect();
+                for beat in queue.heartbeat_many(&worker, in_flight, LEASE).await? {
+                    beat?;
+                }
+                let mut reports = Vec::with_capacity(claimed.len());
                 for job in claimed {
                     let id = job.execution.id;
-                    // A real worker would run job.script_content here, for
-                    // at most job.timeout_seconds, heartbeating meanwhile.
-                    queue.heartbeat(id, &worker, LEASE).await?;
                     let outcome = if fails(id, fail_rate) {
                         failed.fetch_add(1, Ordering::Relaxed);
                         Outcome::failed(1).output("", "simulated failure")
@@ -166,8 +178,13 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                         Outcome::completed(0).output("ok", "")
                     }
                     .usage(1, 1 << 20);
-                    queue.complete(id, &worker, outcome).await?;
-                    if !ended.lock().expect("lock").insert(id) {
+                    // Handed over now; the batch goes out with other
+                    // workers' completions.
+                    reports.push(completer.complete(id, &worker, outcome));
+                }
+                for report in reports {
+                    let done = report.await?;
+                    if !ended.lock().expect("lock").insert(done.id) {
                         twice.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -177,6 +194,7 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     while let Some(joined) = fleet.join_next().await {
         joined.expect("worker task")?;
     }
+    completer.shutdown().await;
     let elapsed = started.elapsed();
     let done = ended.lock().expect("lock").len();
     let failed = failed.load(Ordering::Relaxed);

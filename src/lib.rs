@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod cancel;
+pub mod completer;
 pub mod config;
 mod connect;
 mod db;
@@ -37,15 +38,17 @@ mod tx;
 mod uow;
 pub mod validate;
 
+pub use completer::{Completer, CompleterConfig};
 pub use config::{DbConfig, PoolerMode, SslMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask,
-    NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy, RescueReport, ScriptType,
-    Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution,
+    NewTask, NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy, RescueReport,
+    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId,
+    UserUpdate,
 };
 pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
 pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};

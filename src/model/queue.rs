@@ -116,6 +116,41 @@ impl Outcome {
     }
 }
 
+/// One completion of a batch, for
+/// [`ExecutionQueue::complete_many`](crate::repo::ExecutionQueue::complete_many):
+/// the arguments of
+/// [`ExecutionQueue::complete`](crate::repo::ExecutionQueue::complete).
+///
+/// Built with [`Completion::new`]; serialises and deserialises.
+/// `#[non_exhaustive]`: a completion may carry more in minor releases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Completion {
+    /// The execution the worker ran.
+    pub execution_id: ExecutionId,
+    /// The worker that claimed it (the lease owner).
+    pub worker_id: String,
+    /// How the run ended.
+    pub outcome: Outcome,
+}
+
+impl Completion {
+    /// Most completions one
+    /// [`complete_many`](crate::repo::ExecutionQueue::complete_many) takes:
+    /// as many as one claim hands out
+    /// ([`MAX_CLAIM`](crate::validate::MAX_CLAIM)).
+    pub const MAX_BATCH: usize = 1000;
+
+    /// `worker_id`'s report that `execution_id` ended with `outcome`.
+    pub fn new(execution_id: ExecutionId, worker_id: impl Into<String>, outcome: Outcome) -> Self {
+        Completion {
+            execution_id,
+            worker_id: worker_id.into(),
+            outcome,
+        }
+    }
+}
+
 /// What [`ExecutionQueue::rescue_expired`](crate::repo::ExecutionQueue::rescue_expired)
 /// does with executions whose lease expired.
 ///

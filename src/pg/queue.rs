@@ -25,6 +25,7 @@
 //! version of the task sees every execution of that task (the `fresh` check
 //! in [`ENQUEUE_SQL`]); otherwise it writes nothing and runs again.
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -35,8 +36,8 @@ use super::{Conn, RowReader, Source, prefixed};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, Outcome, RescuePolicy, RescueReport,
-    TaskExecution, TaskId, TaskStatus, Timestamp,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Outcome, RescuePolicy,
+    RescueReport, TaskExecution, TaskId, TaskStatus, Timestamp,
 };
 use crate::repo::ExecutionQueue;
 use crate::tx::TxInner;
@@ -321,6 +322,83 @@ static COMPLETE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`COMPLETE_SQL`] for many executions: `$1` executions (no id twice),
+/// `$2` workers, `$3` statuses, `$4`–`$8` the outcomes, one array element
+/// per completion.
+///
+/// Locks every named execution's task, in task id order, then the
+/// executions in id order (the crate's lock order, and one order for every
+/// concurrent batch, so batches cannot deadlock), and re-checks status and
+/// owner of each locked row against its own completion, as
+/// [`COMPLETE_SQL`] does for one. One row per completion, in input order;
+/// `current_status` is NULL for an execution that does not exist.
+static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH req AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], \
+                                $6::text[], $7::int4[], $8::int8[]) \
+             WITH ORDINALITY AS r(id, worker_id, status, return_code, stdout, stderr, \
+                                  execution_time_ms, memory_usage_bytes, ord) \
+         ), task AS MATERIALIZED ( \
+           SELECT t.id FROM tasks t \
+           WHERE t.id IN (SELECT x.task_id FROM task_executions x WHERE x.id IN (SELECT id FROM req)) \
+           ORDER BY t.id FOR NO KEY UPDATE \
+         ), current AS MATERIALIZED ( \
+           SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+           FROM task_executions e JOIN task ON task.id = e.task_id \
+           WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
+         ), done AS ( \
+           UPDATE task_executions e \
+           SET status = r.status, return_code = r.return_code, stdout = r.stdout, \
+               stderr = r.stderr, execution_time_ms = r.execution_time_ms, \
+               memory_usage_bytes = r.memory_usage_bytes, \
+               completed_at = greatest(now(), e.started_at), lease_expires_at = NULL \
+           FROM current c JOIN req r ON r.id = c.id \
+           WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = r.worker_id \
+           RETURNING {returning} \
+         ), task_done AS ( \
+           UPDATE tasks t SET status = done.status FROM done \
+           WHERE t.id = done.task_id AND t.status = 'running' \
+         ) \
+         SELECT r.ord, c.status AS current_status, c.worker_id AS current_worker, \
+                c.lease_expires_at IS NOT NULL AS leased, done.id IS NOT NULL AS done, {done} \
+         FROM req r LEFT JOIN current c ON c.id = r.id LEFT JOIN done ON done.id = r.id \
+         ORDER BY r.ord",
+        returning = prefixed("e", COLUMNS),
+        done = prefixed("done", COLUMNS),
+    )
+});
+
+/// The heartbeat of one worker's in-flight set: `$1` executions, `$2`
+/// worker, `$3` lease in seconds.
+///
+/// Same lock order and re-check as the heartbeat of one execution: every
+/// named execution's task in task id order, then the executions in id
+/// order. One row per id, in input order; `status` is NULL for an execution
+/// that does not exist.
+const HEARTBEAT_MANY_SQL: &str = "WITH req AS ( \
+                   SELECT id, ord FROM unnest($1::uuid[]) WITH ORDINALITY AS r(id, ord) \
+                 ), task AS MATERIALIZED ( \
+                   SELECT t.id FROM tasks t \
+                   WHERE t.id IN (SELECT x.task_id FROM task_executions x \
+                                  WHERE x.id IN (SELECT id FROM req)) \
+                   ORDER BY t.id FOR NO KEY UPDATE \
+                 ), current AS MATERIALIZED ( \
+                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+                   FROM task_executions e JOIN task ON task.id = e.task_id \
+                   WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
+                 ), beat AS ( \
+                   UPDATE task_executions e \
+                   SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now() \
+                   FROM current c \
+                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
+                   RETURNING e.id, e.lease_expires_at \
+                 ) \
+                 SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
+                        beat.lease_expires_at AS new_lease \
+                 FROM req r LEFT JOIN current c ON c.id = r.id LEFT JOIN beat ON beat.id = r.id \
+                 ORDER BY r.ord";
+
 /// An execution ended by hand (cancelled, or
 /// [`ExecutionRepository::update_status`](crate::ExecutionRepository::update_status)
 /// to an end state): `$1` execution, `$2` the end status, `$3` statuses it
@@ -590,6 +668,48 @@ pub(crate) mod sql {
         }
     }
 
+    /// Runs [`HEARTBEAT_MANY_SQL`]; one result per id, in their order.
+    pub(crate) async fn heartbeat_many(
+        c: &Conn<'_>,
+        ids: &[ExecutionId],
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = c
+            .query(HEARTBEAT_MANY_SQL, &[&ids, &worker_id, &seconds(lease)])
+            .await?;
+        if rows.len() != ids.len() {
+            return Err(Error::unavailable(
+                format!(
+                    "heartbeat_many sent {} ids and got {} rows back",
+                    ids.len(),
+                    rows.len()
+                ),
+                None,
+            ));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (&id, row) in ids.iter().zip(&rows) {
+            results.push(match row.try_get::<_, Option<Timestamp>>("new_lease")? {
+                Some(lease) => Ok(lease),
+                None => match row.try_get::<_, Option<ExecutionStatus>>("status")? {
+                    None => Err(Error::not_found("execution", id)),
+                    Some(status) => Err(lease_lost(
+                        id,
+                        status,
+                        row.try_get("leased")?,
+                        row.try_get::<_, Option<&str>>("worker_id")?,
+                        worker_id,
+                    )),
+                },
+            });
+        }
+        Ok(results)
+    }
+
     pub(crate) async fn complete(
         c: &Conn<'_>,
         id: ExecutionId,
@@ -622,6 +742,77 @@ pub(crate) mod sql {
             row.try_get::<_, Option<&str>>("current_worker")?,
             worker_id,
         ))
+    }
+
+    /// Runs [`COMPLETE_MANY_SQL`] for `completions` (valid, no execution
+    /// twice) and returns one result per completion, in their order.
+    pub(crate) async fn complete_many(
+        c: &Conn<'_>,
+        completions: &[Completion],
+    ) -> Result<Vec<Result<TaskExecution>>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<ExecutionId> = completions.iter().map(|x| x.execution_id).collect();
+        let workers: Vec<&str> = completions.iter().map(|x| x.worker_id.as_str()).collect();
+        let statuses: Vec<ExecutionStatus> = completions.iter().map(|x| x.outcome.status).collect();
+        let codes: Vec<Option<i32>> = completions.iter().map(|x| x.outcome.return_code).collect();
+        let stdouts: Vec<Option<&str>> = completions
+            .iter()
+            .map(|x| x.outcome.stdout.as_deref())
+            .collect();
+        let stderrs: Vec<Option<&str>> = completions
+            .iter()
+            .map(|x| x.outcome.stderr.as_deref())
+            .collect();
+        let times: Vec<Option<i32>> = completions
+            .iter()
+            .map(|x| x.outcome.execution_time_ms)
+            .collect();
+        let memory: Vec<Option<i64>> = completions
+            .iter()
+            .map(|x| x.outcome.memory_usage_bytes)
+            .collect();
+        let rows = c
+            .query(
+                &COMPLETE_MANY_SQL,
+                &[
+                    &ids, &workers, &statuses, &codes, &stdouts, &stderrs, &times, &memory,
+                ],
+            )
+            .await?;
+        if rows.len() != completions.len() {
+            return Err(Error::unavailable(
+                format!(
+                    "complete_many sent {} completions and got {} rows back",
+                    completions.len(),
+                    rows.len()
+                ),
+                None,
+            ));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (completion, row) in completions.iter().zip(&rows) {
+            let id = completion.execution_id;
+            let result = if row.try_get::<_, bool>("done")? {
+                // A row that cannot be decoded is that completion's error;
+                // the execution did end.
+                execution_from_row(row)
+            } else {
+                match row.try_get::<_, Option<ExecutionStatus>>("current_status")? {
+                    None => Err(Error::not_found("execution", id)),
+                    Some(status) => Err(lease_lost(
+                        id,
+                        status,
+                        row.try_get("leased")?,
+                        row.try_get::<_, Option<&str>>("current_worker")?,
+                        &completion.worker_id,
+                    )),
+                }
+            };
+            results.push(result);
+        }
+        Ok(results)
     }
 
     /// Ends an execution by hand: cancel, or an end status set through
@@ -754,6 +945,28 @@ impl ExecutionQueue for PgExecutionQueue {
         sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
     }
 
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_many", count = execution_ids.len()))]
+    async fn heartbeat_many(
+        &self,
+        worker_id: &str,
+        execution_ids: Vec<ExecutionId>,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>> {
+        validate::worker_id(worker_id)?;
+        validate::lease(lease)?;
+        if execution_ids.len() > validate::MAX_CLAIM as usize {
+            return Err(Error::validation(
+                "execution_ids",
+                format!(
+                    "holds {} ids, more than the {} one call takes",
+                    execution_ids.len(),
+                    validate::MAX_CLAIM
+                ),
+            ));
+        }
+        sql::heartbeat_many(&self.source.conn().await?, &execution_ids, worker_id, lease).await
+    }
+
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete"))]
     async fn complete(
         &self,
@@ -777,6 +990,75 @@ impl ExecutionQueue for PgExecutionQueue {
             &outcome,
         )
         .await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete_many", count = completions.len()))]
+    async fn complete_many(
+        &self,
+        mut completions: Vec<Completion>,
+    ) -> Result<Vec<Result<TaskExecution>>> {
+        if completions.len() > Completion::MAX_BATCH {
+            return Err(Error::validation(
+                "completions",
+                format!(
+                    "holds {} completions, more than the {} one call takes",
+                    completions.len(),
+                    Completion::MAX_BATCH
+                ),
+            ));
+        }
+        // Per completion: its validation error, or its place among the ones
+        // sent.
+        let max = self.source.max_output_bytes();
+        let mut seen = HashSet::with_capacity(completions.len());
+        let mut plan: Vec<std::result::Result<usize, Error>> =
+            Vec::with_capacity(completions.len());
+        let mut sent = Vec::with_capacity(completions.len());
+        for mut completion in completions.drain(..) {
+            let checked = validate::worker_id(&completion.worker_id)
+                .and_then(|()| validate::outcome(&completion.outcome));
+            if let Err(err) = checked {
+                plan.push(Err(err));
+                continue;
+            }
+            if !seen.insert(completion.execution_id) {
+                plan.push(Err(Error::validation(
+                    "execution_id",
+                    format!(
+                        "execution {} is completed earlier in the same batch",
+                        completion.execution_id
+                    ),
+                )));
+                continue;
+            }
+            for output in [
+                &mut completion.outcome.stdout,
+                &mut completion.outcome.stderr,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                validate::truncate_output(output, max);
+            }
+            plan.push(Ok(sent.len()));
+            sent.push(completion);
+        }
+        let mut results: Vec<Option<Result<TaskExecution>>> = if sent.is_empty() {
+            Vec::new()
+        } else {
+            sql::complete_many(&self.source.conn().await?, &sent)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        Ok(plan
+            .into_iter()
+            .map(|p| match p {
+                Ok(i) => results[i].take().expect("each result is taken once"),
+                Err(err) => Err(err),
+            })
+            .collect())
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "cancel"))]

@@ -17,9 +17,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, NewTask,
-    NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task, TaskExecution, TaskId,
-    TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution,
+    NewTask, NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task, TaskExecution,
+    TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
 
 /// Users. Emails are compared after trimming and lower-casing, so lookups
@@ -253,6 +253,22 @@ pub trait ExecutionQueue: Send + Sync {
         lease: Duration,
     ) -> Result<Timestamp>;
 
+    /// [`heartbeat`](Self::heartbeat) for a worker's whole in-flight set in
+    /// one statement: extends the lease of each execution `worker_id` still
+    /// owns and returns, per id and in input order, its new end or the error
+    /// `heartbeat` would give for it alone (`LeaseLost` with the reason,
+    /// `NotFound`); the others are unchanged. An id named twice gets the
+    /// same answer twice. `Validation` for the whole call (before any SQL)
+    /// for a bad worker id or lease, or more than
+    /// [`MAX_CLAIM`](crate::validate::MAX_CLAIM) ids. Tasks are locked in id
+    /// order, then their executions.
+    async fn heartbeat_many(
+        &self,
+        worker_id: &str,
+        execution_ids: Vec<ExecutionId>,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>>;
+
     /// Records how the run ended and ends the execution; the task follows
     /// (running → completed, failed or timeout). `LeaseLost` when the worker
     /// no longer owns it (nothing is changed); `Validation` for an outcome
@@ -264,6 +280,28 @@ pub trait ExecutionQueue: Send + Sync {
         worker_id: &str,
         outcome: Outcome,
     ) -> Result<TaskExecution>;
+
+    /// [`complete`](Self::complete) for many executions, of any workers, in
+    /// one statement. Each completion is checked and applied exactly as
+    /// `complete` alone would (lease owner and status re-checked on the
+    /// locked row; the task follows), and the result says, per completion
+    /// and in input order, what `complete` would have returned:
+    /// `Ok(execution)`, `LeaseLost` (nothing changed for it), `NotFound`.
+    ///
+    /// Validation is per completion and comes before any SQL: an invalid one
+    /// (bad worker id or outcome) gets its `Validation` error and is left
+    /// out; the others go ahead. An execution named more than once is
+    /// applied once, at its first valid completion; each later one gets a
+    /// `Validation` error (field `execution_id`). The call as a whole fails
+    /// only with `Validation` for more than [`Completion::MAX_BATCH`]
+    /// completions (then nothing is sent), or with an error of the statement
+    /// itself (`Timeout`, `Unavailable`, ...), when nothing was changed.
+    /// Tasks are locked in id order, then their executions, keeping the
+    /// crate's lock order.
+    async fn complete_many(
+        &self,
+        completions: Vec<Completion>,
+    ) -> Result<Vec<Result<TaskExecution>>>;
 
     /// Cancels a pending or running execution at once; its task is
     /// cancelled too. A running execution's worker learns it from its next

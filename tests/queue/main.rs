@@ -2,6 +2,7 @@
 //! raced by many workers, leases, rescue, cancellation, pruning, bulk paths,
 //! events and transactions. One binary keeps link time down.
 
+mod batch;
 mod bulk;
 mod cancellation;
 mod claim;
