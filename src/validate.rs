@@ -10,6 +10,8 @@
 //! [`PasswordPolicy`], [`ScriptPolicy`] and [`MetadataPolicy`], gathered in
 //! [`ValidationPolicy`].
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -307,21 +309,100 @@ pub fn script_content(script: &str, policy: &ScriptPolicy) -> Result<()> {
     no_nul("script_content", script)?;
     not_blank("script_content", script)?;
     max_chars("script_content", script, SCRIPT_MAX_CHARS)?;
-    if policy.deny_patterns.is_empty() {
-        return Ok(());
-    }
-    let lowered = script.to_lowercase();
-    if let Some(pattern) = policy
-        .deny_patterns
-        .iter()
-        .find(|p| !p.is_empty() && lowered.contains(&p.to_lowercase()))
-    {
-        return Err(Error::validation(
+    denied_pattern(script, &DenyList::new(policy))
+}
+
+/// The script checks of [`script_content`] with the deny-list already
+/// prepared: a batch prepares it once, not once per task.
+fn script_content_with(script: &str, deny: &DenyList<'_>) -> Result<()> {
+    no_nul("script_content", script)?;
+    not_blank("script_content", script)?;
+    max_chars("script_content", script, SCRIPT_MAX_CHARS)?;
+    denied_pattern(script, deny)
+}
+
+fn denied_pattern(script: &str, deny: &DenyList<'_>) -> Result<()> {
+    match deny.find(script) {
+        Some(pattern) => Err(Error::validation(
             "script_content",
             format!("contains the denied pattern `{pattern}`"),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// A [`ScriptPolicy`]'s patterns, lower-cased once (only those that need
+/// it: the default ones are already lower case), for matching many scripts.
+///
+/// A pattern is found when the lower-cased script contains the lower-cased
+/// pattern (`str::to_lowercase`, Unicode rules). For a script that is all
+/// ASCII, lower-casing it is ASCII lower-casing, so the search compares
+/// bytes ignoring ASCII case instead of building the lower-cased copy: the
+/// very same decisions, without an allocation per task.
+struct DenyList<'p> {
+    /// The pattern as configured (for the message), and lower-cased.
+    patterns: Vec<(&'p str, Cow<'p, str>)>,
+}
+
+impl<'p> DenyList<'p> {
+    /// The non-empty patterns of `policy` (an empty one would match every
+    /// script; it is ignored, as it always was).
+    fn new(policy: &'p ScriptPolicy) -> Self {
+        let patterns = policy
+            .deny_patterns
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let lowered = if p.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
+                    Cow::Owned(p.to_lowercase())
+                } else {
+                    Cow::Borrowed(p.as_str())
+                };
+                (p.as_str(), lowered)
+            })
+            .collect();
+        DenyList { patterns }
+    }
+
+    /// The first pattern (in the policy's order) `script` contains, ignoring
+    /// case.
+    fn find(&self, script: &str) -> Option<&'p str> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        if script.is_ascii() {
+            let hay = script.as_bytes();
+            return self
+                .patterns
+                .iter()
+                .find(|(_, lowered)| contains_ignoring_ascii_case(hay, lowered.as_bytes()))
+                .map(|(pattern, _)| *pattern);
+        }
+        let lowered_script = script.to_lowercase();
+        self.patterns
+            .iter()
+            .find(|(_, lowered)| lowered_script.contains(lowered.as_ref()))
+            .map(|(pattern, _)| *pattern)
+    }
+}
+
+/// Whether `hay` contains `needle` (lower case, no ASCII upper-case letter)
+/// when `hay`'s ASCII letters are lower-cased. A non-ASCII byte of `needle`
+/// never matches an ASCII `hay`, as in the lower-cased comparison.
+fn contains_ignoring_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if needle.len() > hay.len() {
+        return false;
+    }
+    hay[..=hay.len() - needle.len()]
+        .iter()
+        .enumerate()
+        .any(|(i, b)| {
+            b.to_ascii_lowercase() == first
+                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+        })
 }
 
 fn in_range(field: &'static str, value: i64, range: (i64, Option<i64>)) -> Result<()> {
@@ -411,6 +492,10 @@ fn json_object(
         return Err(Error::validation(field, "must be a JSON object"));
     }
     // Iterative walk: a value built in code can nest deeper than the stack.
+    // It also adds up the length of the compact JSON text (what
+    // `serde_json::to_vec` would write), so the size is known without
+    // writing the text.
+    let mut bytes = 0usize;
     let mut stack = vec![(value, 1usize)];
     while let Some((value, depth)) = stack.pop() {
         if depth > policy.max_depth {
@@ -420,21 +505,32 @@ fn json_object(
             ));
         }
         match value {
-            Value::String(s) => no_nul(field, s)?,
-            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::String(s) => {
+                no_nul(field, s)?;
+                bytes = bytes.saturating_add(json_string_len(s));
+            }
+            Value::Array(items) => {
+                // `[`, `]` and a comma between items.
+                bytes = bytes.saturating_add(2 + items.len().saturating_sub(1));
+                stack.extend(items.iter().map(|v| (v, depth + 1)));
+            }
             Value::Object(map) => {
+                // `{`, `}`, a comma between entries, a colon in each.
+                bytes = bytes.saturating_add(2 + map.len().saturating_sub(1) + map.len());
                 for (key, v) in map {
                     no_nul(field, key)?;
+                    bytes = bytes.saturating_add(json_string_len(key));
                     stack.push((v, depth + 1));
                 }
             }
-            Value::Number(n) => number_survives_jsonb(field, n)?,
-            Value::Null | Value::Bool(_) => {}
+            Value::Number(n) => {
+                number_survives_jsonb(field, n)?;
+                bytes = bytes.saturating_add(json_number_len(n));
+            }
+            Value::Null | Value::Bool(true) => bytes = bytes.saturating_add(4),
+            Value::Bool(false) => bytes = bytes.saturating_add(5),
         }
     }
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| Error::validation(field, format!("cannot be serialised: {e}")))?
-        .len();
     if bytes > policy.max_bytes {
         return Err(Error::validation(
             field,
@@ -442,6 +538,35 @@ fn json_object(
         ));
     }
     Ok(())
+}
+
+/// The length of `s` as serde_json writes it: quoted, with `"` and `\` and
+/// the control characters escaped (two bytes for the short escapes, six for
+/// `\u00XX`); everything else, UTF-8 included, as is.
+fn json_string_len(s: &str) -> usize {
+    s.bytes().fold(2usize, |len, b| {
+        len.saturating_add(match b {
+            b'"' | b'\\' | b'\x08' | b'\t' | b'\n' | b'\x0c' | b'\r' => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+    })
+}
+
+/// The length of `n` as serde_json writes it, which is its `Display` form
+/// (itoa for integers, ryu for floats), counted without a buffer.
+fn json_number_len(n: &serde_json::Number) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut count, format_args!("{n}"));
+    count.0
 }
 
 /// A JSON number the crate can read back after `jsonb` stored it.
@@ -617,11 +742,16 @@ pub fn outcome(outcome: &Outcome) -> Result<()> {
 
 /// Every field of a new task.
 pub fn new_task(task: &NewTask, policy: &ValidationPolicy) -> Result<()> {
+    new_task_with(task, policy, &DenyList::new(&policy.script))
+}
+
+/// [`new_task`] with `policy`'s deny-list already prepared.
+fn new_task_with(task: &NewTask, policy: &ValidationPolicy, deny: &DenyList<'_>) -> Result<()> {
     task_name(&task.name)?;
     if let Some(d) = &task.description {
         description(d)?;
     }
-    script_content(&task.script_content, &policy.script)?;
+    script_content_with(&task.script_content, deny)?;
     priority(task.priority)?;
     timeout_seconds(task.timeout_seconds)?;
     metadata(&task.metadata, &policy.metadata)
@@ -647,8 +777,9 @@ pub fn batch_size(field: &'static str, len: usize) -> Result<()> {
 /// Every field of every task of a batch; the message of the first failure
 /// names its index.
 pub fn new_tasks(tasks: &[NewTask], policy: &ValidationPolicy) -> Result<()> {
+    let deny = DenyList::new(&policy.script);
     for (index, task) in tasks.iter().enumerate() {
-        new_task(task, policy).map_err(|e| match e {
+        new_task_with(task, policy, &deny).map_err(|e| match e {
             Error::Validation { field, message } => Error::Validation {
                 field,
                 message: format!("task {index}: {message}"),
@@ -1100,5 +1231,152 @@ mod jsonb_round_trip_tests {
             metadata(&json!({ "a": value }), &policy).unwrap_or_else(|e| panic!("{value:e}: {e}"));
         }
         metadata(&json!({ "a": i64::MIN, "b": u64::MAX }), &policy).unwrap();
+    }
+
+    /// What `script_content` matched before the deny-list was prepared
+    /// once: both sides lower-cased per task and pattern.
+    fn denied_by_lowercasing<'p>(script: &str, policy: &'p ScriptPolicy) -> Option<&'p str> {
+        let lowered = script.to_lowercase();
+        policy
+            .deny_patterns
+            .iter()
+            .find(|p| !p.is_empty() && lowered.contains(&p.to_lowercase()))
+            .map(String::as_str)
+    }
+
+    #[test]
+    fn deny_list_decides_as_lowercasing_both_sides() {
+        let policy = ScriptPolicy {
+            deny_patterns: [
+                "",
+                "RM -RF",
+                "mkfs.",
+                "Straße",
+                "\u{212a}ill",
+                "İx",
+                "ΣΑΣ",
+                "é",
+                "a\u{0}b",
+            ]
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        };
+        let scripts = [
+            "",
+            "echo ok",
+            "rm -rf /",
+            "sudo RM -Rf /",
+            "rm  -rf",
+            "r",
+            "MKFS.ext4 /dev/sda",
+            "mkfs",
+            "STRASSE",
+            "straße",
+            "STRAẞE",
+            "kill -9 1",
+            "KILL",
+            "\u{212a}ILL",
+            "i\u{307}x",
+            "İX",
+            "σας",
+            "ΣΑΣ",
+            "É",
+            "e\u{301}",
+            "a\u{0}B",
+            "ab",
+        ];
+        let deny = DenyList::new(&policy);
+        for script in scripts {
+            assert_eq!(
+                deny.find(script),
+                denied_by_lowercasing(script, &policy),
+                "{script:?}"
+            );
+        }
+        // Patterns earlier in the list win, as before.
+        assert_eq!(deny.find("mkfs. rm -rf"), Some("RM -RF"));
+        // No pattern, or only an empty one: everything passes.
+        assert_eq!(
+            DenyList::new(&ScriptPolicy::allow_all()).find("rm -rf"),
+            None
+        );
+        let empty = ScriptPolicy {
+            deny_patterns: vec![String::new()],
+        };
+        assert_eq!(DenyList::new(&empty).find("rm -rf"), None);
+        // The default list, through the public function.
+        let default = ScriptPolicy::default();
+        assert!(script_content("RM -Rf /tmp/x", &default).is_err());
+        assert!(script_content("echo Mkfs.EXT4", &default).is_err());
+        assert!(script_content("echo fine", &default).is_ok());
+    }
+
+    /// The length the walk adds up, taken with a limit of zero bytes from
+    /// the error message ("is N bytes, more than 0").
+    fn measured_len(value: &serde_json::Value) -> usize {
+        let policy = MetadataPolicy {
+            max_bytes: 0,
+            max_depth: METADATA_DEPTH_LIMIT,
+        };
+        let Err(Error::Validation { message, .. }) = metadata(value, &policy) else {
+            panic!("every object is more than 0 bytes: {value}");
+        };
+        message
+            .strip_prefix("is ")
+            .and_then(|m| m.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected message {message:?}"))
+    }
+
+    #[test]
+    fn metadata_size_is_the_serialised_length() {
+        use serde_json::{Map, Number, Value};
+
+        let float = |f: f64| Value::Number(Number::from_f64(f).expect("finite"));
+        let mut values = vec![
+            serde_json::json!({}),
+            serde_json::json!({"a": null, "b": true, "c": false}),
+            serde_json::json!({"": "", "k": [], "o": {}}),
+            serde_json::json!({"q": "\"quoted\" and \\ back\\slash"}),
+            serde_json::json!({"ctl": "\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f} end"}),
+            serde_json::json!({"uni": "é ß 漢字 🦀 \u{2028}\u{2029}", "é🦀": 1}),
+            serde_json::json!({"ints": [0, -1, 1, i64::MIN, i64::MAX, u64::MAX, 1234567]}),
+            serde_json::json!({"deep": {"a": [1, [2, [3, {"b": [null, {"c": "d"}]}]]]}}),
+            serde_json::json!({"mixed": [1, "two", 3.5, {"four": [true]}, [], {}]}),
+        ];
+        let mut floats = Map::new();
+        for (i, f) in [
+            0.0,
+            -0.0,
+            0.1,
+            -2.5,
+            1e21,
+            1e-7,
+            123456789.125,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            1.0 / 3.0,
+            5e-324,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            floats.insert(format!("f{i}"), float(f));
+        }
+        values.push(Value::Object(floats));
+        for value in &values {
+            let written = serde_json::to_vec(value).expect("serialises").len();
+            assert_eq!(measured_len(value), written, "{value}");
+        }
+        // The limit is inclusive, as before: exactly max_bytes passes.
+        let value = serde_json::json!({"team": "a\"b", "n": [1.5, 2]});
+        let len = serde_json::to_vec(&value).expect("serialises").len();
+        let at = |max_bytes| MetadataPolicy {
+            max_bytes,
+            max_depth: 16,
+        };
+        assert!(metadata(&value, &at(len)).is_ok());
+        assert!(metadata(&value, &at(len - 1)).is_err());
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{Conn, CursorKind, Keyset, PageSpec, Param, RowReader, Source, Table};
+use super::{Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
@@ -16,9 +16,17 @@ use crate::repo::ExecutionRepository;
 use crate::tx::TxInner;
 use crate::validate;
 
-pub(super) const COLUMNS: &str = "id, task_id, status, return_code, stdout, stderr, \
-    execution_time_ms, memory_usage_bytes, started_at, completed_at, created_at, priority, \
-    run_after, attempt, worker_id, lease_expires_at, heartbeat_at, updated_at";
+/// The columns every statement returns, in `execution_from_row`'s order; a
+/// macro so that `concat!` writes them into each statement at compile time.
+macro_rules! columns {
+    () => {
+        "id, task_id, status, return_code, stdout, stderr, \
+         execution_time_ms, memory_usage_bytes, started_at, completed_at, created_at, priority, \
+         run_after, attempt, worker_id, lease_expires_at, heartbeat_at, updated_at"
+    };
+}
+
+pub(super) const COLUMNS: &str = columns!();
 
 pub(super) const TABLE: Table = Table {
     table: "task_executions",
@@ -26,7 +34,19 @@ pub(super) const TABLE: Table = Table {
     columns: COLUMNS,
     cursor: CursorKind::Execution,
     by_priority: false,
+    get_sql: concat!("SELECT ", columns!(), " FROM task_executions WHERE id = $1"),
+    delete_sql: "DELETE FROM task_executions WHERE id = $1",
 };
+
+const LATEST_FOR_TASK_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM task_executions WHERE task_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+);
+
+static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
+static LIST_BY_TASK: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("task_id = $1"));
+static LIST_BY_STATUS: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("status = $1"));
 
 pub(super) fn execution_from_row(row: &Row) -> Result<TaskExecution> {
     let r = RowReader::new(row, "execution");
@@ -138,16 +158,10 @@ pub(crate) mod sql {
         c: &Conn<'_>,
         task_id: TaskId,
     ) -> Result<Option<TaskExecution>> {
-        c.query_opt(
-            &format!(
-                "SELECT {COLUMNS} FROM task_executions WHERE task_id = $1 \
-                     ORDER BY created_at DESC, id DESC LIMIT 1"
-            ),
-            &[&task_id],
-        )
-        .await?
-        .map(|row| execution_from_row(&row))
-        .transpose()
+        c.query_opt(LATEST_FOR_TASK_SQL, &[&task_id])
+            .await?
+            .map(|row| execution_from_row(&row))
+            .transpose()
     }
 
     pub(crate) async fn update(
@@ -219,21 +233,21 @@ pub(crate) mod sql {
 
     pub(crate) async fn list(
         c: &Conn<'_>,
-        filter_sql: &'static str,
+        list: &ListSql,
         filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Page<TaskExecution>> {
         TABLE
-            .page(c, filter_sql, filter, page, execution_from_row, keyset)
+            .page(c, list, filter, page, execution_from_row, keyset)
             .await
     }
 
     pub(crate) async fn count(
         c: &Conn<'_>,
-        filter_sql: &'static str,
+        list: &ListSql,
         filter: Option<&dyn Param>,
     ) -> Result<i64> {
-        TABLE.count(c, filter_sql, filter).await
+        TABLE.count(c, list, filter).await
     }
 }
 
@@ -267,7 +281,7 @@ impl ExecutionRepository for PgExecutionRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
         let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-        sql::list(&self.source.conn().await?, "TRUE", None, &page).await
+        sql::list(&self.source.conn().await?, &LIST, None, &page).await
     }
 
     #[tracing::instrument(
@@ -287,7 +301,7 @@ impl ExecutionRepository for PgExecutionRepository {
         )?;
         sql::list(
             &self.source.conn().await?,
-            "task_id = $1",
+            &LIST_BY_TASK,
             Some(&task_id),
             &page,
         )
@@ -311,7 +325,7 @@ impl ExecutionRepository for PgExecutionRepository {
         )?;
         sql::list(
             &self.source.conn().await?,
-            "status = $1",
+            &LIST_BY_STATUS,
             Some(&status),
             &page,
         )
@@ -377,7 +391,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&self.source.conn().await?, "TRUE", None).await
+        sql::count(&self.source.conn().await?, &LIST, None).await
     }
 
     #[tracing::instrument(
@@ -387,7 +401,7 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count_by_task")
     )]
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
-        sql::count(&self.source.conn().await?, "task_id = $1", Some(&task_id)).await
+        sql::count(&self.source.conn().await?, &LIST_BY_TASK, Some(&task_id)).await
     }
 
     #[tracing::instrument(
@@ -397,6 +411,6 @@ impl ExecutionRepository for PgExecutionRepository {
         fields(entity = "execution", op = "count_by_status")
     )]
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
-        sql::count(&self.source.conn().await?, "status = $1", Some(&status)).await
+        sql::count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status)).await
     }
 }

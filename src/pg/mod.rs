@@ -642,7 +642,8 @@ impl PageSpec {
 }
 
 /// What the three repositories share about their table: its name and
-/// columns, the entity name errors use, and its keyset order.
+/// columns, the entity name errors use, its keyset order, and the
+/// statements every table has, written out once in the entity's file.
 struct Table {
     table: &'static str,
     entity: &'static str,
@@ -651,6 +652,23 @@ struct Table {
     /// Whether the order starts with `priority DESC` (tasks) before
     /// `created_at DESC, id DESC`.
     by_priority: bool,
+    /// `SELECT` of the columns `WHERE id = $1`.
+    get_sql: &'static str,
+    /// `DELETE … WHERE id = $1`.
+    delete_sql: &'static str,
+}
+
+/// The statements of one filtered list: built once per filter (a
+/// `LazyLock` in the entity's file) rather than formatted on every call.
+struct ListSql {
+    /// The condition on `$1`, or `TRUE`; whether it takes a parameter.
+    filtered: bool,
+    /// The first page.
+    first: String,
+    /// A page after a cursor.
+    after: String,
+    /// `count(*)` of the rows matching.
+    count: String,
 }
 
 impl Table {
@@ -664,12 +682,9 @@ impl Table {
     where
         I: Param + std::fmt::Display,
     {
-        c.query_opt(
-            &format!("SELECT {} FROM {} WHERE id = $1", self.columns, self.table),
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| Error::not_found(self.entity, id))
+        c.query_opt(self.get_sql, &[&id])
+            .await?
+            .ok_or_else(|| Error::not_found(self.entity, id))
     }
 
     /// Deletes the row with primary key `id`; `NotFound` when there is none.
@@ -677,26 +692,23 @@ impl Table {
     where
         I: Param + std::fmt::Display,
     {
-        match c
-            .execute(&format!("DELETE FROM {} WHERE id = $1", self.table), &[&id])
-            .await?
-        {
+        match c.execute(self.delete_sql, &[&id]).await? {
             0 => Err(Error::not_found(self.entity, id)),
             _ => Ok(()),
         }
     }
 
-    /// One page of the rows matching `filter_sql`, as `T`s.
+    /// One page of the rows matching `list`'s filter, as `T`s.
     async fn page<T>(
         &self,
         c: &Conn<'_>,
-        filter_sql: &'static str,
+        list: &ListSql,
         filter: Option<&dyn Param>,
         page: &PageSpec,
         from_row: fn(&Row) -> Result<T>,
         key_of: fn(&T) -> Keyset,
     ) -> Result<Page<T>> {
-        let rows = self.page_rows(c, filter_sql, filter, page).await?;
+        let rows = self.page_rows(c, list, filter, page).await?;
         // One undecodable row fails the page with its Decode error: a page
         // that silently skipped rows would hide them from every walk.
         Ok(into_page(
@@ -745,44 +757,50 @@ impl Table {
         sql
     }
 
+    /// The statements of the list filtered by `filter_sql` (a condition on
+    /// `$1`, or `TRUE`), for its entity's `LazyLock`.
+    fn list_sql(&self, filter_sql: &str) -> ListSql {
+        let filter_params = usize::from(filter_sql.contains("$1"));
+        ListSql {
+            filtered: filter_params > 0,
+            first: self.page_sql(filter_sql, filter_params, false),
+            after: self.page_sql(filter_sql, filter_params, true),
+            count: format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table),
+        }
+    }
+
     /// The rows of one page (see [`page_sql`](Self::page_sql)). Strictly
     /// after the cursor's row, so rows inserted meanwhile neither repeat nor
     /// shift rows already seen.
     async fn page_rows(
         &self,
         c: &Conn<'_>,
-        filter_sql: &'static str,
+        list: &ListSql,
         filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Vec<Row>> {
-        let mut params: Vec<&dyn Param> = filter.into_iter().collect();
-        let sql = self.page_sql(filter_sql, params.len(), page.after.is_some());
-        if let Some(key) = &page.after {
-            if self.by_priority {
-                params.push(&key.priority);
+        debug_assert_eq!(list.filtered, filter.is_some());
+        let mut params: Vec<&dyn Param> = Vec::with_capacity(5);
+        params.extend(filter);
+        let sql = match &page.after {
+            Some(key) => {
+                if self.by_priority {
+                    params.push(&key.priority);
+                }
+                params.extend([&key.created_at as &dyn Param, &key.id]);
+                &list.after
             }
-            params.extend([&key.created_at as &dyn Param, &key.id]);
-        }
+            None => &list.first,
+        };
         let fetch = page.fetch();
         params.push(&fetch);
-        c.query(&sql, &params).await
+        c.query(sql, &params).await
     }
 
-    /// `count(*)` of the rows matching `filter_sql` (as in
-    /// [`page_rows`](Self::page_rows)).
-    async fn count(
-        &self,
-        c: &Conn<'_>,
-        filter_sql: &'static str,
-        filter: Option<&dyn Param>,
-    ) -> Result<i64> {
+    /// `count(*)` of the rows matching `list`'s filter.
+    async fn count(&self, c: &Conn<'_>, list: &ListSql, filter: Option<&dyn Param>) -> Result<i64> {
         let params: Vec<&dyn Param> = filter.into_iter().collect();
-        let row = c
-            .query_one(
-                &format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table),
-                &params,
-            )
-            .await?;
+        let row = c.query_one(&list.count, &params).await?;
         Ok(row.try_get(0)?)
     }
 }

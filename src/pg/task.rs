@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::jsonb::Jsonb;
-use super::{Conn, CursorKind, Keyset, PageSpec, Param, RowReader, Source, Table, prefixed};
+use super::{
+    Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table, prefixed,
+};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
@@ -14,8 +16,16 @@ use crate::repo::TaskRepository;
 use crate::tx::TxInner;
 use crate::validate::{self, ValidationPolicy};
 
-const COLUMNS: &str = "id, user_id, name, description, script_content, script_type, status, \
-                       priority, timeout_seconds, metadata, created_at, updated_at";
+/// The columns every statement returns, in `task_from_row`'s order; a
+/// macro so that `concat!` writes them into each statement at compile time.
+macro_rules! columns {
+    () => {
+        "id, user_id, name, description, script_content, script_type, status, \
+         priority, timeout_seconds, metadata, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
 
 pub(super) const TABLE: Table = Table {
     table: "tasks",
@@ -23,7 +33,36 @@ pub(super) const TABLE: Table = Table {
     columns: COLUMNS,
     cursor: CursorKind::Task,
     by_priority: true,
+    get_sql: concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1"),
+    delete_sql: "DELETE FROM tasks WHERE id = $1",
 };
+
+const CREATE_SQL: &str = concat!(
+    "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
+     priority, timeout_seconds, metadata) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+    columns!()
+);
+
+/// NULL means "leave as is"; description needs a flag, since NULL is also a
+/// value it can be set to.
+const UPDATE_SQL: &str = concat!(
+    "UPDATE tasks SET \
+       name = COALESCE($2, name), \
+       description = CASE WHEN $3 THEN $4 ELSE description END, \
+       script_content = COALESCE($5, script_content), \
+       script_type = COALESCE($6, script_type), \
+       priority = COALESCE($7, priority), \
+       timeout_seconds = COALESCE($8, timeout_seconds), \
+       metadata = COALESCE($9, metadata) \
+     WHERE id = $1 RETURNING ",
+    columns!()
+);
+
+static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
+static LIST_BY_USER: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("user_id = $1"));
+static LIST_BY_STATUS: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("status = $1"));
+static SEARCH_BY_METADATA: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("metadata @> $1"));
 
 /// A task's status set by hand: `$1` task, `$2` the new status (pending or
 /// cancelled: the other statuses follow its execution), `$3` statuses it may
@@ -131,11 +170,7 @@ pub(crate) mod sql {
     pub(crate) async fn create(c: &Conn<'_>, task: &NewTask) -> Result<Task> {
         let row = c
             .query_one(
-                &format!(
-                    "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
-                     priority, timeout_seconds, metadata) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-                ),
+                CREATE_SQL,
                 &[
                     &TaskId::new(),
                     &task.user_id,
@@ -256,20 +291,8 @@ pub(crate) mod sql {
         if update.is_empty() {
             return get(c, id).await;
         }
-        // NULL means "leave as is"; description needs a flag, since NULL is
-        // also a value it can be set to.
         c.query_opt(
-            &format!(
-                "UPDATE tasks SET \
-                   name = COALESCE($2, name), \
-                   description = CASE WHEN $3 THEN $4 ELSE description END, \
-                   script_content = COALESCE($5, script_content), \
-                   script_type = COALESCE($6, script_type), \
-                   priority = COALESCE($7, priority), \
-                   timeout_seconds = COALESCE($8, timeout_seconds), \
-                   metadata = COALESCE($9, metadata) \
-                 WHERE id = $1 RETURNING {COLUMNS}"
-            ),
+            UPDATE_SQL,
             &[
                 &id,
                 &update.name,
@@ -324,12 +347,12 @@ pub(crate) mod sql {
 
     pub(crate) async fn list(
         c: &Conn<'_>,
-        filter_sql: &'static str,
+        list: &ListSql,
         filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Page<Task>> {
         TABLE
-            .page(c, filter_sql, filter, page, task_from_row, keyset)
+            .page(c, list, filter, page, task_from_row, keyset)
             .await
     }
 }
@@ -462,7 +485,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
         let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-        sql::list(&self.source.conn().await?, "TRUE", None, &page).await
+        sql::list(&self.source.conn().await?, &LIST, None, &page).await
     }
 
     #[tracing::instrument(
@@ -478,7 +501,7 @@ impl TaskRepository for PgTaskRepository {
         )?;
         sql::list(
             &self.source.conn().await?,
-            "user_id = $1",
+            &LIST_BY_USER,
             Some(&user_id),
             &page,
         )
@@ -498,7 +521,7 @@ impl TaskRepository for PgTaskRepository {
         )?;
         sql::list(
             &self.source.conn().await?,
-            "status = $1",
+            &LIST_BY_STATUS,
             Some(&status),
             &page,
         )
@@ -524,7 +547,7 @@ impl TaskRepository for PgTaskRepository {
         let page = PageSpec::parse(TABLE.scope("search_by_metadata", &filter_bytes), &page)?;
         sql::list(
             &self.source.conn().await?,
-            "metadata @> $1",
+            &SEARCH_BY_METADATA,
             Some(&Jsonb(&filter)),
             &page,
         )
@@ -538,7 +561,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "count")
     )]
     async fn count(&self) -> Result<i64> {
-        TABLE.count(&self.source.conn().await?, "TRUE", None).await
+        TABLE.count(&self.source.conn().await?, &LIST, None).await
     }
 
     #[tracing::instrument(
@@ -549,7 +572,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
         TABLE
-            .count(&self.source.conn().await?, "user_id = $1", Some(&user_id))
+            .count(&self.source.conn().await?, &LIST_BY_USER, Some(&user_id))
             .await
     }
 
@@ -561,7 +584,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         TABLE
-            .count(&self.source.conn().await?, "status = $1", Some(&status))
+            .count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status))
             .await
     }
 }

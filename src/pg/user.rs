@@ -8,8 +8,8 @@ use postgres_types::private::BytesMut;
 use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::Row;
 
-use super::{Conn, CursorKind, Keyset, PageSpec, RowReader, Source, Table};
-use std::sync::Arc;
+use super::{Conn, CursorKind, Keyset, ListSql, PageSpec, RowReader, Source, Table};
+use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -18,7 +18,15 @@ use crate::repo::UserRepository;
 use crate::tx::TxInner;
 use crate::validate;
 
-const COLUMNS: &str = "id, email, password_hash, created_at, updated_at";
+/// The columns every statement returns, in `user_from_row`'s order; a
+/// macro so that `concat!` writes them into each statement at compile time.
+macro_rules! columns {
+    () => {
+        "id, email, password_hash, created_at, updated_at"
+    };
+}
+
+const COLUMNS: &str = columns!();
 
 pub(super) const TABLE: Table = Table {
     table: "users",
@@ -26,7 +34,26 @@ pub(super) const TABLE: Table = Table {
     columns: COLUMNS,
     cursor: CursorKind::User,
     by_priority: false,
+    get_sql: concat!("SELECT ", columns!(), " FROM users WHERE id = $1"),
+    delete_sql: "DELETE FROM users WHERE id = $1",
 };
+
+const CREATE_SQL: &str = concat!(
+    "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING ",
+    columns!()
+);
+
+// Served by the index of the users_email_key constraint.
+const GET_BY_EMAIL_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+
+const UPDATE_SQL: &str = concat!(
+    "UPDATE users SET email = COALESCE($2, email), \
+     password_hash = COALESCE($3, password_hash) \
+     WHERE id = $1 RETURNING ",
+    columns!()
+);
+
+static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
 
 fn user_from_row(row: &Row) -> Result<User> {
     let r = RowReader::new(row, "user");
@@ -127,9 +154,7 @@ pub(crate) mod sql {
     ) -> Result<User> {
         let row = c
             .query_one(
-                &format!(
-                    "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
-                ),
+                CREATE_SQL,
                 &[&UserId::new(), &email, &SecretText::hash(password_hash)],
             )
             .await?;
@@ -141,15 +166,11 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get_by_email(c: &Conn<'_>, email: &str) -> Result<User> {
-        // Served by the index of the users_email_key constraint.
-        c.query_opt(
-            &format!("SELECT {COLUMNS} FROM users WHERE email = $1"),
-            &[&email],
-        )
-        .await?
-        .map(|row| user_from_row(&row))
-        .transpose()?
-        .ok_or_else(|| Error::not_found("user", email))
+        c.query_opt(GET_BY_EMAIL_SQL, &[&email])
+            .await?
+            .map(|row| user_from_row(&row))
+            .transpose()?
+            .ok_or_else(|| Error::not_found("user", email))
     }
 
     pub(crate) async fn update(
@@ -162,11 +183,7 @@ pub(crate) mod sql {
             return get(c, id).await;
         }
         c.query_opt(
-            &format!(
-                "UPDATE users SET email = COALESCE($2, email), \
-                 password_hash = COALESCE($3, password_hash) \
-                 WHERE id = $1 RETURNING {COLUMNS}"
-            ),
+            UPDATE_SQL,
             &[&id, &email, &password_hash.map(SecretText::hash)],
         )
         .await?
@@ -201,12 +218,12 @@ pub(crate) mod sql {
 
     pub(crate) async fn list(c: &Conn<'_>, page: &PageSpec) -> Result<Page<User>> {
         TABLE
-            .page(c, "TRUE", None, page, user_from_row, keyset)
+            .page(c, &LIST, None, page, user_from_row, keyset)
             .await
     }
 
     pub(crate) async fn count(c: &Conn<'_>) -> Result<i64> {
-        TABLE.count(c, "TRUE", None).await
+        TABLE.count(c, &LIST, None).await
     }
 }
 
