@@ -221,25 +221,7 @@ async fn the_rescue_complete_many_race_never_loses_a_completion() {
             results
         });
     }
-    let rescuer = {
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            let mut rescued = Vec::new();
-            loop {
-                let report = queue
-                    .rescue_expired(RescuePolicy {
-                        batch_size: 50,
-                        ..RescuePolicy::default()
-                    })
-                    .await
-                    .unwrap();
-                if report.timed_out.is_empty() {
-                    return rescued;
-                }
-                rescued.extend(report.timed_out);
-            }
-        })
-    };
+    let rescuer = crate::spawn_rescuer(f.queue.clone());
     let mut outcomes: HashMap<ExecutionId, bool> = HashMap::new();
     while let Some(joined) = completers.join_next().await {
         for (id, result) in joined.unwrap() {

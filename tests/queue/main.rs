@@ -18,11 +18,34 @@ use std::time::Duration;
 
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    NewTask, NewUser, PasswordHash, PgExecutionQueue, PgExecutionRepository, PgTaskRepository,
-    PgUserRepository, Task, TaskRepository, User, UserRepository,
+    ExecutionQueue, NewTask, NewUser, PasswordHash, PgExecutionQueue, PgExecutionRepository,
+    PgTaskRepository, PgUserRepository, Task, TaskRepository, User, UserRepository,
 };
 
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The rescuer of the rescue/complete races: rescues expired leases in
+/// batches of 50 until none is left, and returns what it timed out.
+pub fn spawn_rescuer(
+    queue: PgExecutionQueue,
+) -> tokio::task::JoinHandle<Vec<voidrunner_db::ExecutionId>> {
+    tokio::spawn(async move {
+        let mut rescued = Vec::new();
+        loop {
+            let report = queue
+                .rescue_expired(voidrunner_db::RescuePolicy {
+                    batch_size: 50,
+                    ..voidrunner_db::RescuePolicy::default()
+                })
+                .await
+                .unwrap();
+            if report.timed_out.is_empty() {
+                return rescued;
+            }
+            rescued.extend(report.timed_out);
+        }
+    })
+}
 
 pub struct Fixture {
     pub db: TestDatabase,
