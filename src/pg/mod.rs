@@ -408,6 +408,12 @@ impl Conn<'_> {
         let Conn::Pooled(pooled) = self else {
             return result;
         };
+        if pooled.busy.load(Ordering::Acquire) {
+            // A statement gave up waiting for its answer and is still in
+            // flight: a ROLLBACK would wait behind it as long again. The
+            // connection is closed on drop, which rolls back.
+            return result;
+        }
         let finish = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = self.batch(finish).await;
         // A failed COMMIT ends the transaction too, as long as the
