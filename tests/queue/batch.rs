@@ -187,17 +187,7 @@ async fn an_expired_but_unrescued_lease_still_completes_in_a_batch() {
 async fn the_rescue_complete_many_race_never_loses_a_completion() {
     const N: usize = 1000;
     let f = fixture_with(|c| c.max_connections = 12).await;
-    let queued = f.queued(N, |_| 0).await;
-    let mut claimed = 0;
-    while claimed < N {
-        claimed += f
-            .queue
-            .claim("racer", 1000, Duration::from_millis(1))
-            .await
-            .unwrap()
-            .len();
-    }
-    tokio::time::sleep(Duration::from_millis(20)).await; // every lease has expired
+    let queued = crate::queued_with_expired_leases(&f, N).await;
 
     let queue = Arc::new(f.queue.clone());
     let mut completers = tokio::task::JoinSet::new();

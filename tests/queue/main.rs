@@ -24,6 +24,27 @@ use voidrunner_db::{
 
 pub const LEASE: Duration = Duration::from_secs(30);
 
+/// `n` executions queued and claimed by `racer` with a 1 ms lease, every
+/// lease expired by the time this returns: the start of the
+/// rescue/complete races.
+pub async fn queued_with_expired_leases(
+    f: &Fixture,
+    n: usize,
+) -> Vec<voidrunner_db::TaskExecution> {
+    let queued = f.queued(n, |_| 0).await;
+    let mut claimed = 0;
+    while claimed < n {
+        claimed += f
+            .queue
+            .claim("racer", 1000, Duration::from_millis(1))
+            .await
+            .unwrap()
+            .len();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await; // every lease has expired
+    queued
+}
+
 /// The rescuer of the rescue/complete races: rescues expired leases in
 /// batches of 50 until none is left, and returns what it timed out.
 pub fn spawn_rescuer(
