@@ -12,13 +12,68 @@
 //! `<op> <n>`: `n` calls of `op` after one warm-up call (which prepares the
 //! statement), all inside `measured`: the instruction total divided by `n`
 //! is the per-call figure. Ops: `get` (one task), `create` (one task),
-//! `list` (a page of 50 tasks), `create_many` (1000 tasks per call).
+//! `list` (a page of 50 tasks), `create_many` (1000 tasks per call),
+//! `import` (10,000 tasks by COPY per call). Each has a `raw_` twin: the
+//! same SQL through tokio-postgres and deadpool with no crate in between
+//! (cached statements, every column read into a struct, no validation),
+//! the baseline the issue's targets are ratios of. Both check out through
+//! `Database::client`, so both carry the pool-metrics cost of this build
+//! (the dev-dependency turns the `metrics` feature on): the ratio is the
+//! crate's own overhead on top of the driver's.
 
+use tokio_postgres::Row;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
     NewTask, NewUser, PageRequest, PasswordHash, PgTaskRepository, PgUserRepository, PoolerMode,
-    TaskId, TaskRepository, UserId, UserRepository,
+    ScriptType, TaskId, TaskRepository, TaskStatus, Timestamp, UserId, UserRepository,
 };
+
+/// The crate's task columns, in its order (src/pg/task.rs); a macro so
+/// the raw statements are built at compile time, as the crate's are.
+macro_rules! columns {
+    () => {
+        "id, user_id, name, description, script_content, script_type, status, \
+         priority, timeout_seconds, metadata, created_at, updated_at"
+    };
+}
+
+/// What a raw caller reads a task into: every column, by index.
+#[allow(dead_code)]
+struct RawTask {
+    id: TaskId,
+    user_id: UserId,
+    name: String,
+    description: Option<String>,
+    script_content: String,
+    script_type: ScriptType,
+    status: TaskStatus,
+    priority: i32,
+    timeout_seconds: i32,
+    metadata: Json<serde_json::Value>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl RawTask {
+    fn from_row(row: &Row) -> Self {
+        RawTask {
+            id: row.get(0),
+            user_id: row.get(1),
+            name: row.get(2),
+            description: row.get(3),
+            script_content: row.get(4),
+            script_type: row.get(5),
+            status: row.get(6),
+            priority: row.get(7),
+            timeout_seconds: row.get(8),
+            metadata: row.get(9),
+            created_at: row.get(10),
+            updated_at: row.get(11),
+        }
+    }
+}
 
 fn new_task(user: UserId, i: usize) -> NewTask {
     NewTask::new(
@@ -37,6 +92,7 @@ fn new_task(user: UserId, i: usize) -> NewTask {
 }
 
 struct Bench {
+    db: TestDatabase,
     repo: PgTaskRepository,
     user: UserId,
     task: TaskId,
@@ -62,6 +118,152 @@ impl Bench {
                 let tasks = (0..1000).map(|i| new_task(self.user, i)).collect();
                 self.repo.create_many(tasks).await.expect("create_many");
             }
+            "import" => {
+                let tasks = (0..10_000).map(|i| new_task(self.user, i)).collect();
+                self.repo.import(tasks).await.expect("import");
+            }
+            raw => self.raw(raw).await,
+        }
+    }
+
+    /// The `raw_` ops: the crate's SQL on a connection of the same pool.
+    async fn raw(&self, op: &str) {
+        let client = self.db.raw_client().await.expect("client");
+        match op {
+            "raw_get" => {
+                let sql = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
+                let stmt = client.prepare_cached(sql).await.expect("prepare");
+                let row = client.query_one(&stmt, &[&self.task]).await.expect("get");
+                RawTask::from_row(&row);
+            }
+            "raw_create" => {
+                let sql = concat!(
+                    "INSERT INTO tasks (id, user_id, name, description, script_content, \
+                     script_type, priority, timeout_seconds, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+                    columns!()
+                );
+                let stmt = client.prepare_cached(sql).await.expect("prepare");
+                let t = new_task(self.user, 1);
+                let row = client
+                    .query_one(
+                        &stmt,
+                        &[
+                            &TaskId::new(),
+                            &t.user_id,
+                            &t.name,
+                            &t.description,
+                            &t.script_content,
+                            &t.script_type,
+                            &t.priority,
+                            &t.timeout_seconds,
+                            &Json(&t.metadata),
+                        ],
+                    )
+                    .await
+                    .expect("create");
+                RawTask::from_row(&row);
+            }
+            "raw_list" => {
+                let sql = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM tasks WHERE TRUE \
+                     ORDER BY priority DESC, created_at DESC, id DESC LIMIT $1"
+                );
+                let stmt = client.prepare_cached(sql).await.expect("prepare");
+                let rows = client.query(&stmt, &[&51i64]).await.expect("list");
+                let tasks: Vec<RawTask> = rows.iter().take(50).map(RawTask::from_row).collect();
+                assert_eq!(tasks.len(), 50);
+            }
+            "raw_create_many" => {
+                let sql = concat!(
+                    "WITH input AS (SELECT id, user_id, name, description, script_content, \
+                       script_type, priority, timeout_seconds, metadata, ord \
+                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                       $6::text[], $7::int4[], $8::int4[], $9::jsonb[]) WITH ORDINALITY \
+                       AS input(id, user_id, name, description, script_content, script_type, \
+                       priority, timeout_seconds, metadata, ord)), \
+                     created AS (INSERT INTO tasks (id, user_id, name, description, \
+                       script_content, script_type, priority, timeout_seconds, metadata) \
+                       SELECT id, user_id, name, description, script_content, script_type, \
+                       priority, timeout_seconds, metadata FROM input RETURNING ",
+                    columns!(),
+                    ") SELECT created.id, created.user_id, created.name, created.description, \
+                     created.script_content, created.script_type, created.status, \
+                     created.priority, created.timeout_seconds, created.metadata, \
+                     created.created_at, created.updated_at \
+                     FROM created JOIN input ON input.id = created.id ORDER BY input.ord"
+                );
+                let stmt = client.prepare_cached(sql).await.expect("prepare");
+                let tasks: Vec<NewTask> = (0..1000).map(|i| new_task(self.user, i)).collect();
+                let ids: Vec<TaskId> = tasks.iter().map(|_| TaskId::new()).collect();
+                let rows = client
+                    .query(
+                        &stmt,
+                        &[
+                            &ids,
+                            &tasks.iter().map(|t| t.user_id).collect::<Vec<_>>(),
+                            &tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+                            &tasks
+                                .iter()
+                                .map(|t| t.description.as_deref())
+                                .collect::<Vec<_>>(),
+                            &tasks
+                                .iter()
+                                .map(|t| t.script_content.as_str())
+                                .collect::<Vec<_>>(),
+                            &tasks.iter().map(|t| t.script_type).collect::<Vec<_>>(),
+                            &tasks.iter().map(|t| t.priority).collect::<Vec<_>>(),
+                            &tasks.iter().map(|t| t.timeout_seconds).collect::<Vec<_>>(),
+                            &tasks.iter().map(|t| Json(&t.metadata)).collect::<Vec<_>>(),
+                        ],
+                    )
+                    .await
+                    .expect("create_many");
+                let created: Vec<RawTask> = rows.iter().map(RawTask::from_row).collect();
+                assert_eq!(created.len(), 1000);
+            }
+            "raw_import" => {
+                let tasks: Vec<NewTask> = (0..10_000).map(|i| new_task(self.user, i)).collect();
+                let sink = client
+                    .copy_in(
+                        "COPY tasks (id, user_id, name, description, script_content, \
+                         script_type, priority, timeout_seconds, metadata) FROM STDIN BINARY",
+                    )
+                    .await
+                    .expect("copy");
+                let types = [
+                    Type::UUID,
+                    Type::UUID,
+                    Type::VARCHAR,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::VARCHAR,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::JSONB,
+                ];
+                let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+                for t in &tasks {
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &TaskId::new(),
+                            &t.user_id,
+                            &t.name,
+                            &t.description,
+                            &t.script_content,
+                            &t.script_type,
+                            &t.priority,
+                            &t.timeout_seconds,
+                            &Json(&t.metadata),
+                        ])
+                        .await
+                        .expect("row");
+                }
+                writer.finish().await.expect("import");
+            }
             other => panic!("unknown op {other}"),
         }
     }
@@ -85,7 +287,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (_db, bench) = rt.block_on(async {
+    let bench = rt.block_on(async {
         let db = TestDatabase::with_config(|c| {
             c.max_connections = 1;
             c.min_connections = 1;
@@ -104,12 +306,13 @@ fn main() {
             repo.create(new_task(user, i)).await.expect("task");
         }
         let bench = Bench {
+            db,
             repo,
             user,
             task: task.id,
         };
         bench.call(&op).await;
-        (db, bench)
+        bench
     });
     measured(&rt, &bench, &op, n);
     println!("{op} x{n} done");
