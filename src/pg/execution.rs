@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table};
+use super::{
+    Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table,
+};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
@@ -16,7 +18,7 @@ use crate::repo::ExecutionRepository;
 use crate::tx::TxInner;
 use crate::validate;
 
-/// The columns every statement returns, in `execution_from_row`'s order; a
+/// The columns every statement returns, in [`COLUMN_NAMES`]' order; a
 /// macro so that `concat!` writes them into each statement at compile time.
 macro_rules! columns {
     () => {
@@ -28,9 +30,34 @@ macro_rules! columns {
 
 pub(super) const COLUMNS: &str = columns!();
 
+/// [`COLUMNS`] one by one, in `read_execution`'s order.
+pub(super) static COLUMN_NAMES: Columns = Columns {
+    entity: "execution",
+    names: &[
+        "id",
+        "task_id",
+        "status",
+        "return_code",
+        "stdout",
+        "stderr",
+        "execution_time_ms",
+        "memory_usage_bytes",
+        "started_at",
+        "completed_at",
+        "created_at",
+        "priority",
+        "run_after",
+        "attempt",
+        "worker_id",
+        "lease_expires_at",
+        "heartbeat_at",
+        "updated_at",
+    ],
+};
+
 pub(super) const TABLE: Table = Table {
     table: "task_executions",
-    entity: "execution",
+    read: &COLUMN_NAMES,
     columns: COLUMNS,
     cursor: CursorKind::Execution,
     by_priority: false,
@@ -48,28 +75,32 @@ static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
 static LIST_BY_TASK: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("task_id = $1"));
 static LIST_BY_STATUS: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("status = $1"));
 
-pub(super) fn execution_from_row(row: &Row) -> Result<TaskExecution> {
-    let r = RowReader::new(row, "execution");
+/// Reads an execution, its fields in [`COLUMN_NAMES`]' order.
+pub(super) fn read_execution(r: &mut RowReader<'_>) -> Result<TaskExecution> {
     Ok(TaskExecution {
-        id: r.get("id")?,
-        task_id: r.get("task_id")?,
-        status: r.get("status")?,
-        return_code: r.get("return_code")?,
-        stdout: r.get("stdout")?,
-        stderr: r.get("stderr")?,
-        execution_time_ms: r.get("execution_time_ms")?,
-        memory_usage_bytes: r.get("memory_usage_bytes")?,
-        started_at: r.get("started_at")?,
-        completed_at: r.get("completed_at")?,
-        created_at: r.get("created_at")?,
-        priority: r.get("priority")?,
-        run_after: r.get("run_after")?,
-        attempt: r.get("attempt")?,
-        worker_id: r.get("worker_id")?,
-        lease_expires_at: r.get("lease_expires_at")?,
-        heartbeat_at: r.get("heartbeat_at")?,
-        updated_at: r.get("updated_at")?,
+        id: r.next()?,
+        task_id: r.next()?,
+        status: r.next()?,
+        return_code: r.next()?,
+        stdout: r.next()?,
+        stderr: r.next()?,
+        execution_time_ms: r.next()?,
+        memory_usage_bytes: r.next()?,
+        started_at: r.next()?,
+        completed_at: r.next()?,
+        created_at: r.next()?,
+        priority: r.next()?,
+        run_after: r.next()?,
+        attempt: r.next()?,
+        worker_id: r.next()?,
+        lease_expires_at: r.next()?,
+        heartbeat_at: r.next()?,
+        updated_at: r.next()?,
     })
+}
+
+pub(super) fn execution_from_row(row: &Row) -> Result<TaskExecution> {
+    COLUMN_NAMES.read_one(row, read_execution)
 }
 
 fn keyset(execution: &TaskExecution) -> Keyset {
@@ -238,7 +269,7 @@ pub(crate) mod sql {
         page: &PageSpec,
     ) -> Result<Page<TaskExecution>> {
         TABLE
-            .page(c, list, filter, page, execution_from_row, keyset)
+            .page(c, list, filter, page, read_execution, keyset)
             .await
     }
 

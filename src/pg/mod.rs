@@ -457,34 +457,103 @@ pub(crate) async fn query_pooled(db: &Database, sql: &str, params: Params<'_>) -
     conn.query(sql, params).await
 }
 
-/// Reads the columns of one row of `entity`, fallibly: a value the crate
-/// cannot represent (written by someone else) becomes [`Error::Decode`]
-/// naming the row's id and the column, never a panic or a default.
-#[derive(Clone, Copy)]
-struct RowReader<'r> {
+/// An entity's columns, as the crate's statements return them: one after
+/// another in this order, possibly after or before columns of the
+/// statement's own. Rows are read by position, found once per statement
+/// (the rows of one statement share their columns) rather than by a name
+/// lookup per column and row.
+pub(super) struct Columns {
+    /// `"user"`, `"task"` or `"execution"`, for errors.
+    pub(super) entity: &'static str,
+    /// In the order of the entity's `columns!()` (a unit test holds them
+    /// to it) and of the fields its reader reads.
+    pub(super) names: &'static [&'static str],
+}
+
+impl Columns {
+    /// Where these columns start in the rows of `row`'s statement: a
+    /// statement that does not return them all, in order, is an
+    /// [`Error::Decode`] naming the first one missing, not a misread.
+    fn locate(&'static self, row: &Row) -> Result<usize> {
+        let have = row.columns();
+        let starts_here = |start: usize| {
+            have.len() >= start + self.names.len()
+                && have[start..]
+                    .iter()
+                    .zip(self.names)
+                    .all(|(column, name)| column.name() == *name)
+        };
+        (0..have.len())
+            .find(|&start| starts_here(start))
+            .ok_or_else(|| Error::Decode {
+                entity: self.entity,
+                column: self.names.first().copied().unwrap_or_default(),
+                id: None,
+                source: "the statement did not return the entity's columns in order".into(),
+            })
+    }
+
+    /// A reader of one row, found at `start` by [`locate`](Self::locate)
+    /// on a row of the same statement.
+    fn reader<'r>(&'static self, row: &'r Row, start: usize) -> RowReader<'r> {
+        RowReader {
+            row,
+            columns: self,
+            start,
+            next: 0,
+        }
+    }
+
+    /// Reads one row with `read`.
+    fn read_one<T>(&'static self, row: &Row, read: Read<T>) -> Result<T> {
+        read(&mut self.reader(row, self.locate(row)?))
+    }
+
+    /// Reads every row of one statement with `read`, locating the columns
+    /// once.
+    fn read_all<T>(&'static self, rows: &[Row], read: Read<T>) -> Result<Vec<T>> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let start = self.locate(first)?;
+        rows.iter()
+            .map(|row| read(&mut self.reader(row, start)))
+            .collect()
+    }
+}
+
+/// Reads one entity from a [`RowReader`], its fields in the order of its
+/// [`Columns`].
+pub(super) type Read<T> = fn(&mut RowReader<'_>) -> Result<T>;
+
+/// Reads the columns of one row of an entity, in order and fallibly: a
+/// value the crate cannot represent (written by someone else) becomes
+/// [`Error::Decode`] naming the row's id and the column, never a panic or
+/// a default.
+pub(super) struct RowReader<'r> {
     row: &'r Row,
-    entity: &'static str,
+    columns: &'static Columns,
+    start: usize,
+    next: usize,
 }
 
 impl<'r> RowReader<'r> {
-    fn new(row: &'r Row, entity: &'static str) -> Self {
-        RowReader { row, entity }
-    }
-
-    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, column: &'static str) -> Result<T>
-    where
-        'r: 'a,
-    {
-        self.row.try_get(column).map_err(|source| Error::Decode {
-            entity: self.entity,
-            column,
-            id: self
-                .row
-                .try_get::<_, Uuid>("id")
-                .ok()
-                .map(|id| id.to_string()),
-            source: Box::new(source),
-        })
+    /// The next column's value.
+    fn next<T: tokio_postgres::types::FromSql<'r>>(&mut self) -> Result<T> {
+        let index = self.next;
+        self.next += 1;
+        self.row
+            .try_get(self.start + index)
+            .map_err(|source| Error::Decode {
+                entity: self.columns.entity,
+                column: self.columns.names.get(index).copied().unwrap_or_default(),
+                id: self
+                    .row
+                    .try_get::<_, Uuid>(self.start)
+                    .ok()
+                    .map(|id| id.to_string()),
+                source: Box::new(source),
+            })
     }
 }
 
@@ -652,7 +721,9 @@ impl PageSpec {
 /// statements every table has, written out once in the entity's file.
 struct Table {
     table: &'static str,
-    entity: &'static str,
+    /// The entity's columns, by name and in order, to read its rows.
+    read: &'static Columns,
+    /// The same columns as SQL text.
     columns: &'static str,
     cursor: CursorKind,
     /// Whether the order starts with `priority DESC` (tasks) before
@@ -690,7 +761,7 @@ impl Table {
     {
         c.query_opt(self.get_sql, &[&id])
             .await?
-            .ok_or_else(|| Error::not_found(self.entity, id))
+            .ok_or_else(|| Error::not_found(self.read.entity, id))
     }
 
     /// Deletes the row with primary key `id`; `NotFound` when there is none.
@@ -699,7 +770,7 @@ impl Table {
         I: Param + std::fmt::Display,
     {
         match c.execute(self.delete_sql, &[&id]).await? {
-            0 => Err(Error::not_found(self.entity, id)),
+            0 => Err(Error::not_found(self.read.entity, id)),
             _ => Ok(()),
         }
     }
@@ -711,17 +782,13 @@ impl Table {
         list: &ListSql,
         filter: Option<&dyn Param>,
         page: &PageSpec,
-        from_row: fn(&Row) -> Result<T>,
+        read: Read<T>,
         key_of: fn(&T) -> Keyset,
     ) -> Result<Page<T>> {
         let rows = self.page_rows(c, list, filter, page).await?;
         // One undecodable row fails the page with its Decode error: a page
         // that silently skipped rows would hide them from every walk.
-        Ok(into_page(
-            rows.iter().map(from_row).collect::<Result<Vec<T>>>()?,
-            page,
-            key_of,
-        ))
+        Ok(into_page(self.read.read_all(&rows, read)?, page, key_of))
     }
 
     fn sort_columns(&self) -> &'static str {
@@ -864,6 +931,16 @@ mod tests {
 
     fn tasks(filter: &[u8]) -> ListScope {
         ListScope::new(CursorKind::Task, "list_by_user", filter)
+    }
+
+    /// Rows are read by position: each entity's names must be its SQL
+    /// column list, in order.
+    #[test]
+    fn column_names_are_the_sql_column_lists() {
+        for table in [&user::TABLE, &task::TABLE, &execution::TABLE] {
+            let sql: Vec<&str> = table.columns.split(',').map(str::trim).collect();
+            assert_eq!(sql, table.read.names, "{}", table.table);
+        }
     }
 
     #[test]

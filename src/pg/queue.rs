@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::execution::{COLUMNS, execution_from_row};
-use super::{Conn, RowReader, Source, prefixed};
+use super::execution::{COLUMN_NAMES, COLUMNS, execution_from_row, read_execution};
+use super::{Columns, Conn, RowReader, Source, prefixed};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
@@ -102,6 +102,35 @@ fn lease_lost(
     };
     Error::LeaseLost { execution, reason }
 }
+
+/// The columns of a claimed row: the execution's, then its task's script
+/// (see [`CLAIM_SQL`]), in `read_claimed`'s order.
+static CLAIMED_COLUMNS: Columns = Columns {
+    entity: "execution",
+    names: &[
+        "id",
+        "task_id",
+        "status",
+        "return_code",
+        "stdout",
+        "stderr",
+        "execution_time_ms",
+        "memory_usage_bytes",
+        "started_at",
+        "completed_at",
+        "created_at",
+        "priority",
+        "run_after",
+        "attempt",
+        "worker_id",
+        "lease_expires_at",
+        "heartbeat_at",
+        "updated_at",
+        "script_content",
+        "script_type",
+        "timeout_seconds",
+    ],
+};
 
 /// The claim: `$1` worker, `$2` limit, `$3` lease in seconds.
 ///
@@ -537,12 +566,13 @@ pub(crate) mod sql {
                 continue;
             }
             if first.try_get::<_, bool>("all_ok")? {
+                let start = COLUMN_NAMES.locate(first)?;
                 let mut executions = Vec::with_capacity(rows.len());
                 for row in &rows {
                     if !row.try_get::<_, bool>("found")? {
                         return Err(changed_meanwhile("batch"));
                     }
-                    executions.push(execution_from_row(row)?);
+                    executions.push(read_execution(&mut COLUMN_NAMES.reader(row, start))?);
                 }
                 return Ok(executions);
             }
@@ -585,8 +615,12 @@ pub(crate) mod sql {
             )
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
+        let start = match rows.first() {
+            Some(first) => CLAIMED_COLUMNS.locate(first)?,
+            None => return Ok(claimed),
+        };
         for row in &rows {
-            match claimed_from_row(row) {
+            match read_claimed(&mut CLAIMED_COLUMNS.reader(row, start)) {
                 Ok(job) => claimed.push(job),
                 Err(err) => {
                     // Claimed, but it cannot be handed to the worker: end it
@@ -613,13 +647,13 @@ pub(crate) mod sql {
         Ok(())
     }
 
-    fn claimed_from_row(row: &tokio_postgres::Row) -> Result<ClaimedExecution> {
-        let r = RowReader::new(row, "execution");
+    /// Reads a claimed execution, its fields in [`CLAIMED_COLUMNS`]' order.
+    fn read_claimed(r: &mut RowReader<'_>) -> Result<ClaimedExecution> {
         Ok(ClaimedExecution {
-            execution: execution_from_row(row)?,
-            script_content: r.get("script_content")?,
-            script_type: r.get("script_type")?,
-            timeout_seconds: r.get("timeout_seconds")?,
+            execution: read_execution(r)?,
+            script_content: r.next()?,
+            script_type: r.next()?,
+            timeout_seconds: r.next()?,
         })
     }
 
@@ -792,12 +826,16 @@ pub(crate) mod sql {
             ));
         }
         let mut results = Vec::with_capacity(rows.len());
+        let start = match rows.first() {
+            Some(first) => COLUMN_NAMES.locate(first)?,
+            None => return Ok(results),
+        };
         for (completion, row) in completions.iter().zip(&rows) {
             let id = completion.execution_id;
             let result = if row.try_get::<_, bool>("done")? {
                 // A row that cannot be decoded is that completion's error;
                 // the execution did end.
-                execution_from_row(row)
+                read_execution(&mut COLUMN_NAMES.reader(row, start))
             } else {
                 match row.try_get::<_, Option<ExecutionStatus>>("current_status")? {
                     None => Err(Error::not_found("execution", id)),
@@ -1110,5 +1148,19 @@ impl ExecutionQueue for PgExecutionQueue {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claimed row is read as an execution, then its script: the
+    /// execution's columns must lead, in their order.
+    #[test]
+    fn claimed_columns_start_with_the_execution_columns() {
+        let (execution, script) = CLAIMED_COLUMNS.names.split_at(COLUMN_NAMES.names.len());
+        assert_eq!(execution, COLUMN_NAMES.names);
+        assert_eq!(script, ["script_content", "script_type", "timeout_seconds"]);
     }
 }

@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 
 use super::jsonb::Jsonb;
 use super::{
-    Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table, prefixed,
+    Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table, prefixed,
 };
 use std::sync::{Arc, LazyLock};
 
@@ -27,9 +27,28 @@ macro_rules! columns {
 
 const COLUMNS: &str = columns!();
 
+/// [`COLUMNS`] one by one, in `read_task`'s order.
+static COLUMN_NAMES: Columns = Columns {
+    entity: "task",
+    names: &[
+        "id",
+        "user_id",
+        "name",
+        "description",
+        "script_content",
+        "script_type",
+        "status",
+        "priority",
+        "timeout_seconds",
+        "metadata",
+        "created_at",
+        "updated_at",
+    ],
+};
+
 pub(super) const TABLE: Table = Table {
     table: "tasks",
-    entity: "task",
+    read: &COLUMN_NAMES,
     columns: COLUMNS,
     cursor: CursorKind::Task,
     by_priority: true,
@@ -107,22 +126,26 @@ static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn task_from_row(row: &Row) -> Result<Task> {
-    let r = RowReader::new(row, "task");
+/// Reads a task, its fields in [`COLUMN_NAMES`]' order.
+fn read_task(r: &mut RowReader<'_>) -> Result<Task> {
     Ok(Task {
-        id: r.get("id")?,
-        user_id: r.get("user_id")?,
-        name: r.get("name")?,
-        description: r.get("description")?,
-        script_content: r.get("script_content")?,
-        script_type: r.get("script_type")?,
-        status: r.get("status")?,
-        priority: r.get("priority")?,
-        timeout_seconds: r.get("timeout_seconds")?,
-        metadata: r.get("metadata")?,
-        created_at: r.get("created_at")?,
-        updated_at: r.get("updated_at")?,
+        id: r.next()?,
+        user_id: r.next()?,
+        name: r.next()?,
+        description: r.next()?,
+        script_content: r.next()?,
+        script_type: r.next()?,
+        status: r.next()?,
+        priority: r.next()?,
+        timeout_seconds: r.next()?,
+        metadata: r.next()?,
+        created_at: r.next()?,
+        updated_at: r.next()?,
     })
+}
+
+fn task_from_row(row: &Row) -> Result<Task> {
+    COLUMN_NAMES.read_one(row, read_task)
 }
 
 fn keyset(task: &Task) -> Keyset {
@@ -239,7 +262,7 @@ pub(crate) mod sql {
                 ],
             )
             .await?;
-        rows.iter().map(task_from_row).collect()
+        COLUMN_NAMES.read_all(&rows, read_task)
     }
 
     pub(crate) async fn import(client: &tokio_postgres::Client, tasks: &[NewTask]) -> Result<u64> {
@@ -351,9 +374,7 @@ pub(crate) mod sql {
         filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Page<Task>> {
-        TABLE
-            .page(c, list, filter, page, task_from_row, keyset)
-            .await
+        TABLE.page(c, list, filter, page, read_task, keyset).await
     }
 }
 

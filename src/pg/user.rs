@@ -8,7 +8,7 @@ use postgres_types::private::BytesMut;
 use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::Row;
 
-use super::{Conn, CursorKind, Keyset, ListSql, PageSpec, RowReader, Source, Table};
+use super::{Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, RowReader, Source, Table};
 use std::sync::{Arc, LazyLock};
 
 use crate::db::Database;
@@ -18,7 +18,7 @@ use crate::repo::UserRepository;
 use crate::tx::TxInner;
 use crate::validate;
 
-/// The columns every statement returns, in `user_from_row`'s order; a
+/// The columns every statement returns, in [`COLUMN_NAMES`]' order; a
 /// macro so that `concat!` writes them into each statement at compile time.
 macro_rules! columns {
     () => {
@@ -28,9 +28,15 @@ macro_rules! columns {
 
 const COLUMNS: &str = columns!();
 
+/// [`COLUMNS`] one by one, in `read_user`'s order.
+static COLUMN_NAMES: Columns = Columns {
+    entity: "user",
+    names: &["id", "email", "password_hash", "created_at", "updated_at"],
+};
+
 pub(super) const TABLE: Table = Table {
     table: "users",
-    entity: "user",
+    read: &COLUMN_NAMES,
     columns: COLUMNS,
     cursor: CursorKind::User,
     by_priority: false,
@@ -55,15 +61,19 @@ const UPDATE_SQL: &str = concat!(
 
 static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
 
-fn user_from_row(row: &Row) -> Result<User> {
-    let r = RowReader::new(row, "user");
+/// Reads a user, its fields in [`COLUMN_NAMES`]' order.
+fn read_user(r: &mut RowReader<'_>) -> Result<User> {
     Ok(User {
-        id: r.get("id")?,
-        email: r.get("email")?,
-        password_hash: PasswordHash::new(r.get::<String>("password_hash")?),
-        created_at: r.get("created_at")?,
-        updated_at: r.get("updated_at")?,
+        id: r.next()?,
+        email: r.next()?,
+        password_hash: PasswordHash::new(r.next::<String>()?),
+        created_at: r.next()?,
+        updated_at: r.next()?,
     })
+}
+
+fn user_from_row(row: &Row) -> Result<User> {
+    COLUMN_NAMES.read_one(row, read_user)
 }
 
 /// A secret bound as a `text` / `varchar` parameter whose `Debug` form is
@@ -217,9 +227,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn list(c: &Conn<'_>, page: &PageSpec) -> Result<Page<User>> {
-        TABLE
-            .page(c, &LIST, None, page, user_from_row, keyset)
-            .await
+        TABLE.page(c, &LIST, None, page, read_user, keyset).await
     }
 
     pub(crate) async fn count(c: &Conn<'_>) -> Result<i64> {
