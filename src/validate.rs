@@ -10,7 +10,9 @@
 //! [`PasswordPolicy`], [`ScriptPolicy`] and [`MetadataPolicy`], gathered in
 //! [`ValidationPolicy`].
 
-use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
+
+use aho_corasick::AhoCorasick;
 
 use serde::{Deserialize, Serialize};
 
@@ -164,9 +166,13 @@ pub struct ValidationPolicy {
 
 fn no_nul(field: &'static str, text: &str) -> Result<()> {
     if text.contains('\0') {
-        return Err(Error::validation(field, "must not contain a NUL character"));
+        return Err(nul_in(field));
     }
     Ok(())
+}
+
+fn nul_in(field: &'static str) -> Error {
+    Error::validation(field, "must not contain a NUL character")
 }
 
 fn max_chars(field: &'static str, text: &str, max: usize) -> Result<()> {
@@ -309,19 +315,19 @@ pub fn script_content(script: &str, policy: &ScriptPolicy) -> Result<()> {
     no_nul("script_content", script)?;
     not_blank("script_content", script)?;
     max_chars("script_content", script, SCRIPT_MAX_CHARS)?;
-    denied_pattern(script, &DenyList::new(policy))
+    denied_pattern(script, &DenyList::shared(policy))
 }
 
 /// The script checks of [`script_content`] with the deny-list already
 /// prepared: a batch prepares it once, not once per task.
-fn script_content_with(script: &str, deny: &DenyList<'_>) -> Result<()> {
+fn script_content_with(script: &str, deny: &DenyList) -> Result<()> {
     no_nul("script_content", script)?;
     not_blank("script_content", script)?;
     max_chars("script_content", script, SCRIPT_MAX_CHARS)?;
     denied_pattern(script, deny)
 }
 
-fn denied_pattern(script: &str, deny: &DenyList<'_>) -> Result<()> {
+fn denied_pattern(script: &str, deny: &DenyList) -> Result<()> {
     match deny.find(script) {
         Some(pattern) => Err(Error::validation(
             "script_content",
@@ -331,78 +337,87 @@ fn denied_pattern(script: &str, deny: &DenyList<'_>) -> Result<()> {
     }
 }
 
-/// A [`ScriptPolicy`]'s patterns, lower-cased once (only those that need
-/// it: the default ones are already lower case), for matching many scripts.
+/// A [`ScriptPolicy`]'s patterns, compiled once into one automaton that
+/// finds any of them in a single pass over the script.
 ///
 /// A pattern is found when the lower-cased script contains the lower-cased
 /// pattern (`str::to_lowercase`, Unicode rules). For a script that is all
-/// ASCII, lower-casing it is ASCII lower-casing, so the search compares
-/// bytes ignoring ASCII case instead of building the lower-cased copy: the
-/// very same decisions, without an allocation per task.
-struct DenyList<'p> {
-    /// The pattern as configured (for the message), and lower-cased.
-    patterns: Vec<(&'p str, Cow<'p, str>)>,
+/// ASCII, lower-casing it is ASCII lower-casing, so the automaton matches
+/// ignoring ASCII case instead of building the lower-cased copy: the very
+/// same decisions, without an allocation per task. (The lower-cased
+/// patterns hold no ASCII upper-case letter, and neither does a
+/// lower-cased script, so ignoring ASCII case changes nothing for the
+/// Unicode path either.)
+#[derive(Debug)]
+pub(crate) struct DenyList {
+    /// The non-empty patterns as configured, for the message, in the
+    /// policy's order (the automaton's pattern ids index it).
+    patterns: Vec<String>,
+    /// `None` without patterns.
+    automaton: Option<AhoCorasick>,
 }
 
-impl<'p> DenyList<'p> {
+impl DenyList {
     /// The non-empty patterns of `policy` (an empty one would match every
     /// script; it is ignored, as it always was).
-    fn new(policy: &'p ScriptPolicy) -> Self {
-        let patterns = policy
+    pub(crate) fn new(policy: &ScriptPolicy) -> Self {
+        let patterns: Vec<String> = policy
             .deny_patterns
             .iter()
             .filter(|p| !p.is_empty())
-            .map(|p| {
-                let lowered = if p.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) {
-                    Cow::Owned(p.to_lowercase())
-                } else {
-                    Cow::Borrowed(p.as_str())
-                };
-                (p.as_str(), lowered)
-            })
+            .cloned()
             .collect();
-        DenyList { patterns }
+        let automaton = if patterns.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(patterns.iter().map(|p| p.to_lowercase()))
+                .ok()
+        };
+        DenyList {
+            patterns,
+            automaton,
+        }
+    }
+
+    /// `policy`'s list, shared: the default policy's is compiled once per
+    /// process, so a repository made per transaction compiles nothing.
+    pub(crate) fn shared(policy: &ScriptPolicy) -> Arc<Self> {
+        static DEFAULT: LazyLock<Arc<DenyList>> =
+            LazyLock::new(|| Arc::new(DenyList::new(&ScriptPolicy::default())));
+        if policy
+            .deny_patterns
+            .iter()
+            .eq(ScriptPolicy::DEFAULT_DENY.iter())
+        {
+            Arc::clone(&DEFAULT)
+        } else {
+            Arc::new(DenyList::new(policy))
+        }
     }
 
     /// The first pattern (in the policy's order) `script` contains, ignoring
     /// case.
-    fn find(&self, script: &str) -> Option<&'p str> {
-        if self.patterns.is_empty() {
+    fn find(&self, script: &str) -> Option<&str> {
+        let automaton = self.automaton.as_ref()?;
+        let lowered;
+        let hay = if script.is_ascii() {
+            script
+        } else {
+            lowered = script.to_lowercase();
+            &lowered
+        };
+        if !automaton.is_match(hay) {
             return None;
         }
-        if script.is_ascii() {
-            let hay = script.as_bytes();
-            return self
-                .patterns
-                .iter()
-                .find(|(_, lowered)| contains_ignoring_ascii_case(hay, lowered.as_bytes()))
-                .map(|(pattern, _)| *pattern);
-        }
-        let lowered_script = script.to_lowercase();
-        self.patterns
-            .iter()
-            .find(|(_, lowered)| lowered_script.contains(lowered.as_ref()))
-            .map(|(pattern, _)| *pattern)
+        // Denied: name the policy's first pattern found, wherever it is.
+        let first = automaton
+            .find_overlapping_iter(hay)
+            .map(|m| m.pattern().as_usize())
+            .min()?;
+        self.patterns.get(first).map(String::as_str)
     }
-}
-
-/// Whether `hay` contains `needle` (lower case, no ASCII upper-case letter)
-/// when `hay`'s ASCII letters are lower-cased. A non-ASCII byte of `needle`
-/// never matches an ASCII `hay`, as in the lower-cased comparison.
-fn contains_ignoring_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    if needle.len() > hay.len() {
-        return false;
-    }
-    hay[..=hay.len() - needle.len()]
-        .iter()
-        .enumerate()
-        .any(|(i, b)| {
-            b.to_ascii_lowercase() == first
-                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
-        })
 }
 
 fn in_range(field: &'static str, value: i64, range: (i64, Option<i64>)) -> Result<()> {
@@ -505,10 +520,7 @@ fn json_object(
             ));
         }
         match value {
-            Value::String(s) => {
-                no_nul(field, s)?;
-                bytes = bytes.saturating_add(json_string_len(s));
-            }
+            Value::String(s) => bytes = bytes.saturating_add(json_string_len(field, s)?),
             Value::Array(items) => {
                 // `[`, `]` and a comma between items.
                 bytes = bytes.saturating_add(2 + items.len().saturating_sub(1));
@@ -518,8 +530,7 @@ fn json_object(
                 // `{`, `}`, a comma between entries, a colon in each.
                 bytes = bytes.saturating_add(2 + map.len().saturating_sub(1) + map.len());
                 for (key, v) in map {
-                    no_nul(field, key)?;
-                    bytes = bytes.saturating_add(json_string_len(key));
+                    bytes = bytes.saturating_add(json_string_len(field, key)?);
                     stack.push((v, depth + 1));
                 }
             }
@@ -542,20 +553,34 @@ fn json_object(
 
 /// The length of `s` as serde_json writes it: quoted, with `"` and `\` and
 /// the control characters escaped (two bytes for the short escapes, six for
-/// `\u00XX`); everything else, UTF-8 included, as is.
-fn json_string_len(s: &str) -> usize {
-    s.bytes().fold(2usize, |len, b| {
-        len.saturating_add(match b {
+/// `\u00XX`); everything else, UTF-8 included, as is. A NUL (which `jsonb`
+/// cannot store) is a validation error of `field`, found in the same pass.
+fn json_string_len(field: &'static str, s: &str) -> Result<usize> {
+    let mut len = 2usize;
+    for b in s.bytes() {
+        len = len.saturating_add(match b {
             b'"' | b'\\' | b'\x08' | b'\t' | b'\n' | b'\x0c' | b'\r' => 2,
-            0x00..=0x1f => 6,
+            0x00 => return Err(nul_in(field)),
+            0x01..=0x1f => 6,
             _ => 1,
-        })
-    })
+        });
+    }
+    Ok(len)
 }
 
 /// The length of `n` as serde_json writes it, which is its `Display` form
 /// (itoa for integers, ryu for floats), counted without a buffer.
 fn json_number_len(n: &serde_json::Number) -> usize {
+    // Integers by their digits; only floats need the formatter.
+    if let Some(u) = n.as_u64() {
+        return u.checked_ilog10().map_or(1, |digits| digits as usize + 1);
+    }
+    if let Some(i) = n.as_i64() {
+        return 1 + i
+            .unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d as usize + 1);
+    }
     struct Count(usize);
     impl std::fmt::Write for Count {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -742,11 +767,15 @@ pub fn outcome(outcome: &Outcome) -> Result<()> {
 
 /// Every field of a new task.
 pub fn new_task(task: &NewTask, policy: &ValidationPolicy) -> Result<()> {
-    new_task_with(task, policy, &DenyList::new(&policy.script))
+    new_task_with(task, policy, &DenyList::shared(&policy.script))
 }
 
 /// [`new_task`] with `policy`'s deny-list already prepared.
-fn new_task_with(task: &NewTask, policy: &ValidationPolicy, deny: &DenyList<'_>) -> Result<()> {
+pub(crate) fn new_task_with(
+    task: &NewTask,
+    policy: &ValidationPolicy,
+    deny: &DenyList,
+) -> Result<()> {
     task_name(&task.name)?;
     if let Some(d) = &task.description {
         description(d)?;
@@ -777,9 +806,17 @@ pub fn batch_size(field: &'static str, len: usize) -> Result<()> {
 /// Every field of every task of a batch; the message of the first failure
 /// names its index.
 pub fn new_tasks(tasks: &[NewTask], policy: &ValidationPolicy) -> Result<()> {
-    let deny = DenyList::new(&policy.script);
+    new_tasks_with(tasks, policy, &DenyList::shared(&policy.script))
+}
+
+/// [`new_tasks`] with `policy`'s deny-list already prepared.
+pub(crate) fn new_tasks_with(
+    tasks: &[NewTask],
+    policy: &ValidationPolicy,
+    deny: &DenyList,
+) -> Result<()> {
     for (index, task) in tasks.iter().enumerate() {
-        new_task_with(task, policy, &deny).map_err(|e| match e {
+        new_task_with(task, policy, deny).map_err(|e| match e {
             Error::Validation { field, message } => Error::Validation {
                 field,
                 message: format!("task {index}: {message}"),
@@ -792,6 +829,15 @@ pub fn new_tasks(tasks: &[NewTask], policy: &ValidationPolicy) -> Result<()> {
 
 /// Every field a task update sets.
 pub fn task_update(update: &TaskUpdate, policy: &ValidationPolicy) -> Result<()> {
+    task_update_with(update, policy, &DenyList::shared(&policy.script))
+}
+
+/// [`task_update`] with `policy`'s deny-list already prepared.
+pub(crate) fn task_update_with(
+    update: &TaskUpdate,
+    policy: &ValidationPolicy,
+    deny: &DenyList,
+) -> Result<()> {
     if let Some(name) = &update.name {
         task_name(name)?;
     }
@@ -799,7 +845,7 @@ pub fn task_update(update: &TaskUpdate, policy: &ValidationPolicy) -> Result<()>
         description(d)?;
     }
     if let Some(script) = &update.script_content {
-        script_content(script, &policy.script)?;
+        script_content_with(script, deny)?;
     }
     if let Some(p) = update.priority {
         priority(p)?;
@@ -1342,6 +1388,7 @@ mod jsonb_round_trip_tests {
             serde_json::json!({"ctl": "\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f} end"}),
             serde_json::json!({"uni": "é ß 漢字 🦀 \u{2028}\u{2029}", "é🦀": 1}),
             serde_json::json!({"ints": [0, -1, 1, i64::MIN, i64::MAX, u64::MAX, 1234567]}),
+            serde_json::json!({"edges": [9, 10, 99, 100, -9, -10, -99, -100, 999_999, 1_000_000]}),
             serde_json::json!({"deep": {"a": [1, [2, [3, {"b": [null, {"c": "d"}]}]]]}}),
             serde_json::json!({"mixed": [1, "two", 3.5, {"four": [true]}, [], {}]}),
         ];

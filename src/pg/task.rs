@@ -14,9 +14,9 @@ use crate::error::{Error, Result};
 use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
 use crate::repo::TaskRepository;
 use crate::tx::TxInner;
-use crate::validate::{self, ValidationPolicy};
+use crate::validate::{self, DenyList, ValidationPolicy};
 
-/// The columns every statement returns, in `task_from_row`'s order; a
+/// The columns every statement returns, in [`COLUMN_NAMES`]' order; a
 /// macro so that `concat!` writes them into each statement at compile time.
 macro_rules! columns {
     () => {
@@ -161,6 +161,8 @@ fn keyset(task: &Task) -> Keyset {
 pub struct PgTaskRepository {
     source: Source,
     policy: ValidationPolicy,
+    /// `policy`'s deny-list, compiled once for every call.
+    deny: Arc<DenyList>,
 }
 
 impl PgTaskRepository {
@@ -174,6 +176,7 @@ impl PgTaskRepository {
     pub fn with_policy(db: Database, policy: ValidationPolicy) -> Self {
         PgTaskRepository {
             source: Source::Pool(db),
+            deny: DenyList::shared(&policy.script),
             policy,
         }
     }
@@ -181,6 +184,7 @@ impl PgTaskRepository {
     pub(crate) fn in_transaction(tx: Arc<TxInner>, policy: ValidationPolicy) -> Self {
         PgTaskRepository {
             source: Source::Tx(tx),
+            deny: DenyList::shared(&policy.script),
             policy,
         }
     }
@@ -387,7 +391,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "create")
     )]
     async fn create(&self, task: NewTask) -> Result<Task> {
-        validate::new_task(&task, &self.policy)?;
+        validate::new_task_with(&task, &self.policy, &self.deny)?;
         sql::create(&self.source.conn().await?, &task).await
     }
 
@@ -399,7 +403,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>> {
         validate::batch_size("tasks", tasks.len())?;
-        validate::new_tasks(&tasks, &self.policy)?;
+        validate::new_tasks_with(&tasks, &self.policy, &self.deny)?;
         sql::create_many(&self.source.conn().await?, &tasks).await
     }
 
@@ -410,7 +414,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "import", count = tasks.len())
     )]
     async fn import(&self, tasks: Vec<NewTask>) -> Result<u64> {
-        validate::new_tasks(&tasks, &self.policy)?;
+        validate::new_tasks_with(&tasks, &self.policy, &self.deny)?;
         if tasks.is_empty() {
             return Ok(0);
         }
@@ -473,7 +477,7 @@ impl TaskRepository for PgTaskRepository {
         fields(entity = "task", op = "update")
     )]
     async fn update(&self, id: TaskId, update: TaskUpdate) -> Result<Task> {
-        validate::task_update(&update, &self.policy)?;
+        validate::task_update_with(&update, &self.policy, &self.deny)?;
         sql::update(&self.source.conn().await?, id, &update).await
     }
 
