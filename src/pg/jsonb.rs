@@ -37,13 +37,32 @@ impl serde_json::ser::Formatter for KeepFloats {
     }
 }
 
+/// Writes the JSON text of `value` as [`Jsonb`] sends it.
+fn write_text<W: io::Write>(value: &serde_json::Value, out: W) -> serde_json::Result<()> {
+    value.serialize(&mut serde_json::Serializer::with_formatter(out, KeepFloats))
+}
+
 /// The JSON text of `value` as [`Jsonb`] sends it.
-pub(crate) fn to_text(value: &serde_json::Value) -> serde_json::Result<Vec<u8>> {
+#[cfg(test)]
+fn to_text(value: &serde_json::Value) -> serde_json::Result<Vec<u8>> {
     let mut text = Vec::new();
-    value.serialize(&mut serde_json::Serializer::with_formatter(
-        &mut text, KeepFloats,
-    ))?;
+    write_text(value, &mut text)?;
     Ok(text)
+}
+
+/// Appends to the parameter buffer, so the text is written once, in place,
+/// rather than into a buffer of its own and then copied.
+struct Append<'a>(&'a mut BytesMut);
+
+impl io::Write for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl ToSql for Jsonb<'_> {
@@ -56,7 +75,7 @@ impl ToSql for Jsonb<'_> {
             // The version byte of jsonb's binary format.
             out.extend_from_slice(&[1]);
         }
-        out.extend_from_slice(&to_text(self.0)?);
+        write_text(self.0, Append(out))?;
         Ok(IsNull::No)
     }
 

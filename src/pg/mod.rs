@@ -253,7 +253,10 @@ impl Conn<'_> {
             let client = self.client()?;
             self.set_busy(true);
             let started = Instant::now();
-            let work = async {
+            // Boxed: the driver's future is large, and unboxed it would be
+            // copied into every enclosing future (the deadline, this
+            // loop's, the repository call's), several times per call.
+            let work = Box::pin(async {
                 if unnamed {
                     run(client, None).await
                 } else {
@@ -262,7 +265,7 @@ impl Conn<'_> {
                         Err(err) => Err(err),
                     }
                 }
-            };
+            });
             // Still armed when it gives up: the connection is closed (in a
             // transaction, the transaction abandoned), as for a dropped call.
             let result = self.within_deadline(work).await?;
