@@ -407,7 +407,11 @@
 //!    ([`ClaimedExecution`](crate::ClaimedExecution)). A claimed row that
 //!    cannot be decoded is ended as `failed` at once rather than left
 //!    leased to nobody.
-//! 3. **Heartbeat** ([`heartbeat`](crate::ExecutionQueue::heartbeat)).
+//! 3. **Heartbeat** ([`heartbeat`](crate::ExecutionQueue::heartbeat);
+//!    one worker's in-flight set with
+//!    [`heartbeat_many`](crate::ExecutionQueue::heartbeat_many), a fleet's
+//!    with [`heartbeat_batch`](crate::ExecutionQueue::heartbeat_batch) and
+//!    the [`Heartbeater`](crate::Heartbeater), each checked alike).
 //!    While the execution is `running` and owned by that worker, its lease
 //!    becomes now + lease and `heartbeat_at` now; the new end is returned.
 //!    Otherwise [`Error::LeaseLost`](crate::Error::LeaseLost) with a
