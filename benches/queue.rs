@@ -7,6 +7,10 @@
 //! - `claim_complete/{1,4,16}`: claim-one + complete cycles per second with
 //!   that many concurrent workers; `claim_complete_quiet/*` the same with
 //!   `notify_events` off, which shows what the NOTIFY of each change costs;
+//! - `claim_complete_batched/{4,16}`: the same cycle as the worker example
+//!   runs it, claims of 10 and completions through one shared `Completer`
+//!   (one statement, and so one notification, per batch);
+//!   `claim_complete_batched_quiet/*` with `notify_events` off;
 //! - `insert_tasks/*`: tasks written per second by one-row-at-a-time
 //!   `create` (the baseline), `create_many` (unnest) and `import` (COPY);
 //!   `insert_tasks_32000/*`: `create_many` against `import` (the baseline)
@@ -24,8 +28,8 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    ExecutionQueue, NewTask, NewUser, Outcome, PasswordHash, PgExecutionQueue, PgTaskRepository,
-    PgUserRepository, TaskId, TaskRepository, UserId, UserRepository,
+    Completer, ExecutionQueue, NewTask, NewUser, Outcome, PasswordHash, PgExecutionQueue,
+    PgTaskRepository, PgUserRepository, TaskId, TaskRepository, UserId, UserRepository,
 };
 
 const ROWS: usize = 1000;
@@ -152,6 +156,86 @@ fn claim_complete_group(c: &mut Criterion, name: &str, notify_events: bool) {
                         while let Some(done) = fleet.join_next().await {
                             done.expect("worker");
                         }
+                        started.elapsed()
+                    }
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn claim_complete_batched(c: &mut Criterion) {
+    claim_complete_batched_group(c, "claim_complete_batched", true);
+    claim_complete_batched_group(c, "claim_complete_batched_quiet", false);
+}
+
+/// Executions a batched worker claims at a time (as examples/worker.rs).
+const CLAIM_BATCH: u32 = 10;
+
+/// [`claim_complete_group`] with batched claims and a shared [`Completer`]:
+/// what events cost once statements, not rows, send them.
+fn claim_complete_batched_group(c: &mut Criterion, name: &str, notify_events: bool) {
+    let bench = setup(notify_events);
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(1));
+    for workers in [4usize, 16] {
+        group.bench_with_input(
+            BenchmarkId::from_parameter(workers),
+            &workers,
+            |b, &workers| {
+                b.to_async(&bench.rt).iter_custom(|iters| {
+                    let bench = &bench;
+                    async move {
+                        bench.reset().await;
+                        let ids = bench.queued_tasks(iters as usize).await;
+                        for chunk in ids.chunks(ROWS) {
+                            bench
+                                .queue
+                                .enqueue_many(chunk.to_vec(), None)
+                                .await
+                                .expect("enqueue");
+                        }
+                        let completer = Completer::new(bench.queue.clone()).expect("completer");
+                        let started = Instant::now();
+                        let mut fleet = tokio::task::JoinSet::new();
+                        for w in 0..workers {
+                            let queue = bench.queue.clone();
+                            let completer = completer.clone();
+                            fleet.spawn(async move {
+                                let worker = format!("bench-{w}");
+                                loop {
+                                    let claimed = queue
+                                        .claim(&worker, CLAIM_BATCH, Duration::from_secs(60))
+                                        .await
+                                        .expect("claim");
+                                    if claimed.is_empty() {
+                                        return;
+                                    }
+                                    let reports: Vec<_> = claimed
+                                        .iter()
+                                        .map(|job| {
+                                            completer.complete(
+                                                job.execution.id,
+                                                &worker,
+                                                Outcome::completed(0),
+                                            )
+                                        })
+                                        .collect();
+                                    for report in reports {
+                                        report.await.expect("complete");
+                                    }
+                                }
+                            });
+                        }
+                        while let Some(done) = fleet.join_next().await {
+                            done.expect("worker");
+                        }
+                        completer.shutdown().await;
                         started.elapsed()
                     }
                 });
@@ -298,5 +382,11 @@ fn enqueue(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, insert_tasks, enqueue, claim_complete);
+criterion_group!(
+    benches,
+    insert_tasks,
+    enqueue,
+    claim_complete,
+    claim_complete_batched
+);
 criterion_main!(benches);

@@ -5,11 +5,12 @@
 //! ```
 //!
 //! Queues `--tasks` tasks, runs `--workers` concurrent workers that claim
-//! them in batches, fake-run them (one heartbeat of the batch, then a
-//! result each), and complete
-//! them as completed, or as failed with probability `--fail-rate`, through
-//! one `Completer` the fleet shares, which sends the completions of every
-//! worker in batches (`ExecutionQueue::complete_many`). Prints
+//! them in batches, fake-run them (one heartbeat of each claimed execution,
+//! then a result each), and complete
+//! them as completed, or as failed with probability `--fail-rate`. The
+//! fleet shares one `Heartbeater` and one `Completer`, which send the
+//! heartbeats and the completions of every worker in batches
+//! (`ExecutionQueue::heartbeat_batch`, `ExecutionQueue::complete_many`). Prints
 //! totals and throughput, then checks the database: the exit code is 0 only
 //! if every execution ended exactly once.
 //!
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    Completer, ExecutionId, ExecutionQueue, NewTask, NewUser, Outcome, PasswordHash,
+    Completer, ExecutionId, ExecutionQueue, Heartbeater, NewTask, NewUser, Outcome, PasswordHash,
     PgExecutionQueue, PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
 };
 
@@ -139,11 +140,14 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     // One completer for the fleet: completions of every worker, sent in
     // batches every few milliseconds.
     let completer = Completer::new(queue.clone())?;
+    // And one heartbeater: every worker's heartbeats in shared statements.
+    let heartbeater = Heartbeater::new(queue.clone())?;
     let started = Instant::now();
     let mut fleet = tokio::task::JoinSet::new();
     for w in 0..args.workers {
         let queue = queue.clone();
         let completer = completer.clone();
+        let heartbeater = heartbeater.clone();
         let ended = ended.clone();
         let twice = twice.clone();
         let failed = failed.clone();
@@ -163,10 +167,14 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                 }
                 // A real worker would run each job.script_content here, for
                 // at most job.timeout_seconds, heartbeating its whole
-                // in-flight set meanwhile: one statement for all of them.
-                let in_flight = claimed.iter().map(|job| job.execution.id).collect();
-                for beat in queue.heartbeat_many(&worker, in_flight, LEASE).await? {
-                    beat?;
+                // in-flight set meanwhile. Handed over at once, the
+                // heartbeats go out with other workers'.
+                let beats: Vec<_> = claimed
+                    .iter()
+                    .map(|job| heartbeater.heartbeat(job.execution.id, &worker, LEASE))
+                    .collect();
+                for beat in beats {
+                    beat.await?;
                 }
                 let mut reports = Vec::with_capacity(claimed.len());
                 for job in claimed {
@@ -195,6 +203,7 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         joined.expect("worker task")?;
     }
     completer.shutdown().await;
+    heartbeater.shutdown().await;
     let elapsed = started.elapsed();
     let done = ended.lock().expect("lock").len();
     let failed = failed.load(Ordering::Relaxed);

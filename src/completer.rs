@@ -10,15 +10,14 @@
 //! round trip and a commit per execution on a busy queue, at the price of
 //! up to one flush interval of latency.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use async_trait::async_trait;
 
-use crate::error::{Error, Result};
+use crate::batcher::{Batcher, Settings, Sink};
+use crate::error::Result;
 use crate::model::{Completion, ExecutionId, Outcome, TaskExecution};
 use crate::repo::ExecutionQueue;
 
@@ -43,25 +42,15 @@ impl CompleterConfig {
 
     /// `Error::Config` naming the setting out of range.
     pub fn validate(&self) -> Result<()> {
-        if self.flush_interval.is_zero() || self.flush_interval > Self::MAX_FLUSH_INTERVAL {
-            return Err(Error::Config {
-                message: format!(
-                    "completer flush_interval must be above zero and at most {:?}, not {:?}",
-                    Self::MAX_FLUSH_INTERVAL,
-                    self.flush_interval
-                ),
-            });
+        self.settings()
+            .validate("completer", Self::MAX_FLUSH_INTERVAL, Completion::MAX_BATCH)
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            flush_interval: self.flush_interval,
+            max_batch: self.max_batch,
         }
-        if self.max_batch == 0 || self.max_batch > Completion::MAX_BATCH {
-            return Err(Error::Config {
-                message: format!(
-                    "completer max_batch must be between 1 and {}, not {}",
-                    Completion::MAX_BATCH,
-                    self.max_batch
-                ),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -74,17 +63,23 @@ impl Default for CompleterConfig {
     }
 }
 
-/// A completion waiting for its batch, and where its result goes.
-struct Request {
-    completion: Completion,
-    reply: oneshot::Sender<Result<TaskExecution>>,
-}
+/// [`Completer`]'s batches go through `complete_many`.
+struct Completions(Arc<dyn ExecutionQueue>);
 
-struct Inner {
-    /// `None` once shut down.
-    sender: Mutex<Option<mpsc::UnboundedSender<Request>>>,
-    /// The background task, until [`Completer::shutdown`] waits for it.
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+#[async_trait]
+impl Sink for Completions {
+    type Item = Completion;
+    type Output = TaskExecution;
+    const TYPE: &'static str = "Completer";
+    const CALL: &'static str = "complete_many";
+
+    fn execution_id(item: &Completion) -> ExecutionId {
+        item.execution_id
+    }
+
+    async fn send(&self, items: Vec<Completion>) -> Result<Vec<Result<TaskExecution>>> {
+        self.0.complete_many(items).await
+    }
 }
 
 /// Completions of many workers, sent in batches through
@@ -106,18 +101,14 @@ struct Inner {
 /// waiting and returns when it is done.
 #[derive(Clone)]
 pub struct Completer {
-    inner: Arc<Inner>,
+    inner: Arc<Batcher<Completions>>,
 }
 
 impl std::fmt::Debug for Completer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let open = self
-            .inner
-            .sender
-            .lock()
-            .map(|s| s.is_some())
-            .unwrap_or(false);
-        f.debug_struct("Completer").field("open", &open).finish()
+        f.debug_struct("Completer")
+            .field("open", &self.inner.is_open())
+            .finish()
     }
 }
 
@@ -134,16 +125,9 @@ impl Completer {
     /// a Tokio runtime.
     pub fn with_config(queue: Arc<dyn ExecutionQueue>, config: CompleterConfig) -> Result<Self> {
         config.validate()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Config {
-            message: "a Completer needs a Tokio runtime for its background task".to_owned(),
-        })?;
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let task = runtime.spawn(run(queue, receiver, config));
+        let batcher = Batcher::start(Completions(queue), config.settings())?;
         Ok(Completer {
-            inner: Arc::new(Inner {
-                sender: Mutex::new(Some(sender)),
-                task: tokio::sync::Mutex::new(Some(task)),
-            }),
+            inner: Arc::new(batcher),
         })
     }
 
@@ -161,28 +145,8 @@ impl Completer {
         worker_id: &str,
         outcome: Outcome,
     ) -> impl Future<Output = Result<TaskExecution>> + Send + 'static {
-        let handed = self.hand_over(Completion::new(execution_id, worker_id, outcome));
-        async move {
-            match handed?.await {
-                Ok(result) => result,
-                Err(_) => Err(stopped()),
-            }
-        }
-    }
-
-    fn hand_over(
-        &self,
-        completion: Completion,
-    ) -> Result<oneshot::Receiver<Result<TaskExecution>>> {
-        let (reply, result) = oneshot::channel();
-        let sender = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(sender) = sender.as_ref() else {
-            return Err(Error::unavailable("the completer was shut down", None));
-        };
-        sender
-            .send(Request { completion, reply })
-            .map_err(|_| stopped())?;
-        Ok(result)
+        self.inner
+            .submit(Completion::new(execution_id, worker_id, outcome))
     }
 
     /// Stops taking completions, sends every one already handed over and
@@ -191,200 +155,14 @@ impl Completer {
     /// `Unavailable`. Calling it again, or from a clone, returns once that
     /// flush is done.
     pub async fn shutdown(&self) {
-        drop(
-            self.inner
-                .sender
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
-        // Held while waiting, so a concurrent shutdown returns only when
-        // the flush is done too.
-        let mut task = self.inner.task.lock().await;
-        if let Some(handle) = task.take()
-            && let Err(err) = handle.await
-        {
-            tracing::error!(error = %err, "the completer's background task failed");
-        }
-    }
-}
-
-fn stopped() -> Error {
-    Error::unavailable("the completer's background task stopped", None)
-}
-
-/// The background task: collects, sends, answers, until every sender is
-/// gone and nothing waits.
-async fn run(
-    queue: Arc<dyn ExecutionQueue>,
-    mut receiver: mpsc::UnboundedReceiver<Request>,
-    config: CompleterConfig,
-) {
-    let mut waiting: Vec<Request> = Vec::new();
-    let mut open = true;
-    loop {
-        if waiting.is_empty() {
-            if !open {
-                return;
-            }
-            match receiver.recv().await {
-                Some(request) => waiting.push(request),
-                None => return,
-            }
-        }
-        let deadline = tokio::time::Instant::now() + config.flush_interval;
-        while open && waiting.len() < config.max_batch {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(request)) => waiting.push(request),
-                Ok(None) => open = false,
-                Err(_) => break,
-            }
-        }
-        flush(queue.as_ref(), &mut waiting, config.max_batch).await;
-    }
-}
-
-/// Sends one batch out of `waiting`: up to `max_batch` completions, at most
-/// one per execution (the others stay, in order, for the next batch).
-async fn flush(queue: &dyn ExecutionQueue, waiting: &mut Vec<Request>, max_batch: usize) {
-    let mut ids = HashSet::with_capacity(waiting.len().min(max_batch));
-    let mut batch = Vec::with_capacity(waiting.len().min(max_batch));
-    let mut later = Vec::new();
-    for request in waiting.drain(..) {
-        if batch.len() < max_batch && ids.insert(request.completion.execution_id) {
-            batch.push(request);
-        } else {
-            later.push(request);
-        }
-    }
-    *waiting = later;
-    let (completions, replies): (Vec<Completion>, Vec<_>) =
-        batch.into_iter().map(|r| (r.completion, r.reply)).unzip();
-    let count = completions.len();
-    match queue.complete_many(completions).await {
-        Ok(results) if results.len() == count => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                // A caller that dropped its future no longer listens.
-                let _ = reply.send(result);
-            }
-        }
-        Ok(results) => {
-            let err = Error::unavailable(
-                format!(
-                    "complete_many answered {} completions with {} results",
-                    count,
-                    results.len()
-                ),
-                None,
-            );
-            answer_all(replies, err);
-        }
-        Err(err) => answer_all(replies, err),
-    }
-}
-
-/// Gives every caller of a batch the batch's error.
-fn answer_all(replies: Vec<oneshot::Sender<Result<TaskExecution>>>, err: Error) {
-    tracing::warn!(error = %err, completions = replies.len(), "a completer batch failed");
-    let shared = Arc::new(err);
-    for reply in replies {
-        let _ = reply.send(Err(replicate(&shared)));
-    }
-}
-
-/// An error of the same kind as `err` (same variant, fields and predicates),
-/// for one more caller: [`Error`] is not `Clone`, since its sources are
-/// not. Where the variant has a boxed source, the original error is it.
-fn replicate(err: &Arc<Error>) -> Error {
-    let source = || Some(Box::new(err.clone()) as crate::error::BoxError);
-    match err.as_ref() {
-        Error::NotFound { entity, key } => Error::NotFound {
-            entity,
-            key: key.clone(),
-        },
-        Error::Conflict {
-            message,
-            constraint,
-            ..
-        } => Error::Conflict {
-            message: message.clone(),
-            constraint: constraint.clone(),
-            source: None,
-        },
-        Error::ForeignKey {
-            message,
-            constraint,
-            ..
-        } => Error::ForeignKey {
-            message: message.clone(),
-            constraint: constraint.clone(),
-            source: None,
-        },
-        Error::CheckViolation {
-            message,
-            constraint,
-            not_null,
-            ..
-        } => Error::CheckViolation {
-            message: message.clone(),
-            constraint: constraint.clone(),
-            not_null: *not_null,
-            source: None,
-        },
-        Error::Validation { field, message } => Error::Validation {
-            field,
-            message: message.clone(),
-        },
-        Error::InvalidTransition { entity, from, to } => {
-            Error::InvalidTransition { entity, from, to }
-        }
-        Error::LeaseLost { execution, reason } => Error::LeaseLost {
-            execution: *execution,
-            reason: *reason,
-        },
-        Error::TransactionEnded => Error::TransactionEnded,
-        Error::TransactionAborted => Error::TransactionAborted,
-        Error::Timeout { kind, .. } => Error::Timeout {
-            kind: *kind,
-            source: source(),
-        },
-        Error::Unavailable { reason, .. } => Error::Unavailable {
-            reason: reason.clone(),
-            source: source(),
-        },
-        Error::Tls { kind, message, .. } => Error::Tls {
-            kind: *kind,
-            message: message.clone(),
-            source: source(),
-        },
-        Error::Migration { message, .. } => Error::Migration {
-            message: message.clone(),
-            source: source(),
-        },
-        Error::Decode {
-            entity, column, id, ..
-        } => Error::Decode {
-            entity,
-            column,
-            id: id.clone(),
-            source: Box::new(err.clone()),
-        },
-        Error::Config { message } => Error::Config {
-            message: message.clone(),
-        },
-        Error::Database {
-            sqlstate, message, ..
-        } => Error::Database {
-            sqlstate: sqlstate.clone(),
-            message: message.clone(),
-            source: None,
-        },
+        self.inner.shutdown().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn config_out_of_range_is_a_config_error() {
@@ -441,19 +219,5 @@ mod tests {
             assert!(err.to_string().contains("connection lost"));
         }
         completer.shutdown().await;
-    }
-
-    #[test]
-    fn replicas_keep_the_kind() {
-        let shared = Arc::new(Error::Timeout {
-            kind: crate::error::TimeoutKind::PoolWait,
-            source: None,
-        });
-        let copy = replicate(&shared);
-        assert!(copy.is_timeout() && copy.is_retryable());
-        let shared = Arc::new(Error::unavailable("gone", None));
-        let copy = replicate(&shared);
-        assert!(copy.is_unavailable());
-        assert_eq!(copy.to_string(), shared.to_string());
     }
 }

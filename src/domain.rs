@@ -11,7 +11,7 @@
 //!
 //! # Schema
 //!
-//! Three tables, created by V1 and extended by V2 to V5; every up migration
+//! Three tables, created by V1 and extended by V2 to V6; every up migration
 //! has a down script under `migrations/down/` that removes exactly what it
 //! added. The names of constraints and indexes are part of the API: an
 //! error caused by one names it ([`Error::constraint`](crate::Error::constraint)).
@@ -170,7 +170,8 @@
 //! `voidrunner_execution_events` ([`events::CHANNEL`](crate::events::CHANNEL))
 //! with a JSON object of `execution_id`, `task_id`, `status` and `worker_id`,
 //! for every new execution and for every update that really changes the
-//! status (an update setting the same status sends nothing). NOTIFY is
+//! status (an update setting the same status sends nothing); V6, below,
+//! gathers them into one notification per statement. NOTIFY is
 //! transactional: listeners receive it when the transaction commits, and
 //! never if it rolls back.
 //!
@@ -180,6 +181,24 @@
 //! is false; `ALTER ROLE … SET voidrunner.notify_events = off` does the same
 //! for every session of a role. NOTIFY serialises the commits of the
 //! transactions that send one, which is what a busy queue saves this way.
+//!
+//! V6 made it one notification per statement instead of one per row (a
+//! batched claim or completion changes many rows, each of which used to
+//! send one). The row trigger is gone; the function now runs from two
+//! statement-level triggers with transition tables,
+//! `task_executions_notify_insert` (`AFTER INSERT`) and
+//! `task_executions_notify_update` (`AFTER UPDATE`, which pairs the old and
+//! new rows by id and keeps those whose status changed: a heartbeat sends
+//! nothing). PostgreSQL allows transition tables neither with a column list
+//! nor on a trigger for several events, hence two. The payload is a JSON
+//! array of the objects V2 sent one at a time, in the order the statement
+//! wrote the rows. A NOTIFY payload must be shorter than 8000 bytes, so a
+//! statement whose events do not fit sends them in as few arrays as fit,
+//! cut by size (an event is well under 2000 bytes whatever its worker id).
+//! `voidrunner.notify_events = off` silences a session as in V3. The
+//! listener of [`Database::subscribe`](crate::Database::subscribe) reads
+//! arrays and, from an older trigger or another application, single
+//! objects alike.
 //!
 //! ## V4 and V5
 //!
@@ -388,7 +407,11 @@
 //!    ([`ClaimedExecution`](crate::ClaimedExecution)). A claimed row that
 //!    cannot be decoded is ended as `failed` at once rather than left
 //!    leased to nobody.
-//! 3. **Heartbeat** ([`heartbeat`](crate::ExecutionQueue::heartbeat)).
+//! 3. **Heartbeat** ([`heartbeat`](crate::ExecutionQueue::heartbeat);
+//!    one worker's in-flight set with
+//!    [`heartbeat_many`](crate::ExecutionQueue::heartbeat_many), a fleet's
+//!    with [`heartbeat_batch`](crate::ExecutionQueue::heartbeat_batch) and
+//!    the [`Heartbeater`](crate::Heartbeater), each checked alike).
 //!    While the execution is `running` and owned by that worker, its lease
 //!    becomes now + lease and `heartbeat_at` now; the new end is returned.
 //!    Otherwise [`Error::LeaseLost`](crate::Error::LeaseLost) with a

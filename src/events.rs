@@ -1,9 +1,16 @@
 //! Execution events over LISTEN/NOTIFY, with a polling fallback.
 //!
-//! A trigger (migration V2) sends a notification on the channel
-//! [`CHANNEL`] for every new execution and every status change, from the
-//! transaction that makes the change: delivered when it commits, never when
-//! it rolls back. [`Database::subscribe`] listens on a dedicated connection
+//! Triggers (migrations V2 and V6) send a notification on the channel
+//! [`CHANNEL`] for every statement that adds executions or changes their
+//! status, from the transaction that makes the change: delivered when it
+//! commits, never when it rolls back. Its payload is a JSON array with one
+//! object per execution, in the order the statement wrote them (split over
+//! a few notifications when they do not fit in one: a payload must be
+//! shorter than 8000 bytes); the listener also reads a single object, as
+//! triggers before V6 sent, or another application may. The stream yields
+//! one [`Event::Execution`] per execution all the same. A payload that
+//! cannot be read is logged and skipped (an array's readable elements still
+//! go out); the stream goes on. [`Database::subscribe`] listens on a dedicated connection
 //! outside the pool; when that connection is lost (server restart,
 //! `pg_terminate_backend`, network) it reconnects with exponential backoff,
 //! listens again, and yields [`Event::Reconnected`], since notifications
@@ -20,7 +27,8 @@
 //!
 //! The listener never stops reading its connection (a listener that stops
 //! reading makes the server queue notifications for every session of the
-//! cluster). It buffers up to [`EVENT_BUFFER`] events for the consumer;
+//! cluster). It buffers up to [`EVENT_BUFFER`] events for the consumer (an
+//! execution of a notification's array is one event);
 //! events that arrive while the buffer is full are dropped and counted, and
 //! the consumer then reads [`Event::Lagged`] with the number dropped, at the
 //! place where they were, followed by the events that came after. Memory
@@ -186,13 +194,46 @@ impl Event {
     }
 }
 
-/// The payload the trigger sends.
+/// One execution of a notification: the objects of the array the trigger
+/// sends (V6), or the single object triggers sent before it.
 #[derive(Deserialize)]
 struct Payload {
     execution_id: ExecutionId,
     task_id: TaskId,
     status: ExecutionStatus,
     worker_id: Option<String>,
+}
+
+/// The executions of a notification's payload, in order: a JSON array of
+/// objects or a single object. Elements of an array that cannot be read are
+/// skipped and counted in the `Err` returned beside the readable ones.
+fn parse_payload(payload: &str) -> (Vec<Payload>, Option<serde_json::Error>) {
+    if payload.trim_start().starts_with('[') {
+        if let Ok(all) = serde_json::from_str::<Vec<Payload>>(payload) {
+            return (all, None);
+        }
+        // One foreign element must not cost the others their events.
+        return match serde_json::from_str::<Vec<serde_json::Value>>(payload) {
+            Ok(values) => {
+                let mut read = Vec::with_capacity(values.len());
+                let mut first_error = None;
+                for value in values {
+                    match Payload::deserialize(value) {
+                        Ok(p) => read.push(p),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (read, first_error)
+            }
+            Err(e) => (Vec::new(), Some(e)),
+        };
+    }
+    match serde_json::from_str::<Payload>(payload) {
+        Ok(one) => (vec![one], None),
+        Err(e) => (Vec::new(), Some(e)),
+    }
 }
 
 impl From<Payload> for ExecutionEvent {
@@ -291,9 +332,17 @@ impl Buffer {
 
     /// Queues `event` (or counts it as missed when the buffer is full).
     fn push(&self, event: Event) {
+        self.push_all(std::iter::once(event));
+    }
+
+    /// Queues `events` in order, each counted as [`push`](Self::push) would
+    /// count it, under one lock.
+    fn push_all(&self, events: impl IntoIterator<Item = Event>) {
         let mut state = self.lock();
         state.flush_reconnect();
-        state.enqueue(event);
+        for event in events {
+            state.enqueue(event);
+        }
         state.wake();
     }
 
@@ -423,9 +472,12 @@ async fn listen(
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
                 Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
-                    match serde_json::from_str::<Payload>(n.payload()) {
-                        Ok(payload) => events.push(Event::Execution(payload.into())),
-                        Err(e) => tracing::warn!(error = %e, "unreadable execution event"),
+                    let (read, error) = parse_payload(n.payload());
+                    if let Some(e) = error {
+                        tracing::warn!(error = %e, "unreadable execution event");
+                    }
+                    if !read.is_empty() {
+                        events.push_all(read.into_iter().map(|p| Event::Execution(p.into())));
                     }
                 }
                 Ok(_) => {}
@@ -847,6 +899,60 @@ mod tests {
         assert!(bulk.reported.len() <= POLL_TRACKED_EXECUTIONS);
         assert!(!bulk.is_change(id(0), ExecutionStatus::Pending, t(5)));
         assert!(bulk.is_change(id(0), ExecutionStatus::Running, t(6)));
+    }
+
+    #[test]
+    fn payloads_are_arrays_or_single_objects() {
+        let object = |n: u128, status: &str| {
+            format!(
+                r#"{{"execution_id" : "{}", "task_id" : "{}", "status" : "{status}", "worker_id" : null}}"#,
+                uuid::Uuid::from_u128(n),
+                uuid::Uuid::from_u128(n + 100),
+            )
+        };
+        let ids = |read: &[Payload]| {
+            read.iter()
+                .map(|p| p.execution_id.as_uuid().as_u128())
+                .collect::<Vec<_>>()
+        };
+        let (read, err) = parse_payload(&object(1, "pending"));
+        assert!(err.is_none());
+        assert_eq!(ids(&read), [1]);
+        let array = format!("[{},{}]", object(2, "pending"), object(3, "running"));
+        let (read, err) = parse_payload(&array);
+        assert!(err.is_none());
+        assert_eq!(ids(&read), [2, 3]);
+        // A foreign element is skipped; the others still count.
+        let mixed = format!(
+            r#"[{},{{"x": 1}},{}]"#,
+            object(4, "completed"),
+            object(5, "failed")
+        );
+        let (read, err) = parse_payload(&mixed);
+        assert!(err.is_some());
+        assert_eq!(ids(&read), [4, 5]);
+        for garbage in ["", "not json", "[", "[1, 2]", "{}", "null", "42"] {
+            let (read, err) = parse_payload(garbage);
+            assert!(read.is_empty() && err.is_some(), "{garbage:?}");
+        }
+        let (read, err) = parse_payload("[]");
+        assert!(read.is_empty() && err.is_none());
+    }
+
+    #[test]
+    fn an_array_counts_each_element_against_the_buffer() {
+        let buffer = Buffer::new(3);
+        buffer.push_all((0..5).map(execution));
+        buffer.push_all((5..7).map(execution));
+        assert_eq!(
+            drain(&buffer),
+            vec![
+                execution(0),
+                execution(1),
+                execution(2),
+                Event::Lagged { missed: 4 },
+            ]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![deny(missing_docs, unreachable_pub, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod batcher;
 mod cancel;
 pub mod completer;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod events;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod fixtures;
+pub mod heartbeater;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -43,12 +45,13 @@ pub use config::{DbConfig, PoolerMode, SslMode};
 pub use db::{Database, HealthReport, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
+pub use heartbeater::{Heartbeater, HeartbeaterConfig};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
-    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution,
-    NewTask, NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy, RescueReport,
-    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId,
-    UserUpdate,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,
+    NewExecution, NewTask, NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy,
+    RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User,
+    UserId, UserUpdate,
 };
 pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
 pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};

@@ -49,7 +49,7 @@ pub mod user;
 pub use execution::{ExecutionStatus, ExecutionUpdate, NewExecution, TaskExecution};
 pub use ids::{ExecutionId, TaskId, UserId};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
-pub use queue::{ClaimedExecution, Completion, Outcome, RescuePolicy, RescueReport};
+pub use queue::{ClaimedExecution, Completion, Heartbeat, Outcome, RescuePolicy, RescueReport};
 pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};
 pub use timestamp::Timestamp;
 pub use user::{NewUser, PasswordHash, User, UserUpdate};

@@ -151,6 +151,38 @@ impl Completion {
     }
 }
 
+/// One heartbeat of a batch, for
+/// [`ExecutionQueue::heartbeat_batch`](crate::repo::ExecutionQueue::heartbeat_batch):
+/// the arguments of
+/// [`ExecutionQueue::heartbeat`](crate::repo::ExecutionQueue::heartbeat).
+/// The heartbeats of one batch may come from different workers.
+///
+/// Built with [`Heartbeat::new`]; serialises and deserialises (the lease as
+/// whole milliseconds). `#[non_exhaustive]`: a heartbeat may carry more in
+/// minor releases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Heartbeat {
+    /// The execution the worker is running.
+    pub execution_id: ExecutionId,
+    /// The worker that claimed it (the lease owner).
+    pub worker_id: String,
+    /// The lease is extended to `now + lease`.
+    #[serde(rename = "lease_ms", with = "duration_ms")]
+    pub lease: Duration,
+}
+
+impl Heartbeat {
+    /// `worker_id`'s heartbeat of `execution_id`, asking for `lease` more.
+    pub fn new(execution_id: ExecutionId, worker_id: impl Into<String>, lease: Duration) -> Self {
+        Heartbeat {
+            execution_id,
+            worker_id: worker_id.into(),
+            lease,
+        }
+    }
+}
+
 /// What [`ExecutionQueue::rescue_expired`](crate::repo::ExecutionQueue::rescue_expired)
 /// does with executions whose lease expired.
 ///

@@ -36,7 +36,7 @@ use super::{Columns, Conn, RowReader, Source, prefixed};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
-    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Outcome, RescuePolicy,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Heartbeat, Outcome, RescuePolicy,
     RescueReport, TaskExecution, TaskId, TaskStatus, Timestamp,
 };
 use crate::repo::ExecutionQueue;
@@ -428,6 +428,41 @@ const HEARTBEAT_MANY_SQL: &str = "WITH req AS ( \
                  FROM req r LEFT JOIN current c ON c.id = r.id LEFT JOIN beat ON beat.id = r.id \
                  ORDER BY r.ord";
 
+/// The heartbeats of many workers: `$1` executions (no id twice), `$2`
+/// their workers, `$3` their leases in seconds, one array element per
+/// heartbeat.
+///
+/// [`HEARTBEAT_MANY_SQL`] with each execution checked against its own
+/// worker and given its own lease: the same lock order (every named
+/// execution's task in task id order, then the executions in id order) and
+/// the same re-check on the locked row. One row per heartbeat, in input
+/// order; `status` is NULL for an execution that does not exist.
+const HEARTBEAT_BATCH_SQL: &str = "WITH req AS ( \
+                   SELECT id, worker_id, lease_secs, ord \
+                   FROM unnest($1::uuid[], $2::text[], $3::float8[]) \
+                     WITH ORDINALITY AS r(id, worker_id, lease_secs, ord) \
+                 ), task AS MATERIALIZED ( \
+                   SELECT t.id FROM tasks t \
+                   WHERE t.id IN (SELECT x.task_id FROM task_executions x \
+                                  WHERE x.id IN (SELECT id FROM req)) \
+                   ORDER BY t.id FOR NO KEY UPDATE \
+                 ), current AS MATERIALIZED ( \
+                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+                   FROM task_executions e JOIN task ON task.id = e.task_id \
+                   WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
+                 ), beat AS ( \
+                   UPDATE task_executions e \
+                   SET lease_expires_at = now() + make_interval(secs => r.lease_secs), \
+                       heartbeat_at = now() \
+                   FROM current c JOIN req r ON r.id = c.id \
+                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = r.worker_id \
+                   RETURNING e.id, e.lease_expires_at \
+                 ) \
+                 SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
+                        beat.lease_expires_at AS new_lease \
+                 FROM req r LEFT JOIN current c ON c.id = r.id LEFT JOIN beat ON beat.id = r.id \
+                 ORDER BY r.ord";
+
 /// An execution ended by hand (cancelled, or
 /// [`ExecutionRepository::update_status`](crate::ExecutionRepository::update_status)
 /// to an end state): `$1` execution, `$2` the end status, `$3` statuses it
@@ -727,21 +762,68 @@ pub(crate) mod sql {
         }
         let mut results = Vec::with_capacity(rows.len());
         for (&id, row) in ids.iter().zip(&rows) {
-            results.push(match row.try_get::<_, Option<Timestamp>>("new_lease")? {
-                Some(lease) => Ok(lease),
-                None => match row.try_get::<_, Option<ExecutionStatus>>("status")? {
-                    None => Err(Error::not_found("execution", id)),
-                    Some(status) => Err(lease_lost(
-                        id,
-                        status,
-                        row.try_get("leased")?,
-                        row.try_get::<_, Option<&str>>("worker_id")?,
-                        worker_id,
-                    )),
-                },
-            });
+            results.push(beat_from_row(row, id, worker_id)?);
         }
         Ok(results)
+    }
+
+    /// Runs [`HEARTBEAT_BATCH_SQL`] for `heartbeats` (valid, no execution
+    /// twice); one result per heartbeat, in their order.
+    pub(crate) async fn heartbeat_batch(
+        c: &Conn<'_>,
+        heartbeats: &[Heartbeat],
+    ) -> Result<Vec<Result<Timestamp>>> {
+        if heartbeats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<ExecutionId> = heartbeats.iter().map(|h| h.execution_id).collect();
+        let workers: Vec<&str> = heartbeats.iter().map(|h| h.worker_id.as_str()).collect();
+        let leases: Vec<f64> = heartbeats.iter().map(|h| seconds(h.lease)).collect();
+        let rows = c
+            .query(HEARTBEAT_BATCH_SQL, &[&ids, &workers, &leases])
+            .await?;
+        if rows.len() != heartbeats.len() {
+            return Err(Error::unavailable(
+                format!(
+                    "heartbeat_batch sent {} heartbeats and got {} rows back",
+                    heartbeats.len(),
+                    rows.len()
+                ),
+                None,
+            ));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (heartbeat, row) in heartbeats.iter().zip(&rows) {
+            results.push(beat_from_row(
+                row,
+                heartbeat.execution_id,
+                &heartbeat.worker_id,
+            )?);
+        }
+        Ok(results)
+    }
+
+    /// One heartbeat's answer from its row of [`HEARTBEAT_MANY_SQL`] or
+    /// [`HEARTBEAT_BATCH_SQL`]: the new end of the lease, or why there is
+    /// none. The outer error is a row that cannot be read at all.
+    fn beat_from_row(
+        row: &tokio_postgres::Row,
+        id: ExecutionId,
+        worker_id: &str,
+    ) -> Result<Result<Timestamp>> {
+        Ok(match row.try_get::<_, Option<Timestamp>>("new_lease")? {
+            Some(lease) => Ok(lease),
+            None => match row.try_get::<_, Option<ExecutionStatus>>("status")? {
+                None => Err(Error::not_found("execution", id)),
+                Some(status) => Err(lease_lost(
+                    id,
+                    status,
+                    row.try_get("leased")?,
+                    row.try_get::<_, Option<&str>>("worker_id")?,
+                    worker_id,
+                )),
+            },
+        })
     }
 
     pub(crate) async fn complete(
@@ -931,6 +1013,29 @@ pub(crate) mod sql {
     }
 }
 
+/// The answers of a batch in input order: each item's validation error
+/// from `plan`, or the result of the statement for the item `plan` sent at
+/// that place. `results` holds one result per item sent, in order.
+fn merge_plan<T>(
+    plan: Vec<std::result::Result<usize, Error>>,
+    results: Vec<Result<T>>,
+) -> Vec<Result<T>> {
+    let mut results = results.into_iter();
+    // Sent items are numbered in input order, so the statement's results
+    // come out in the same order as the plan asks for them.
+    plan.into_iter()
+        .map(|p| match p {
+            Ok(_) => results.next().unwrap_or_else(|| {
+                Err(Error::unavailable(
+                    "the statement answered fewer items than were sent",
+                    None,
+                ))
+            }),
+            Err(err) => Err(err),
+        })
+        .collect()
+}
+
 #[async_trait]
 impl ExecutionQueue for PgExecutionQueue {
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue"))]
@@ -1003,6 +1108,51 @@ impl ExecutionQueue for PgExecutionQueue {
             ));
         }
         sql::heartbeat_many(&self.source.conn().await?, &execution_ids, worker_id, lease).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_batch", count = heartbeats.len()))]
+    async fn heartbeat_batch(&self, heartbeats: Vec<Heartbeat>) -> Result<Vec<Result<Timestamp>>> {
+        if heartbeats.len() > validate::MAX_CLAIM as usize {
+            return Err(Error::validation(
+                "heartbeats",
+                format!(
+                    "holds {} heartbeats, more than the {} one call takes",
+                    heartbeats.len(),
+                    validate::MAX_CLAIM
+                ),
+            ));
+        }
+        // Per heartbeat: its validation error, or its place among the ones
+        // sent.
+        let mut seen = HashSet::with_capacity(heartbeats.len());
+        let mut plan: Vec<std::result::Result<usize, Error>> = Vec::with_capacity(heartbeats.len());
+        let mut sent = Vec::with_capacity(heartbeats.len());
+        for heartbeat in heartbeats {
+            let checked = validate::worker_id(&heartbeat.worker_id)
+                .and_then(|()| validate::lease(heartbeat.lease));
+            if let Err(err) = checked {
+                plan.push(Err(err));
+                continue;
+            }
+            if !seen.insert(heartbeat.execution_id) {
+                plan.push(Err(Error::validation(
+                    "execution_id",
+                    format!(
+                        "execution {} is heartbeaten earlier in the same batch",
+                        heartbeat.execution_id
+                    ),
+                )));
+                continue;
+            }
+            plan.push(Ok(sent.len()));
+            sent.push(heartbeat);
+        }
+        let results = if sent.is_empty() {
+            Vec::new()
+        } else {
+            sql::heartbeat_batch(&self.source.conn().await?, &sent).await?
+        };
+        Ok(merge_plan(plan, results))
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete"))]
@@ -1081,22 +1231,12 @@ impl ExecutionQueue for PgExecutionQueue {
             plan.push(Ok(sent.len()));
             sent.push(completion);
         }
-        let mut results: Vec<Option<Result<TaskExecution>>> = if sent.is_empty() {
+        let results = if sent.is_empty() {
             Vec::new()
         } else {
-            sql::complete_many(&self.source.conn().await?, &sent)
-                .await?
-                .into_iter()
-                .map(Some)
-                .collect()
+            sql::complete_many(&self.source.conn().await?, &sent).await?
         };
-        Ok(plan
-            .into_iter()
-            .map(|p| match p {
-                Ok(i) => results[i].take().expect("each result is taken once"),
-                Err(err) => Err(err),
-            })
-            .collect())
+        Ok(merge_plan(plan, results))
     }
 
     #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "cancel"))]

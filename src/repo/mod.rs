@@ -17,9 +17,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution,
-    NewTask, NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task, TaskExecution,
-    TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,
+    NewExecution, NewTask, NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task,
+    TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
 
 /// Users. Emails are compared after trimming and lower-casing, so lookups
@@ -268,6 +268,28 @@ pub trait ExecutionQueue: Send + Sync {
         execution_ids: Vec<ExecutionId>,
         lease: Duration,
     ) -> Result<Vec<Result<Timestamp>>>;
+
+    /// [`heartbeat`](Self::heartbeat) for many executions, of any workers,
+    /// in one statement: what a fleet's shared
+    /// [`Heartbeater`](crate::Heartbeater) sends. Each heartbeat is checked
+    /// and applied exactly as `heartbeat` alone would (owner and status
+    /// re-checked on the locked row; its own lease), and the result says,
+    /// per heartbeat and in input order, what `heartbeat` would have
+    /// returned: the new end of the lease, `LeaseLost` with the reason
+    /// (nothing changed for it), `NotFound`.
+    ///
+    /// Validation is per heartbeat and comes before any SQL: an invalid one
+    /// (bad worker id or lease) gets its `Validation` error and is left out;
+    /// the others go ahead. An execution named more than once is heartbeaten
+    /// once, at its first valid heartbeat; each later one gets a
+    /// `Validation` error (field `execution_id`), as in
+    /// [`complete_many`](Self::complete_many). The call as a whole fails
+    /// only with `Validation` for more than
+    /// [`MAX_CLAIM`](crate::validate::MAX_CLAIM) heartbeats (then nothing is
+    /// sent), or with an error of the statement itself, when nothing was
+    /// changed. Tasks are locked in id order, then their executions, as in
+    /// [`heartbeat_many`](Self::heartbeat_many).
+    async fn heartbeat_batch(&self, heartbeats: Vec<Heartbeat>) -> Result<Vec<Result<Timestamp>>>;
 
     /// Records how the run ended and ends the execution; the task follows
     /// (running → completed, failed or timeout). `LeaseLost` when the worker

@@ -365,7 +365,7 @@ async fn a_blocked_migration_gives_up_without_stalling_the_table_and_applies_lat
             .migrate_down(DownTarget::ToVersion(3))
             .await
             .unwrap(),
-        vec![5, 4]
+        vec![6, 5, 4]
     );
     seed_tasks(&test_db, &[1]).await;
     // An ended execution, which V4's backfill leaves alone: the holder's row
@@ -457,7 +457,7 @@ async fn a_blocked_migration_gives_up_without_stalling_the_table_and_applies_lat
     );
 
     holder.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(test_db.migrate().await.unwrap(), vec![4, 5]);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![4, 5, 6]);
 }
 
 #[tokio::test]
@@ -468,6 +468,14 @@ async fn a_blocked_down_migration_gives_up_too() {
     })
     .await
     .unwrap();
+    // V5 is the one under test (V6 takes the same lock, a step earlier).
+    assert_eq!(
+        test_db
+            .migrate_down(DownTarget::ToVersion(5))
+            .await
+            .unwrap(),
+        vec![6]
+    );
     let holder = session(&test_db, "vrdb-test-reader-in-tx").await;
     holder
         .batch_execute("BEGIN; SELECT count(*) FROM task_executions")
@@ -516,10 +524,10 @@ async fn v5_runs_outside_a_transaction_and_is_recorded_as_refinery_would() {
             .migrate_down(DownTarget::ToVersion(4))
             .await
             .unwrap(),
-        vec![5]
+        vec![6, 5]
     );
     assert_eq!(index_state(&test_db, ONE_ACTIVE_IDX).await, None);
-    assert_eq!(test_db.migrate().await.unwrap(), vec![5]);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![5, 6]);
     assert_eq!(
         index_state(&test_db, ONE_ACTIVE_IDX).await,
         Some((true, true)),
@@ -622,7 +630,7 @@ async fn an_interrupted_v5_is_repeated_from_the_top() {
         "left INVALID"
     );
 
-    assert_eq!(test_db.migrate().await.unwrap(), vec![5]);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![5, 6]);
     assert_eq!(
         index_state(&test_db, ONE_ACTIVE_IDX).await,
         Some((true, true))
@@ -649,7 +657,7 @@ async fn an_interrupted_v5_is_repeated_from_the_top() {
         ))
         .await
         .unwrap();
-    assert_eq!(test_db.migrate().await.unwrap(), vec![5]);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![5, 6]);
     assert_eq!(
         index_state(&test_db, ONE_ACTIVE_IDX).await,
         Some((true, true))
@@ -701,7 +709,7 @@ async fn a_concurrent_index_build_waiting_for_an_old_transaction_gives_up_and_is
     );
 
     old.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(test_db.migrate().await.unwrap(), vec![5]);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![5, 6]);
     assert_eq!(
         index_state(&test_db, ONE_ACTIVE_IDX).await,
         Some((true, true))
@@ -734,7 +742,7 @@ async fn v5_keeps_one_active_execution_per_task_and_cancels_the_rest() {
         .await
         .unwrap();
 
-    assert_eq!(test_db.migrate().await.unwrap(), vec![5]);
+    assert_eq!(test_db.migrate().await.unwrap(), vec![5, 6]);
 
     let rows = client
         .query(

@@ -1,4 +1,5 @@
-//! Batched completion: `complete_many` and the `Completer`.
+//! Batched completion and heartbeats: `complete_many` and the `Completer`,
+//! `heartbeat_many`, `heartbeat_batch` and the `Heartbeater`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -6,8 +7,8 @@ use std::time::Duration;
 
 use voidrunner_db::{
     Completer, CompleterConfig, Completion, Error, ExecutionId, ExecutionQueue,
-    ExecutionRepository, ExecutionStatus, LeaseLostReason, Outcome, RescuePolicy, TaskExecution,
-    TaskRepository, TaskStatus,
+    ExecutionRepository, ExecutionStatus, Heartbeat, Heartbeater, HeartbeaterConfig,
+    LeaseLostReason, Outcome, RescuePolicy, TaskExecution, TaskRepository, TaskStatus,
 };
 
 use crate::{LEASE, fixture, fixture_with};
@@ -435,4 +436,274 @@ async fn heartbeat_many_answers_each_id_in_order() {
             .unwrap_err()
             .is_validation()
     );
+}
+
+#[tokio::test]
+async fn heartbeat_batch_answers_each_heartbeat_of_any_worker_in_order() {
+    let f = fixture().await;
+    f.queued(6, |_| 0).await;
+    let take = |claimed: Vec<voidrunner_db::ClaimedExecution>| {
+        claimed
+            .into_iter()
+            .map(|c| c.execution.id)
+            .collect::<Vec<_>>()
+    };
+    let w1 = take(f.queue.claim("w1", 2, LEASE).await.unwrap());
+    let w2 = take(f.queue.claim("w2", 2, LEASE).await.unwrap());
+    let w3 = take(
+        f.queue
+            .claim("w3", 1, Duration::from_millis(1))
+            .await
+            .unwrap(),
+    );
+    let w4 = take(f.queue.claim("w4", 1, LEASE).await.unwrap());
+    assert_eq!((w1.len(), w2.len(), w3.len(), w4.len()), (2, 2, 1, 1));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let rescued = f
+        .queue
+        .rescue_expired(RescuePolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(rescued.timed_out, w3, "w3's lease expired");
+    f.queue
+        .complete(w2[1], "w2", Outcome::completed(0))
+        .await
+        .unwrap();
+    f.queue.cancel(w4[0]).await.unwrap();
+    let unknown = ExecutionId::new();
+    let executions = &f.executions;
+    let lease_of = |id| async move { executions.get(id).await.unwrap().lease_expires_at.unwrap() };
+    let stolen_before = lease_of(w1[1]).await;
+
+    let long = Duration::from_secs(3600);
+    let short = Duration::from_secs(60);
+    let results = f
+        .queue
+        .heartbeat_batch(vec![
+            Heartbeat::new(w1[0], "w1", long),
+            Heartbeat::new(w2[0], "w2", short),
+            Heartbeat::new(w1[1], "w2", long),
+            Heartbeat::new(w3[0], "w3", long),
+            Heartbeat::new(w2[1], "w2", long),
+            Heartbeat::new(unknown, "w1", long),
+            Heartbeat::new(w4[0], "w4", long),
+            Heartbeat::new(w2[0], "", long),
+            Heartbeat::new(w2[0], "w2", Duration::ZERO),
+            Heartbeat::new(w1[0], "w1", short),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 10);
+    let beat = |i: usize| *results[i].as_ref().unwrap();
+    let err = |i: usize| results[i].as_ref().unwrap_err();
+    // Each heartbeat gets its own lease, from the same statement's now().
+    assert_eq!(
+        beat(0).unix_micros() - beat(1).unix_micros(),
+        (long - short).as_micros() as i64
+    );
+    assert_eq!(lease_of(w1[0]).await, beat(0));
+    assert_eq!(lease_of(w2[0]).await, beat(1));
+    assert_eq!(err(2).lease_lost_reason(), Some(LeaseLostReason::NotOwner));
+    assert_eq!(lease_of(w1[1]).await, stolen_before, "not w2's to renew");
+    assert_eq!(err(3).lease_lost_reason(), Some(LeaseLostReason::Expired));
+    assert_eq!(err(4).lease_lost_reason(), Some(LeaseLostReason::Finished));
+    assert!(err(5).is_not_found(), "{:?}", err(5));
+    assert_eq!(err(6).lease_lost_reason(), Some(LeaseLostReason::Cancelled));
+    assert!(
+        matches!(
+            err(7),
+            Error::Validation {
+                field: "worker_id",
+                ..
+            }
+        ),
+        "{:?}",
+        err(7)
+    );
+    assert!(
+        matches!(err(8), Error::Validation { field: "lease", .. }),
+        "{:?}",
+        err(8)
+    );
+    // w1[0] was heartbeaten earlier in the batch: refused, and its lease is
+    // the first one's.
+    assert!(
+        matches!(
+            err(9),
+            Error::Validation {
+                field: "execution_id",
+                ..
+            }
+        ),
+        "{:?}",
+        err(9)
+    );
+    assert_eq!(lease_of(w1[0]).await, beat(0));
+    // Nothing ran, finished or was cancelled by a heartbeat.
+    for (id, status) in [
+        (w3[0], ExecutionStatus::Timeout),
+        (w2[1], ExecutionStatus::Completed),
+        (w4[0], ExecutionStatus::Cancelled),
+        (w1[1], ExecutionStatus::Running),
+    ] {
+        assert_eq!(f.executions.get(id).await.unwrap().status, status);
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_batch_bounds() {
+    let f = fixture().await;
+    f.queued(1, |_| 0).await;
+    let claimed = f.queue.claim("w", 1, LEASE).await.unwrap();
+    let id = claimed[0].execution.id;
+    let before = f.executions.get(id).await.unwrap();
+    assert!(
+        f.queue
+            .heartbeat_batch(Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Over the cap: refused as a whole, nothing sent.
+    let too_many = vec![
+        Heartbeat::new(id, "w", Duration::from_secs(3600));
+        voidrunner_db::validate::MAX_CLAIM as usize + 1
+    ];
+    let err = f.queue.heartbeat_batch(too_many).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Validation {
+                field: "heartbeats",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let after = f.executions.get(id).await.unwrap();
+    assert_eq!(
+        (after.lease_expires_at, after.heartbeat_at),
+        (before.lease_expires_at, before.heartbeat_at),
+        "nothing changed"
+    );
+
+    // Only invalid ones: each its own error, no statement needed.
+    let results = f
+        .queue
+        .heartbeat_batch(vec![
+            Heartbeat::new(id, "w\0", LEASE),
+            Heartbeat::new(
+                id,
+                "w",
+                voidrunner_db::validate::MAX_LEASE + Duration::from_secs(1),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().is_validation())
+    );
+
+    // Exactly the cap is one call.
+    let at_cap = vec![Heartbeat::new(id, "w", LEASE); voidrunner_db::validate::MAX_CLAIM as usize];
+    let results = f.queue.heartbeat_batch(at_cap).await.unwrap();
+    assert!(results[0].is_ok());
+    assert!(
+        results[1..]
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().is_validation())
+    );
+}
+
+#[tokio::test]
+async fn the_heartbeater_answers_each_caller_under_concurrency() {
+    let f = fixture().await;
+    f.queued(120, |_| 0).await;
+    let mut claimed = Vec::new();
+    for w in 0..4 {
+        for job in f.queue.claim(&format!("w{w}"), 30, LEASE).await.unwrap() {
+            claimed.push((job.execution.id, format!("w{w}")));
+        }
+    }
+    assert_eq!(claimed.len(), 120);
+    let heartbeater = Heartbeater::with_config(
+        Arc::new(f.queue.clone()),
+        HeartbeaterConfig {
+            flush_interval: Duration::from_millis(2),
+            max_batch: 16,
+        },
+    )
+    .unwrap();
+
+    // 100 heartbeats from many tasks at once, each with its own lease;
+    // every 10th by the wrong worker.
+    let mut callers = tokio::task::JoinSet::new();
+    for (i, (id, worker)) in claimed.iter().take(100).cloned().enumerate() {
+        let heartbeater = heartbeater.clone();
+        callers.spawn(async move {
+            let worker = if i % 10 == 0 {
+                "intruder".to_owned()
+            } else {
+                worker
+            };
+            let lease = Duration::from_secs(100 + i as u64);
+            (i, id, heartbeater.heartbeat(id, &worker, lease).await)
+        });
+    }
+    let mut renewed = HashMap::new();
+    while let Some(joined) = callers.join_next().await {
+        let (i, id, result) = joined.unwrap();
+        if i % 10 == 0 {
+            assert_eq!(
+                result.unwrap_err().lease_lost_reason(),
+                Some(LeaseLostReason::NotOwner)
+            );
+        } else {
+            renewed.insert(id, (i, result.unwrap()));
+        }
+    }
+    assert_eq!(renewed.len(), 90);
+    for (id, (i, lease)) in &renewed {
+        let execution = f.executions.get(*id).await.unwrap();
+        assert_eq!(execution.lease_expires_at, Some(*lease), "caller {i}");
+        let asked = (100 + *i as i64) * 1_000_000;
+        let heartbeat_at = execution.heartbeat_at.unwrap().unix_micros();
+        assert_eq!(
+            lease.unix_micros() - heartbeat_at,
+            asked,
+            "caller {i}'s own lease"
+        );
+    }
+
+    // The same execution twice at once: two batches, both renew.
+    let (id, worker) = claimed[100].clone();
+    let (first, second) = tokio::join!(
+        heartbeater.heartbeat(id, &worker, LEASE),
+        heartbeater.heartbeat(id, &worker, LEASE)
+    );
+    assert!(second.unwrap() >= first.unwrap());
+
+    // Handed over, then dropped unpolled, then shut down: still sent.
+    let long = Duration::from_secs(7200);
+    for (id, worker) in &claimed[101..] {
+        drop(heartbeater.heartbeat(*id, worker, long));
+    }
+    heartbeater.shutdown().await;
+    let far: i64 = f
+        .scalar(
+            "SELECT count(*) FROM task_executions \
+             WHERE lease_expires_at > now() + interval '1 hour'",
+            &[],
+        )
+        .await;
+    assert_eq!(far, 19, "a dropped heartbeat was lost");
+    let late = heartbeater
+        .heartbeat(claimed[1].0, &claimed[1].1, LEASE)
+        .await
+        .unwrap_err();
+    assert!(late.is_unavailable(), "{late:?}");
+    heartbeater.shutdown().await; // twice is fine
 }

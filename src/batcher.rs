@@ -1,0 +1,427 @@
+//! What [`Completer`](crate::Completer) and
+//! [`Heartbeater`](crate::Heartbeater) share: callers hand items to a
+//! background task, which sends them in batches through one queue call
+//! when the oldest has waited the flush interval or the batch is full,
+//! and gives each caller the result of its own item.
+//!
+//! A [`Sink`] says what a batch is sent through; [`Batcher`] does the
+//! rest: the hand-over, the timing, one item per execution per batch, a
+//! batch's error for each of its callers, and the final flush on shutdown.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::model::ExecutionId;
+
+/// Where a [`Batcher`] sends its batches.
+#[async_trait]
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// What a caller hands over.
+    type Item: Send + 'static;
+    /// What a caller gets back for its item.
+    type Output: Send + 'static;
+    /// The public type, for messages: `Completer`.
+    const TYPE: &'static str;
+    /// The queue call a batch goes through, for messages: `complete_many`.
+    const CALL: &'static str;
+
+    /// The execution an item is about: a batch holds one item per
+    /// execution.
+    fn execution_id(item: &Self::Item) -> ExecutionId;
+
+    /// Sends a batch; on success, one result per item, in order.
+    async fn send(&self, items: Vec<Self::Item>) -> Result<Vec<Result<Self::Output>>>;
+}
+
+/// When a batch goes out: after `flush_interval` or at `max_batch` items.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) flush_interval: Duration,
+    pub(crate) max_batch: usize,
+}
+
+impl Settings {
+    /// `Error::Config` naming the setting of `what` (`completer`) out of
+    /// range: `flush_interval` in (0, `max_interval`], `max_batch` in
+    /// 1..=`max_items`.
+    pub(crate) fn validate(
+        &self,
+        what: &str,
+        max_interval: Duration,
+        max_items: usize,
+    ) -> Result<()> {
+        if self.flush_interval.is_zero() || self.flush_interval > max_interval {
+            return Err(Error::Config {
+                message: format!(
+                    "{what} flush_interval must be above zero and at most {max_interval:?}, not {:?}",
+                    self.flush_interval
+                ),
+            });
+        }
+        if self.max_batch == 0 || self.max_batch > max_items {
+            return Err(Error::Config {
+                message: format!(
+                    "{what} max_batch must be between 1 and {max_items}, not {}",
+                    self.max_batch
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An item waiting for its batch, and where its result goes.
+struct Request<S: Sink> {
+    item: S::Item,
+    reply: oneshot::Sender<Result<S::Output>>,
+}
+
+/// The handle callers share (behind an `Arc` in the public types).
+pub(crate) struct Batcher<S: Sink> {
+    /// `None` once shut down.
+    sender: Mutex<Option<mpsc::UnboundedSender<Request<S>>>>,
+    /// The background task, until [`Batcher::shutdown`] waits for it.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<S: Sink> Batcher<S> {
+    /// Starts the background task on the current Tokio runtime
+    /// (`Error::Config` outside one). `settings` are already validated.
+    pub(crate) fn start(sink: S, settings: Settings) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Config {
+            message: format!(
+                "a {} needs a Tokio runtime for its background task",
+                S::TYPE
+            ),
+        })?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let task = runtime.spawn(run(sink, receiver, settings));
+        Ok(Batcher {
+            sender: Mutex::new(Some(sender)),
+            task: tokio::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Whether items are still taken.
+    pub(crate) fn is_open(&self) -> bool {
+        self.sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Hands `item` over now, before the returned future is polled (so
+    /// dropping the future does not withdraw it), and resolves to its
+    /// result. `Unavailable` after shutdown.
+    pub(crate) fn submit(
+        &self,
+        item: S::Item,
+    ) -> impl Future<Output = Result<S::Output>> + Send + 'static {
+        let handed = self.hand_over(item);
+        async move {
+            match handed?.await {
+                Ok(result) => result,
+                Err(_) => Err(stopped::<S>()),
+            }
+        }
+    }
+
+    fn hand_over(&self, item: S::Item) -> Result<oneshot::Receiver<Result<S::Output>>> {
+        let (reply, result) = oneshot::channel();
+        // Nothing panics while holding the lock; if something did, the
+        // sender is still usable.
+        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sender) = sender.as_ref() else {
+            return Err(Error::unavailable(
+                format!("the {} was shut down", S::TYPE.to_lowercase()),
+                None,
+            ));
+        };
+        sender
+            .send(Request { item, reply })
+            .map_err(|_| stopped::<S>())?;
+        Ok(result)
+    }
+
+    /// Stops taking items, sends every one already handed over and returns
+    /// when they are done. Calling it again returns once that flush is
+    /// done.
+    pub(crate) async fn shutdown(&self) {
+        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
+        // Held while waiting, so a concurrent shutdown returns only when
+        // the flush is done too.
+        let mut task = self.task.lock().await;
+        if let Some(handle) = task.take()
+            && let Err(err) = handle.await
+        {
+            tracing::error!(error = %err, kind = S::TYPE, "a batcher's background task failed");
+        }
+    }
+}
+
+fn stopped<S: Sink>() -> Error {
+    Error::unavailable(
+        format!("the {}'s background task stopped", S::TYPE.to_lowercase()),
+        None,
+    )
+}
+
+/// The background task: collects, sends, answers, until every sender is
+/// gone and nothing waits.
+async fn run<S: Sink>(
+    sink: S,
+    mut receiver: mpsc::UnboundedReceiver<Request<S>>,
+    settings: Settings,
+) {
+    let mut waiting: Vec<Request<S>> = Vec::new();
+    let mut open = true;
+    loop {
+        if waiting.is_empty() {
+            if !open {
+                return;
+            }
+            match receiver.recv().await {
+                Some(request) => waiting.push(request),
+                None => return,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + settings.flush_interval;
+        while open && waiting.len() < settings.max_batch {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(request)) => waiting.push(request),
+                Ok(None) => open = false,
+                Err(_) => break,
+            }
+        }
+        flush(&sink, &mut waiting, settings.max_batch).await;
+    }
+}
+
+/// Sends one batch out of `waiting`: up to `max_batch` items, at most one
+/// per execution (the others stay, in order, for the next batch).
+async fn flush<S: Sink>(sink: &S, waiting: &mut Vec<Request<S>>, max_batch: usize) {
+    let mut ids = HashSet::with_capacity(waiting.len().min(max_batch));
+    let mut batch = Vec::with_capacity(waiting.len().min(max_batch));
+    let mut later = Vec::new();
+    for request in waiting.drain(..) {
+        if batch.len() < max_batch && ids.insert(S::execution_id(&request.item)) {
+            batch.push(request);
+        } else {
+            later.push(request);
+        }
+    }
+    *waiting = later;
+    let (items, replies): (Vec<S::Item>, Vec<_>) =
+        batch.into_iter().map(|r| (r.item, r.reply)).unzip();
+    let count = items.len();
+    match sink.send(items).await {
+        Ok(results) if results.len() == count => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                // A caller that dropped its future no longer listens.
+                let _ = reply.send(result);
+            }
+        }
+        Ok(results) => {
+            let err = Error::unavailable(
+                format!(
+                    "{} answered {} items with {} results",
+                    S::CALL,
+                    count,
+                    results.len()
+                ),
+                None,
+            );
+            answer_all::<S>(replies, err);
+        }
+        Err(err) => answer_all::<S>(replies, err),
+    }
+}
+
+/// Gives every caller of a batch the batch's error.
+fn answer_all<S: Sink>(replies: Vec<oneshot::Sender<Result<S::Output>>>, err: Error) {
+    tracing::warn!(error = %err, kind = S::TYPE, items = replies.len(), "a batch failed");
+    let shared = Arc::new(err);
+    for reply in replies {
+        let _ = reply.send(Err(replicate(&shared)));
+    }
+}
+
+/// An error of the same kind as `err` (same variant, fields and predicates),
+/// for one more caller: [`Error`] is not `Clone`, since its sources are
+/// not. Where the variant has a boxed source, the original error is it.
+fn replicate(err: &Arc<Error>) -> Error {
+    let source = || Some(Box::new(err.clone()) as crate::error::BoxError);
+    match err.as_ref() {
+        Error::NotFound { entity, key } => Error::NotFound {
+            entity,
+            key: key.clone(),
+        },
+        Error::Conflict {
+            message,
+            constraint,
+            ..
+        } => Error::Conflict {
+            message: message.clone(),
+            constraint: constraint.clone(),
+            source: None,
+        },
+        Error::ForeignKey {
+            message,
+            constraint,
+            ..
+        } => Error::ForeignKey {
+            message: message.clone(),
+            constraint: constraint.clone(),
+            source: None,
+        },
+        Error::CheckViolation {
+            message,
+            constraint,
+            not_null,
+            ..
+        } => Error::CheckViolation {
+            message: message.clone(),
+            constraint: constraint.clone(),
+            not_null: *not_null,
+            source: None,
+        },
+        Error::Validation { field, message } => Error::Validation {
+            field,
+            message: message.clone(),
+        },
+        Error::InvalidTransition { entity, from, to } => {
+            Error::InvalidTransition { entity, from, to }
+        }
+        Error::LeaseLost { execution, reason } => Error::LeaseLost {
+            execution: *execution,
+            reason: *reason,
+        },
+        Error::TransactionEnded => Error::TransactionEnded,
+        Error::TransactionAborted => Error::TransactionAborted,
+        Error::Timeout { kind, .. } => Error::Timeout {
+            kind: *kind,
+            source: source(),
+        },
+        Error::Unavailable { reason, .. } => Error::Unavailable {
+            reason: reason.clone(),
+            source: source(),
+        },
+        Error::Tls { kind, message, .. } => Error::Tls {
+            kind: *kind,
+            message: message.clone(),
+            source: source(),
+        },
+        Error::Migration { message, .. } => Error::Migration {
+            message: message.clone(),
+            source: source(),
+        },
+        Error::Decode {
+            entity, column, id, ..
+        } => Error::Decode {
+            entity,
+            column,
+            id: id.clone(),
+            source: Box::new(err.clone()),
+        },
+        Error::Config { message } => Error::Config {
+            message: message.clone(),
+        },
+        Error::Database {
+            sqlstate, message, ..
+        } => Error::Database {
+            sqlstate: sqlstate.clone(),
+            message: message.clone(),
+            source: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_keep_the_kind() {
+        let shared = Arc::new(Error::Timeout {
+            kind: crate::error::TimeoutKind::PoolWait,
+            source: None,
+        });
+        let copy = replicate(&shared);
+        assert!(copy.is_timeout() && copy.is_retryable());
+        let shared = Arc::new(Error::unavailable("gone", None));
+        let copy = replicate(&shared);
+        assert!(copy.is_unavailable());
+        assert_eq!(copy.to_string(), shared.to_string());
+    }
+
+    /// The batches an [`Echo`] was sent.
+    type Sent = Arc<Mutex<Vec<Vec<(ExecutionId, u32)>>>>;
+
+    /// Answers each item with itself after a pause, recording the batches.
+    struct Echo {
+        batches: Sent,
+    }
+
+    #[async_trait]
+    impl Sink for Echo {
+        type Item = (ExecutionId, u32);
+        type Output = u32;
+        const TYPE: &'static str = "Echo";
+        const CALL: &'static str = "echo";
+
+        fn execution_id(item: &Self::Item) -> ExecutionId {
+            item.0
+        }
+
+        async fn send(&self, items: Vec<Self::Item>) -> Result<Vec<Result<u32>>> {
+            self.batches.lock().unwrap().push(items.clone());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(items.into_iter().map(|(_, n)| Ok(n)).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_item_per_execution_per_batch_and_a_dropped_future_loses_nothing() {
+        let batches: Sent = Arc::default();
+        let batcher = Batcher::start(
+            Echo {
+                batches: Arc::clone(&batches),
+            },
+            Settings {
+                flush_interval: Duration::from_millis(20),
+                max_batch: 3,
+            },
+        )
+        .unwrap();
+        let same = ExecutionId::new();
+        let a = batcher.submit((same, 1));
+        let b = batcher.submit((same, 2));
+        drop(batcher.submit((ExecutionId::new(), 3)));
+        let c = batcher.submit((ExecutionId::new(), 4));
+        let d = batcher.submit((ExecutionId::new(), 5));
+        assert_eq!(
+            (a.await.unwrap(), b.await.unwrap(), c.await.unwrap()),
+            (1, 2, 4)
+        );
+        batcher.shutdown().await;
+        assert_eq!(d.await.unwrap(), 5);
+        assert!(!batcher.is_open());
+        let late = batcher.submit((ExecutionId::new(), 6)).await.unwrap_err();
+        assert!(late.is_unavailable());
+        let batches = batches.lock().unwrap();
+        let sent: Vec<u32> = batches.iter().flatten().map(|(_, n)| *n).collect();
+        assert_eq!(sent.len(), 5, "the dropped one was sent too: {batches:?}");
+        for batch in batches.iter() {
+            assert!(batch.len() <= 3);
+            let ids: HashSet<_> = batch.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids.len(), batch.len(), "one item per execution");
+        }
+    }
+}
