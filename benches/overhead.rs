@@ -19,7 +19,11 @@
 //! the baseline the targets are ratios of. Both check out through
 //! `Database::client`, so both carry the pool-metrics cost of this build
 //! (the dev-dependency turns the `metrics` feature on): the ratio is the
-//! crate's own overhead on top of the driver's.
+//! crate's own overhead on top of the driver's. The run also prints the
+//! allocations and bytes allocated per call (a counting allocator).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio_postgres::Row;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -29,6 +33,38 @@ use voidrunner_db::{
     NewTask, NewUser, PageRequest, PasswordHash, PgTaskRepository, PgUserRepository, PoolerMode,
     ScriptType, TaskId, TaskRepository, TaskStatus, Timestamp, UserId, UserRepository,
 };
+
+/// Counts what is allocated while `measured` runs, to print per call.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Allocations of 1 KiB or more, which glibc serves from its slower bins.
+static LARGE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+            if layout.size() >= 1024 {
+                LARGE.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 /// The crate's task columns, in its order (src/pg/task.rs); a macro so
 /// the raw statements are built at compile time, as the crate's are.
@@ -272,11 +308,13 @@ impl Bench {
 /// The calls whose instructions are counted (`--toggle-collect`).
 #[inline(never)]
 fn measured(rt: &tokio::runtime::Runtime, bench: &Bench, op: &str, n: usize) {
+    COUNTING.store(true, Ordering::Relaxed);
     rt.block_on(async {
         for _ in 0..n {
             bench.call(op).await;
         }
     });
+    COUNTING.store(false, Ordering::Relaxed);
 }
 
 fn main() {
@@ -315,5 +353,11 @@ fn main() {
         bench
     });
     measured(&rt, &bench, &op, n);
-    println!("{op} x{n} done");
+    let per_call = |counter: &AtomicUsize| counter.load(Ordering::Relaxed) as f64 / n as f64;
+    println!(
+        "{op} x{n}: {:.1} allocations, {:.0} bytes, {:.1} of 1 KiB or more per call",
+        per_call(&ALLOCATIONS),
+        per_call(&BYTES),
+        per_call(&LARGE)
+    );
 }
