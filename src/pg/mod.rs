@@ -253,9 +253,9 @@ impl Conn<'_> {
             let client = self.client()?;
             self.set_busy(true);
             let started = Instant::now();
-            // Boxed: the driver's future is large, and unboxed it would be
-            // copied into every enclosing future (the deadline, this
-            // loop's, the repository call's), several times per call.
+            // Boxed: the driver's futures (prepare, then the statement)
+            // are large, and inline they would size every call's future and
+            // be copied into each enclosing one.
             let work = Box::pin(async {
                 if unnamed {
                     run(client, None).await
@@ -305,7 +305,11 @@ impl Conn<'_> {
                     // use are replaced when they meet it, as this one is).
                     tracing::debug!(error = %err, "stale server session; replacing the pool's connections");
                     pooled.db.pool().retain(|_, _| false);
-                    let fresh = pooled.db.client().await?;
+                    // Boxed: a checkout's future is large (the pool's, with
+                    // connecting and TLS inside), and inline it would size
+                    // every statement's future, and so every call's, for
+                    // this rare path.
+                    let fresh = Box::pin(pooled.db.client()).await?;
                     // The stale one is closed when the call ends.
                     let _ = pooled.replacement.set(fresh);
                     healed_session = true;
