@@ -556,6 +556,14 @@ pub fn svg(records: &[Record]) -> String {
         }
         y += bar_h;
     }
+    // The 1.0 line again, over the bars: parity with raw is the reference.
+    let _ = writeln!(
+        s,
+        "<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>",
+        x(1.0),
+        head - 6.0,
+        y + 4.0
+    );
     y += 24.0;
     for (i, label) in labels.iter().enumerate() {
         let yy = y + 18.0 * i as f64;
