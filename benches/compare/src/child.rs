@@ -1,0 +1,323 @@
+//! One measurement in a process of its own (so that peak RSS, CPU and
+//! allocations belong to one variant), started by the driver. Prints one
+//! `RESULT {json}` line.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use voidrunner_db::{
+    Completer, DbConfig, ExecutionQueue, NewTask, Outcome, PgExecutionQueue, PgTaskRepository,
+    PoolerMode, TaskId, TaskRepository, UserId,
+};
+
+use crate::alloc;
+use crate::ops::{Client, SqlMap};
+
+pub type Args = HashMap<String, String>;
+
+pub fn arg<'a>(args: &'a Args, key: &str) -> &'a str {
+    args.get(key)
+        .unwrap_or_else(|| panic!("child needs {key}="))
+}
+
+/// User + system CPU of this process so far, in microseconds.
+pub fn cpu_us() -> u64 {
+    let usage = rusage(libc::RUSAGE_SELF);
+    tv_us(usage.ru_utime) + tv_us(usage.ru_stime)
+}
+
+pub fn tv_us(tv: libc::timeval) -> u64 {
+    (tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64
+}
+
+fn rusage(who: libc::c_int) -> libc::rusage {
+    // SAFETY: getrusage only writes the struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    }
+}
+
+/// Peak RSS of this process image. Not `ru_maxrss`: Linux carries the
+/// parent's high-water mark across fork and exec into it, so every child
+/// would report at least the driver's.
+fn max_rss_kb() -> u64 {
+    vm_hwm_kb(std::process::id()).unwrap_or(0)
+}
+
+/// `VmHWM` of a running process, in KiB.
+pub fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn emit(value: serde_json::Value) {
+    println!("RESULT {value}");
+}
+
+pub fn run(args: &Args) {
+    match arg(args, "mode") {
+        "lat" | "instr" => latency(args),
+        "tput" => throughput(args),
+        "queue" => queue(args),
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+fn load_sql(args: &Args) -> &'static SqlMap {
+    let text = std::fs::read_to_string(arg(args, "sql")).expect("sql file");
+    Box::leak(Box::new(serde_json::from_str(&text).expect("sql json")))
+}
+
+fn ids(args: &Args) -> (TaskId, UserId) {
+    (
+        arg(args, "task").parse().expect("task id"),
+        arg(args, "user").parse().expect("user id"),
+    )
+}
+
+/// The calls whose instructions callgrind counts (`--toggle-collect`):
+/// everything the client does on its one thread, the driver's connection
+/// task included (a current-thread runtime runs it here).
+#[inline(never)]
+fn measured(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    op: &str,
+    n: usize,
+    ids: (TaskId, UserId),
+) {
+    rt.block_on(async {
+        for i in 0..n {
+            client.call(op, ids.0, ids.1, i).await;
+        }
+    });
+}
+
+/// c=1: `n` calls one after another on one connection, after one warm-up
+/// call that prepares the statement.
+fn latency(args: &Args) {
+    let sql = load_sql(args);
+    let (variant, op) = (arg(args, "variant"), arg(args, "op"));
+    let n: usize = arg(args, "n").parse().expect("n");
+    let ids = ids(args);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt.block_on(async {
+        let client = Client::connect(variant, arg(args, "url"), 1, sql).await;
+        client.call(op, ids.0, ids.1, 0).await;
+        client
+    });
+    if arg(args, "mode") == "instr" {
+        measured(&rt, &client, op, n, ids);
+        emit(json!({ "n": n }));
+        return;
+    }
+    let mut times = Vec::with_capacity(n);
+    let cpu = cpu_us();
+    alloc::start();
+    rt.block_on(async {
+        for i in 0..n {
+            let start = Instant::now();
+            client.call(op, ids.0, ids.1, i).await;
+            times.push(start.elapsed());
+        }
+    });
+    let (bytes, allocs) = alloc::stop();
+    let cpu = cpu_us() - cpu;
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6;
+    emit(json!({
+        "n": n,
+        "p50_us": pct(0.5),
+        "p99_us": pct(0.99),
+        "cpu_us": cpu as f64 / n as f64,
+        "bytes": bytes as f64 / n as f64,
+        "allocs": allocs as f64 / n as f64,
+        "maxrss_kb": max_rss_kb(),
+    }));
+}
+
+/// c=16: 16 tasks on a two-thread runtime and a pool of 16, for `secs`.
+fn throughput(args: &Args) {
+    const CLIENTS: usize = 16;
+    let sql = load_sql(args);
+    let (variant, op) = (arg(args, "variant"), arg(args, "op"));
+    let secs: f64 = arg(args, "secs").parse().expect("secs");
+    let ids = ids(args);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (ops, elapsed, cpu) = rt.block_on(async {
+        let client = Arc::new(Client::connect(variant, arg(args, "url"), CLIENTS, sql).await);
+        // Every connection prepares its statement before the clock starts.
+        let mut warm = tokio::task::JoinSet::new();
+        for c in 0..CLIENTS {
+            let client = client.clone();
+            let op = op.to_owned();
+            warm.spawn(async move { client.call(&op, ids.0, ids.1, c).await });
+        }
+        warm.join_all().await;
+        let done = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu = cpu_us();
+        let start = Instant::now();
+        let mut fleet = tokio::task::JoinSet::new();
+        for c in 0..CLIENTS {
+            let (client, done, stop) = (client.clone(), done.clone(), stop.clone());
+            let op = op.to_owned();
+            fleet.spawn(async move {
+                let mut i = c * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    client.call(&op, ids.0, ids.1, i).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        fleet.join_all().await;
+        let elapsed = start.elapsed().as_secs_f64();
+        (done.load(Ordering::Relaxed), elapsed, cpu_us() - cpu)
+    });
+    emit(json!({
+        "ops": ops,
+        "secs": elapsed,
+        "ops_per_s": ops as f64 / elapsed,
+        "cpu_us": cpu as f64 / ops.max(1) as f64,
+        "maxrss_kb": max_rss_kb(),
+    }));
+}
+
+const WORKERS: usize = 16;
+const CLAIM_BATCH: u32 = 10;
+const LEASE: Duration = Duration::from_secs(60);
+
+/// The queue: `worker=batched` is examples/worker.rs (claim 10, one
+/// heartbeat_many, completions through a shared `Completer`);
+/// `worker=single` claims one and completes it, in a loop. 16 workers
+/// either way, on `tasks` queued executions, until they are done or `secs`
+/// have passed.
+fn queue(args: &Args) {
+    let batched = arg(args, "worker") == "batched";
+    let notify = arg(args, "notify") == "on";
+    let secs: f64 = arg(args, "secs").parse().expect("secs");
+    let n_tasks: usize = arg(args, "tasks").parse().expect("tasks");
+    let user: UserId = arg(args, "user").parse().expect("user id");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (done, elapsed, cpu) = rt.block_on(async {
+        let mut config = DbConfig::from_url(arg(args, "url")).expect("url");
+        config.max_connections = WORKERS + 2;
+        config.min_connections = WORKERS + 2;
+        config.pooler = PoolerMode::Direct;
+        config.notify_events = notify;
+        let db = voidrunner_db::Database::connect(config)
+            .await
+            .expect("connect");
+        db.client()
+            .await
+            .expect("client")
+            .batch_execute("TRUNCATE task_executions, tasks")
+            .await
+            .expect("truncate");
+        let tasks = PgTaskRepository::new(db.clone());
+        let queue = Arc::new(PgExecutionQueue::new(db.clone()));
+        let mut queued = 0;
+        while queued < n_tasks {
+            let n = (n_tasks - queued).min(1000);
+            let batch: Vec<NewTask> = (queued..queued + n)
+                .map(|i| NewTask::new(user, format!("job {i}"), "print(1)"))
+                .collect();
+            let created = tasks.create_many(batch).await.expect("create_many");
+            queue
+                .enqueue_many(created.iter().map(|t| t.id).collect(), None)
+                .await
+                .expect("enqueue_many");
+            queued += n;
+        }
+        db.client()
+            .await
+            .expect("client")
+            .batch_execute("ANALYZE tasks, task_executions")
+            .await
+            .expect("analyze");
+        let completer = Completer::new(queue.clone()).expect("completer");
+        let done = Arc::new(AtomicUsize::new(0));
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let cpu = cpu_us();
+        let start = Instant::now();
+        let mut fleet = tokio::task::JoinSet::new();
+        for w in 0..WORKERS {
+            let (queue, completer, done) = (queue.clone(), completer.clone(), done.clone());
+            fleet.spawn(async move {
+                let worker = format!("worker-{w}");
+                while Instant::now() < deadline {
+                    let limit = if batched { CLAIM_BATCH } else { 1 };
+                    let claimed = queue.claim(&worker, limit, LEASE).await.expect("claim");
+                    if claimed.is_empty() {
+                        return;
+                    }
+                    let outcome = || Outcome::completed(0).output("ok", "").usage(1, 1 << 20);
+                    if batched {
+                        let in_flight = claimed.iter().map(|job| job.execution.id).collect();
+                        for beat in queue
+                            .heartbeat_many(&worker, in_flight, LEASE)
+                            .await
+                            .expect("heartbeat_many")
+                        {
+                            beat.expect("heartbeat");
+                        }
+                        let reports: Vec<_> = claimed
+                            .iter()
+                            .map(|job| completer.complete(job.execution.id, &worker, outcome()))
+                            .collect();
+                        for report in reports {
+                            report.await.expect("complete");
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else {
+                        for job in claimed {
+                            queue
+                                .complete(job.execution.id, &worker, outcome())
+                                .await
+                                .expect("complete");
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        fleet.join_all().await;
+        let elapsed = start.elapsed().as_secs_f64();
+        let cpu = cpu_us() - cpu;
+        completer.shutdown().await;
+        (done.load(Ordering::Relaxed), elapsed, cpu)
+    });
+    emit(json!({
+        "done": done,
+        "secs": elapsed,
+        "ops_per_s": done as f64 / elapsed,
+        "cpu_us": cpu as f64 / done.max(1) as f64,
+        "maxrss_kb": max_rss_kb(),
+        "drained": done >= n_tasks,
+    }));
+}
