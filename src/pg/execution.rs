@@ -31,28 +31,31 @@ macro_rules! columns {
 pub(super) const COLUMNS: &str = columns!();
 
 /// [`COLUMNS`] one by one, in `read_execution`'s order.
+pub(super) const NAMES: [&str; 18] = [
+    "id",
+    "task_id",
+    "status",
+    "return_code",
+    "stdout",
+    "stderr",
+    "execution_time_ms",
+    "memory_usage_bytes",
+    "started_at",
+    "completed_at",
+    "created_at",
+    "priority",
+    "run_after",
+    "attempt",
+    "worker_id",
+    "lease_expires_at",
+    "heartbeat_at",
+    "updated_at",
+];
+
+/// [`NAMES`], to read executions with.
 pub(super) static COLUMN_NAMES: Columns = Columns {
     entity: "execution",
-    names: &[
-        "id",
-        "task_id",
-        "status",
-        "return_code",
-        "stdout",
-        "stderr",
-        "execution_time_ms",
-        "memory_usage_bytes",
-        "started_at",
-        "completed_at",
-        "created_at",
-        "priority",
-        "run_after",
-        "attempt",
-        "worker_id",
-        "lease_expires_at",
-        "heartbeat_at",
-        "updated_at",
-    ],
+    names: &NAMES,
 };
 
 pub(super) const TABLE: Table = Table {

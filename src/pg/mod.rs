@@ -529,6 +529,26 @@ impl Columns {
     }
 }
 
+/// `a` then `b`, at compile time (`N` must be `A + B`), for a statement
+/// whose rows carry an entity's columns and more.
+const fn joined<const A: usize, const B: usize, const N: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N, "N must be A + B");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - A];
+        i += 1;
+    }
+    out
+}
+
 /// Reads one entity from a [`RowReader`], its fields in the order of its
 /// [`Columns`].
 pub(super) type Read<T> = fn(&mut RowReader<'_>) -> Result<T>;

@@ -32,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::execution::{COLUMN_NAMES, COLUMNS, execution_from_row, read_execution};
-use super::{Columns, Conn, RowReader, Source, prefixed};
+use super::{Columns, Conn, RowReader, Source, execution, joined, prefixed};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
@@ -107,29 +107,10 @@ fn lease_lost(
 /// (see [`CLAIM_SQL`]), in `read_claimed`'s order.
 static CLAIMED_COLUMNS: Columns = Columns {
     entity: "execution",
-    names: &[
-        "id",
-        "task_id",
-        "status",
-        "return_code",
-        "stdout",
-        "stderr",
-        "execution_time_ms",
-        "memory_usage_bytes",
-        "started_at",
-        "completed_at",
-        "created_at",
-        "priority",
-        "run_after",
-        "attempt",
-        "worker_id",
-        "lease_expires_at",
-        "heartbeat_at",
-        "updated_at",
-        "script_content",
-        "script_type",
-        "timeout_seconds",
-    ],
+    names: &joined::<18, 3, 21>(
+        execution::NAMES,
+        ["script_content", "script_type", "timeout_seconds"],
+    ),
 };
 
 /// The claim: `$1` worker, `$2` limit, `$3` lease in seconds.
@@ -398,45 +379,16 @@ static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The heartbeat of one worker's in-flight set: `$1` executions, `$2`
-/// worker, `$3` lease in seconds.
+/// The heartbeats of many executions, of one worker or many: `$1`
+/// executions, `$2` their workers, `$3` their leases in seconds, one array
+/// element per heartbeat (an execution twice only with the same worker and
+/// lease, as `heartbeat_many` sends it).
 ///
 /// Same lock order and re-check as the heartbeat of one execution: every
 /// named execution's task in task id order, then the executions in id
-/// order. One row per id, in input order; `status` is NULL for an execution
-/// that does not exist.
-const HEARTBEAT_MANY_SQL: &str = "WITH req AS ( \
-                   SELECT id, ord FROM unnest($1::uuid[]) WITH ORDINALITY AS r(id, ord) \
-                 ), task AS MATERIALIZED ( \
-                   SELECT t.id FROM tasks t \
-                   WHERE t.id IN (SELECT x.task_id FROM task_executions x \
-                                  WHERE x.id IN (SELECT id FROM req)) \
-                   ORDER BY t.id FOR NO KEY UPDATE \
-                 ), current AS MATERIALIZED ( \
-                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
-                   FROM task_executions e JOIN task ON task.id = e.task_id \
-                   WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
-                 ), beat AS ( \
-                   UPDATE task_executions e \
-                   SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now() \
-                   FROM current c \
-                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
-                   RETURNING e.id, e.lease_expires_at \
-                 ) \
-                 SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
-                        beat.lease_expires_at AS new_lease \
-                 FROM req r LEFT JOIN current c ON c.id = r.id LEFT JOIN beat ON beat.id = r.id \
-                 ORDER BY r.ord";
-
-/// The heartbeats of many workers: `$1` executions (no id twice), `$2`
-/// their workers, `$3` their leases in seconds, one array element per
-/// heartbeat.
-///
-/// [`HEARTBEAT_MANY_SQL`] with each execution checked against its own
-/// worker and given its own lease: the same lock order (every named
-/// execution's task in task id order, then the executions in id order) and
-/// the same re-check on the locked row. One row per heartbeat, in input
-/// order; `status` is NULL for an execution that does not exist.
+/// order, each checked against its own worker on the locked row. One row
+/// per heartbeat, in input order; `status` is NULL for an execution that
+/// does not exist.
 const HEARTBEAT_BATCH_SQL: &str = "WITH req AS ( \
                    SELECT id, worker_id, lease_secs, ord \
                    FROM unnest($1::uuid[], $2::text[], $3::float8[]) \
@@ -737,34 +689,17 @@ pub(crate) mod sql {
         }
     }
 
-    /// Runs [`HEARTBEAT_MANY_SQL`]; one result per id, in their order.
+    /// One worker's heartbeats of `ids` through [`HEARTBEAT_BATCH_SQL`];
+    /// one result per id, in their order.
     pub(crate) async fn heartbeat_many(
         c: &Conn<'_>,
         ids: &[ExecutionId],
         worker_id: &str,
         lease: Duration,
     ) -> Result<Vec<Result<Timestamp>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = c
-            .query(HEARTBEAT_MANY_SQL, &[&ids, &worker_id, &seconds(lease)])
-            .await?;
-        if rows.len() != ids.len() {
-            return Err(Error::unavailable(
-                format!(
-                    "heartbeat_many sent {} ids and got {} rows back",
-                    ids.len(),
-                    rows.len()
-                ),
-                None,
-            ));
-        }
-        let mut results = Vec::with_capacity(rows.len());
-        for (&id, row) in ids.iter().zip(&rows) {
-            results.push(beat_from_row(row, id, worker_id)?);
-        }
-        Ok(results)
+        let workers = vec![worker_id; ids.len()];
+        let leases = vec![seconds(lease); ids.len()];
+        heartbeats(c, "heartbeat_many", ids, &workers, &leases).await
     }
 
     /// Runs [`HEARTBEAT_BATCH_SQL`] for `heartbeats` (valid, no execution
@@ -773,38 +708,46 @@ pub(crate) mod sql {
         c: &Conn<'_>,
         heartbeats: &[Heartbeat],
     ) -> Result<Vec<Result<Timestamp>>> {
-        if heartbeats.is_empty() {
-            return Ok(Vec::new());
-        }
         let ids: Vec<ExecutionId> = heartbeats.iter().map(|h| h.execution_id).collect();
         let workers: Vec<&str> = heartbeats.iter().map(|h| h.worker_id.as_str()).collect();
         let leases: Vec<f64> = heartbeats.iter().map(|h| seconds(h.lease)).collect();
+        self::heartbeats(c, "heartbeat_batch", &ids, &workers, &leases).await
+    }
+
+    /// [`HEARTBEAT_BATCH_SQL`] for the three parallel arrays; `call` names
+    /// the public call in an error.
+    async fn heartbeats(
+        c: &Conn<'_>,
+        call: &str,
+        ids: &[ExecutionId],
+        workers: &[&str],
+        leases: &[f64],
+    ) -> Result<Vec<Result<Timestamp>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows = c
             .query(HEARTBEAT_BATCH_SQL, &[&ids, &workers, &leases])
             .await?;
-        if rows.len() != heartbeats.len() {
+        if rows.len() != ids.len() {
             return Err(Error::unavailable(
                 format!(
-                    "heartbeat_batch sent {} heartbeats and got {} rows back",
-                    heartbeats.len(),
+                    "{call} sent {} heartbeats and got {} rows back",
+                    ids.len(),
                     rows.len()
                 ),
                 None,
             ));
         }
-        let mut results = Vec::with_capacity(rows.len());
-        for (heartbeat, row) in heartbeats.iter().zip(&rows) {
-            results.push(beat_from_row(
-                row,
-                heartbeat.execution_id,
-                &heartbeat.worker_id,
-            )?);
-        }
-        Ok(results)
+        ids.iter()
+            .zip(workers)
+            .zip(&rows)
+            .map(|((&id, worker_id), row)| beat_from_row(row, id, worker_id))
+            .collect()
     }
 
-    /// One heartbeat's answer from its row of [`HEARTBEAT_MANY_SQL`] or
-    /// [`HEARTBEAT_BATCH_SQL`]: the new end of the lease, or why there is
+    /// One heartbeat's answer from its row of [`HEARTBEAT_BATCH_SQL`]: the
+    /// new end of the lease, or why there is
     /// none. The outer error is a row that cannot be read at all.
     fn beat_from_row(
         row: &tokio_postgres::Row,
