@@ -5,14 +5,16 @@
 //! ```
 //!
 //! Queues `--tasks` tasks, runs `--workers` concurrent workers that claim
-//! them in batches, fake-run them (one heartbeat of each claimed execution,
-//! then a result each), and complete
-//! them as completed, or as failed with probability `--fail-rate`. The
-//! fleet shares one `Heartbeater` and one `Completer`, which send the
-//! heartbeats and the completions of every worker in batches
-//! (`ExecutionQueue::heartbeat_batch`, `ExecutionQueue::complete_many`). Prints
-//! totals and throughput, then checks the database: the exit code is 0 only
-//! if every execution ended exactly once.
+//! them in batches, fake-run each batch for `--run-ms` (0 by default),
+//! heartbeating its in-flight executions every `--heartbeat-ms` meanwhile
+//! (10,000 by default, a third of the 30 s lease: jobs shorter than that
+//! need no heartbeat), and complete them as completed, or as failed with
+//! probability `--fail-rate`. The fleet shares one `Heartbeater` and one
+//! `Completer`, which send the heartbeats and the completions of every
+//! worker in batches (`ExecutionQueue::heartbeat_batch`,
+//! `ExecutionQueue::complete_many`). Prints totals and throughput, then
+//! checks the database: the exit code is 0 only if every execution ended
+//! exactly once.
 //!
 //! It runs in a throwaway database of its own on the server the test harness
 //! finds (`DATABASE_URL`, else 127.0.0.1:5432, else a private cluster), which
@@ -35,7 +37,8 @@ use voidrunner_db::{
     PgExecutionQueue, PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
 };
 
-const USAGE: &str = "usage: worker --tasks N --workers W [--fail-rate P]";
+const USAGE: &str =
+    "usage: worker --tasks N --workers W [--fail-rate P] [--run-ms MS] [--heartbeat-ms MS]";
 const CLAIM_BATCH: u32 = 10;
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -43,6 +46,8 @@ struct Args {
     tasks: usize,
     workers: usize,
     fail_rate: f64,
+    run: Duration,
+    heartbeat_every: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +55,8 @@ fn parse_args() -> Result<Args, String> {
         tasks: 1000,
         workers: 4,
         fail_rate: 0.0,
+        run: Duration::ZERO,
+        heartbeat_every: LEASE / 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,12 +68,21 @@ fn parse_args() -> Result<Args, String> {
             "--tasks" => args.tasks = value.parse().map_err(|_| bad())?,
             "--workers" => args.workers = value.parse().map_err(|_| bad())?,
             "--fail-rate" => args.fail_rate = value.parse().map_err(|_| bad())?,
+            "--run-ms" => args.run = Duration::from_millis(value.parse().map_err(|_| bad())?),
+            "--heartbeat-ms" => {
+                args.heartbeat_every = Duration::from_millis(value.parse().map_err(|_| bad())?)
+            }
             _ => return Err(USAGE.to_owned()),
         }
     }
-    if args.workers == 0 || !(0.0..=1.0).contains(&args.fail_rate) {
+    if args.workers == 0
+        || !(0.0..=1.0).contains(&args.fail_rate)
+        || args.heartbeat_every.is_zero()
+        || args.heartbeat_every >= LEASE
+    {
         return Err(format!(
-            "workers must be at least 1 and fail-rate within 0..=1\n{USAGE}"
+            "workers must be at least 1, fail-rate within 0..=1 and heartbeat-ms above 0 \
+             and below the {LEASE:?} lease\n{USAGE}"
         ));
     }
     Ok(args)
@@ -137,6 +153,7 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     let ended: Arc<Mutex<HashSet<ExecutionId>>> = Arc::default();
     let twice = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
+    let heartbeats = Arc::new(AtomicUsize::new(0));
     // One completer for the fleet: completions of every worker, sent in
     // batches every few milliseconds.
     let completer = Completer::new(queue.clone())?;
@@ -151,6 +168,8 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         let ended = ended.clone();
         let twice = twice.clone();
         let failed = failed.clone();
+        let heartbeats = heartbeats.clone();
+        let (run_for, heartbeat_every) = (args.run, args.heartbeat_every);
         let total = args.tasks;
         let fail_rate = args.fail_rate;
         fleet.spawn(async move {
@@ -165,16 +184,32 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     continue;
                 }
-                // A real worker would run each job.script_content here, for
-                // at most job.timeout_seconds, heartbeating its whole
-                // in-flight set meanwhile. Handed over at once, the
+                // A real worker runs each job.script_content here, for at
+                // most job.timeout_seconds, and heartbeats its in-flight set
+                // until they are done, so the lease never runs out under a
+                // live worker. Handed to the shared heartbeater, the
                 // heartbeats go out with other workers'.
-                let beats: Vec<_> = claimed
-                    .iter()
-                    .map(|job| heartbeater.heartbeat(job.execution.id, &worker, LEASE))
-                    .collect();
-                for beat in beats {
-                    beat.await?;
+                let ids: Vec<ExecutionId> = claimed.iter().map(|job| job.execution.id).collect();
+                let running = tokio::time::sleep(run_for);
+                tokio::pin!(running);
+                let mut ticks = tokio::time::interval_at(
+                    tokio::time::Instant::now() + heartbeat_every,
+                    heartbeat_every,
+                );
+                loop {
+                    tokio::select! {
+                        () = &mut running => break,
+                        _ = ticks.tick() => {
+                            let beats: Vec<_> = ids
+                                .iter()
+                                .map(|&id| heartbeater.heartbeat(id, &worker, LEASE))
+                                .collect();
+                            for beat in beats {
+                                beat.await?;
+                                heartbeats.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
                 let mut reports = Vec::with_capacity(claimed.len());
                 for job in claimed {
@@ -212,8 +247,9 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         "ended:      {done} ({} completed, {failed} failed)",
         done - failed
     );
+    println!("heartbeats: {}", heartbeats.load(Ordering::Relaxed));
     println!(
-        "throughput: {:.0} executions/s (claim + heartbeat + complete) over {elapsed:.2?}",
+        "throughput: {:.0} executions/s (claim + complete) over {elapsed:.2?}",
         done as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
     );
 
