@@ -208,8 +208,9 @@ const WORKERS: usize = 16;
 const CLAIM_BATCH: u32 = 10;
 const LEASE: Duration = Duration::from_secs(60);
 
-/// The queue: `worker=batched` is examples/worker.rs (claim 10, one
-/// heartbeat_many, completions through a shared `Completer`);
+/// The queue: `worker=batched` is examples/worker.rs with its defaults
+/// (claim 10, completions through a shared `Completer`; jobs take no time,
+/// so the heartbeat timer never fires);
 /// `worker=single` claims one and completes it, in a loop. 16 workers
 /// either way, on `tasks` queued executions, until they are done or `secs`
 /// have passed.
@@ -278,14 +279,6 @@ fn queue(args: &Args) {
                     }
                     let outcome = || Outcome::completed(0).output("ok", "").usage(1, 1 << 20);
                     if batched {
-                        let in_flight = claimed.iter().map(|job| job.execution.id).collect();
-                        for beat in queue
-                            .heartbeat_many(&worker, in_flight, LEASE)
-                            .await
-                            .expect("heartbeat_many")
-                        {
-                            beat.expect("heartbeat");
-                        }
                         let reports: Vec<_> = claimed
                             .iter()
                             .map(|job| completer.complete(job.execution.id, &worker, outcome()))

@@ -119,6 +119,9 @@ pub fn run(options: Options) -> Result<(), BoxError> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    // Made (and checked writable) before minutes of measuring, not after.
+    std::fs::create_dir_all(&out)
+        .map_err(|e| format!("cannot create the output directory {}: {e}", out.display()))?;
     let work = std::env::temp_dir().join(format!("voidrunner-compare-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

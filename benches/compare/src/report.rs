@@ -349,8 +349,8 @@ pub fn markdown(
     md.push_str("\n## Queue\n\n");
     md.push_str(
         "16 workers against one queue, cycles (claim → complete) per second. `batched` is \
-         examples/worker.rs: claim up to 10, one `heartbeat_many`, completions through one \
-         shared `Completer`; `single` claims one and completes it, in a loop. Durable runs \
+         examples/worker.rs with its defaults: claim up to 10, completions through one \
+         shared `Completer` (its jobs take no time, so its heartbeat timer never fires); `single` claims one and completes it, in a loop. Durable runs \
          use `synchronous_commit = on` (fsync on), the others `off`; each pair runs A/B, its \
          order swapped every other round.\n\n",
     );
