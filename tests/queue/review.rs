@@ -391,3 +391,158 @@ async fn heartbeater_hostile_items_are_their_own_validation_errors() {
     assert!(err.is_unavailable());
     let _ = ExecutionRepository::get(&f.executions, a).await.unwrap();
 }
+
+/// A session LISTENing on the events channel, raw: the payloads as sent.
+async fn raw_payloads(
+    f: &crate::Fixture,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (client, mut connection) = f
+        .session_pg_config()
+        .await
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (sender, payloads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = sender.send(n.payload().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", voidrunner_db::events::CHANNEL))
+        .await
+        .unwrap();
+    (client, payloads)
+}
+
+/// The payload was documented (domain.rs, V2/V3, the previous release) as
+/// one JSON object per execution, and the previous release's listener
+/// reads nothing else: during a rolling deploy, the instances still on it
+/// log and skip every V6 notification, with no `Lagged` or `Reconnected`
+/// to tell them to look at the tables, and so does any other application
+/// on the channel. A statement that changes one execution (`enqueue`,
+/// `claim` of one, `complete`, `cancel`: the common case) could keep
+/// sending the object; V6 wraps it in an array. (The CHANGELOG lists the
+/// new format under "Changed", not as a breaking change.)
+#[tokio::test]
+async fn a_one_row_change_still_sends_the_documented_single_object() {
+    let f = fixture().await;
+    let (_client, mut payloads) = raw_payloads(&f).await;
+    let task = f.task("one", 0).await;
+    let e = f.queue.enqueue(task.id, None).await.unwrap();
+    let payload = tokio::time::timeout(Duration::from_secs(10), payloads.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert!(
+        value.is_object(),
+        "a listener of the previous release cannot read {payload}"
+    );
+    assert_eq!(value["execution_id"], e.id.as_uuid().to_string());
+}
+
+/// Down to V5 and up to V6 again under a live `subscribe` stream: every
+/// change is announced under both triggers, and the old trigger is back
+/// after the down migration.
+#[tokio::test]
+async fn v6_down_and_up_under_a_live_listener_loses_no_event() {
+    let f = fixture().await;
+    if crate::behind_transaction_pooler(&f.db) {
+        return; // migrating needs the direct URL; checked straight.
+    }
+    let mut events = f.db.subscribe().await.unwrap();
+    async fn expect(
+        events: &mut voidrunner_db::EventStream,
+        n: usize,
+    ) -> Vec<voidrunner_db::ExecutionEvent> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+            {
+                voidrunner_db::Event::Execution(e) => got.push(e),
+                other => panic!("{other:?}"),
+            }
+        }
+        got
+    }
+    f.queued(3, |_| 0).await;
+    assert_eq!(expect(&mut events, 3).await.len(), 3);
+    assert_eq!(
+        f.db.migrate_down(voidrunner_db::DownTarget::ToVersion(5))
+            .await
+            .unwrap(),
+        vec![6]
+    );
+    let triggers: i64 = f
+        .scalar(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'task_executions_notify'",
+            &[],
+        )
+        .await;
+    assert_eq!(triggers, 1);
+    f.queued(3, |_| 0).await;
+    assert_eq!(expect(&mut events, 3).await.len(), 3);
+    assert_eq!(f.db.migrate().await.unwrap(), vec![6]);
+    let claimed = f.queue.claim("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let got = expect(&mut events, 6).await;
+    assert!(got.iter().all(|e| e.status == ExecutionStatus::Running));
+}
+
+/// An operator drops a column of task_executions and adds it back (it
+/// moves to the end of the table): rows are still read right, by the
+/// crate's own statements (cached before the change) and its batched
+/// paths, which locate columns by position.
+#[tokio::test]
+async fn a_column_dropped_and_added_back_is_still_read_in_its_place() {
+    let f = fixture().await;
+    if crate::behind_transaction_pooler(&f.db) {
+        return;
+    }
+    f.queued(4, |_| 0).await;
+    let jobs = f.queue.claim("w", 2, LEASE).await.unwrap(); // statements cached
+    f.queue
+        .complete(jobs[0].execution.id, "w", Outcome::completed(3))
+        .await
+        .unwrap();
+    let admin = session(&f).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE task_executions DROP COLUMN stdout; \
+             ALTER TABLE task_executions ADD COLUMN stdout text; \
+             ALTER TABLE task_executions DROP COLUMN return_code; \
+             ALTER TABLE task_executions ADD COLUMN return_code integer",
+        )
+        .await
+        .unwrap();
+    let more = f.queue.claim("w", 2, LEASE).await.unwrap();
+    assert_eq!(more.len(), 2);
+    let mut outcome = Outcome::completed(7);
+    outcome.stdout = Some("out".to_owned());
+    let done = f
+        .queue
+        .complete_many(vec![
+            Completion::new(jobs[1].execution.id, "w", outcome.clone()),
+            Completion::new(more[0].execution.id, "w", outcome.clone()),
+        ])
+        .await
+        .unwrap();
+    for r in done {
+        let e = r.unwrap();
+        assert_eq!(e.return_code, Some(7));
+        assert_eq!(e.stdout.as_deref(), Some("out"));
+        assert_eq!(e.status, ExecutionStatus::Completed);
+    }
+    let e = f.executions.get(more[1].execution.id).await.unwrap();
+    assert_eq!(e.worker_id.as_deref(), Some("w"));
+    assert_eq!(e.return_code, None);
+}
