@@ -546,3 +546,26 @@ async fn a_column_dropped_and_added_back_is_still_read_in_its_place() {
     assert_eq!(e.worker_id.as_deref(), Some("w"));
     assert_eq!(e.return_code, None);
 }
+
+/// `CompleterConfig::flush_interval` and `HeartbeaterConfig::flush_interval`
+/// are documented as "1 µs..=MAX_FLUSH_INTERVAL"; `validate` only refuses
+/// zero, so 1 ns passes.
+#[tokio::test]
+async fn flush_intervals_below_the_documented_microsecond_are_config_errors() {
+    let completer = CompleterConfig {
+        flush_interval: Duration::from_nanos(1),
+        ..Default::default()
+    };
+    let heartbeater = HeartbeaterConfig {
+        flush_interval: Duration::from_nanos(999),
+        ..Default::default()
+    };
+    assert!(
+        matches!(completer.validate(), Err(voidrunner_db::Error::Config { .. })),
+        "{completer:?} accepted"
+    );
+    assert!(
+        matches!(heartbeater.validate(), Err(voidrunner_db::Error::Config { .. })),
+        "{heartbeater:?} accepted"
+    );
+}
