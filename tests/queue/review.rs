@@ -569,3 +569,96 @@ async fn flush_intervals_below_the_documented_microsecond_are_config_errors() {
         "{heartbeater:?} accepted"
     );
 }
+
+/// The server stops under a blocked batch (a private cluster): every caller
+/// of that batch gets `Unavailable`, nothing of it is applied, and after
+/// the restart the same `Completer` and `Heartbeater` carry on (their
+/// background task survives; the pool heals).
+#[tokio::test]
+async fn the_batchers_survive_a_server_restart_under_a_batch() {
+    use voidrunner_db::testing::PrivateCluster;
+    use voidrunner_db::{
+        Database, NewTask, NewUser, PasswordHash, PgTaskRepository, PgUserRepository,
+        TaskRepository, UserRepository,
+    };
+    let cluster = PrivateCluster::start().await.unwrap();
+    let mut config = cluster.config();
+    config.min_connections = 1;
+    config.connect_timeout = Duration::from_secs(2);
+    let db = Database::connect(config).await.unwrap();
+    db.migrate().await.unwrap();
+    let user = PgUserRepository::new(db.clone())
+        .create(NewUser::new("restart@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    let tasks = PgTaskRepository::new(db.clone());
+    let queue = PgExecutionQueue::new(db.clone());
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let t = tasks
+            .create(NewTask::new(user.id, format!("t{i}"), "x"))
+            .await
+            .unwrap();
+        queue.enqueue(t.id, None).await.unwrap();
+    }
+    for job in queue.claim("w", 10, LEASE).await.unwrap() {
+        ids.push((job.execution.id, job.execution.task_id));
+    }
+    assert_eq!(ids.len(), 10);
+    let (locker, connection) = cluster
+        .config()
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE",
+            ids[0].1
+        ))
+        .await
+        .unwrap();
+    let completer = Completer::new(Arc::new(queue.clone())).unwrap();
+    let heartbeater = Heartbeater::new(Arc::new(queue.clone())).unwrap();
+    let beats: Vec<_> = ids
+        .iter()
+        .map(|(id, _)| tokio::spawn(heartbeater.heartbeat(*id, "w", LEASE)))
+        .collect();
+    let calls: Vec<_> = ids
+        .iter()
+        .map(|(id, _)| tokio::spawn(completer.complete(*id, "w", Outcome::completed(0))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.stop_server().await.unwrap();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+    }
+    for beat in beats {
+        let err = beat.await.unwrap().unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+    }
+    cluster.start_server().await.unwrap();
+    let mut done = 0;
+    for (id, _) in &ids {
+        for attempt in 0..50 {
+            match completer.complete(*id, "w", Outcome::completed(0)).await {
+                Ok(e) => {
+                    assert_eq!(e.status, ExecutionStatus::Completed);
+                    done += 1;
+                    break;
+                }
+                Err(e) if e.is_unavailable() && attempt < 49 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{id}: {e:?}"),
+            }
+        }
+    }
+    assert_eq!(done, 10, "every completion applied once, after the restart");
+    completer.shutdown().await;
+    heartbeater.shutdown().await;
+    db.close(Duration::from_secs(5)).await;
+    cluster.destroy().await.unwrap();
+}
