@@ -662,3 +662,77 @@ async fn the_batchers_survive_a_server_restart_under_a_batch() {
     db.close(Duration::from_secs(5)).await;
     cluster.destroy().await.unwrap();
 }
+
+/// Many callers race two concurrent shutdowns of one `Completer`: every
+/// caller gets an answer (no hang); one told `Unavailable` "shut down" had
+/// nothing applied, one answered `Ok` had its completion applied; both
+/// shutdowns return after the last applied completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_racing_concurrent_shutdowns_each_get_the_truth() {
+    let f = fixture().await;
+    f.queued(200, |_| 0).await;
+    let mut jobs = Vec::new();
+    while jobs.len() < 200 {
+        jobs.extend(f.queue.claim("w", 100, LEASE).await.unwrap());
+    }
+    let completer = Completer::with_config(
+        Arc::new(f.queue.clone()),
+        CompleterConfig {
+            flush_interval: Duration::from_micros(500),
+            max_batch: 7,
+        },
+    )
+    .unwrap();
+    let mut callers = tokio::task::JoinSet::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let completer = completer.clone();
+        let id = job.execution.id;
+        callers.spawn(async move {
+            tokio::time::sleep(Duration::from_micros((i as u64 % 50) * 100)).await;
+            (id, completer.complete(id, "w", Outcome::completed(0)).await)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let (a, b) = (completer.clone(), completer.clone());
+    let (s1, s2) = tokio::join!(
+        tokio::spawn(async move { a.shutdown().await }),
+        tokio::spawn(async move { b.shutdown().await })
+    );
+    s1.unwrap();
+    s2.unwrap();
+    // Both shutdowns are back: whatever was handed over is applied now.
+    let applied_at_shutdown: i64 = f
+        .scalar(
+            "SELECT count(*) FROM task_executions WHERE status = 'completed'",
+            &[],
+        )
+        .await;
+    let mut ok = 0;
+    let mut refused = 0;
+    let answers = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut all = Vec::new();
+        while let Some(joined) = callers.join_next().await {
+            all.push(joined.unwrap());
+        }
+        all
+    })
+    .await
+    .expect("a caller hung");
+    for (id, answer) in answers {
+        let status = f.executions.get(id).await.unwrap().status;
+        match answer {
+            Ok(e) => {
+                ok += 1;
+                assert_eq!(e.status, ExecutionStatus::Completed);
+                assert_eq!(status, ExecutionStatus::Completed);
+            }
+            Err(err) => {
+                refused += 1;
+                assert!(err.is_unavailable(), "{err:?}");
+                assert_eq!(status, ExecutionStatus::Running, "{id}: refused yet applied");
+            }
+        }
+    }
+    assert_eq!(ok + refused, 200);
+    assert_eq!(applied_at_shutdown, ok as i64, "shutdown returned before a flush");
+}
