@@ -13,6 +13,7 @@ mod copy;
 mod events;
 mod migrations;
 mod regressions;
+mod review;
 mod startup;
 mod worker;
 

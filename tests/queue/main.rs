@@ -12,6 +12,7 @@ mod invariants;
 mod lifecycle;
 mod ownership;
 mod regressions;
+mod review;
 mod transactions;
 
 use std::time::Duration;

@@ -8,6 +8,7 @@ mod hostile_inputs;
 mod hostile_rows;
 mod mocked_service;
 mod paging;
+mod review;
 mod tasks;
 mod unit_of_work;
 mod users;
