@@ -194,7 +194,11 @@
 //! array of the objects V2 sent one at a time, in the order the statement
 //! wrote the rows. A NOTIFY payload must be shorter than 8000 bytes, so a
 //! statement whose events do not fit sends them in as few arrays as fit,
-//! cut by size (an event is well under 2000 bytes whatever its worker id).
+//! cut by size (an event is well under 2000 bytes whatever its worker id);
+//! a statement with a single event sends that object alone, as V2 did, so
+//! listeners of earlier releases still read it. The events are read through
+//! a cursor: a statement of any size (another application's bulk write)
+//! needs the memory of one payload, not of all its events.
 //! `voidrunner.notify_events = off` silences a session as in V3. The
 //! listener of [`Database::subscribe`](crate::Database::subscribe) reads
 //! arrays and, from an older trigger or another application, single

@@ -6,8 +6,10 @@
 //! commits, never when it rolls back. Its payload is a JSON array with one
 //! object per execution, in the order the statement wrote them (split over
 //! a few notifications when they do not fit in one: a payload must be
-//! shorter than 8000 bytes); the listener also reads a single object, as
-//! triggers before V6 sent, or another application may. The stream yields
+//! shorter than 8000 bytes), or, for a statement with one event, that
+//! object alone, as triggers before V6 sent every event (so listeners of
+//! earlier releases still read the common case); the listener reads both,
+//! as another application may send either. The stream yields
 //! one [`Event::Execution`] per execution all the same. A payload that
 //! cannot be read is logged and skipped (an array's readable elements still
 //! go out); the stream goes on. [`Database::subscribe`] listens on a dedicated connection
