@@ -328,7 +328,7 @@ fn script_content_with(script: &str, deny: &DenyList) -> Result<()> {
 }
 
 fn denied_pattern(script: &str, deny: &DenyList) -> Result<()> {
-    match deny.find(script) {
+    match deny.find(script)? {
         Some(pattern) => Err(Error::validation(
             "script_content",
             format!("contains the denied pattern `{pattern}`"),
@@ -353,8 +353,10 @@ pub(crate) struct DenyList {
     /// The non-empty patterns as configured, for the message, in the
     /// policy's order (the automaton's pattern ids index it).
     patterns: Vec<String>,
-    /// `None` without patterns.
-    automaton: Option<AhoCorasick>,
+    /// `Ok(None)` without patterns; `Err` with what kept the automaton
+    /// from being built (patterns too many or too long for it), which
+    /// refuses every script rather than letting all through.
+    automaton: std::result::Result<Option<AhoCorasick>, String>,
 }
 
 impl DenyList {
@@ -368,12 +370,13 @@ impl DenyList {
             .cloned()
             .collect();
         let automaton = if patterns.is_empty() {
-            None
+            Ok(None)
         } else {
             AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .build(patterns.iter().map(|p| p.to_lowercase()))
-                .ok()
+                .map(Some)
+                .map_err(|e| e.to_string())
         };
         DenyList {
             patterns,
@@ -398,9 +401,17 @@ impl DenyList {
     }
 
     /// The first pattern (in the policy's order) `script` contains, ignoring
-    /// case.
-    fn find(&self, script: &str) -> Option<&str> {
-        let automaton = self.automaton.as_ref()?;
+    /// case; `Error::Config` when the list could not be compiled.
+    fn find(&self, script: &str) -> Result<Option<&str>> {
+        let automaton = match &self.automaton {
+            Ok(Some(automaton)) => automaton,
+            Ok(None) => return Ok(None),
+            Err(reason) => {
+                return Err(Error::config(format!(
+                    "the script deny-list cannot be used: {reason}"
+                )));
+            }
+        };
         let lowered;
         let hay = if script.is_ascii() {
             script
@@ -409,14 +420,15 @@ impl DenyList {
             &lowered
         };
         if !automaton.is_match(hay) {
-            return None;
+            return Ok(None);
         }
         // Denied: name the policy's first pattern found, wherever it is.
-        let first = automaton
+        Ok(automaton
             .find_overlapping_iter(hay)
             .map(|m| m.pattern().as_usize())
-            .min()?;
-        self.patterns.get(first).map(String::as_str)
+            .min()
+            .and_then(|first| self.patterns.get(first))
+            .map(String::as_str))
     }
 }
 
@@ -1290,6 +1302,23 @@ mod jsonb_round_trip_tests {
             .map(String::as_str)
     }
 
+    /// A deny-list that could not be compiled refuses every script with a
+    /// configuration error: it never lets them all through.
+    #[test]
+    fn a_deny_list_that_cannot_be_compiled_fails_closed() {
+        let broken = DenyList {
+            patterns: vec!["rm -rf".to_owned()],
+            automaton: Err("too many patterns".to_owned()),
+        };
+        for script in ["echo ok", "rm -rf /"] {
+            let err = script_content_with(script, &broken).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { message } if message.contains("too many patterns")),
+                "{err:?}"
+            );
+        }
+    }
+
     #[test]
     fn deny_list_decides_as_lowercasing_both_sides() {
         let policy = ScriptPolicy {
@@ -1335,22 +1364,24 @@ mod jsonb_round_trip_tests {
         let deny = DenyList::new(&policy);
         for script in scripts {
             assert_eq!(
-                deny.find(script),
+                deny.find(script).unwrap(),
                 denied_by_lowercasing(script, &policy),
                 "{script:?}"
             );
         }
         // Patterns earlier in the list win, as before.
-        assert_eq!(deny.find("mkfs. rm -rf"), Some("RM -RF"));
+        assert_eq!(deny.find("mkfs. rm -rf").unwrap(), Some("RM -RF"));
         // No pattern, or only an empty one: everything passes.
         assert_eq!(
-            DenyList::new(&ScriptPolicy::allow_all()).find("rm -rf"),
+            DenyList::new(&ScriptPolicy::allow_all())
+                .find("rm -rf")
+                .unwrap(),
             None
         );
         let empty = ScriptPolicy {
             deny_patterns: vec![String::new()],
         };
-        assert_eq!(DenyList::new(&empty).find("rm -rf"), None);
+        assert_eq!(DenyList::new(&empty).find("rm -rf").unwrap(), None);
         // The default list, through the public function.
         let default = ScriptPolicy::default();
         assert!(script_content("RM -Rf /tmp/x", &default).is_err());

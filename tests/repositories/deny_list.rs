@@ -1,4 +1,4 @@
-//! Review (#11): the Aho-Corasick deny-list against the documented rule
+//! The deny-list (#11, an Aho-Corasick automaton) against the documented rule
 //! ("a pattern is found when the lower-cased script contains the
 //! lower-cased pattern, `str::to_lowercase`, Unicode rules"; the message
 //! names the policy's first pattern found).
@@ -21,9 +21,9 @@ fn the_deny_list_decides_as_documented_on_tricky_unicode() {
     // Case-folding traps: Kelvin sign, dotted/dotless i, final sigma,
     // sharp s, long s, ligatures, combining marks; ASCII neighbours.
     let alphabet: Vec<&str> = vec![
-        "k", "K", "\u{212A}", "i", "I", "\u{130}", "\u{131}", "\u{3A3}", "\u{3C3}", "\u{3C2}",
-        "ß", "\u{1E9E}", "s", "S", "\u{17F}", "\u{FB01}", "e\u{301}", "\u{C9}", " ", "-", "r",
-        "m", "f", "/", "a", "A", "\u{2126}", "\u{3C9}",
+        "k", "K", "\u{212A}", "i", "I", "\u{130}", "\u{131}", "\u{3A3}", "\u{3C3}", "\u{3C2}", "ß",
+        "\u{1E9E}", "s", "S", "\u{17F}", "\u{FB01}", "e\u{301}", "\u{C9}", " ", "-", "r", "m", "f",
+        "/", "a", "A", "\u{2126}", "\u{3C9}",
     ];
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = |n: usize| {
@@ -35,7 +35,11 @@ fn the_deny_list_decides_as_documented_on_tricky_unicode() {
     let mut mismatches = Vec::new();
     for _ in 0..20_000 {
         let patterns: Vec<String> = (0..1 + next(4))
-            .map(|_| (0..next(4)).map(|_| alphabet[next(alphabet.len())]).collect())
+            .map(|_| {
+                (0..next(4))
+                    .map(|_| alphabet[next(alphabet.len())])
+                    .collect()
+            })
             .collect();
         let script: String = "x ".to_owned()
             + &(0..1 + next(12))
@@ -55,7 +59,9 @@ fn the_deny_list_decides_as_documented_on_tricky_unicode() {
             _ => false,
         };
         if !agree && mismatches.len() < 10 {
-            mismatches.push(format!("{script:?} {patterns:?}: got {got:?}, want {want:?}"));
+            mismatches.push(format!(
+                "{script:?} {patterns:?}: got {got:?}, want {want:?}"
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{mismatches:#?}");

@@ -1,6 +1,7 @@
 //! Repository tests against a real PostgreSQL server, one fresh database per
 //! test; plus the mock-injection test. One binary keeps link time down.
 
+mod deny_list;
 mod error_constructors;
 mod executions;
 mod explain;
@@ -8,7 +9,6 @@ mod hostile_inputs;
 mod hostile_rows;
 mod mocked_service;
 mod paging;
-mod review;
 mod tasks;
 mod unit_of_work;
 mod users;
