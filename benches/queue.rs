@@ -102,80 +102,23 @@ impl Bench {
 }
 
 fn claim_complete(c: &mut Criterion) {
-    claim_complete_group(c, "claim_complete", true);
-    claim_complete_group(c, "claim_complete_quiet", false);
-}
-
-/// `quiet`: the same with `notify_events` off, to show what the events cost.
-fn claim_complete_group(c: &mut Criterion, name: &str, notify_events: bool) {
-    let bench = setup(notify_events);
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .warm_up_time(Duration::from_secs(1));
-    group.throughput(Throughput::Elements(1));
-    for workers in [1usize, 4, 16] {
-        group.bench_with_input(
-            BenchmarkId::from_parameter(workers),
-            &workers,
-            |b, &workers| {
-                b.to_async(&bench.rt).iter_custom(|iters| {
-                    let bench = &bench;
-                    async move {
-                        bench.reset().await;
-                        let ids = bench.queued_tasks(iters as usize).await;
-                        for chunk in ids.chunks(ROWS) {
-                            bench
-                                .queue
-                                .enqueue_many(chunk.to_vec(), None)
-                                .await
-                                .expect("enqueue");
-                        }
-                        let started = Instant::now();
-                        let mut fleet = tokio::task::JoinSet::new();
-                        for w in 0..workers {
-                            let queue = bench.queue.clone();
-                            fleet.spawn(async move {
-                                let worker = format!("bench-{w}");
-                                loop {
-                                    let claimed = queue
-                                        .claim(&worker, 1, Duration::from_secs(60))
-                                        .await
-                                        .expect("claim");
-                                    let Some(job) = claimed.into_iter().next() else {
-                                        return;
-                                    };
-                                    queue
-                                        .complete(job.execution.id, &worker, Outcome::completed(0))
-                                        .await
-                                        .expect("complete");
-                                }
-                            });
-                        }
-                        while let Some(done) = fleet.join_next().await {
-                            done.expect("worker");
-                        }
-                        started.elapsed()
-                    }
-                });
-            },
-        );
-    }
-    group.finish();
+    claim_complete_group(c, "claim_complete", true, false);
+    claim_complete_group(c, "claim_complete_quiet", false, false);
 }
 
 fn claim_complete_batched(c: &mut Criterion) {
-    claim_complete_batched_group(c, "claim_complete_batched", true);
-    claim_complete_batched_group(c, "claim_complete_batched_quiet", false);
+    claim_complete_group(c, "claim_complete_batched", true, true);
+    claim_complete_group(c, "claim_complete_batched_quiet", false, true);
 }
 
 /// Executions a batched worker claims at a time (as examples/worker.rs).
 const CLAIM_BATCH: u32 = 10;
 
-/// [`claim_complete_group`] with batched claims and a shared [`Completer`]:
-/// what events cost once statements, not rows, send them.
-fn claim_complete_batched_group(c: &mut Criterion, name: &str, notify_events: bool) {
+/// Cycles per second of a fleet: claims of one, each completed on its own,
+/// or (`batched`) claims of [`CLAIM_BATCH`] completed through a shared
+/// [`Completer`], as examples/worker.rs does. `notify_events` off shows
+/// what the events cost.
+fn claim_complete_group(c: &mut Criterion, name: &str, notify_events: bool, batched: bool) {
     let bench = setup(notify_events);
     let mut group = c.benchmark_group(name);
     group
@@ -183,7 +126,8 @@ fn claim_complete_batched_group(c: &mut Criterion, name: &str, notify_events: bo
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(1));
-    for workers in [4usize, 16] {
+    let fleets: &[usize] = if batched { &[4, 16] } else { &[1, 4, 16] };
+    for &workers in fleets {
         group.bench_with_input(
             BenchmarkId::from_parameter(workers),
             &workers,
@@ -208,13 +152,27 @@ fn claim_complete_batched_group(c: &mut Criterion, name: &str, notify_events: bo
                             let completer = completer.clone();
                             fleet.spawn(async move {
                                 let worker = format!("bench-{w}");
+                                let limit = if batched { CLAIM_BATCH } else { 1 };
                                 loop {
                                     let claimed = queue
-                                        .claim(&worker, CLAIM_BATCH, Duration::from_secs(60))
+                                        .claim(&worker, limit, Duration::from_secs(60))
                                         .await
                                         .expect("claim");
                                     if claimed.is_empty() {
                                         return;
+                                    }
+                                    if !batched {
+                                        for job in claimed {
+                                            queue
+                                                .complete(
+                                                    job.execution.id,
+                                                    &worker,
+                                                    Outcome::completed(0),
+                                                )
+                                                .await
+                                                .expect("complete");
+                                        }
+                                        continue;
                                     }
                                     let reports: Vec<_> = claimed
                                         .iter()
