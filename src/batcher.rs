@@ -36,9 +36,25 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// execution.
     fn execution_id(item: &Self::Item) -> ExecutionId;
 
+    /// About how many bytes `item` adds to a batch's statement (its
+    /// unbounded texts); a batch holds at most [`MAX_BATCH_BYTES`] of them.
+    fn weight(_item: &Self::Item) -> usize {
+        0
+    }
+
     /// Sends a batch; on success, one result per item, in order.
     async fn send(&self, items: Vec<Self::Item>) -> Result<Vec<Result<Self::Output>>>;
 }
+
+/// The most bytes of items ([`Sink::weight`]) one batch carries: a
+/// statement's parameters travel in one message, which the server caps at
+/// 1 GiB, so large items that would each go through alone are not made to
+/// fail together. An item larger than this goes in a batch of its own.
+pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// The shortest flush interval either batcher takes (their documented
+/// lower bound).
+const MIN_FLUSH_INTERVAL: Duration = Duration::from_micros(1);
 
 /// When a batch goes out: after `flush_interval` or at `max_batch` items.
 #[derive(Debug, Clone, Copy)]
@@ -57,10 +73,11 @@ impl Settings {
         max_interval: Duration,
         max_items: usize,
     ) -> Result<()> {
-        if self.flush_interval.is_zero() || self.flush_interval > max_interval {
+        if self.flush_interval < MIN_FLUSH_INTERVAL || self.flush_interval > max_interval {
             return Err(Error::Config {
                 message: format!(
-                    "{what} flush_interval must be above zero and at most {max_interval:?}, not {:?}",
+                    "{what} flush_interval must be at least {MIN_FLUSH_INTERVAL:?} and at most \
+                     {max_interval:?}, not {:?}",
                     self.flush_interval
                 ),
             });
@@ -158,10 +175,15 @@ impl<S: Sink> Batcher<S> {
         // Held while waiting, so a concurrent shutdown returns only when
         // the flush is done too.
         let mut task = self.task.lock().await;
-        if let Some(handle) = task.take()
-            && let Err(err) = handle.await
-        {
-            tracing::error!(error = %err, kind = S::TYPE, "a batcher's background task failed");
+        // Awaited in place and taken only once finished: a shutdown whose
+        // wait is dropped (a timeout, `select!`) leaves the handle for the
+        // next one, which then still waits for the flush.
+        if let Some(handle) = task.as_mut() {
+            let finished = handle.await;
+            *task = None;
+            if let Err(err) = finished {
+                tracing::error!(error = %err, kind = S::TYPE, "a batcher's background task failed");
+            }
         }
     }
 }
@@ -204,14 +226,19 @@ async fn run<S: Sink>(
     }
 }
 
-/// Sends one batch out of `waiting`: up to `max_batch` items, at most one
-/// per execution (the others stay, in order, for the next batch).
+/// Sends one batch out of `waiting`: up to `max_batch` items and
+/// [`MAX_BATCH_BYTES`], at most one per execution (the others stay, in
+/// order, for the next batch).
 async fn flush<S: Sink>(sink: &S, waiting: &mut Vec<Request<S>>, max_batch: usize) {
     let mut ids = HashSet::with_capacity(waiting.len().min(max_batch));
     let mut batch = Vec::with_capacity(waiting.len().min(max_batch));
+    let mut bytes = 0usize;
     let mut later = Vec::new();
     for request in waiting.drain(..) {
-        if batch.len() < max_batch && ids.insert(S::execution_id(&request.item)) {
+        let weight = S::weight(&request.item);
+        let fits = batch.is_empty() || bytes.saturating_add(weight) <= MAX_BATCH_BYTES;
+        if batch.len() < max_batch && fits && ids.insert(S::execution_id(&request.item)) {
+            bytes = bytes.saturating_add(weight);
             batch.push(request);
         } else {
             later.push(request);
@@ -380,6 +407,10 @@ mod tests {
             item.0
         }
 
+        fn weight(item: &Self::Item) -> usize {
+            item.1 as usize
+        }
+
         async fn send(&self, items: Vec<Self::Item>) -> Result<Vec<Result<u32>>> {
             self.batches.lock().unwrap().push(items.clone());
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -423,5 +454,44 @@ mod tests {
             let ids: HashSet<_> = batch.iter().map(|(id, _)| *id).collect();
             assert_eq!(ids.len(), batch.len(), "one item per execution");
         }
+    }
+
+    /// Items whose texts together pass [`MAX_BATCH_BYTES`] go out in
+    /// several batches, an oversized one alone, rather than in one
+    /// statement the server would refuse for all of them.
+    #[tokio::test]
+    async fn a_batch_carries_at_most_max_batch_bytes() {
+        let batches: Sent = Arc::default();
+        let batcher = Batcher::start(
+            Echo {
+                batches: Arc::clone(&batches),
+            },
+            Settings {
+                flush_interval: Duration::from_millis(20),
+                max_batch: 100,
+            },
+        )
+        .unwrap();
+        let third = (MAX_BATCH_BYTES / 3) as u32;
+        let huge = (MAX_BATCH_BYTES * 2) as u32;
+        let weights = [third, third, third, 1, huge, third];
+        let calls: Vec<_> = weights
+            .iter()
+            .map(|&w| batcher.submit((ExecutionId::new(), w)))
+            .collect();
+        for (call, w) in calls.into_iter().zip(weights) {
+            assert_eq!(call.await.unwrap(), w);
+        }
+        batcher.shutdown().await;
+        let batches = batches.lock().unwrap();
+        for batch in batches.iter() {
+            let bytes: usize = batch.iter().map(|(_, w)| *w as usize).sum();
+            assert!(
+                bytes <= MAX_BATCH_BYTES || batch.len() == 1,
+                "{} items of {bytes} bytes in one batch",
+                batch.len()
+            );
+        }
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), weights.len());
     }
 }

@@ -8,7 +8,10 @@
 //! [`CompleterConfig::max_batch`] are waiting, whichever comes first. Each
 //! caller gets its own result. One statement for many completions saves a
 //! round trip and a commit per execution on a busy queue, at the price of
-//! up to one flush interval of latency.
+//! up to one flush interval of latency. A batch carries at most 64 MiB of
+//! outputs (`stdout` and `stderr`; the server takes at most 1 GiB of
+//! parameters per statement): what does not fit waits for the next batch,
+//! and a larger output goes in a batch of its own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -77,6 +80,11 @@ impl Sink for Completions {
         item.execution_id
     }
 
+    fn weight(item: &Completion) -> usize {
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        text(&item.outcome.stdout).saturating_add(text(&item.outcome.stderr))
+    }
+
     async fn send(&self, items: Vec<Completion>) -> Result<Vec<Result<TaskExecution>>> {
         self.0.complete_many(items).await
     }
@@ -138,7 +146,10 @@ impl Completer {
     /// polled: dropping the future does not withdraw it. After
     /// [`shutdown`](Self::shutdown), `Unavailable` and nothing is sent. An
     /// error of the batch as a whole (the connection lost, a timeout) is
-    /// every caller's of that batch, as the same kind of error.
+    /// every caller's of that batch, as the same kind of error, with the
+    /// same SQLSTATE and predicates; when it means the answer was lost, the
+    /// batch may still have been applied, as
+    /// [`complete_many`](ExecutionQueue::complete_many) says.
     pub fn complete(
         &self,
         execution_id: ExecutionId,

@@ -449,7 +449,14 @@ fn source_state(source: Option<&BoxError>) -> Option<&SqlState> {
     if let Some(err) = source.downcast_ref::<tokio_postgres::Error>() {
         return err.code();
     }
-    source.downcast_ref::<Error>().and_then(Error::sqlstate)
+    if let Some(err) = source.downcast_ref::<Error>() {
+        return err.sqlstate();
+    }
+    // One error shared by the callers of a failed batch (`Completer`,
+    // `Heartbeater`): each caller's copy has it as its source.
+    source
+        .downcast_ref::<std::sync::Arc<Error>>()
+        .and_then(|err| err.sqlstate())
 }
 
 /// What the server or the driver said, for messages: the server's message,

@@ -146,7 +146,10 @@ impl Heartbeater {
     /// polled: dropping the future does not withdraw it. After
     /// [`shutdown`](Self::shutdown), `Unavailable` and nothing is sent. An
     /// error of the batch as a whole (the connection lost, a timeout) is
-    /// every caller's of that batch, as the same kind of error.
+    /// every caller's of that batch, as the same kind of error, with the
+    /// same SQLSTATE and predicates; when it means the answer was lost, the
+    /// batch may still have been applied, as
+    /// [`heartbeat_batch`](ExecutionQueue::heartbeat_batch) says.
     pub fn heartbeat(
         &self,
         execution_id: ExecutionId,

@@ -286,8 +286,11 @@ pub trait ExecutionQueue: Send + Sync {
     /// [`complete_many`](Self::complete_many). The call as a whole fails
     /// only with `Validation` for more than
     /// [`MAX_CLAIM`](crate::validate::MAX_CLAIM) heartbeats (then nothing is
-    /// sent), or with an error of the statement itself, when nothing was
-    /// changed. Tasks are locked in id order, then their executions, as in
+    /// sent), or with an error of the statement itself: the statement is
+    /// atomic, so one the server refused changed nothing, but when the
+    /// answer is lost (`Unavailable`, or `Timeout` of kind `NoAnswer`) it
+    /// may still have been applied, whole. Tasks are locked in id order,
+    /// then their executions, as in
     /// [`heartbeat_many`](Self::heartbeat_many).
     async fn heartbeat_batch(&self, heartbeats: Vec<Heartbeat>) -> Result<Vec<Result<Timestamp>>>;
 
@@ -317,7 +320,12 @@ pub trait ExecutionQueue: Send + Sync {
     /// `Validation` error (field `execution_id`). The call as a whole fails
     /// only with `Validation` for more than [`Completion::MAX_BATCH`]
     /// completions (then nothing is sent), or with an error of the statement
-    /// itself (`Timeout`, `Unavailable`, ...), when nothing was changed.
+    /// itself (`Timeout`, `Unavailable`, ...). The statement is atomic: one
+    /// the server refused changed nothing, but when its answer is lost
+    /// (`Unavailable`, or `Timeout` of kind `NoAnswer`: see
+    /// [`Error::is_retryable`](crate::Error::is_retryable)) it may still
+    /// have been applied, whole; completing again then says which
+    /// (`Ok`, or `LeaseLost` because the execution finished).
     /// Tasks are locked in id order, then their executions, keeping the
     /// crate's lock order.
     async fn complete_many(

@@ -1,4 +1,4 @@
-//! Review (#11): the batched queue through a PgBouncer that dies mid-batch.
+//! The batched queue through a PgBouncer that dies mid-batch (#11).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,19 +9,16 @@ use voidrunner_db::{
     PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
 };
 
-/// `complete_many` (and so every `Completer` caller) documents: "The call
-/// as a whole fails only with `Validation` ... or with an error of the
-/// statement itself (`Timeout`, `Unavailable`, ...), when nothing was
-/// changed"; `heartbeat_batch` says the same. A connection lost while the
-/// statement is in flight (here the pooler is killed while the statement
-/// waits for a lock on the server) fails the batch with `Unavailable`,
-/// yet the server goes on, commits it, and the execution is completed: a
-/// caller that trusts the docs and retries gets `LeaseLost`, or treats the
-/// work as not done. The outcome of such a call is unknown, and the docs
-/// should say so (as `Error::is_retryable` already does for statements
-/// in flight).
+/// A batch whose connection is lost while its statement is in flight
+/// (here the pooler is killed while the statement waits for a lock on the
+/// server) fails every caller with `Unavailable`, and, as `complete_many`
+/// documents, its outcome is then unknown: the server may still commit it.
+/// What holds is that the statement is atomic and that asking again tells
+/// which way it went: the execution is either still running (and a retry
+/// completes it) or completed with exactly that outcome (and a retry is
+/// `LeaseLost` because it finished).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_fails_unavailable_changed_nothing() {
+async fn a_batch_lost_in_flight_is_atomic_and_asking_again_tells_its_outcome() {
     let server = crate::server().await;
     let bouncer = PgBouncer::start(&server).await.unwrap();
     let db = TestDatabase::with_config(|c| {
@@ -92,20 +89,40 @@ async fn a_batch_that_fails_unavailable_changed_nothing() {
         .expect("the caller hung")
         .unwrap();
     locker.batch_execute("COMMIT").await.unwrap();
+    let err = result.expect_err("the pooler died under the batch");
+    assert!(err.is_unavailable(), "{err:?}");
+    // The server finishes (or abandons) the statement on its own time.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status: String = locker
+    let row = locker
         .query_one(
-            "SELECT status FROM task_executions WHERE id = $1",
+            "SELECT status::text, return_code FROM task_executions WHERE id = $1",
             &[&job.execution.id],
         )
         .await
-        .unwrap()
-        .get(0);
-    let err = result.expect_err("the pooler died under the batch");
-    assert!(err.is_unavailable(), "{err:?}");
-    assert_eq!(
-        status, "running",
-        "the batch failed with {err} (documented: nothing was changed), \
-         yet the completion was applied"
-    );
+        .unwrap();
+    let (status, code): (String, Option<i32>) = (row.get(0), row.get(1));
+    // Asked again through the server itself (the pooler is dead).
+    let direct_db = voidrunner_db::Database::connect(db.config().await.unwrap())
+        .await
+        .unwrap();
+    let again = PgExecutionQueue::new(direct_db)
+        .complete(job.execution.id, "w", Outcome::completed(0))
+        .await;
+    match status.as_str() {
+        "running" => {
+            assert_eq!(code, None, "a half-applied completion");
+            let done = again.expect("not applied: completing again works");
+            assert_eq!(done.return_code, Some(0));
+        }
+        "completed" => {
+            assert_eq!(code, Some(0), "applied with another outcome");
+            let err = again.expect_err("applied: completing again is refused");
+            assert_eq!(
+                err.lease_lost_reason(),
+                Some(voidrunner_db::LeaseLostReason::Finished),
+                "{err:?}"
+            );
+        }
+        other => panic!("the execution ended up {other}"),
+    }
 }

@@ -11,9 +11,9 @@
 mod concurrency;
 mod copy;
 mod events;
+mod lost_batch;
 mod migrations;
 mod regressions;
-mod review;
 mod startup;
 mod worker;
 

@@ -1,4 +1,4 @@
-//! Review of the batched queue (#11): Completer/Heartbeater shutdown and
+//! Faults of the batched queue (#11): Completer/Heartbeater shutdown and
 //! error propagation, the V6 statement-level trigger against another
 //! application's writes, cancellation and lock-order races of the batched
 //! statements.
@@ -162,7 +162,6 @@ async fn batch_errors_keep_is_read_only_for_every_caller() {
 /// `UPDATE task_executions SET status = 'cancelled' WHERE status =
 /// 'pending'` on a big backlog fails the same way.
 #[tokio::test]
-#[ignore = "slow (~1 min, ~250 MB): run with --ignored"]
 async fn another_applications_bulk_insert_is_not_broken_by_the_statement_trigger() {
     let f = fixture().await;
     let task = f.task("history", 0).await;
@@ -177,7 +176,9 @@ async fn another_applications_bulk_insert_is_not_broken_by_the_statement_trigger
     assert!(
         result.is_ok(),
         "the V6 trigger broke another application's INSERT: {:?}",
-        result.err().and_then(|e| e.as_db_error().map(|d| d.message().to_owned()))
+        result
+            .err()
+            .and_then(|e| e.as_db_error().map(|d| d.message().to_owned()))
     );
 }
 
@@ -209,11 +210,9 @@ async fn batched_calls_dropped_midway_leave_nothing_half_done() {
                 .collect();
             let _ = tokio::time::timeout(micros, f.queue.complete_many(completions)).await;
         } else {
-            let _ = tokio::time::timeout(
-                micros,
-                f.queue.heartbeat_many("w", chunk.to_vec(), LEASE),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(micros, f.queue.heartbeat_many("w", chunk.to_vec(), LEASE))
+                    .await;
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -287,7 +286,10 @@ async fn overlapping_batches_in_different_orders_never_deadlock() {
             let order = [&ids, &reversed, &interleaved][k].clone();
             set.spawn(async move {
                 for _ in 0..5 {
-                    let beats = order.iter().map(|id| Heartbeat::new(*id, "w", LEASE)).collect();
+                    let beats = order
+                        .iter()
+                        .map(|id| Heartbeat::new(*id, "w", LEASE))
+                        .collect();
                     q.heartbeat_batch(beats).await.map(|_| ())?;
                 }
                 Ok::<_, voidrunner_db::Error>(())
@@ -295,9 +297,7 @@ async fn overlapping_batches_in_different_orders_never_deadlock() {
         }
         let q = f.queue.clone();
         let order = reversed.clone();
-        set.spawn(async move {
-            q.heartbeat_many("w", order, LEASE).await.map(|_| ())
-        });
+        set.spawn(async move { q.heartbeat_many("w", order, LEASE).await.map(|_| ()) });
         let q = f.queue.clone();
         let order = interleaved.clone();
         set.spawn(async move {
@@ -387,7 +387,11 @@ async fn heartbeater_hostile_items_are_their_own_validation_errors() {
     assert_eq!(before.heartbeat_at, after.heartbeat_at);
     heartbeater.shutdown().await;
     // After shutdown, through a clone too.
-    let err = heartbeater.clone().heartbeat(a, &worker, LEASE).await.unwrap_err();
+    let err = heartbeater
+        .clone()
+        .heartbeat(a, &worker, LEASE)
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable());
     let _ = ExecutionRepository::get(&f.executions, a).await.unwrap();
 }
@@ -561,11 +565,17 @@ async fn flush_intervals_below_the_documented_microsecond_are_config_errors() {
         ..Default::default()
     };
     assert!(
-        matches!(completer.validate(), Err(voidrunner_db::Error::Config { .. })),
+        matches!(
+            completer.validate(),
+            Err(voidrunner_db::Error::Config { .. })
+        ),
         "{completer:?} accepted"
     );
     assert!(
-        matches!(heartbeater.validate(), Err(voidrunner_db::Error::Config { .. })),
+        matches!(
+            heartbeater.validate(),
+            Err(voidrunner_db::Error::Config { .. })
+        ),
         "{heartbeater:?} accepted"
     );
 }
@@ -729,10 +739,17 @@ async fn callers_racing_concurrent_shutdowns_each_get_the_truth() {
             Err(err) => {
                 refused += 1;
                 assert!(err.is_unavailable(), "{err:?}");
-                assert_eq!(status, ExecutionStatus::Running, "{id}: refused yet applied");
+                assert_eq!(
+                    status,
+                    ExecutionStatus::Running,
+                    "{id}: refused yet applied"
+                );
             }
         }
     }
     assert_eq!(ok + refused, 200);
-    assert_eq!(applied_at_shutdown, ok as i64, "shutdown returned before a flush");
+    assert_eq!(
+        applied_at_shutdown, ok as i64,
+        "shutdown returned before a flush"
+    );
 }

@@ -3,6 +3,7 @@
 //! events and transactions. One binary keeps link time down.
 
 mod batch;
+mod batch_faults;
 mod bulk;
 mod cancellation;
 mod claim;
@@ -12,7 +13,6 @@ mod invariants;
 mod lifecycle;
 mod ownership;
 mod regressions;
-mod review;
 mod transactions;
 
 use std::time::Duration;
