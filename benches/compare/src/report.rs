@@ -399,7 +399,7 @@ of parameters the peers bind), the peers stop with an error naming it rather tha
 different work.\n\
 - Variants: **crate** (`PgTaskRepository`, pool of 1 for c=1 and 16 for c=16); **raw** \
 (deadpool-postgres + tokio-postgres, `prepare_cached`, the same input values, every column \
-decoded into the crate's column types by position); **sqlx** (current 0.8 release, \
+decoded into the crate's column types by position); **sqlx** (0.9, the current release, pinned by `Cargo.lock`, \
 `sqlx::query` + `bind`, statement cache on, every column decoded, ids, enums and timestamps \
 converted into the crate's types; import writes binary COPY by hand, sqlx having no encoder); \
 **pgbench** (`-M prepared`, get / list / create only: the captured statement with `$n` turned \
