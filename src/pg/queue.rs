@@ -345,7 +345,9 @@ static COMPLETE_SQL: LazyLock<String> = LazyLock::new(|| {
 static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH req AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], \
+           SELECT id, worker_id, status, return_code, stdout, stderr, execution_time_ms, \
+                  memory_usage_bytes, ord \
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], \
                                 $6::text[], $7::int4[], $8::int8[]) \
              WITH ORDINALITY AS r(id, worker_id, status, return_code, stdout, stderr, \
                                   execution_time_ms, memory_usage_bytes, ord) \
