@@ -857,16 +857,66 @@ impl Table {
         sql
     }
 
+    /// The SELECT of one page through `function` (migration V7), which
+    /// takes the filter value (when `filtered`), the cursor's keys (NULL
+    /// for the first page) and the row count, in that order, and walks the
+    /// list's index under planner settings that leave no other plan. The
+    /// function returns the rows in list order; the ORDER BY here says so
+    /// rather than relying on it (a sort of one page).
+    fn page_call_sql(&self, function: &str, filtered: bool, after: bool) -> String {
+        let keys = if self.by_priority { 3 } else { 2 };
+        let mut args: Vec<String> = Vec::with_capacity(keys + 2);
+        if filtered {
+            args.push("$1".to_owned());
+        }
+        let mut next = args.len() + 1;
+        for _ in 0..keys {
+            if after {
+                args.push(format!("${next}"));
+                next += 1;
+            } else {
+                args.push("NULL".to_owned());
+            }
+        }
+        args.push(format!("${next}"));
+        format!(
+            "SELECT {} FROM {function}({}) {}",
+            self.columns,
+            args.join(", "),
+            self.order_by()
+        )
+    }
+
     /// The statements of the list filtered by `filter_sql` (a condition on
-    /// `$1`, or `TRUE`), for its entity's `LazyLock`.
+    /// `$1`, or `TRUE`), for its entity's `LazyLock`: the page as one
+    /// SELECT, which leaves its plan to the planner (metadata search, whose
+    /// best plan depends on how many rows match).
     fn list_sql(&self, filter_sql: &str) -> ListSql {
         let filter_params = usize::from(filter_sql.contains("$1"));
         ListSql {
             filtered: filter_params > 0,
             first: self.page_sql(filter_sql, filter_params, false),
             after: self.page_sql(filter_sql, filter_params, true),
-            count: format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table),
+            count: self.count_sql(filter_sql),
         }
+    }
+
+    /// The statements of the list filtered by `filter_sql`, its pages read
+    /// through the page function `function` (see
+    /// [`page_call_sql`](Self::page_call_sql)), so that a page reads its
+    /// rows and no more whatever the statistics say.
+    fn list_sql_via(&self, filter_sql: &str, function: &str) -> ListSql {
+        let filtered = filter_sql.contains("$1");
+        ListSql {
+            filtered,
+            first: self.page_call_sql(function, filtered, false),
+            after: self.page_call_sql(function, filtered, true),
+            count: self.count_sql(filter_sql),
+        }
+    }
+
+    fn count_sql(&self, filter_sql: &str) -> String {
+        format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table)
     }
 
     /// The rows of one page (see [`page_sql`](Self::page_sql)). Strictly
@@ -912,11 +962,25 @@ impl Table {
 /// Not part of the API.
 #[doc(hidden)]
 pub fn __list_sql(table: &str, filter_sql: &str, after_cursor: bool) -> Option<String> {
-    let listing = [&user::TABLE, &task::TABLE, &execution::TABLE]
-        .into_iter()
-        .find(|l| l.table == table)?;
-    let filter_params = usize::from(filter_sql.contains("$1"));
-    Some(listing.page_sql(filter_sql, filter_params, after_cursor))
+    let list: &ListSql = match (table, filter_sql) {
+        ("users", "TRUE") => &user::LIST,
+        ("tasks", "TRUE") => &task::LIST,
+        ("tasks", "user_id = $1") => &task::LIST_BY_USER,
+        ("tasks", "status = $1") => &task::LIST_BY_STATUS,
+        ("tasks", "metadata @> $1") => &task::SEARCH_BY_METADATA,
+        ("task_executions", "TRUE") => &execution::LIST,
+        ("task_executions", "task_id = $1") => &execution::LIST_BY_TASK,
+        ("task_executions", "status = $1") => &execution::LIST_BY_STATUS,
+        _ => return None,
+    };
+    Some(
+        if after_cursor {
+            &list.after
+        } else {
+            &list.first
+        }
+        .clone(),
+    )
 }
 
 /// `a, b` → `t.a, t.b`, for `RETURNING` in an UPDATE … FROM where column

@@ -115,36 +115,35 @@ static CLAIMED_COLUMNS: Columns = Columns {
 
 /// The claim: `$1` worker, `$2` limit, `$3` lease in seconds.
 ///
-/// `next` is a CTE so the LIMIT applies before the lock and the planner
-/// cannot lock more rows than it returns. It locks each candidate's task and
-/// the execution with SKIP LOCKED, so a claim never waits for anybody (and
-/// so can take no part in a deadlock): a task being cancelled, deleted or
-/// enqueued right now is passed over until the next claim. Only executions
-/// whose task is pending are claimed: a cancelled task's work never runs.
-/// The lock re-reads both rows at their latest version, so a status change
-/// committed after this statement's snapshot is seen. `attempt` saturates
-/// at `i32::MAX` rather than overflow: one row written by another
-/// application at the top value must not stop every claim.
+/// `voidrunner_claim_next` (migration V7) picks and locks the candidates:
+/// pending executions whose run_after has come, in claim order, each with
+/// its task (task first), skipping rows another transaction holds, and only
+/// executions whose task is pending (a cancelled task's work never runs). It
+/// walks the claim index under planner settings that leave no other plan,
+/// so a claim reads what it takes, whatever the statistics say; and it never
+/// waits, so a claim can take no part in a deadlock. The locks read the
+/// latest committed versions of both rows, so a change committed after this
+/// statement's snapshot is seen. The task is updated by primary key alone:
+/// it is locked and was pending, and a condition on its status would let
+/// the planner reach it through the status index. `attempt` saturates at
+/// `i32::MAX` rather than overflow: one row written by another application
+/// at the top value must not stop every claim.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS MATERIALIZED ( \
-         SELECT e.id, t.script_content, t.script_type, t.timeout_seconds \
-         FROM task_executions e JOIN tasks t ON t.id = e.task_id \
-         WHERE e.status = 'pending' AND e.run_after <= now() AND t.status = 'pending' \
-         ORDER BY e.priority DESC, e.run_after, e.id \
-         LIMIT $2 \
-         FOR NO KEY UPDATE OF e, t SKIP LOCKED \
+         SELECT n.execution_id, n.script_content, n.script_type, n.timeout_seconds \
+         FROM voidrunner_claim_next($2) n \
        ), claimed AS ( \
          UPDATE task_executions e \
          SET status = 'running', started_at = now(), completed_at = NULL, \
              attempt = CASE WHEN e.attempt < 2147483647 THEN e.attempt + 1 ELSE e.attempt END, \
              worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
-             heartbeat_at = now() \
-         FROM next WHERE e.id = next.id AND e.status = 'pending' \
+             heartbeat_at = now(), updated_at = now() \
+         FROM next WHERE e.id = next.execution_id \
          RETURNING {returning}, next.script_content, next.script_type, next.timeout_seconds \
        ), started AS ( \
-         UPDATE tasks t SET status = 'running' FROM claimed c \
-         WHERE t.id = c.task_id AND t.status = 'pending' \
+         UPDATE tasks t SET status = 'running', updated_at = now() FROM claimed c \
+         WHERE t.id = c.task_id \
        ) \
        SELECT {claimed}, c.script_content, c.script_type, c.timeout_seconds \
        FROM claimed c \
@@ -157,24 +156,26 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
 /// The rescue: `$1` batch size, `$2` max attempts, `$3` ids for retries,
 /// `$4` retry delay in seconds.
 ///
-/// `expired` locks each expired execution and its task with SKIP LOCKED
-/// (never waiting, like the claim), skipping rows a worker is completing
-/// right now; the UPDATE re-checks status and lease on the locked, latest
-/// row version, so an execution completed or heartbeaten after this
-/// statement's snapshot is left alone. A retry is queued only while the task
-/// is still running (a cancelled task is never retried); the retried task
-/// goes straight back to pending (running → timeout → pending, both legal).
+/// `voidrunner_expired_leases` (migration V7) locks each expired execution
+/// and its task with SKIP LOCKED (never waiting, like the claim), skipping
+/// rows a worker is completing right now, oldest expiry first, walking the
+/// lease index whatever the statistics say. The lock rechecks status and
+/// lease on the latest row version, so an execution completed or
+/// heartbeaten after this statement's snapshot is left alone; holding the
+/// lock, the updates need no condition but the primary key (one on status
+/// would let the planner reach the rows through a status index instead). A
+/// retry is queued only while the task is still running (a cancelled task is
+/// never retried); the retried task goes straight back to pending (running →
+/// timeout → pending, both legal).
 const RESCUE_SQL: &str = "WITH expired AS MATERIALIZED ( \
-                   SELECT e.id, e.task_id, t.status AS task_status \
-                   FROM task_executions e JOIN tasks t ON t.id = e.task_id \
-                   WHERE e.status = 'running' AND e.lease_expires_at < now() \
-                   ORDER BY e.lease_expires_at LIMIT $1 \
-                   FOR NO KEY UPDATE OF e, t SKIP LOCKED \
+                   SELECT x.execution_id, x.task_id, x.task_status \
+                   FROM voidrunner_expired_leases($1) x \
                  ), timed_out AS ( \
                    UPDATE task_executions e \
-                   SET status = 'timeout', completed_at = greatest(now(), e.started_at) \
+                   SET status = 'timeout', completed_at = greatest(now(), e.started_at), \
+                       updated_at = now() \
                    FROM expired x \
-                   WHERE e.id = x.id AND e.status = 'running' AND e.lease_expires_at < now() \
+                   WHERE e.id = x.execution_id \
                    RETURNING e.id, e.task_id, e.priority, e.attempt, x.task_status \
                  ), numbered AS ( \
                    SELECT task_id, priority, attempt, row_number() OVER (ORDER BY id) AS n \
@@ -188,21 +189,21 @@ const RESCUE_SQL: &str = "WITH expired AS MATERIALIZED ( \
                  ), task_follow AS ( \
                    UPDATE tasks t \
                    SET status = CASE WHEN t.id IN (SELECT task_id FROM retried) \
-                                     THEN 'pending' ELSE 'timeout' END \
-                   FROM timed_out o WHERE t.id = o.task_id AND t.status = 'running' \
+                                     THEN 'pending' ELSE 'timeout' END, \
+                       updated_at = now() \
+                   FROM timed_out o WHERE t.id = o.task_id AND o.task_status = 'running' \
                  ) \
                  SELECT false AS retry, id FROM timed_out \
                  UNION ALL \
                  SELECT true, id FROM retried";
 
-/// One prune batch: `$1` age in seconds, `$2` batch size.
-const PRUNE_SQL: &str = "DELETE FROM task_executions WHERE id IN ( \
-                   SELECT id FROM task_executions \
-                   WHERE status IN ('completed', 'failed', 'timeout', 'cancelled') \
-                     AND completed_at < now() - make_interval(secs => $1) \
-                   ORDER BY completed_at LIMIT $2 \
-                   FOR UPDATE SKIP LOCKED \
-                 )";
+/// One prune batch: `$1` age in seconds, `$2` batch size. The candidates
+/// come from `voidrunner_prunable` (migration V7), which walks the prune
+/// index oldest first whatever the statistics say, and are deleted by
+/// primary key.
+const PRUNE_SQL: &str = "DELETE FROM task_executions e \
+                 USING voidrunner_prunable(now() - make_interval(secs => $1), $2) p \
+                 WHERE e.id = p.execution_id";
 
 /// The enqueue of one task: `$1` task, `$2` new execution id, `$3`
 /// run_after, `$4` task statuses that may move to pending.
@@ -229,7 +230,7 @@ static ENQUEUE_SQL: LazyLock<String> = LazyLock::new(|| {
            SELECT task.id, task.priority FROM task, fresh \
            WHERE fresh.ok AND task.status = ANY($4) AND NOT EXISTS (SELECT 1 FROM active) \
          ), moved AS ( \
-           UPDATE tasks t SET status = 'pending' FROM go WHERE t.id = go.id \
+           UPDATE tasks t SET status = 'pending', updated_at = now() FROM go WHERE t.id = go.id \
          ), queued AS ( \
            INSERT INTO task_executions (id, task_id, priority, run_after) \
            SELECT $2, go.id, go.priority, COALESCE($3, now()) FROM go \
@@ -254,12 +255,12 @@ static ENQUEUE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
            FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(task_id, execution_id, ord) \
          ), task AS MATERIALIZED ( \
            SELECT id, status, priority, xmin AS version FROM tasks \
-           WHERE id IN (SELECT task_id FROM req) ORDER BY id FOR NO KEY UPDATE \
+           WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE \
          ), snap AS ( \
-           SELECT id, xmin AS version FROM tasks WHERE id IN (SELECT task_id FROM req) \
+           SELECT id, xmin AS version FROM tasks WHERE id = ANY($1::uuid[]) \
          ), active AS ( \
            SELECT {COLUMNS} FROM task_executions \
-           WHERE task_id IN (SELECT task_id FROM req) AND status IN ('pending', 'running') \
+           WHERE task_id = ANY($1::uuid[]) AND status IN ('pending', 'running') \
          ), ok AS ( \
            SELECT NOT EXISTS ( \
                     SELECT 1 FROM task LEFT JOIN snap ON snap.id = task.id \
@@ -276,7 +277,8 @@ static ENQUEUE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
              AND NOT EXISTS (SELECT 1 FROM active a WHERE a.task_id = req.task_id) \
            ORDER BY req.task_id, req.ord \
          ), moved AS ( \
-           UPDATE tasks t SET status = 'pending' FROM go WHERE t.id = go.task_id \
+           UPDATE tasks t SET status = 'pending', updated_at = now() \
+           FROM go WHERE t.id = go.task_id \
          ), queued AS ( \
            INSERT INTO task_executions (id, task_id, priority, run_after) \
            SELECT execution_id, task_id, priority, COALESCE($3, now()) FROM go ORDER BY ord \
@@ -305,7 +307,7 @@ static ENQUEUE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
 static COMPLETE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH task AS MATERIALIZED ( \
-           SELECT t.id FROM tasks t \
+           SELECT t.id, t.status FROM tasks t \
            WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
            FOR NO KEY UPDATE \
          ), current AS MATERIALIZED ( \
@@ -316,13 +318,14 @@ static COMPLETE_SQL: LazyLock<String> = LazyLock::new(|| {
            UPDATE task_executions e \
            SET status = $3, return_code = $4, stdout = $5, stderr = $6, \
                execution_time_ms = $7, memory_usage_bytes = $8, \
-               completed_at = greatest(now(), e.started_at), lease_expires_at = NULL \
+               completed_at = greatest(now(), e.started_at), lease_expires_at = NULL, \
+               updated_at = now() \
            FROM current c \
            WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
            RETURNING {returning} \
          ), task_done AS ( \
-           UPDATE tasks t SET status = $3 FROM done \
-           WHERE t.id = done.task_id AND t.status = 'running' \
+           UPDATE tasks t SET status = $3, updated_at = now() FROM done, task k \
+           WHERE t.id = done.task_id AND k.id = done.task_id AND k.status = 'running' \
          ) \
          SELECT c.status AS current_status, c.worker_id AS current_worker, \
                 c.lease_expires_at IS NOT NULL AS leased, done.id IS NOT NULL AS done, {done} \
@@ -352,25 +355,27 @@ static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
              WITH ORDINALITY AS r(id, worker_id, status, return_code, stdout, stderr, \
                                   execution_time_ms, memory_usage_bytes, ord) \
          ), task AS MATERIALIZED ( \
-           SELECT t.id FROM tasks t \
-           WHERE t.id IN (SELECT x.task_id FROM task_executions x WHERE x.id IN (SELECT id FROM req)) \
+           SELECT t.id, t.status FROM tasks t \
+           WHERE t.id IN (SELECT x.task_id FROM task_executions x WHERE x.id = ANY($1::uuid[])) \
            ORDER BY t.id FOR NO KEY UPDATE \
          ), current AS MATERIALIZED ( \
            SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
            FROM task_executions e JOIN task ON task.id = e.task_id \
-           WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
+           WHERE e.id = ANY($1::uuid[]) ORDER BY e.id FOR NO KEY UPDATE OF e \
          ), done AS ( \
            UPDATE task_executions e \
            SET status = r.status, return_code = r.return_code, stdout = r.stdout, \
                stderr = r.stderr, execution_time_ms = r.execution_time_ms, \
                memory_usage_bytes = r.memory_usage_bytes, \
-               completed_at = greatest(now(), e.started_at), lease_expires_at = NULL \
+               completed_at = greatest(now(), e.started_at), lease_expires_at = NULL, \
+               updated_at = now() \
            FROM current c JOIN req r ON r.id = c.id \
            WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = r.worker_id \
            RETURNING {returning} \
          ), task_done AS ( \
-           UPDATE tasks t SET status = done.status FROM done \
-           WHERE t.id = done.task_id AND t.status = 'running' \
+           UPDATE tasks t SET status = done.status, updated_at = now() \
+           FROM done JOIN task k ON k.id = done.task_id \
+           WHERE t.id = done.task_id AND k.status = 'running' \
          ) \
          SELECT r.ord, c.status AS current_status, c.worker_id AS current_worker, \
                 c.lease_expires_at IS NOT NULL AS leased, done.id IS NOT NULL AS done, {done} \
@@ -380,6 +385,30 @@ static COMPLETE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
         done = prefixed("done", COLUMNS),
     )
 });
+
+/// The heartbeat of one execution: `$1` execution, `$2` worker, `$3`
+/// lease in seconds. The task is locked first even though a heartbeat
+/// changes no status: a worker's transaction that heartbeats and then
+/// completes must take its locks in the crate's one order.
+const HEARTBEAT_SQL: &str = "WITH task AS MATERIALIZED ( \
+                   SELECT t.id FROM tasks t \
+                   WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
+                   FOR NO KEY UPDATE \
+                 ), current AS MATERIALIZED ( \
+                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
+                   FROM task_executions e JOIN task ON task.id = e.task_id \
+                   WHERE e.id = $1 FOR NO KEY UPDATE OF e \
+                 ), beat AS ( \
+                   UPDATE task_executions e \
+                   SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now(), \
+                       updated_at = now() \
+                   FROM current c \
+                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
+                   RETURNING e.lease_expires_at \
+                 ) \
+                 SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
+                        beat.lease_expires_at AS new_lease \
+                 FROM current c LEFT JOIN beat ON true";
 
 /// The heartbeats of many executions, of one worker or many: `$1`
 /// executions, `$2` their workers, `$3` their leases in seconds, one array
@@ -398,16 +427,16 @@ const HEARTBEAT_BATCH_SQL: &str = "WITH req AS ( \
                  ), task AS MATERIALIZED ( \
                    SELECT t.id FROM tasks t \
                    WHERE t.id IN (SELECT x.task_id FROM task_executions x \
-                                  WHERE x.id IN (SELECT id FROM req)) \
+                                  WHERE x.id = ANY($1::uuid[])) \
                    ORDER BY t.id FOR NO KEY UPDATE \
                  ), current AS MATERIALIZED ( \
                    SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
                    FROM task_executions e JOIN task ON task.id = e.task_id \
-                   WHERE e.id IN (SELECT id FROM req) ORDER BY e.id FOR NO KEY UPDATE OF e \
+                   WHERE e.id = ANY($1::uuid[]) ORDER BY e.id FOR NO KEY UPDATE OF e \
                  ), beat AS ( \
                    UPDATE task_executions e \
                    SET lease_expires_at = now() + make_interval(secs => r.lease_secs), \
-                       heartbeat_at = now() \
+                       heartbeat_at = now(), updated_at = now() \
                    FROM current c JOIN req r ON r.id = c.id \
                    WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = r.worker_id \
                    RETURNING e.id, e.lease_expires_at \
@@ -431,7 +460,7 @@ const HEARTBEAT_BATCH_SQL: &str = "WITH req AS ( \
 static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH task AS MATERIALIZED ( \
-           SELECT t.id FROM tasks t \
+           SELECT t.id, t.status FROM tasks t \
            WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
            FOR NO KEY UPDATE \
          ), current AS MATERIALIZED ( \
@@ -441,13 +470,13 @@ static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
            UPDATE task_executions e \
            SET status = $2, \
                completed_at = COALESCE(e.completed_at, greatest(now(), e.started_at)), \
-               lease_expires_at = NULL \
+               lease_expires_at = NULL, updated_at = now() \
            FROM current c WHERE e.id = c.id AND c.status = ANY($3) \
            RETURNING {returning} \
          ), task_follows AS ( \
-           UPDATE tasks t SET status = $2 FROM ended x \
-           WHERE t.id = x.task_id \
-             AND (t.status = 'running' OR (t.status = 'pending' AND $2 = 'cancelled')) \
+           UPDATE tasks t SET status = $2, updated_at = now() FROM ended x, task k \
+           WHERE t.id = x.task_id AND k.id = x.task_id \
+             AND (k.status = 'running' OR (k.status = 'pending' AND $2 = 'cancelled')) \
          ) \
          SELECT c.status AS current_status, x.id IS NOT NULL AS ended, {ended} \
          FROM current c LEFT JOIN ended x ON true",
@@ -460,7 +489,7 @@ static FINISH_SQL: LazyLock<String> = LazyLock::new(|| {
 /// [`FINISH_SQL`]; deleting an active execution cancels its task, which
 /// would otherwise be left pending or running with nothing to run.
 const DELETE_SQL: &str = "WITH task AS MATERIALIZED ( \
-                   SELECT t.id FROM tasks t \
+                   SELECT t.id, t.status FROM tasks t \
                    WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
                    FOR NO KEY UPDATE \
                  ), gone AS ( \
@@ -468,22 +497,32 @@ const DELETE_SQL: &str = "WITH task AS MATERIALIZED ( \
                    WHERE e.id = $1 AND e.task_id = task.id \
                    RETURNING e.task_id, e.status \
                  ), task_follows AS ( \
-                   UPDATE tasks t SET status = 'cancelled' FROM gone g \
-                   WHERE t.id = g.task_id AND g.status IN ('pending', 'running') \
-                     AND t.status IN ('pending', 'running') \
+                   UPDATE tasks t SET status = 'cancelled', updated_at = now() FROM gone g, task k \
+                   WHERE t.id = g.task_id AND k.id = g.task_id AND g.status IN ('pending', 'running') \
+                     AND k.status IN ('pending', 'running') \
                  ) \
                  SELECT count(*) FROM gone";
 
-/// The statements of the queue whose plans tests check: `claim`, `rescue`,
-/// `prune`. Not part of the API.
+/// The statements of the queue, for the plan tests: `claim`, `rescue`,
+/// `prune`, `enqueue`, `enqueue_many`, `heartbeat`, `heartbeat_batch`,
+/// `complete`, `complete_many`, `finish` (cancel, and an end status set by
+/// hand) and `delete`. Not part of the API.
 #[doc(hidden)]
 pub fn __queue_sql(name: &str) -> Option<String> {
-    match name {
-        "claim" => Some(CLAIM_SQL.clone()),
-        "rescue" => Some(RESCUE_SQL.to_owned()),
-        "prune" => Some(PRUNE_SQL.to_owned()),
-        _ => None,
-    }
+    Some(match name {
+        "claim" => CLAIM_SQL.clone(),
+        "rescue" => RESCUE_SQL.to_owned(),
+        "prune" => PRUNE_SQL.to_owned(),
+        "enqueue" => ENQUEUE_SQL.clone(),
+        "enqueue_many" => ENQUEUE_MANY_SQL.clone(),
+        "heartbeat" => HEARTBEAT_SQL.to_owned(),
+        "heartbeat_batch" => HEARTBEAT_BATCH_SQL.to_owned(),
+        "complete" => COMPLETE_SQL.clone(),
+        "complete_many" => COMPLETE_MANY_SQL.clone(),
+        "finish" => FINISH_SQL.clone(),
+        "delete" => DELETE_SQL.to_owned(),
+        _ => return None,
+    })
 }
 
 /// How often a statement that found its task changed after its snapshot is
@@ -652,31 +691,8 @@ pub(crate) mod sql {
         worker_id: &str,
         lease: Duration,
     ) -> Result<Timestamp> {
-        // The task is locked first even though a heartbeat changes no
-        // status: a worker's transaction that heartbeats and then completes
-        // must take its locks in the crate's one order.
         let row = c
-            .query_opt(
-                "WITH task AS MATERIALIZED ( \
-                   SELECT t.id FROM tasks t \
-                   WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
-                   FOR NO KEY UPDATE \
-                 ), current AS MATERIALIZED ( \
-                   SELECT e.id, e.status, e.worker_id, e.lease_expires_at \
-                   FROM task_executions e JOIN task ON task.id = e.task_id \
-                   WHERE e.id = $1 FOR NO KEY UPDATE OF e \
-                 ), beat AS ( \
-                   UPDATE task_executions e \
-                   SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now() \
-                   FROM current c \
-                   WHERE e.id = c.id AND c.status = 'running' AND c.worker_id = $2 \
-                   RETURNING e.lease_expires_at \
-                 ) \
-                 SELECT c.status, c.worker_id, c.lease_expires_at IS NOT NULL AS leased, \
-                        beat.lease_expires_at AS new_lease \
-                 FROM current c LEFT JOIN beat ON true",
-                &[&id, &worker_id, &seconds(lease)],
-            )
+            .query_opt(HEARTBEAT_SQL, &[&id, &worker_id, &seconds(lease)])
             .await?
             .ok_or_else(|| Error::not_found("execution", id))?;
         match row.try_get::<_, Option<Timestamp>>("new_lease")? {

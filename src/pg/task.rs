@@ -73,15 +73,20 @@ const UPDATE_SQL: &str = concat!(
        script_type = COALESCE($6, script_type), \
        priority = COALESCE($7, priority), \
        timeout_seconds = COALESCE($8, timeout_seconds), \
-       metadata = COALESCE($9, metadata) \
+       metadata = COALESCE($9, metadata), \
+       updated_at = now() \
      WHERE id = $1 RETURNING ",
     columns!()
 );
 
-static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
-static LIST_BY_USER: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("user_id = $1"));
-static LIST_BY_STATUS: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("status = $1"));
-static SEARCH_BY_METADATA: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("metadata @> $1"));
+pub(super) static LIST: LazyLock<ListSql> =
+    LazyLock::new(|| TABLE.list_sql_via("TRUE", "voidrunner_tasks_page"));
+pub(super) static LIST_BY_USER: LazyLock<ListSql> =
+    LazyLock::new(|| TABLE.list_sql_via("user_id = $1", "voidrunner_tasks_by_user_page"));
+pub(super) static LIST_BY_STATUS: LazyLock<ListSql> =
+    LazyLock::new(|| TABLE.list_sql_via("status = $1", "voidrunner_tasks_by_status_page"));
+pub(super) static SEARCH_BY_METADATA: LazyLock<ListSql> =
+    LazyLock::new(|| TABLE.list_sql("metadata @> $1"));
 
 /// A task's status set by hand: `$1` task, `$2` the new status (pending or
 /// cancelled: the other statuses follow its execution), `$3` statuses it may
@@ -106,13 +111,13 @@ static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
          ), fresh AS ( \
            SELECT current.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM current \
          ), changed AS ( \
-           UPDATE tasks t SET status = $2 FROM current c, fresh \
+           UPDATE tasks t SET status = $2, updated_at = now() FROM current c, fresh \
            WHERE fresh.ok AND t.id = c.id AND c.status = ANY($3) AND c.status <> $2 \
            RETURNING {returning} \
          ), cancelled AS ( \
            UPDATE task_executions e \
            SET status = 'cancelled', completed_at = greatest(now(), e.started_at), \
-               lease_expires_at = NULL \
+               lease_expires_at = NULL, updated_at = now() \
            FROM current c, fresh \
            WHERE fresh.ok AND $2 = 'cancelled' AND e.task_id = c.id \
              AND (c.status = 'cancelled' OR c.status = ANY($3)) \

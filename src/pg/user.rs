@@ -54,12 +54,14 @@ const GET_BY_EMAIL_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE
 
 const UPDATE_SQL: &str = concat!(
     "UPDATE users SET email = COALESCE($2, email), \
-     password_hash = COALESCE($3, password_hash) \
+     password_hash = COALESCE($3, password_hash), \
+     updated_at = now() \
      WHERE id = $1 RETURNING ",
     columns!()
 );
 
-static LIST: LazyLock<ListSql> = LazyLock::new(|| TABLE.list_sql("TRUE"));
+pub(super) static LIST: LazyLock<ListSql> =
+    LazyLock::new(|| TABLE.list_sql_via("TRUE", "voidrunner_users_page"));
 
 /// Reads a user, its fields in [`COLUMN_NAMES`]' order.
 fn read_user(r: &mut RowReader<'_>) -> Result<User> {

@@ -45,6 +45,7 @@
 //! they outlive the per-test runtimes of `#[tokio::test]`.
 
 mod pgbouncer;
+mod profile;
 mod server;
 
 use std::ops::Deref;
@@ -56,6 +57,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::Client;
 
 pub use pgbouncer::{PgBouncer, PgBouncerSettings, TEST_POOLER_ENV};
+pub use profile::{StatementProfile, profile_statement};
 pub use server::{DEFAULT_URL, PrivateCluster, Server, discover};
 
 use crate::config::DbConfig;

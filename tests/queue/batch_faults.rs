@@ -480,11 +480,13 @@ async fn v6_down_and_up_under_a_live_listener_loses_no_event() {
     }
     f.queued(3, |_| 0).await;
     assert_eq!(expect(&mut events, 3).await.len(), 3);
+    // Every version from V6 up is reverted, newest first, and applied again.
+    let above_v5: Vec<i32> = (6..=voidrunner_db::migrate::latest_version()).collect();
     assert_eq!(
         f.db.migrate_down(voidrunner_db::DownTarget::ToVersion(5))
             .await
             .unwrap(),
-        vec![6]
+        above_v5.iter().rev().copied().collect::<Vec<_>>()
     );
     let triggers: i64 = f
         .scalar(
@@ -495,7 +497,7 @@ async fn v6_down_and_up_under_a_live_listener_loses_no_event() {
     assert_eq!(triggers, 1);
     f.queued(3, |_| 0).await;
     assert_eq!(expect(&mut events, 3).await.len(), 3);
-    assert_eq!(f.db.migrate().await.unwrap(), vec![6]);
+    assert_eq!(f.db.migrate().await.unwrap(), above_v5);
     let claimed = f.queue.claim("w", 10, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 6);
     let got = expect(&mut events, 6).await;

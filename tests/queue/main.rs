@@ -12,6 +12,7 @@ mod events;
 mod invariants;
 mod lifecycle;
 mod ownership;
+mod plans;
 mod regressions;
 mod transactions;
 

@@ -1,0 +1,306 @@
+//! The plans of the queue's statements: each reads what it takes, never the
+//! backlog, whether the statistics are fresh or were taken while the tables
+//! were empty, and after a mass rescue or a mass cancel.
+//!
+//! Measured with `testing::profile_statement` on the crate's own SQL
+//! (`pg::__queue_sql`): buffers from `EXPLAIN (ANALYZE, BUFFERS)`, and the
+//! index and sequential scans the run started (those inside the V7
+//! functions included), each run rolled back.
+
+use std::time::Duration;
+
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+use voidrunner_db::testing::{StatementProfile, profile_statement};
+use voidrunner_db::{ExecutionQueue, RescuePolicy};
+
+use crate::{Fixture, fixture};
+
+/// Pending executions loaded after the statistics were taken: the backlog a
+/// statement must not read.
+const BACKLOG: i64 = 100_000;
+
+/// Runs the queue's statement `name` twice and returns the second run's
+/// profile (the first compiles and plans the V7 functions in this session).
+async fn profile(
+    client: &tokio_postgres::Client,
+    name: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StatementProfile {
+    let sql = voidrunner_db::pg::__queue_sql(name).unwrap();
+    profile_statement(client, &sql, params).await.unwrap();
+    profile_statement(client, &sql, params).await.unwrap()
+}
+
+/// What a statement that touches `rows` rows may read: a few index entries
+/// and a few dozen buffers per row (its index probes, the rows, the index
+/// entries of the row versions it writes, its task), and a constant for the
+/// descents. A plan that walked the backlog would read more than
+/// `BACKLOG` entries or about 1,400 heap pages of it, and one that scanned
+/// a table shows as a sequential scan.
+fn assert_bounded(name: &str, p: &StatementProfile, rows: i64, index: Option<&str>) {
+    assert!(
+        p.seq_scans.is_empty(),
+        "{name}: sequential scans {:?}\n{}",
+        p.seq_scans,
+        p.plan
+    );
+    assert!(
+        p.entries_read() <= 12 * rows + 60,
+        "{name} of {rows}: read {} index entries {:?}\n{}",
+        p.entries_read(),
+        p.index_entries_read,
+        p.plan
+    );
+    assert!(
+        p.buffers <= 80 * rows as u64 + 400,
+        "{name} of {rows}: {} buffers\n{}",
+        p.buffers,
+        p.plan
+    );
+    if let Some(index) = index {
+        assert!(
+            p.scanned(index),
+            "{name}: {index} not scanned: {:?}\n{}",
+            p.index_scans,
+            p.plan
+        );
+    }
+}
+
+/// Statistics taken on the empty tables (one user), autovacuum off for the
+/// test's database, then `BACKLOG` tasks queued, as a bulk enqueue leaves
+/// them; and, as mass changes after the statistics: 10,000 of them claimed
+/// by `w` with leases that have expired, 10,000 completed a day ago, and
+/// 1,000 failed tasks with nothing queued.
+async fn stale_queue(f: &Fixture) -> voidrunner_db::PooledClient {
+    let client = f.db.raw_client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
+             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
+             ANALYZE tasks; ANALYZE task_executions; \
+             SET voidrunner.notify_events = off; \
+             INSERT INTO tasks (user_id, name, script_content, priority) \
+               SELECT '{user}', 't' || g, 'print(1)', g % 11 FROM generate_series(1, {BACKLOG}) g; \
+             INSERT INTO task_executions (task_id, priority) SELECT id, priority FROM tasks; \
+             WITH picked AS (SELECT id, task_id FROM task_executions ORDER BY id LIMIT 10000), \
+                  moved AS (UPDATE tasks SET status = 'running' \
+                            WHERE id IN (SELECT task_id FROM picked)) \
+             UPDATE task_executions SET status = 'running', worker_id = 'w', attempt = 1, \
+                    started_at = now() - interval '2 minutes', \
+                    lease_expires_at = now() - interval '1 minute' \
+             WHERE id IN (SELECT id FROM picked); \
+             WITH picked AS (SELECT id, task_id FROM task_executions WHERE status = 'pending' \
+                             ORDER BY id DESC LIMIT 10000), \
+                  moved AS (UPDATE tasks SET status = 'completed' \
+                            WHERE id IN (SELECT task_id FROM picked)) \
+             UPDATE task_executions SET status = 'completed', worker_id = 'w', \
+                    started_at = now() - interval '1 day', completed_at = now() - interval '1 day' \
+             WHERE id IN (SELECT id FROM picked); \
+             INSERT INTO tasks (user_id, name, script_content, status) \
+               SELECT '{user}', 'f' || g, 'print(1)', 'failed' FROM generate_series(1, 1000) g; \
+             RESET voidrunner.notify_events;",
+            user = f.user.id
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+async fn ids(client: &tokio_postgres::Client, sql: &str) -> Vec<Uuid> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Every statement of the queue on a stale queue.
+async fn check_every_statement(client: &tokio_postgres::Client) {
+    let lease = 30.0f64;
+    for n in [1i64, 10, 1000] {
+        let p = profile(client, "claim", &[&"w2", &n, &lease]).await;
+        assert_bounded("claim", &p, n, Some("task_executions_claim_idx"));
+    }
+
+    let running = ids(
+        client,
+        "SELECT id FROM task_executions WHERE status = 'running' AND worker_id = 'w' \
+         ORDER BY id LIMIT 100",
+    )
+    .await;
+    let one = &running[..1];
+    let p = profile(client, "heartbeat", &[&one[0], &"w", &lease]).await;
+    assert_bounded("heartbeat", &p, 1, None);
+    let workers = vec!["w"; running.len()];
+    let leases = vec![lease; running.len()];
+    let p = profile(client, "heartbeat_batch", &[&running, &workers, &leases]).await;
+    assert_bounded("heartbeat_batch", &p, 100, None);
+
+    let outcome = |n: usize| {
+        (
+            vec!["completed"; n],
+            vec![Some(0i32); n],
+            vec![Some("ok"); n],
+            vec![None::<&str>; n],
+            vec![Some(5i32); n],
+            vec![Some(1i64); n],
+        )
+    };
+    let (statuses, codes, stdouts, stderrs, times, memory) = outcome(1);
+    let p = profile(
+        client,
+        "complete",
+        &[
+            &one[0],
+            &"w",
+            &statuses[0],
+            &codes[0],
+            &stdouts[0],
+            &stderrs[0],
+            &times[0],
+            &memory[0],
+        ],
+    )
+    .await;
+    assert_bounded("complete", &p, 1, None);
+    let (statuses, codes, stdouts, stderrs, times, memory) = outcome(running.len());
+    let p = profile(
+        client,
+        "complete_many",
+        &[
+            &running, &workers, &statuses, &codes, &stdouts, &stderrs, &times, &memory,
+        ],
+    )
+    .await;
+    assert_bounded("complete_many", &p, 100, None);
+
+    let pending = ids(
+        client,
+        "SELECT id FROM task_executions WHERE status = 'pending' ORDER BY id LIMIT 1",
+    )
+    .await;
+    let from = vec!["pending", "running"];
+    let p = profile(client, "finish", &[&pending[0], &"cancelled", &from]).await;
+    assert_bounded("finish", &p, 1, None);
+    let p = profile(client, "delete", &[&pending[0]]).await;
+    assert_bounded("delete", &p, 1, None);
+
+    let idle = ids(
+        client,
+        "SELECT id FROM tasks WHERE status = 'failed' ORDER BY id LIMIT 100",
+    )
+    .await;
+    let enqueueable = vec!["pending", "failed", "timeout", "cancelled"];
+    let p = profile(
+        client,
+        "enqueue",
+        &[
+            &idle[0],
+            &Uuid::new_v4(),
+            &None::<voidrunner_db::Timestamp>,
+            &enqueueable,
+        ],
+    )
+    .await;
+    assert_bounded("enqueue", &p, 1, None);
+    let new_ids: Vec<Uuid> = idle.iter().map(|_| Uuid::new_v4()).collect();
+    let p = profile(
+        client,
+        "enqueue_many",
+        &[
+            &idle,
+            &new_ids,
+            &None::<voidrunner_db::Timestamp>,
+            &enqueueable,
+        ],
+    )
+    .await;
+    assert_bounded("enqueue_many", &p, 100, None);
+
+    let retry_ids: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    let p = profile(client, "rescue", &[&100i64, &3i32, &retry_ids, &0.0f64]).await;
+    assert_bounded("rescue", &p, 100, Some("task_executions_lease_idx"));
+
+    let p = profile(client, "prune", &[&3600.0f64, &100i64]).await;
+    assert_bounded("prune", &p, 100, Some("task_executions_prune_idx"));
+}
+
+#[tokio::test]
+async fn stale_statistics_leave_every_queue_statement_reading_its_rows_only() {
+    let f = fixture().await;
+    let client = stale_queue(&f).await;
+    check_every_statement(&client).await;
+}
+
+#[tokio::test]
+async fn fresh_statistics_leave_every_queue_statement_reading_its_rows_only() {
+    let f = fixture().await;
+    let client = stale_queue(&f).await;
+    client
+        .batch_execute("VACUUM ANALYZE tasks, task_executions")
+        .await
+        .unwrap();
+    check_every_statement(&client).await;
+}
+
+/// A mass rescue queues retries that wait out their delay at their
+/// priority, and a mass cancel leaves dead entries in the claim index: the
+/// claim passes over the delayed rows without reading them, and reads the
+/// cancelled ones' entries only where they lie between rows it takes.
+#[tokio::test]
+async fn claims_stay_bounded_after_a_mass_rescue_and_a_mass_cancel() {
+    let f = fixture().await;
+    let client = stale_queue(&f).await;
+    // Every expired lease rescued through the crate, each retried in an
+    // hour: 10,000 delayed rows spread over every priority.
+    let mut rescued = 0;
+    loop {
+        let report = f
+            .queue
+            .rescue_expired(RescuePolicy {
+                batch_size: 1000,
+                max_attempts: 3,
+                retry_delay: Duration::from_secs(3600),
+            })
+            .await
+            .unwrap();
+        if report.timed_out.is_empty() {
+            break;
+        }
+        rescued += report.timed_out.len();
+        assert_eq!(report.retried.len(), report.timed_out.len());
+    }
+    assert_eq!(rescued, 10_000);
+    for n in [1i64, 10, 100] {
+        let p = profile(&client, "claim", &[&"w2", &n, &30.0f64]).await;
+        assert_bounded("claim after a mass rescue", &p, n, None);
+    }
+
+    // Every other pending execution cancelled, as another application
+    // would: 40,000 rows leave the claim index between the rest.
+    client
+        .batch_execute(
+            "SET voidrunner.notify_events = off; \
+             WITH picked AS ( \
+               SELECT id, task_id FROM ( \
+                 SELECT id, task_id, row_number() OVER (ORDER BY priority DESC, run_after, id) AS n \
+                 FROM task_executions WHERE status = 'pending' AND run_after <= now()) x \
+               WHERE n % 2 = 0), \
+             moved AS (UPDATE tasks SET status = 'cancelled' \
+                       WHERE id IN (SELECT task_id FROM picked)) \
+             UPDATE task_executions SET status = 'cancelled', completed_at = now() \
+             WHERE id IN (SELECT id FROM picked); \
+             RESET voidrunner.notify_events;",
+        )
+        .await
+        .unwrap();
+    for n in [1i64, 10, 100] {
+        let p = profile(&client, "claim", &[&"w2", &n, &30.0f64]).await;
+        // Up to one dead entry passed over per row taken.
+        assert_bounded("claim after a mass cancel", &p, 2 * n, None);
+    }
+}
