@@ -35,18 +35,22 @@
 
 -- The claim's candidates: up to max_rows pending executions whose run_after
 -- has come, in claim order (priority DESC, run_after, id), each locked with
--- its task (the task first, then the execution: the crate's lock order),
--- skipping rows another transaction holds, and only executions whose task
--- is pending.
+-- its task, skipping rows another transaction holds, and only executions
+-- whose task is pending.
 --
 -- The claim index holds (priority DESC, run_after, id) of pending rows.
 -- Walked whole, it would also pass over every delayed row (run_after in
 -- the future) of a higher priority before reaching the eligible rows of the
--- next, so the walk goes one priority at a time: a probe finds the highest
--- priority at or below the current one that has pending rows, then a range
--- scan takes that priority's eligible rows, in order, until the batch is
--- full. Each step reads index entries it returns (or skips as locked or
--- not eligible), never the backlog.
+-- next, so the walk goes one priority at a time. A probe finds the first
+-- pending row at or below the current priority that this statement can
+-- see: every entry before it is a row claimed, ended or deleted since the
+-- last vacuum, so the range scan of that priority's eligible rows starts
+-- at the probe's row instead of walking those entries again. The scan
+-- locks each execution, then its task, both with SKIP LOCKED (never
+-- waiting, so the order cannot deadlock, and an execution another claim
+-- holds is passed over without reading its task), until the batch is full.
+-- An execution locked whose task is held by someone else or is not pending
+-- stays locked, unclaimed, until the claim commits.
 CREATE FUNCTION voidrunner_claim_next(max_rows bigint)
 RETURNS TABLE (execution_id uuid, script_content text, script_type text, timeout_seconds integer)
 LANGUAGE plpgsql VOLATILE ROWS 10
@@ -61,14 +65,16 @@ AS $$
 DECLARE
     -- bigint: one below the lowest integer priority still fits.
     at_priority bigint := 2147483647;
+    from_run_after timestamptz;
+    from_id uuid;
     wanted bigint := max_rows;
     taken bigint;
 BEGIN
     WHILE wanted > 0 LOOP
-        SELECT e.priority INTO at_priority
+        SELECT e.priority, e.run_after, e.id INTO at_priority, from_run_after, from_id
         FROM task_executions e
         WHERE e.status = 'pending' AND e.priority <= at_priority
-        ORDER BY e.priority DESC
+        ORDER BY e.priority DESC, e.run_after, e.id
         LIMIT 1;
         EXIT WHEN NOT FOUND;
         RETURN QUERY
@@ -76,7 +82,15 @@ BEGIN
             -- by an operator (varchar to text, integer to bigint) does not
             -- stop the claim.
             SELECT e.id, t.script_content::text, t.script_type::text, t.timeout_seconds::integer
-            FROM task_executions e
+            FROM (
+                SELECT e.id, e.task_id, e.run_after
+                FROM task_executions e
+                WHERE e.status = 'pending' AND e.priority = at_priority
+                  AND (e.run_after, e.id) >= (from_run_after, from_id)
+                  AND e.run_after <= now()
+                ORDER BY e.run_after, e.id
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) e
             CROSS JOIN LATERAL (
                 -- By primary key alone, status checked outside: a
                 -- condition on status here would let the planner walk the
@@ -89,11 +103,12 @@ BEGIN
                 LIMIT 1
                 FOR NO KEY UPDATE SKIP LOCKED
             ) t
-            WHERE e.status = 'pending' AND e.priority = at_priority AND e.run_after <= now()
-              AND t.status = 'pending'
-            ORDER BY e.run_after, e.id
-            LIMIT wanted
-            FOR NO KEY UPDATE OF e SKIP LOCKED;
+            -- No ORDER BY here: the rows come in the walk's order (the
+            -- nested loop keeps its outer side's), and one here would not
+            -- be known to be met already, so it would sort, after locking
+            -- every row of the priority.
+            WHERE t.status = 'pending'
+            LIMIT wanted;
         GET DIAGNOSTICS taken = ROW_COUNT;
         wanted := wanted - taken;
         at_priority := at_priority - 1;

@@ -5,17 +5,19 @@
 //! and gives each caller the result of its own item.
 //!
 //! A [`Sink`] says what a batch is sent through; [`Batcher`] does the
-//! rest: the hand-over, the timing, one item per execution per batch, a
-//! batch's error for each of its callers, and the final flush on shutdown.
+//! rest: the hand-over, the timing, one item per execution per batch, up
+//! to [`Settings::max_in_flight`] batches at once (an execution in at most
+//! one of them), a batch's error for each of its callers, and the final
+//! flush on shutdown.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::{Error, Result};
 use crate::model::ExecutionId;
@@ -56,11 +58,17 @@ pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;
 /// lower bound).
 const MIN_FLUSH_INTERVAL: Duration = Duration::from_micros(1);
 
-/// When a batch goes out: after `flush_interval` or at `max_batch` items.
+/// The most batches either batcher keeps in flight at once (its
+/// documented upper bound).
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
+
+/// When a batch goes out: after `flush_interval` or at `max_batch` items,
+/// while fewer than `max_in_flight` batches are in flight.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     pub(crate) flush_interval: Duration,
     pub(crate) max_batch: usize,
+    pub(crate) max_in_flight: usize,
 }
 
 impl Settings {
@@ -87,6 +95,14 @@ impl Settings {
                 message: format!(
                     "{what} max_batch must be between 1 and {max_items}, not {}",
                     self.max_batch
+                ),
+            });
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT {
+            return Err(Error::Config {
+                message: format!(
+                    "{what} max_in_flight must be between 1 and {MAX_IN_FLIGHT}, not {}",
+                    self.max_in_flight
                 ),
             });
         }
@@ -196,48 +212,135 @@ fn stopped<S: Sink>() -> Error {
 }
 
 /// The background task: collects, sends, answers, until every sender is
-/// gone and nothing waits.
+/// gone and nothing waits or is in flight.
+///
+/// A batch goes out when `max_batch` items can go, or when the oldest
+/// waiting item has waited `flush_interval` (at once after the last sender
+/// is gone), as long as fewer than `max_in_flight` batches are in flight:
+/// with one in flight, the callers of the next would otherwise wait for it
+/// as well as for their own, while the server has room for both. An item
+/// whose execution is in a batch in flight waits for that batch to end, so
+/// two items of one execution are still sent, and answered, in the order
+/// they were handed over.
 async fn run<S: Sink>(
     sink: S,
     mut receiver: mpsc::UnboundedReceiver<Request<S>>,
     settings: Settings,
 ) {
+    let sink = Arc::new(sink);
     let mut waiting: Vec<Request<S>> = Vec::new();
+    // When the oldest item in `waiting` started waiting.
+    let mut since: Option<tokio::time::Instant> = None;
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    // The executions of each batch in flight, and all of them.
+    let mut batches: HashMap<tokio::task::Id, Vec<ExecutionId>> = HashMap::new();
+    let mut busy: HashSet<ExecutionId> = HashSet::new();
     let mut open = true;
     loop {
-        if waiting.is_empty() {
-            if !open {
-                return;
-            }
-            match receiver.recv().await {
-                Some(request) => waiting.push(request),
-                None => return,
-            }
+        let room = in_flight.len() < settings.max_in_flight;
+        // Counted only when a batch could go, and only as far as needed:
+        // this runs for every item handed over.
+        let ready = room
+            && !waiting.is_empty()
+            && (busy.is_empty()
+                || waiting
+                    .iter()
+                    .any(|request| !busy.contains(&S::execution_id(&request.item))));
+        let full = ready
+            && waiting.len() >= settings.max_batch
+            && sendable(&waiting, &busy, settings.max_batch) >= settings.max_batch;
+        let due = !open
+            || since.is_some_and(|at| at + settings.flush_interval <= tokio::time::Instant::now());
+        if ready && (full || due) {
+            let batch = take_batch(&mut waiting, &busy, settings.max_batch);
+            // What could not go waits again, from now.
+            since = (!waiting.is_empty()).then(tokio::time::Instant::now);
+            let ids: Vec<ExecutionId> = batch
+                .iter()
+                .map(|request| S::execution_id(&request.item))
+                .collect();
+            busy.extend(ids.iter().copied());
+            let sink = Arc::clone(&sink);
+            let task = in_flight.spawn(async move { send_batch(&*sink, batch).await });
+            batches.insert(task.id(), ids);
+            continue;
         }
-        let deadline = tokio::time::Instant::now() + settings.flush_interval;
-        while open && waiting.len() < settings.max_batch {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(request)) => waiting.push(request),
-                Ok(None) => open = false,
-                Err(_) => break,
-            }
+        if !open && waiting.is_empty() && in_flight.is_empty() {
+            return;
         }
-        flush(&sink, &mut waiting, settings.max_batch).await;
+        let deadline = since.map(|at| at + settings.flush_interval);
+        tokio::select! {
+            request = receiver.recv(), if open => match request {
+                Some(request) => {
+                    if waiting.is_empty() {
+                        since = Some(tokio::time::Instant::now());
+                    }
+                    waiting.push(request);
+                }
+                None => open = false,
+            },
+            Some(finished) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let id = match &finished {
+                    Ok((id, ())) => *id,
+                    Err(err) => {
+                        // Its callers' replies were dropped with it: they
+                        // get `stopped`.
+                        tracing::error!(error = %err, kind = S::TYPE, "a batch's task failed");
+                        err.id()
+                    }
+                };
+                for execution in batches.remove(&id).unwrap_or_default() {
+                    busy.remove(&execution);
+                }
+            },
+            // Only while a batch could go: otherwise a deadline already
+            // passed would wake this loop again at once.
+            () = sleep_until_some(deadline), if ready => {}
+        }
     }
 }
 
-/// Sends one batch out of `waiting`: up to `max_batch` items and
-/// [`MAX_BATCH_BYTES`], at most one per execution (the others stay, in
-/// order, for the next batch).
-async fn flush<S: Sink>(sink: &S, waiting: &mut Vec<Request<S>>, max_batch: usize) {
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How many of `waiting` the next batch would take (at most `max_batch`):
+/// one per execution, none whose execution is in flight.
+fn sendable<S: Sink>(
+    waiting: &[Request<S>],
+    busy: &HashSet<ExecutionId>,
+    max_batch: usize,
+) -> usize {
+    let mut ids = HashSet::new();
+    waiting
+        .iter()
+        .map(|request| S::execution_id(&request.item))
+        .filter(|id| !busy.contains(id) && ids.insert(*id))
+        .take(max_batch)
+        .count()
+}
+
+/// Takes one batch out of `waiting`: up to `max_batch` items and
+/// [`MAX_BATCH_BYTES`], at most one per execution and none whose execution
+/// is in flight (the others stay, in order, for a later batch).
+fn take_batch<S: Sink>(
+    waiting: &mut Vec<Request<S>>,
+    busy: &HashSet<ExecutionId>,
+    max_batch: usize,
+) -> Vec<Request<S>> {
     let mut ids = HashSet::with_capacity(waiting.len().min(max_batch));
     let mut batch = Vec::with_capacity(waiting.len().min(max_batch));
     let mut bytes = 0usize;
     let mut later = Vec::new();
     for request in waiting.drain(..) {
         let weight = S::weight(&request.item);
+        let id = S::execution_id(&request.item);
         let fits = batch.is_empty() || bytes.saturating_add(weight) <= MAX_BATCH_BYTES;
-        if batch.len() < max_batch && fits && ids.insert(S::execution_id(&request.item)) {
+        if batch.len() < max_batch && fits && !busy.contains(&id) && ids.insert(id) {
             bytes = bytes.saturating_add(weight);
             batch.push(request);
         } else {
@@ -245,6 +348,11 @@ async fn flush<S: Sink>(sink: &S, waiting: &mut Vec<Request<S>>, max_batch: usiz
         }
     }
     *waiting = later;
+    batch
+}
+
+/// Sends one batch and gives each caller its result.
+async fn send_batch<S: Sink>(sink: &S, batch: Vec<Request<S>>) {
     let (items, replies): (Vec<S::Item>, Vec<_>) =
         batch.into_iter().map(|r| (r.item, r.reply)).unzip();
     let count = items.len();
@@ -428,6 +536,7 @@ mod tests {
             Settings {
                 flush_interval: Duration::from_millis(20),
                 max_batch: 3,
+                max_in_flight: 4,
             },
         )
         .unwrap();
@@ -469,6 +578,7 @@ mod tests {
             Settings {
                 flush_interval: Duration::from_millis(20),
                 max_batch: 100,
+                max_in_flight: 4,
             },
         )
         .unwrap();
@@ -493,5 +603,111 @@ mod tests {
             );
         }
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), weights.len());
+    }
+
+    /// A sink whose batches wait for permits the test hands out, and which
+    /// records how many ran at once and whether one execution was ever in
+    /// two batches at once.
+    struct Gated {
+        permits: Arc<tokio::sync::Semaphore>,
+        running: Arc<Mutex<Vec<ExecutionId>>>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+        overlapped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[async_trait]
+    impl Sink for Gated {
+        type Item = (ExecutionId, u32);
+        type Output = u32;
+        const TYPE: &'static str = "Gated";
+        const CALL: &'static str = "gated";
+
+        fn execution_id(item: &Self::Item) -> ExecutionId {
+            item.0
+        }
+
+        async fn send(&self, items: Vec<Self::Item>) -> Result<Vec<Result<u32>>> {
+            use std::sync::atomic::Ordering;
+            {
+                let mut running = self.running.lock().unwrap();
+                for (id, _) in &items {
+                    if running.contains(id) {
+                        self.overlapped.store(true, Ordering::SeqCst);
+                    }
+                    running.push(*id);
+                }
+                let batches = running.len();
+                self.most.fetch_max(batches, Ordering::SeqCst);
+            }
+            self.permits.acquire().await.unwrap().forget();
+            let mut running = self.running.lock().unwrap();
+            for (id, _) in &items {
+                if let Some(at) = running.iter().position(|r| r == id) {
+                    running.remove(at);
+                }
+            }
+            Ok(items.into_iter().map(|(_, n)| Ok(n)).collect())
+        }
+    }
+
+    /// Up to `max_in_flight` batches run at once, no more; an execution's
+    /// second item waits for the batch of its first and is answered after
+    /// it.
+    #[tokio::test]
+    async fn batches_run_side_by_side_up_to_max_in_flight_one_execution_at_a_time() {
+        use std::sync::atomic::Ordering;
+        let sink = Gated {
+            permits: Arc::new(tokio::sync::Semaphore::new(0)),
+            running: Arc::default(),
+            most: Arc::default(),
+            overlapped: Arc::default(),
+        };
+        let (permits, running, most, overlapped) = (
+            Arc::clone(&sink.permits),
+            Arc::clone(&sink.running),
+            Arc::clone(&sink.most),
+            Arc::clone(&sink.overlapped),
+        );
+        let batcher = Batcher::start(
+            sink,
+            Settings {
+                flush_interval: Duration::from_micros(1),
+                max_batch: 1,
+                max_in_flight: 3,
+            },
+        )
+        .unwrap();
+        let same = ExecutionId::new();
+        let first = batcher.submit((same, 1));
+        let second = batcher.submit((same, 2));
+        let others: Vec<_> = (10..15)
+            .map(|n| batcher.submit((ExecutionId::new(), n)))
+            .collect();
+        // Three batches start and wait for their permits; the others wait
+        // for room.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while running.lock().unwrap().len() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "batches did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        permits.add_permits(100);
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
+        for (call, n) in others.into_iter().zip(10..) {
+            assert_eq!(call.await.unwrap(), n);
+        }
+        batcher.shutdown().await;
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "at most max_in_flight at once"
+        );
+        assert!(
+            !overlapped.load(Ordering::SeqCst),
+            "one execution in two batches at once"
+        );
     }
 }

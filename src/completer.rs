@@ -5,7 +5,8 @@
 //! [`ExecutionQueue::complete`]; a background task collects the
 //! completions of every worker and sends them as one statement when the
 //! oldest has waited [`CompleterConfig::flush_interval`] or
-//! [`CompleterConfig::max_batch`] are waiting, whichever comes first. Each
+//! [`CompleterConfig::max_batch`] are waiting, whichever comes first, with
+//! up to [`CompleterConfig::max_in_flight`] batches running at once. Each
 //! caller gets its own result. One statement for many completions saves a
 //! round trip and a commit per execution on a busy queue, at the price of
 //! up to one flush interval of latency. A batch carries at most 64 MiB of
@@ -36,12 +37,21 @@ pub struct CompleterConfig {
     /// A batch is sent as soon as it holds this many completions. Default
     /// 100; 1..=[`Completion::MAX_BATCH`].
     pub max_batch: usize,
+    /// How many batches may be in flight at once, each on a connection of
+    /// the pool: with one, the completions that arrive while a batch runs
+    /// wait for it to end as well as for their own. Default 4;
+    /// 1..=[`CompleterConfig::MAX_IN_FLIGHT`]. Two completions of one
+    /// execution are still sent one after the other.
+    pub max_in_flight: usize,
 }
 
 impl CompleterConfig {
     /// The longest [`flush_interval`](Self::flush_interval): a completion
     /// held longer would eat into its lease.
     pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The most [`max_in_flight`](Self::max_in_flight) takes.
+    pub const MAX_IN_FLIGHT: usize = crate::batcher::MAX_IN_FLIGHT;
 
     /// `Error::Config` naming the setting out of range.
     pub fn validate(&self) -> Result<()> {
@@ -53,6 +63,7 @@ impl CompleterConfig {
         Settings {
             flush_interval: self.flush_interval,
             max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
         }
     }
 }
@@ -62,6 +73,7 @@ impl Default for CompleterConfig {
         CompleterConfig {
             flush_interval: Duration::from_millis(5),
             max_batch: 100,
+            max_in_flight: 4,
         }
     }
 }
@@ -195,6 +207,14 @@ mod tests {
                 max_batch: Completion::MAX_BATCH + 1,
                 ..Default::default()
             },
+            CompleterConfig {
+                max_in_flight: 0,
+                ..Default::default()
+            },
+            CompleterConfig {
+                max_in_flight: CompleterConfig::MAX_IN_FLIGHT + 1,
+                ..Default::default()
+            },
         ] {
             assert!(
                 matches!(config.validate(), Err(Error::Config { .. })),
@@ -219,6 +239,7 @@ mod tests {
             CompleterConfig {
                 flush_interval: Duration::from_millis(50),
                 max_batch: 3,
+                max_in_flight: 1,
             },
         )
         .unwrap();

@@ -251,7 +251,7 @@
 //!
 //! | function | walks | called by |
 //! |---|---|---|
-//! | `voidrunner_claim_next(max_rows)` | `task_executions_claim_idx`, one priority at a time: a probe finds the next priority with pending rows, a range scan takes its rows whose `run_after` has come (so delayed rows of a higher priority are never read); each candidate's task by primary key | [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) |
+//! | `voidrunner_claim_next(max_rows)` | `task_executions_claim_idx`, one priority at a time: a probe finds the first pending row this statement can see at or below the current priority, a range scan takes that priority's rows whose `run_after` has come from there on (so delayed rows of a higher priority, and the entries of rows claimed since the last vacuum before the probe's, are read once per claim at most); each candidate's task by primary key | [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) |
 //! | `voidrunner_expired_leases(max_rows)` | `task_executions_lease_idx`, oldest expiry first; each candidate's task by primary key | [`ExecutionQueue::rescue_expired`](crate::ExecutionQueue::rescue_expired) |
 //! | `voidrunner_prunable(cutoff, max_rows)` | `task_executions_prune_idx`, oldest end first | [`ExecutionQueue::prune`](crate::ExecutionQueue::prune) |
 //! | `voidrunner_users_page`, `voidrunner_tasks_page`, `voidrunner_tasks_by_user_page`, `voidrunner_tasks_by_status_page`, `voidrunner_executions_page`, `voidrunner_executions_by_task_page`, `voidrunner_executions_by_status_page` | the list's index above, from the cursor | the list methods, [`latest_for_task`](crate::ExecutionRepository::latest_for_task) |
@@ -455,11 +455,13 @@
 //!    `run_after` has come and whose task is `pending`, highest priority
 //!    first, then earliest `run_after`, then id, through
 //!    `voidrunner_claim_next` ([V7](#plan-stable-statements-v7)), which
-//!    locks each candidate's task, then the execution, `FOR NO KEY UPDATE
-//!    SKIP LOCKED` until it has `n`, so a claim never locks more than `n`
-//!    executions and never waits: rows another transaction holds (another
-//!    worker's claim, a cancel in progress) are passed over until the next
-//!    claim. Each claimed
+//!    locks each candidate execution, then its task, `FOR NO KEY UPDATE
+//!    SKIP LOCKED` until it has `n`, so a claim never waits (nor, never
+//!    waiting, can it deadlock, whatever order it locks in): rows another
+//!    transaction holds (another worker's claim, a cancel in progress) are
+//!    passed over until the next claim. An execution it locked whose task
+//!    turned out held or not pending stays locked, unclaimed, until the
+//!    claim commits. Each claimed
 //!    execution becomes `running` with `started_at`, `heartbeat_at` = now,
 //!    `worker_id`, `lease_expires_at` = now + lease and `attempt` + 1 (held at
 //!    `i32::MAX` rather than overflowing); its task becomes `running`. The

@@ -39,12 +39,19 @@ pub struct HeartbeaterConfig {
     /// 500; 1..=[`validate::MAX_CLAIM`](crate::validate::MAX_CLAIM), what one
     /// [`heartbeat_batch`](ExecutionQueue::heartbeat_batch) takes.
     pub max_batch: usize,
+    /// How many batches may be in flight at once, each on a connection of
+    /// the pool. Default 4; 1..=[`HeartbeaterConfig::MAX_IN_FLIGHT`]. Two
+    /// heartbeats of one execution are still sent one after the other.
+    pub max_in_flight: usize,
 }
 
 impl HeartbeaterConfig {
     /// The longest [`flush_interval`](Self::flush_interval): a heartbeat
     /// held longer would eat into the lease it is meant to renew.
     pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The most [`max_in_flight`](Self::max_in_flight) takes.
+    pub const MAX_IN_FLIGHT: usize = crate::batcher::MAX_IN_FLIGHT;
 
     /// `Error::Config` naming the setting out of range.
     pub fn validate(&self) -> Result<()> {
@@ -56,6 +63,7 @@ impl HeartbeaterConfig {
         Settings {
             flush_interval: self.flush_interval,
             max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
         }
     }
 }
@@ -65,6 +73,7 @@ impl Default for HeartbeaterConfig {
         HeartbeaterConfig {
             flush_interval: Duration::from_millis(10),
             max_batch: 500,
+            max_in_flight: 4,
         }
     }
 }
@@ -195,6 +204,14 @@ mod tests {
                 max_batch: MAX_CLAIM as usize + 1,
                 ..Default::default()
             },
+            HeartbeaterConfig {
+                max_in_flight: 0,
+                ..Default::default()
+            },
+            HeartbeaterConfig {
+                max_in_flight: HeartbeaterConfig::MAX_IN_FLIGHT + 1,
+                ..Default::default()
+            },
         ] {
             let err = config.validate().unwrap_err();
             assert!(matches!(err, Error::Config { .. }), "{config:?}");
@@ -229,6 +246,7 @@ mod tests {
             HeartbeaterConfig {
                 flush_interval: Duration::from_millis(50),
                 max_batch: 3,
+                max_in_flight: 1,
             },
         )
         .unwrap();

@@ -117,7 +117,7 @@ static CLAIMED_COLUMNS: Columns = Columns {
 ///
 /// `voidrunner_claim_next` (migration V7) picks and locks the candidates:
 /// pending executions whose run_after has come, in claim order, each with
-/// its task (task first), skipping rows another transaction holds, and only
+/// its task, skipping rows another transaction holds, and only
 /// executions whose task is pending (a cancelled task's work never runs). It
 /// walks the claim index under planner settings that leave no other plan,
 /// so a claim reads what it takes, whatever the statistics say; and it never
@@ -125,9 +125,12 @@ static CLAIMED_COLUMNS: Columns = Columns {
 /// latest committed versions of both rows, so a change committed after this
 /// statement's snapshot is seen. The task is updated by primary key alone:
 /// it is locked and was pending, and a condition on its status would let
-/// the planner reach it through the status index. `attempt` saturates at
-/// `i32::MAX` rather than overflow: one row written by another application
-/// at the top value must not stop every claim.
+/// the planner reach it through the status index. Both updates name their
+/// rows with `IN`, not a join to the CTE before them: a CTE joined into an
+/// UPDATE is copied whole into every row it joins (for a recheck), which
+/// the claimed rows' scripts and outputs would make costly. `attempt`
+/// saturates at `i32::MAX` rather than overflow: one row written by another
+/// application at the top value must not stop every claim.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH next AS MATERIALIZED ( \
@@ -139,14 +142,14 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
              attempt = CASE WHEN e.attempt < 2147483647 THEN e.attempt + 1 ELSE e.attempt END, \
              worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
              heartbeat_at = now(), updated_at = now() \
-         FROM next WHERE e.id = next.execution_id \
-         RETURNING {returning}, next.script_content, next.script_type, next.timeout_seconds \
+         WHERE e.id IN (SELECT execution_id FROM next) \
+         RETURNING {returning} \
        ), started AS ( \
-         UPDATE tasks t SET status = 'running', updated_at = now() FROM claimed c \
-         WHERE t.id = c.task_id \
+         UPDATE tasks t SET status = 'running', updated_at = now() \
+         WHERE t.id IN (SELECT task_id FROM claimed) \
        ) \
-       SELECT {claimed}, c.script_content, c.script_type, c.timeout_seconds \
-       FROM claimed c \
+       SELECT {claimed}, n.script_content, n.script_type, n.timeout_seconds \
+       FROM claimed c JOIN next n ON n.execution_id = c.id \
        ORDER BY c.priority DESC, c.run_after, c.id",
         returning = prefixed("e", COLUMNS),
         claimed = prefixed("c", COLUMNS),

@@ -283,6 +283,7 @@ async fn the_completer_answers_each_caller_and_flushes_on_shutdown() {
         CompleterConfig {
             flush_interval: Duration::from_millis(2),
             max_batch: 16,
+            ..CompleterConfig::default()
         },
     )
     .unwrap();
@@ -634,6 +635,7 @@ async fn the_heartbeater_answers_each_caller_under_concurrency() {
         HeartbeaterConfig {
             flush_interval: Duration::from_millis(2),
             max_batch: 16,
+            ..HeartbeaterConfig::default()
         },
     )
     .unwrap();

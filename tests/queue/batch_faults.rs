@@ -53,6 +53,7 @@ async fn a_shutdown_dropped_while_waiting_lets_the_next_return_before_the_flush(
         CompleterConfig {
             flush_interval: Duration::from_millis(1),
             max_batch: 10,
+            ..CompleterConfig::default()
         },
     )
     .unwrap();
@@ -364,6 +365,7 @@ async fn heartbeater_hostile_items_are_their_own_validation_errors() {
         HeartbeaterConfig {
             flush_interval: Duration::from_millis(20),
             max_batch: 50,
+            ..HeartbeaterConfig::default()
         },
     )
     .unwrap();
@@ -692,6 +694,7 @@ async fn callers_racing_concurrent_shutdowns_each_get_the_truth() {
         CompleterConfig {
             flush_interval: Duration::from_micros(500),
             max_batch: 7,
+            ..CompleterConfig::default()
         },
     )
     .unwrap();

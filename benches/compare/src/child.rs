@@ -214,9 +214,20 @@ const LEASE: Duration = Duration::from_secs(60);
 /// `worker=single` claims one and completes it, in a loop. 16 workers
 /// either way, on `tasks` queued executions, until they are done or `secs`
 /// have passed.
+///
+/// `fresh=yes`: the database is new (cloned from a migrated template whose
+/// tables have autovacuum off) and nothing analyzes it, so the queue is
+/// loaded into tables the planner has never seen statistics of, as a bulk
+/// enqueue into a new or long-quiet queue leaves them. Otherwise the tables
+/// are emptied, loaded and analyzed first.
+///
+/// Also reported: the latency of each claim that returned rows (p50, p99),
+/// and from pg_stat_statements (reset after loading) the shared buffers per
+/// claim and per execution, all statements of the run counted.
 fn queue(args: &Args) {
     let batched = arg(args, "worker") == "batched";
     let notify = arg(args, "notify") == "on";
+    let fresh = args.get("fresh").map(String::as_str) == Some("yes");
     let secs: f64 = arg(args, "secs").parse().expect("secs");
     let n_tasks: usize = arg(args, "tasks").parse().expect("tasks");
     let user: UserId = arg(args, "user").parse().expect("user id");
@@ -225,7 +236,7 @@ fn queue(args: &Args) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (done, elapsed, cpu) = rt.block_on(async {
+    let run = rt.block_on(async {
         let mut config = DbConfig::from_url(arg(args, "url")).expect("url");
         config.max_connections = WORKERS + 2;
         config.min_connections = WORKERS + 2;
@@ -234,12 +245,13 @@ fn queue(args: &Args) {
         let db = voidrunner_db::Database::connect(config)
             .await
             .expect("connect");
-        db.client()
-            .await
-            .expect("client")
-            .batch_execute("TRUNCATE task_executions, tasks")
-            .await
-            .expect("truncate");
+        let admin = db.client().await.expect("client");
+        if !fresh {
+            admin
+                .batch_execute("TRUNCATE task_executions, tasks")
+                .await
+                .expect("truncate");
+        }
         let tasks = PgTaskRepository::new(db.clone());
         let queue = Arc::new(PgExecutionQueue::new(db.clone()));
         let mut queued = 0;
@@ -255,12 +267,19 @@ fn queue(args: &Args) {
                 .expect("enqueue_many");
             queued += n;
         }
-        db.client()
+        if !fresh {
+            admin
+                .batch_execute("ANALYZE tasks, task_executions")
+                .await
+                .expect("analyze");
+        }
+        admin
+            .batch_execute(
+                "SELECT pg_stat_statements_reset(0, \
+                   (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+            )
             .await
-            .expect("client")
-            .batch_execute("ANALYZE tasks, task_executions")
-            .await
-            .expect("analyze");
+            .expect("pg_stat_statements_reset");
         let completer = Completer::new(queue.clone()).expect("completer");
         let done = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -271,12 +290,15 @@ fn queue(args: &Args) {
             let (queue, completer, done) = (queue.clone(), completer.clone(), done.clone());
             fleet.spawn(async move {
                 let worker = format!("worker-{w}");
+                let mut claim_us = Vec::new();
                 while Instant::now() < deadline {
                     let limit = if batched { CLAIM_BATCH } else { 1 };
+                    let asked = Instant::now();
                     let claimed = queue.claim(&worker, limit, LEASE).await.expect("claim");
                     if claimed.is_empty() {
-                        return;
+                        return claim_us;
                     }
+                    claim_us.push(asked.elapsed().as_secs_f64() * 1e6);
                     let outcome = || Outcome::completed(0).output("ok", "").usage(1, 1 << 20);
                     if batched {
                         let reports: Vec<_> = claimed
@@ -297,20 +319,58 @@ fn queue(args: &Args) {
                         }
                     }
                 }
+                claim_us
             });
         }
-        fleet.join_all().await;
+        let mut claim_us: Vec<f64> = fleet.join_all().await.into_iter().flatten().collect();
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = cpu_us() - cpu;
         completer.shutdown().await;
-        (done.load(Ordering::Relaxed), elapsed, cpu)
+        let done = done.load(Ordering::Relaxed);
+        // Every statement of the run: the claims, and the completions the
+        // Completer sent (flushed by the shutdown above).
+        let row = admin
+            .query_one(
+                "SELECT coalesce(sum(calls) FILTER (WHERE query LIKE 'WITH next AS%'), 0)::float8, \
+                        coalesce(sum(shared_blks_hit + shared_blks_read) \
+                                 FILTER (WHERE query LIKE 'WITH next AS%'), 0)::float8, \
+                        coalesce(sum(shared_blks_hit + shared_blks_read), 0)::float8, \
+                        coalesce(sum(total_exec_time) \
+                                 FILTER (WHERE query LIKE 'WITH next AS%'), 0)::float8, \
+                        coalesce(sum(total_exec_time), 0)::float8 \
+                 FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .expect("pg_stat_statements");
+        let (claims, claim_blocks, all_blocks): (f64, f64, f64) =
+            (row.get(0), row.get(1), row.get(2));
+        let (claim_ms, all_ms): (f64, f64) = (row.get(3), row.get(4));
+        claim_us.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            claim_us
+                .get(((claim_us.len() as f64 * p) as usize).min(claim_us.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        json!({
+            "done": done,
+            "secs": elapsed,
+            "ops_per_s": done as f64 / elapsed,
+            "cpu_us": cpu as f64 / done.max(1) as f64,
+            "claim_p50_us": pct(0.50),
+            "claim_p99_us": pct(0.99),
+            "buffers_per_claim": claim_blocks / claims.max(1.0),
+            "buffers_per_execution": all_blocks / (done.max(1) as f64),
+            // Time the server spent executing the run's statements (from
+            // pg_stat_statements), per execution: claims, then all.
+            "server_claim_us": claim_ms * 1e3 / (done.max(1) as f64),
+            "server_us": all_ms * 1e3 / (done.max(1) as f64),
+            "drained": done >= n_tasks,
+        })
     });
-    emit(json!({
-        "done": done,
-        "secs": elapsed,
-        "ops_per_s": done as f64 / elapsed,
-        "cpu_us": cpu as f64 / done.max(1) as f64,
-        "maxrss_kb": max_rss_kb(),
-        "drained": done >= n_tasks,
-    }));
+    let mut run = run;
+    run["maxrss_kb"] = json!(max_rss_kb());
+    emit(run);
 }

@@ -26,6 +26,9 @@ pub struct Options {
     pub callgrind: bool,
     /// Where to keep the callgrind profiles (for callgrind_annotate).
     pub keep_profiles: Option<PathBuf>,
+    /// Only the queue runs (`--queue-only`): no repository operations, no
+    /// callgrind.
+    pub queue_only: bool,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             out: None,
             callgrind: true,
             keep_profiles: None,
+            queue_only: false,
         }
     }
 }
@@ -110,6 +114,12 @@ struct Setup {
     /// databases.
     durable: (String, UserId),
     asynchronous: (String, UserId),
+    /// The migrated queue database every queue database is cloned from,
+    /// and its user; fresh runs get a new clone each (see
+    /// [`fresh_queue_run`]).
+    queue_template: (String, UserId),
+    /// The cluster's maintenance database, to create and drop clones from.
+    cluster_url: String,
     sql: SqlMap,
 }
 
@@ -172,6 +182,9 @@ fn measure(
         let len = variants.len();
         variants.rotate_left(round % len);
         for op in OPS {
+            if options.queue_only {
+                break;
+            }
             for &variant in &variants {
                 if variant == "pgbench" && !matches!(op, "get" | "list" | "create") {
                     continue;
@@ -231,6 +244,7 @@ fn measure(
             }
         }
         queue_round(
+            rt,
             &me,
             &setup,
             &sql_file,
@@ -242,8 +256,7 @@ fn measure(
         );
         rt.block_on(clean(&setup.ops_url))?;
     }
-    let valgrind = options
-        .callgrind
+    let valgrind = (options.callgrind && !options.queue_only)
         .then(|| find_program("valgrind"))
         .flatten();
     if let Some(valgrind) = &valgrind {
@@ -352,6 +365,7 @@ fn keep(
 
 #[allow(clippy::too_many_arguments)]
 fn queue_round(
+    rt: &tokio::runtime::Runtime,
     me: &Path,
     setup: &Setup,
     sql_file: &Path,
@@ -443,6 +457,80 @@ fn queue_round(
             keep(records, errors, round, "queue", "crate", &op, result);
         }
     }
+    // Issue #16: a queue of FRESH_TASKS loaded into tables never analyzed
+    // (a new clone of the template, autovacuum off), the batched worker
+    // against the claim-1 loop, durable and asynchronous.
+    for commit in ["durable", "async"] {
+        let mut workers = ["batched", "single"];
+        if round % 2 == 1 {
+            workers.reverse();
+        }
+        for worker in workers {
+            let op = format!("fresh_{commit}_{worker}");
+            let result = fresh_queue_run(rt, me, setup, sql_file, plan, commit, worker);
+            keep(records, errors, round, "queue", "crate", &op, result);
+        }
+    }
+}
+
+/// Queued executions of a fresh run: the issue's 20,000 (10,000 quick).
+const FRESH_TASKS: usize = 20_000;
+
+/// One queue run in a new clone of the queue template, dropped after.
+#[allow(clippy::too_many_arguments)]
+fn fresh_queue_run(
+    rt: &tokio::runtime::Runtime,
+    me: &Path,
+    setup: &Setup,
+    sql_file: &Path,
+    plan: &Plan,
+    commit: &str,
+    worker: &str,
+) -> Result<Value, BoxError> {
+    let name = "compare_q_fresh";
+    let synchronous = if commit == "durable" { "on" } else { "off" };
+    rt.block_on(async {
+        let maintenance = admin(&setup.cluster_url).await?;
+        // One statement each: a string of several runs as one transaction,
+        // and CREATE DATABASE cannot.
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name} TEMPLATE compare_q_template"),
+            format!("ALTER DATABASE {name} SET synchronous_commit = {synchronous}"),
+        ] {
+            maintenance.batch_execute(&statement).await?;
+        }
+        Ok::<(), BoxError>(())
+    })?;
+    let url = setup.queue_template.0.replace("compare_q_template", name);
+    let tasks = if plan.quick {
+        FRESH_TASKS / 2
+    } else {
+        FRESH_TASKS
+    };
+    let result = run_child(
+        me,
+        Some(&url),
+        &[
+            ("mode", "queue".into()),
+            ("worker", worker.into()),
+            ("notify", "on".into()),
+            ("fresh", "yes".into()),
+            ("secs", plan.queue_secs.to_string()),
+            ("tasks", tasks.to_string()),
+            ("user", setup.queue_template.1.to_string()),
+        ],
+        setup,
+        sql_file,
+    );
+    rt.block_on(async {
+        admin(&setup.cluster_url)
+            .await?
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        Ok::<(), BoxError>(())
+    })?;
+    result
 }
 
 /// Runs this binary as a child with `args` (plus the setup's), returns the
@@ -903,27 +991,41 @@ async fn connect(url: &str, pool: usize) -> Result<Database, BoxError> {
 
 async fn setup(cluster: &PrivateCluster, plan: &Plan) -> Result<Setup, BoxError> {
     let maintenance = admin(&cluster.url()).await?;
+    maintenance
+        .batch_execute("CREATE DATABASE compare_q_template")
+        .await?;
+    // The queue's template: migrated, one user, pg_stat_statements (for
+    // buffers per claim), and autovacuum off on the queue's tables, so that
+    // a fresh clone stays never analyzed while it runs and no run is
+    // measured with autovacuum at work in it.
+    let template_url = url_of(cluster, "compare_q_template");
+    let db = connect(&template_url, 2).await?;
+    db.migrate().await?;
+    let queue_user = PgUserRepository::new(db.clone())
+        .create(NewUser::new("queue@example.com", PasswordHash::new("h")))
+        .await?
+        .id;
+    db.close(Duration::from_secs(5)).await;
+    admin(&template_url)
+        .await?
+        .batch_execute(
+            "CREATE EXTENSION pg_stat_statements; \
+             ALTER TABLE tasks SET (autovacuum_enabled = off); \
+             ALTER TABLE task_executions SET (autovacuum_enabled = off);",
+        )
+        .await?;
     for statement in [
         "CREATE DATABASE compare",
-        "CREATE DATABASE compare_q_durable",
-        "CREATE DATABASE compare_q_async",
+        "CREATE DATABASE compare_q_durable TEMPLATE compare_q_template",
+        "CREATE DATABASE compare_q_async TEMPLATE compare_q_template",
         "ALTER DATABASE compare SET synchronous_commit = off",
         "ALTER DATABASE compare_q_durable SET synchronous_commit = on",
         "ALTER DATABASE compare_q_async SET synchronous_commit = off",
     ] {
         maintenance.batch_execute(statement).await?;
     }
-    let mut queue_dbs = Vec::new();
-    for name in ["compare_q_durable", "compare_q_async"] {
-        let url = url_of(cluster, name);
-        let db = connect(&url, 2).await?;
-        db.migrate().await?;
-        let user = PgUserRepository::new(db.clone())
-            .create(NewUser::new("queue@example.com", PasswordHash::new("h")))
-            .await?;
-        db.close(Duration::from_secs(5)).await;
-        queue_dbs.push((url, user.id));
-    }
+    let queue_dbs =
+        ["compare_q_durable", "compare_q_async"].map(|name| (url_of(cluster, name), queue_user));
     let ops_url = url_of(cluster, "compare");
     let db = connect(&ops_url, 2).await?;
     db.migrate().await?;
@@ -952,15 +1054,17 @@ async fn setup(cluster: &PrivateCluster, plan: &Plan) -> Result<Setup, BoxError>
     client.batch_execute("VACUUM ANALYZE tasks").await?;
     let task = first.ok_or("nothing seeded")?;
     let sql = capture(&ops_url, &client, task, user).await?;
-    let mut queue_dbs = queue_dbs.into_iter();
+    let [durable, asynchronous] = queue_dbs;
     Ok(Setup {
         ops_url,
         ops_db: "compare".to_owned(),
         port: cluster.port(),
         task,
         user,
-        durable: queue_dbs.next().expect("durable"),
-        asynchronous: queue_dbs.next().expect("async"),
+        durable,
+        asynchronous,
+        queue_template: (template_url, queue_user),
+        cluster_url: cluster.url(),
         sql,
     })
 }

@@ -11,7 +11,7 @@ mod report;
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
-const USAGE: &str = "usage: voidrunner-compare [--quick] [--rounds N] [--out DIR] [--no-callgrind] [--keep-profiles DIR]";
+const USAGE: &str = "usage: voidrunner-compare [--quick] [--rounds N] [--out DIR] [--no-callgrind] [--keep-profiles DIR] [--queue-only]";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -34,6 +34,7 @@ fn main() {
             }
             "--out" => options.out = rest.next().map(Into::into),
             "--keep-profiles" => options.keep_profiles = rest.next().map(Into::into),
+            "--queue-only" => options.queue_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;

@@ -157,7 +157,7 @@ struct Target {
     at_least: bool,
 }
 
-const TARGETS: [Target; 10] = [
+const TARGETS: [Target; 13] = [
     Target {
         what: "get: client instructions ≤ 1.10× raw",
         kind: "instr",
@@ -229,6 +229,33 @@ const TARGETS: [Target; 10] = [
         b: ("crate", "async_single"),
         bound: 5.0,
         at_least: true,
+    },
+    Target {
+        what: "fresh queue (never analyzed), durable: batched worker ≥ 5× claim-1/complete-1",
+        kind: "queue",
+        field: "ops_per_s",
+        a: ("crate", "fresh_durable_batched"),
+        b: ("crate", "fresh_durable_single"),
+        bound: 5.0,
+        at_least: true,
+    },
+    Target {
+        what: "fresh queue (never analyzed), synchronous_commit=off: batched worker ≥ 5× claim-1/complete-1",
+        kind: "queue",
+        field: "ops_per_s",
+        a: ("crate", "fresh_async_batched"),
+        b: ("crate", "fresh_async_single"),
+        bound: 5.0,
+        at_least: true,
+    },
+    Target {
+        what: "claim of 10, p99: fresh queue ≤ 2× analyzed queue (synchronous_commit=off)",
+        kind: "queue",
+        field: "claim_p99_us",
+        a: ("crate", "fresh_async_batched"),
+        b: ("crate", "async_batched"),
+        bound: 2.0,
+        at_least: false,
     },
     Target {
         what: "queue: notify-on ≥ 0.8× notify-off (batched, synchronous_commit=off)",
@@ -352,19 +379,32 @@ pub fn markdown(
          examples/worker.rs with its defaults: claim up to 10, completions through one \
          shared `Completer` (its jobs take no time, so its heartbeat timer never fires); `single` claims one and completes it, in a loop. Durable runs \
          use `synchronous_commit = on` (fsync on), the others `off`; each pair runs A/B, its \
-         order swapped every other round.\n\n",
+         order swapped every other round. The `fresh_` runs (issue #16) load 20,000 tasks \
+         into a new database whose tables have never been analyzed (autovacuum off), as a \
+         bulk enqueue into a new or long-quiet queue leaves them; the others empty, load and \
+         analyze the tables first. Claim latency is over the claims that returned rows; \
+         buffers (shared, hit or read) come from pg_stat_statements, reset after loading: per \
+         claim, and per execution for every statement of the run.\n\n",
     );
-    md.push_str("| run | cycles/s, median (min–max) | client CPU / cycle | drained early |\n|---|---|---|---|\n");
+    md.push_str("| run | cycles/s, median (min–max) | client CPU / cycle | claim p50 | claim p99 | buffers / claim | buffers / execution | server time / execution (claim) | drained early |\n|---|---|---|---|---|---|---|---|---|\n");
     for op in [
         "durable_batched",
         "durable_single",
         "async_batched",
         "async_single",
+        "fresh_durable_batched",
+        "fresh_durable_single",
+        "fresh_async_batched",
+        "fresh_async_single",
         "notify_on",
         "notify_off",
     ] {
         let rate = absolute(records, "queue", "crate", op, "ops_per_s");
-        let cpu = absolute(records, "queue", "crate", op, "cpu_us");
+        let median = |field: &str| {
+            absolute(records, "queue", "crate", op, field)
+                .as_ref()
+                .map_or("–".to_owned(), |s| human(s.median))
+        };
         let drained = records
             .iter()
             .filter(|r| {
@@ -373,14 +413,20 @@ pub fn markdown(
             .count();
         let _ = writeln!(
             md,
-            "| {op} | {} | {} µs | {drained} of {} rounds |",
+            "| {op} | {} | {} µs | {} µs | {} µs | {} | {} | {} µs ({} µs) | {drained} of {} rounds |",
             rate.as_ref().map_or("–".to_owned(), |s| format!(
                 "{} ({}–{})",
                 human(s.median),
                 human(s.min),
                 human(s.max)
             )),
-            cpu.as_ref().map_or("–".to_owned(), |s| human(s.median)),
+            median("cpu_us"),
+            median("claim_p50_us"),
+            median("claim_p99_us"),
+            median("buffers_per_claim"),
+            median("buffers_per_execution"),
+            median("server_us"),
+            median("server_claim_us"),
             rate.as_ref().map_or(0, |s| s.n),
         );
     }
