@@ -673,6 +673,12 @@ const POLL_SQL: &str = "SELECT id, task_id, status, worker_id, updated_at, \
        AND updated_at < now() - make_interval(secs => $3) \
      ORDER BY updated_at, id LIMIT 256";
 
+/// The polling stream's statement, for the plan tests. Not part of the API.
+#[doc(hidden)]
+pub fn __poll_sql() -> &'static str {
+    POLL_SQL
+}
+
 /// Reads one batch of changes after the cursor and queues the status
 /// changes among them; true when the batch was full (more may wait).
 async fn poll_once(

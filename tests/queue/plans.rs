@@ -227,6 +227,19 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
 
     let p = profile(client, "prune", &[&3600.0f64, &100i64]).await;
     assert_bounded("prune", &p, 100, Some("task_executions_prune_idx"));
+
+    // The polling event stream from its start (every row changed since):
+    // one page of 256 changes, in (updated_at, id) order.
+    let sql = voidrunner_db::events::__poll_sql();
+    let epoch = voidrunner_db::Timestamp::from_unix_micros(0).unwrap();
+    let start = (epoch, Uuid::nil(), 0.0f64);
+    profile_statement(client, sql, &[&start.0, &start.1, &start.2])
+        .await
+        .unwrap();
+    let p = profile_statement(client, sql, &[&start.0, &start.1, &start.2])
+        .await
+        .unwrap();
+    assert_bounded("poll", &p, 256, Some("task_executions_updated_at_id_idx"));
 }
 
 #[tokio::test]

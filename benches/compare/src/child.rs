@@ -70,6 +70,7 @@ pub fn run(args: &Args) {
         "lat" | "instr" => latency(args),
         "tput" => throughput(args),
         "queue" => queue(args),
+        "load" => load(args),
         other => panic!("unknown mode {other}"),
     }
 }
@@ -208,6 +209,64 @@ const WORKERS: usize = 16;
 const CLAIM_BATCH: u32 = 10;
 const LEASE: Duration = Duration::from_secs(60);
 
+/// `n_tasks` tasks created and queued (`create_many` and `enqueue_many` of
+/// 1,000), into the emptied tables, analyzed after, unless `fresh` (a new
+/// database nothing analyzes).
+async fn load_queue(db: &voidrunner_db::Database, user: UserId, n_tasks: usize, fresh: bool) {
+    let admin = db.client().await.expect("client");
+    if !fresh {
+        admin
+            .batch_execute("TRUNCATE task_executions, tasks")
+            .await
+            .expect("truncate");
+    }
+    let tasks = PgTaskRepository::new(db.clone());
+    let queue = PgExecutionQueue::new(db.clone());
+    let mut queued = 0;
+    while queued < n_tasks {
+        let n = (n_tasks - queued).min(1000);
+        let batch: Vec<NewTask> = (queued..queued + n)
+            .map(|i| NewTask::new(user, format!("job {i}"), "print(1)"))
+            .collect();
+        let created = tasks.create_many(batch).await.expect("create_many");
+        queue
+            .enqueue_many(created.iter().map(|t| t.id).collect(), None)
+            .await
+            .expect("enqueue_many");
+        queued += n;
+    }
+    if !fresh {
+        admin
+            .batch_execute("ANALYZE tasks, task_executions")
+            .await
+            .expect("analyze");
+    }
+}
+
+/// Only loads a queue, as `queue` does (`fresh`, `tasks`, `user`), for a
+/// run by another client (pgbench).
+fn load(args: &Args) {
+    let fresh = args.get("fresh").map(String::as_str) == Some("yes");
+    let n_tasks: usize = arg(args, "tasks").parse().expect("tasks");
+    let user: UserId = arg(args, "user").parse().expect("user id");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut config = DbConfig::from_url(arg(args, "url")).expect("url");
+        config.max_connections = 2;
+        config.min_connections = 1;
+        config.pooler = PoolerMode::Direct;
+        let db = voidrunner_db::Database::connect(config)
+            .await
+            .expect("connect");
+        load_queue(&db, user, n_tasks, fresh).await;
+        db.close(Duration::from_secs(5)).await;
+    });
+    emit(json!({ "loaded": n_tasks }));
+}
+
 /// The queue: `worker=batched` is examples/worker.rs with its defaults
 /// (claim 10, completions through a shared `Completer`; jobs take no time,
 /// so the heartbeat timer never fires);
@@ -246,33 +305,8 @@ fn queue(args: &Args) {
             .await
             .expect("connect");
         let admin = db.client().await.expect("client");
-        if !fresh {
-            admin
-                .batch_execute("TRUNCATE task_executions, tasks")
-                .await
-                .expect("truncate");
-        }
-        let tasks = PgTaskRepository::new(db.clone());
         let queue = Arc::new(PgExecutionQueue::new(db.clone()));
-        let mut queued = 0;
-        while queued < n_tasks {
-            let n = (n_tasks - queued).min(1000);
-            let batch: Vec<NewTask> = (queued..queued + n)
-                .map(|i| NewTask::new(user, format!("job {i}"), "print(1)"))
-                .collect();
-            let created = tasks.create_many(batch).await.expect("create_many");
-            queue
-                .enqueue_many(created.iter().map(|t| t.id).collect(), None)
-                .await
-                .expect("enqueue_many");
-            queued += n;
-        }
-        if !fresh {
-            admin
-                .batch_execute("ANALYZE tasks, task_executions")
-                .await
-                .expect("analyze");
-        }
+        load_queue(&db, user, n_tasks, fresh).await;
         admin
             .batch_execute(
                 "SELECT pg_stat_statements_reset(0, \

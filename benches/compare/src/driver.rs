@@ -245,6 +245,8 @@ fn measure(
         }
         queue_round(
             rt,
+            pgbench.as_deref(),
+            work,
             &me,
             &setup,
             &sql_file,
@@ -366,6 +368,8 @@ fn keep(
 #[allow(clippy::too_many_arguments)]
 fn queue_round(
     rt: &tokio::runtime::Runtime,
+    pgbench: Option<&Path>,
+    work: &Path,
     me: &Path,
     setup: &Setup,
     sql_file: &Path,
@@ -471,10 +475,65 @@ fn queue_round(
             keep(records, errors, round, "queue", "crate", &op, result);
         }
     }
+    if let Some(pgbench) = pgbench {
+        for fresh in [true, false] {
+            let op = if fresh {
+                "fresh_async_single"
+            } else {
+                "async_single"
+            };
+            let result = pgbench_queue_run(rt, pgbench, me, setup, sql_file, plan, work, fresh);
+            keep(records, errors, round, "queue", "pgbench", op, result);
+        }
+    }
 }
 
 /// Queued executions of a fresh run: the 20,000 (10,000 quick).
 const FRESH_TASKS: usize = 20_000;
+
+/// The name of the clone a fresh run gets.
+const FRESH_DB: &str = "compare_q_fresh";
+
+/// A new clone of the queue template, `synchronous_commit` as `commit`
+/// says; returns its URL. Dropped by [`drop_fresh_db`].
+fn fresh_db(rt: &tokio::runtime::Runtime, setup: &Setup, commit: &str) -> Result<String, BoxError> {
+    let synchronous = if commit == "durable" { "on" } else { "off" };
+    rt.block_on(async {
+        let maintenance = admin(&setup.cluster_url).await?;
+        // One statement each: a string of several runs as one transaction,
+        // and CREATE DATABASE cannot.
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {FRESH_DB}"),
+            format!("CREATE DATABASE {FRESH_DB} TEMPLATE compare_q_template"),
+            format!("ALTER DATABASE {FRESH_DB} SET synchronous_commit = {synchronous}"),
+        ] {
+            maintenance.batch_execute(&statement).await?;
+        }
+        Ok::<(), BoxError>(())
+    })?;
+    Ok(setup
+        .queue_template
+        .0
+        .replace("compare_q_template", FRESH_DB))
+}
+
+fn drop_fresh_db(rt: &tokio::runtime::Runtime, setup: &Setup) -> Result<(), BoxError> {
+    rt.block_on(async {
+        admin(&setup.cluster_url)
+            .await?
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {FRESH_DB} WITH (FORCE)"))
+            .await?;
+        Ok(())
+    })
+}
+
+fn fresh_tasks(plan: &Plan) -> usize {
+    if plan.quick {
+        FRESH_TASKS / 2
+    } else {
+        FRESH_TASKS
+    }
+}
 
 /// One queue run in a new clone of the queue template, dropped after.
 #[allow(clippy::too_many_arguments)]
@@ -487,27 +546,7 @@ fn fresh_queue_run(
     commit: &str,
     worker: &str,
 ) -> Result<Value, BoxError> {
-    let name = "compare_q_fresh";
-    let synchronous = if commit == "durable" { "on" } else { "off" };
-    rt.block_on(async {
-        let maintenance = admin(&setup.cluster_url).await?;
-        // One statement each: a string of several runs as one transaction,
-        // and CREATE DATABASE cannot.
-        for statement in [
-            format!("DROP DATABASE IF EXISTS {name}"),
-            format!("CREATE DATABASE {name} TEMPLATE compare_q_template"),
-            format!("ALTER DATABASE {name} SET synchronous_commit = {synchronous}"),
-        ] {
-            maintenance.batch_execute(&statement).await?;
-        }
-        Ok::<(), BoxError>(())
-    })?;
-    let url = setup.queue_template.0.replace("compare_q_template", name);
-    let tasks = if plan.quick {
-        FRESH_TASKS / 2
-    } else {
-        FRESH_TASKS
-    };
+    let url = fresh_db(rt, setup, commit)?;
     let result = run_child(
         me,
         Some(&url),
@@ -517,19 +556,108 @@ fn fresh_queue_run(
             ("notify", "on".into()),
             ("fresh", "yes".into()),
             ("secs", plan.queue_secs.to_string()),
-            ("tasks", tasks.to_string()),
+            ("tasks", fresh_tasks(plan).to_string()),
             ("user", setup.queue_template.1.to_string()),
         ],
         setup,
         sql_file,
     );
-    rt.block_on(async {
-        admin(&setup.cluster_url)
-            .await?
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-        Ok::<(), BoxError>(())
-    })?;
+    drop_fresh_db(rt, setup)?;
+    result
+}
+
+/// The claim-1/complete-1 loop replayed by pgbench with the crate's own
+/// statements (`pg::__queue_sql`, the text the crate prepares): 16
+/// clients, each claiming one execution as worker `client_id` and
+/// completing it, on a queue of [`FRESH_TASKS`] loaded by a child, never
+/// analyzed when `fresh`, else analyzed; `synchronous_commit = off`. What
+/// the server does per execution without the crate's client.
+#[allow(clippy::too_many_arguments)]
+fn pgbench_queue_run(
+    rt: &tokio::runtime::Runtime,
+    pgbench: &Path,
+    me: &Path,
+    setup: &Setup,
+    sql_file: &Path,
+    plan: &Plan,
+    work: &Path,
+    fresh: bool,
+) -> Result<Value, BoxError> {
+    let url = fresh_db(rt, setup, "async")?;
+    let result = (|| {
+        let tasks = fresh_tasks(plan);
+        run_child(
+            me,
+            Some(&url),
+            &[
+                ("mode", "load".into()),
+                ("fresh", if fresh { "yes" } else { "no" }.into()),
+                ("tasks", tasks.to_string()),
+                ("user", setup.queue_template.1.to_string()),
+            ],
+            setup,
+            sql_file,
+        )?;
+        let substitute = |name: &str, params: &[&str]| -> Result<String, BoxError> {
+            let mut sql = voidrunner_db::pg::__queue_sql(name)
+                .ok_or_else(|| format!("the crate has no {name} statement"))?;
+            for (k, value) in params.iter().enumerate().rev() {
+                let placeholder = format!("${}", k + 1);
+                if !sql.contains(&placeholder) {
+                    return Err(format!("{name}: the crate's SQL has no {placeholder}").into());
+                }
+                sql = sql.replace(&placeholder, value);
+            }
+            if sql.contains(&format!("${}", params.len() + 1)) {
+                return Err(format!("{name}: the crate's SQL takes more parameters").into());
+            }
+            Ok(sql)
+        };
+        let claim = substitute("claim", &[":client_id", "1", "60"])?;
+        let complete = substitute(
+            "complete",
+            &[
+                ":c_id",
+                ":client_id",
+                "'completed'",
+                "0",
+                "'ok'",
+                "''",
+                "1",
+                "1048576",
+            ],
+        )?;
+        let script = work.join("pgbench-queue.sql");
+        std::fs::write(&script, format!("{claim} \\gset c_\n{complete};\n"))?;
+        // Fewer transactions than tasks: a claim that finds nothing ends
+        // its client with an error.
+        let per_client = tasks / 16 * 3 / 4;
+        let mut command = Command::new(pgbench);
+        command
+            .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "postgres"])
+            .arg("-p")
+            .arg(setup.port.to_string())
+            .arg("-f")
+            .arg(&script)
+            .args(["-c", "16", "-j", "2", "-t"])
+            .arg(per_client.to_string())
+            .arg(FRESH_DB);
+        let (text, cpu, maxrss) = run_pgbench(command)?;
+        let tps = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("tps ="))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or("no tps in pgbench's output")?;
+        let done = (per_client * 16) as f64;
+        Ok(serde_json::json!({
+            "done": done,
+            "ops_per_s": tps,
+            "cpu_us": cpu as f64 / done,
+            "maxrss_kb": maxrss,
+        }))
+    })();
+    drop_fresh_db(rt, setup)?;
     result
 }
 

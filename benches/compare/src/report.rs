@@ -430,6 +430,41 @@ pub fn markdown(
             rate.as_ref().map_or(0, |s| s.n),
         );
     }
+    md.push_str(
+        "\npgbench's replay of the claim-1/complete-1 loop: the crate's own claim and \
+         complete statements (`pg::__queue_sql`), `-M prepared`, 16 clients each claiming as \
+         worker `client_id` and completing what it claimed, on a queue of 20,000 loaded as \
+         above (`synchronous_commit = off`): what the server does per execution without the \
+         crate's client.\n\n| queue | pgbench, cycles/s | the crate's loop ÷ pgbench | pgbench CPU / cycle |\n|---|---|---|---|\n",
+    );
+    for op in ["async_single", "fresh_async_single"] {
+        let rate = absolute(records, "queue", "pgbench", op, "ops_per_s");
+        let ratio = ratio(
+            records,
+            "queue",
+            "ops_per_s",
+            ("crate", op),
+            ("pgbench", op),
+        );
+        let cpu = absolute(records, "queue", "pgbench", op, "cpu_us");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} µs |",
+            if op == "async_single" {
+                "analyzed"
+            } else {
+                "fresh (never analyzed)"
+            },
+            rate.as_ref().map_or("–".to_owned(), |s| format!(
+                "{} ({}–{})",
+                human(s.median),
+                human(s.min),
+                human(s.max)
+            )),
+            cell(ratio.as_ref()),
+            cpu.as_ref().map_or("–".to_owned(), |s| human(s.median)),
+        );
+    }
     md.push_str("\n## Method\n\n");
     let _ = writeln!(md, "- Plan: {}.", plan.describe());
     md.push_str(
