@@ -245,37 +245,52 @@
 //! function per statement whose plan must be an ordered walk of one index,
 //! each with sequential scans, bitmap scans, sorts, hash and merge joins
 //! off (an index scan in the index's order, joined by nested loops, is the
-//! only plan left), `plan_cache_mode = force_generic_plan` (one cached plan
-//! per session, not one per call) and `search_path` fixed to the one the
-//! schema was migrated with:
+//! only plan left) and `plan_cache_mode = force_generic_plan` (one cached
+//! plan per session, not one per call). They find the tables through the
+//! caller's `search_path`, as every statement of the crate does, and need
+//! `EXECUTE` (which `PUBLIC` has unless revoked):
 //!
 //! | function | walks | called by |
 //! |---|---|---|
-//! | `voidrunner_claim_next(max_rows)` | `task_executions_claim_idx`, one priority at a time: a probe finds the first pending row this statement can see at or below the current priority, a range scan takes that priority's rows whose `run_after` has come from there on (so delayed rows of a higher priority, and the entries of rows claimed since the last vacuum before the probe's, are read once per claim at most); each candidate's task by primary key | [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) |
+//! | `voidrunner_claim(claimer, max_rows, lease_seconds)` | `task_executions_claim_idx`, one priority at a time: a probe finds the first pending row this query can see at or below the current priority, a range scan takes that priority's rows whose `run_after` has come from there on (so delayed rows of a higher priority, and the entries of rows claimed since the last vacuum before the probe's, are read once per claim at most); each candidate's task by primary key, locked only if it is pending, then the execution; then it claims them | [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) |
 //! | `voidrunner_expired_leases(max_rows)` | `task_executions_lease_idx`, oldest expiry first; each candidate's task by primary key | [`ExecutionQueue::rescue_expired`](crate::ExecutionQueue::rescue_expired) |
 //! | `voidrunner_prunable(cutoff, max_rows)` | `task_executions_prune_idx`, oldest end first | [`ExecutionQueue::prune`](crate::ExecutionQueue::prune) |
 //! | `voidrunner_users_page`, `voidrunner_tasks_page`, `voidrunner_tasks_by_user_page`, `voidrunner_tasks_by_status_page`, `voidrunner_executions_page`, `voidrunner_executions_by_task_page`, `voidrunner_executions_by_status_page` | the list's index above, from the cursor | the list methods, [`latest_for_task`](crate::ExecutionRepository::latest_for_task) |
 //!
-//! The candidates' functions lock and return the rows; the statements in
-//! `src/pg/` update them by primary key. A filtered page compares its
-//! column with `ANY (ARRAY[value])` and orders by it first, so that only
-//! its own index gives its order (with an equality the planner drops the
-//! column from the order, and the unfiltered list's index, walked with a
-//! filter, would compete). Metadata search keeps a planner-chosen plan:
-//! which index serves it depends on how many tasks the filter matches.
-//! The statements around the functions take no condition on a status
-//! column where a key will do (the row is locked and its status already
-//! checked), so the planner never has a status index to walk instead of a
-//! primary key.
+//! The claim makes its updates inside `voidrunner_claim`: a VOLATILE
+//! function's queries see rows committed after the calling statement's
+//! snapshot was taken, which that statement could not update. The rescue
+//! and prune functions lock and return their rows, and the statements in
+//! `src/pg/` update or delete them by primary key (a row they lock that the
+//! statement cannot see, one inserted and already expired or ended while it
+//! ran, is left for the next call). A filtered page compares its column
+//! with `ANY (ARRAY[value])` and orders by it first, so that only its own
+//! index gives its order (with an equality the planner drops the column
+//! from the order, and the unfiltered list's index, walked with a filter,
+//! would compete). Every function returns declared types, each column cast
+//! to them, so a column type an operator changes to one that casts
+//! (varchar to text) changes neither their result nor the prepared
+//! statements that call them. Metadata search keeps a planner-chosen plan:
+//! which index serves it depends on how many tasks the filter matches. The
+//! statements around the functions take no condition on a status column
+//! where a key will do (the row is locked and its status already checked),
+//! so the planner never has a status index to walk instead of a primary
+//! key.
 //!
 //! What the functions cannot skip are dead index entries: rows cancelled
 //! or claimed since the last vacuum leave entries the walk passes over
-//! (after the first pass, without reading the rows; autovacuum removes
-//! them).
+//! (after the first pass, without reading the rows, unless a transaction
+//! older than the change still runs anywhere on the server). A mass cancel
+//! of the head of the queue makes every claim step over those entries until
+//! a vacuum removes them (autovacuum does; `tests/queue/plans.rs` shows a
+//! claim bounded again after one).
 //!
 //! V7 also sets `fillfactor = 90` on `tasks`, so that an update changing no
 //! indexed column (queueing an already pending task, renaming one) can stay
-//! on its page without new index entries (a HOT update).
+//! on its page without new index entries (a HOT update). The updates of
+//! `task_executions` all change an indexed column (`status`,
+//! `lease_expires_at`, `updated_at`), so none can be HOT and free space on
+//! its pages would buy nothing.
 //!
 //! # Validation
 //!
@@ -454,14 +469,13 @@
 //!    lease)`). Picks up to `n` executions that are `pending`, whose
 //!    `run_after` has come and whose task is `pending`, highest priority
 //!    first, then earliest `run_after`, then id, through
-//!    `voidrunner_claim_next` ([V7](#plan-stable-statements-v7)), which
-//!    locks each candidate execution, then its task, `FOR NO KEY UPDATE
-//!    SKIP LOCKED` until it has `n`, so a claim never waits (nor, never
-//!    waiting, can it deadlock, whatever order it locks in): rows another
-//!    transaction holds (another worker's claim, a cancel in progress) are
-//!    passed over until the next claim. An execution it locked whose task
-//!    turned out held or not pending stays locked, unclaimed, until the
-//!    claim commits. Each claimed
+//!    `voidrunner_claim` ([V7](#plan-stable-statements-v7)), which locks
+//!    each candidate's task, if it is pending, then the execution, `FOR NO
+//!    KEY UPDATE SKIP LOCKED` (the crate's lock order), until it has `n`,
+//!    so a claim never waits: rows another transaction holds (another
+//!    worker's claim, a cancel in progress) are passed over until the next
+//!    claim, and an execution whose task is held or not pending is not
+//!    locked at all. Each claimed
 //!    execution becomes `running` with `started_at`, `heartbeat_at` = now,
 //!    `worker_id`, `lease_expires_at` = now + lease and `attempt` + 1 (held at
 //!    `i32::MAX` rather than overflowing); its task becomes `running`. The

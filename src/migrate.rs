@@ -31,8 +31,10 @@
 //! transaction and the down scripts. A DDL statement waiting for a strong
 //! lock (an `ALTER TABLE` behind a long transaction) makes every later
 //! query of that table queue behind it; the timeout bounds that queueing.
-//! A migration that hit it (SQLSTATE 55P03) is rolled back (one outside a
-//! transaction: its failed statement) and tried again from its start
+//! A migration that hit it (SQLSTATE 55P03), or that the server chose to
+//! break a deadlock (40P01: a migration locking several tables meets
+//! traffic that locks them in another order), is rolled back (one outside
+//! a transaction: its failed statement) and tried again from its start
 //! after a jittered exponential backoff (half to all of `min(lock_timeout,
 //! 1 s) × 2^(retry-1)`, at most 10 s), up to [`DbConfig::migration_retries`]
 //! times; then the call fails with an [`Error::Migration`] for which
@@ -604,11 +606,14 @@ fn display_server_version(num: i32) -> String {
 
 /// Why one attempt at a migration failed.
 enum Failure {
-    /// A statement waited longer than `lock_timeout` (55P03): worth another
-    /// attempt.
-    LockTimeout {
+    /// A statement waited longer than `lock_timeout` (55P03), or the server
+    /// chose it to break a deadlock (40P01) with the sessions whose locks
+    /// it waited for: rolled back, worth another attempt.
+    Contention {
         /// `V{n}__{name}` of the migration.
         migration: String,
+        /// A deadlock rather than a lock timeout.
+        deadlock: bool,
         /// The error that reported it.
         source: BoxError,
     },
@@ -622,29 +627,42 @@ impl Failure {
         migration: &str,
         message: impl FnOnce(&tokio_postgres::Error) -> String,
     ) -> Self {
-        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-            Failure::LockTimeout {
+        match contention(e.code()) {
+            Some(deadlock) => Failure::Contention {
                 migration: migration.to_owned(),
+                deadlock,
                 source: Box::new(e),
-            }
-        } else {
-            Failure::Other(Error::migration(message(&e), Some(Box::new(e))))
+            },
+            None => Failure::Other(Error::migration(message(&e), Some(Box::new(e)))),
         }
     }
 }
 
-/// Whether `err` or one of its sources is a lock timeout (55P03).
-fn caused_by_lock_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+/// `Some(deadlock)` when `code` says a statement lost to other sessions'
+/// locks: a lock timeout (55P03), or a deadlock (40P01), which a migration
+/// taking strong locks on several tables can meet with ordinary traffic
+/// that takes them in another order.
+fn contention(code: Option<&SqlState>) -> Option<bool> {
+    match code {
+        Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => Some(false),
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => Some(true),
+        _ => None,
+    }
+}
+
+/// [`contention`] of `err` or the first of its sources that says.
+fn caused_by_contention(err: &(dyn std::error::Error + 'static)) -> Option<bool> {
     let mut current = Some(err);
     while let Some(e) = current {
-        if e.downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(|pg| pg.code() == Some(&SqlState::LOCK_NOT_AVAILABLE))
+        if let Some(deadlock) = e
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(|pg| contention(pg.code()))
         {
-            return true;
+            return Some(deadlock);
         }
         current = e.source();
     }
-    false
+    None
 }
 
 /// The migration connection, holding the advisory lock, with
@@ -724,9 +742,13 @@ impl Session {
     /// After a failed attempt: `Ok` to try again (after the backoff), or
     /// the error to return.
     async fn after_failure(&self, failure: Failure, retry: &mut u32) -> Result<()> {
-        let (migration, source) = match failure {
+        let (migration, deadlock, source) = match failure {
             Failure::Other(e) => return Err(e),
-            Failure::LockTimeout { migration, source } => (migration, source),
+            Failure::Contention {
+                migration,
+                deadlock,
+                source,
+            } => (migration, deadlock, source),
         };
         let lock_timeout = self.config.migration_lock_timeout;
         let blocker = self
@@ -737,6 +759,21 @@ impl Session {
                 "a lock; the blocking session could not be identified (it may have ended meanwhile)"
                     .to_owned()
             });
+        if *retry >= self.config.migration_retries && deadlock {
+            let attempts = *retry + 1;
+            return Err(Error::migration(
+                format!(
+                    "{migration} gave up after {}: {} chosen to break a deadlock with {blocker}",
+                    if attempts == 1 {
+                        "1 attempt".to_owned()
+                    } else {
+                        format!("{attempts} attempts")
+                    },
+                    if attempts == 1 { "it was" } else { "each was" },
+                ),
+                Some(source),
+            ));
+        }
         if *retry >= self.config.migration_retries {
             let attempts = *retry + 1;
             return Err(Error::migration(
@@ -767,7 +804,8 @@ impl Session {
             of = self.config.migration_retries,
             ?delay,
             waited_for = %blocker,
-            "migration hit lock_timeout; trying it again"
+            deadlock,
+            "migration lost to other sessions' locks (lock_timeout or a deadlock); trying it again"
         );
         tokio::time::sleep(delay).await;
         Ok(())
@@ -800,7 +838,7 @@ impl Session {
                     if let Some(report) = e.report() {
                         applied.extend(report.applied_migrations().iter().map(|m| m.version()));
                     }
-                    if caused_by_lock_timeout(&e) {
+                    if let Some(deadlock) = caused_by_contention(&e) {
                         // refinery stops at the first failure: the failed
                         // migration is the oldest one still pending.
                         let migration = match read_history(&self.client, table).await {
@@ -813,8 +851,9 @@ impl Session {
                                 ),
                             Err(_) => "a migration".to_owned(),
                         };
-                        Failure::LockTimeout {
+                        Failure::Contention {
                             migration,
+                            deadlock,
                             source: Box::new(e),
                         }
                     } else {

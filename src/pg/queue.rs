@@ -115,43 +115,23 @@ static CLAIMED_COLUMNS: Columns = Columns {
 
 /// The claim: `$1` worker, `$2` limit, `$3` lease in seconds.
 ///
-/// `voidrunner_claim_next` (migration V7) picks and locks the candidates:
-/// pending executions whose run_after has come, in claim order, each with
-/// its task, skipping rows another transaction holds, and only
-/// executions whose task is pending (a cancelled task's work never runs). It
-/// walks the claim index under planner settings that leave no other plan,
-/// so a claim reads what it takes, whatever the statistics say; and it never
-/// waits, so a claim can take no part in a deadlock. The locks read the
-/// latest committed versions of both rows, so a change committed after this
-/// statement's snapshot is seen. The task is updated by primary key alone:
-/// it is locked and was pending, and a condition on its status would let
-/// the planner reach it through the status index. Both updates name their
-/// rows with `IN`, not a join to the CTE before them: a CTE joined into an
-/// UPDATE is copied whole into every row it joins (for a recheck), which
-/// the claimed rows' scripts and outputs would make costly. `attempt`
-/// saturates at `i32::MAX` rather than overflow: one row written by another
-/// application at the top value must not stop every claim.
+/// `voidrunner_claim` (migration V7) does it all: it picks pending
+/// executions whose run_after has come, in claim order, only those whose
+/// task is pending (a cancelled task's work never runs), locks each task,
+/// then its execution, skipping rows another transaction holds, and claims
+/// them; their tasks move to running. It walks the claim index under
+/// planner settings that leave no other plan, so a claim reads what it
+/// takes, whatever the statistics say; and it never waits, so a claim can
+/// take no part in a deadlock. The locks read the latest committed
+/// versions of both rows, so a change committed after this statement's
+/// snapshot is seen; so do the function's updates (this statement's own
+/// snapshot could not update a row committed after it was taken, which is
+/// why they are not made here).
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH next AS MATERIALIZED ( \
-         SELECT n.execution_id, n.script_content, n.script_type, n.timeout_seconds \
-         FROM voidrunner_claim_next($2) n \
-       ), claimed AS ( \
-         UPDATE task_executions e \
-         SET status = 'running', started_at = now(), completed_at = NULL, \
-             attempt = CASE WHEN e.attempt < 2147483647 THEN e.attempt + 1 ELSE e.attempt END, \
-             worker_id = $1, lease_expires_at = now() + make_interval(secs => $3), \
-             heartbeat_at = now(), updated_at = now() \
-         WHERE e.id IN (SELECT execution_id FROM next) \
-         RETURNING {returning} \
-       ), started AS ( \
-         UPDATE tasks t SET status = 'running', updated_at = now() \
-         WHERE t.id IN (SELECT task_id FROM claimed) \
-       ) \
-       SELECT {claimed}, n.script_content, n.script_type, n.timeout_seconds \
-       FROM claimed c JOIN next n ON n.execution_id = c.id \
-       ORDER BY c.priority DESC, c.run_after, c.id",
-        returning = prefixed("e", COLUMNS),
+        "SELECT {claimed}, c.script_content, c.script_type, c.timeout_seconds \
+         FROM voidrunner_claim($1, $2, $3) c \
+         ORDER BY c.priority DESC, c.run_after, c.id",
         claimed = prefixed("c", COLUMNS),
     )
 });

@@ -4,13 +4,17 @@
 
 mod batch;
 mod batch_faults;
+mod batch_in_flight;
 mod bulk;
 mod cancellation;
 mod claim;
+mod claim_races;
+mod claim_storms;
 mod event_limits;
 mod events;
 mod invariants;
 mod lifecycle;
+mod operators;
 mod ownership;
 mod plans;
 mod regressions;

@@ -35,7 +35,10 @@ async fn profile(
 /// What a statement that touches `rows` rows may read: a few index entries
 /// and a few dozen buffers per row (its index probes, the rows, the index
 /// entries of the row versions it writes, its task), and a constant for the
-/// descents. A plan that walked the backlog would read more than
+/// descents. An index probe also meets the entries of dead versions of its
+/// rows (the update that set them up and the first, rolled-back run of the
+/// profile) until a vacuum or a later scan marks them dead: up to about ten
+/// entries a row for a statement that probes the same index three times. A plan that walked the backlog would read more than
 /// `BACKLOG` entries or about 1,400 heap pages of it, and one that scanned
 /// a table shows as a sequential scan.
 fn assert_bounded(name: &str, p: &StatementProfile, rows: i64, index: Option<&str>) {
@@ -46,7 +49,7 @@ fn assert_bounded(name: &str, p: &StatementProfile, rows: i64, index: Option<&st
         p.plan
     );
     assert!(
-        p.entries_read() <= 12 * rows + 60,
+        p.entries_read() <= 20 * rows + 60,
         "{name} of {rows}: read {} index entries {:?}\n{}",
         p.entries_read(),
         p.index_entries_read,
@@ -316,4 +319,143 @@ async fn claims_stay_bounded_after_a_mass_rescue_and_a_mass_cancel() {
         // Up to one dead entry passed over per row taken.
         assert_bounded("claim after a mass cancel", &p, 2 * n, None);
     }
+}
+
+/// Statistics on empty tables, autovacuum off, then `n` pending tasks at
+/// one priority (5), in run_after order.
+async fn stale_single_priority(f: &Fixture, n: i64) -> voidrunner_db::PooledClient {
+    let client = f.db.raw_client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
+             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
+             ANALYZE tasks; ANALYZE task_executions; \
+             SET voidrunner.notify_events = off; \
+             INSERT INTO tasks (user_id, name, script_content, priority) \
+               SELECT '{user}', 't' || g, 'print(1)', 5 FROM generate_series(1, {n}) g; \
+             INSERT INTO task_executions (task_id, priority, run_after) \
+               SELECT id, priority, now() - interval '1 day' + (row_number() OVER (ORDER BY id)) * interval '1 ms' \
+               FROM tasks; \
+             RESET voidrunner.notify_events;",
+            user = f.user.id
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+/// Cancels the first `k` pending executions in claim order, as another
+/// application (or a user cancelling a backlog) would.
+async fn cancel_head(client: &tokio_postgres::Client, k: i64) {
+    client
+        .batch_execute(&format!(
+            "SET voidrunner.notify_events = off; \
+             WITH picked AS (SELECT id, task_id FROM task_executions WHERE status = 'pending' \
+                             ORDER BY priority DESC, run_after, id LIMIT {k}), \
+                  moved AS (UPDATE tasks SET status = 'cancelled' WHERE id IN (SELECT task_id FROM picked)) \
+             UPDATE task_executions SET status = 'cancelled', completed_at = now() \
+             WHERE id IN (SELECT id FROM picked); \
+             RESET voidrunner.notify_events;"
+        ))
+        .await
+        .unwrap();
+}
+
+fn report(label: &str, p: &StatementProfile) -> String {
+    format!(
+        "{label}: {} buffers, entries {:?}, seq {:?}",
+        p.buffers, p.index_entries_read, p.seq_scans
+    )
+}
+
+/// A mass cancel of the head of the queue (40,000 of 60,000, all at one
+/// priority, before any vacuum): the claim index keeps their entries until
+/// a vacuum, and a claim steps over their leaf pages (after the first
+/// claim has marked them dead, without reading the rows). What removes
+/// them is VACUUM (autovacuum, in production): after it, a claim reads its
+/// row again and no more.
+#[tokio::test]
+async fn a_vacuum_after_a_mass_cancel_of_the_head_bounds_the_claim_again() {
+    let f = fixture().await;
+    let client = stale_single_priority(&f, 60_000).await;
+    cancel_head(&client, 40_000).await;
+    let before = profile(&client, "claim", &[&"w2", &1i64, &30.0f64]).await;
+    client
+        .batch_execute("VACUUM task_executions")
+        .await
+        .unwrap();
+    let after = profile(&client, "claim", &[&"w2", &1i64, &30.0f64]).await;
+    assert!(
+        after.buffers < before.buffers,
+        "{}\n{}",
+        report("before VACUUM", &before),
+        report("after VACUUM", &after)
+    );
+    assert_bounded("claim after a mass cancel and a VACUUM", &after, 1, None);
+}
+
+/// Rescue and prune on stale statistics with the crate's own batches:
+/// 50,000 running executions whose leases have NOT expired, 10 expired;
+/// 50,000 ended today, 10 ended long ago. Each reads what it takes.
+#[tokio::test]
+async fn rescue_and_prune_skip_the_unexpired_and_recent() {
+    let f = fixture().await;
+    let client = f.db.raw_client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
+             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
+             ANALYZE tasks; ANALYZE task_executions; \
+             SET voidrunner.notify_events = off; \
+             INSERT INTO tasks (user_id, name, script_content, status) \
+               SELECT '{user}', 'r' || g, 'print(1)', 'running' FROM generate_series(1, 50010) g; \
+             INSERT INTO task_executions (task_id, status, worker_id, started_at, lease_expires_at, attempt) \
+               SELECT id, 'running', 'w', now() - interval '1 hour', \
+                      CASE WHEN row_number() OVER (ORDER BY id) <= 10 THEN now() - interval '1 minute' \
+                           ELSE now() + interval '1 hour' END, 1 \
+               FROM tasks WHERE status = 'running'; \
+             INSERT INTO tasks (user_id, name, script_content, status) \
+               SELECT '{user}', 'c' || g, 'print(1)', 'completed' FROM generate_series(1, 50010) g; \
+             INSERT INTO task_executions (task_id, status, worker_id, started_at, completed_at) \
+               SELECT id, 'completed', 'w', now() - interval '400 days', \
+                      CASE WHEN row_number() OVER (ORDER BY id) <= 10 THEN now() - interval '365 days' \
+                           ELSE now() - interval '1 minute' END \
+               FROM tasks WHERE status = 'completed'; \
+             RESET voidrunner.notify_events;",
+            user = f.user.id
+        ))
+        .await
+        .unwrap();
+    let retry_ids: Vec<uuid::Uuid> = (0..1000).map(|_| uuid::Uuid::new_v4()).collect();
+    let p = profile(&client, "rescue", &[&1000i64, &3i32, &retry_ids, &0.0f64]).await;
+    let p2 = profile(&client, "prune", &[&(30.0f64 * 86400.0), &1000i64]).await;
+    assert!(p.seq_scans.is_empty() && p.entries_read() <= 12 * 10 + 60 && p.buffers <= 1200);
+    assert!(p2.seq_scans.is_empty() && p2.entries_read() <= 12 * 10 + 60 && p2.buffers <= 1200);
+}
+
+/// Every priority holds 10,000 rows delayed by an hour; one eligible row
+/// at priority 0, under statistics taken on empty tables. A claim of 1000
+/// walks each priority's first entry only.
+#[tokio::test]
+async fn claim_past_delayed_rows_at_every_priority() {
+    let f = fixture().await;
+    let client = f.db.raw_client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
+             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
+             ANALYZE tasks; ANALYZE task_executions; \
+             SET voidrunner.notify_events = off; \
+             INSERT INTO tasks (user_id, name, script_content, priority) \
+               SELECT '{user}', 't' || g, 'print(1)', g % 11 FROM generate_series(1, 110001) g; \
+             INSERT INTO task_executions (task_id, priority, run_after) \
+               SELECT id, priority, CASE WHEN name = 't110001' THEN now() - interval '1 day' \
+                                         ELSE now() + interval '1 hour' END FROM tasks; \
+             RESET voidrunner.notify_events;",
+            user = f.user.id
+        ))
+        .await
+        .unwrap();
+    let p = profile(&client, "claim", &[&"w2", &1000i64, &30.0f64]).await;
+    assert!(p.seq_scans.is_empty() && p.entries_read() <= 100 && p.buffers <= 600);
 }

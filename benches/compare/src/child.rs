@@ -365,12 +365,12 @@ fn queue(args: &Args) {
         // Completer sent (flushed by the shutdown above).
         let row = admin
             .query_one(
-                "SELECT coalesce(sum(calls) FILTER (WHERE query LIKE 'WITH next AS%'), 0)::float8, \
+                "SELECT coalesce(sum(calls) FILTER (WHERE query LIKE '%voidrunner_claim(%'), 0)::float8, \
                         coalesce(sum(shared_blks_hit + shared_blks_read) \
-                                 FILTER (WHERE query LIKE 'WITH next AS%'), 0)::float8, \
+                                 FILTER (WHERE query LIKE '%voidrunner_claim(%'), 0)::float8, \
                         coalesce(sum(shared_blks_hit + shared_blks_read), 0)::float8, \
                         coalesce(sum(total_exec_time) \
-                                 FILTER (WHERE query LIKE 'WITH next AS%'), 0)::float8, \
+                                 FILTER (WHERE query LIKE '%voidrunner_claim(%'), 0)::float8, \
                         coalesce(sum(total_exec_time), 0)::float8 \
                  FROM pg_stat_statements \
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
