@@ -309,6 +309,8 @@ fn measure(
             "{table}\n{} ({}; {} CPUs).\n",
             if plan.quick {
                 "From a `--quick` run (smoke test, not figures to quote)"
+            } else if options.queue_only {
+                "From a `--queue-only` run (the queue alone: no repository rows)"
             } else {
                 "From one full run"
             },
