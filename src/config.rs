@@ -587,13 +587,16 @@ impl DbConfig {
         // Read before the URL is parsed: they override its `sslmode` and
         // paths, and `sslrootcert=system` from either makes verify-full
         // the default.
+        // The TLS variables are merged with the URL's own keys once, here,
+        // where an explicit `sslmode=prefer` is still told apart from none.
         let ssl = ssl_from_lookup(&lookup)?;
-        Self::from_parts(&url, ssl)?.overlay_lookup(lookup)
+        Self::from_parts(&url, ssl)?.overlay_settings(lookup)
     }
 
     /// These settings with every `VOIDRUNNER_DB_*` variable `lookup` finds
     /// applied over them (`DATABASE_URL` is not read), then validated: what
     /// the test harness does with the server it found.
+    #[cfg(feature = "test-support")]
     pub(crate) fn overlay_lookup(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut config = self;
         let ssl = ssl_from_lookup(&lookup)?;
@@ -616,6 +619,13 @@ impl DbConfig {
             config.ssl_cert = merged.cert;
             config.ssl_key = merged.key;
         }
+        config.overlay_settings(lookup)
+    }
+
+    /// The `VOIDRUNNER_DB_*` variables other than TLS applied over these
+    /// settings, then validated.
+    fn overlay_settings(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut config = self;
         let var = |suffix: &str| {
             let name = format!("VOIDRUNNER_DB_{suffix}");
             lookup(&name).map(|value| (name, value))
@@ -1820,7 +1830,7 @@ mod tests {
         assert!(err.to_string().contains("without a key"), "{err}");
         // VOIDRUNNER_DB_SSLROOTCERT=system does not replace an explicit
         // weaker sslmode of the URL: the pair is refused, as in a URL.
-        for mode in ["disable", "require", "verify-ca"] {
+        for mode in ["disable", "prefer", "require", "verify-ca"] {
             let err = DbConfig::from_lookup(lookup(&[
                 ("DATABASE_URL", &format!("postgres://u@h/db?sslmode={mode}")),
                 ("VOIDRUNNER_DB_SSLROOTCERT", "system"),
