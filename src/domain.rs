@@ -1,5 +1,5 @@
 //! This module holds no items; it exists to be read. Everything on this page
-//! is taken from the code: the migrations (`migrations/V1__…` to `V7__…`),
+//! is taken from the code: the migrations (`migrations/V1__…` to `V8__…`),
 //! [`validate`](crate::validate), the [`model`](crate::model) types, the
 //! queue's statements (`src/pg/queue.rs`) and [`DbConfig`](crate::DbConfig).
 //! If the page and the code ever disagree, the code is right and the page
@@ -11,7 +11,7 @@
 //!
 //! # Schema
 //!
-//! Three tables, created by V1 and extended by V2 to V7; every up migration
+//! Three tables, created by V1 and extended by V2 to V8; every up migration
 //! has a down script under `migrations/down/` that removes exactly what it
 //! added. The names of constraints and indexes are part of the API: an
 //! error caused by one names it ([`Error::constraint`](crate::Error::constraint)).
@@ -234,7 +234,7 @@
 //! unique partial index `task_executions_one_active_per_task_idx` with
 //! `CREATE UNIQUE INDEX CONCURRENTLY`, so writes go on meanwhile.
 //!
-//! ## Plan-stable statements (V7)
+//! ## Plan-stable statements (V7, V8)
 //!
 //! A bulk enqueue into a table analyzed while it held few pending rows
 //! used to make the planner expect a handful of candidates, read every
@@ -246,13 +246,18 @@
 //! each with sequential scans, bitmap scans, sorts, hash and merge joins
 //! off (an index scan in the index's order, joined by nested loops, is the
 //! only plan left) and `plan_cache_mode = force_generic_plan` (one cached
-//! plan per session, not one per call). They find the tables through the
-//! caller's `search_path`, as every statement of the crate does, and need
-//! `EXECUTE` (which `PUBLIC` has unless revoked):
+//! plan per session, not one per call). V8 replaces V7's claim function
+//! (`voidrunner_claim_next`, which locked each execution before its task
+//! and left the updates to the calling statement; kept, unused, for the
+//! instances of the previous release during an upgrade) with
+//! `voidrunner_claim`, gives the list pages declared result types, and
+//! makes all of them find the tables through the caller's `search_path`,
+//! as every statement of the crate does. They need `EXECUTE` (which
+//! `PUBLIC` has unless revoked):
 //!
 //! | function | walks | called by |
 //! |---|---|---|
-//! | `voidrunner_claim(claimer, max_rows, lease_seconds)` | `task_executions_claim_idx`, one priority at a time: a probe finds the first pending row this query can see at or below the current priority, a range scan takes that priority's rows whose `run_after` has come from there on (so delayed rows of a higher priority, and the entries of rows claimed since the last vacuum before the probe's, are read once per claim at most); each candidate's task by primary key, locked only if it is pending, then the execution; then it claims them | [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) |
+//! | `voidrunner_claim(claimer, max_rows, lease_seconds)` (V8; refuses a blank claimer, `max_rows` below 1 and a lease that is not positive and finite with SQLSTATE 22023) | `task_executions_claim_idx`, one priority at a time: a probe finds the first pending row this query can see at or below the current priority, a range scan takes that priority's rows whose `run_after` has come from there on (so delayed rows of a higher priority, and the entries of rows claimed since the last vacuum before the probe's, are read once per claim at most); each candidate's task by primary key, locked only if it is pending, then the execution; then it claims them | [`ExecutionQueue::claim`](crate::ExecutionQueue::claim) |
 //! | `voidrunner_expired_leases(max_rows)` | `task_executions_lease_idx`, oldest expiry first; each candidate's task by primary key | [`ExecutionQueue::rescue_expired`](crate::ExecutionQueue::rescue_expired) |
 //! | `voidrunner_prunable(cutoff, max_rows)` | `task_executions_prune_idx`, oldest end first | [`ExecutionQueue::prune`](crate::ExecutionQueue::prune) |
 //! | `voidrunner_users_page`, `voidrunner_tasks_page`, `voidrunner_tasks_by_user_page`, `voidrunner_tasks_by_status_page`, `voidrunner_executions_page`, `voidrunner_executions_by_task_page`, `voidrunner_executions_by_status_page` | the list's index above, from the cursor | the list methods, [`latest_for_task`](crate::ExecutionRepository::latest_for_task) |
@@ -469,13 +474,20 @@
 //!    lease)`). Picks up to `n` executions that are `pending`, whose
 //!    `run_after` has come and whose task is `pending`, highest priority
 //!    first, then earliest `run_after`, then id, through
-//!    `voidrunner_claim` ([V7](#plan-stable-statements-v7)), which locks
+//!    `voidrunner_claim` ([V8](#plan-stable-statements-v7-v8)), which locks
 //!    each candidate's task, if it is pending, then the execution, `FOR NO
 //!    KEY UPDATE SKIP LOCKED` (the crate's lock order), until it has `n`,
 //!    so a claim never waits: rows another transaction holds (another
 //!    worker's claim, a cancel in progress) are passed over until the next
 //!    claim, and an execution whose task is held or not pending is not
-//!    locked at all. Each claimed
+//!    locked at all. One lock can outlive a skip: a task locked whose
+//!    execution another session holds without the task (a second
+//!    application locking against the lock order) stays locked, unclaimed,
+//!    until the claim's transaction ends; at once for a claim of its own,
+//!    but a claim inside [`Database::transaction`](crate::Database::transaction)
+//!    keeps it until that commits (PostgreSQL releases a row lock only with
+//!    its transaction or subtransaction, and a subtransaction per candidate
+//!    would cost every claim). Each claimed
 //!    execution becomes `running` with `started_at`, `heartbeat_at` = now,
 //!    `worker_id`, `lease_expires_at` = now + lease and `attempt` + 1 (held at
 //!    `i32::MAX` rather than overflowing); its task becomes `running`. The

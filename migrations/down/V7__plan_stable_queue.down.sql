@@ -9,7 +9,7 @@ DROP FUNCTION voidrunner_tasks_page(integer, timestamptz, uuid, bigint);
 DROP FUNCTION voidrunner_users_page(timestamptz, uuid, bigint);
 DROP FUNCTION voidrunner_prunable(timestamptz, bigint);
 DROP FUNCTION voidrunner_expired_leases(bigint);
-DROP FUNCTION voidrunner_claim(text, bigint, double precision);
+DROP FUNCTION voidrunner_claim_next(bigint);
 
 DROP TRIGGER users_set_updated_at ON users;
 CREATE TRIGGER users_set_updated_at BEFORE UPDATE ON users

@@ -69,7 +69,7 @@ pub(super) const TABLE: Table = Table {
 };
 
 /// The newest execution of a task: the first row of its list, through the
-/// list's page function (migration V7), so it is one probe of the task's
+/// list's page function (migrations V7, V8), so it is one probe of the task's
 /// index whatever the statistics say.
 const LATEST_FOR_TASK_SQL: &str = concat!(
     "SELECT ",

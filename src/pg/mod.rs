@@ -857,7 +857,7 @@ impl Table {
         sql
     }
 
-    /// The SELECT of one page through `function` (migration V7), which
+    /// The SELECT of one page through `function` (migrations V7, V8), which
     /// takes the filter value (when `filtered`), the cursor's keys (NULL
     /// for the first page) and the row count, in that order, and walks the
     /// list's index under planner settings that leave no other plan. The

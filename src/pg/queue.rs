@@ -115,7 +115,7 @@ static CLAIMED_COLUMNS: Columns = Columns {
 
 /// The claim: `$1` worker, `$2` limit, `$3` lease in seconds.
 ///
-/// `voidrunner_claim` (migration V7) does it all: it picks pending
+/// `voidrunner_claim` (migration V8) does it all: it picks pending
 /// executions whose run_after has come, in claim order, only those whose
 /// task is pending (a cancelled task's work never runs), locks each task,
 /// then its execution, skipping rows another transaction holds, and claims

@@ -1,4 +1,4 @@
-//! An operator at work under a running service: V7 migrated down and up
+//! An operator at work under a running service: V8 and V7 migrated down and up
 //! under load and against a reader in the crate's lock order, a schema of
 //! its own through the URL (and renamed), non-superuser roles, a column's
 //! type changed under cached statements (in and out of transactions), and
@@ -283,12 +283,12 @@ async fn consistent(client: &tokio_postgres::Client) -> Result<(), String> {
     }
 }
 
-/// Operator: V7 down to V6 and up again while 4 workers of another
-/// instance loop through whole rounds. Calls fail while V7 is gone; after
+/// Operator: V8 and V7 down to V6 and up again while 4 workers of another
+/// instance loop through whole rounds. Calls fail while they are gone; after
 /// the up, every call of the warm pool works again and the invariants
 /// hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn v7_down_and_up_under_load() {
+async fn v7_and_v8_down_and_up_under_load() {
     let first = TestDatabase::new().await.unwrap();
     let mut config = first.config().await.unwrap();
     config.max_connections = 4;
@@ -321,9 +321,10 @@ async fn v7_down_and_up_under_load() {
     let mut migration_errors = Vec::new();
     for cycle in 0..3 {
         loop {
-            match first.migrate_down(DownTarget::Steps(1)).await {
-                Ok(v) => {
-                    assert_eq!(v, vec![latest]);
+            match first.migrate_down(DownTarget::ToVersion(6)).await {
+                Ok(mut v) => {
+                    v.sort();
+                    assert_eq!(v, vec![7, latest]);
                     break;
                 }
                 Err(e) => migration_errors.push(format!("cycle {cycle} down: {e:?}")),
@@ -333,7 +334,7 @@ async fn v7_down_and_up_under_load() {
         loop {
             match first.migrate().await {
                 Ok(v) => {
-                    assert_eq!(v, vec![latest]);
+                    assert_eq!(v, vec![7, latest]);
                     break;
                 }
                 Err(e) => migration_errors.push(format!("cycle {cycle} up: {e:?}")),
@@ -349,7 +350,7 @@ async fn v7_down_and_up_under_load() {
         during.extend(errors);
     }
     eprintln!(
-        "{} errors while V7 was down, e.g. {:?}",
+        "{} errors while V7 and V8 were down, e.g. {:?}",
         during.len(),
         during.iter().take(3).collect::<Vec<_>>()
     );
@@ -402,7 +403,7 @@ async fn v7_down_and_up_under_load() {
 /// A schema of its own through the URL (`options=-c search_path=vr`):
 /// migrations, then every call. Then the operator renames the schema
 /// (`ALTER SCHEMA vr RENAME TO vr_blue`) and points the URL at the new
-/// name: every call still works, the V7 functions included (they follow
+/// name: every call still works, the V7 and V8 functions included (they follow
 /// the caller's search_path, as every statement of the crate does).
 #[tokio::test]
 async fn schema_through_the_url_and_renamed() {
@@ -531,7 +532,7 @@ async fn non_superuser_roles() {
         .unwrap();
     let app2 = Database::connect(as_role("app")).await.unwrap();
     let hardened = round(&app2, "app-hardened").await;
-    // Without EXECUTE on the crate's functions (V7), the app role is
+    // Without EXECUTE on the crate's functions (V7, V8), the app role is
     // refused, saying so (the README's deploying notes: grant it).
     let refused = hardened.expect_err("the app role ran the crate's functions without EXECUTE");
     assert!(
@@ -666,7 +667,7 @@ async fn the_v7_migration_and_a_reader_in_the_other_order_both_end_well() {
     let queue = PgExecutionQueue::new(first.db().clone());
     let execution = queue.enqueue(task.id, None).await.unwrap();
     let latest = voidrunner_db::migrate::latest_version();
-    first.migrate_down(DownTarget::Steps(1)).await.unwrap();
+    first.migrate_down(DownTarget::ToVersion(6)).await.unwrap();
 
     let mut config = first.config().await.unwrap();
     config.max_connections = 2;
@@ -725,8 +726,57 @@ async fn the_v7_migration_and_a_reader_in_the_other_order_both_end_well() {
     let reader = reader.await.unwrap();
     let migrated = migration.await.unwrap();
     assert!(
-        migrated.as_ref().is_ok_and(|v| v == &vec![latest]) && reader.is_ok(),
+        migrated.as_ref().is_ok_and(|v| v == &vec![7, latest]) && reader.is_ok(),
         "migrate: {migrated:?}\nreader: {:?}",
         reader.map(|_| ())
     );
+}
+
+/// Another caller runs `voidrunner_claim` itself (a script of the
+/// operator's, a second application): a blank or missing claimer, a batch
+/// below one and a lease that is not positive and finite are refused with
+/// 22023 (invalid_parameter_value), naming the argument, and nothing is
+/// claimed. The claim function of V7, which the previous release's
+/// instances call during an upgrade, is still there after V8.
+#[tokio::test]
+async fn the_claim_function_refuses_bad_arguments_from_any_caller() {
+    let f = fixture().await;
+    let queued = f.queued(3, |_| 0).await;
+    let client = f.db.raw_client().await.unwrap();
+    // (the argument refused, claimer, max_rows, lease_seconds)
+    type Case = (&'static str, Option<&'static str>, Option<i64>, Option<f64>);
+    let cases: [Case; 9] = [
+        ("claimer", None, Some(1), Some(30.0)),
+        ("claimer", Some(""), Some(1), Some(30.0)),
+        ("claimer", Some("  "), Some(1), Some(30.0)),
+        ("max_rows", Some("w"), Some(0), Some(30.0)),
+        ("max_rows", Some("w"), None, Some(30.0)),
+        ("lease_seconds", Some("w"), Some(1), Some(-100.0)),
+        ("lease_seconds", Some("w"), Some(1), Some(f64::NAN)),
+        ("lease_seconds", Some("w"), Some(1), Some(f64::INFINITY)),
+        ("lease_seconds", Some("w"), Some(1), None),
+    ];
+    for (argument, claimer, max_rows, lease) in cases {
+        let err = client
+            .query(
+                "SELECT id FROM voidrunner_claim($1, $2, $3)",
+                &[&claimer, &max_rows, &lease],
+            )
+            .await
+            .expect_err(argument);
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "22023", "{argument}: {db:?}");
+        assert!(db.message().contains(argument), "{argument}: {db:?}");
+    }
+    let pending: i64 = f
+        .scalar(
+            "SELECT count(*) FROM task_executions WHERE status = 'pending'",
+            &[],
+        )
+        .await;
+    assert_eq!(pending, queued.len() as i64, "nothing claimed");
+    let old: i64 = f
+        .scalar("SELECT count(*) FROM voidrunner_claim_next(1)", &[])
+        .await;
+    assert_eq!(old, 1, "V7's claim function still answers");
 }
