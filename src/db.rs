@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 /// when dropped.
 pub type PooledClient = deadpool_postgres::Object;
 
+pub use crate::pool_status::PoolStatus;
+
 /// Closes a pooled connection instead of returning it to the pool, first
 /// cancelling whatever statement its server session is still running: a
 /// session whose state nobody can vouch for (a call or transaction dropped
@@ -95,34 +97,6 @@ pub(crate) fn retire_read_only(client: PooledClient, route: CancelRoute) {
         pool.retain(|_, _| false);
     }
     discard(client, route);
-}
-
-/// Pool statistics, from [`Database::pool_status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolStatus {
-    /// Connections open now (idle + in use).
-    pub size: usize,
-    /// Open connections not checked out.
-    pub idle: usize,
-    /// Connections checked out.
-    pub in_use: usize,
-    /// Checkouts waiting for a connection.
-    pub waiting: usize,
-    /// The most connections the pool opens.
-    pub max: usize,
-}
-
-impl From<deadpool_postgres::Status> for PoolStatus {
-    fn from(s: deadpool_postgres::Status) -> Self {
-        PoolStatus {
-            size: s.size,
-            idle: s.available,
-            in_use: s.size.saturating_sub(s.available),
-            waiting: s.waiting,
-            max: s.max_size,
-        }
-    }
 }
 
 /// What [`Database::health_check`] found.

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod pg;
+mod pool_status;
 pub mod repo;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]

@@ -95,7 +95,7 @@ use deadpool_postgres::{PoolError, TimeoutType};
 use metrics::{SharedString, Unit};
 
 use crate::config::DbConfig;
-use crate::db::{PoolStatus, PooledClient};
+use crate::pool_status::PoolStatus;
 
 /// Gauge: connections open, idle and in use.
 pub const POOL_SIZE: &str = "voidrunner_db_pool_size";
@@ -224,7 +224,7 @@ pub(crate) struct Checkout<'a> {
 
 impl Checkout<'_> {
     /// Records the checkout's wait and outcome.
-    pub(crate) fn finish(mut self, result: &Result<PooledClient, PoolError>) {
+    pub(crate) fn finish(mut self, result: &Result<deadpool_postgres::Object, PoolError>) {
         self.finished = true;
         let outcome = match result {
             Ok(_) => "ok",

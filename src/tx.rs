@@ -23,8 +23,6 @@ use tracing::Instrument as _;
 
 use crate::db::{Database, PooledClient};
 use crate::error::{Error, Result};
-use crate::pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
-use crate::validate::ValidationPolicy;
 
 /// The isolation level of a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -322,37 +320,15 @@ pub(crate) async fn within_deadline<T>(
 /// An open transaction, handed to the closure of
 /// [`Database::transaction`]. Cheap to clone; every repository it gives out
 /// runs on the transaction's connection.
+///
+/// Its repositories are handed out by the repositories' own module
+/// (`src/pg/transaction.rs`), which builds on this one.
 #[derive(Debug, Clone)]
 pub struct Transaction {
-    inner: Arc<TxInner>,
+    pub(crate) inner: Arc<TxInner>,
 }
 
 impl Transaction {
-    /// Users, inside this transaction.
-    pub fn users(&self) -> PgUserRepository {
-        PgUserRepository::in_transaction(self.inner.clone())
-    }
-
-    /// Tasks, inside this transaction, with the default validation policy.
-    pub fn tasks(&self) -> PgTaskRepository {
-        self.tasks_with_policy(ValidationPolicy::default())
-    }
-
-    /// Tasks, inside this transaction, validating with `policy`.
-    pub fn tasks_with_policy(&self, policy: ValidationPolicy) -> PgTaskRepository {
-        PgTaskRepository::in_transaction(self.inner.clone(), policy)
-    }
-
-    /// Executions, inside this transaction.
-    pub fn executions(&self) -> PgExecutionRepository {
-        PgExecutionRepository::in_transaction(self.inner.clone())
-    }
-
-    /// The execution queue, inside this transaction.
-    pub fn queue(&self) -> PgExecutionQueue {
-        PgExecutionQueue::in_transaction(self.inner.clone())
-    }
-
     /// The transaction's connection, for SQL of your own in the same
     /// transaction. Fails with [`Error::TransactionEnded`] once the
     /// transaction has been committed or rolled back.

@@ -9,6 +9,7 @@ use std::fmt;
 
 mod classify;
 mod message;
+mod parse;
 #[cfg(test)]
 mod tests;
 

@@ -54,10 +54,32 @@ pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};
 pub use timestamp::Timestamp;
 pub use user::{NewUser, PasswordHash, User, UserUpdate};
 
-/// Implements `Display`, `FromStr` (a validation error on `$field` naming
-/// the allowed values), `ToSql` and `FromSql` for an enum stored as text,
-/// from its `ALL` and `as_str`: one definition for the three enums, so their
-/// text forms cannot drift apart.
+/// Text that is not a value of a model type: what its `FromStr` (in the
+/// error module, as an [`Error::Validation`](crate::Error::Validation) on
+/// `field`) and its `FromSql` report. The model knows nothing of the
+/// crate's error type, so it says only this much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InvalidText {
+    /// The input field, e.g. `"status"`.
+    pub(crate) field: &'static str,
+    /// Why it was refused.
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for InvalidText {
+    // The same words as the `Error::Validation` it becomes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid {}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for InvalidText {}
+
+/// Implements `Display`, `ToSql`, `FromSql` and `parse_text` (an
+/// [`InvalidText`] on `$field` naming the allowed values) for an enum
+/// stored as text, from its `ALL` and `as_str`: one definition for the
+/// three enums, so their text forms cannot drift apart. Their `FromStr`
+/// is `parse_text` with the crate's error (in `error/parse.rs`).
 macro_rules! text_column {
     ($ty:ty, $field:literal) => {
         impl std::fmt::Display for $ty {
@@ -66,19 +88,18 @@ macro_rules! text_column {
             }
         }
 
-        impl std::str::FromStr for $ty {
-            type Err = crate::error::Error;
-
-            fn from_str(s: &str) -> Result<Self, crate::error::Error> {
+        impl $ty {
+            /// The value whose text form is `s`.
+            pub(crate) fn parse_text(s: &str) -> Result<Self, crate::model::InvalidText> {
                 <$ty>::ALL
                     .into_iter()
                     .find(|v| v.as_str() == s)
                     .ok_or_else(|| {
                         let allowed: Vec<&str> = <$ty>::ALL.iter().map(|v| v.as_str()).collect();
-                        crate::error::Error::validation(
-                            $field,
-                            format!("`{s}` is not one of {}", allowed.join(", ")),
-                        )
+                        crate::model::InvalidText {
+                            field: $field,
+                            message: format!("`{s}` is not one of {}", allowed.join(", ")),
+                        }
                     })
             }
         }
@@ -105,7 +126,7 @@ macro_rules! text_column {
                 raw: &'a [u8],
             ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
                 let text = <&str as postgres_types::FromSql>::from_sql(ty, raw)?;
-                Ok(text.parse::<$ty>()?)
+                Ok(<$ty>::parse_text(text)?)
             }
 
             fn accepts(ty: &postgres_types::Type) -> bool {

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::str::FromStr;
 
 use postgres_types::{FromSql, ToSql};
 use serde::{Deserialize, Serialize};
@@ -7,6 +6,8 @@ use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
+
+use super::InvalidText;
 
 /// A UTC instant with microsecond precision, PostgreSQL's `timestamptz`
 /// resolution.
@@ -17,12 +18,12 @@ use time::macros::format_description;
 ///
 /// # Text form
 ///
-/// [`Display`](fmt::Display), [`FromStr`] and serde share one text form:
+/// [`Display`](fmt::Display), [`FromStr`](std::str::FromStr) and serde share one text form:
 /// RFC 3339 in UTC with up to six fractional digits
 /// (`2026-01-02T01:04:05.123456Z`). RFC 3339 has no years before 0000,
 /// which PostgreSQL stores (down to 4714 BC); such an instant is written in
 /// the ISO 8601 expanded form `-0100-01-02T03:04:05.000000Z`, which
-/// [`FromStr`] reads too. So `t.to_string().parse() == Ok(t)` for every
+/// [`FromStr`](std::str::FromStr) reads too. So `t.to_string().parse() == Ok(t)` for every
 /// `Timestamp`, and serialising never fails.
 ///
 /// ```
@@ -61,7 +62,7 @@ impl<'de> Deserialize<'de> for Timestamp {
             }
 
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
-                s.parse().map_err(E::custom)
+                Timestamp::parse_text(s).map_err(E::custom)
             }
         }
 
@@ -69,15 +70,13 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-impl FromStr for Timestamp {
-    type Err = crate::error::Error;
-
+impl Timestamp {
     /// Reads RFC 3339 with any offset (converted to UTC) and any number of
     /// fractional digits (cut to microseconds), or the expanded form
     /// [`Display`](fmt::Display) writes for years before 0000. Anything
-    /// else is an [`Error::Validation`](crate::Error::Validation) on the
-    /// field `timestamp`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    /// else is an [`InvalidText`] on the field `timestamp` (and, through
+    /// `FromStr`, an [`Error::Validation`](crate::Error::Validation)).
+    pub(crate) fn parse_text(s: &str) -> Result<Self, InvalidText> {
         match OffsetDateTime::parse(s, &Rfc3339) {
             // An offset may carry the instant past the edge of the range in
             // UTC (9999-12-31T23:00-05:00): refused, not clamped to another
@@ -85,11 +84,10 @@ impl FromStr for Timestamp {
             Ok(t) => t
                 .checked_to_offset(time::UtcOffset::UTC)
                 .map(Timestamp::from)
-                .ok_or_else(|| {
-                    crate::error::Error::validation(
-                        "timestamp",
-                        "lies outside the representable range (years -9999 to 9999) in UTC",
-                    )
+                .ok_or_else(|| InvalidText {
+                    field: "timestamp",
+                    message: "lies outside the representable range (years -9999 to 9999) in UTC"
+                        .to_owned(),
                 }),
             Err(rfc3339) => time::PrimitiveDateTime::parse(s, EXPANDED)
                 .map(|t| t.assume_utc().into())
@@ -97,10 +95,10 @@ impl FromStr for Timestamp {
                     // The input is echoed, cut short: it may be anything.
                     let shown: String = s.chars().take(64).collect();
                     let more = if shown.len() < s.len() { "…" } else { "" };
-                    crate::error::Error::validation(
-                        "timestamp",
-                        format!("`{shown}{more}` is not an RFC 3339 timestamp: {rfc3339}"),
-                    )
+                    InvalidText {
+                        field: "timestamp",
+                        message: format!("`{shown}{more}` is not an RFC 3339 timestamp: {rfc3339}"),
+                    }
                 }),
         }
     }

@@ -12,6 +12,7 @@ mod jsonb;
 mod param;
 mod queue;
 mod task;
+mod transaction;
 mod user;
 
 pub use execution::PgExecutionRepository;

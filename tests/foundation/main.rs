@@ -8,6 +8,7 @@ mod extremes;
 mod failover;
 mod harness;
 mod health;
+mod layering;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod migrations;

@@ -294,7 +294,8 @@ fn measure(
     let notes = std::fs::read_to_string(out.join("NOTES.md")).ok();
     let markdown = report::markdown(
         &machine,
-        plan,
+        plan.quick,
+        &plan.describe(),
         &records,
         &errors,
         &setup.sql,
