@@ -1,0 +1,734 @@
+//! Connection and pool configuration.
+//!
+//! A [`DbConfig`] comes from a URL ([`DbConfig::from_url`]), from the
+//! environment ([`DbConfig::from_env`]), or from any serde source (a config
+//! file). The defaults are also listed in the
+//! [domain reference](crate::domain#pool-defaults).
+//!
+//! | field | env variable | default | accepted | what it maps to |
+//! |---|---|---|---|---|
+//! | `url` | `DATABASE_URL` | required | | `tokio_postgres::Config` (URL or `key=value` form) |
+//! | [`max_connections`](DbConfig::max_connections) | `VOIDRUNNER_DB_MAX_CONNECTIONS` | 25 | 1 to 10,000 | deadpool `max_size` |
+//! | [`min_connections`](DbConfig::min_connections) | `VOIDRUNNER_DB_MIN_CONNECTIONS` | 5 | 0 to `max_connections` | warmed at connect, kept by the reaper |
+//! | [`max_lifetime`](DbConfig::max_lifetime) | `VOIDRUNNER_DB_MAX_LIFETIME` | `1h` | 1 ms to 30 days, or `off` | pre-recycle hook and reaper retire older connections |
+//! | [`idle_timeout`](DbConfig::idle_timeout) | `VOIDRUNNER_DB_IDLE_TIMEOUT` | `30m` | 1 ms to 30 days, or `off` | reaper closes connections idle longer (never below the minimum) |
+//! | [`connect_timeout`](DbConfig::connect_timeout) | `VOIDRUNNER_DB_CONNECT_TIMEOUT` | `10s` | 1 ms to 24 h | `connect_timeout` of the driver and deadpool's create timeout |
+//! | [`wait_timeout`](DbConfig::wait_timeout) | `VOIDRUNNER_DB_WAIT_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool wait timeout: how long a checkout waits for a free connection |
+//! | [`recycle_timeout`](DbConfig::recycle_timeout) | `VOIDRUNNER_DB_RECYCLE_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool recycle timeout |
+//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | 1 ms to 2,147,483,647 ms (about 24.8 days), or `off`; rounded up to whole ms | server setting `statement_timeout`, sent at connect (behind a pooler: see [below](#behind-a-connection-pooler)) |
+//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | as `statement_timeout` | server setting `idle_in_transaction_session_timeout`, sent at connect (behind a pooler: see [below](#behind-a-connection-pooler)) |
+//! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | 10 ms to 24 h | how often the reaper runs |
+//! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | printable ASCII, at most 63 bytes (what the server keeps) | server setting `application_name` (shown in `pg_stat_activity`) |
+//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | | `false` sends `voidrunner.notify_events=off` at connect (behind a pooler: see [below](#behind-a-connection-pooler)): this pool's changes send no execution events |
+//! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | 10 ms to 10 min | server setting `lock_timeout` of the migration session |
+//! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | 0 to 100 | retries of a migration that hit the lock timeout |
+//! | [`slow_statement`](DbConfig::slow_statement) | `VOIDRUNNER_DB_SLOW_STATEMENT` | `1s` | 1 ms to 24 h, or `off` | a `WARN` event `slow statement` (duration and SQL, never parameters) for repository statements that take longer |
+//! | [`max_output_bytes`](DbConfig::max_output_bytes) | `VOIDRUNNER_DB_MAX_OUTPUT_BYTES` | 1048576 (1 MiB) | 1 KiB to 256 MiB | stdout and stderr of an execution beyond this are truncated with a marker line |
+//! | [`ssl_mode`](DbConfig::ssl_mode) | `VOIDRUNNER_DB_SSLMODE` | `prefer` (`verify-full` with `sslrootcert=system`) | `disable`, `prefer`, `require`, `verify-ca`, `verify-full` ([`SslMode`]) | TLS of every connection (see [TLS](#tls)); the URL's `sslmode` |
+//! | [`ssl_root_cert`](DbConfig::ssl_root_cert) | `VOIDRUNNER_DB_SSLROOTCERT` | none: the system's roots | a PEM file of CA certificates, or `system` | the CAs a server certificate must chain to; the URL's `sslrootcert` |
+//! | [`ssl_cert`](DbConfig::ssl_cert) | `VOIDRUNNER_DB_SSLCERT` | none | a PEM file: the client certificate (and its intermediates) | client certificate for `cert` authentication; the URL's `sslcert` |
+//! | [`ssl_key`](DbConfig::ssl_key) | `VOIDRUNNER_DB_SSLKEY` | none | a PEM file (PKCS#8, PKCS#1 or SEC1), mode 0600 (or 0640 owned by root) | the client certificate's private key; the URL's `sslkey` |
+//! | [`pooler`](DbConfig::pooler) | `VOIDRUNNER_DB_POOLER` | `direct` | `direct`, `session`, `transaction` | what `url` points at: the server (or a pooler that passes startup options), or a PgBouncer-style pooler in session or transaction mode (see [below](#behind-a-connection-pooler)) |
+//! | `direct_url` ([`DbConfig::set_direct_url`]) | `VOIDRUNNER_DB_DIRECT_URL` | none | URL or `key=value` form | a connection to the server itself (or a session-mode pooler) for migrations, their advisory lock and LISTEN |
+//!
+//! A value outside its range is an [`Error::Config`] naming the field, from
+//! [`DbConfig::validate`], which [`from_env`](DbConfig::from_env),
+//! [`Database::connect`](crate::Database::connect) and
+//! [`Database::connect_lazy`](crate::Database::connect_lazy) call: never a
+//! panic and never a setting quietly replaced by another. The ranges are
+//! also exported as constants ([`MAX_CONNECTIONS_RANGE`],
+//! [`POOL_TIMEOUT_RANGE`], [`CONNECTION_AGE_RANGE`],
+//! [`SERVER_TIMEOUT_RANGE`], [`REAPER_INTERVAL_RANGE`]).
+//!
+//! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
+//! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
+//! retire a connection, and `statement_timeout` and
+//! `idle_in_transaction_timeout` are not sent at all.
+//!
+//! # Behind a connection pooler
+//!
+//! By default ([`PoolerMode::Direct`]) the pool connects to the server
+//! itself: session settings travel as startup `options`, and every
+//! repository statement is a named prepared statement, cached per
+//! connection. A pooler such as PgBouncer refuses startup `options`
+//! (`unsupported startup parameter: options`, reported as an
+//! [`Error::Config`] that says to set the pooler mode), and in transaction
+//! mode it also hands each transaction (or lone statement) to whichever
+//! server connection is free, so no session state survives from one to the
+//! next: named statements, session settings, advisory locks and LISTEN.
+//!
+//! - [`PoolerMode::Session`]: no startup options; the session settings
+//!   (`statement_timeout`, `idle_in_transaction_session_timeout`,
+//!   `voidrunner.notify_events`) are sent with `SET` once per new
+//!   connection instead. Everything else works as in `Direct` mode: a
+//!   session-mode pooler keeps one server connection per client
+//!   connection.
+//! - [`PoolerMode::Transaction`]: no startup options, and no session state
+//!   relied on. Every statement is sent unnamed, with its parameter types
+//!   declared, in one round trip (`Parse`/`Bind`/`Execute`/`Sync`): no
+//!   server-side statement outlives it. The session settings are set with
+//!   `SET LOCAL` in the same message as the `BEGIN` of every transaction the
+//!   crate opens; for the statements it sends outside a transaction, make
+//!   them settings of the role (`ALTER ROLE app SET statement_timeout =
+//!   '30s'`, and likewise `idle_in_transaction_session_timeout` and
+//!   `voidrunner.notify_events`). COPY ([`TaskRepository::import`](crate::TaskRepository::import))
+//!   runs inside a transaction of its own. Migrations, which hold a session
+//!   advisory lock, and LISTEN need a session: they use the direct URL
+//!   ([`DbConfig::set_direct_url`]), and without one
+//!   [`Database::migrate`](crate::Database::migrate) and
+//!   [`Database::subscribe`](crate::Database::subscribe) fail with an
+//!   [`Error::Config`] ([`Database::subscribe_polling`](crate::Database::subscribe_polling)
+//!   works through the pooler).
+//!
+//! Whatever the mode, a direct URL, when set, is what migrations and LISTEN
+//! use.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+mod check;
+mod de;
+mod duration;
+mod env;
+mod modes;
+#[cfg(test)]
+mod tests;
+mod url;
+
+use modes::without_prefix;
+pub use modes::{PoolerMode, SslMode};
+use url::{SslSettings, parse_direct_url, parse_url, ssl_from_lookup};
+
+/// Environment variable holding the connection URL.
+pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
+
+/// Connection and pool settings of a [`Database`](crate::Database).
+///
+/// The password never appears in the `Debug` output.
+///
+/// ```
+/// use std::time::Duration;
+/// use voidrunner_db::DbConfig;
+///
+/// let mut config = DbConfig::from_url("postgres://app:secret@db.internal:5432/voidrunner")?;
+/// config.max_connections = 10;
+/// config.statement_timeout = Some(Duration::from_secs(5));
+/// assert!(!format!("{config:?}").contains("secret"));
+/// # Ok::<(), voidrunner_db::Error>(())
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "de::Fields")]
+#[non_exhaustive]
+pub struct DbConfig {
+    /// The driver's settings, without the TLS keys (which the driver does
+    /// not know; they are the `ssl_*` fields).
+    connection: tokio_postgres::Config,
+    /// Most connections the pool opens. Default 25; 1 to 10,000
+    /// ([`MAX_CONNECTIONS_RANGE`]).
+    pub max_connections: usize,
+    /// Connections opened at connect and kept open while idle. Default 5;
+    /// 0 to [`max_connections`](Self::max_connections).
+    pub min_connections: usize,
+    /// A connection older than this is closed instead of reused. Default
+    /// 1 hour; 1 ms to 30 days ([`CONNECTION_AGE_RANGE`]); `None` keeps
+    /// connections forever.
+    pub max_lifetime: Option<Duration>,
+    /// A connection idle longer than this is closed, unless the pool would
+    /// drop below [`min_connections`](Self::min_connections). Default 30
+    /// minutes; 1 ms to 30 days ([`CONNECTION_AGE_RANGE`]); `None` never
+    /// closes idle connections.
+    pub idle_timeout: Option<Duration>,
+    /// Time allowed to open one connection. Default 10 seconds; 1 ms to
+    /// 24 hours ([`POOL_TIMEOUT_RANGE`]).
+    pub connect_timeout: Duration,
+    /// Time a checkout waits for a free connection before failing with
+    /// [`Error::Timeout`]. Default 5 seconds; 1 ms to 24 hours
+    /// ([`POOL_TIMEOUT_RANGE`]).
+    pub wait_timeout: Duration,
+    /// Time allowed to check a returned connection. Default 5 seconds; 1 ms
+    /// to 24 hours ([`POOL_TIMEOUT_RANGE`]).
+    pub recycle_timeout: Duration,
+    /// Server-side `statement_timeout` of every pooled connection. Default
+    /// 30 seconds; `None` does not send the setting. Sent as a startup
+    /// option; behind a pooler as `SET` per connection (session mode) or
+    /// `SET LOCAL` in the crate's transactions (transaction mode: make it a
+    /// role setting for the statements outside them). From 1 ms to
+    /// `i32::MAX` ms, about 24.8 days ([`SERVER_TIMEOUT_RANGE`]): the server
+    /// counts in whole milliseconds and takes 0 to mean "no timeout", so
+    /// anything shorter than 1 ms is refused rather than sent as 0, and a
+    /// fraction of a millisecond is rounded up (1.5 ms is sent as 2 ms).
+    pub statement_timeout: Option<Duration>,
+    /// Server-side `idle_in_transaction_session_timeout`. Default 60 seconds;
+    /// `None` does not send the setting. Same range, rounding and way of
+    /// sending as [`statement_timeout`](Self::statement_timeout).
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// How often the background reaper retires old and idle connections and
+    /// refills the pool to its minimum. Default 30 seconds; 10 ms to 24
+    /// hours ([`REAPER_INTERVAL_RANGE`]).
+    pub reaper_interval: Duration,
+    /// `application_name` reported to the server. Default `voidrunner-db`.
+    pub application_name: String,
+    /// Whether executions changed through this pool send events (see
+    /// [`crate::events`]). Default true. NOTIFY serialises the commits of
+    /// the transactions that send one, so a busy fleet that does not listen
+    /// can turn it off (`-c voidrunner.notify_events=off` is sent at
+    /// connect; behind a pooler, as [`statement_timeout`](Self::statement_timeout)
+    /// is: in transaction mode only the crate's transactions get it, so set
+    /// it with `ALTER ROLE … SET voidrunner.notify_events = off` as well).
+    pub notify_events: bool,
+    /// `lock_timeout` of the session that applies or reverts migrations
+    /// (see [`crate::migrate`]). A migration statement that waits longer
+    /// than this for a lock gives up, so the reads and writes queued behind
+    /// its lock request go on; the migration is then retried (see
+    /// [`migration_retries`](Self::migration_retries)). Default 2 seconds;
+    /// valid from 10 milliseconds to 10 minutes, anything else is an
+    /// [`Error::Config`]. The wait for the migration advisory lock itself is
+    /// not bounded by it.
+    pub migration_lock_timeout: Duration,
+    /// How many times a migration that hit
+    /// [`migration_lock_timeout`](Self::migration_lock_timeout) is tried
+    /// again, after a jittered exponential backoff, before the migration
+    /// fails with an error for which [`Error::is_lock_timeout`] is true.
+    /// Default 5 (6 attempts in all); at most 100.
+    pub migration_retries: u32,
+    /// Most bytes of an execution's `stdout` and of its `stderr` that the
+    /// crate stores ([`ExecutionQueue::complete`](crate::ExecutionQueue::complete),
+    /// [`ExecutionRepository::update`](crate::ExecutionRepository::update)).
+    /// Longer output is truncated, not refused, so a worker's result is
+    /// never lost to its size: the first `max_output_bytes` (cut at a
+    /// character boundary) are kept and a line
+    /// `[voidrunner-db: output truncated: N of M bytes kept]` is appended.
+    /// Default 1 MiB; [`OUTPUT_BYTES_RANGE`], else [`Error::Config`].
+    pub max_output_bytes: usize,
+    /// A repository statement that takes longer than this (from sending it
+    /// to its last row) is reported as a `WARN` event `slow statement`
+    /// with its duration and SQL text (never its parameters). Default 1 s;
+    /// `off` (`None`) disables it; 1 ms to 24 h, else [`Error::Config`].
+    pub slow_statement: Option<Duration>,
+    /// Whether connections use TLS and how the server's certificate is
+    /// checked, as libpq's `sslmode` (see [TLS](self#tls)). Default
+    /// [`SslMode::Prefer`], or [`SslMode::VerifyFull`] when
+    /// [`ssl_root_cert`](Self::ssl_root_cert) is `system`. Set by the URL's
+    /// `sslmode`, overridden by `VOIDRUNNER_DB_SSLMODE` or the serde field
+    /// `ssl_mode`.
+    pub ssl_mode: SslMode,
+    /// A PEM file of the CA certificates a server certificate must chain
+    /// to, as libpq's `sslrootcert`; `system` (the path `system`, as in
+    /// libpq 16) means the operating system's roots. `None`: the system's
+    /// roots for `verify-ca` and `verify-full`; nothing checked for
+    /// `require`. With a file, `require` checks the chain as `verify-ca`
+    /// does.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// A PEM file with the client certificate (and any intermediates)
+    /// presented to the server, as libpq's `sslcert`. Needs
+    /// [`ssl_key`](Self::ssl_key).
+    pub ssl_cert: Option<PathBuf>,
+    /// The PEM private key of [`ssl_cert`](Self::ssl_cert) (PKCS#8, PKCS#1
+    /// or SEC1), as libpq's `sslkey`. As libpq demands, the file must not be
+    /// readable by group or others (mode 0600), or at most by group when
+    /// owned by root (0640).
+    pub ssl_key: Option<PathBuf>,
+    /// What `url` points at: the server itself ([`PoolerMode::Direct`], the
+    /// default), or a pooler in session or transaction mode. See
+    /// [Behind a connection pooler](self#behind-a-connection-pooler).
+    pub pooler: PoolerMode,
+    /// A connection to the server itself (or a session-mode pooler), for
+    /// what needs a session of its own: migrations and their advisory lock,
+    /// and LISTEN. Parsed and redacted like `url`.
+    direct: Option<tokio_postgres::Config>,
+}
+
+/// The value of [`DbConfig::ssl_root_cert`] that means the operating
+/// system's roots (libpq 16's `sslrootcert=system`).
+pub const SYSTEM_ROOTS: &str = "system";
+
+/// Accepted [`DbConfig::max_connections`]: at least one, and few enough
+/// that the pool's bookkeeping (a semaphore, one slot per connection) can
+/// never overflow.
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=10_000;
+/// Accepted [`DbConfig::connect_timeout`], [`DbConfig::wait_timeout`] and
+/// [`DbConfig::recycle_timeout`]: 1 ms to 24 hours.
+pub const POOL_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+/// Accepted [`DbConfig::max_lifetime`] and [`DbConfig::idle_timeout`] when
+/// set: 1 ms to 30 days (`None` disables them).
+pub const CONNECTION_AGE_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(30 * 24 * 3600);
+/// Accepted [`DbConfig::statement_timeout`] and
+/// [`DbConfig::idle_in_transaction_timeout`] when set: 1 ms to `i32::MAX`
+/// ms, the server's range for these settings (0, which the server reads as
+/// "off", is not in it: use `None`).
+pub const SERVER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_millis(i32::MAX as u64);
+/// Accepted [`DbConfig::reaper_interval`]: 10 ms to 24 hours.
+pub const REAPER_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
+
+/// Shortest accepted [`DbConfig::migration_lock_timeout`].
+const MIN_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest accepted [`DbConfig::migration_lock_timeout`].
+const MAX_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Accepted [`DbConfig::max_output_bytes`]: 1 KiB to 256 MiB (a text value
+/// of PostgreSQL holds at most 1 GB, and a row that large strains every
+/// reader).
+pub const OUTPUT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=256 << 20;
+
+/// Most accepted [`DbConfig::migration_retries`].
+const MAX_MIGRATION_RETRIES: u32 = 100;
+
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn max_connections() -> usize {
+        25
+    }
+    pub(super) fn min_connections() -> usize {
+        5
+    }
+    pub(super) fn max_lifetime() -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+    pub(super) fn idle_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(30 * 60))
+    }
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn wait_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn recycle_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn statement_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(30))
+    }
+    pub(super) fn idle_in_transaction_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
+    pub(super) fn reaper_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn application_name() -> String {
+        "voidrunner-db".to_owned()
+    }
+    pub(super) fn notify_events() -> bool {
+        true
+    }
+    pub(super) fn migration_lock_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub(super) fn migration_retries() -> u32 {
+        5
+    }
+    pub(super) fn max_output_bytes() -> usize {
+        1 << 20
+    }
+    pub(super) fn slow_statement() -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
+}
+
+/// Most bytes of an `application_name`: the server keeps NAMEDATALEN - 1
+/// and silently cuts the rest (and turns non-ASCII characters into `?`), so
+/// what `pg_stat_activity` shows would not be what was configured.
+pub const APPLICATION_NAME_MAX_BYTES: usize = 63;
+
+fn application_name_fits(name: &str) -> Result<()> {
+    if name.len() > APPLICATION_NAME_MAX_BYTES {
+        return Err(Error::config(format!(
+            "application_name is {} bytes; the server keeps at most {APPLICATION_NAME_MAX_BYTES}",
+            name.len()
+        )));
+    }
+    if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(Error::config(
+            "application_name must be printable ASCII: the server replaces anything else with '?'",
+        ));
+    }
+    Ok(())
+}
+
+impl DbConfig {
+    /// A configuration for `url` (`postgres://user:pass@host:port/db` or the
+    /// `key=value` form) with every pool setting at its default, and the
+    /// TLS settings of its `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
+    /// (see [TLS](self#tls)).
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::from_parts(url, SslSettings::default())
+    }
+
+    /// `url` with every other setting at its default, and the TLS settings
+    /// of `ssl` over those of the URL.
+    fn from_parts(url: &str, ssl: SslSettings) -> Result<Self> {
+        let (connection, from_url) = parse_url(url)?;
+        let ssl = ssl.over(from_url);
+        Ok(DbConfig {
+            connection,
+            max_connections: defaults::max_connections(),
+            min_connections: defaults::min_connections(),
+            max_lifetime: defaults::max_lifetime(),
+            idle_timeout: defaults::idle_timeout(),
+            connect_timeout: defaults::connect_timeout(),
+            wait_timeout: defaults::wait_timeout(),
+            recycle_timeout: defaults::recycle_timeout(),
+            statement_timeout: defaults::statement_timeout(),
+            idle_in_transaction_timeout: defaults::idle_in_transaction_timeout(),
+            reaper_interval: defaults::reaper_interval(),
+            application_name: defaults::application_name(),
+            notify_events: defaults::notify_events(),
+            migration_lock_timeout: defaults::migration_lock_timeout(),
+            migration_retries: defaults::migration_retries(),
+            max_output_bytes: defaults::max_output_bytes(),
+            slow_statement: defaults::slow_statement(),
+            ssl_mode: ssl.mode(),
+            ssl_root_cert: ssl.root_cert,
+            ssl_cert: ssl.cert,
+            ssl_key: ssl.key,
+            pooler: PoolerMode::default(),
+            direct: None,
+        })
+    }
+
+    /// The same settings against another database of the same server (and
+    /// of the direct URL's server, if set).
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut config = self.clone();
+        config.connection.dbname(dbname);
+        if let Some(direct) = &mut config.direct {
+            direct.dbname(dbname);
+        }
+        config
+    }
+
+    /// Sets the direct URL (`postgres://…` or the `key=value` form): a
+    /// connection to the server itself, or to a session-mode pooler, for
+    /// migrations, their advisory lock and LISTEN (see
+    /// [Behind a connection pooler](self#behind-a-connection-pooler)).
+    /// Fails with [`Error::Config`] when it does not parse (the error never
+    /// quotes it) or sets TLS keys of its own (this config's TLS settings
+    /// apply to it). It must not point at a transaction-mode pooler: the
+    /// crate cannot tell, and the migration lock and LISTEN would then not
+    /// hold.
+    pub fn set_direct_url(&mut self, url: &str) -> Result<()> {
+        self.direct = Some(parse_direct_url(url)?);
+        Ok(())
+    }
+
+    /// Forgets the direct URL: migrations and LISTEN then use `url`.
+    pub fn clear_direct_url(&mut self) {
+        self.direct = None;
+    }
+
+    /// The same settings against the direct URL, as a connection to the
+    /// server itself ([`PoolerMode::Direct`], no direct URL of its own);
+    /// `None` when no direct URL is set. For a pool of its own that needs
+    /// sessions, next to one through the pooler.
+    pub fn direct_config(&self) -> Option<DbConfig> {
+        let direct = self.direct.clone()?;
+        Some(DbConfig {
+            connection: direct,
+            pooler: PoolerMode::Direct,
+            direct: None,
+            ..self.clone()
+        })
+    }
+
+    /// The driver configuration of the direct URL, if set.
+    pub fn direct_pg_config(&self) -> Option<&tokio_postgres::Config> {
+        self.direct.as_ref()
+    }
+
+    /// Mutable access to the direct URL's driver configuration, if set, e.g.
+    /// to set a password read from a secret store.
+    pub fn direct_pg_config_mut(&mut self) -> Option<&mut tokio_postgres::Config> {
+        self.direct.as_mut()
+    }
+
+    /// The same settings through a pooler listening on `host:port` in
+    /// `mode`: `url` points there (same user, password and database), and
+    /// the direct URL at what `url` was. For the test harness's PgBouncer.
+    #[cfg(feature = "test-support")]
+    pub(crate) fn through_pooler(&self, host: &str, port: u16, mode: PoolerMode) -> DbConfig {
+        let original = &self.connection;
+        // The pooler's address replaces every host of the original.
+        let mut through = tokio_postgres::Config::new();
+        through.host(host).port(port);
+        if let Some(user) = original.get_user() {
+            through.user(user);
+        }
+        if let Some(password) = original.get_password() {
+            through.password(password);
+        }
+        if let Some(dbname) = original.get_dbname() {
+            through.dbname(dbname);
+        }
+        if let Some(name) = original.get_application_name() {
+            through.application_name(name);
+        }
+        DbConfig {
+            connection: through,
+            pooler: mode,
+            direct: Some(original.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Fails with [`Error::Config`] when `what` needs a session of its own
+    /// (an advisory lock, LISTEN) that neither `url` (a transaction-mode
+    /// pooler) nor a direct URL gives.
+    pub(crate) fn require_session(&self, what: &str) -> Result<()> {
+        if self.pooler == PoolerMode::Transaction && self.direct.is_none() {
+            return Err(Error::config(format!(
+                "{what} needs a session of its own, which a transaction-mode pooler does not keep: \
+                 set a direct URL to the server or a session-mode pooler \
+                 (VOIDRUNNER_DB_DIRECT_URL, DbConfig::set_direct_url)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The driver configuration (hosts, user, database…). Its TLS mode is
+    /// not the one connections use: that is [`ssl_mode`](Self::ssl_mode),
+    /// and the URL's TLS keys are kept out of it.
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.connection
+    }
+
+    /// Mutable access to the driver configuration, e.g. to set a password
+    /// read from a secret store. Its TLS mode is not used: every connection
+    /// takes it from [`ssl_mode`](Self::ssl_mode).
+    pub fn pg_config_mut(&mut self) -> &mut tokio_postgres::Config {
+        &mut self.connection
+    }
+
+    /// The database name, if the URL names one.
+    pub fn dbname(&self) -> Option<&str> {
+        self.connection.get_dbname()
+    }
+
+    /// The driver configuration a pooled connection uses: the URL's settings
+    /// plus, in [`PoolerMode::Direct`], the session settings and timeouts
+    /// of this config as startup options (poolers refuse them; see
+    /// [`session_settings`](Self::session_settings)).
+    pub(crate) fn pooled_pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.connection.clone();
+        pg.connect_timeout(self.connect_timeout);
+        // The URL's TLS keys were taken out of `connection`: the mode in
+        // force is `ssl_mode`, for the pool as for every connection.
+        pg.ssl_mode(self.ssl_mode.driver_mode());
+        if pg.get_application_name().is_none() {
+            pg.application_name(&self.application_name);
+        }
+        if !self.pooler.startup_options() {
+            return pg;
+        }
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        for (setting, value) in self.session_settings() {
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str(&format!("-c {setting}={value}"));
+        }
+        if !options.is_empty() {
+            pg.options(options);
+        }
+        pg
+    }
+
+    /// How long the crate waits for the answer to one statement before it
+    /// gives up on the connection ([`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)):
+    /// `statement_timeout` plus [`NO_ANSWER_MARGIN`](crate::error::NO_ANSWER_MARGIN).
+    /// None without a statement timeout.
+    pub(crate) fn answer_deadline(&self) -> Option<Duration> {
+        self.statement_timeout
+            .map(|t| t.saturating_add(crate::error::NO_ANSWER_MARGIN))
+    }
+
+    /// The server settings every pooled session gets: the timeouts (in
+    /// whole milliseconds, the server's unit for both, rounded up: rounding
+    /// down would turn 500 µs into 0, which is "off"; `validate` keeps them
+    /// within 1..=i32::MAX) and the event switch. Values are digits or
+    /// `off`, so they need no quoting in `-c` or `SET`.
+    pub(crate) fn session_settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = Vec::new();
+        for (setting, value) in [
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if let Some(value) = value {
+                settings.push((setting, whole_millis_up(value).to_string()));
+            }
+        }
+        if !self.notify_events {
+            settings.push(("voidrunner.notify_events", "off".to_owned()));
+        }
+        settings
+    }
+
+    /// `SET` (or `SET LOCAL`) statements of the session settings, each
+    /// followed by `;`; empty when there are none.
+    fn settings_sql(&self, local: bool) -> String {
+        let verb = if local { "SET LOCAL" } else { "SET" };
+        self.session_settings()
+            .into_iter()
+            .map(|(setting, value)| format!("{verb} {setting} = {value}; "))
+            .collect()
+    }
+
+    /// What a new pooled connection runs once, in
+    /// [`PoolerMode::Session`]: the session settings with `SET` (they could
+    /// not be startup options). `None` in the other modes or when there is
+    /// nothing to set.
+    pub(crate) fn connect_sql(&self) -> Option<String> {
+        let sql = self.settings_sql(false);
+        (self.pooler == PoolerMode::Session && !sql.is_empty()).then_some(sql)
+    }
+
+    /// `begin` (a `BEGIN …` statement) followed, in
+    /// [`PoolerMode::Transaction`], by `SET LOCAL` of the session settings,
+    /// as one simple-query batch: one round trip, and the settings hold for
+    /// exactly this transaction, whichever server connection runs it.
+    pub(crate) fn begin_sql(&self, begin: &str) -> String {
+        if self.pooler != PoolerMode::Transaction {
+            return begin.to_owned();
+        }
+        format!("{begin}; {}", self.settings_sql(true))
+            .trim_end_matches([' ', ';'])
+            .to_owned()
+    }
+
+    /// The driver configuration of a connection outside the pool (migrations,
+    /// listeners): the direct URL if set, else `url`; no statement timeout,
+    /// because a migration may run long.
+    pub(crate) fn dedicated_pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.direct.as_ref().unwrap_or(&self.connection).clone();
+        pg.connect_timeout(self.connect_timeout);
+        pg.ssl_mode(self.ssl_mode.driver_mode());
+        if pg.get_application_name().is_none() {
+            pg.application_name(&self.application_name);
+        }
+        pg
+    }
+
+    /// `host:port/dbname` for logs and messages, every host of a multi-host
+    /// URL in order (`a:5432,b:5433/db`); never includes credentials.
+    pub fn display_target(&self) -> String {
+        target_of(&self.connection)
+    }
+
+    /// [`display_target`](Self::display_target) of the direct URL, if set.
+    pub fn display_direct_target(&self) -> Option<String> {
+        self.direct.as_ref().map(target_of)
+    }
+}
+
+/// `host:port/dbname` of a driver configuration, every host of a
+/// multi-host URL in order (`a:5432,b:5433/db`), without credentials.
+fn target_of(pg: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            // Set through `pg_config_mut`, past the URL check: a host
+            // holding '@' may hold part of a password.
+            tokio_postgres::config::Host::Tcp(name) if name.contains('@') => {
+                "<redacted>".to_owned()
+            }
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let hostaddrs = pg.get_hostaddrs();
+    let ports = pg.get_ports();
+    // The driver pairs the i-th host (or hostaddr) with the i-th port, or
+    // with the only port given, or 5432.
+    let count = hosts.len().max(hostaddrs.len()).max(1);
+    let targets: Vec<String> = (0..count)
+        .map(|i| {
+            let host = hosts
+                .get(i)
+                .cloned()
+                .or_else(|| hostaddrs.get(i).map(|a| a.to_string()))
+                .unwrap_or_else(|| "localhost".to_owned());
+            let port = match ports {
+                [one] => *one,
+                many => many.get(i).copied().unwrap_or(5432),
+            };
+            format!("{host}:{port}")
+        })
+        .collect();
+    let db = pg.get_dbname().or(pg.get_user()).unwrap_or("");
+    format!("{}/{db}", targets.join(","))
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("target", &self.display_target())
+            .field("user", &self.connection.get_user())
+            .field(
+                "password",
+                &self.connection.get_password().map(|_| "<redacted>"),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .field("reaper_interval", &self.reaper_interval)
+            .field("application_name", &self.application_name)
+            .field("notify_events", &self.notify_events)
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
+            .field("migration_retries", &self.migration_retries)
+            .field("max_output_bytes", &self.max_output_bytes)
+            .field("slow_statement", &self.slow_statement)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
+            .field("pooler", &self.pooler)
+            .field("direct_target", &self.display_direct_target())
+            .field(
+                "direct_password",
+                &self
+                    .direct
+                    .as_ref()
+                    .and_then(|d| d.get_password())
+                    .map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl FromStr for DbConfig {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self> {
+        Self::from_url(url)
+    }
+}
+
+/// `value` in whole milliseconds, rounded up (what the server is sent for
+/// `statement_timeout` and `idle_in_transaction_session_timeout`).
+pub(crate) fn whole_millis_up(value: Duration) -> u128 {
+    value.as_nanos().div_ceil(1_000_000)
+}
