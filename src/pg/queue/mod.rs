@@ -1,0 +1,416 @@
+//! [`ExecutionQueue`] on PostgreSQL, and the one owner of execution status
+//! changes.
+//!
+//! Every operation is one statement whose UPDATEs re-check the state they act
+//! on, so a change that committed in between is never overwritten.
+//!
+//! # Lock order
+//!
+//! A user, then its tasks in id order, then their executions. Every
+//! statement that writes an execution locks its task first (heartbeat and
+//! `ExecutionRepository::update` too, so a transaction that records output
+//! and then completes keeps the order); `enqueue_many` locks its tasks in id
+//! order; deleting a user locks the user row, then its tasks in id order
+//! (separate statements, so tasks created meanwhile cannot slip past the
+//! order), then lets the cascade delete them. `claim` and `rescue_expired`
+//! lock the execution and its task with SKIP LOCKED and never wait. No two
+//! calls of the crate can therefore wait on each other in a cycle: no
+//! deadlocks, deletes included.
+//!
+//! # One active execution per task
+//!
+//! A partial unique index allows one pending or running execution per task.
+//! The statements that add an execution lock its task first and also update
+//! it, so a statement holding the task lock whose snapshot shows the locked
+//! version of the task sees every execution of that task (the `fresh` check
+//! in [`ENQUEUE_SQL`]); otherwise it writes nothing and runs again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::execution::{COLUMN_NAMES, COLUMNS, execution_from_row, read_execution};
+use super::{Columns, Conn, RowReader, Source, execution, joined, prefixed};
+use crate::db::Database;
+use crate::error::{Error, LeaseLostReason, Result};
+use crate::model::{
+    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Heartbeat, Outcome, RescuePolicy,
+    RescueReport, TaskExecution, TaskId, TaskStatus, Timestamp,
+};
+use crate::repo::ExecutionQueue;
+use crate::tx::TxInner;
+use crate::validate;
+
+pub(crate) mod sql;
+mod statements;
+
+pub use statements::__queue_sql;
+use statements::*;
+
+/// [`ExecutionQueue`] over the pool of a [`Database`].
+#[derive(Debug, Clone)]
+pub struct PgExecutionQueue {
+    source: Source,
+}
+
+impl PgExecutionQueue {
+    /// A queue over `db`'s pool.
+    pub fn new(db: Database) -> Self {
+        PgExecutionQueue {
+            source: Source::Pool(db),
+        }
+    }
+
+    pub(crate) fn in_transaction(tx: Arc<TxInner>) -> Self {
+        PgExecutionQueue {
+            source: Source::Tx(tx),
+        }
+    }
+}
+
+/// Task statuses from which a task may be queued again (the task state
+/// machine of the [domain reference](crate::domain#state-machines): pending
+/// stays, failed | timeout | cancelled → pending).
+fn enqueueable() -> Vec<&'static str> {
+    TaskStatus::ALL
+        .into_iter()
+        .filter(|s| s.can_transition_to(TaskStatus::Pending))
+        .map(TaskStatus::as_str)
+        .collect()
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Why a worker's heartbeat or completion was refused, from the locked row.
+fn lease_lost(
+    execution: ExecutionId,
+    status: ExecutionStatus,
+    rescued: bool,
+    owner: Option<&str>,
+    worker: &str,
+) -> Error {
+    let reason = match status {
+        ExecutionStatus::Cancelled => LeaseLostReason::Cancelled,
+        // The rescuer keeps the expired lease on the row; a worker's own
+        // timeout report clears it.
+        ExecutionStatus::Timeout if rescued => LeaseLostReason::Expired,
+        s if s.is_terminal() => LeaseLostReason::Finished,
+        _ => LeaseLostReason::NotOwner,
+    };
+    let reason = if owner != Some(worker) && reason != LeaseLostReason::Cancelled {
+        LeaseLostReason::NotOwner
+    } else {
+        reason
+    };
+    Error::LeaseLost { execution, reason }
+}
+
+/// How often a statement that found its task changed after its snapshot is
+/// run again. Each rerun means another transaction committed a change of
+/// that very task in between, so this many in a row means a task under a
+/// storm of changes; the caller gets an [`Error::Unavailable`] saying so.
+/// Shared by every statement with such a check (`pg::task` too).
+pub(super) const FRESH_ATTEMPTS: usize = 16;
+
+fn changed_meanwhile(entity: &'static str) -> Error {
+    Error::unavailable(
+        format!("the {entity} kept changing while it was being queued; nothing was written"),
+        None,
+    )
+}
+
+/// The answers of a batch in input order: each item's validation error
+/// from `plan`, or the result of the statement for the item `plan` sent at
+/// that place. `results` holds one result per item sent, in order.
+fn merge_plan<T>(
+    plan: Vec<std::result::Result<usize, Error>>,
+    results: Vec<Result<T>>,
+) -> Vec<Result<T>> {
+    let mut results = results.into_iter();
+    // Sent items are numbered in input order, so the statement's results
+    // come out in the same order as the plan asks for them.
+    plan.into_iter()
+        .map(|p| match p {
+            Ok(_) => results.next().unwrap_or_else(|| {
+                Err(Error::unavailable(
+                    "the statement answered fewer items than were sent",
+                    None,
+                ))
+            }),
+            Err(err) => Err(err),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ExecutionQueue for PgExecutionQueue {
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue"))]
+    async fn enqueue(
+        &self,
+        task_id: TaskId,
+        run_after: Option<Timestamp>,
+    ) -> Result<TaskExecution> {
+        if let Some(at) = run_after {
+            validate::timestamp("run_after", at)?;
+        }
+        sql::enqueue(&self.source.conn().await?, task_id, run_after).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue_many", count = task_ids.len()))]
+    async fn enqueue_many(
+        &self,
+        task_ids: Vec<TaskId>,
+        run_after: Option<Timestamp>,
+    ) -> Result<Vec<TaskExecution>> {
+        validate::batch_size("task_ids", task_ids.len())?;
+        if let Some(at) = run_after {
+            validate::timestamp("run_after", at)?;
+        }
+        sql::enqueue_many(&self.source.conn().await?, &task_ids, run_after).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "claim", limit))]
+    async fn claim(
+        &self,
+        worker_id: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedExecution>> {
+        validate::worker_id(worker_id)?;
+        validate::claim_limit(limit)?;
+        validate::lease(lease)?;
+        sql::claim(&self.source.conn().await?, worker_id, limit, lease).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat"))]
+    async fn heartbeat(
+        &self,
+        execution_id: ExecutionId,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Timestamp> {
+        validate::worker_id(worker_id)?;
+        validate::lease(lease)?;
+        sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_many", count = execution_ids.len()))]
+    async fn heartbeat_many(
+        &self,
+        worker_id: &str,
+        execution_ids: Vec<ExecutionId>,
+        lease: Duration,
+    ) -> Result<Vec<Result<Timestamp>>> {
+        validate::worker_id(worker_id)?;
+        validate::lease(lease)?;
+        if execution_ids.len() > validate::MAX_CLAIM as usize {
+            return Err(Error::validation(
+                "execution_ids",
+                format!(
+                    "holds {} ids, more than the {} one call takes",
+                    execution_ids.len(),
+                    validate::MAX_CLAIM
+                ),
+            ));
+        }
+        sql::heartbeat_many(&self.source.conn().await?, &execution_ids, worker_id, lease).await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_batch", count = heartbeats.len()))]
+    async fn heartbeat_batch(&self, heartbeats: Vec<Heartbeat>) -> Result<Vec<Result<Timestamp>>> {
+        if heartbeats.len() > validate::MAX_CLAIM as usize {
+            return Err(Error::validation(
+                "heartbeats",
+                format!(
+                    "holds {} heartbeats, more than the {} one call takes",
+                    heartbeats.len(),
+                    validate::MAX_CLAIM
+                ),
+            ));
+        }
+        // Per heartbeat: its validation error, or its place among the ones
+        // sent.
+        let mut seen = HashSet::with_capacity(heartbeats.len());
+        let mut plan: Vec<std::result::Result<usize, Error>> = Vec::with_capacity(heartbeats.len());
+        let mut sent = Vec::with_capacity(heartbeats.len());
+        for heartbeat in heartbeats {
+            let checked = validate::worker_id(&heartbeat.worker_id)
+                .and_then(|()| validate::lease(heartbeat.lease));
+            if let Err(err) = checked {
+                plan.push(Err(err));
+                continue;
+            }
+            if !seen.insert(heartbeat.execution_id) {
+                plan.push(Err(Error::validation(
+                    "execution_id",
+                    format!(
+                        "execution {} is heartbeaten earlier in the same batch",
+                        heartbeat.execution_id
+                    ),
+                )));
+                continue;
+            }
+            plan.push(Ok(sent.len()));
+            sent.push(heartbeat);
+        }
+        let results = if sent.is_empty() {
+            Vec::new()
+        } else {
+            sql::heartbeat_batch(&self.source.conn().await?, &sent).await?
+        };
+        Ok(merge_plan(plan, results))
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete"))]
+    async fn complete(
+        &self,
+        execution_id: ExecutionId,
+        worker_id: &str,
+        mut outcome: Outcome,
+    ) -> Result<TaskExecution> {
+        validate::worker_id(worker_id)?;
+        validate::outcome(&outcome)?;
+        let max = self.source.max_output_bytes();
+        for output in [&mut outcome.stdout, &mut outcome.stderr]
+            .into_iter()
+            .flatten()
+        {
+            validate::truncate_output(output, max);
+        }
+        sql::complete(
+            &self.source.conn().await?,
+            execution_id,
+            worker_id,
+            &outcome,
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete_many", count = completions.len()))]
+    async fn complete_many(
+        &self,
+        mut completions: Vec<Completion>,
+    ) -> Result<Vec<Result<TaskExecution>>> {
+        if completions.len() > Completion::MAX_BATCH {
+            return Err(Error::validation(
+                "completions",
+                format!(
+                    "holds {} completions, more than the {} one call takes",
+                    completions.len(),
+                    Completion::MAX_BATCH
+                ),
+            ));
+        }
+        // Per completion: its validation error, or its place among the ones
+        // sent.
+        let max = self.source.max_output_bytes();
+        let mut seen = HashSet::with_capacity(completions.len());
+        let mut plan: Vec<std::result::Result<usize, Error>> =
+            Vec::with_capacity(completions.len());
+        let mut sent = Vec::with_capacity(completions.len());
+        for mut completion in completions.drain(..) {
+            let checked = validate::worker_id(&completion.worker_id)
+                .and_then(|()| validate::outcome(&completion.outcome));
+            if let Err(err) = checked {
+                plan.push(Err(err));
+                continue;
+            }
+            if !seen.insert(completion.execution_id) {
+                plan.push(Err(Error::validation(
+                    "execution_id",
+                    format!(
+                        "execution {} is completed earlier in the same batch",
+                        completion.execution_id
+                    ),
+                )));
+                continue;
+            }
+            for output in [
+                &mut completion.outcome.stdout,
+                &mut completion.outcome.stderr,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                validate::truncate_output(output, max);
+            }
+            plan.push(Ok(sent.len()));
+            sent.push(completion);
+        }
+        let results = if sent.is_empty() {
+            Vec::new()
+        } else {
+            sql::complete_many(&self.source.conn().await?, &sent).await?
+        };
+        Ok(merge_plan(plan, results))
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "cancel"))]
+    async fn cancel(&self, execution_id: ExecutionId) -> Result<TaskExecution> {
+        sql::finish(
+            &self.source.conn().await?,
+            execution_id,
+            ExecutionStatus::Cancelled,
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "rescue_expired"))]
+    async fn rescue_expired(&self, policy: RescuePolicy) -> Result<RescueReport> {
+        if policy.batch_size == 0 || policy.batch_size > validate::MAX_CLAIM {
+            return Err(Error::validation(
+                "batch_size",
+                format!("must be between 1 and {}", validate::MAX_CLAIM),
+            ));
+        }
+        if policy.max_attempts < 0 {
+            return Err(Error::validation("max_attempts", "must not be negative"));
+        }
+        validate::duration_at_most("retry_delay", policy.retry_delay, validate::MAX_RETRY_DELAY)?;
+        let report = sql::rescue_expired(&self.source.conn().await?, &policy).await?;
+        if !report.timed_out.is_empty() {
+            tracing::info!(
+                timed_out = report.timed_out.len(),
+                retried = report.retried.len(),
+                "rescued expired executions"
+            );
+        }
+        Ok(report)
+    }
+
+    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "prune"))]
+    async fn prune(&self, older_than: Duration, batch_size: u32) -> Result<u64> {
+        if batch_size == 0 {
+            return Err(Error::validation("batch_size", "must be at least 1"));
+        }
+        validate::duration_at_most("older_than", older_than, validate::MAX_PRUNE_AGE)?;
+        let mut total = 0;
+        loop {
+            // A connection per batch: between batches, others get the pool.
+            let deleted =
+                sql::prune_batch(&self.source.conn().await?, older_than, batch_size).await?;
+            total += deleted;
+            if deleted < u64::from(batch_size) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claimed row is read as an execution, then its script: the
+    /// execution's columns must lead, in their order.
+    #[test]
+    fn claimed_columns_start_with_the_execution_columns() {
+        let (execution, script) = CLAIMED_COLUMNS.names.split_at(COLUMN_NAMES.names.len());
+        assert_eq!(execution, COLUMN_NAMES.names);
+        assert_eq!(script, ["script_content", "script_type", "timeout_seconds"]);
+    }
+}
