@@ -1,0 +1,447 @@
+//! The repositories' executor: where a statement runs (a pooled
+//! connection per call, or the transaction's), armed while in flight so a
+//! dropped call never returns its connection in an unknown state, healing
+//! stale cached statements, logging slow ones.
+
+use super::*;
+
+/// Where a repository runs its statements: a connection checked out of the
+/// pool per call, or the one connection of a transaction.
+#[derive(Debug, Clone)]
+pub(super) enum Source {
+    Pool(Database),
+    Tx(Arc<TxInner>),
+}
+
+impl Source {
+    /// How much of an execution's stdout and stderr is stored.
+    pub(super) fn max_output_bytes(&self) -> usize {
+        match self {
+            Source::Pool(db) => db.config().max_output_bytes,
+            Source::Tx(tx) => tx.max_output_bytes,
+        }
+    }
+
+    pub(super) async fn conn(&self) -> Result<Conn<'_>> {
+        match self {
+            Source::Pool(db) => Ok(Conn::Pooled(PoolConn {
+                db,
+                primary: Some(db.client().await?),
+                replacement: OnceLock::new(),
+                busy: AtomicBool::new(false),
+                in_transaction: AtomicBool::new(false),
+                retire: AtomicBool::new(false),
+            })),
+            Source::Tx(tx) => {
+                tx.client()?;
+                Ok(Conn::Tx(TxConn {
+                    tx,
+                    busy: AtomicBool::new(false),
+                }))
+            }
+        }
+    }
+}
+
+/// A connection for one repository call, and the one place statements are
+/// run: every query of the repositories goes through [`Conn::query`] and its
+/// siblings, which prepare through the connection's statement cache, or,
+/// behind a transaction-mode pooler
+/// ([`PoolerMode::Transaction`](crate::PoolerMode::Transaction)), send the
+/// statement unnamed with its parameters' declared types ([`Param`]) in one
+/// round trip, leaving nothing on the server connection for the next
+/// client of the pooler to meet. Nothing is cached then, so nothing goes
+/// stale.
+///
+/// A cached statement can go stale when another instance migrates the
+/// schema underneath it: the server answers 0A000 ("cached plan must not
+/// change result type"), 26000, 42P01 or 42703 at execution, before the
+/// statement had any effect. Then the connection's cache is cleared and,
+/// outside a transaction, the statement is prepared and run once more.
+/// Inside a transaction the error has already aborted it, so the error is
+/// returned (and is retryable: [`Error::is_retryable`]); the cleared cache
+/// makes the next attempt succeed. A server session whose own cached plans
+/// went stale (42804 from a trigger's plan after a column changed type) is
+/// closed, and outside a transaction the statement runs again on a fresh
+/// connection.
+// Lives on the stack of one call; boxing the pooled variant would cost an
+// allocation per call to save bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Conn<'a> {
+    Pooled(PoolConn<'a>),
+    Tx(TxConn<'a>),
+}
+
+/// A repository call's use of a transaction's connection. Armed while a
+/// statement is in flight: if the call's future is dropped then (a timeout
+/// or `select!` inside the transaction's closure), the statement may still
+/// take effect, so the transaction is marked abandoned and will roll back
+/// rather than commit what the caller gave up on.
+pub(super) struct TxConn<'a> {
+    pub(super) tx: &'a TxInner,
+    pub(super) busy: AtomicBool,
+}
+
+impl std::ops::Deref for TxConn<'_> {
+    type Target = TxInner;
+
+    fn deref(&self) -> &TxInner {
+        self.tx
+    }
+}
+
+impl Drop for TxConn<'_> {
+    fn drop(&mut self) {
+        if *self.busy.get_mut() {
+            self.tx.abandon();
+        }
+    }
+}
+
+/// The pooled connection of one repository call.
+///
+/// Armed from before a statement's first byte is sent until its whole
+/// answer has arrived: if the call's future is dropped in between (a
+/// timeout, a `select!`, a cancelled request handler), the connection is
+/// closed and its statement cancelled on the server, never returned to the
+/// pool with a statement still running.
+pub(super) struct PoolConn<'a> {
+    pub(super) db: &'a Database,
+    pub(super) primary: Option<PooledClient>,
+    /// The fresh connection that replaced `primary` after its server
+    /// session went stale.
+    pub(super) replacement: OnceLock<PooledClient>,
+    pub(super) busy: AtomicBool,
+    /// Inside a transaction the call opened ([`Conn::begin`]): armed until
+    /// it ends.
+    pub(super) in_transaction: AtomicBool,
+    /// The server refused a write as read-only: the connection, and the
+    /// pool's idle ones, are closed when the call ends
+    /// ([`crate::db::retire_read_only`]).
+    pub(super) retire: AtomicBool,
+}
+
+impl PoolConn<'_> {
+    pub(super) fn client(&self) -> Result<&PooledClient> {
+        // `primary` is taken only by `drop`, so this never fails; answered
+        // as an error rather than trusted.
+        self.replacement
+            .get()
+            .or(self.primary.as_ref())
+            .ok_or_else(|| Error::unavailable("the call's connection was already released", None))
+    }
+}
+
+impl Drop for PoolConn<'_> {
+    fn drop(&mut self) {
+        let busy = *self.busy.get_mut() || *self.in_transaction.get_mut();
+        let retire = *self.retire.get_mut();
+        let route = || self.db.cancel_route();
+        match (self.replacement.take(), self.primary.take()) {
+            (Some(replacement), stale) => {
+                if let Some(stale) = stale {
+                    crate::db::discard(stale, route());
+                }
+                if retire {
+                    crate::db::retire_read_only(replacement, route());
+                } else if busy {
+                    crate::db::discard(replacement, route());
+                }
+            }
+            (None, Some(primary)) if retire => crate::db::retire_read_only(primary, route()),
+            (None, Some(primary)) if busy => crate::db::discard(primary, route()),
+            _ => {}
+        }
+    }
+}
+
+pub(crate) type Params<'a> = &'a [&'a dyn Param];
+
+/// The values of `params`, as the driver takes them for a named statement.
+pub(super) fn values<'a>(params: Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_sql()).collect()
+}
+
+/// The values of `params` with their declared types, for an unnamed
+/// statement.
+pub(super) fn typed<'a>(params: Params<'a>) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|p| (p.as_sql(), p.param_type()))
+        .collect()
+}
+
+impl Conn<'_> {
+    pub(super) fn client(&self) -> Result<&PooledClient> {
+        match self {
+            Conn::Pooled(pooled) => pooled.client(),
+            Conn::Tx(tx) => tx.client(),
+        }
+    }
+
+    /// Whether statements go out unnamed (behind a transaction-mode
+    /// pooler) rather than prepared through the statement cache.
+    pub(super) fn unnamed(&self) -> bool {
+        match self {
+            Conn::Pooled(pooled) => !pooled.db.config().pooler.named_statements(),
+            Conn::Tx(tx) => tx.unnamed,
+        }
+    }
+
+    /// A `WARN` event for a statement slower than
+    /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement): its
+    /// duration and SQL text, never its parameters.
+    pub(super) fn note_if_slow(&self, sql: &str, took: Duration) {
+        let threshold = match self {
+            Conn::Pooled(pooled) => pooled.db.config().slow_statement,
+            Conn::Tx(tx) => tx.slow_statement,
+        };
+        if threshold.is_some_and(|limit| took > limit) {
+            tracing::warn!(took_ms = took.as_millis() as u64, sql, "slow statement");
+        }
+    }
+
+    pub(super) fn set_busy(&self, busy: bool) {
+        match self {
+            Conn::Pooled(pooled) => pooled.busy.store(busy, Ordering::Release),
+            Conn::Tx(tx) => tx.busy.store(busy, Ordering::Release),
+        }
+    }
+
+    /// Runs `run` with the cached statement for `sql` (`None` when
+    /// statements go out unnamed), healing a stale cache or session once
+    /// (see the type's docs).
+    pub(super) async fn with_statement<'s, T, F, Fut>(&'s self, sql: &str, run: F) -> Result<T>
+    where
+        F: Fn(&'s PooledClient, Option<Statement>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
+    {
+        let unnamed = self.unnamed();
+        // A call may meet both in turn: its cached statement, then the
+        // session's trigger plans.
+        let (mut healed_cache, mut healed_session) = (false, false);
+        loop {
+            let client = self.client()?;
+            self.set_busy(true);
+            let started = Instant::now();
+            // Boxed: the driver's futures (prepare, then the statement)
+            // are large, and inline they would size every call's future and
+            // be copied into each enclosing one.
+            let work = Box::pin(async {
+                if unnamed {
+                    run(client, None).await
+                } else {
+                    match client.prepare_cached(sql).await {
+                        Ok(stmt) => run(client, Some(stmt)).await,
+                        Err(err) => Err(err),
+                    }
+                }
+            });
+            // Still armed when it gives up: the connection is closed (in a
+            // transaction, the transaction abandoned), as for a dropped call.
+            let result = self.within_deadline(work).await?;
+            self.set_busy(false);
+            self.note_if_slow(sql, started.elapsed());
+            if let (Conn::Tx(tx), Ok(_)) = (self, &result) {
+                tx.touch();
+            }
+            let err = match result {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if let Conn::Pooled(pooled) = self
+                && crate::error::is_read_only_refusal(&err)
+            {
+                pooled.retire.store(true, Ordering::Release);
+            }
+            // An unnamed statement is parsed afresh each time: no cache to
+            // go stale.
+            let stale_cache = !unnamed && is_stale_statement(&err);
+            let stale_session = is_stale_session(&err);
+            if stale_cache {
+                tracing::debug!(error = %err, "stale cached statement; clearing the connection's cache");
+                client.statement_cache.clear();
+            }
+            match self {
+                // Inside a transaction the call opened (`begin`), the failed
+                // statement aborted it: nothing to rerun.
+                Conn::Pooled(pooled) if pooled.in_transaction.load(Ordering::Acquire) => {
+                    return Err(err.into());
+                }
+                Conn::Pooled(_) if !healed_cache && stale_cache => healed_cache = true,
+                Conn::Pooled(pooled) if !healed_session && stale_session => {
+                    // The schema change that made this session stale made
+                    // every session of the pool stale: close the idle ones,
+                    // so the checkout below opens a fresh session (those in
+                    // use are replaced when they meet it, as this one is).
+                    tracing::debug!(error = %err, "stale server session; replacing the pool's connections");
+                    pooled.db.pool().retain(|_, _| false);
+                    // Boxed: a checkout's future is large (the pool's, with
+                    // connecting and TLS inside), and inline it would size
+                    // every statement's future, and so every call's, for
+                    // this rare path.
+                    let fresh = Box::pin(pooled.db.client()).await?;
+                    // The stale one is closed when the call ends.
+                    let _ = pooled.replacement.set(fresh);
+                    healed_session = true;
+                }
+                Conn::Pooled(pooled) if stale_session => {
+                    // The replacement met a stale session too (another
+                    // caller returned one to the pool meanwhile): it is
+                    // closed when the call ends, and the caller may retry.
+                    pooled.busy.store(true, Ordering::Release);
+                    return Err(err.into());
+                }
+                Conn::Tx(tx) => {
+                    // Explained before the transaction counts as active again.
+                    let err = tx.explain(err.into());
+                    tx.touch();
+                    return Err(err);
+                }
+                _ => return Err(err.into()),
+            }
+        }
+    }
+
+    pub(super) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.with_statement(sql, |client, stmt| async move {
+            match stmt {
+                Some(stmt) => client.query(&stmt, &values(params)).await,
+                None => client.query_typed(sql, &typed(params)).await,
+            }
+        })
+        .await
+        .inspect_err(note_failure)
+    }
+
+    pub(super) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
+        self.with_statement(sql, |client, stmt| async move {
+            match stmt {
+                Some(stmt) => client.query_opt(&stmt, &values(params)).await,
+                None => client.query_typed_opt(sql, &typed(params)).await,
+            }
+        })
+        .await
+        .inspect_err(note_failure)
+    }
+
+    pub(super) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
+        self.with_statement(sql, |client, stmt| async move {
+            match stmt {
+                Some(stmt) => client.query_one(&stmt, &values(params)).await,
+                None => client.query_typed_one(sql, &typed(params)).await,
+            }
+        })
+        .await
+        .inspect_err(note_failure)
+    }
+
+    pub(super) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        self.with_statement(sql, |client, stmt| async move {
+            match stmt {
+                Some(stmt) => client.execute(&stmt, &values(params)).await,
+                None => client.execute_typed(sql, &typed(params)).await,
+            }
+        })
+        .await
+        .inspect_err(note_failure)
+    }
+
+    /// Runs a simple-protocol statement (transaction control), armed like
+    /// the others.
+    pub(super) async fn batch(&self, sql: &str) -> Result<()> {
+        self.set_busy(true);
+        let result = self
+            .within_deadline(self.client()?.batch_execute(sql))
+            .await?;
+        self.set_busy(false);
+        Ok(result?)
+    }
+
+    /// `work`'s answer, or [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)
+    /// when the server stops answering ([`crate::tx::within_deadline`]).
+    pub(super) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
+        let deadline = match self {
+            Conn::Pooled(pooled) => pooled.db.config().answer_deadline(),
+            Conn::Tx(tx) => tx.answer_deadline,
+        };
+        crate::tx::within_deadline(deadline, work).await
+    }
+
+    /// Opens a transaction for a repository call that needs several
+    /// statements, unless the call already runs in one. The connection
+    /// stays armed until [`end`](Self::end): dropped in between, it is
+    /// closed, never pooled mid-transaction.
+    pub(super) async fn begin(&self) -> Result<()> {
+        if let Conn::Pooled(pooled) = self {
+            pooled.in_transaction.store(true, Ordering::Release);
+            self.batch(&pooled.db.config().begin_sql("BEGIN")).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends what [`begin`](Self::begin) opened: commits if `result` is `Ok`,
+    /// else rolls back; returns `result`, or the failure to commit.
+    pub(super) async fn end<T>(&self, result: Result<T>) -> Result<T> {
+        let Conn::Pooled(pooled) = self else {
+            return result;
+        };
+        if pooled.busy.load(Ordering::Acquire) {
+            // A statement gave up waiting for its answer and is still in
+            // flight: a ROLLBACK would wait behind it as long again. The
+            // connection is closed on drop, which rolls back.
+            return result;
+        }
+        let finish = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.batch(finish).await;
+        // A failed COMMIT ends the transaction too, as long as the
+        // connection itself is alive; a dead one is discarded on drop.
+        if ended.is_ok() || !self.client()?.is_closed() {
+            pooled.in_transaction.store(false, Ordering::Release);
+        }
+        match (result, ended) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Ok(_), Err(err)) => Err(err),
+            (Err(err), _) => Err(err),
+        }
+    }
+}
+
+/// A failed statement's error kind and SQLSTATE, as fields of an event in
+/// the current span (the repository call's): a failed call's span carries
+/// them in a form a log pipeline can filter on, not only in the error text.
+pub(super) fn note_failure(err: &Error) {
+    tracing::debug!(
+        error.kind = err.kind(),
+        error.sqlstate = err.sqlstate().map(SqlState::code),
+        "statement failed"
+    );
+}
+
+/// Whether a server session's own cached plans went stale: PL/pgSQL (the
+/// crate's triggers) refuses a plan whose parameter types changed (42804).
+/// The crate's statements fix their parameter types when prepared, so they
+/// never raise it otherwise.
+pub(super) fn is_stale_session(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::DATATYPE_MISMATCH)
+}
+
+/// Runs one query on a pooled connection of `db` through the repositories'
+/// executor ([`Conn`]: armed while in flight, healing stale statements), for
+/// the crate's modules outside `pg` (the polling event stream).
+pub(crate) async fn query_pooled(db: &Database, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+    let source = Source::Pool(db.clone());
+    let conn = source.conn().await?;
+    conn.query(sql, params).await
+}
+
+/// Whether the server refused a cached statement because the schema changed
+/// under it (see [`Conn`]).
+pub(super) fn is_stale_statement(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|code| {
+        *code == SqlState::FEATURE_NOT_SUPPORTED
+            || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+            || *code == SqlState::UNDEFINED_TABLE
+            || *code == SqlState::UNDEFINED_COLUMN
+    })
+}

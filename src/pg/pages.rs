@@ -1,0 +1,415 @@
+//! Keyset pages: cursors, and each list's SQL.
+
+use super::*;
+
+/// The page size a request asks for, with the default and the cap applied.
+pub(super) fn page_limit(request: &PageRequest) -> Result<i64> {
+    match request.limit {
+        Some(0) => Err(Error::validation("limit", "must be at least 1")),
+        Some(n) => Ok(i64::from(n.min(MAX_PAGE_LIMIT))),
+        None => Ok(i64::from(DEFAULT_PAGE_LIMIT)),
+    }
+}
+
+/// Which list a cursor belongs to; a cursor of one entity is refused by the
+/// others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CursorKind {
+    User = 1,
+    Task = 2,
+    Execution = 3,
+}
+
+/// The sort key of the last row of a page. Tasks sort by priority first;
+/// users and executions leave it 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Keyset {
+    pub(super) priority: i32,
+    pub(super) created_at: Timestamp,
+    pub(super) id: Uuid,
+}
+
+/// The list a cursor belongs to: the entity and a hash of the list's name
+/// and filter. A cursor of `list_by_user(a)` is refused by
+/// `list_by_user(b)`, by `list` and by `search_by_metadata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ListScope {
+    pub(super) kind: CursorKind,
+    pub(super) list: u32,
+}
+
+impl ListScope {
+    /// `name` names the list (`"tasks.by_user"`); `filter` is its filter
+    /// value's bytes (empty for an unfiltered list).
+    pub(super) fn new(kind: CursorKind, name: &str, filter: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(name.len() + 1 + filter.len());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(filter);
+        ListScope {
+            kind,
+            list: checksum(&bytes),
+        }
+    }
+}
+
+pub(super) const CURSOR_VERSION: u8 = 2;
+pub(super) const CURSOR_BYTES: usize = 1 + 1 + 4 + 4 + 8 + 16 + 4;
+
+/// Hex of version, kind, list, priority, created_at (µs), id and a
+/// checksum of those. The checksum catches edits and truncation, so a
+/// mangled cursor is a validation error rather than a silently wrong page;
+/// it is not a signature (a cursor only ever selects rows the caller may
+/// list anyway).
+pub(super) fn encode_cursor(scope: ListScope, key: &Keyset) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = Vec::with_capacity(CURSOR_BYTES);
+    bytes.push(CURSOR_VERSION);
+    bytes.push(scope.kind as u8);
+    bytes.extend_from_slice(&scope.list.to_be_bytes());
+    bytes.extend_from_slice(&key.priority.to_be_bytes());
+    bytes.extend_from_slice(&key.created_at.unix_micros().to_be_bytes());
+    bytes.extend_from_slice(key.id.as_bytes());
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum.to_be_bytes());
+    let mut text = String::with_capacity(CURSOR_BYTES * 2);
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
+}
+
+pub(super) fn decode_cursor(scope: ListScope, cursor: &str) -> Result<Keyset> {
+    let invalid = || Error::validation("cursor", "is not a cursor returned by this list");
+    if cursor.len() != CURSOR_BYTES * 2 || !cursor.is_ascii() {
+        return Err(invalid());
+    }
+    let bytes = (0..CURSOR_BYTES)
+        .map(|i| u8::from_str_radix(&cursor[2 * i..2 * i + 2], 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|_| invalid())?;
+    let (body, sum) = bytes.split_at(CURSOR_BYTES - 4);
+    let field = |range: std::ops::Range<usize>| body.get(range).ok_or_else(invalid);
+    if checksum(body).to_be_bytes() != sum
+        || body[0] != CURSOR_VERSION
+        || body[1] != scope.kind as u8
+        || field(2..6)? != scope.list.to_be_bytes()
+    {
+        return Err(invalid());
+    }
+    let priority = i32::from_be_bytes(field(6..10)?.try_into().map_err(|_| invalid())?);
+    let micros = i64::from_be_bytes(field(10..18)?.try_into().map_err(|_| invalid())?);
+    let id = Uuid::from_slice(field(18..34)?).map_err(|_| invalid())?;
+    // A cursor forged with a valid checksum may name any instant: one the
+    // server cannot store is refused here, not by the server's 22008.
+    if micros < crate::validate::POSTGRES_MIN_UNIX_MICROS {
+        return Err(invalid());
+    }
+    let created_at = Timestamp::from_unix_micros(micros).ok_or_else(invalid)?;
+    Ok(Keyset {
+        priority,
+        created_at,
+        id,
+    })
+}
+
+/// FNV-1a, 32 bits.
+pub(super) fn checksum(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A checked [`PageRequest`]: rows to return, where to start, and the list
+/// its cursors belong to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PageSpec {
+    pub(super) limit: i64,
+    pub(super) after: Option<Keyset>,
+    pub(super) scope: ListScope,
+}
+
+impl PageSpec {
+    /// Checks the limit and decodes the cursor, before any I/O.
+    pub(super) fn parse(scope: ListScope, request: &PageRequest) -> Result<Self> {
+        Ok(PageSpec {
+            limit: page_limit(request)?,
+            after: request
+                .cursor
+                .as_deref()
+                .map(|c| decode_cursor(scope, c))
+                .transpose()?,
+            scope,
+        })
+    }
+
+    /// `LIMIT` for the query: one extra row tells whether a next page exists.
+    pub(super) fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+}
+
+/// What the three repositories share about their table: its name and
+/// columns, the entity name errors use, its keyset order, and the
+/// statements every table has, written out once in the entity's file.
+pub(super) struct Table {
+    pub(super) table: &'static str,
+    /// The entity's columns, by name and in order, to read its rows.
+    pub(super) read: &'static Columns,
+    /// The same columns as SQL text.
+    pub(super) columns: &'static str,
+    pub(super) cursor: CursorKind,
+    /// Whether the order starts with `priority DESC` (tasks) before
+    /// `created_at DESC, id DESC`.
+    pub(super) by_priority: bool,
+    /// `SELECT` of the columns `WHERE id = $1`.
+    pub(super) get_sql: &'static str,
+    /// `DELETE … WHERE id = $1`.
+    pub(super) delete_sql: &'static str,
+}
+
+/// The statements of one filtered list: built once per filter (a
+/// `LazyLock` in the entity's file) rather than formatted on every call.
+pub(super) struct ListSql {
+    /// The condition on `$1`, or `TRUE`; whether it takes a parameter.
+    pub(super) filtered: bool,
+    /// The first page.
+    pub(super) first: String,
+    /// A page after a cursor.
+    pub(super) after: String,
+    /// `count(*)` of the rows matching.
+    pub(super) count: String,
+}
+
+impl Table {
+    /// The scope of this table's list `name` filtered by `filter`.
+    pub(super) fn scope(&self, name: &str, filter: &[u8]) -> ListScope {
+        ListScope::new(self.cursor, name, filter)
+    }
+
+    /// The row with primary key `id`; `NotFound` when there is none.
+    pub(super) async fn get_row<I>(&self, c: &Conn<'_>, id: I) -> Result<Row>
+    where
+        I: Param + std::fmt::Display,
+    {
+        c.query_opt(self.get_sql, &[&id])
+            .await?
+            .ok_or_else(|| Error::not_found(self.read.entity, id))
+    }
+
+    /// Deletes the row with primary key `id`; `NotFound` when there is none.
+    pub(super) async fn delete<I>(&self, c: &Conn<'_>, id: I) -> Result<()>
+    where
+        I: Param + std::fmt::Display,
+    {
+        match c.execute(self.delete_sql, &[&id]).await? {
+            0 => Err(Error::not_found(self.read.entity, id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// One page of the rows matching `list`'s filter, as `T`s.
+    pub(super) async fn page<T>(
+        &self,
+        c: &Conn<'_>,
+        list: &ListSql,
+        filter: Option<&dyn Param>,
+        page: &PageSpec,
+        read: Read<T>,
+        key_of: fn(&T) -> Keyset,
+    ) -> Result<Page<T>> {
+        let rows = self.page_rows(c, list, filter, page).await?;
+        // One undecodable row fails the page with its Decode error: a page
+        // that silently skipped rows would hide them from every walk.
+        Ok(into_page(self.read.read_all(&rows, read)?, page, key_of))
+    }
+
+    pub(super) fn sort_columns(&self) -> &'static str {
+        if self.by_priority {
+            "priority, created_at, id"
+        } else {
+            "created_at, id"
+        }
+    }
+
+    pub(super) fn order_by(&self) -> &'static str {
+        if self.by_priority {
+            "ORDER BY priority DESC, created_at DESC, id DESC"
+        } else {
+            "ORDER BY created_at DESC, id DESC"
+        }
+    }
+
+    /// The SELECT of one page: rows matching `filter_sql` (a condition on
+    /// `$1`, or `TRUE`), strictly after the cursor's row when `after`, in
+    /// list order, with `LIMIT` as the last parameter.
+    pub(super) fn page_sql(&self, filter_sql: &str, filter_params: usize, after: bool) -> String {
+        let mut next = filter_params + 1;
+        let mut sql = format!(
+            "SELECT {} FROM {} WHERE {filter_sql}",
+            self.columns, self.table
+        );
+        if after {
+            let keys = if self.by_priority { 3 } else { 2 };
+            let placeholders: Vec<String> = (next..next + keys).map(|i| format!("${i}")).collect();
+            next += keys;
+            sql.push_str(&format!(
+                " AND ({}) < ({})",
+                self.sort_columns(),
+                placeholders.join(", ")
+            ));
+        }
+        sql.push_str(&format!(" {} LIMIT ${next}", self.order_by()));
+        sql
+    }
+
+    /// The SELECT of one page through `function` (migrations V7, V8), which
+    /// takes the filter value (when `filtered`), the cursor's keys (NULL
+    /// for the first page) and the row count, in that order, and walks the
+    /// list's index under planner settings that leave no other plan. The
+    /// function returns the rows in list order; the ORDER BY here says so
+    /// rather than relying on it (a sort of one page).
+    pub(super) fn page_call_sql(&self, function: &str, filtered: bool, after: bool) -> String {
+        let keys = if self.by_priority { 3 } else { 2 };
+        let mut args: Vec<String> = Vec::with_capacity(keys + 2);
+        if filtered {
+            args.push("$1".to_owned());
+        }
+        let mut next = args.len() + 1;
+        for _ in 0..keys {
+            if after {
+                args.push(format!("${next}"));
+                next += 1;
+            } else {
+                args.push("NULL".to_owned());
+            }
+        }
+        args.push(format!("${next}"));
+        format!(
+            "SELECT {} FROM {function}({}) {}",
+            self.columns,
+            args.join(", "),
+            self.order_by()
+        )
+    }
+
+    /// The statements of the list filtered by `filter_sql` (a condition on
+    /// `$1`, or `TRUE`), for its entity's `LazyLock`: the page as one
+    /// SELECT, which leaves its plan to the planner (metadata search, whose
+    /// best plan depends on how many rows match).
+    pub(super) fn list_sql(&self, filter_sql: &str) -> ListSql {
+        let filter_params = usize::from(filter_sql.contains("$1"));
+        ListSql {
+            filtered: filter_params > 0,
+            first: self.page_sql(filter_sql, filter_params, false),
+            after: self.page_sql(filter_sql, filter_params, true),
+            count: self.count_sql(filter_sql),
+        }
+    }
+
+    /// The statements of the list filtered by `filter_sql`, its pages read
+    /// through the page function `function` (see
+    /// [`page_call_sql`](Self::page_call_sql)), so that a page reads its
+    /// rows and no more whatever the statistics say.
+    pub(super) fn list_sql_via(&self, filter_sql: &str, function: &str) -> ListSql {
+        let filtered = filter_sql.contains("$1");
+        ListSql {
+            filtered,
+            first: self.page_call_sql(function, filtered, false),
+            after: self.page_call_sql(function, filtered, true),
+            count: self.count_sql(filter_sql),
+        }
+    }
+
+    pub(super) fn count_sql(&self, filter_sql: &str) -> String {
+        format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table)
+    }
+
+    /// The rows of one page (see [`page_sql`](Self::page_sql)). Strictly
+    /// after the cursor's row, so rows inserted meanwhile neither repeat nor
+    /// shift rows already seen.
+    pub(super) async fn page_rows(
+        &self,
+        c: &Conn<'_>,
+        list: &ListSql,
+        filter: Option<&dyn Param>,
+        page: &PageSpec,
+    ) -> Result<Vec<Row>> {
+        debug_assert_eq!(list.filtered, filter.is_some());
+        let mut params: Vec<&dyn Param> = Vec::with_capacity(5);
+        params.extend(filter);
+        let sql = match &page.after {
+            Some(key) => {
+                if self.by_priority {
+                    params.push(&key.priority);
+                }
+                params.extend([&key.created_at as &dyn Param, &key.id]);
+                &list.after
+            }
+            None => &list.first,
+        };
+        let fetch = page.fetch();
+        params.push(&fetch);
+        c.query(sql, &params).await
+    }
+
+    /// `count(*)` of the rows matching `list`'s filter.
+    pub(super) async fn count(
+        &self,
+        c: &Conn<'_>,
+        list: &ListSql,
+        filter: Option<&dyn Param>,
+    ) -> Result<i64> {
+        let params: Vec<&dyn Param> = filter.into_iter().collect();
+        let row = c.query_one(&list.count, &params).await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+/// The SQL a list method of the repositories runs, for the plan tests that
+/// prove each list is an index range scan. `table` is `users`, `tasks` or
+/// `task_executions`; `filter_sql` one the repositories use (`TRUE`,
+/// `user_id = $1`, `status = $1`, `task_id = $1`, `metadata @> $1`).
+/// Not part of the API.
+#[doc(hidden)]
+pub fn __list_sql(table: &str, filter_sql: &str, after_cursor: bool) -> Option<String> {
+    let list: &ListSql = match (table, filter_sql) {
+        ("users", "TRUE") => &user::LIST,
+        ("tasks", "TRUE") => &task::LIST,
+        ("tasks", "user_id = $1") => &task::LIST_BY_USER,
+        ("tasks", "status = $1") => &task::LIST_BY_STATUS,
+        ("tasks", "metadata @> $1") => &task::SEARCH_BY_METADATA,
+        ("task_executions", "TRUE") => &execution::LIST,
+        ("task_executions", "task_id = $1") => &execution::LIST_BY_TASK,
+        ("task_executions", "status = $1") => &execution::LIST_BY_STATUS,
+        _ => return None,
+    };
+    Some(
+        if after_cursor {
+            &list.after
+        } else {
+            &list.first
+        }
+        .clone(),
+    )
+}
+
+/// Builds a page from up to `limit + 1` rows: the extra row only says that
+/// another page exists.
+pub(super) fn into_page<T>(
+    mut items: Vec<T>,
+    page: &PageSpec,
+    key_of: impl Fn(&T) -> Keyset,
+) -> Page<T> {
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|last| encode_cursor(page.scope, &key_of(last)))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}

@@ -1,0 +1,98 @@
+use super::*;
+
+fn key() -> Keyset {
+    Keyset {
+        priority: 7,
+        created_at: Timestamp::now(),
+        id: Uuid::now_v7(),
+    }
+}
+
+fn tasks(filter: &[u8]) -> ListScope {
+    ListScope::new(CursorKind::Task, "list_by_user", filter)
+}
+
+/// Rows are read by position: each entity's names must be its SQL
+/// column list, in order.
+#[test]
+fn column_names_are_the_sql_column_lists() {
+    for table in [&user::TABLE, &task::TABLE, &execution::TABLE] {
+        let sql: Vec<&str> = table.columns.split(',').map(str::trim).collect();
+        assert_eq!(sql, table.read.names, "{}", table.table);
+    }
+}
+
+#[test]
+fn cursors_round_trip() {
+    let k = key();
+    let c = encode_cursor(tasks(b"a"), &k);
+    assert_eq!(decode_cursor(tasks(b"a"), &c).unwrap(), k);
+}
+
+#[test]
+fn tampered_cursors_are_validation_errors() {
+    let c = encode_cursor(tasks(b"a"), &key());
+    let mut flipped = c.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'0' { b'1' } else { b'0' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for bad in [
+        String::new(),
+        "zz".repeat(CURSOR_BYTES),
+        c[..c.len() - 2].to_owned(),
+        format!("{c}00"),
+        flipped,
+        "é".repeat(CURSOR_BYTES),
+    ] {
+        let err = decode_cursor(tasks(b"a"), &bad).unwrap_err();
+        assert_eq!(err.field(), Some("cursor"), "{bad:?}");
+    }
+    // A cursor of another list, or of the same list with another
+    // filter, or of another entity, is refused.
+    for other in [
+        tasks(b"b"),
+        ListScope::new(CursorKind::Task, "list", b""),
+        ListScope::new(CursorKind::User, "list_by_user", b"a"),
+    ] {
+        let foreign = encode_cursor(other, &key());
+        assert!(decode_cursor(tasks(b"a"), &foreign).is_err());
+    }
+}
+
+#[test]
+fn forged_cursors_out_of_the_servers_range_are_refused() {
+    let mut k = key();
+    k.created_at = Timestamp::from_unix_micros(crate::validate::POSTGRES_MIN_UNIX_MICROS - 1)
+        .expect("representable");
+    let forged = encode_cursor(tasks(b"a"), &k);
+    let err = decode_cursor(tasks(b"a"), &forged).unwrap_err();
+    assert_eq!(err.field(), Some("cursor"));
+}
+
+#[test]
+fn limits() {
+    assert_eq!(page_limit(&PageRequest::default()).unwrap(), 20);
+    assert_eq!(page_limit(&PageRequest::first(1)).unwrap(), 1);
+    assert_eq!(page_limit(&PageRequest::first(100)).unwrap(), 100);
+    assert_eq!(page_limit(&PageRequest::first(101)).unwrap(), 100);
+    assert_eq!(
+        page_limit(&PageRequest::first(0)).unwrap_err().field(),
+        Some("limit")
+    );
+}
+
+#[test]
+fn pages_know_whether_more_follow() {
+    let keys: Vec<Keyset> = (0..3).map(|_| key()).collect();
+    let scope = ListScope::new(CursorKind::User, "list", b"");
+    let spec = |limit| PageSpec {
+        limit,
+        after: None,
+        scope,
+    };
+    let page = into_page(keys.clone(), &spec(2), |k| *k);
+    assert_eq!(page.items.len(), 2);
+    let next = decode_cursor(scope, page.next_cursor.as_deref().unwrap()).unwrap();
+    assert_eq!(next, keys[1]);
+    let last = into_page(keys, &spec(3), |k| *k);
+    assert_eq!(last.next_cursor, None);
+}
