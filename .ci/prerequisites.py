@@ -34,9 +34,9 @@ def main():
     stated_pg = re.search(r"PostgreSQL (\d+) or newer", readme)
     if not stated or not stated_pg:
         sys.exit("README: the Prerequisites section must say 'Rust X.Y or newer' and 'PostgreSQL N or newer'")
-    code = re.search(r"MIN_SERVER_VERSION_NUM: i32 = (\d+) \* 10_000;", open("src/migrate.rs").read())
+    code = re.search(r"MIN_SERVER_VERSION_NUM: i32 = (\d+) \* 10_000;", open("src/migrate/mod.rs").read())
     if not code or code.group(1) != stated_pg.group(1):
-        sys.exit(f"README says PostgreSQL {stated_pg.group(1)}; src/migrate.rs MIN_SERVER_VERSION_NUM disagrees")
+        sys.exit(f"README says PostgreSQL {stated_pg.group(1)}; src/migrate/mod.rs MIN_SERVER_VERSION_NUM disagrees")
     if stated.group(1) != msrv:
         sys.exit(f"README says Rust {stated.group(1)}, Cargo.toml rust-version is {msrv}")
 
