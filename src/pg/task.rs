@@ -25,7 +25,7 @@ macro_rules! columns {
     };
 }
 
-const COLUMNS: &str = columns!();
+pub(super) const COLUMNS: &str = columns!();
 
 /// [`COLUMNS`] one by one, in `read_task`'s order.
 static COLUMN_NAMES: Columns = Columns {
@@ -88,49 +88,6 @@ pub(super) static LIST_BY_STATUS: LazyLock<ListSql> =
 pub(super) static SEARCH_BY_METADATA: LazyLock<ListSql> =
     LazyLock::new(|| TABLE.list_sql("metadata @> $1"));
 
-/// A task's status set by hand: `$1` task, `$2` the new status (pending or
-/// cancelled: the other statuses follow its execution), `$3` statuses it may
-/// come from.
-///
-/// `current` locks the task and, under READ COMMITTED, sees its latest
-/// committed version; the transition is checked against it. Cancelling also
-/// cancels the task's active execution, in the same statement and after the
-/// task lock (also when the task already was cancelled, by another
-/// application writing to the table, and its execution was left active) (the crate's one lock order: task, then execution), so a
-/// cancelled task never has claimable work. `fresh` makes that exact: every
-/// writer that adds an execution also updates its task, so when the locked
-/// version is the one this statement's snapshot sees, the snapshot sees all
-/// of the task's executions; when not, nothing is written and the statement
-/// is run again. The second branch of the result returns the locked row when
-/// nothing changed: a no-op, or a refused transition with the status to
-/// report.
-static UPDATE_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH current AS MATERIALIZED ( \
-           SELECT {COLUMNS}, xmin AS version FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
-         ), fresh AS ( \
-           SELECT current.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM current \
-         ), changed AS ( \
-           UPDATE tasks t SET status = $2, updated_at = now() FROM current c, fresh \
-           WHERE fresh.ok AND t.id = c.id AND c.status = ANY($3) AND c.status <> $2 \
-           RETURNING {returning} \
-         ), cancelled AS ( \
-           UPDATE task_executions e \
-           SET status = 'cancelled', completed_at = greatest(now(), e.started_at), \
-               lease_expires_at = NULL, updated_at = now() \
-           FROM current c, fresh \
-           WHERE fresh.ok AND $2 = 'cancelled' AND e.task_id = c.id \
-             AND (c.status = 'cancelled' OR c.status = ANY($3)) \
-             AND e.status IN ('pending', 'running') \
-         ) \
-         SELECT true AS changed, fresh.ok AS fresh, {COLUMNS} FROM changed, fresh \
-         UNION ALL \
-         SELECT false, fresh.ok, {COLUMNS} FROM current, fresh \
-         WHERE NOT EXISTS (SELECT 1 FROM changed)",
-        returning = prefixed("t", COLUMNS),
-    )
-});
-
 /// Reads a task, its fields in [`COLUMN_NAMES`]' order.
 fn read_task(r: &mut RowReader<'_>) -> Result<Task> {
     Ok(Task {
@@ -149,7 +106,7 @@ fn read_task(r: &mut RowReader<'_>) -> Result<Task> {
     })
 }
 
-fn task_from_row(row: &Row) -> Result<Task> {
+pub(super) fn task_from_row(row: &Row) -> Result<Task> {
     COLUMN_NAMES.read_one(row, read_task)
 }
 
@@ -343,36 +300,6 @@ pub(crate) mod sql {
         .ok_or_else(|| Error::not_found("task", id))
     }
 
-    pub(crate) async fn update_status(c: &Conn<'_>, id: TaskId, to: TaskStatus) -> Result<Task> {
-        let from: Vec<&str> = TaskStatus::ALL
-            .into_iter()
-            .filter(|from| from.can_transition_to(to))
-            .map(TaskStatus::as_str)
-            .collect();
-        for _ in 0..crate::pg::queue::FRESH_ATTEMPTS {
-            let row = c
-                .query_opt(&UPDATE_STATUS_SQL, &[&id, &to, &from])
-                .await?
-                .ok_or_else(|| Error::not_found("task", id))?;
-            if !row.try_get::<_, bool>("fresh")? {
-                continue;
-            }
-            let task = task_from_row(&row)?;
-            if row.try_get::<_, bool>("changed")? || task.status == to {
-                return Ok(task);
-            }
-            return Err(Error::InvalidTransition {
-                entity: "task",
-                from: task.status.as_str(),
-                to: to.as_str(),
-            });
-        }
-        Err(Error::unavailable(
-            format!("task {id} kept changing while its status was being set; nothing was written"),
-            None,
-        ))
-    }
-
     pub(crate) async fn delete(c: &Conn<'_>, id: TaskId) -> Result<()> {
         TABLE.delete(c, id).await
     }
@@ -494,7 +421,7 @@ impl TaskRepository for PgTaskRepository {
     )]
     async fn update_status(&self, id: TaskId, status: TaskStatus) -> Result<Task> {
         validate::task_status_by_hand(status)?;
-        sql::update_status(&self.source.conn().await?, id, status).await
+        crate::pg::queue::sql::set_task_status(&self.source.conn().await?, id, status).await
     }
 
     #[tracing::instrument(

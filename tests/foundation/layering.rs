@@ -1,6 +1,6 @@
 //! The layering of the source: no import circle between the crate's
-//! top-level modules (nor between those of `benches/compare`), and the
-//! model a leaf that imports nothing of the crate. Read from the files
+//! top-level modules (nor between those of `benches/compare`), the model a
+//! leaf that imports nothing of the crate, and one owner of status writes. Read from the files
 //! themselves: a `crate::<module>` path in code (comments and test modules
 //! aside) is an arrow from the file's top-level module to that module.
 
@@ -161,4 +161,34 @@ fn a_circle_is_found_when_there_is_one() {
     let found = circles(&graph);
     assert!(found.contains(&"a -> b -> c -> a".to_owned()), "{found:?}");
     assert!(!found.iter().any(|c| c.starts_with("d ")), "{found:?}");
+}
+
+/// Every statement that writes a task's or an execution's status lives in
+/// the queue (`src/pg/queue/`): one owner for the state machine's writes,
+/// task cancel included. A status written elsewhere shows as `SET status`
+/// (or `, status =` in a longer SET list) in that file's code.
+#[test]
+fn status_writes_live_in_the_queue() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let queue = root.join("pg").join("queue");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut owners = BTreeSet::new();
+    let mut elsewhere = Vec::new();
+    for file in files {
+        let text = code(&std::fs::read_to_string(&file).unwrap()).to_lowercase();
+        if text.contains("set status") || text.contains(", status =") {
+            if file.starts_with(&queue) {
+                owners.insert(file.file_name().unwrap().to_string_lossy().into_owned());
+            } else {
+                elsewhere.push(file.display().to_string());
+            }
+        }
+    }
+    // The check sees the writes it must: the queue's own statements.
+    assert!(owners.contains("statements.rs"), "{owners:?}");
+    assert!(
+        elsewhere.is_empty(),
+        "status written outside the queue: {elsewhere:?}"
+    );
 }

@@ -431,3 +431,39 @@ pub(crate) async fn prune_batch(
     c.execute(PRUNE_SQL, &[&seconds(older_than), &i64::from(batch_size)])
         .await
 }
+
+/// A task's status set by hand ([`TaskRepository::update_status`](crate::TaskRepository::update_status)):
+/// pending or cancelled, the latter cancelling its active execution too.
+pub(crate) async fn set_task_status(
+    c: &Conn<'_>,
+    id: TaskId,
+    to: TaskStatus,
+) -> Result<crate::model::Task> {
+    let from: Vec<&str> = TaskStatus::ALL
+        .into_iter()
+        .filter(|from| from.can_transition_to(to))
+        .map(TaskStatus::as_str)
+        .collect();
+    for _ in 0..FRESH_ATTEMPTS {
+        let row = c
+            .query_opt(&TASK_STATUS_SQL, &[&id, &to, &from])
+            .await?
+            .ok_or_else(|| Error::not_found("task", id))?;
+        if !row.try_get::<_, bool>("fresh")? {
+            continue;
+        }
+        let task = crate::pg::task::task_from_row(&row)?;
+        if row.try_get::<_, bool>("changed")? || task.status == to {
+            return Ok(task);
+        }
+        return Err(Error::InvalidTransition {
+            entity: "task",
+            from: task.status.as_str(),
+            to: to.as_str(),
+        });
+    }
+    Err(Error::unavailable(
+        format!("task {id} kept changing while its status was being set; nothing was written"),
+        None,
+    ))
+}

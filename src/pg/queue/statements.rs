@@ -2,6 +2,7 @@
 //! change of an execution, in one place.
 
 use super::*;
+use crate::pg::task::COLUMNS as TASK_COLUMNS;
 
 /// The columns of a claimed row: the execution's, then its task's script
 /// (see [`CLAIM_SQL`]), in `read_claimed`'s order.
@@ -385,6 +386,49 @@ pub(super) const DELETE_SQL: &str = "WITH task AS MATERIALIZED ( \
                      AND k.status IN ('pending', 'running') \
                  ) \
                  SELECT count(*) FROM gone";
+
+/// A task's status set by hand: `$1` task, `$2` the new status (pending or
+/// cancelled: the other statuses follow its execution), `$3` statuses it may
+/// come from.
+///
+/// `current` locks the task and, under READ COMMITTED, sees its latest
+/// committed version; the transition is checked against it. Cancelling also
+/// cancels the task's active execution, in the same statement and after the
+/// task lock (also when the task already was cancelled, by another
+/// application writing to the table, and its execution was left active) (the crate's one lock order: task, then execution), so a
+/// cancelled task never has claimable work. `fresh` makes that exact: every
+/// writer that adds an execution also updates its task, so when the locked
+/// version is the one this statement's snapshot sees, the snapshot sees all
+/// of the task's executions; when not, nothing is written and the statement
+/// is run again. The second branch of the result returns the locked row when
+/// nothing changed: a no-op, or a refused transition with the status to
+/// report.
+pub(super) static TASK_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH current AS MATERIALIZED ( \
+           SELECT {TASK_COLUMNS}, xmin AS version FROM tasks WHERE id = $1 FOR NO KEY UPDATE \
+         ), fresh AS ( \
+           SELECT current.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM current \
+         ), changed AS ( \
+           UPDATE tasks t SET status = $2, updated_at = now() FROM current c, fresh \
+           WHERE fresh.ok AND t.id = c.id AND c.status = ANY($3) AND c.status <> $2 \
+           RETURNING {returning} \
+         ), cancelled AS ( \
+           UPDATE task_executions e \
+           SET status = 'cancelled', completed_at = greatest(now(), e.started_at), \
+               lease_expires_at = NULL, updated_at = now() \
+           FROM current c, fresh \
+           WHERE fresh.ok AND $2 = 'cancelled' AND e.task_id = c.id \
+             AND (c.status = 'cancelled' OR c.status = ANY($3)) \
+             AND e.status IN ('pending', 'running') \
+         ) \
+         SELECT true AS changed, fresh.ok AS fresh, {TASK_COLUMNS} FROM changed, fresh \
+         UNION ALL \
+         SELECT false, fresh.ok, {TASK_COLUMNS} FROM current, fresh \
+         WHERE NOT EXISTS (SELECT 1 FROM changed)",
+        returning = prefixed("t", TASK_COLUMNS),
+    )
+});
 
 /// The statements of the queue, for the plan tests: `claim`, `rescue`,
 /// `prune`, `enqueue`, `enqueue_many`, `heartbeat`, `heartbeat_batch`,
