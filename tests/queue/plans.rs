@@ -191,6 +191,20 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     assert_bounded("finish", &p, 1, None);
     let p = profile(client, "delete", &[&pending[0]]).await;
     assert_bounded("delete", &p, 1, None);
+    // A task cancelled by hand: the task and its active execution.
+    let queued_task = ids(
+        client,
+        "SELECT task_id FROM task_executions WHERE status = 'pending' ORDER BY id LIMIT 1",
+    )
+    .await;
+    let to_cancelled = vec!["pending", "running", "failed", "timeout"];
+    let p = profile(
+        client,
+        "task_status",
+        &[&queued_task[0], &"cancelled", &to_cancelled],
+    )
+    .await;
+    assert_bounded("task_status", &p, 1, None);
 
     let idle = ids(
         client,

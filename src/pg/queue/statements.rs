@@ -433,7 +433,8 @@ pub(super) static TASK_STATUS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// The statements of the queue, for the plan tests: `claim`, `rescue`,
 /// `prune`, `enqueue`, `enqueue_many`, `heartbeat`, `heartbeat_batch`,
 /// `complete`, `complete_many`, `finish` (cancel, and an end status set by
-/// hand) and `delete`. Not part of the API.
+/// hand), `delete` and `task_status` (a task's status set by hand). Not
+/// part of the API.
 #[doc(hidden)]
 pub fn __queue_sql(name: &str) -> Option<String> {
     Some(match name {
@@ -448,6 +449,7 @@ pub fn __queue_sql(name: &str) -> Option<String> {
         "complete_many" => COMPLETE_MANY_SQL.clone(),
         "finish" => FINISH_SQL.clone(),
         "delete" => DELETE_SQL.to_owned(),
+        "task_status" => TASK_STATUS_SQL.clone(),
         _ => return None,
     })
 }
