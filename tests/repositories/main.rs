@@ -1,6 +1,7 @@
 //! Repository tests against a real PostgreSQL server, one fresh database per
 //! test; plus the mock-injection test. One binary keeps link time down.
 
+mod conformance;
 mod deny_list;
 mod error_constructors;
 mod executions;
