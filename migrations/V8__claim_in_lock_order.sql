@@ -182,21 +182,23 @@ END;
 $$;
 
 -- Each page function is created again below, in this transaction, under
--- the same name and arguments: no client sees it missing.
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_users_page(timestamptz, uuid, bigint);
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_tasks_page(integer, timestamptz, uuid, bigint);
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_tasks_by_user_page(uuid, integer, timestamptz, uuid, bigint);
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_tasks_by_status_page(text, integer, timestamptz, uuid, bigint);
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_executions_page(timestamptz, uuid, bigint);
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_executions_by_task_page(uuid, timestamptz, uuid, bigint);
--- squawk-ignore ban-drop-function
-DROP FUNCTION voidrunner_executions_by_status_page(text, timestamptz, uuid, bigint);
+-- the same name and arguments: no client sees it missing. V7's is renamed
+-- first, so that the grants on it carry over to the new one (below) before
+-- it is dropped.
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_users_page(timestamptz, uuid, bigint) RENAME TO voidrunner_users_page_v7;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_tasks_page(integer, timestamptz, uuid, bigint) RENAME TO voidrunner_tasks_page_v7;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_tasks_by_user_page(uuid, integer, timestamptz, uuid, bigint) RENAME TO voidrunner_tasks_by_user_page_v7;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_tasks_by_status_page(text, integer, timestamptz, uuid, bigint) RENAME TO voidrunner_tasks_by_status_page_v7;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_executions_page(timestamptz, uuid, bigint) RENAME TO voidrunner_executions_page_v7;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_executions_by_task_page(uuid, timestamptz, uuid, bigint) RENAME TO voidrunner_executions_by_task_page_v7;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_executions_by_status_page(text, timestamptz, uuid, bigint) RENAME TO voidrunner_executions_by_status_page_v7;
 
 -- The list pages: one function per list, each the page's rows in list
 -- order (newest first; tasks by priority first), after the cursor's row
@@ -533,3 +535,61 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- The grants on V7's functions carry over to their successors: a
+-- deployment that revoked EXECUTE from PUBLIC and granted it to its roles
+-- keeps exactly that (a new function would get the default privileges
+-- instead: PUBLIC, or nobody under ALTER DEFAULT PRIVILEGES). A DO block,
+-- so no helper object is left behind and no TEMP privilege is needed.
+DO $$
+DECLARE
+    pair record;
+    a record;
+BEGIN
+    FOR pair IN
+        SELECT src::regprocedure AS src, dst::regprocedure AS dst FROM (VALUES
+            ('voidrunner_users_page_v7(timestamptz, uuid, bigint)', 'voidrunner_users_page(timestamptz, uuid, bigint)'),
+            ('voidrunner_tasks_page_v7(integer, timestamptz, uuid, bigint)', 'voidrunner_tasks_page(integer, timestamptz, uuid, bigint)'),
+            ('voidrunner_tasks_by_user_page_v7(uuid, integer, timestamptz, uuid, bigint)', 'voidrunner_tasks_by_user_page(uuid, integer, timestamptz, uuid, bigint)'),
+            ('voidrunner_tasks_by_status_page_v7(text, integer, timestamptz, uuid, bigint)', 'voidrunner_tasks_by_status_page(text, integer, timestamptz, uuid, bigint)'),
+            ('voidrunner_executions_page_v7(timestamptz, uuid, bigint)', 'voidrunner_executions_page(timestamptz, uuid, bigint)'),
+            ('voidrunner_executions_by_task_page_v7(uuid, timestamptz, uuid, bigint)', 'voidrunner_executions_by_task_page(uuid, timestamptz, uuid, bigint)'),
+            ('voidrunner_executions_by_status_page_v7(text, timestamptz, uuid, bigint)', 'voidrunner_executions_by_status_page(text, timestamptz, uuid, bigint)'),
+            ('voidrunner_claim_next(bigint)', 'voidrunner_claim(text, bigint, double precision)')
+        ) AS v(src, dst)
+    LOOP
+        FOR a IN
+            SELECT x.grantee FROM pg_proc p,
+                aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+            WHERE p.oid = pair.dst AND x.grantee <> p.proowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', pair.dst,
+                CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END);
+        END LOOP;
+        FOR a IN
+            SELECT x.grantee, x.is_grantable FROM pg_proc p,
+                aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+            WHERE p.oid = pair.src AND x.privilege_type = 'EXECUTE' AND x.grantee <> p.proowner
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', pair.dst,
+                CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_users_page_v7(timestamptz, uuid, bigint);
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_tasks_page_v7(integer, timestamptz, uuid, bigint);
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_tasks_by_user_page_v7(uuid, integer, timestamptz, uuid, bigint);
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_tasks_by_status_page_v7(text, integer, timestamptz, uuid, bigint);
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_executions_page_v7(timestamptz, uuid, bigint);
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_executions_by_task_page_v7(uuid, timestamptz, uuid, bigint);
+-- squawk-ignore ban-drop-function
+DROP FUNCTION voidrunner_executions_by_status_page_v7(text, timestamptz, uuid, bigint);

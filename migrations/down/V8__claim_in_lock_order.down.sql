@@ -1,15 +1,23 @@
 -- Reverts V8__claim_in_lock_order.sql: no voidrunner_claim, the list
--- pages of V7 (their table's row type), and the V7 functions' search_path
--- that of the session running this script, as V7 set it.
+-- pages of V7 (their table's row type) with the grants the pages had, and
+-- the V7 functions' search_path that of the session running this script,
+-- as V7 set it.
 DROP FUNCTION voidrunner_claim(text, bigint, double precision);
 
-DROP FUNCTION voidrunner_users_page(timestamptz, uuid, bigint);
-DROP FUNCTION voidrunner_tasks_page(integer, timestamptz, uuid, bigint);
-DROP FUNCTION voidrunner_tasks_by_user_page(uuid, integer, timestamptz, uuid, bigint);
-DROP FUNCTION voidrunner_tasks_by_status_page(text, integer, timestamptz, uuid, bigint);
-DROP FUNCTION voidrunner_executions_page(timestamptz, uuid, bigint);
-DROP FUNCTION voidrunner_executions_by_task_page(uuid, timestamptz, uuid, bigint);
-DROP FUNCTION voidrunner_executions_by_status_page(text, timestamptz, uuid, bigint);
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_users_page(timestamptz, uuid, bigint) RENAME TO voidrunner_users_page_v8;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_tasks_page(integer, timestamptz, uuid, bigint) RENAME TO voidrunner_tasks_page_v8;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_tasks_by_user_page(uuid, integer, timestamptz, uuid, bigint) RENAME TO voidrunner_tasks_by_user_page_v8;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_tasks_by_status_page(text, integer, timestamptz, uuid, bigint) RENAME TO voidrunner_tasks_by_status_page_v8;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_executions_page(timestamptz, uuid, bigint) RENAME TO voidrunner_executions_page_v8;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_executions_by_task_page(uuid, timestamptz, uuid, bigint) RENAME TO voidrunner_executions_by_task_page_v8;
+-- squawk-ignore renaming-object
+ALTER FUNCTION voidrunner_executions_by_status_page(text, timestamptz, uuid, bigint) RENAME TO voidrunner_executions_by_status_page_v8;
 
 -- The list pages: one function per list, each the page's rows in list
 -- order (newest first; tasks by priority first), after the cursor's row
@@ -254,6 +262,51 @@ BEGIN
     END IF;
 END;
 $$;
+
+DO $$
+DECLARE
+    pair record;
+    a record;
+BEGIN
+    FOR pair IN
+        SELECT src::regprocedure AS src, dst::regprocedure AS dst FROM (VALUES
+            ('voidrunner_users_page_v8(timestamptz, uuid, bigint)', 'voidrunner_users_page(timestamptz, uuid, bigint)'),
+            ('voidrunner_tasks_page_v8(integer, timestamptz, uuid, bigint)', 'voidrunner_tasks_page(integer, timestamptz, uuid, bigint)'),
+            ('voidrunner_tasks_by_user_page_v8(uuid, integer, timestamptz, uuid, bigint)', 'voidrunner_tasks_by_user_page(uuid, integer, timestamptz, uuid, bigint)'),
+            ('voidrunner_tasks_by_status_page_v8(text, integer, timestamptz, uuid, bigint)', 'voidrunner_tasks_by_status_page(text, integer, timestamptz, uuid, bigint)'),
+            ('voidrunner_executions_page_v8(timestamptz, uuid, bigint)', 'voidrunner_executions_page(timestamptz, uuid, bigint)'),
+            ('voidrunner_executions_by_task_page_v8(uuid, timestamptz, uuid, bigint)', 'voidrunner_executions_by_task_page(uuid, timestamptz, uuid, bigint)'),
+            ('voidrunner_executions_by_status_page_v8(text, timestamptz, uuid, bigint)', 'voidrunner_executions_by_status_page(text, timestamptz, uuid, bigint)')
+        ) AS v(src, dst)
+    LOOP
+        FOR a IN
+            SELECT x.grantee FROM pg_proc p,
+                aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+            WHERE p.oid = pair.dst AND x.grantee <> p.proowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', pair.dst,
+                CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END);
+        END LOOP;
+        FOR a IN
+            SELECT x.grantee, x.is_grantable FROM pg_proc p,
+                aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
+            WHERE p.oid = pair.src AND x.privilege_type = 'EXECUTE' AND x.grantee <> p.proowner
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', pair.dst,
+                CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
+DROP FUNCTION voidrunner_users_page_v8(timestamptz, uuid, bigint);
+DROP FUNCTION voidrunner_tasks_page_v8(integer, timestamptz, uuid, bigint);
+DROP FUNCTION voidrunner_tasks_by_user_page_v8(uuid, integer, timestamptz, uuid, bigint);
+DROP FUNCTION voidrunner_tasks_by_status_page_v8(text, integer, timestamptz, uuid, bigint);
+DROP FUNCTION voidrunner_executions_page_v8(timestamptz, uuid, bigint);
+DROP FUNCTION voidrunner_executions_by_task_page_v8(uuid, timestamptz, uuid, bigint);
+DROP FUNCTION voidrunner_executions_by_status_page_v8(text, timestamptz, uuid, bigint);
 
 ALTER FUNCTION voidrunner_expired_leases(bigint) SET search_path FROM CURRENT;
 ALTER FUNCTION voidrunner_prunable(timestamptz, bigint) SET search_path FROM CURRENT;

@@ -481,7 +481,8 @@ async fn schema_through_the_url_and_renamed() {
 /// EXECUTE on functions, which PUBLIC has by default); (c) after a
 /// hardening `REVOKE EXECUTE ON ALL FUNCTIONS ... FROM PUBLIC`, the app
 /// role is refused with a clear permission error until EXECUTE is granted
-/// to it, as the README's deploying notes say.
+/// to it, as the README's deploying notes say; (d) V8 down and up keeps
+/// those grants, and no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_superuser_roles() {
     let cluster = PrivateCluster::start().await.unwrap();
@@ -551,12 +552,74 @@ async fn non_superuser_roles() {
         .unwrap();
     let app3 = Database::connect(as_role("app")).await.unwrap();
     let granted = round(&app3, "app-granted").await;
+    // V8 down and up again: the page functions it replaces (and the claim
+    // function it adds beside V7's) keep the grants of the ones they
+    // replace, so the hardened deployment stays as it was: the app role
+    // runs, and PUBLIC (a role with no grant) is still refused.
+    let (su_db, conn) = admin
+        .with_dbname("vrdb")
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let acls = || async {
+        let rows = su_db
+            .query(
+                "SELECT p.proname::text, coalesce(p.proacl::text, 'default') FROM pg_proc p \
+                 WHERE p.proname LIKE 'voidrunner\\_%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = acls().await;
+    owner.migrate_down(DownTarget::ToVersion(7)).await.unwrap();
+    owner.migrate().await.unwrap();
+    let after = acls().await;
+    assert_eq!(before, after, "grants after V8 down and up");
+    assert_eq!(
+        after.get("voidrunner_claim"),
+        after.get("voidrunner_claim_next"),
+        "the claim function has the grants of the one it replaces"
+    );
+    assert!(
+        after["voidrunner_users_page"].contains("app=X"),
+        "{after:?}"
+    );
+    su.batch_execute("CREATE ROLE stranger LOGIN NOSUPERUSER")
+        .await
+        .unwrap();
+    owner
+        .client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO stranger",
+        )
+        .await
+        .unwrap();
+    let app4 = Database::connect(as_role("app")).await.unwrap();
+    let after_v8 = round(&app4, "app-after-v8").await;
+    let stranger = Database::connect(as_role("stranger")).await.unwrap();
+    let refused_again = round(&stranger, "stranger").await;
+    app4.close(Duration::from_secs(5)).await;
+    stranger.close(Duration::from_secs(5)).await;
     app.close(Duration::from_secs(5)).await;
     app2.close(Duration::from_secs(5)).await;
     app3.close(Duration::from_secs(5)).await;
     owner.close(Duration::from_secs(5)).await;
     cluster.destroy().await.unwrap();
     granted.unwrap();
+    after_v8.unwrap();
+    let refused_again = refused_again.expect_err("PUBLIC ran the functions after V8 down and up");
+    assert!(
+        refused_again.contains("permission denied for function voidrunner_"),
+        "{refused_again}"
+    );
 }
 
 /// A claim in a `Database::transaction` that then queues a follow-up task,
