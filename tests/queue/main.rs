@@ -18,6 +18,7 @@ mod operators;
 mod ownership;
 mod plans;
 mod regressions;
+mod roles;
 mod transactions;
 
 use std::time::Duration;
