@@ -71,12 +71,11 @@ fn assert_bounded(name: &str, p: &StatementProfile, rows: i64, index: Option<&st
     }
 }
 
-/// Statistics taken on the empty tables (one user), autovacuum off for the
-/// test's database, then `BACKLOG` tasks queued, as a bulk enqueue leaves
-/// them; and, as mass changes after the statistics: 10,000 of them claimed
-/// by `w` with leases that have expired, 10,000 completed a day ago, and
-/// 1,000 failed tasks with nothing queued.
-async fn stale_queue(f: &Fixture) -> voidrunner_db::PooledClient {
+/// Autovacuum off and statistics taken on the tables as they are (empty),
+/// then `load` run without event notifications: rows the planner does not
+/// know about, which a statement must not read. A connection of the test's
+/// database, for profiling.
+async fn stale_load(f: &Fixture, load: &str) -> voidrunner_db::PooledClient {
     let client = f.db.raw_client().await.unwrap();
     client
         .batch_execute(&format!(
@@ -84,7 +83,24 @@ async fn stale_queue(f: &Fixture) -> voidrunner_db::PooledClient {
              ALTER TABLE task_executions SET (autovacuum_enabled = off); \
              ANALYZE tasks; ANALYZE task_executions; \
              SET voidrunner.notify_events = off; \
-             INSERT INTO tasks (user_id, name, script_content, priority) \
+             {load} \
+             RESET voidrunner.notify_events;"
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+/// Statistics taken on the empty tables (one user), autovacuum off for the
+/// test's database, then `BACKLOG` tasks queued, as a bulk enqueue leaves
+/// them; and, as mass changes after the statistics: 10,000 of them claimed
+/// by `w` with leases that have expired, 10,000 completed a day ago, and
+/// 1,000 failed tasks with nothing queued.
+async fn stale_queue(f: &Fixture) -> voidrunner_db::PooledClient {
+    stale_load(
+        f,
+        &format!(
+            "INSERT INTO tasks (user_id, name, script_content, priority) \
                SELECT '{user}', 't' || g, 'print(1)', g % 11 FROM generate_series(1, {BACKLOG}) g; \
              INSERT INTO task_executions (task_id, priority) SELECT id, priority FROM tasks; \
              WITH picked AS (SELECT id, task_id FROM task_executions ORDER BY id LIMIT 10000), \
@@ -102,13 +118,11 @@ async fn stale_queue(f: &Fixture) -> voidrunner_db::PooledClient {
                     started_at = now() - interval '1 day', completed_at = now() - interval '1 day' \
              WHERE id IN (SELECT id FROM picked); \
              INSERT INTO tasks (user_id, name, script_content, status) \
-               SELECT '{user}', 'f' || g, 'print(1)', 'failed' FROM generate_series(1, 1000) g; \
-             RESET voidrunner.notify_events;",
+               SELECT '{user}', 'f' || g, 'print(1)', 'failed' FROM generate_series(1, 1000) g;",
             user = f.user.id
-        ))
-        .await
-        .unwrap();
-    client
+        ),
+    )
+    .await
 }
 
 async fn ids(client: &tokio_postgres::Client, sql: &str) -> Vec<Uuid> {
@@ -338,24 +352,18 @@ async fn claims_stay_bounded_after_a_mass_rescue_and_a_mass_cancel() {
 /// Statistics on empty tables, autovacuum off, then `n` pending tasks at
 /// one priority (5), in run_after order.
 async fn stale_single_priority(f: &Fixture, n: i64) -> voidrunner_db::PooledClient {
-    let client = f.db.raw_client().await.unwrap();
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
-             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
-             ANALYZE tasks; ANALYZE task_executions; \
-             SET voidrunner.notify_events = off; \
-             INSERT INTO tasks (user_id, name, script_content, priority) \
+    stale_load(
+        f,
+        &format!(
+            "INSERT INTO tasks (user_id, name, script_content, priority) \
                SELECT '{user}', 't' || g, 'print(1)', 5 FROM generate_series(1, {n}) g; \
              INSERT INTO task_executions (task_id, priority, run_after) \
                SELECT id, priority, now() - interval '1 day' + (row_number() OVER (ORDER BY id)) * interval '1 ms' \
-               FROM tasks; \
-             RESET voidrunner.notify_events;",
+               FROM tasks;",
             user = f.user.id
-        ))
-        .await
-        .unwrap();
-    client
+        ),
+    )
+    .await
 }
 
 /// Cancels the first `k` pending executions in claim order, as another
@@ -414,14 +422,10 @@ async fn a_vacuum_after_a_mass_cancel_of_the_head_bounds_the_claim_again() {
 #[tokio::test]
 async fn rescue_and_prune_skip_the_unexpired_and_recent() {
     let f = fixture().await;
-    let client = f.db.raw_client().await.unwrap();
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
-             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
-             ANALYZE tasks; ANALYZE task_executions; \
-             SET voidrunner.notify_events = off; \
-             INSERT INTO tasks (user_id, name, script_content, status) \
+    let client = stale_load(
+        &f,
+        &format!(
+            "INSERT INTO tasks (user_id, name, script_content, status) \
                SELECT '{user}', 'r' || g, 'print(1)', 'running' FROM generate_series(1, 50010) g; \
              INSERT INTO task_executions (task_id, status, worker_id, started_at, lease_expires_at, attempt) \
                SELECT id, 'running', 'w', now() - interval '1 hour', \
@@ -434,12 +438,11 @@ async fn rescue_and_prune_skip_the_unexpired_and_recent() {
                SELECT id, 'completed', 'w', now() - interval '400 days', \
                       CASE WHEN row_number() OVER (ORDER BY id) <= 10 THEN now() - interval '365 days' \
                            ELSE now() - interval '1 minute' END \
-               FROM tasks WHERE status = 'completed'; \
-             RESET voidrunner.notify_events;",
+               FROM tasks WHERE status = 'completed';",
             user = f.user.id
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let retry_ids: Vec<uuid::Uuid> = (0..1000).map(|_| uuid::Uuid::new_v4()).collect();
     let p = profile(&client, "rescue", &[&1000i64, &3i32, &retry_ids, &0.0f64]).await;
     let p2 = profile(&client, "prune", &[&(30.0f64 * 86400.0), &1000i64]).await;
@@ -453,23 +456,18 @@ async fn rescue_and_prune_skip_the_unexpired_and_recent() {
 #[tokio::test]
 async fn claim_past_delayed_rows_at_every_priority() {
     let f = fixture().await;
-    let client = f.db.raw_client().await.unwrap();
-    client
-        .batch_execute(&format!(
-            "ALTER TABLE tasks SET (autovacuum_enabled = off); \
-             ALTER TABLE task_executions SET (autovacuum_enabled = off); \
-             ANALYZE tasks; ANALYZE task_executions; \
-             SET voidrunner.notify_events = off; \
-             INSERT INTO tasks (user_id, name, script_content, priority) \
+    let client = stale_load(
+        &f,
+        &format!(
+            "INSERT INTO tasks (user_id, name, script_content, priority) \
                SELECT '{user}', 't' || g, 'print(1)', g % 11 FROM generate_series(1, 110001) g; \
              INSERT INTO task_executions (task_id, priority, run_after) \
                SELECT id, priority, CASE WHEN name = 't110001' THEN now() - interval '1 day' \
-                                         ELSE now() + interval '1 hour' END FROM tasks; \
-             RESET voidrunner.notify_events;",
+                                         ELSE now() + interval '1 hour' END FROM tasks;",
             user = f.user.id
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let p = profile(&client, "claim", &[&"w2", &1000i64, &30.0f64]).await;
     assert!(p.seq_scans.is_empty() && p.entries_read() <= 100 && p.buffers <= 600);
 }
