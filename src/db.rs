@@ -345,7 +345,7 @@ impl Database {
         let started = Instant::now();
         let check = async {
             let client = self.client().await?;
-            let sql = "SELECT current_setting('server_version')";
+            let sql = crate::queries::server::VERSION.text;
             // Unnamed behind a transaction-mode pooler: a named statement's
             // execution could reach another server connection than its
             // preparation.

@@ -33,6 +33,7 @@ pub mod migrate;
 pub mod model;
 pub mod pg;
 mod pool_status;
+mod queries;
 pub mod repo;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
@@ -55,6 +56,8 @@ pub use model::{
     UserId, UserUpdate,
 };
 pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
+#[doc(hidden)]
+pub use queries::{__statement, __statements};
 pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]

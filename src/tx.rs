@@ -240,7 +240,10 @@ impl TxInner {
         let client = self.client()?;
         let (probe, commit) = self
             .within_deadline(async {
-                tokio::join!(client.batch_execute("SELECT 1"), self.finish("COMMIT"))
+                tokio::join!(
+                    client.batch_execute(crate::queries::server::PROBE.text),
+                    self.finish("COMMIT")
+                )
             })
             .await?;
         commit?;

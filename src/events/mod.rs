@@ -106,7 +106,7 @@ pub const SETTLE_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::fr
 /// (see the [module docs](self)).
 pub const POLL_TRACKED_EXECUTIONS: usize = 65_536;
 
-/// Rows read by one polling query (the `LIMIT` of [`POLL_SQL`]).
+/// Rows read by one polling query (the `LIMIT` of `events.poll`, `src/queries/events.sql`).
 const POLL_BATCH: usize = 256;
 // A batch (and a Reconnected) must fit in an empty buffer, or polling
 // would never run.
@@ -662,23 +662,6 @@ async fn poll_loop(
     }
 }
 
-/// Changed rows in `(updated_at, id)` order, with the time each entered its
-/// status (see [`PollState`]).
-const POLL_SQL: &str = "SELECT id, task_id, status, worker_id, updated_at, \
-       CASE status WHEN 'pending' THEN created_at \
-                   WHEN 'running' THEN started_at \
-                   ELSE completed_at END AS status_at \
-     FROM task_executions \
-     WHERE (updated_at, id) > ($1, $2) \
-       AND updated_at < now() - make_interval(secs => $3) \
-     ORDER BY updated_at, id LIMIT 256";
-
-/// The polling stream's statement, for the plan tests. Not part of the API.
-#[doc(hidden)]
-pub fn __poll_sql() -> &'static str {
-    POLL_SQL
-}
-
 /// Reads one batch of changes after the cursor and queues the status
 /// changes among them; true when the batch was full (more may wait).
 async fn poll_once(
@@ -691,7 +674,7 @@ async fn poll_once(
     // schema change heals instead of failing every poll.
     let rows = crate::pg::query_pooled(
         db,
-        POLL_SQL,
+        &crate::queries::events::POLL,
         &[&state.cursor.0, &state.cursor.1, &settle.as_secs_f64()],
     )
     .await?;
@@ -773,10 +756,15 @@ impl Database {
         crate::validate::duration_in("settle", settle, &SETTLE_RANGE)?;
         // Through the repositories' executor, which sends it unnamed behind
         // a transaction-mode pooler.
-        let start: Timestamp = crate::pg::query_pooled(self, "SELECT now()", &[])
+        let start: Timestamp = crate::pg::query_pooled(self, &crate::queries::events::NOW, &[])
             .await?
             .first()
-            .ok_or_else(|| crate::error::Error::unavailable("SELECT now() returned no row", None))?
+            .ok_or_else(|| {
+                crate::error::Error::unavailable(
+                    "the query of the server's clock returned no row",
+                    None,
+                )
+            })?
             .try_get(0)?;
         let buffer = Buffer::new(EVENT_BUFFER);
         let task = tokio::spawn(poll_loop(

@@ -185,5 +185,9 @@ fn the_listener_connection_has_keepalives() {
 
 #[test]
 fn the_polling_query_reads_one_batch() {
-    assert!(POLL_SQL.ends_with(&format!("LIMIT {POLL_BATCH}")));
+    assert!(
+        crate::queries::events::POLL
+            .text
+            .ends_with(&format!("LIMIT {POLL_BATCH}"))
+    );
 }

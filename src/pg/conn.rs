@@ -191,13 +191,18 @@ impl Conn<'_> {
     /// A `WARN` event for a statement slower than
     /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement): its
     /// duration and SQL text, never its parameters.
-    pub(super) fn note_if_slow(&self, sql: &str, took: Duration) {
+    pub(super) fn note_if_slow(&self, query: &Query, took: Duration) {
         let threshold = match self {
             Conn::Pooled(pooled) => pooled.db.config().slow_statement,
             Conn::Tx(tx) => tx.slow_statement,
         };
         if threshold.is_some_and(|limit| took > limit) {
-            tracing::warn!(took_ms = took.as_millis() as u64, sql, "slow statement");
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                statement = query.name,
+                sql = query.text,
+                "slow statement"
+            );
         }
     }
 
@@ -208,10 +213,21 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs `run` with the cached statement for `sql` (`None` when
+    /// Runs `run` with the cached statement for `query` (`None` when
     /// statements go out unnamed), healing a stale cache or session once
-    /// (see the type's docs).
-    pub(super) async fn with_statement<'s, T, F, Fut>(&'s self, sql: &str, run: F) -> Result<T>
+    /// (see the type's docs), in a DEBUG span `voidrunner_db.statement`
+    /// named by the statement's registered name (`queue.claim`): the one
+    /// place a statement's span is opened.
+    pub(super) async fn with_statement<'s, T, F, Fut>(&'s self, query: &Query, run: F) -> Result<T>
+    where
+        F: Fn(&'s PooledClient, Option<Statement>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
+    {
+        let span = tracing::debug_span!("voidrunner_db.statement", statement = query.name);
+        tracing::Instrument::instrument(self.run_statement(query, run), span).await
+    }
+
+    async fn run_statement<'s, T, F, Fut>(&'s self, query: &Query, run: F) -> Result<T>
     where
         F: Fn(&'s PooledClient, Option<Statement>) -> Fut,
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
@@ -231,7 +247,7 @@ impl Conn<'_> {
                 if unnamed {
                     run(client, None).await
                 } else {
-                    match client.prepare_cached(sql).await {
+                    match client.prepare_cached(query.text).await {
                         Ok(stmt) => run(client, Some(stmt)).await,
                         Err(err) => Err(err),
                     }
@@ -241,7 +257,7 @@ impl Conn<'_> {
             // transaction, the transaction abandoned), as for a dropped call.
             let result = self.within_deadline(work).await?;
             self.set_busy(false);
-            self.note_if_slow(sql, started.elapsed());
+            self.note_if_slow(query, started.elapsed());
             if let (Conn::Tx(tx), Ok(_)) = (self, &result) {
                 tx.touch();
             }
@@ -303,44 +319,44 @@ impl Conn<'_> {
         }
     }
 
-    pub(super) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
-        self.with_statement(sql, |client, stmt| async move {
+    pub(super) async fn query(&self, query: &Query, params: Params<'_>) -> Result<Vec<Row>> {
+        self.with_statement(query, |client, stmt| async move {
             match stmt {
                 Some(stmt) => client.query(&stmt, &values(params)).await,
-                None => client.query_typed(sql, &typed(params)).await,
+                None => client.query_typed(query.text, &typed(params)).await,
             }
         })
         .await
         .inspect_err(note_failure)
     }
 
-    pub(super) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
-        self.with_statement(sql, |client, stmt| async move {
+    pub(super) async fn query_opt(&self, query: &Query, params: Params<'_>) -> Result<Option<Row>> {
+        self.with_statement(query, |client, stmt| async move {
             match stmt {
                 Some(stmt) => client.query_opt(&stmt, &values(params)).await,
-                None => client.query_typed_opt(sql, &typed(params)).await,
+                None => client.query_typed_opt(query.text, &typed(params)).await,
             }
         })
         .await
         .inspect_err(note_failure)
     }
 
-    pub(super) async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
-        self.with_statement(sql, |client, stmt| async move {
+    pub(super) async fn query_one(&self, query: &Query, params: Params<'_>) -> Result<Row> {
+        self.with_statement(query, |client, stmt| async move {
             match stmt {
                 Some(stmt) => client.query_one(&stmt, &values(params)).await,
-                None => client.query_typed_one(sql, &typed(params)).await,
+                None => client.query_typed_one(query.text, &typed(params)).await,
             }
         })
         .await
         .inspect_err(note_failure)
     }
 
-    pub(super) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
-        self.with_statement(sql, |client, stmt| async move {
+    pub(super) async fn execute(&self, query: &Query, params: Params<'_>) -> Result<u64> {
+        self.with_statement(query, |client, stmt| async move {
             match stmt {
                 Some(stmt) => client.execute(&stmt, &values(params)).await,
-                None => client.execute_typed(sql, &typed(params)).await,
+                None => client.execute_typed(query.text, &typed(params)).await,
             }
         })
         .await
@@ -429,10 +445,14 @@ pub(super) fn is_stale_session(err: &tokio_postgres::Error) -> bool {
 /// Runs one query on a pooled connection of `db` through the repositories'
 /// executor ([`Conn`]: armed while in flight, healing stale statements), for
 /// the crate's modules outside `pg` (the polling event stream).
-pub(crate) async fn query_pooled(db: &Database, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+pub(crate) async fn query_pooled(
+    db: &Database,
+    query: &Query,
+    params: Params<'_>,
+) -> Result<Vec<Row>> {
     let source = Source::Pool(db.clone());
     let conn = source.conn().await?;
-    conn.query(sql, params).await
+    conn.query(query, params).await
 }
 
 /// Whether the server refused a cached statement because the schema changed

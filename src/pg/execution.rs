@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use super::{
     Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table,
 };
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -14,75 +14,42 @@ use crate::model::{
     ExecutionId, ExecutionStatus, ExecutionUpdate, NewExecution, Page, PageRequest, TaskExecution,
     TaskId,
 };
+use crate::queries;
 use crate::repo::ExecutionRepository;
 use crate::tx::TxInner;
 use crate::validate;
 
-/// The columns every statement returns, in [`COLUMN_NAMES`]' order; a
-/// macro so that `concat!` writes them into each statement at compile time.
-macro_rules! columns {
-    () => {
-        "id, task_id, status, return_code, stdout, stderr, \
-         execution_time_ms, memory_usage_bytes, started_at, completed_at, created_at, priority, \
-         run_after, attempt, worker_id, lease_expires_at, heartbeat_at, updated_at"
-    };
-}
-
-pub(super) const COLUMNS: &str = columns!();
-
-/// [`COLUMNS`] one by one, in `read_execution`'s order.
-pub(super) const NAMES: [&str; 18] = [
-    "id",
-    "task_id",
-    "status",
-    "return_code",
-    "stdout",
-    "stderr",
-    "execution_time_ms",
-    "memory_usage_bytes",
-    "started_at",
-    "completed_at",
-    "created_at",
-    "priority",
-    "run_after",
-    "attempt",
-    "worker_id",
-    "lease_expires_at",
-    "heartbeat_at",
-    "updated_at",
-];
-
-/// [`NAMES`], to read executions with.
+/// An execution's columns, to read executions with.
 pub(super) static COLUMN_NAMES: Columns = Columns {
     entity: "execution",
-    names: &NAMES,
+    names: &queries::columns::EXECUTION,
 };
 
 pub(super) const TABLE: Table = Table {
-    table: "task_executions",
     read: &COLUMN_NAMES,
-    columns: COLUMNS,
     cursor: CursorKind::Execution,
     by_priority: false,
-    get_sql: concat!("SELECT ", columns!(), " FROM task_executions WHERE id = $1"),
-    delete_sql: "DELETE FROM task_executions WHERE id = $1",
+    get: queries::executions::GET,
 };
 
-/// The newest execution of a task: the first row of its list, through the
-/// list's page function (migrations V7, V8), so it is one probe of the task's
-/// index whatever the statistics say.
-const LATEST_FOR_TASK_SQL: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM voidrunner_executions_by_task_page($1, NULL, NULL, 1)"
-);
-
-pub(super) static LIST: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("TRUE", "voidrunner_executions_page"));
-pub(super) static LIST_BY_TASK: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("task_id = $1", "voidrunner_executions_by_task_page"));
-pub(super) static LIST_BY_STATUS: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("status = $1", "voidrunner_executions_by_status_page"));
+pub(super) const LIST: ListSql = ListSql {
+    filtered: false,
+    first: queries::lists::EXECUTIONS_FIRST,
+    after: queries::lists::EXECUTIONS_AFTER,
+    count: queries::lists::EXECUTIONS_COUNT,
+};
+pub(super) const LIST_BY_TASK: ListSql = ListSql {
+    filtered: true,
+    first: queries::lists::EXECUTIONS_BY_TASK_FIRST,
+    after: queries::lists::EXECUTIONS_BY_TASK_AFTER,
+    count: queries::lists::EXECUTIONS_BY_TASK_COUNT,
+};
+pub(super) const LIST_BY_STATUS: ListSql = ListSql {
+    filtered: true,
+    first: queries::lists::EXECUTIONS_BY_STATUS_FIRST,
+    after: queries::lists::EXECUTIONS_BY_STATUS_AFTER,
+    count: queries::lists::EXECUTIONS_BY_STATUS_COUNT,
+};
 
 /// Reads an execution, its fields in [`COLUMN_NAMES`]' order.
 pub(super) fn read_execution(r: &mut RowReader<'_>) -> Result<TaskExecution> {
@@ -119,46 +86,6 @@ fn keyset(execution: &TaskExecution) -> Keyset {
         id: execution.id.as_uuid(),
     }
 }
-
-/// Results recorded on an execution: `$1` execution, `$2`–`$8` the fields
-/// (NULL leaves one as it is).
-///
-/// The task is locked first, the crate's one lock order, so a transaction
-/// that records results and then ends the execution cannot deadlock with a
-/// cancel of its task. Times that would end the execution before it started,
-/// counting those already stored, change nothing and are reported by
-/// `updated` being false (a validation error, not the CHECK's 23514).
-static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH task AS MATERIALIZED ( \
-           SELECT t.id FROM tasks t \
-           WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1) \
-           FOR NO KEY UPDATE \
-         ), current AS MATERIALIZED ( \
-           SELECT e.id, e.started_at, e.completed_at \
-           FROM task_executions e JOIN task ON task.id = e.task_id \
-           WHERE e.id = $1 FOR NO KEY UPDATE OF e \
-         ), updated AS ( \
-           UPDATE task_executions e SET \
-             return_code = COALESCE($2, e.return_code), \
-             stdout = COALESCE($3, e.stdout), \
-             stderr = COALESCE($4, e.stderr), \
-             execution_time_ms = COALESCE($5, e.execution_time_ms), \
-             memory_usage_bytes = COALESCE($6, e.memory_usage_bytes), \
-             started_at = COALESCE($7, e.started_at), \
-             completed_at = COALESCE($8, e.completed_at), \
-             updated_at = now() \
-           FROM current c \
-           WHERE e.id = c.id \
-             AND COALESCE(COALESCE($8, c.completed_at) >= COALESCE($7, c.started_at), true) \
-           RETURNING {returning} \
-         ) \
-         SELECT u.id IS NOT NULL AS updated, {updated} \
-         FROM current c LEFT JOIN updated u ON true",
-        returning = super::prefixed("e", COLUMNS),
-        updated = super::prefixed("u", COLUMNS),
-    )
-});
 
 /// [`ExecutionRepository`] over the pool of a [`Database`].
 #[derive(Debug, Clone)]
@@ -199,7 +126,7 @@ pub(crate) mod sql {
         c: &Conn<'_>,
         task_id: TaskId,
     ) -> Result<Option<TaskExecution>> {
-        c.query_opt(LATEST_FOR_TASK_SQL, &[&task_id])
+        c.query_opt(&queries::executions::LATEST_FOR_TASK, &[&task_id])
             .await?
             .map(|row| execution_from_row(&row))
             .transpose()
@@ -215,7 +142,7 @@ pub(crate) mod sql {
         }
         let row = c
             .query_opt(
-                &UPDATE_SQL,
+                &queries::executions::UPDATE,
                 &[
                     &id,
                     &update.return_code,

@@ -150,36 +150,30 @@ impl PageSpec {
     }
 }
 
-/// What the three repositories share about their table: its name and
-/// columns, the entity name errors use, its keyset order, and the
-/// statements every table has, written out once in the entity's file.
+/// What the three repositories share about their table: the entity's
+/// columns and name (for errors), its keyset order, and its statement by
+/// primary key (`src/queries/`).
 pub(super) struct Table {
-    pub(super) table: &'static str,
     /// The entity's columns, by name and in order, to read its rows.
     pub(super) read: &'static Columns,
-    /// The same columns as SQL text.
-    pub(super) columns: &'static str,
     pub(super) cursor: CursorKind,
     /// Whether the order starts with `priority DESC` (tasks) before
     /// `created_at DESC, id DESC`.
     pub(super) by_priority: bool,
     /// `SELECT` of the columns `WHERE id = $1`.
-    pub(super) get_sql: &'static str,
-    /// `DELETE … WHERE id = $1`.
-    pub(super) delete_sql: &'static str,
+    pub(super) get: Query,
 }
 
-/// The statements of one filtered list: built once per filter (a
-/// `LazyLock` in the entity's file) rather than formatted on every call.
+/// The statements of one list (`src/queries/lists.sql`).
 pub(super) struct ListSql {
-    /// The condition on `$1`, or `TRUE`; whether it takes a parameter.
+    /// Whether the list takes a filter value as `$1`.
     pub(super) filtered: bool,
     /// The first page.
-    pub(super) first: String,
+    pub(super) first: Query,
     /// A page after a cursor.
-    pub(super) after: String,
+    pub(super) after: Query,
     /// `count(*)` of the rows matching.
-    pub(super) count: String,
+    pub(super) count: Query,
 }
 
 impl Table {
@@ -193,20 +187,9 @@ impl Table {
     where
         I: Param + std::fmt::Display,
     {
-        c.query_opt(self.get_sql, &[&id])
+        c.query_opt(&self.get, &[&id])
             .await?
             .ok_or_else(|| Error::not_found(self.read.entity, id))
-    }
-
-    /// Deletes the row with primary key `id`; `NotFound` when there is none.
-    pub(super) async fn delete<I>(&self, c: &Conn<'_>, id: I) -> Result<()>
-    where
-        I: Param + std::fmt::Display,
-    {
-        match c.execute(self.delete_sql, &[&id]).await? {
-            0 => Err(Error::not_found(self.read.entity, id)),
-            _ => Ok(()),
-        }
     }
 
     /// One page of the rows matching `list`'s filter, as `T`s.
@@ -225,108 +208,7 @@ impl Table {
         Ok(into_page(self.read.read_all(&rows, read)?, page, key_of))
     }
 
-    pub(super) fn sort_columns(&self) -> &'static str {
-        if self.by_priority {
-            "priority, created_at, id"
-        } else {
-            "created_at, id"
-        }
-    }
-
-    pub(super) fn order_by(&self) -> &'static str {
-        if self.by_priority {
-            "ORDER BY priority DESC, created_at DESC, id DESC"
-        } else {
-            "ORDER BY created_at DESC, id DESC"
-        }
-    }
-
-    /// The SELECT of one page: rows matching `filter_sql` (a condition on
-    /// `$1`, or `TRUE`), strictly after the cursor's row when `after`, in
-    /// list order, with `LIMIT` as the last parameter.
-    pub(super) fn page_sql(&self, filter_sql: &str, filter_params: usize, after: bool) -> String {
-        let mut next = filter_params + 1;
-        let mut sql = format!(
-            "SELECT {} FROM {} WHERE {filter_sql}",
-            self.columns, self.table
-        );
-        if after {
-            let keys = if self.by_priority { 3 } else { 2 };
-            let placeholders: Vec<String> = (next..next + keys).map(|i| format!("${i}")).collect();
-            next += keys;
-            sql.push_str(&format!(
-                " AND ({}) < ({})",
-                self.sort_columns(),
-                placeholders.join(", ")
-            ));
-        }
-        sql.push_str(&format!(" {} LIMIT ${next}", self.order_by()));
-        sql
-    }
-
-    /// The SELECT of one page through `function` (migrations V7, V8), which
-    /// takes the filter value (when `filtered`), the cursor's keys (NULL
-    /// for the first page) and the row count, in that order, and walks the
-    /// list's index under planner settings that leave no other plan. The
-    /// function returns the rows in list order; the ORDER BY here says so
-    /// rather than relying on it (a sort of one page).
-    pub(super) fn page_call_sql(&self, function: &str, filtered: bool, after: bool) -> String {
-        let keys = if self.by_priority { 3 } else { 2 };
-        let mut args: Vec<String> = Vec::with_capacity(keys + 2);
-        if filtered {
-            args.push("$1".to_owned());
-        }
-        let mut next = args.len() + 1;
-        for _ in 0..keys {
-            if after {
-                args.push(format!("${next}"));
-                next += 1;
-            } else {
-                args.push("NULL".to_owned());
-            }
-        }
-        args.push(format!("${next}"));
-        format!(
-            "SELECT {} FROM {function}({}) {}",
-            self.columns,
-            args.join(", "),
-            self.order_by()
-        )
-    }
-
-    /// The statements of the list filtered by `filter_sql` (a condition on
-    /// `$1`, or `TRUE`), for its entity's `LazyLock`: the page as one
-    /// SELECT, which leaves its plan to the planner (metadata search, whose
-    /// best plan depends on how many rows match).
-    pub(super) fn list_sql(&self, filter_sql: &str) -> ListSql {
-        let filter_params = usize::from(filter_sql.contains("$1"));
-        ListSql {
-            filtered: filter_params > 0,
-            first: self.page_sql(filter_sql, filter_params, false),
-            after: self.page_sql(filter_sql, filter_params, true),
-            count: self.count_sql(filter_sql),
-        }
-    }
-
-    /// The statements of the list filtered by `filter_sql`, its pages read
-    /// through the page function `function` (see
-    /// [`page_call_sql`](Self::page_call_sql)), so that a page reads its
-    /// rows and no more whatever the statistics say.
-    pub(super) fn list_sql_via(&self, filter_sql: &str, function: &str) -> ListSql {
-        let filtered = filter_sql.contains("$1");
-        ListSql {
-            filtered,
-            first: self.page_call_sql(function, filtered, false),
-            after: self.page_call_sql(function, filtered, true),
-            count: self.count_sql(filter_sql),
-        }
-    }
-
-    pub(super) fn count_sql(&self, filter_sql: &str) -> String {
-        format!("SELECT count(*) FROM {} WHERE {filter_sql}", self.table)
-    }
-
-    /// The rows of one page (see [`page_sql`](Self::page_sql)). Strictly
+    /// The rows of one page, in list order: the first, or those strictly
     /// after the cursor's row, so rows inserted meanwhile neither repeat nor
     /// shift rows already seen.
     pub(super) async fn page_rows(
@@ -365,34 +247,6 @@ impl Table {
         let row = c.query_one(&list.count, &params).await?;
         Ok(row.try_get(0)?)
     }
-}
-
-/// The SQL a list method of the repositories runs, for the plan tests that
-/// prove each list is an index range scan. `table` is `users`, `tasks` or
-/// `task_executions`; `filter_sql` one the repositories use (`TRUE`,
-/// `user_id = $1`, `status = $1`, `task_id = $1`, `metadata @> $1`).
-/// Not part of the API.
-#[doc(hidden)]
-pub fn __list_sql(table: &str, filter_sql: &str, after_cursor: bool) -> Option<String> {
-    let list: &ListSql = match (table, filter_sql) {
-        ("users", "TRUE") => &user::LIST,
-        ("tasks", "TRUE") => &task::LIST,
-        ("tasks", "user_id = $1") => &task::LIST_BY_USER,
-        ("tasks", "status = $1") => &task::LIST_BY_STATUS,
-        ("tasks", "metadata @> $1") => &task::SEARCH_BY_METADATA,
-        ("task_executions", "TRUE") => &execution::LIST,
-        ("task_executions", "task_id = $1") => &execution::LIST_BY_TASK,
-        ("task_executions", "status = $1") => &execution::LIST_BY_STATUS,
-        _ => return None,
-    };
-    Some(
-        if after_cursor {
-            &list.after
-        } else {
-            &list.first
-        }
-        .clone(),
-    )
 }
 
 /// Builds a page from up to `limit + 1` rows: the extra row only says that

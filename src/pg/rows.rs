@@ -68,26 +68,6 @@ impl Columns {
     }
 }
 
-/// `a` then `b`, at compile time (`N` must be `A + B`), for a statement
-/// whose rows carry an entity's columns and more.
-pub(super) const fn joined<const A: usize, const B: usize, const N: usize>(
-    a: [&'static str; A],
-    b: [&'static str; B],
-) -> [&'static str; N] {
-    assert!(A + B == N, "N must be A + B");
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < A {
-        out[i] = a[i];
-        i += 1;
-    }
-    while i < N {
-        out[i] = b[i - A];
-        i += 1;
-    }
-    out
-}
-
 /// Reads one entity from a [`RowReader`], its fields in the order of its
 /// [`Columns`].
 pub(super) type Read<T> = fn(&mut RowReader<'_>) -> Result<T>;
@@ -121,14 +101,4 @@ impl<'r> RowReader<'r> {
                 source: Box::new(source),
             })
     }
-}
-
-/// `a, b` → `t.a, t.b`, for `RETURNING` in an UPDATE … FROM where column
-/// names are ambiguous.
-pub(super) fn prefixed(alias: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -5,88 +5,55 @@ use tokio_postgres::Row;
 
 use super::jsonb::Jsonb;
 use super::{
-    Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table, prefixed,
+    Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table,
 };
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
+use crate::queries;
 use crate::repo::TaskRepository;
 use crate::tx::TxInner;
 use crate::validate::{self, DenyList, ValidationPolicy};
 
-/// The columns every statement returns, in [`COLUMN_NAMES`]' order; a
-/// macro so that `concat!` writes them into each statement at compile time.
-macro_rules! columns {
-    () => {
-        "id, user_id, name, description, script_content, script_type, status, \
-         priority, timeout_seconds, metadata, created_at, updated_at"
-    };
-}
-
-pub(super) const COLUMNS: &str = columns!();
-
-/// [`COLUMNS`] one by one, in `read_task`'s order.
+/// A task's columns, in `read_task`'s order.
 static COLUMN_NAMES: Columns = Columns {
     entity: "task",
-    names: &[
-        "id",
-        "user_id",
-        "name",
-        "description",
-        "script_content",
-        "script_type",
-        "status",
-        "priority",
-        "timeout_seconds",
-        "metadata",
-        "created_at",
-        "updated_at",
-    ],
+    names: &queries::columns::TASK,
 };
 
 pub(super) const TABLE: Table = Table {
-    table: "tasks",
     read: &COLUMN_NAMES,
-    columns: COLUMNS,
     cursor: CursorKind::Task,
     by_priority: true,
-    get_sql: concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1"),
-    delete_sql: "DELETE FROM tasks WHERE id = $1",
+    get: queries::tasks::GET,
 };
 
-const CREATE_SQL: &str = concat!(
-    "INSERT INTO tasks (id, user_id, name, description, script_content, script_type, \
-     priority, timeout_seconds, metadata) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
-    columns!()
-);
-
-/// NULL means "leave as is"; description needs a flag, since NULL is also a
-/// value it can be set to.
-const UPDATE_SQL: &str = concat!(
-    "UPDATE tasks SET \
-       name = COALESCE($2, name), \
-       description = CASE WHEN $3 THEN $4 ELSE description END, \
-       script_content = COALESCE($5, script_content), \
-       script_type = COALESCE($6, script_type), \
-       priority = COALESCE($7, priority), \
-       timeout_seconds = COALESCE($8, timeout_seconds), \
-       metadata = COALESCE($9, metadata), \
-       updated_at = now() \
-     WHERE id = $1 RETURNING ",
-    columns!()
-);
-
-pub(super) static LIST: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("TRUE", "voidrunner_tasks_page"));
-pub(super) static LIST_BY_USER: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("user_id = $1", "voidrunner_tasks_by_user_page"));
-pub(super) static LIST_BY_STATUS: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("status = $1", "voidrunner_tasks_by_status_page"));
-pub(super) static SEARCH_BY_METADATA: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql("metadata @> $1"));
+pub(super) const LIST: ListSql = ListSql {
+    filtered: false,
+    first: queries::lists::TASKS_FIRST,
+    after: queries::lists::TASKS_AFTER,
+    count: queries::lists::TASKS_COUNT,
+};
+pub(super) const LIST_BY_USER: ListSql = ListSql {
+    filtered: true,
+    first: queries::lists::TASKS_BY_USER_FIRST,
+    after: queries::lists::TASKS_BY_USER_AFTER,
+    count: queries::lists::TASKS_BY_USER_COUNT,
+};
+pub(super) const LIST_BY_STATUS: ListSql = ListSql {
+    filtered: true,
+    first: queries::lists::TASKS_BY_STATUS_FIRST,
+    after: queries::lists::TASKS_BY_STATUS_AFTER,
+    count: queries::lists::TASKS_BY_STATUS_COUNT,
+};
+pub(super) const SEARCH_BY_METADATA: ListSql = ListSql {
+    filtered: true,
+    first: queries::lists::TASKS_BY_METADATA_FIRST,
+    after: queries::lists::TASKS_BY_METADATA_AFTER,
+    count: queries::lists::TASKS_BY_METADATA_COUNT,
+};
 
 /// Reads a task, its fields in [`COLUMN_NAMES`]' order.
 fn read_task(r: &mut RowReader<'_>) -> Result<Task> {
@@ -159,7 +126,7 @@ pub(crate) mod sql {
     pub(crate) async fn create(c: &Conn<'_>, task: &NewTask) -> Result<Task> {
         let row = c
             .query_one(
-                CREATE_SQL,
+                &queries::tasks::CREATE,
                 &[
                     &TaskId::new(),
                     &task.user_id,
@@ -181,34 +148,9 @@ pub(crate) mod sql {
             return Ok(Vec::new());
         }
         let ids: Vec<TaskId> = tasks.iter().map(|_| TaskId::new()).collect();
-        // The rows come back in input order: RETURNING promises no order,
-        // so they are joined back to their input position.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH input AS ( \
-                   SELECT id, user_id, name, description, script_content, script_type, \
-                          priority, timeout_seconds, metadata, ord \
-                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                               $6::text[], $7::int4[], $8::int4[], $9::jsonb[]) \
-                     WITH ORDINALITY AS input(id, user_id, name, description, script_content, \
-                                              script_type, priority, timeout_seconds, metadata, \
-                                              ord) \
-                 ), created AS ( \
-                   INSERT INTO tasks (id, user_id, name, description, script_content, \
-                                      script_type, priority, timeout_seconds, metadata) \
-                   SELECT id, user_id, name, description, script_content, script_type, \
-                          priority, timeout_seconds, metadata \
-                   FROM input \
-                   RETURNING {COLUMNS} \
-                 ) \
-                 SELECT {created} FROM created JOIN input ON input.id = created.id \
-                 ORDER BY input.ord",
-                created = prefixed("created", COLUMNS),
-            )
-        });
         let rows = c
             .query(
-                &SQL,
+                &queries::tasks::CREATE_MANY,
                 &[
                     &ids,
                     &tasks.iter().map(|t| t.user_id).collect::<Vec<_>>(),
@@ -235,12 +177,7 @@ pub(crate) mod sql {
         use tokio_postgres::binary_copy::BinaryCopyInWriter;
         use tokio_postgres::types::Type;
 
-        let sink = client
-            .copy_in(
-                "COPY tasks (id, user_id, name, description, script_content, script_type, \
-                 priority, timeout_seconds, metadata) FROM STDIN BINARY",
-            )
-            .await?;
+        let sink = client.copy_in(queries::tasks::IMPORT.text).await?;
         let types = [
             Type::UUID,
             Type::UUID,
@@ -281,7 +218,7 @@ pub(crate) mod sql {
             return get(c, id).await;
         }
         c.query_opt(
-            UPDATE_SQL,
+            &queries::tasks::UPDATE,
             &[
                 &id,
                 &update.name,
@@ -301,7 +238,10 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn delete(c: &Conn<'_>, id: TaskId) -> Result<()> {
-        TABLE.delete(c, id).await
+        match c.execute(&queries::tasks::DELETE, &[&id]).await? {
+            0 => Err(Error::not_found("task", id)),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) async fn list(

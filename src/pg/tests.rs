@@ -12,13 +12,45 @@ fn tasks(filter: &[u8]) -> ListScope {
     ListScope::new(CursorKind::Task, "list_by_user", filter)
 }
 
-/// Rows are read by position: each entity's names must be its SQL
-/// column list, in order.
+/// Rows are read by position: every page of a list returns its entity's
+/// columns in its reader's order, and a list takes a filter value exactly
+/// when its statements have one.
 #[test]
-fn column_names_are_the_sql_column_lists() {
-    for table in [&user::TABLE, &task::TABLE, &execution::TABLE] {
-        let sql: Vec<&str> = table.columns.split(',').map(str::trim).collect();
-        assert_eq!(sql, table.read.names, "{}", table.table);
+fn lists_return_their_entitys_columns_and_take_their_filter() {
+    let lists = [
+        (&user::TABLE, &user::LIST),
+        (&task::TABLE, &task::LIST),
+        (&task::TABLE, &task::LIST_BY_USER),
+        (&task::TABLE, &task::LIST_BY_STATUS),
+        (&task::TABLE, &task::SEARCH_BY_METADATA),
+        (&execution::TABLE, &execution::LIST),
+        (&execution::TABLE, &execution::LIST_BY_TASK),
+        (&execution::TABLE, &execution::LIST_BY_STATUS),
+    ];
+    for (table, list) in lists {
+        let columns = table.read.names.join(", ");
+        for page in [list.first, list.after, table.get] {
+            assert!(page.text.contains(&columns), "{}", page.name);
+        }
+        assert_eq!(
+            list.filtered,
+            list.count.text.contains("$1"),
+            "{}",
+            list.count.name
+        );
+        // The cursor's keys: two, or three when the order starts with priority.
+        let keys = if table.by_priority { 3 } else { 2 };
+        let params = |q: crate::queries::Query| {
+            (1..=9)
+                .filter(|i| q.text.contains(&format!("${i}")))
+                .count()
+        };
+        assert_eq!(
+            params(list.after),
+            params(list.first) + keys,
+            "{}",
+            list.after.name
+        );
     }
 }
 

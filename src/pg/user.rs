@@ -9,59 +9,35 @@ use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::Row;
 
 use super::{Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, RowReader, Source, Table};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{NewUser, Page, PageRequest, PasswordHash, User, UserId, UserUpdate};
+use crate::queries;
 use crate::repo::UserRepository;
 use crate::tx::TxInner;
 use crate::validate;
 
-/// The columns every statement returns, in [`COLUMN_NAMES`]' order; a
-/// macro so that `concat!` writes them into each statement at compile time.
-macro_rules! columns {
-    () => {
-        "id, email, password_hash, created_at, updated_at"
-    };
-}
-
-const COLUMNS: &str = columns!();
-
-/// [`COLUMNS`] one by one, in `read_user`'s order.
+/// A user's columns, in `read_user`'s order.
 static COLUMN_NAMES: Columns = Columns {
     entity: "user",
-    names: &["id", "email", "password_hash", "created_at", "updated_at"],
+    names: &queries::columns::USER,
 };
 
 pub(super) const TABLE: Table = Table {
-    table: "users",
     read: &COLUMN_NAMES,
-    columns: COLUMNS,
     cursor: CursorKind::User,
     by_priority: false,
-    get_sql: concat!("SELECT ", columns!(), " FROM users WHERE id = $1"),
-    delete_sql: "DELETE FROM users WHERE id = $1",
+    get: queries::users::GET,
 };
 
-const CREATE_SQL: &str = concat!(
-    "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) RETURNING ",
-    columns!()
-);
-
-// Served by the index of the users_email_key constraint.
-const GET_BY_EMAIL_SQL: &str = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
-
-const UPDATE_SQL: &str = concat!(
-    "UPDATE users SET email = COALESCE($2, email), \
-     password_hash = COALESCE($3, password_hash), \
-     updated_at = now() \
-     WHERE id = $1 RETURNING ",
-    columns!()
-);
-
-pub(super) static LIST: LazyLock<ListSql> =
-    LazyLock::new(|| TABLE.list_sql_via("TRUE", "voidrunner_users_page"));
+pub(super) const LIST: ListSql = ListSql {
+    filtered: false,
+    first: queries::lists::USERS_FIRST,
+    after: queries::lists::USERS_AFTER,
+    count: queries::lists::USERS_COUNT,
+};
 
 /// Reads a user, its fields in [`COLUMN_NAMES`]' order.
 fn read_user(r: &mut RowReader<'_>) -> Result<User> {
@@ -166,7 +142,7 @@ pub(crate) mod sql {
     ) -> Result<User> {
         let row = c
             .query_one(
-                CREATE_SQL,
+                &queries::users::CREATE,
                 &[&UserId::new(), &email, &SecretText::hash(password_hash)],
             )
             .await?;
@@ -178,7 +154,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn get_by_email(c: &Conn<'_>, email: &str) -> Result<User> {
-        c.query_opt(GET_BY_EMAIL_SQL, &[&email])
+        c.query_opt(&queries::users::GET_BY_EMAIL, &[&email])
             .await?
             .map(|row| user_from_row(&row))
             .transpose()?
@@ -195,7 +171,7 @@ pub(crate) mod sql {
             return get(c, id).await;
         }
         c.query_opt(
-            UPDATE_SQL,
+            &queries::users::UPDATE,
             &[&id, &email, &password_hash.map(SecretText::hash)],
         )
         .await?
@@ -213,15 +189,11 @@ pub(crate) mod sql {
         // added for it, and the next statement's snapshot sees them all.
         c.begin().await?;
         let result = async {
-            c.query_opt("SELECT id FROM users WHERE id = $1 FOR UPDATE", &[&id])
+            c.query_opt(&queries::users::LOCK, &[&id])
                 .await?
                 .ok_or_else(|| Error::not_found("user", id))?;
-            c.execute(
-                "SELECT id FROM tasks WHERE user_id = $1 ORDER BY id FOR UPDATE",
-                &[&id],
-            )
-            .await?;
-            c.execute("DELETE FROM users WHERE id = $1", &[&id]).await?;
+            c.execute(&queries::users::LOCK_TASKS, &[&id]).await?;
+            c.execute(&queries::users::DELETE, &[&id]).await?;
             Ok(())
         }
         .await;

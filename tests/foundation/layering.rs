@@ -1,7 +1,7 @@
 //! The layering of the source: no import circle between the crate's
 //! top-level modules (nor between those of `benches/compare`), the model a
-//! leaf that imports nothing of the crate, and one owner of status writes. Read from the files
-//! themselves: a `crate::<module>` path in code (comments and test modules
+//! leaf that imports nothing of the crate, one owner of status writes, and every
+//! statement in `src/queries`. Read from the files themselves: a `crate::<module>` path in code (comments and test modules
 //! aside) is an arrow from the file's top-level module to that module.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -163,32 +163,119 @@ fn a_circle_is_found_when_there_is_one() {
     assert!(!found.iter().any(|c| c.starts_with("d ")), "{found:?}");
 }
 
+/// The SQL of `src/queries/*.sql` without its comment lines, lowercased.
+fn statement_files() -> Vec<(PathBuf, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join("queries");
+    let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let sql: Vec<&str> = text
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("--"))
+                .collect();
+            (path, sql.join("\n").to_lowercase())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Every statement that writes a task's or an execution's status lives in
-/// the queue (`src/pg/queue/`): one owner for the state machine's writes,
-/// task cancel included. A status written elsewhere shows as `SET status`
-/// (or `, status =` in a longer SET list) in that file's code.
+/// the queue's statements (`src/queries/queue.sql`), and only the queue's
+/// code (`src/pg/queue/`) runs them: one owner for the state machine's
+/// writes, task cancel included. A status written elsewhere shows as `SET
+/// status` (or `, status =` in a longer SET list) in that file's SQL.
 #[test]
 fn status_writes_live_in_the_queue() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut writers = BTreeSet::new();
+    for (path, sql) in statement_files() {
+        if sql.contains("set status") || sql.contains(", status =") {
+            writers.insert(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert_eq!(
+        writers,
+        BTreeSet::from(["queue.sql".to_owned()]),
+        "status written outside the queue's statements"
+    );
     let queue = root.join("pg").join("queue");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
-    let mut owners = BTreeSet::new();
+    let mut runners = BTreeSet::new();
     let mut elsewhere = Vec::new();
     for file in files {
-        let text = code(&std::fs::read_to_string(&file).unwrap()).to_lowercase();
-        if text.contains("set status") || text.contains(", status =") {
+        let text = code(&std::fs::read_to_string(&file).unwrap());
+        if text.contains("queries::queue::") {
             if file.starts_with(&queue) {
-                owners.insert(file.file_name().unwrap().to_string_lossy().into_owned());
+                runners.insert(file.file_name().unwrap().to_string_lossy().into_owned());
             } else {
                 elsewhere.push(file.display().to_string());
             }
         }
+        // And no statement written in Rust writes one either.
+        let lower = text.to_lowercase();
+        if lower.contains("set status") || lower.contains(", status =") {
+            elsewhere.push(file.display().to_string());
+        }
     }
-    // The check sees the writes it must: the queue's own statements.
-    assert!(owners.contains("statements.rs"), "{owners:?}");
+    // The check sees the callers it must: the queue's own operations.
+    assert!(runners.contains("sql.rs"), "{runners:?}");
     assert!(
         elsewhere.is_empty(),
-        "status written outside the queue: {elsewhere:?}"
+        "the queue's statements run outside the queue: {elsewhere:?}"
+    );
+}
+
+/// Every statement the crate sends lives in `src/queries/*.sql`: no
+/// `SELECT`, `INSERT`, `UPDATE`, `DELETE` or `WITH` statement is written in
+/// the Rust code of `src`. Aside, on purpose: the migration runner
+/// (`src/migrate/`, its bookkeeping table and advisory lock, beside the
+/// migrations themselves) and the test support (`src/testing/`, which
+/// creates and drops test databases), and test modules.
+#[test]
+fn statements_live_in_the_queries_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        if file.starts_with(root.join("migrate")) || file.starts_with(root.join("testing")) {
+            continue;
+        }
+        let name = file.file_name().unwrap().to_string_lossy();
+        if name == "tests.rs" || name.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&file).unwrap());
+        for line in text.lines() {
+            // A statement in a string literal starts with its keyword.
+            let starts_one = [
+                "SELECT ",
+                "INSERT INTO ",
+                "UPDATE ",
+                "DELETE FROM ",
+                "WITH ",
+            ]
+            .iter()
+            .any(|keyword| line.contains(&format!("\"{keyword}")));
+            if starts_one {
+                found.push(format!("{}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "SQL outside src/queries: {found:#?}");
+    // The statements are there, named.
+    let names: Vec<&str> = voidrunner_db::__statements()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        names.contains(&"queue.claim") && names.contains(&"users.create"),
+        "{names:?}"
     );
 }

@@ -251,4 +251,17 @@ async fn failed_calls_and_slow_statements_are_reported() {
             .any(|l| l.contains("slow statement") && l.contains("SELECT count(*) FROM users")),
         "{logs}"
     );
+    // Every statement runs in a span named by its registered name, and the
+    // slow-statement event names it too.
+    assert!(
+        logs.lines().any(|l| l.contains("slow statement")
+            && l.contains("voidrunner_db.statement")
+            && l.contains("statement=\"lists.users_count\"")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("voidrunner_db.statement") && l.contains("users.create")),
+        "{logs}"
+    );
 }

@@ -3,10 +3,13 @@
 //! were empty, and after a mass rescue or a mass cancel.
 //!
 //! Measured with `testing::profile_statement` on the crate's own SQL
-//! (`pg::__queue_sql`): buffers from `EXPLAIN (ANALYZE, BUFFERS)`, and the
-//! index and sequential scans the run started (those inside the V7
-//! functions included), each run rolled back.
+//! (`voidrunner_db::__statement`): buffers from `EXPLAIN (ANALYZE,
+//! BUFFERS)`, and the index and sequential scans the run started (those
+//! inside the V7 functions included), each run rolled back. Every statement
+//! of `src/queries/queue.sql` and `events.sql` is checked: one that is not
+//! fails the test.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
@@ -20,17 +23,32 @@ use crate::{Fixture, fixture};
 /// statement must not read.
 const BACKLOG: i64 = 100_000;
 
-/// Runs the queue's statement `name` twice and returns the second run's
-/// profile (the first compiles and plans the V7 functions in this session).
+/// Runs the statement `name` (`queue.claim`) twice and returns the second
+/// run's profile (the first compiles and plans the V7 functions in this
+/// session).
 async fn profile(
     client: &tokio_postgres::Client,
     name: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> StatementProfile {
-    let sql = voidrunner_db::pg::__queue_sql(name).unwrap();
-    profile_statement(client, &sql, params).await.unwrap();
-    profile_statement(client, &sql, params).await.unwrap()
+    let sql = voidrunner_db::__statement(name).unwrap_or_else(|| panic!("no statement {name}"));
+    profile_statement(client, sql, params).await.unwrap();
+    profile_statement(client, sql, params).await.unwrap()
 }
+
+/// [`profile`], noting `name` in `covered`.
+async fn check(
+    client: &tokio_postgres::Client,
+    covered: &mut BTreeSet<String>,
+    name: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StatementProfile {
+    covered.insert(name.to_owned());
+    profile(client, name, params).await
+}
+
+/// The statements that read no table: nothing to bound.
+const NO_TABLE: [&str; 3] = ["events.now", "server.version", "server.probe"];
 
 /// What a statement that touches `rows` rows may read: a few index entries
 /// and a few dozen buffers per row (its index probes, the rows, the index
@@ -137,9 +155,10 @@ async fn ids(client: &tokio_postgres::Client, sql: &str) -> Vec<Uuid> {
 
 /// Every statement of the queue on a stale queue.
 async fn check_every_statement(client: &tokio_postgres::Client) {
+    let mut covered = BTreeSet::new();
     let lease = 30.0f64;
     for n in [1i64, 10, 1000] {
-        let p = profile(client, "claim", &[&"w2", &n, &lease]).await;
+        let p = check(client, &mut covered, "queue.claim", &[&"w2", &n, &lease]).await;
         assert_bounded("claim", &p, n, Some("task_executions_claim_idx"));
     }
 
@@ -150,11 +169,23 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     )
     .await;
     let one = &running[..1];
-    let p = profile(client, "heartbeat", &[&one[0], &"w", &lease]).await;
+    let p = check(
+        client,
+        &mut covered,
+        "queue.heartbeat",
+        &[&one[0], &"w", &lease],
+    )
+    .await;
     assert_bounded("heartbeat", &p, 1, None);
     let workers = vec!["w"; running.len()];
     let leases = vec![lease; running.len()];
-    let p = profile(client, "heartbeat_batch", &[&running, &workers, &leases]).await;
+    let p = check(
+        client,
+        &mut covered,
+        "queue.heartbeat_batch",
+        &[&running, &workers, &leases],
+    )
+    .await;
     assert_bounded("heartbeat_batch", &p, 100, None);
 
     let outcome = |n: usize| {
@@ -168,9 +199,10 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
         )
     };
     let (statuses, codes, stdouts, stderrs, times, memory) = outcome(1);
-    let p = profile(
+    let p = check(
         client,
-        "complete",
+        &mut covered,
+        "queue.complete",
         &[
             &one[0],
             &"w",
@@ -185,9 +217,10 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     .await;
     assert_bounded("complete", &p, 1, None);
     let (statuses, codes, stdouts, stderrs, times, memory) = outcome(running.len());
-    let p = profile(
+    let p = check(
         client,
-        "complete_many",
+        &mut covered,
+        "queue.complete_many",
         &[
             &running, &workers, &statuses, &codes, &stdouts, &stderrs, &times, &memory,
         ],
@@ -201,9 +234,15 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     )
     .await;
     let from = vec!["pending", "running"];
-    let p = profile(client, "finish", &[&pending[0], &"cancelled", &from]).await;
+    let p = check(
+        client,
+        &mut covered,
+        "queue.finish",
+        &[&pending[0], &"cancelled", &from],
+    )
+    .await;
     assert_bounded("finish", &p, 1, None);
-    let p = profile(client, "delete", &[&pending[0]]).await;
+    let p = check(client, &mut covered, "queue.delete", &[&pending[0]]).await;
     assert_bounded("delete", &p, 1, None);
     // A task cancelled by hand: the task and its active execution.
     let queued_task = ids(
@@ -212,9 +251,10 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     )
     .await;
     let to_cancelled = vec!["pending", "running", "failed", "timeout"];
-    let p = profile(
+    let p = check(
         client,
-        "task_status",
+        &mut covered,
+        "queue.task_status",
         &[&queued_task[0], &"cancelled", &to_cancelled],
     )
     .await;
@@ -226,9 +266,10 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     )
     .await;
     let enqueueable = vec!["pending", "failed", "timeout", "cancelled"];
-    let p = profile(
+    let p = check(
         client,
-        "enqueue",
+        &mut covered,
+        "queue.enqueue",
         &[
             &idle[0],
             &Uuid::new_v4(),
@@ -239,9 +280,10 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     .await;
     assert_bounded("enqueue", &p, 1, None);
     let new_ids: Vec<Uuid> = idle.iter().map(|_| Uuid::new_v4()).collect();
-    let p = profile(
+    let p = check(
         client,
-        "enqueue_many",
+        &mut covered,
+        "queue.enqueue_many",
         &[
             &idle,
             &new_ids,
@@ -253,24 +295,42 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
     assert_bounded("enqueue_many", &p, 100, None);
 
     let retry_ids: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
-    let p = profile(client, "rescue", &[&100i64, &3i32, &retry_ids, &0.0f64]).await;
+    let p = check(
+        client,
+        &mut covered,
+        "queue.rescue",
+        &[&100i64, &3i32, &retry_ids, &0.0f64],
+    )
+    .await;
     assert_bounded("rescue", &p, 100, Some("task_executions_lease_idx"));
 
-    let p = profile(client, "prune", &[&3600.0f64, &100i64]).await;
+    let p = check(client, &mut covered, "queue.prune", &[&3600.0f64, &100i64]).await;
     assert_bounded("prune", &p, 100, Some("task_executions_prune_idx"));
 
     // The polling event stream from its start (every row changed since):
     // one page of 256 changes, in (updated_at, id) order.
-    let sql = voidrunner_db::events::__poll_sql();
     let epoch = voidrunner_db::Timestamp::from_unix_micros(0).unwrap();
     let start = (epoch, Uuid::nil(), 0.0f64);
-    profile_statement(client, sql, &[&start.0, &start.1, &start.2])
-        .await
-        .unwrap();
-    let p = profile_statement(client, sql, &[&start.0, &start.1, &start.2])
-        .await
-        .unwrap();
+    let p = check(
+        client,
+        &mut covered,
+        "events.poll",
+        &[&start.0, &start.1, &start.2],
+    )
+    .await;
     assert_bounded("poll", &p, 256, Some("task_executions_updated_at_id_idx"));
+
+    // Every statement of the queue and the events was checked above.
+    let missed: Vec<&str> = voidrunner_db::__statements()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("queue.") || name.starts_with("events."))
+        .filter(|name| !covered.contains(*name) && !NO_TABLE.contains(name))
+        .collect();
+    assert_eq!(
+        missed,
+        Vec::<&str>::new(),
+        "statements no plan check covers"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +380,7 @@ async fn claims_stay_bounded_after_a_mass_rescue_and_a_mass_cancel() {
     }
     assert_eq!(rescued, 10_000);
     for n in [1i64, 10, 100] {
-        let p = profile(&client, "claim", &[&"w2", &n, &30.0f64]).await;
+        let p = profile(&client, "queue.claim", &[&"w2", &n, &30.0f64]).await;
         assert_bounded("claim after a mass rescue", &p, n, None);
     }
 
@@ -343,7 +403,7 @@ async fn claims_stay_bounded_after_a_mass_rescue_and_a_mass_cancel() {
         .await
         .unwrap();
     for n in [1i64, 10, 100] {
-        let p = profile(&client, "claim", &[&"w2", &n, &30.0f64]).await;
+        let p = profile(&client, "queue.claim", &[&"w2", &n, &30.0f64]).await;
         // Up to one dead entry passed over per row taken.
         assert_bounded("claim after a mass cancel", &p, 2 * n, None);
     }
@@ -401,12 +461,12 @@ async fn a_vacuum_after_a_mass_cancel_of_the_head_bounds_the_claim_again() {
     let f = fixture().await;
     let client = stale_single_priority(&f, 60_000).await;
     cancel_head(&client, 40_000).await;
-    let before = profile(&client, "claim", &[&"w2", &1i64, &30.0f64]).await;
+    let before = profile(&client, "queue.claim", &[&"w2", &1i64, &30.0f64]).await;
     client
         .batch_execute("VACUUM task_executions")
         .await
         .unwrap();
-    let after = profile(&client, "claim", &[&"w2", &1i64, &30.0f64]).await;
+    let after = profile(&client, "queue.claim", &[&"w2", &1i64, &30.0f64]).await;
     assert!(
         after.buffers < before.buffers,
         "{}\n{}",
@@ -444,8 +504,13 @@ async fn rescue_and_prune_skip_the_unexpired_and_recent() {
     )
     .await;
     let retry_ids: Vec<uuid::Uuid> = (0..1000).map(|_| uuid::Uuid::new_v4()).collect();
-    let p = profile(&client, "rescue", &[&1000i64, &3i32, &retry_ids, &0.0f64]).await;
-    let p2 = profile(&client, "prune", &[&(30.0f64 * 86400.0), &1000i64]).await;
+    let p = profile(
+        &client,
+        "queue.rescue",
+        &[&1000i64, &3i32, &retry_ids, &0.0f64],
+    )
+    .await;
+    let p2 = profile(&client, "queue.prune", &[&(30.0f64 * 86400.0), &1000i64]).await;
     assert!(p.seq_scans.is_empty() && p.entries_read() <= 12 * 10 + 60 && p.buffers <= 1200);
     assert!(p2.seq_scans.is_empty() && p2.entries_read() <= 12 * 10 + 60 && p2.buffers <= 1200);
 }
@@ -468,6 +533,6 @@ async fn claim_past_delayed_rows_at_every_priority() {
         ),
     )
     .await;
-    let p = profile(&client, "claim", &[&"w2", &1000i64, &30.0f64]).await;
+    let p = profile(&client, "queue.claim", &[&"w2", &1000i64, &30.0f64]).await;
     assert!(p.seq_scans.is_empty() && p.entries_read() <= 100 && p.buffers <= 600);
 }

@@ -1,13 +1,16 @@
 //! Every list page walks its index for the rows it returns, with fresh
 //! statistics and with statistics taken while the tables were empty;
-//! metadata search uses the GIN index for selective filters. Asserted on
-//! the repositories' own SQL (`pg::__list_sql`) with
-//! `testing::profile_statement`, which counts the index and sequential
-//! scans inside the V7 page functions too.
+//! metadata search uses the GIN index for selective filters; every other
+//! statement of the users, tasks and executions (`src/queries/`) reads the
+//! rows it names and no more. Asserted on the repositories' own SQL
+//! (`voidrunner_db::__statements`) with `testing::profile_statement`, which
+//! counts the index and sequential scans inside the V7 page functions too;
+//! the statements of those files that no check covers fail the test.
 
+use std::collections::BTreeSet;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
-use voidrunner_db::pg::__list_sql;
+
 use voidrunner_db::testing::{StatementProfile, profile_statement};
 use voidrunner_db::{TaskStatus, Timestamp};
 
@@ -64,7 +67,7 @@ const LOAD: &str = "INSERT INTO users (email, password_hash) \
 /// page holds) plus the one that tells whether more follow: its own index
 /// scanned, no table scanned, and no more index entries read than the
 /// page returns (and the cursor's row).
-async fn check_lists(client: &tokio_postgres::Client) {
+async fn check_lists(client: &tokio_postgres::Client) -> BTreeSet<String> {
     // The lists that matter are the long ones: a user with many tasks, a
     // task with many executions.
     let user: Uuid = client
@@ -86,82 +89,249 @@ async fn check_lists(client: &tokio_postgres::Client) {
     let (priority, at, id, limit) = (10i32, Timestamp::now(), Uuid::max(), 101i64);
     let completed = TaskStatus::Completed;
 
-    // (table, filter, filter value, index expected)
-    let cases: Vec<(&str, &str, Option<&(dyn ToSql + Sync)>, &str)> = vec![
-        ("users", "TRUE", None, "users_created_at_id_idx"),
-        ("tasks", "TRUE", None, "tasks_priority_created_at_id_idx"),
+    // (list, filter value, index expected)
+    let cases: Vec<(&str, Option<&(dyn ToSql + Sync)>, &str)> = vec![
+        ("users", None, "users_created_at_id_idx"),
+        ("tasks", None, "tasks_priority_created_at_id_idx"),
         (
-            "tasks",
-            "user_id = $1",
+            "tasks_by_user",
             Some(&user),
             "tasks_user_id_priority_created_at_id_idx",
         ),
         (
-            "tasks",
-            "status = $1",
+            "tasks_by_status",
             Some(&completed),
             "tasks_status_priority_created_at_id_idx",
         ),
+        ("executions", None, "task_executions_created_at_id_idx"),
         (
-            "task_executions",
-            "TRUE",
-            None,
-            "task_executions_created_at_id_idx",
-        ),
-        (
-            "task_executions",
-            "task_id = $1",
+            "executions_by_task",
             Some(&task),
             "task_executions_task_id_created_at_id_idx",
         ),
         (
-            "task_executions",
-            "status = $1",
+            "executions_by_status",
             Some(&completed),
             "task_executions_status_created_at_id_idx",
         ),
     ];
-    for (table, filter_sql, filter, index) in cases {
-        for after in [false, true] {
-            let sql = __list_sql(table, filter_sql, after).unwrap();
+    let mut covered = BTreeSet::new();
+    for (list, filter, index) in cases {
+        for page in ["first", "after"] {
+            let name = format!("lists.{list}_{page}");
+            let sql = voidrunner_db::__statement(&name).unwrap();
             let mut params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
-            if after {
-                if table == "tasks" {
+            if page == "after" {
+                if list.starts_with("tasks") {
                     params.push(&priority);
                 }
                 params.extend([&at as &(dyn ToSql + Sync), &id]);
             }
             params.push(&limit);
-            let p = profile(client, &sql, &params).await;
-            let case = format!("{table} {filter_sql} after={after}");
+            let p = profile(client, sql, &params).await;
             assert!(
                 p.scanned(index),
-                "{case}: {index} not scanned: {:?}\n{}",
+                "{name}: {index} not scanned: {:?}\n{}",
                 p.index_scans,
                 p.plan
             );
             assert!(
                 p.seq_scans.is_empty(),
-                "{case}: {:?}\n{}",
+                "{name}: {:?}\n{}",
                 p.seq_scans,
                 p.plan
             );
             assert!(
                 p.entries_read() <= limit + 1,
-                "{case}: read {} index entries for a page of {limit}",
+                "{name}: read {} index entries for a page of {limit}",
                 p.entries_read()
             );
+            covered.insert(name);
         }
     }
 
-    // The newest execution of a task (latest_for_task runs the same page
-    // function for a page of one): one entry of its index.
-    let latest = __list_sql("task_executions", "task_id = $1", false).unwrap();
-    let p = profile(client, &latest, &[&task, &1i64]).await;
+    // The newest execution of a task: the same page function for a page
+    // of one, one entry of its index.
+    let latest = voidrunner_db::__statement("executions.latest_for_task").unwrap();
+    let p = profile(client, latest, &[&task]).await;
     assert!(
         p.scanned("task_executions_task_id_created_at_id_idx") && p.entries_read() <= 1,
         "{p:?}"
     );
+    covered.insert("executions.latest_for_task".to_owned());
+    covered
+}
+
+/// The files whose statements this binary's checks cover; the queue's,
+/// the events' and the server's are `tests/queue/plans.rs`'s.
+const FILES: [&str; 4] = ["users.", "tasks.", "executions.", "lists."];
+
+/// Not profiled, on purpose: the bulk load is a COPY (no plan; it writes
+/// the rows it is given); the unfiltered counts read every row of their
+/// table, and a status's count every row in that status, by definition
+/// (what `count()` documents), by index or table as the planner finds
+/// cheaper.
+const UNBOUNDED: [&str; 6] = [
+    "tasks.import",
+    "lists.users_count",
+    "lists.tasks_count",
+    "lists.executions_count",
+    "lists.tasks_by_status_count",
+    "lists.executions_by_status_count",
+];
+
+async fn one(client: &tokio_postgres::Client, sql: &str) -> Uuid {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Every statement of [`FILES`] but the lists' pages ([`check_lists`]) and
+/// the [`UNBOUNDED`] ones, profiled on the loaded tables: no table scanned,
+/// and a handful of index entries for each row it names. The metadata
+/// search's plan is the statistics' (it depends on how many rows match), so
+/// it is checked only when they are `fresh`. Returns the names checked.
+async fn check_statements(client: &tokio_postgres::Client, fresh: bool) -> BTreeSet<String> {
+    // A user with the fewest tasks (one of the many; the one that owns half
+    // the table is read whole, as it should be), a task with one execution,
+    // and that execution.
+    let user = one(
+        client,
+        "SELECT user_id FROM tasks GROUP BY user_id ORDER BY count(*), user_id LIMIT 1",
+    )
+    .await;
+    let task = one(
+        client,
+        "SELECT task_id FROM task_executions GROUP BY task_id HAVING count(*) = 1 \
+         ORDER BY task_id LIMIT 1",
+    )
+    .await;
+    let execution: Uuid = client
+        .query_one(
+            "SELECT id FROM task_executions WHERE task_id = $1",
+            &[&task],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let none_text = None::<&str>;
+    let none_int = None::<i32>;
+    let none_long = None::<i64>;
+    let none_at = None::<Timestamp>;
+    let none_json = None::<serde_json::Value>;
+    let no = false;
+    let n = 5usize;
+    let new_ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    let users = vec![user; n];
+    let names = vec!["n"; n];
+    let descriptions = vec![None::<&str>; n];
+    let scripts = vec!["x"; n];
+    let types = vec!["python"; n];
+    let priorities = vec![1i32; n];
+    let timeouts = vec![60i32; n];
+    let metadata = vec![serde_json::json!({}); n];
+    let new_id = Uuid::new_v4();
+    let filter = serde_json::json!({"serial": 4242});
+    let (priority, at, key, limit) = (10i32, Timestamp::now(), Uuid::max(), 21i64);
+    // (statement, parameters, rows it may touch)
+    let cases: Vec<(&str, Vec<&(dyn ToSql + Sync)>, i64)> = vec![
+        ("users.create", vec![&new_id, &"fresh@example.com", &"h"], 1),
+        ("users.get", vec![&user], 1),
+        ("users.get_by_email", vec![&"u1@example.com"], 1),
+        ("users.update", vec![&user, &none_text, &"h2"], 1),
+        ("users.lock", vec![&user], 1),
+        ("users.lock_tasks", vec![&user], 10),
+        // Its tasks and their executions go with it.
+        ("users.delete", vec![&user], 10),
+        (
+            "tasks.create",
+            vec![
+                &new_id,
+                &user,
+                &"n",
+                &none_text,
+                &"x",
+                &"python",
+                &1i32,
+                &60i32,
+                &metadata[0],
+            ],
+            1,
+        ),
+        (
+            "tasks.create_many",
+            vec![
+                &new_ids,
+                &users,
+                &names,
+                &descriptions,
+                &scripts,
+                &types,
+                &priorities,
+                &timeouts,
+                &metadata,
+            ],
+            n as i64,
+        ),
+        ("tasks.get", vec![&task], 1),
+        (
+            "tasks.update",
+            vec![
+                &task, &"renamed", &no, &none_text, &none_text, &none_text, &none_int, &none_int,
+                &none_json,
+            ],
+            1,
+        ),
+        ("tasks.delete", vec![&task], 3),
+        ("executions.get", vec![&execution], 1),
+        (
+            "executions.update",
+            vec![
+                &execution, &none_int, &"out", &none_text, &none_int, &none_long, &none_at,
+                &none_at,
+            ],
+            1,
+        ),
+        ("lists.tasks_by_user_count", vec![&user], 10),
+        ("lists.executions_by_task_count", vec![&task], 1),
+        ("lists.tasks_by_metadata_first", vec![&filter, &limit], 1),
+        (
+            "lists.tasks_by_metadata_after",
+            vec![&filter, &priority, &at, &key, &limit],
+            1,
+        ),
+        ("lists.tasks_by_metadata_count", vec![&filter], 1),
+    ];
+    let mut covered = BTreeSet::new();
+    for (name, params, rows) in cases {
+        if !fresh && name.starts_with("lists.tasks_by_metadata") {
+            continue;
+        }
+        let sql = voidrunner_db::__statement(name).unwrap_or_else(|| panic!("no {name}"));
+        let p = profile(client, sql, &params).await;
+        assert!(
+            p.seq_scans.is_empty(),
+            "{name}: {:?}\n{}",
+            p.seq_scans,
+            p.plan
+        );
+        assert!(
+            p.entries_read() <= 3 * rows + 10,
+            "{name}: read {} index entries for {rows} rows\n{}",
+            p.entries_read(),
+            p.plan
+        );
+        covered.insert(name.to_owned());
+    }
+    covered
+}
+
+/// The statements of [`FILES`] that neither [`check_lists`] nor
+/// [`check_statements`] covered, nor [`UNBOUNDED`] names.
+fn uncovered(covered: &BTreeSet<String>) -> Vec<&'static str> {
+    voidrunner_db::__statements()
+        .map(|(name, _)| name)
+        .filter(|name| FILES.iter().any(|file| name.starts_with(file)))
+        .filter(|name| !covered.contains(*name) && !UNBOUNDED.contains(name))
+        .collect()
 }
 
 #[tokio::test]
@@ -172,27 +342,33 @@ async fn lists_walk_their_index_and_search_uses_gin() {
     client.batch_execute(LOAD).await.unwrap();
     // VACUUM, not just ANALYZE: GIN statistics are only refreshed by VACUUM.
     client.batch_execute("VACUUM ANALYZE").await.unwrap();
-    check_lists(client).await;
+    let mut covered = check_lists(client).await;
+    covered.extend(check_statements(client, true).await);
+    assert_eq!(
+        uncovered(&covered),
+        Vec::<&str>::new(),
+        "statements no plan check covers"
+    );
 
     // Selective filters go through the GIN index: a scalar, a nested object,
     // an array element. (A filter most rows match is better served by
     // walking the ordered index until the page is full, and is: search is
     // the one list whose plan is left to the statistics.)
     let limit = 21i64;
-    let sql = __list_sql("tasks", "metadata @> $1", false).unwrap();
+    let sql = voidrunner_db::__statement("lists.tasks_by_metadata_first").unwrap();
     for filter in [
         serde_json::json!({"serial": 4242}),
         serde_json::json!({"job": {"owner": {"id": 4242}}}),
         serde_json::json!({"tags": ["x4242"]}),
     ] {
-        let search = plan(client, &sql, &[&filter, &limit]).await;
+        let search = plan(client, sql, &[&filter, &limit]).await;
         assert!(
             search.contains("Bitmap Index Scan on tasks_metadata_idx"),
             "{filter}:\n{search}"
         );
     }
     let common = serde_json::json!({"tags": ["common"]});
-    let search = plan(client, &sql, &[&common, &limit]).await;
+    let search = plan(client, sql, &[&common, &limit]).await;
     assert!(search.contains("Index Scan"), "{search}");
 
     let by_email = plan(
@@ -252,5 +428,6 @@ async fn lists_walk_their_index_on_stale_statistics() {
             .unwrap();
         client.batch_execute(LOAD).await.unwrap();
         check_lists(client).await;
+        check_statements(client, false).await;
     }
 }

@@ -570,7 +570,7 @@ fn fresh_queue_run(
 }
 
 /// The claim-1/complete-1 loop replayed by pgbench with the crate's own
-/// statements (`pg::__queue_sql`, the text the crate prepares): 16
+/// statements (`voidrunner_db::__statement`, the text the crate prepares): 16
 /// clients, each claiming one execution as worker `client_id` and
 /// completing it, on a queue of [`FRESH_TASKS`] loaded by a child, never
 /// analyzed when `fresh`, else analyzed; `synchronous_commit = off`. What
@@ -602,8 +602,12 @@ fn pgbench_queue_run(
             sql_file,
         )?;
         let substitute = |name: &str, params: &[&str]| -> Result<String, BoxError> {
-            let mut sql = voidrunner_db::pg::__queue_sql(name)
-                .ok_or_else(|| format!("the crate has no {name} statement"))?;
+            let mut sql = voidrunner_db::__statement(&format!("queue.{name}"))
+                .ok_or_else(|| format!("the crate has no queue.{name} statement"))?
+                // One line, as pgbench reads a command up to its end.
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             for (k, value) in params.iter().enumerate().rev() {
                 let placeholder = format!("${}", k + 1);
                 if !sql.contains(&placeholder) {

@@ -432,7 +432,7 @@ pub fn markdown(
     }
     md.push_str(
         "\npgbench's replay of the claim-1/complete-1 loop: the crate's own claim and \
-         complete statements (`pg::__queue_sql`), `-M prepared`, 16 clients each claiming as \
+         complete statements (`src/queries/queue.sql`), `-M prepared`, 16 clients each claiming as \
          worker `client_id` and completing what it claimed, on a queue of 20,000 (10,000 with `--quick`) loaded as \
          above (`synchronous_commit = off`): what the server does per execution without the \
          crate's client.\n\n| queue | pgbench, cycles/s | the crate's loop ÷ pgbench | pgbench CPU / cycle |\n|---|---|---|---|\n",

@@ -23,22 +23,23 @@
 //! The statements that add an execution lock its task first and also update
 //! it, so a statement holding the task lock whose snapshot shows the locked
 //! version of the task sees every execution of that task (the `fresh` check
-//! in [`ENQUEUE_SQL`]); otherwise it writes nothing and runs again.
+//! in `queue.enqueue`, `src/queries/queue.sql`); otherwise it writes nothing and runs again.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::execution::{COLUMN_NAMES, COLUMNS, execution_from_row, read_execution};
-use super::{Columns, Conn, RowReader, Source, execution, joined, prefixed};
+use super::execution::{COLUMN_NAMES, execution_from_row, read_execution};
+use super::{Columns, Conn, RowReader, Source};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
     ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Heartbeat, Outcome, RescuePolicy,
     RescueReport, TaskExecution, TaskId, TaskStatus, Timestamp,
 };
+use crate::queries;
 use crate::repo::ExecutionQueue;
 use crate::tx::TxInner;
 use crate::validate;
@@ -46,7 +47,6 @@ use crate::validate;
 pub(crate) mod sql;
 mod statements;
 
-pub use statements::__queue_sql;
 use statements::*;
 
 /// [`ExecutionQueue`] over the pool of a [`Database`].

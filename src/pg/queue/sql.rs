@@ -1,5 +1,6 @@
 //! The queue's operations on one connection, pooled or in a transaction:
-//! each sends its statement (`statements.rs`) and reads what it returns.
+//! each sends its statement (`src/queries/queue.sql`) and reads what it
+//! returns.
 //! The executions repository calls `enqueue`, `finish` and `delete` here
 //! too, so every status write of an execution goes through this module.
 
@@ -14,7 +15,10 @@ pub(crate) async fn enqueue(
     let from = enqueueable();
     for _ in 0..FRESH_ATTEMPTS {
         let row = c
-            .query_opt(&ENQUEUE_SQL, &[&task_id, &execution_id, &run_after, &from])
+            .query_opt(
+                &queries::queue::ENQUEUE,
+                &[&task_id, &execution_id, &run_after, &from],
+            )
             .await?
             .ok_or_else(|| Error::not_found("task", task_id))?;
         if !row.try_get::<_, bool>("fresh")? {
@@ -46,7 +50,7 @@ pub(crate) async fn enqueue_many(
     for _ in 0..FRESH_ATTEMPTS {
         let rows = c
             .query(
-                &ENQUEUE_MANY_SQL,
+                &queries::queue::ENQUEUE_MANY,
                 &[&task_ids, &execution_ids, &run_after, &from],
             )
             .await?;
@@ -101,7 +105,7 @@ pub(crate) async fn claim(
 ) -> Result<Vec<ClaimedExecution>> {
     let rows = c
         .query(
-            &CLAIM_SQL,
+            &queries::queue::CLAIM,
             &[&worker_id, &i64::from(limit), &seconds(lease)],
         )
         .await?;
@@ -127,13 +131,13 @@ pub(crate) async fn claim(
     Ok(claimed)
 }
 
-/// Ends a claimed execution as failed through [`FINISH_SQL`] without
+/// Ends a claimed execution as failed through `queue.finish` without
 /// decoding the row it returns (which is the row that could not be
 /// decoded). If this fails too, the lease expires and the rescuer takes
 /// the execution back.
 async fn fail_undecodable(c: &Conn<'_>, id: ExecutionId) -> Result<()> {
     let failed = ExecutionStatus::Failed;
-    c.query_opt(&FINISH_SQL, &[&id, &failed, &vec!["running"]])
+    c.query_opt(&queries::queue::FINISH, &[&id, &failed, &vec!["running"]])
         .await?;
     Ok(())
 }
@@ -155,7 +159,10 @@ pub(crate) async fn heartbeat(
     lease: Duration,
 ) -> Result<Timestamp> {
     let row = c
-        .query_opt(HEARTBEAT_SQL, &[&id, &worker_id, &seconds(lease)])
+        .query_opt(
+            &queries::queue::HEARTBEAT,
+            &[&id, &worker_id, &seconds(lease)],
+        )
         .await?
         .ok_or_else(|| Error::not_found("execution", id))?;
     match row.try_get::<_, Option<Timestamp>>("new_lease")? {
@@ -170,7 +177,7 @@ pub(crate) async fn heartbeat(
     }
 }
 
-/// One worker's heartbeats of `ids` through [`HEARTBEAT_BATCH_SQL`];
+/// One worker's heartbeats of `ids` through `queue.heartbeat_batch`;
 /// one result per id, in their order.
 pub(crate) async fn heartbeat_many(
     c: &Conn<'_>,
@@ -183,7 +190,7 @@ pub(crate) async fn heartbeat_many(
     heartbeats(c, "heartbeat_many", ids, &workers, &leases).await
 }
 
-/// Runs [`HEARTBEAT_BATCH_SQL`] for `heartbeats` (valid, no execution
+/// Runs `queue.heartbeat_batch` for `heartbeats` (valid, no execution
 /// twice); one result per heartbeat, in their order.
 pub(crate) async fn heartbeat_batch(
     c: &Conn<'_>,
@@ -195,7 +202,7 @@ pub(crate) async fn heartbeat_batch(
     self::heartbeats(c, "heartbeat_batch", &ids, &workers, &leases).await
 }
 
-/// [`HEARTBEAT_BATCH_SQL`] for the three parallel arrays; `call` names
+/// `queue.heartbeat_batch` for the three parallel arrays; `call` names
 /// the public call in an error.
 async fn heartbeats(
     c: &Conn<'_>,
@@ -208,7 +215,7 @@ async fn heartbeats(
         return Ok(Vec::new());
     }
     let rows = c
-        .query(HEARTBEAT_BATCH_SQL, &[&ids, &workers, &leases])
+        .query(&queries::queue::HEARTBEAT_BATCH, &[&ids, &workers, &leases])
         .await?;
     if rows.len() != ids.len() {
         return Err(Error::unavailable(
@@ -227,7 +234,7 @@ async fn heartbeats(
         .collect()
 }
 
-/// One heartbeat's answer from its row of [`HEARTBEAT_BATCH_SQL`]: the
+/// One heartbeat's answer from its row of `queue.heartbeat_batch`: the
 /// new end of the lease, or why there is
 /// none. The outer error is a row that cannot be read at all.
 fn beat_from_row(
@@ -258,7 +265,7 @@ pub(crate) async fn complete(
 ) -> Result<TaskExecution> {
     let row = c
         .query_opt(
-            &COMPLETE_SQL,
+            &queries::queue::COMPLETE,
             &[
                 &id,
                 &worker_id,
@@ -284,7 +291,7 @@ pub(crate) async fn complete(
     ))
 }
 
-/// Runs [`COMPLETE_MANY_SQL`] for `completions` (valid, no execution
+/// Runs `queue.complete_many` for `completions` (valid, no execution
 /// twice) and returns one result per completion, in their order.
 pub(crate) async fn complete_many(
     c: &Conn<'_>,
@@ -315,7 +322,7 @@ pub(crate) async fn complete_many(
         .collect();
     let rows = c
         .query(
-            &COMPLETE_MANY_SQL,
+            &queries::queue::COMPLETE_MANY,
             &[
                 &ids, &workers, &statuses, &codes, &stdouts, &stderrs, &times, &memory,
             ],
@@ -374,7 +381,7 @@ pub(crate) async fn finish(
         .map(ExecutionStatus::as_str)
         .collect();
     let row = c
-        .query_opt(&FINISH_SQL, &[&id, &to, &from])
+        .query_opt(&queries::queue::FINISH, &[&id, &to, &from])
         .await?
         .ok_or_else(|| Error::not_found("execution", id))?;
     if row.try_get::<_, bool>("ended")? {
@@ -388,9 +395,9 @@ pub(crate) async fn finish(
     })
 }
 
-/// Deletes an execution; see [`DELETE_SQL`].
+/// Deletes an execution; see `queue.delete`.
 pub(crate) async fn delete(c: &Conn<'_>, id: ExecutionId) -> Result<()> {
-    let row = c.query_one(DELETE_SQL, &[&id]).await?;
+    let row = c.query_one(&queries::queue::DELETE, &[&id]).await?;
     match row.try_get::<_, i64>(0)? {
         0 => Err(Error::not_found("execution", id)),
         _ => Ok(()),
@@ -401,7 +408,7 @@ pub(crate) async fn rescue_expired(c: &Conn<'_>, policy: &RescuePolicy) -> Resul
     let retry_ids: Vec<ExecutionId> = (0..policy.batch_size).map(|_| ExecutionId::new()).collect();
     let rows = c
         .query(
-            RESCUE_SQL,
+            &queries::queue::RESCUE,
             &[
                 &i64::from(policy.batch_size),
                 &policy.max_attempts,
@@ -428,8 +435,11 @@ pub(crate) async fn prune_batch(
     older_than: Duration,
     batch_size: u32,
 ) -> Result<u64> {
-    c.execute(PRUNE_SQL, &[&seconds(older_than), &i64::from(batch_size)])
-        .await
+    c.execute(
+        &queries::queue::PRUNE,
+        &[&seconds(older_than), &i64::from(batch_size)],
+    )
+    .await
 }
 
 /// A task's status set by hand ([`TaskRepository::update_status`](crate::TaskRepository::update_status)):
@@ -446,7 +456,7 @@ pub(crate) async fn set_task_status(
         .collect();
     for _ in 0..FRESH_ATTEMPTS {
         let row = c
-            .query_opt(&TASK_STATUS_SQL, &[&id, &to, &from])
+            .query_opt(&queries::queue::TASK_STATUS, &[&id, &to, &from])
             .await?
             .ok_or_else(|| Error::not_found("task", id))?;
         if !row.try_get::<_, bool>("fresh")? {

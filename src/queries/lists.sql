@@ -1,0 +1,100 @@
+-- Every list of the repositories: for each, its first page, a page after a
+-- cursor, and its count. Pages go through the page functions of migrations
+-- V7 and V8, which take the filter value (when the list has one), the
+-- cursor's keys (NULL for the first page) and the row count, in that order,
+-- and walk the list's index under planner settings that leave no other
+-- plan; the ORDER BY here says the order rather than relying on it (a sort
+-- of one page). The metadata search is one SELECT whose plan is the
+-- planner's: its best plan depends on how many rows match.
+
+-- name: users_first
+-- `$1` the row count.
+SELECT {{user}} FROM voidrunner_users_page(NULL, NULL, $1) ORDER BY created_at DESC, id DESC
+
+-- name: users_after
+-- `$1`, `$2` the cursor's created_at and id, `$3` the row count.
+SELECT {{user}} FROM voidrunner_users_page($1, $2, $3) ORDER BY created_at DESC, id DESC
+
+-- name: users_count
+SELECT count(*) FROM users WHERE TRUE
+
+-- name: tasks_first
+-- `$1` the row count.
+SELECT {{task}} FROM voidrunner_tasks_page(NULL, NULL, NULL, $1) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_after
+-- `$1`–`$3` the cursor's priority, created_at and id, `$4` the row count.
+SELECT {{task}} FROM voidrunner_tasks_page($1, $2, $3, $4) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_count
+SELECT count(*) FROM tasks WHERE TRUE
+
+-- name: tasks_by_user_first
+-- `$1` the filter value, `$2` the row count.
+SELECT {{task}} FROM voidrunner_tasks_by_user_page($1, NULL, NULL, NULL, $2) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_by_user_after
+-- `$1` the filter value, `$2`–`$4` the cursor's keys, `$5` the row count.
+SELECT {{task}} FROM voidrunner_tasks_by_user_page($1, $2, $3, $4, $5) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_by_user_count
+SELECT count(*) FROM tasks WHERE user_id = $1
+
+-- name: tasks_by_status_first
+-- `$1` the filter value, `$2` the row count.
+SELECT {{task}} FROM voidrunner_tasks_by_status_page($1, NULL, NULL, NULL, $2) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_by_status_after
+-- `$1` the filter value, `$2`–`$4` the cursor's keys, `$5` the row count.
+SELECT {{task}} FROM voidrunner_tasks_by_status_page($1, $2, $3, $4, $5) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_by_status_count
+SELECT count(*) FROM tasks WHERE status = $1
+
+-- name: executions_first
+-- `$1` the row count.
+SELECT {{execution}} FROM voidrunner_executions_page(NULL, NULL, $1) ORDER BY created_at DESC, id DESC
+
+-- name: executions_after
+-- `$1`, `$2` the cursor's created_at and id, `$3` the row count.
+SELECT {{execution}} FROM voidrunner_executions_page($1, $2, $3) ORDER BY created_at DESC, id DESC
+
+-- name: executions_count
+SELECT count(*) FROM task_executions WHERE TRUE
+
+-- name: executions_by_task_first
+-- `$1` the filter value, `$2` the row count.
+SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, NULL, NULL, $2) ORDER BY created_at DESC, id DESC
+
+-- name: executions_by_task_after
+-- `$1` the filter value, `$2`, `$3` the cursor's keys, `$4` the row count.
+SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, $2, $3, $4) ORDER BY created_at DESC, id DESC
+
+-- name: executions_by_task_count
+SELECT count(*) FROM task_executions WHERE task_id = $1
+
+-- name: executions_by_status_first
+-- `$1` the filter value, `$2` the row count.
+SELECT {{execution}} FROM voidrunner_executions_by_status_page($1, NULL, NULL, $2) ORDER BY created_at DESC, id DESC
+
+-- name: executions_by_status_after
+-- `$1` the filter value, `$2`, `$3` the cursor's keys, `$4` the row count.
+SELECT {{execution}} FROM voidrunner_executions_by_status_page($1, $2, $3, $4) ORDER BY created_at DESC, id DESC
+
+-- name: executions_by_status_count
+SELECT count(*) FROM task_executions WHERE status = $1
+
+-- name: tasks_by_metadata_first
+-- `$1` the JSON the metadata contains, `$2` the row count.
+SELECT {{task}} FROM tasks WHERE metadata @> $1
+ORDER BY priority DESC, created_at DESC, id DESC LIMIT $2
+
+-- name: tasks_by_metadata_after
+-- `$1` the JSON the metadata contains, `$2`–`$4` the cursor's priority,
+-- created_at and id, `$5` the row count. Strictly after the cursor's row, so
+-- rows inserted meanwhile neither repeat nor shift rows already seen.
+SELECT {{task}} FROM tasks WHERE metadata @> $1 AND (priority, created_at, id) < ($2, $3, $4)
+ORDER BY priority DESC, created_at DESC, id DESC LIMIT $5
+
+-- name: tasks_by_metadata_count
+SELECT count(*) FROM tasks WHERE metadata @> $1
