@@ -17,6 +17,7 @@ pub mod completer;
 pub mod config;
 mod connect;
 mod db;
+pub mod docs;
 /// The domain reference: schema, validation limits, state machines, the
 /// queue's life cycle, invariants and pool defaults, as the code has them.
 pub mod domain;
