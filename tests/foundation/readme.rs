@@ -3,7 +3,10 @@
 //! checks keep it readable there: no doctest-hidden lines (shown verbatim
 //! as `# …` outside rustdoc), no reference to a `SPEC.md` the package does
 //! not ship (the domain reference is the module `voidrunner_db::domain`),
-//! and no relative link to a file the package leaves out.
+//! and no relative link to a file the package leaves out. The guides it
+//! links to, `src/docs/*.md` (the modules of `voidrunner_db::docs`), and the
+//! domain reference `src/domain.md` are read on GitHub too: their relative
+//! links are held to the same rule, and every guide is included and linked.
 
 use std::path::PathBuf;
 
@@ -60,7 +63,7 @@ fn lines_with_fences(text: &str) -> Vec<(usize, &str, Option<&str>)> {
             (None, None) => out.push((index + 1, line, None)),
         }
     }
-    assert!(fence.is_none(), "README.md ends inside a code block");
+    assert!(fence.is_none(), "a markdown file ends inside a code block");
     out
 }
 
@@ -198,21 +201,67 @@ fn link_targets(text: &str) -> Vec<(usize, String)> {
     targets
 }
 
-/// Relative links of `text` that do not point to a file the package at
+/// Relative links of the README that do not point to a file the package at
 /// `root` ships, given its `exclude` patterns.
 fn broken_links(text: &str, root: &std::path::Path, excluded: &[String]) -> Vec<String> {
+    broken_links_in("README.md", text, root, excluded, false)
+}
+
+/// Whether a link target is a rustdoc intra-doc link (`crate::Error`,
+/// `crate::docs::deploying#tls`, `crate#benchmarks`) rather than a file.
+fn is_intra_doc(target: &str) -> bool {
+    let path = target.split('#').next().unwrap_or("");
+    let is_ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    path.split("::").all(is_ident)
+        && (path.contains("::") || matches!(path, "crate" | "self" | "super"))
+}
+
+/// `target` resolved against the directory `dir` (`/`-separated, relative to
+/// the package root), or `None` when `..` climbs out of the package.
+fn resolve(dir: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Relative links of `file` (its path relative to the package root; its
+/// `text`) that do not point to a file the package at `root` ships, given its
+/// `exclude` patterns. Links resolve from the file's directory; intra-doc
+/// links are allowed only where rustdoc is the renderer that counts
+/// (`intra_doc`), and left to `cargo doc` to check.
+fn broken_links_in(
+    file: &str,
+    text: &str,
+    root: &std::path::Path,
+    excluded: &[String],
+    intra_doc: bool,
+) -> Vec<String> {
+    let dir = file.rsplit_once('/').map_or("", |(dir, _)| dir);
     let mut broken = Vec::new();
     for (number, target) in link_targets(text) {
         let is_absolute = target.contains("://") || target.starts_with("mailto:");
         if target.is_empty() || is_absolute || target.starts_with('#') {
             continue;
         }
-        let path = target
-            .split(['#', '?'])
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("./");
-        let problem = if path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        if intra_doc && is_intra_doc(&target) {
+            continue;
+        }
+        let relative = target.split(['#', '?']).next().unwrap_or("");
+        let resolved = if relative.starts_with('/') {
+            None
+        } else {
+            resolve(dir, relative)
+        };
+        let path = resolved.as_deref().unwrap_or("");
+        let problem = if resolved.is_none() {
             Some("leaves the package (or is absolute)".to_owned())
         } else if !root.join(path).exists() {
             Some("does not exist".to_owned())
@@ -224,7 +273,7 @@ fn broken_links(text: &str, root: &std::path::Path, excluded: &[String]) -> Vec<
             None
         };
         if let Some(problem) = problem {
-            broken.push(format!("README.md:{number}: `{target}` {problem}"));
+            broken.push(format!("{file}:{number}: `{target}` {problem}"));
         }
     }
     broken
@@ -243,6 +292,68 @@ fn readme_relative_links_point_to_shipped_files() {
         "relative links must point to files the package ships:\n{}",
         broken.join("\n")
     );
+}
+
+/// The markdown included as crate docs besides the README: the guides
+/// (`src/docs/*.md`) and the domain reference, as paths relative to the
+/// package root, sorted.
+fn included_markdown() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("src/docs"))
+        .expect("read src/docs")
+        .map(|entry| entry.expect("read src/docs").file_name())
+        .filter_map(|name| name.to_str().map(str::to_owned))
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("src/docs/{name}"))
+        .collect();
+    files.sort();
+    files.push("src/domain.md".to_owned());
+    files
+}
+
+#[test]
+fn docs_relative_links_point_to_shipped_files() {
+    let excluded = excluded_patterns();
+    let files = included_markdown();
+    assert!(files.len() > 1, "no guides found in src/docs: {files:?}");
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(root().join(file)).expect("read a guide");
+        broken.extend(broken_links_in(file, &text, &root(), &excluded, true));
+    }
+    assert!(
+        broken.is_empty(),
+        "relative links must point to files the package ships:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// Every guide is the docs of a module (`include_str!("name.md")` and
+/// `pub mod name` in `src/docs/mod.rs`) and is linked from the README, so
+/// none is written and then left where nobody finds it.
+#[test]
+fn every_guide_is_included_and_linked_from_the_readme() {
+    let modules =
+        std::fs::read_to_string(root().join("src/docs/mod.rs")).expect("read src/docs/mod.rs");
+    let readme_targets: Vec<String> = link_targets(&readme())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let mut missing = Vec::new();
+    for file in included_markdown()
+        .iter()
+        .filter(|f| f.starts_with("src/docs/"))
+    {
+        let name = file.trim_start_matches("src/docs/");
+        let stem = name.trim_end_matches(".md");
+        let included = modules.contains(&format!("include_str!(\"{name}\")"));
+        if !included || !modules.contains(&format!("pub mod {stem} {{}}")) {
+            missing.push(format!("{file}: not included by src/docs/mod.rs"));
+        }
+        if !readme_targets.iter().any(|t| t == file) {
+            missing.push(format!("{file}: no link to it in README.md"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
 
 #[test]
@@ -312,4 +423,33 @@ fn readme_checks_parse_what_they_check() {
     assert!(broken[0].starts_with("README.md:2: `src/nope.rs` does not exist"));
     assert!(broken[1].starts_with("README.md:3: `tests/downstream/Cargo.toml` is excluded"));
     assert!(broken[2].starts_with("README.md:4: `../elsewhere.md` leaves the package"));
+
+    // The guides: links resolve from their directory; intra-doc links pass
+    // there (rustdoc checks them), and only there.
+    assert!(is_intra_doc("crate::docs::deploying#tls") && is_intra_doc("crate#benchmarks"));
+    assert!(is_intra_doc("crate::Error::LeaseLost") && !is_intra_doc("Error"));
+    assert!(!is_intra_doc("src/docs/queue.md") && !is_intra_doc("queue.md#a-worker"));
+    assert_eq!(
+        resolve("src/docs", "queue.md").as_deref(),
+        Some("src/docs/queue.md")
+    );
+    assert_eq!(
+        resolve("src/docs", "../../Cargo.toml").as_deref(),
+        Some("Cargo.toml")
+    );
+    assert_eq!(resolve("src/docs", "../../../x.md"), None);
+    assert_eq!(resolve("", "./src/lib.rs").as_deref(), Some("src/lib.rs"));
+    let guide = "[ok](../lib.rs) [sibling](mod.rs#x) [item](crate::docs::queue)\n\
+                 [gone](nope.md)\n[up](../../../elsewhere.md)\n\
+                 [left out](../../tests/downstream/Cargo.toml)\n";
+    let broken = broken_links_in("src/docs/guide.md", guide, &root, &excluded, true);
+    assert_eq!(broken.len(), 3, "{broken:#?}");
+    assert!(broken[0].starts_with("src/docs/guide.md:2: `nope.md` does not exist"));
+    assert!(broken[1].starts_with("src/docs/guide.md:3: `../../../elsewhere.md` leaves"));
+    assert!(
+        broken[2]
+            .starts_with("src/docs/guide.md:4: `../../tests/downstream/Cargo.toml` is excluded")
+    );
+    let in_readme = broken_links("[item](crate::docs::queue)\n", &root, &excluded);
+    assert_eq!(in_readme.len(), 1, "{in_readme:#?}");
 }
