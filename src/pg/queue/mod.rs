@@ -6,16 +6,9 @@
 //!
 //! # Lock order
 //!
-//! A user, then its tasks in id order, then their executions. Every
-//! statement that writes an execution locks its task first (heartbeat and
-//! `ExecutionRepository::update` too, so a transaction that records output
-//! and then completes keeps the order); `enqueue_many` locks its tasks in id
-//! order; deleting a user locks the user row, then its tasks in id order
-//! (separate statements, so tasks created meanwhile cannot slip past the
-//! order), then lets the cascade delete them. `claim` and `rescue_expired`
-//! lock the execution and its task with SKIP LOCKED and never wait. No two
-//! calls of the crate can therefore wait on each other in a cycle: no
-//! deadlocks, deletes included.
+//! Every statement here takes its locks in the crate's one order, written
+//! down once in the [domain reference](crate::domain#lock-order); the SQL
+//! takes it through the lock fragments of `src/queries/executions.sql`.
 //!
 //! # One active execution per task
 //!
