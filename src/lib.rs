@@ -3,6 +3,30 @@
 // in this repository, through the self dev-dependency; in the packaged crate
 // with `cargo test --all-features`), so a plain `cargo test` of the packaged
 // crate does not fail on them.
+//
+// The README's links into the guides and the domain reference point at
+// docs.rs, for GitHub and crates.io; these definitions come first, and in
+// Markdown the first definition of a label wins, so the crate's own docs
+// link to their own pages (of this version) instead.
+#![doc = "[domain]: crate::domain"]
+#![doc = "[domain-validation]: crate::domain#validation"]
+#![doc = "[domain-invariants]: crate::domain#invariants"]
+#![doc = "[domain-lock-order]: crate::domain#lock-order"]
+#![doc = "[guide-repositories]: crate::docs::repositories"]
+#![doc = "[guide-transactions]: crate::docs::transactions"]
+#![doc = "[guide-queue]: crate::docs::queue"]
+#![doc = "[guide-events]: crate::docs::events"]
+#![doc = "[guide-errors]: crate::docs::errors"]
+#![doc = "[guide-testing]: crate::docs::testing"]
+#![doc = "[guide-configuration]: crate::docs::configuration"]
+#![doc = "[guide-deploying]: crate::docs::deploying"]
+#![doc = "[deploying-failover]: crate::docs::deploying#multi-host-failover"]
+#![doc = "[deploying-roles]: crate::docs::deploying#roles-and-upgrades"]
+#![doc = "[deploying-tls]: crate::docs::deploying#tls"]
+#![doc = "[deploying-poolers]: crate::docs::deploying#pgbouncer-and-other-transaction-poolers"]
+#![doc = "[guide-migrations]: crate::docs::migrations"]
+#![doc = "[guide-semver]: crate::docs::semver"]
+#![doc = "[guide-development]: crate::docs::development"]
 #![cfg_attr(
     any(not(doctest), all(feature = "mock", feature = "test-support")),
     doc = include_str!("../README.md")
