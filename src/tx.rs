@@ -126,23 +126,10 @@ impl TransactionOptions {
 #[derive(Debug)]
 pub(crate) struct TxInner {
     client: Option<PooledClient>,
-    /// [`DbConfig::max_output_bytes`](crate::DbConfig::max_output_bytes) of
-    /// the pool the transaction came from.
-    pub(crate) max_output_bytes: usize,
-    /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement).
-    pub(crate) slow_statement: Option<Duration>,
-    /// How long a statement's answer may take before the connection is
-    /// given up ([`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)).
-    pub(crate) answer_deadline: Option<Duration>,
-    /// Whether statements go out unnamed (behind a transaction-mode
-    /// pooler; see [`PoolerMode`](crate::PoolerMode)).
-    pub(crate) unnamed: bool,
-    /// How the cancel request goes out when the transaction is dropped
-    /// unfinished: the pool's TLS, the pooler's address.
-    cancel_route: crate::db::CancelRoute,
-    /// The server ends a session idle in a transaction for longer than this
-    /// ([`DbConfig::idle_in_transaction_timeout`](crate::DbConfig::idle_in_transaction_timeout)).
-    idle_timeout: Option<Duration>,
+    /// The pool the transaction came from, whose configuration its
+    /// statements follow (read there, not copied: one place for each
+    /// setting) and whose route its cancel request takes.
+    db: Database,
     /// When the last statement of the transaction ended, in microseconds
     /// since `opened`.
     last_active: AtomicU64,
@@ -167,6 +154,11 @@ pub(crate) struct TxInner {
 }
 
 impl TxInner {
+    /// The pool the transaction came from, with its configuration.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// Notes that a statement of the transaction just ended.
     pub(crate) fn touch(&self) {
         let micros = u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -184,7 +176,7 @@ impl TxInner {
     pub(crate) fn explain(&self, err: Error) -> Error {
         let since = Duration::from_micros(self.last_active.load(Ordering::Acquire));
         let idle = self.opened.elapsed().saturating_sub(since);
-        let err = match (&err, self.idle_timeout) {
+        let err = match (&err, self.db.config().idle_in_transaction_timeout) {
             (Error::Unavailable { .. }, Some(limit)) if idle >= limit => Error::Timeout {
                 kind: crate::TimeoutKind::IdleInTransaction,
                 source: Some(Box::new(err)),
@@ -260,7 +252,7 @@ impl TxInner {
     /// transaction is left unended, so its connection is closed, never
     /// pooled.
     pub(crate) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
-        within_deadline(self.answer_deadline, work).await
+        within_deadline(self.db.config().answer_deadline(), work).await
     }
 
     async fn finish(&self, sql: &str) -> Result<()> {
@@ -284,7 +276,7 @@ impl Drop for TxInner {
         if *self.retire.get_mut()
             && let Some(client) = self.client.take()
         {
-            crate::db::retire_read_only(client, self.cancel_route.clone());
+            crate::db::retire_read_only(client, self.db.cancel_route());
             return;
         }
         if !*self.ended.get_mut()
@@ -293,7 +285,7 @@ impl Drop for TxInner {
             tracing::warn!("transaction dropped before commit or rollback; closing its connection");
             // Its statement is cancelled and the connection closed: the
             // server rolls the transaction back.
-            crate::db::discard(client, self.cancel_route.clone());
+            crate::db::discard(client, self.db.cancel_route());
         }
     }
 }
@@ -429,12 +421,7 @@ impl Database {
                 // pooled in an unknown transaction state.
                 let inner = Arc::new(TxInner {
                     client: Some(self.client().await?),
-                    max_output_bytes: self.config().max_output_bytes,
-                    slow_statement: self.config().slow_statement,
-                    answer_deadline: self.config().answer_deadline(),
-                    unnamed: !self.config().pooler.named_statements(),
-                    cancel_route: self.cancel_route(),
-                    idle_timeout: self.config().idle_in_transaction_timeout,
+                    db: self.clone(),
                     last_active: AtomicU64::new(0),
                     opened: Instant::now(),
                     ended: AtomicBool::new(false),

@@ -18,7 +18,26 @@ impl Source {
     pub(super) fn max_output_bytes(&self) -> usize {
         match self {
             Source::Pool(db) => db.config().max_output_bytes,
-            Source::Tx(tx) => tx.max_output_bytes,
+            Source::Tx(tx) => tx.db().config().max_output_bytes,
+        }
+    }
+
+    /// Runs `work` inside a transaction: the source's own, or one this
+    /// call opens through [`Database::transaction`], the crate's one
+    /// transaction engine (its guard armed before `BEGIN`, the COMMIT
+    /// probe, the rollback of a dropped call), for a repository call that
+    /// needs several statements to be one.
+    pub(super) async fn transaction<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: Fn(Source) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match self {
+            Source::Tx(_) => work(self.clone()).await,
+            Source::Pool(db) => {
+                db.transaction(|tx| work(Source::Tx(tx.inner.clone())))
+                    .await
+            }
         }
     }
 
@@ -29,7 +48,6 @@ impl Source {
                 primary: Some(db.client().await?),
                 replacement: OnceLock::new(),
                 busy: AtomicBool::new(false),
-                in_transaction: AtomicBool::new(false),
                 retire: AtomicBool::new(false),
             })),
             Source::Tx(tx) => {
@@ -112,9 +130,6 @@ pub(super) struct PoolConn<'a> {
     /// session went stale.
     pub(super) replacement: OnceLock<PooledClient>,
     pub(super) busy: AtomicBool,
-    /// Inside a transaction the call opened ([`Conn::begin`]): armed until
-    /// it ends.
-    pub(super) in_transaction: AtomicBool,
     /// The server refused a write as read-only: the connection, and the
     /// pool's idle ones, are closed when the call ends
     /// ([`crate::db::retire_read_only`]).
@@ -134,7 +149,7 @@ impl PoolConn<'_> {
 
 impl Drop for PoolConn<'_> {
     fn drop(&mut self) {
-        let busy = *self.busy.get_mut() || *self.in_transaction.get_mut();
+        let busy = *self.busy.get_mut();
         let retire = *self.retire.get_mut();
         let route = || self.db.cancel_route();
         match (self.replacement.take(), self.primary.take()) {
@@ -179,24 +194,31 @@ impl Conn<'_> {
         }
     }
 
+    /// The pool the call's connection came from, whose configuration
+    /// (the one place each setting is held) the call follows.
+    pub(super) fn db(&self) -> &Database {
+        match self {
+            Conn::Pooled(pooled) => pooled.db,
+            Conn::Tx(tx) => tx.db(),
+        }
+    }
+
     /// Whether statements go out unnamed (behind a transaction-mode
     /// pooler) rather than prepared through the statement cache.
     pub(super) fn unnamed(&self) -> bool {
-        match self {
-            Conn::Pooled(pooled) => !pooled.db.config().pooler.named_statements(),
-            Conn::Tx(tx) => tx.unnamed,
-        }
+        !self.db().config().pooler.named_statements()
     }
 
     /// A `WARN` event for a statement slower than
     /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement): its
     /// duration and SQL text, never its parameters.
     pub(super) fn note_if_slow(&self, query: &Query, took: Duration) {
-        let threshold = match self {
-            Conn::Pooled(pooled) => pooled.db.config().slow_statement,
-            Conn::Tx(tx) => tx.slow_statement,
-        };
-        if threshold.is_some_and(|limit| took > limit) {
+        if self
+            .db()
+            .config()
+            .slow_statement
+            .is_some_and(|limit| took > limit)
+        {
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
                 statement = query.name,
@@ -279,11 +301,6 @@ impl Conn<'_> {
                 client.statement_cache.clear();
             }
             match self {
-                // Inside a transaction the call opened (`begin`), the failed
-                // statement aborted it: nothing to rerun.
-                Conn::Pooled(pooled) if pooled.in_transaction.load(Ordering::Acquire) => {
-                    return Err(err.into());
-                }
                 Conn::Pooled(_) if !healed_cache && stale_cache => healed_cache = true,
                 Conn::Pooled(pooled) if !healed_session && stale_session => {
                     // The schema change that made this session stale made
@@ -363,63 +380,10 @@ impl Conn<'_> {
         .inspect_err(note_failure)
     }
 
-    /// Runs a simple-protocol statement (transaction control), armed like
-    /// the others.
-    pub(super) async fn batch(&self, sql: &str) -> Result<()> {
-        self.set_busy(true);
-        let result = self
-            .within_deadline(self.client()?.batch_execute(sql))
-            .await?;
-        self.set_busy(false);
-        Ok(result?)
-    }
-
     /// `work`'s answer, or [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)
     /// when the server stops answering ([`crate::tx::within_deadline`]).
     pub(super) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
-        let deadline = match self {
-            Conn::Pooled(pooled) => pooled.db.config().answer_deadline(),
-            Conn::Tx(tx) => tx.answer_deadline,
-        };
-        crate::tx::within_deadline(deadline, work).await
-    }
-
-    /// Opens a transaction for a repository call that needs several
-    /// statements, unless the call already runs in one. The connection
-    /// stays armed until [`end`](Self::end): dropped in between, it is
-    /// closed, never pooled mid-transaction.
-    pub(super) async fn begin(&self) -> Result<()> {
-        if let Conn::Pooled(pooled) = self {
-            pooled.in_transaction.store(true, Ordering::Release);
-            self.batch(&pooled.db.config().begin_sql("BEGIN")).await?;
-        }
-        Ok(())
-    }
-
-    /// Ends what [`begin`](Self::begin) opened: commits if `result` is `Ok`,
-    /// else rolls back; returns `result`, or the failure to commit.
-    pub(super) async fn end<T>(&self, result: Result<T>) -> Result<T> {
-        let Conn::Pooled(pooled) = self else {
-            return result;
-        };
-        if pooled.busy.load(Ordering::Acquire) {
-            // A statement gave up waiting for its answer and is still in
-            // flight: a ROLLBACK would wait behind it as long again. The
-            // connection is closed on drop, which rolls back.
-            return result;
-        }
-        let finish = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = self.batch(finish).await;
-        // A failed COMMIT ends the transaction too, as long as the
-        // connection itself is alive; a dead one is discarded on drop.
-        if ended.is_ok() || !self.client()?.is_closed() {
-            pooled.in_transaction.store(false, Ordering::Release);
-        }
-        match (result, ended) {
-            (Ok(value), Ok(())) => Ok(value),
-            (Ok(_), Err(err)) => Err(err),
-            (Err(err), _) => Err(err),
-        }
+        crate::tx::within_deadline(self.db().config().answer_deadline(), work).await
     }
 }
 

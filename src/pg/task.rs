@@ -254,6 +254,34 @@ pub(crate) mod sql {
     }
 }
 
+/// The bulk load (`tasks.import`) on one connection.
+async fn copy(conn: &Conn<'_>, tasks: &[NewTask]) -> Result<u64> {
+    match conn {
+        Conn::Pooled(_) => {
+            // COPY is a multi-message exchange: armed like a statement, so a
+            // future dropped in the middle of it closes the connection
+            // rather than pooling it (and so does a COPY that lost its
+            // connection).
+            conn.set_busy(true);
+            let client = conn.client()?;
+            let result = sql::import(client, tasks).await;
+            if !client.is_closed() {
+                conn.set_busy(false);
+            }
+            result
+        }
+        // Inside a transaction, the transaction's own guard covers it; its
+        // failure is explained (and noted) like any statement's.
+        Conn::Tx(tx) => {
+            let result = sql::import(tx.client()?, tasks)
+                .await
+                .map_err(|err| tx.explain(err));
+            tx.touch();
+            result
+        }
+    }
+}
+
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
     #[tracing::instrument(
@@ -290,46 +318,23 @@ impl TaskRepository for PgTaskRepository {
         if tasks.is_empty() {
             return Ok(0);
         }
-        let conn = self.source.conn().await?;
-        match &conn {
-            Conn::Pooled(_) => {
-                // Behind a transaction-mode pooler, COPY runs in a
-                // transaction of its own: the driver prepares it as a named
-                // statement and runs it in two more exchanges, which must all
-                // reach one server connection, and only a transaction keeps
-                // one. The driver closes that statement as soon as COPY
-                // starts (the Close is queued behind the data), so it is gone
-                // before COMMIT hands the server connection to someone else.
-                let own_transaction = conn.unnamed();
-                if own_transaction {
-                    conn.begin().await?;
-                }
-                // COPY is a multi-message exchange: armed like a statement,
-                // so a future dropped in the middle of it closes the
-                // connection rather than pooling it (and so does a COPY that
-                // lost its connection).
-                conn.set_busy(true);
-                let client = conn.client()?;
-                let result = sql::import(client, &tasks).await;
-                if !client.is_closed() {
-                    conn.set_busy(false);
-                }
-                if own_transaction {
-                    conn.end(result).await
-                } else {
-                    result
-                }
-            }
-            // Inside a transaction, the transaction's own guard covers it;
-            // its failure is explained (and noted) like any statement's.
-            Conn::Tx(tx) => {
-                let result = sql::import(tx.client()?, &tasks)
-                    .await
-                    .map_err(|err| tx.explain(err));
-                tx.touch();
-                result
-            }
+        // Behind a transaction-mode pooler, COPY runs in a transaction of
+        // its own: the driver prepares it as a named statement and runs it
+        // in two more exchanges, which must all reach one server
+        // connection, and only a transaction keeps one. The driver closes
+        // that statement as soon as COPY starts (the Close is queued behind
+        // the data), so it is gone before COMMIT hands the server connection
+        // to someone else.
+        if let Source::Pool(db) = &self.source
+            && !db.config().pooler.named_statements()
+        {
+            let tasks = &tasks;
+            return self
+                .source
+                .transaction(|source| async move { copy(&source.conn().await?, tasks).await })
+                .await;
         }
+        copy(&self.source.conn().await?, &tasks).await
     }
 
     #[tracing::instrument(

@@ -187,17 +187,13 @@ pub(crate) mod sql {
         // created after one statement's snapshot, so the locks are taken
         // statement by statement: once the user row is locked no task can be
         // added for it, and the next statement's snapshot sees them all.
-        c.begin().await?;
-        let result = async {
-            c.query_opt(&queries::users::LOCK, &[&id])
-                .await?
-                .ok_or_else(|| Error::not_found("user", id))?;
-            c.execute(&queries::users::LOCK_TASKS, &[&id]).await?;
-            c.execute(&queries::users::DELETE, &[&id]).await?;
-            Ok(())
-        }
-        .await;
-        c.end(result).await
+        // Run inside a transaction (`Source::transaction`).
+        c.query_opt(&queries::users::LOCK, &[&id])
+            .await?
+            .ok_or_else(|| Error::not_found("user", id))?;
+        c.execute(&queries::users::LOCK_TASKS, &[&id]).await?;
+        c.execute(&queries::users::DELETE, &[&id]).await?;
+        Ok(())
     }
 
     pub(crate) async fn list(c: &Conn<'_>, page: &PageSpec) -> Result<Page<User>> {
@@ -271,7 +267,9 @@ impl UserRepository for PgUserRepository {
         fields(entity = "user", op = "delete")
     )]
     async fn delete(&self, id: UserId) -> Result<()> {
-        sql::delete(&self.source.conn().await?, id).await
+        self.source
+            .transaction(|source| async move { sql::delete(&source.conn().await?, id).await })
+            .await
     }
 
     #[tracing::instrument(
