@@ -2,34 +2,22 @@
 //!
 //! A [`DbConfig`] comes from a URL ([`DbConfig::from_url`]), from the
 //! environment ([`DbConfig::from_env`]), or from any serde source (a config
-//! file). The defaults are also listed in the
+//! file: `url` plus the field names). The settings, their environment
+//! variables, defaults and accepted values are listed in the
+//! [configuration reference](crate#configuration); each [`DbConfig`] field
+//! documents its own, and the defaults are also in the
 //! [domain reference](crate::domain#pool-defaults).
 //!
-//! | field | env variable | default | accepted | what it maps to |
-//! |---|---|---|---|---|
-//! | `url` | `DATABASE_URL` | required | | `tokio_postgres::Config` (URL or `key=value` form) |
-//! | [`max_connections`](DbConfig::max_connections) | `VOIDRUNNER_DB_MAX_CONNECTIONS` | 25 | 1 to 10,000 | deadpool `max_size` |
-//! | [`min_connections`](DbConfig::min_connections) | `VOIDRUNNER_DB_MIN_CONNECTIONS` | 5 | 0 to `max_connections` | warmed at connect, kept by the reaper |
-//! | [`max_lifetime`](DbConfig::max_lifetime) | `VOIDRUNNER_DB_MAX_LIFETIME` | `1h` | 1 ms to 30 days, or `off` | pre-recycle hook and reaper retire older connections |
-//! | [`idle_timeout`](DbConfig::idle_timeout) | `VOIDRUNNER_DB_IDLE_TIMEOUT` | `30m` | 1 ms to 30 days, or `off` | reaper closes connections idle longer (never below the minimum) |
-//! | [`connect_timeout`](DbConfig::connect_timeout) | `VOIDRUNNER_DB_CONNECT_TIMEOUT` | `10s` | 1 ms to 24 h | `connect_timeout` of the driver and deadpool's create timeout |
-//! | [`wait_timeout`](DbConfig::wait_timeout) | `VOIDRUNNER_DB_WAIT_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool wait timeout: how long a checkout waits for a free connection |
-//! | [`recycle_timeout`](DbConfig::recycle_timeout) | `VOIDRUNNER_DB_RECYCLE_TIMEOUT` | `5s` | 1 ms to 24 h | deadpool recycle timeout |
-//! | [`statement_timeout`](DbConfig::statement_timeout) | `VOIDRUNNER_DB_STATEMENT_TIMEOUT` | `30s` | 1 ms to 2,147,483,647 ms (about 24.8 days), or `off`; rounded up to whole ms | server setting `statement_timeout`, sent at connect (behind a pooler: see [below](#behind-a-connection-pooler)) |
-//! | [`idle_in_transaction_timeout`](DbConfig::idle_in_transaction_timeout) | `VOIDRUNNER_DB_IDLE_IN_TRANSACTION_TIMEOUT` | `60s` | as `statement_timeout` | server setting `idle_in_transaction_session_timeout`, sent at connect (behind a pooler: see [below](#behind-a-connection-pooler)) |
-//! | [`reaper_interval`](DbConfig::reaper_interval) | `VOIDRUNNER_DB_REAPER_INTERVAL` | `30s` | 10 ms to 24 h | how often the reaper runs |
-//! | [`application_name`](DbConfig::application_name) | `VOIDRUNNER_DB_APPLICATION_NAME` | `voidrunner-db` | printable ASCII, at most 63 bytes (what the server keeps) | server setting `application_name` (shown in `pg_stat_activity`) |
-//! | [`notify_events`](DbConfig::notify_events) | `VOIDRUNNER_DB_NOTIFY_EVENTS` | `true` | | `false` sends `voidrunner.notify_events=off` at connect (behind a pooler: see [below](#behind-a-connection-pooler)): this pool's changes send no execution events |
-//! | [`migration_lock_timeout`](DbConfig::migration_lock_timeout) | `VOIDRUNNER_DB_MIGRATION_LOCK_TIMEOUT` | `2s` | 10 ms to 10 min | server setting `lock_timeout` of the migration session |
-//! | [`migration_retries`](DbConfig::migration_retries) | `VOIDRUNNER_DB_MIGRATION_RETRIES` | 5 | 0 to 100 | retries of a migration that hit the lock timeout |
-//! | [`slow_statement`](DbConfig::slow_statement) | `VOIDRUNNER_DB_SLOW_STATEMENT` | `1s` | 1 ms to 24 h, or `off` | a `WARN` event `slow statement` (duration and SQL, never parameters) for repository statements that take longer |
-//! | [`max_output_bytes`](DbConfig::max_output_bytes) | `VOIDRUNNER_DB_MAX_OUTPUT_BYTES` | 1048576 (1 MiB) | 1 KiB to 256 MiB | stdout and stderr of an execution beyond this are truncated with a marker line |
-//! | [`ssl_mode`](DbConfig::ssl_mode) | `VOIDRUNNER_DB_SSLMODE` | `prefer` (`verify-full` with `sslrootcert=system`) | `disable`, `prefer`, `require`, `verify-ca`, `verify-full` ([`SslMode`]) | TLS of every connection (see [TLS](#tls)); the URL's `sslmode` |
-//! | [`ssl_root_cert`](DbConfig::ssl_root_cert) | `VOIDRUNNER_DB_SSLROOTCERT` | none: the system's roots | a PEM file of CA certificates, or `system` | the CAs a server certificate must chain to; the URL's `sslrootcert` |
-//! | [`ssl_cert`](DbConfig::ssl_cert) | `VOIDRUNNER_DB_SSLCERT` | none | a PEM file: the client certificate (and its intermediates) | client certificate for `cert` authentication; the URL's `sslcert` |
-//! | [`ssl_key`](DbConfig::ssl_key) | `VOIDRUNNER_DB_SSLKEY` | none | a PEM file (PKCS#8, PKCS#1 or SEC1), mode 0600 (or 0640 owned by root) | the client certificate's private key; the URL's `sslkey` |
-//! | [`pooler`](DbConfig::pooler) | `VOIDRUNNER_DB_POOLER` | `direct` | `direct`, `session`, `transaction` | what `url` points at: the server (or a pooler that passes startup options), or a PgBouncer-style pooler in session or transaction mode (see [below](#behind-a-connection-pooler)) |
-//! | `direct_url` ([`DbConfig::set_direct_url`]) | `VOIDRUNNER_DB_DIRECT_URL` | none | URL or `key=value` form | a connection to the server itself (or a session-mode pooler) for migrations, their advisory lock and LISTEN |
+//! Every source reads a value the same way. The environment names a
+//! setting by its variable and a serde source by its field, and the same
+//! text means the same thing in both (`30s`, `off`, `on`, `verify-full`); a
+//! serde source's numbers and booleans read as the text they are written
+//! as, and its null as `off` for a duration that can be off. A blank value
+//! (or null) of a TLS setting or of the direct URL leaves it unset, as an
+//! empty libpq key does. The `VOIDRUNNER_DB_SSL*` variables and the `ssl_*`
+//! fields override the URL's `sslmode`, `sslrootcert`, `sslcert` and
+//! `sslkey`; with `sslrootcert=system` and no mode given by any of them,
+//! the mode is `verify-full`, as in libpq 16.
 //!
 //! A value outside its range is an [`Error::Config`] naming the field, from
 //! [`DbConfig::validate`], which [`from_env`](DbConfig::from_env),
@@ -89,22 +77,25 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::error::{Error, Result};
 
 mod check;
 mod de;
+mod draft;
 mod duration;
 mod env;
 mod modes;
+mod settings;
 #[cfg(test)]
 mod tests;
 mod url;
+mod value;
 
+use draft::{Draft, Source};
 use modes::without_prefix;
 pub use modes::{PoolerMode, SslMode};
-use url::{SslSettings, parse_direct_url, parse_url, ssl_from_lookup};
+use settings::{Read, SETTINGS};
+use url::{parse_direct_url, parse_url};
 
 /// Environment variable holding the connection URL.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
@@ -123,8 +114,7 @@ pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 /// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), voidrunner_db::Error>(())
 /// ```
-#[derive(Clone, Deserialize)]
-#[serde(try_from = "de::Fields")]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct DbConfig {
     /// The driver's settings, without the TLS keys (which the driver does
@@ -271,90 +261,15 @@ pub const SERVER_TIMEOUT_RANGE: RangeInclusive<Duration> =
 pub const REAPER_INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
 
-/// Shortest accepted [`DbConfig::migration_lock_timeout`].
-const MIN_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(10);
-/// Longest accepted [`DbConfig::migration_lock_timeout`].
-const MAX_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Accepted [`DbConfig::max_output_bytes`]: 1 KiB to 256 MiB (a text value
 /// of PostgreSQL holds at most 1 GB, and a row that large strains every
 /// reader).
 pub const OUTPUT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=256 << 20;
 
-/// Most accepted [`DbConfig::migration_retries`].
-const MAX_MIGRATION_RETRIES: u32 = 100;
-
-mod defaults {
-    use std::time::Duration;
-
-    pub(super) fn max_connections() -> usize {
-        25
-    }
-    pub(super) fn min_connections() -> usize {
-        5
-    }
-    pub(super) fn max_lifetime() -> Option<Duration> {
-        Some(Duration::from_secs(3600))
-    }
-    pub(super) fn idle_timeout() -> Option<Duration> {
-        Some(Duration::from_secs(30 * 60))
-    }
-    pub(super) fn connect_timeout() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub(super) fn wait_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub(super) fn recycle_timeout() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub(super) fn statement_timeout() -> Option<Duration> {
-        Some(Duration::from_secs(30))
-    }
-    pub(super) fn idle_in_transaction_timeout() -> Option<Duration> {
-        Some(Duration::from_secs(60))
-    }
-    pub(super) fn reaper_interval() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub(super) fn application_name() -> String {
-        "voidrunner-db".to_owned()
-    }
-    pub(super) fn notify_events() -> bool {
-        true
-    }
-    pub(super) fn migration_lock_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub(super) fn migration_retries() -> u32 {
-        5
-    }
-    pub(super) fn max_output_bytes() -> usize {
-        1 << 20
-    }
-    pub(super) fn slow_statement() -> Option<Duration> {
-        Some(Duration::from_secs(1))
-    }
-}
-
 /// Most bytes of an `application_name`: the server keeps NAMEDATALEN - 1
 /// and silently cuts the rest (and turns non-ASCII characters into `?`), so
 /// what `pg_stat_activity` shows would not be what was configured.
 pub const APPLICATION_NAME_MAX_BYTES: usize = 63;
-
-fn application_name_fits(name: &str) -> Result<()> {
-    if name.len() > APPLICATION_NAME_MAX_BYTES {
-        return Err(Error::config(format!(
-            "application_name is {} bytes; the server keeps at most {APPLICATION_NAME_MAX_BYTES}",
-            name.len()
-        )));
-    }
-    if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(Error::config(
-            "application_name must be printable ASCII: the server replaces anything else with '?'",
-        ));
-    }
-    Ok(())
-}
 
 impl DbConfig {
     /// A configuration for `url` (`postgres://user:pass@host:port/db` or the
@@ -362,39 +277,7 @@ impl DbConfig {
     /// TLS settings of its `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
     /// (see [TLS](self#tls)).
     pub fn from_url(url: &str) -> Result<Self> {
-        Self::from_parts(url, SslSettings::default())
-    }
-
-    /// `url` with every other setting at its default, and the TLS settings
-    /// of `ssl` over those of the URL.
-    fn from_parts(url: &str, ssl: SslSettings) -> Result<Self> {
-        let (connection, from_url) = parse_url(url)?;
-        let ssl = ssl.over(from_url);
-        Ok(DbConfig {
-            connection,
-            max_connections: defaults::max_connections(),
-            min_connections: defaults::min_connections(),
-            max_lifetime: defaults::max_lifetime(),
-            idle_timeout: defaults::idle_timeout(),
-            connect_timeout: defaults::connect_timeout(),
-            wait_timeout: defaults::wait_timeout(),
-            recycle_timeout: defaults::recycle_timeout(),
-            statement_timeout: defaults::statement_timeout(),
-            idle_in_transaction_timeout: defaults::idle_in_transaction_timeout(),
-            reaper_interval: defaults::reaper_interval(),
-            application_name: defaults::application_name(),
-            notify_events: defaults::notify_events(),
-            migration_lock_timeout: defaults::migration_lock_timeout(),
-            migration_retries: defaults::migration_retries(),
-            max_output_bytes: defaults::max_output_bytes(),
-            slow_statement: defaults::slow_statement(),
-            ssl_mode: ssl.mode(),
-            ssl_root_cert: ssl.root_cert,
-            ssl_cert: ssl.cert,
-            ssl_key: ssl.key,
-            pooler: PoolerMode::default(),
-            direct: None,
-        })
+        Draft::read(draft::url_only(url), Source::Url)
     }
 
     /// The same settings against another database of the same server (and
@@ -675,38 +558,18 @@ fn target_of(pg: &tokio_postgres::Config) -> String {
 
 impl fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DbConfig")
-            .field("target", &self.display_target())
+        let mut out = f.debug_struct("DbConfig");
+        out.field("target", &self.display_target())
             .field("user", &self.connection.get_user())
             .field(
                 "password",
                 &self.connection.get_password().map(|_| "<redacted>"),
-            )
-            .field("max_connections", &self.max_connections)
-            .field("min_connections", &self.min_connections)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("wait_timeout", &self.wait_timeout)
-            .field("recycle_timeout", &self.recycle_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .field(
-                "idle_in_transaction_timeout",
-                &self.idle_in_transaction_timeout,
-            )
-            .field("reaper_interval", &self.reaper_interval)
-            .field("application_name", &self.application_name)
-            .field("notify_events", &self.notify_events)
-            .field("migration_lock_timeout", &self.migration_lock_timeout)
-            .field("migration_retries", &self.migration_retries)
-            .field("max_output_bytes", &self.max_output_bytes)
-            .field("slow_statement", &self.slow_statement)
-            .field("ssl_mode", &self.ssl_mode)
-            .field("ssl_root_cert", &self.ssl_root_cert)
-            .field("ssl_cert", &self.ssl_cert)
-            .field("ssl_key", &self.ssl_key)
-            .field("pooler", &self.pooler)
-            .field("direct_target", &self.display_direct_target())
+            );
+        // Connection strings may hold a password: shown as their target.
+        for setting in SETTINGS.iter().filter(|s| s.read != Read::ConnectionString) {
+            out.field(setting.name, (setting.show)(self));
+        }
+        out.field("direct_target", &self.display_direct_target())
             .field(
                 "direct_password",
                 &self

@@ -3,8 +3,7 @@
 
 use super::*;
 
-/// The TLS settings a connection string, the environment or a serde source
-/// gave; `None` where it gave none.
+/// The TLS keys of a connection string; `None` where it gave none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct SslSettings {
     pub(super) mode: Option<SslMode>,
@@ -14,32 +13,9 @@ pub(super) struct SslSettings {
 }
 
 impl SslSettings {
-    /// `self`'s values where it has them, else `under`'s: the environment
-    /// and serde fields override the URL.
     /// Whether any TLS setting was given.
     pub(super) fn given(&self) -> bool {
         self.mode.is_some() || self.root_cert.is_some() || self.cert.is_some() || self.key.is_some()
-    }
-
-    pub(super) fn over(self, under: SslSettings) -> SslSettings {
-        SslSettings {
-            mode: self.mode.or(under.mode),
-            root_cert: self.root_cert.or(under.root_cert),
-            cert: self.cert.or(under.cert),
-            key: self.key.or(under.key),
-        }
-    }
-
-    /// The mode in force: the one given, else `verify-full` with the
-    /// system's roots (libpq 16), else `prefer` (libpq's default).
-    pub(super) fn mode(&self) -> SslMode {
-        self.mode.unwrap_or_else(|| {
-            if self.root_cert.as_deref() == Some(Path::new(SYSTEM_ROOTS)) {
-                SslMode::VerifyFull
-            } else {
-                SslMode::Prefer
-            }
-        })
     }
 
     /// Records `key` (one of [`conninfo::SSL_KEYS`]) set to `value`; an
@@ -89,24 +65,6 @@ pub(super) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, SslSetting
         ));
     }
     Ok((config, ssl))
-}
-
-/// The `VOIDRUNNER_DB_SSL*` variables `lookup` finds.
-pub(super) fn ssl_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<SslSettings> {
-    let mut ssl = SslSettings::default();
-    for (suffix, key) in [
-        ("SSLMODE", "sslmode"),
-        ("SSLROOTCERT", "sslrootcert"),
-        ("SSLCERT", "sslcert"),
-        ("SSLKEY", "sslkey"),
-    ] {
-        let name = format!("VOIDRUNNER_DB_{suffix}");
-        if let Some(v) = lookup(&name).filter(|v| !v.trim().is_empty()) {
-            ssl.set(key, v)
-                .map_err(|e| Error::config(format!("{name}: {}", without_prefix(e))))?;
-        }
-    }
-    Ok(ssl)
 }
 
 /// The direct URL: the TLS settings of the configuration apply to it as to

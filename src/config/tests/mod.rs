@@ -7,6 +7,7 @@ use super::*;
 mod pooler;
 mod ranges;
 mod sources;
+mod table;
 mod tls;
 mod urls;
 

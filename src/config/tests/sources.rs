@@ -143,3 +143,259 @@ fn deserialises_from_serde_sources() {
     let no_url = serde_json::from_value::<DbConfig>(serde_json::json!({}));
     assert!(no_url.is_err());
 }
+
+/// What a source made of its input: the configuration (validated), or the
+/// error without the "invalid configuration: " prefix and with the setting
+/// named by its field.
+fn outcome(
+    result: Result<DbConfig>,
+    setting: &settings::Setting,
+) -> std::result::Result<String, String> {
+    match result.and_then(|c| c.validate().map(|()| c)) {
+        Ok(config) => Ok(format!("{config:?}")),
+        Err(e) => Err(without_prefix(e).replace(setting.env, setting.name)),
+    }
+}
+
+/// The same configuration through a serde source.
+fn from_fields(fields: serde_json::Value) -> Result<DbConfig> {
+    serde_json::from_value(fields).map_err(|e| Error::config(e.to_string()))
+}
+
+#[test]
+fn the_environment_and_serde_sources_read_every_setting_alike() {
+    let texts = [
+        "",
+        " ",
+        "7",
+        " 7 ",
+        "0",
+        "-1",
+        "10001",
+        "1.5",
+        "90s",
+        "1m30s",
+        "0s",
+        "5",
+        "off",
+        "none",
+        "true",
+        "NO",
+        "maybe",
+        "verify-full",
+        " prefer ",
+        "allow",
+        "/ca.pem",
+        "system",
+        "transaction",
+        "statement",
+        "postgres://u@d:5432/db",
+        "postgres://u@d/db?sslmode=require",
+        "postgres://u:s3cr3t@d:notaport/db",
+        "svc",
+        "naïve",
+    ];
+    for setting in SETTINGS.iter().filter(|s| s.name != "url") {
+        for text in texts {
+            let env = DbConfig::from_lookup(lookup(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                (setting.env, text),
+            ]));
+            let serde = from_fields(serde_json::json!({
+                "url": "postgres://u@h/db",
+                setting.name: text,
+            }));
+            assert_eq!(
+                outcome(env, setting),
+                outcome(serde, setting),
+                "{} = {text:?}",
+                setting.name
+            );
+        }
+        // A serde source may also give numbers and booleans, which read as
+        // the text they are written as.
+        for (text, value) in [
+            ("7", serde_json::json!(7)),
+            ("0", serde_json::json!(0)),
+            ("true", serde_json::json!(true)),
+            ("false", serde_json::json!(false)),
+        ] {
+            let env = DbConfig::from_lookup(lookup(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                (setting.env, text),
+            ]));
+            let serde = from_fields(serde_json::json!({
+                "url": "postgres://u@h/db",
+                setting.name: value,
+            }));
+            assert_eq!(
+                outcome(env, setting),
+                outcome(serde, setting),
+                "{} = {value}",
+                setting.name
+            );
+        }
+    }
+    // And null, which is `off` for a duration that can be off.
+    for name in [
+        "max_lifetime",
+        "idle_timeout",
+        "statement_timeout",
+        "idle_in_transaction_timeout",
+        "slow_statement",
+    ] {
+        let setting = SETTINGS.iter().find(|s| s.name == name).unwrap();
+        let env = DbConfig::from_lookup(lookup(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            (setting.env, "off"),
+        ]));
+        let serde = from_fields(serde_json::json!({"url": "postgres://u@h/db", name: null}));
+        let (env, serde) = (outcome(env, setting), outcome(serde, setting));
+        assert!(
+            env.as_ref()
+                .is_ok_and(|c| c.contains(&format!("{name}: None"))),
+            "{env:?}"
+        );
+        assert_eq!(env, serde, "{name}");
+    }
+}
+
+#[test]
+fn every_path_gives_one_answer_for_the_tls_settings() {
+    // Issue 17: `sslmode=prefer` in the URL with VOIDRUNNER_DB_SSLROOTCERT=system
+    // was accepted (as verify-full) by the environment and refused by every
+    // other path. Every mode, given or not, with every kind of root, by
+    // each path: the same answer.
+    let mut modes: Vec<Option<&str>> = SslMode::ALL.iter().map(|m| Some(m.as_str())).collect();
+    modes.push(None);
+    for mode in modes {
+        for root in [None, Some("system"), Some("/ca.pem")] {
+            let mut query: Vec<String> = Vec::new();
+            query.extend(mode.map(|m| format!("sslmode={m}")));
+            query.extend(root.map(|r| format!("sslrootcert={r}")));
+            let url_with_both = format!("postgres://u@h/db?{}", query.join("&"));
+            let url_with_mode = format!(
+                "postgres://u@h/db{}",
+                mode.map(|m| format!("?sslmode={m}")).unwrap_or_default()
+            );
+            let mut vars = vec![("DATABASE_URL", "postgres://u@h/db")];
+            vars.extend(mode.map(|m| ("VOIDRUNNER_DB_SSLMODE", m)));
+            vars.extend(root.map(|r| ("VOIDRUNNER_DB_SSLROOTCERT", r)));
+            let mut fields = serde_json::json!({"url": "postgres://u@h/db"});
+            if let Some(m) = mode {
+                fields["ssl_mode"] = m.into();
+            }
+            if let Some(r) = root {
+                fields["ssl_root_cert"] = r.into();
+            }
+            let mut root_field = serde_json::json!({ "url": url_with_mode });
+            if let Some(r) = root {
+                root_field["ssl_root_cert"] = r.into();
+            }
+            let mut root_var = vec![("DATABASE_URL", url_with_mode.as_str())];
+            root_var.extend(root.map(|r| ("VOIDRUNNER_DB_SSLROOTCERT", r)));
+
+            let answers = [
+                ("URL", DbConfig::from_url(&url_with_both)),
+                (
+                    "URL's mode, variable's root",
+                    DbConfig::from_lookup(lookup(&root_var)),
+                ),
+                ("variables", DbConfig::from_lookup(lookup(&vars))),
+                ("URL's mode, field's root", from_fields(root_field)),
+                ("fields", from_fields(fields)),
+            ]
+            .map(|(path, result)| {
+                let answer = result
+                    .and_then(|c| c.validate().map(|()| c))
+                    .map(|c| (c.ssl_mode, c.ssl_root_cert));
+                (path, answer.map_err(without_prefix))
+            });
+            let (first, expected) = &answers[0];
+            for (path, answer) in &answers[1..] {
+                assert_eq!(
+                    answer, expected,
+                    "mode {mode:?}, root {root:?}: {path} against {first}"
+                );
+            }
+            if root == Some("system") {
+                let verify_full = expected
+                    .as_ref()
+                    .is_ok_and(|(m, _)| *m == SslMode::VerifyFull);
+                let accepted =
+                    matches!(mode, None | Some("verify-full")) && cfg!(feature = "tls-rustls");
+                assert_eq!(verify_full, accepted, "mode {mode:?}: {expected:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_serde_source_reads_values_as_the_environment_does() {
+    let c: DbConfig = serde_json::from_value(serde_json::json!({
+        "url": "postgres://u@h/db",
+        "max_connections": "12",
+        "migration_retries": " 3 ",
+        "notify_events": "off",
+        "pooler": " session ",
+        "ssl_mode": "",
+        "ssl_root_cert": " ",
+        "direct_url": null,
+    }))
+    .unwrap();
+    assert_eq!(c.max_connections, 12);
+    assert_eq!(c.migration_retries, 3);
+    assert!(!c.notify_events);
+    assert_eq!(c.pooler, PoolerMode::Session);
+    // Blank TLS settings leave them unset, as blank variables do.
+    assert_eq!((c.ssl_mode, c.ssl_root_cert), (SslMode::Prefer, None));
+    // Errors name the field.
+    for (field, value, says) in [
+        ("max_connections", serde_json::json!(-1), "invalid digit"),
+        ("max_connections", serde_json::json!(25.0), "invalid digit"),
+        (
+            "wait_timeout",
+            serde_json::json!(5),
+            "`5` is not a duration",
+        ),
+        ("wait_timeout", serde_json::json!("5"), "is not a duration"),
+        (
+            "notify_events",
+            serde_json::json!("maybe"),
+            "is not true or false",
+        ),
+        (
+            "application_name",
+            serde_json::json!(null),
+            "expected text, not null",
+        ),
+        ("url", serde_json::json!(" "), "url is not set"),
+    ] {
+        let mut fields = serde_json::json!({"url": "postgres://u@h/db"});
+        fields[field] = value;
+        let err = serde_json::from_value::<DbConfig>(fields)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field) && err.contains(says), "{field}: {err}");
+    }
+    let err = serde_json::from_value::<DbConfig>(serde_json::json!({
+        "url": "postgres://u@h/db",
+        "max_conections": 3
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_conections") && err.contains("max_connections"),
+        "{err}"
+    );
+    // A URL that does not parse is not quoted.
+    let err = serde_json::from_value::<DbConfig>(serde_json::json!({
+        "url": "postgres://app:s3cr3t@host:notaport/db",
+    }))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("url: invalid database URL") && !err.contains("s3cr3t"),
+        "{err}"
+    );
+}
