@@ -57,16 +57,10 @@ impl Draft {
     /// A configuration from `values` over the defaults; the URL is
     /// required. Not validated.
     pub(super) fn read(values: Values, source: Source) -> Result<DbConfig> {
-        let url = SETTINGS.iter().position(|s| s.name == "url");
-        let given = url
-            .and_then(|url| values.get(&url))
-            .is_some_and(|v| !v.is_blank());
-        if !given {
-            let name = match source {
-                Source::Environment => DATABASE_URL_ENV,
-                _ => "url",
-            };
-            return Err(Error::config(format!("{name} is not set")));
+        if let Some((index, url)) = SETTINGS.iter().enumerate().find(|(_, s)| s.name == "url")
+            && values.get(&index).is_none_or(Value::is_blank)
+        {
+            return Err(Error::config(format!("{} is not set", source.name(url))));
         }
         let draft = Draft {
             config: defaults(),
