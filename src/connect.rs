@@ -2,7 +2,7 @@
 //! lock-watch sessions, the event listener, cancel requests and the test
 //! harness all take their TLS connector from a [`Connector`], built once
 //! per [`Database`](crate::Database) (or harness) from the
-//! [`DbConfig`]'s TLS settings (see [`crate::config#tls`]).
+//! [`DbConfig`]'s TLS settings (see [TLS](crate::docs::deploying#tls)).
 
 use std::fmt;
 

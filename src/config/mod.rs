@@ -4,9 +4,8 @@
 //! environment ([`DbConfig::from_env`]), or from any serde source (a config
 //! file: `url` plus the field names). The settings, their environment
 //! variables, defaults and accepted values are listed in the
-//! [configuration reference](crate#configuration); each [`DbConfig`] field
-//! documents its own, and the defaults are also in the
-//! [domain reference](crate::domain#pool-defaults).
+//! [configuration guide](crate::docs::configuration), in one table that a
+//! test holds to the code; each [`DbConfig`] field documents its own.
 //!
 //! Every source reads a value the same way. The environment names a
 //! setting by its variable and a serde source by its field, and the same
@@ -203,7 +202,7 @@ pub struct DbConfig {
     /// `off` (`None`) disables it; 1 ms to 24 h, else [`Error::Config`].
     pub slow_statement: Option<Duration>,
     /// Whether connections use TLS and how the server's certificate is
-    /// checked, as libpq's `sslmode` (see [TLS](self#tls)). Default
+    /// checked, as libpq's `sslmode` (see [TLS](crate::docs::deploying#tls)). Default
     /// [`SslMode::Prefer`], or [`SslMode::VerifyFull`] when
     /// [`ssl_root_cert`](Self::ssl_root_cert) is `system`. Set by the URL's
     /// `sslmode`, overridden by `VOIDRUNNER_DB_SSLMODE` or the serde field
@@ -275,7 +274,7 @@ impl DbConfig {
     /// A configuration for `url` (`postgres://user:pass@host:port/db` or the
     /// `key=value` form) with every pool setting at its default, and the
     /// TLS settings of its `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
-    /// (see [TLS](self#tls)).
+    /// (see [TLS](crate::docs::deploying#tls)).
     pub fn from_url(url: &str) -> Result<Self> {
         Draft::read(draft::url_only(url), Source::Url)
     }

@@ -89,7 +89,7 @@ impl FromStr for PoolerMode {
 }
 
 /// libpq's `sslmode`: whether a connection uses TLS and what it checks of
-/// the server's certificate (see [TLS](crate::config#tls)).
+/// the server's certificate (see [TLS](crate::docs::deploying#tls)).
 ///
 /// Written in lower case with dashes (`verify-full`) in URLs, variables and
 /// serde sources.
