@@ -211,7 +211,7 @@ impl Conn<'_> {
 
     /// A `WARN` event for a statement slower than
     /// [`DbConfig::slow_statement`](crate::DbConfig::slow_statement): its
-    /// duration and SQL text, never its parameters.
+    /// duration, the statement's name and SQL text, never its parameters.
     pub(super) fn note_if_slow(&self, query: &Query, took: Duration) {
         if self
             .db()
