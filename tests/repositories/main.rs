@@ -12,7 +12,6 @@ mod mocked_service;
 mod paging;
 mod tasks;
 mod unit_of_work;
-mod users;
 
 use std::time::Duration;
 
