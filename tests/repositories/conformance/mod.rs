@@ -42,10 +42,13 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use voidrunner_db::testing::{PgBouncer, TestDatabase, server_config};
 use voidrunner_db::{
-    Database, Error, NewTask, NewUser, PasswordHash, PgExecutionQueue, PgExecutionRepository,
-    PgTaskRepository, PgUserRepository, Result, Task, TaskRepository, Timestamp, Transaction, User,
+    Database, Error, ExecutionQueue, ExecutionRepository, NewExecution, NewTask, NewUser,
+    PasswordHash, PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository,
+    Result, Task, TaskExecution, TaskId, TaskRepository, Timestamp, Transaction, User,
     UserRepository,
 };
+
+use crate::LEASE;
 
 /// How a contract's statements go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +189,32 @@ impl Set {
             .create(NewTask::new(user.id, name, "print('hi')"))
             .await
             .expect("create task")
+    }
+
+    /// What worker `worker` gets from one claim of up to `limit` executions:
+    /// the executions, now running under its lease.
+    pub async fn claim(&self, worker: &str, limit: u32) -> Vec<TaskExecution> {
+        self.queue
+            .claim(worker, limit, LEASE)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|claimed| claimed.execution)
+            .collect()
+    }
+
+    /// Queues `task` and claims its execution as `worker` (the only one
+    /// queued): the task is running.
+    pub async fn start(&self, task: TaskId, worker: &str) -> TaskExecution {
+        let queued = self
+            .executions
+            .create(NewExecution::new(task))
+            .await
+            .unwrap();
+        let claimed = self.claim(worker, 1).await;
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        assert_eq!(claimed[0].id, queued.id);
+        claimed.into_iter().next().unwrap()
     }
 
     /// A contract's own SQL, on the connection of its mode.
