@@ -101,3 +101,8 @@ impl Repos {
             .get(0)
     }
 }
+
+/// The ids of `executions`, in their order.
+pub fn ids_of(executions: Vec<TaskExecution>) -> Vec<voidrunner_db::ExecutionId> {
+    executions.into_iter().map(|e| e.id).collect()
+}

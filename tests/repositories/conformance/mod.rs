@@ -26,6 +26,7 @@
 //! One PgBouncer serves the whole test process (started by the first
 //! contract that needs it, stopped when the process exits).
 
+mod executions;
 mod queue;
 mod tasks;
 mod users;
@@ -241,6 +242,27 @@ impl Set {
         let mut rows = self.query(sql, params).await;
         assert_eq!(rows.len(), 1, "{sql}: one row");
         rows.pop().unwrap()
+    }
+
+    /// A contract's own statement, on the connection of its mode: the rows
+    /// it changed.
+    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> u64 {
+        let changed = match &self.sql {
+            Sql::Database(db) => {
+                db.raw_client()
+                    .await
+                    .expect("a session")
+                    .execute(sql, params)
+                    .await
+            }
+            Sql::Transaction(tx) => {
+                tx.client()
+                    .expect("the transaction")
+                    .execute(sql, params)
+                    .await
+            }
+        };
+        changed.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Rows in `table`, read with raw SQL.
