@@ -9,7 +9,6 @@ mod explain;
 mod hostile_inputs;
 mod hostile_rows;
 mod mocked_service;
-mod paging;
 mod tasks;
 mod unit_of_work;
 

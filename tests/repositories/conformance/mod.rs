@@ -27,6 +27,7 @@
 //! contract that needs it, stopped when the process exits).
 
 mod executions;
+mod paging;
 mod queue;
 mod tasks;
 mod users;

@@ -1,8 +1,17 @@
+//! Keyset pages walked to the end: each row once, in order, while rows
+//! are inserted; the default and the cap of a page's size.
+
 use std::collections::HashSet;
 
-use voidrunner_db::{NewTask, PageRequest, Task, TaskId, TaskRepository};
+use voidrunner_db::{NewTask, PageRequest, Result, Task, TaskId, TaskRepository};
 
-use crate::repos;
+use super::{Set, contracts};
+
+contracts! {
+    walking_1000_tasks_by_7_sees_each_once_while_inserts_happen => Ending::Clean,
+    search_pages_walk_too => Ending::Clean,
+    limits_default_and_cap => Ending::Clean,
+}
 
 /// (priority, created_at, id) descending: the task list order.
 fn assert_sorted(seen: &[Task]) {
@@ -17,28 +26,22 @@ fn assert_sorted(seen: &[Task]) {
     }
 }
 
-#[tokio::test]
-async fn walking_1000_tasks_by_7_sees_each_once_while_inserts_happen() {
-    let r = repos().await;
-    let user = r.user("pager@example.com").await;
+async fn walking_1000_tasks_by_7_sees_each_once_while_inserts_happen(s: &Set) -> Result<()> {
+    let user = s.user("pager@example.com").await;
     // 1,000 tasks with every priority and many equal timestamps (one
     // statement, so ties on created_at must be broken by id).
-    let originals: HashSet<TaskId> =
-        r.db.raw_client()
-            .await
-            .unwrap()
-            .query(
-                "INSERT INTO tasks (id, user_id, name, script_content, priority, created_at) \
+    let originals: HashSet<TaskId> = s
+        .query(
+            "INSERT INTO tasks (id, user_id, name, script_content, priority, created_at) \
              SELECT gen_random_uuid(), $1, 'bulk ' || g, 'print(1)', g % 11, \
                     now() - (g % 50) * interval '1 second' \
              FROM generate_series(1, 1000) g RETURNING id",
-                &[&user.id],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+            &[&user.id],
+        )
+        .await
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     assert_eq!(originals.len(), 1000);
 
     for list_by_user in [false, true] {
@@ -47,12 +50,12 @@ async fn walking_1000_tasks_by_7_sees_each_once_while_inserts_happen() {
         let mut pages = 0;
         loop {
             let page = if list_by_user {
-                r.tasks
+                s.tasks
                     .list_by_user(user.id, request.clone())
                     .await
                     .unwrap()
             } else {
-                r.tasks.list(request.clone()).await.unwrap()
+                s.tasks.list(request.clone()).await.unwrap()
             };
             assert!(page.items.len() <= 7);
             pages += 1;
@@ -60,7 +63,7 @@ async fn walking_1000_tasks_by_7_sees_each_once_while_inserts_happen() {
             // Inserts between pages, at the top, the bottom and the middle
             // of the order.
             for priority in [10, 0, 5] {
-                r.tasks
+                s.tasks
                     .create(NewTask::new(user.id, format!("late {pages}"), "x").priority(priority))
                     .await
                     .unwrap();
@@ -81,19 +84,18 @@ async fn walking_1000_tasks_by_7_sees_each_once_while_inserts_happen() {
         assert_sorted(&seen);
         assert!(pages >= 1000 / 7);
     }
+    Ok(())
 }
 
-#[tokio::test]
-async fn search_pages_walk_too() {
-    let r = repos().await;
-    let user = r.user("s@example.com").await;
+async fn search_pages_walk_too(s: &Set) -> Result<()> {
+    let user = s.user("s@example.com").await;
     for i in 0..25 {
         let metadata = if i % 2 == 0 {
             serde_json::json!({"kind": "even", "i": i})
         } else {
             serde_json::json!({"kind": "odd"})
         };
-        r.tasks
+        s.tasks
             .create(
                 NewTask::new(user.id, format!("t{i}"), "x")
                     .priority(i % 3)
@@ -105,7 +107,7 @@ async fn search_pages_walk_too() {
     let mut seen = Vec::new();
     let mut request = PageRequest::first(4);
     loop {
-        let page = r
+        let page = s
             .tasks
             .search_by_metadata(serde_json::json!({"kind": "even"}), request.clone())
             .await
@@ -119,29 +121,30 @@ async fn search_pages_walk_too() {
     assert_eq!(seen.len(), 13);
     assert!(seen.iter().all(|t| t.metadata["kind"] == "even"));
     assert_sorted(&seen);
+    Ok(())
 }
 
-#[tokio::test]
-async fn limits_default_and_cap() {
-    let r = repos().await;
-    let user = r.user("l@example.com").await;
-    r.db.raw_client().await.unwrap()
+async fn limits_default_and_cap(s: &Set) -> Result<()> {
+    let user = s.user("l@example.com").await;
+    let inserted = s
         .execute(
-            "INSERT INTO tasks (user_id, name, script_content) SELECT $1, 'n', 'x' FROM generate_series(1, 150)",
+            "INSERT INTO tasks (user_id, name, script_content) \
+             SELECT $1, 'n', 'x' FROM generate_series(1, 150)",
             &[&user.id],
         )
-        .await
-        .unwrap();
-    let default = r.tasks.list(PageRequest::default()).await.unwrap();
+        .await;
+    assert_eq!(inserted, 150);
+    let default = s.tasks.list(PageRequest::default()).await.unwrap();
     assert_eq!(default.items.len(), 20);
     assert!(default.next_cursor.is_some());
-    let capped = r.tasks.list(PageRequest::first(1000)).await.unwrap();
+    let capped = s.tasks.list(PageRequest::first(1000)).await.unwrap();
     assert_eq!(capped.items.len(), 100);
-    let rest = r
+    let rest = s
         .tasks
         .list(PageRequest::first(1000).next(&capped).unwrap())
         .await
         .unwrap();
     assert_eq!(rest.items.len(), 50);
     assert_eq!(rest.next_cursor, None);
+    Ok(())
 }
