@@ -1,5 +1,10 @@
 //! Repository tests against a real PostgreSQL server, one fresh database per
 //! test; plus the mock-injection test. One binary keeps link time down.
+//!
+//! What every repository and the queue promise lives in `conformance/`,
+//! where each contract runs pooled, inside a transaction and through
+//! PgBouncer; the files beside it hold what is particular to one entity
+//! (races, hostile inputs and rows, plans, faults).
 
 mod conformance;
 mod deny_list;
