@@ -123,7 +123,9 @@ pub struct Database {
 #[derive(Debug)]
 struct Inner {
     pool: Pool,
-    config: DbConfig,
+    /// Shared with the transactions opened on this pool, which read their
+    /// settings here too.
+    config: Arc<DbConfig>,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::PoolMetrics,
     /// The TLS connector of every connection of this handle, built once.
@@ -250,7 +252,7 @@ impl Database {
         Ok(Database {
             inner: Arc::new(Inner {
                 pool,
-                config,
+                config: Arc::new(config),
                 #[cfg(feature = "metrics")]
                 metrics,
                 connector,
@@ -294,6 +296,13 @@ impl Database {
     /// The configuration this handle was built from.
     pub fn config(&self) -> &DbConfig {
         &self.inner.config
+    }
+
+    /// The configuration, shared: a transaction holds it, not the pool, so
+    /// a transaction kept after the last `Database` clone does not keep the
+    /// pool and its reaper alive.
+    pub(crate) fn shared_config(&self) -> Arc<DbConfig> {
+        Arc::clone(&self.inner.config)
     }
 
     /// How a discarded connection's cancel request reaches the server

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tracing::Instrument as _;
 
+use crate::config::DbConfig;
 use crate::db::{Database, PooledClient};
 use crate::error::{Error, Result};
 
@@ -126,10 +127,18 @@ impl TransactionOptions {
 #[derive(Debug)]
 pub(crate) struct TxInner {
     client: Option<PooledClient>,
-    /// The pool the transaction came from, whose configuration its
-    /// statements follow (read there, not copied: one place for each
-    /// setting) and whose route its cancel request takes.
-    db: Database,
+    /// The configuration of the pool the transaction came from, which its
+    /// statements follow (shared, not copied: one place for each setting;
+    /// and not the pool itself, which a transaction kept after the last
+    /// `Database` clone would keep open).
+    config: Arc<DbConfig>,
+    /// How the cancel request goes out when the transaction is dropped
+    /// unfinished: the pool's TLS, the pooler's address.
+    cancel_route: crate::db::CancelRoute,
+    /// Opened by a repository call for statements that must be one (not by
+    /// the caller): dropped unfinished, that call was cancelled, which is no
+    /// warning.
+    by_call: bool,
     /// When the last statement of the transaction ended, in microseconds
     /// since `opened`.
     last_active: AtomicU64,
@@ -154,9 +163,9 @@ pub(crate) struct TxInner {
 }
 
 impl TxInner {
-    /// The pool the transaction came from, with its configuration.
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The configuration of the pool the transaction came from.
+    pub(crate) fn config(&self) -> &DbConfig {
+        &self.config
     }
 
     /// Notes that a statement of the transaction just ended.
@@ -176,7 +185,7 @@ impl TxInner {
     pub(crate) fn explain(&self, err: Error) -> Error {
         let since = Duration::from_micros(self.last_active.load(Ordering::Acquire));
         let idle = self.opened.elapsed().saturating_sub(since);
-        let err = match (&err, self.db.config().idle_in_transaction_timeout) {
+        let err = match (&err, self.config.idle_in_transaction_timeout) {
             (Error::Unavailable { .. }, Some(limit)) if idle >= limit => Error::Timeout {
                 kind: crate::TimeoutKind::IdleInTransaction,
                 source: Some(Box::new(err)),
@@ -252,7 +261,7 @@ impl TxInner {
     /// transaction is left unended, so its connection is closed, never
     /// pooled.
     pub(crate) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
-        within_deadline(self.db.config().answer_deadline(), work).await
+        within_deadline(self.config.answer_deadline(), work).await
     }
 
     async fn finish(&self, sql: &str) -> Result<()> {
@@ -276,16 +285,22 @@ impl Drop for TxInner {
         if *self.retire.get_mut()
             && let Some(client) = self.client.take()
         {
-            crate::db::retire_read_only(client, self.db.cancel_route());
+            crate::db::retire_read_only(client, self.cancel_route.clone());
             return;
         }
         if !*self.ended.get_mut()
             && let Some(client) = self.client.take()
         {
-            tracing::warn!("transaction dropped before commit or rollback; closing its connection");
+            if self.by_call {
+                tracing::debug!("call cancelled inside its transaction; closing its connection");
+            } else {
+                tracing::warn!(
+                    "transaction dropped before commit or rollback; closing its connection"
+                );
+            }
             // Its statement is cancelled and the connection closed: the
             // server rolls the transaction back.
-            crate::db::discard(client, self.db.cancel_route());
+            crate::db::discard(client, self.cancel_route.clone());
         }
     }
 }
@@ -386,18 +401,35 @@ impl Database {
         fn itself(err: &Error) -> Option<&Error> {
             Some(err)
         }
-        self.run_transaction(options, f, itself).await
+        self.run_transaction(options, f, itself, false).await
+    }
+
+    /// [`transaction`](Self::transaction) for a repository call whose
+    /// statements must be one: the same engine, but a cancelled call is
+    /// not reported as a transaction the caller forgot to end.
+    pub(crate) async fn transaction_for_call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        fn itself(err: &Error) -> Option<&Error> {
+            Some(err)
+        }
+        self.run_transaction(TransactionOptions::default(), f, itself, true)
+            .await
     }
 
     /// The one transaction loop, behind [`transaction_with`](Self::transaction_with)
     /// and the [`UnitOfWork`](crate::UnitOfWork) of a `Database`: `f`'s
     /// error type is the caller's, and `db_error` finds the crate's error in
-    /// it (if any) to decide on a retry.
+    /// it (if any) to decide on a retry. `by_call`: opened by a repository
+    /// call, not by the caller.
     pub(crate) async fn run_transaction<T, E, F, Fut, D>(
         &self,
         options: TransactionOptions,
         mut f: F,
         db_error: D,
+        by_call: bool,
     ) -> std::result::Result<T, E>
     where
         F: FnMut(Transaction) -> Fut,
@@ -421,7 +453,9 @@ impl Database {
                 // pooled in an unknown transaction state.
                 let inner = Arc::new(TxInner {
                     client: Some(self.client().await?),
-                    db: self.clone(),
+                    config: self.shared_config(),
+                    cancel_route: self.cancel_route(),
+                    by_call,
                     last_active: AtomicU64::new(0),
                     opened: Instant::now(),
                     ended: AtomicBool::new(false),

@@ -421,6 +421,7 @@ impl UnitOfWork for Database {
             options,
             |tx| work.attempt(tx.repositories()),
             WorkError::as_db_error,
+            false,
         )
         .await
     }

@@ -18,15 +18,15 @@ impl Source {
     pub(super) fn max_output_bytes(&self) -> usize {
         match self {
             Source::Pool(db) => db.config().max_output_bytes,
-            Source::Tx(tx) => tx.db().config().max_output_bytes,
+            Source::Tx(tx) => tx.config().max_output_bytes,
         }
     }
 
     /// Runs `work` inside a transaction: the source's own, or one this
-    /// call opens through [`Database::transaction`], the crate's one
-    /// transaction engine (its guard armed before `BEGIN`, the COMMIT
-    /// probe, the rollback of a dropped call), for a repository call that
-    /// needs several statements to be one.
+    /// call opens through the engine of [`Database::transaction`], the
+    /// crate's one transaction engine (its guard armed before `BEGIN`, the
+    /// COMMIT probe, the rollback of a dropped call), for a repository call
+    /// that needs several statements to be one.
     pub(super) async fn transaction<T, F, Fut>(&self, work: F) -> Result<T>
     where
         F: Fn(Source) -> Fut,
@@ -35,7 +35,7 @@ impl Source {
         match self {
             Source::Tx(_) => work(self.clone()).await,
             Source::Pool(db) => {
-                db.transaction(|tx| work(Source::Tx(tx.inner.clone())))
+                db.transaction_for_call(|tx| work(Source::Tx(tx.inner.clone())))
                     .await
             }
         }
@@ -194,19 +194,19 @@ impl Conn<'_> {
         }
     }
 
-    /// The pool the call's connection came from, whose configuration
-    /// (the one place each setting is held) the call follows.
-    pub(super) fn db(&self) -> &Database {
+    /// The configuration of the pool the call's connection came from (the
+    /// one place each setting is held), which the call follows.
+    pub(super) fn config(&self) -> &crate::DbConfig {
         match self {
-            Conn::Pooled(pooled) => pooled.db,
-            Conn::Tx(tx) => tx.db(),
+            Conn::Pooled(pooled) => pooled.db.config(),
+            Conn::Tx(tx) => tx.config(),
         }
     }
 
     /// Whether statements go out unnamed (behind a transaction-mode
     /// pooler) rather than prepared through the statement cache.
     pub(super) fn unnamed(&self) -> bool {
-        !self.db().config().pooler.named_statements()
+        !self.config().pooler.named_statements()
     }
 
     /// A `WARN` event for a statement slower than
@@ -214,7 +214,6 @@ impl Conn<'_> {
     /// duration, the statement's name and SQL text, never its parameters.
     pub(super) fn note_if_slow(&self, query: &Query, took: Duration) {
         if self
-            .db()
             .config()
             .slow_statement
             .is_some_and(|limit| took > limit)
@@ -380,10 +379,45 @@ impl Conn<'_> {
         .inspect_err(note_failure)
     }
 
+    /// Runs `work`, an exchange on the call's client that is not one
+    /// prepared statement (the bulk load's COPY, `query`), as a statement
+    /// is run: armed (dropped in the middle, the pooled connection is
+    /// closed, the transaction abandoned), within the answer deadline, in
+    /// the statement's span, noted when slow; in a transaction its failure
+    /// is explained and noted like any statement's.
+    pub(super) async fn exchange<'s, T, F, Fut>(&'s self, query: &Query, work: F) -> Result<T>
+    where
+        F: FnOnce(&'s PooledClient) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let span = tracing::debug_span!("voidrunner_db.statement", statement = query.name);
+        let run = async {
+            let client = self.client()?;
+            self.set_busy(true);
+            let started = Instant::now();
+            // Still armed when it gives up, as for a dropped call.
+            let result = self.within_deadline(work(client)).await?;
+            // A lost connection stays armed: it is closed, never pooled.
+            if !client.is_closed() {
+                self.set_busy(false);
+            }
+            self.note_if_slow(query, started.elapsed());
+            match self {
+                Conn::Tx(tx) => {
+                    let result = result.map_err(|err| tx.explain(err));
+                    tx.touch();
+                    result
+                }
+                Conn::Pooled(_) => result,
+            }
+        };
+        tracing::Instrument::instrument(run, span).await
+    }
+
     /// `work`'s answer, or [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)
     /// when the server stops answering ([`crate::tx::within_deadline`]).
     pub(super) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
-        crate::tx::within_deadline(self.db().config().answer_deadline(), work).await
+        crate::tx::within_deadline(self.config().answer_deadline(), work).await
     }
 }
 

@@ -254,32 +254,11 @@ pub(crate) mod sql {
     }
 }
 
-/// The bulk load (`tasks.import`) on one connection.
+/// The bulk load (`tasks.import`) on one connection, through the
+/// executor like any statement.
 async fn copy(conn: &Conn<'_>, tasks: &[NewTask]) -> Result<u64> {
-    match conn {
-        Conn::Pooled(_) => {
-            // COPY is a multi-message exchange: armed like a statement, so a
-            // future dropped in the middle of it closes the connection
-            // rather than pooling it (and so does a COPY that lost its
-            // connection).
-            conn.set_busy(true);
-            let client = conn.client()?;
-            let result = sql::import(client, tasks).await;
-            if !client.is_closed() {
-                conn.set_busy(false);
-            }
-            result
-        }
-        // Inside a transaction, the transaction's own guard covers it; its
-        // failure is explained (and noted) like any statement's.
-        Conn::Tx(tx) => {
-            let result = sql::import(tx.client()?, tasks)
-                .await
-                .map_err(|err| tx.explain(err));
-            tx.touch();
-            result
-        }
-    }
+    conn.exchange(&queries::tasks::IMPORT, |client| sql::import(client, tasks))
+        .await
 }
 
 #[async_trait]

@@ -271,3 +271,55 @@ async fn dropping_the_database_closes_its_connections_and_stops_the_reaper() {
     }
     assert_eq!(open, 0, "connections outlived their Database");
 }
+
+/// A transaction (or a repository of it) kept after the last `Database`
+/// clone was dropped holds its own connection, not the pool: the pool's
+/// other connections close and its reaper stops, as when no transaction
+/// was ever opened.
+#[tokio::test]
+async fn a_kept_transaction_does_not_keep_the_pool_alive() {
+    let test_db = TestDatabase::new().await.unwrap();
+    let mut config = test_db.config().await.unwrap();
+    let app = format!("vr-kept-{}", uuid::Uuid::new_v4().simple());
+    config.application_name = app.clone();
+    config.min_connections = 3;
+    config.reaper_interval = Duration::from_millis(50);
+    let db = voidrunner_db::Database::connect(config).await.unwrap();
+    let observer = observer().await;
+    let sessions = || async {
+        observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(sessions().await, 3);
+    let kept = db
+        .transaction(|tx| async move { Ok(tx.users()) })
+        .await
+        .unwrap();
+    drop(db);
+    // Only the kept repository's connection may stay; the reaper would
+    // keep three open.
+    let started = std::time::Instant::now();
+    loop {
+        let open = sessions().await;
+        if open <= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{open} connections of a dropped pool stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The kept repository answers that its transaction ended.
+    use voidrunner_db::UserRepository;
+    assert!(matches!(
+        kept.count().await,
+        Err(voidrunner_db::Error::TransactionEnded)
+    ));
+}

@@ -265,3 +265,71 @@ async fn failed_calls_and_slow_statements_are_reported() {
         "{logs}"
     );
 }
+
+/// A user's delete cancelled while its transaction is open (the call's
+/// own, through the transaction engine) is the caller's cancel, not a
+/// transaction the caller forgot to end: it is logged at DEBUG, never as
+/// the WARN that a dropped `Database::transaction` earns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_inside_its_own_transaction_is_no_warning() {
+    let capture = capture();
+    let db = TestDatabase::new().await.expect("test database");
+    let users = PgUserRepository::new(db.db().clone());
+    let user = users
+        .create(NewUser::new(
+            "cancelled.delete@example.com",
+            PasswordHash::new("h"),
+        ))
+        .await
+        .unwrap();
+    // The delete waits on this row lock, inside its transaction, until it
+    // is dropped.
+    let holder = db.raw_client().await.unwrap();
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user.id])
+        .await
+        .unwrap();
+    // Another connection watches (one in a transaction sees the activity
+    // as it was when it first looked).
+    let observer = db.raw_client().await.unwrap();
+    let waiting = async {
+        loop {
+            let waiters: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiters > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        result = users.delete(user.id) => panic!("the delete ran past the lock: {result:?}"),
+        _ = waiting => {}
+    }
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        users.get(user.id).await.is_ok(),
+        "the cancelled delete went through"
+    );
+    let logs = capture.text();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("op=\"delete\"")
+                && l.contains("call cancelled inside its transaction")),
+        "{logs}"
+    );
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("op=\"delete\"") && l.contains("transaction dropped before commit")),
+        "{logs}"
+    );
+}

@@ -9,8 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use voidrunner_db::testing::{PgBouncer, TestDatabase};
 use voidrunner_db::{
-    Database, DbConfig, Error, NewUser, PasswordHash, PgUserRepository, PoolerMode, TimeoutKind,
-    UserRepository,
+    Database, DbConfig, Error, NewUser, PasswordHash, PgUserRepository, PoolerMode, TaskRepository,
+    TimeoutKind, UserRepository,
 };
 
 const CANCEL_REQUEST: u32 = 80_877_102;
@@ -184,4 +184,101 @@ async fn a_frozen_pooler_fails_calls_instead_of_hanging() {
         recovered,
         "the pool did not recover after the pooler thawed"
     );
+}
+
+/// A proxy to `server` that forwards both ways until `frozen` is set, then
+/// holds what it reads: a network path (or a server) gone silent with the
+/// connection still open. Returns its port.
+async fn freezable_proxy(server: (String, u16), frozen: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            // Frozen: what was read is held, never delivered.
+            while frozen.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = TcpStream::connect(server.clone()).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (upstream_read, upstream_write) = upstream.into_split();
+            tokio::spawn(pipe(client_read, upstream_write, frozen.clone()));
+            tokio::spawn(pipe(upstream_read, client_write, frozen.clone()));
+        }
+    });
+    port
+}
+
+/// The bulk load runs through the executor like any statement: on a
+/// connection gone silent it fails with `TimeoutKind::NoAnswer` after
+/// `statement_timeout` plus the margin instead of hanging (its COPY ran
+/// beside the executor, with no deadline), and the pool works again once
+/// the path answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_on_a_silent_connection_fails_instead_of_hanging() {
+    let db = TestDatabase::new().await.unwrap();
+    let config = db.db().config();
+    let server = config.direct_config().unwrap_or_else(|| config.clone());
+    let host = match server.pg_config().get_hosts().first() {
+        Some(voidrunner_db::tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = server
+        .pg_config()
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432);
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = freezable_proxy((host, port), frozen.clone()).await;
+    let mut config = DbConfig::from_url(&format!(
+        "postgres://postgres@127.0.0.1:{proxy}/{}?sslmode=disable",
+        db.name()
+    ))
+    .unwrap();
+    config.min_connections = 1;
+    config.max_connections = 1;
+    config.statement_timeout = Some(Duration::from_secs(1));
+    let pooled = Database::connect(config).await.unwrap();
+    let users = PgUserRepository::new(pooled.clone());
+    let tasks = voidrunner_db::PgTaskRepository::new(pooled.clone());
+    let owner = users
+        .create(NewUser::new("silent@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    let batch: Vec<voidrunner_db::NewTask> = (0..100)
+        .map(|i| voidrunner_db::NewTask::new(owner.id, format!("t{i}"), "print(1)"))
+        .collect();
+    frozen.store(true, std::sync::atomic::Ordering::Release);
+    let silent = timeout(Duration::from_secs(60), tasks.import(batch.clone())).await;
+    frozen.store(false, std::sync::atomic::Ordering::Release);
+    let err = silent.expect("the import hung").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                kind: TimeoutKind::NoAnswer,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The silent connection was closed, not pooled: the next import works.
+    assert_eq!(tasks.import(batch).await.unwrap(), 100);
 }

@@ -515,3 +515,70 @@ async fn a_dropped_pool_call_never_poisons_the_pool() {
         .get(0);
     assert_eq!(doubled, 0);
 }
+
+/// An import given up inside a transaction (a `timeout` around it, the
+/// closure going on) rolls the transaction back like any statement given
+/// up: the COPY may have gone out whole, so committing it would write rows
+/// the caller was told did not arrive. Whatever the moment it is given up
+/// at, the transaction either fails and writes no row (`TransactionAborted`,
+/// or the error of the closure's next statement when the dropped COPY had
+/// already aborted it on the server), or the import finished and its rows
+/// are all there.
+#[tokio::test]
+async fn an_import_given_up_inside_a_transaction_is_never_committed() {
+    let db = TestDatabase::with_config(|c| c.max_connections = 2)
+        .await
+        .unwrap();
+    let users = voidrunner_db::PgUserRepository::new(db.db().clone());
+    let tasks = voidrunner_db::PgTaskRepository::new(db.db().clone());
+    let owner = users
+        .create(NewUser::new("given-up@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    let batch: Vec<NewTask> = (0..300)
+        .map(|i| NewTask::new(owner.id, format!("t{i}"), "print(1)"))
+        .collect();
+    let (mut aborted, mut finished) = (0, 0);
+    for step in 0..80u64 {
+        let before = tasks.count_by_user(owner.id).await.unwrap();
+        let wait = Duration::from_micros(100 + step * 50);
+        let batch = batch.clone();
+        let result = db
+            .db()
+            .transaction(|tx| {
+                let batch = batch.clone();
+                async move {
+                    let gave_up = tokio::time::timeout(wait, tx.tasks().import(batch))
+                        .await
+                        .is_err();
+                    // The closure goes on, as a handler that logs and
+                    // carries on would.
+                    tx.tasks().count_by_user(owner.id).await?;
+                    Ok(gave_up)
+                }
+            })
+            .await;
+        let after = tasks.count_by_user(owner.id).await.unwrap();
+        match result {
+            Err(err) => {
+                assert_eq!(
+                    after, before,
+                    "step {step}: failed ({err}), yet rows came in"
+                );
+                aborted += 1;
+            }
+            Ok(false) => {
+                assert_eq!(after, before + 300, "step {step}: a partial import");
+                finished += 1;
+            }
+            Ok(true) => {
+                panic!("step {step}: the import was given up, yet the transaction committed")
+            }
+        }
+    }
+    // Both outcomes were met (the waits span the import's whole length).
+    assert!(
+        aborted > 0 && finished > 0,
+        "{aborted} aborted, {finished} finished"
+    );
+}
