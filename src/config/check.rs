@@ -14,7 +14,8 @@ impl DbConfig {
             (setting.check)(self)
                 .map_err(|message| Error::config(format!("{} {message}", setting.name)))?;
         }
-        // The application name a connection string sets is sent instead.
+        // A name a connection string still holds (set on it after reading,
+        // or the direct URL's own) must fit too.
         for name in [
             self.connection.get_application_name(),
             self.direct.as_ref().and_then(|d| d.get_application_name()),

@@ -132,6 +132,12 @@ pub(super) fn read_url(draft: &mut Draft, value: Value) -> std::result::Result<(
     };
     let (connection, ssl) = parse_url(&url).map_err(without_prefix)?;
     let config = &mut draft.config;
+    // The string's application name is the setting's value (which the
+    // variable or field overrides, as for the TLS keys): one name for the
+    // configuration and its sessions.
+    if let Some(name) = connection.get_application_name() {
+        config.application_name = name.to_owned();
+    }
     config.connection = connection;
     config.ssl_root_cert = ssl.root_cert;
     config.ssl_cert = ssl.cert;

@@ -162,7 +162,11 @@ pub struct DbConfig {
     /// refills the pool to its minimum. Default 30 seconds; 10 ms to 24
     /// hours ([`REAPER_INTERVAL_RANGE`]).
     pub reaper_interval: Duration,
-    /// `application_name` reported to the server. Default `voidrunner-db`.
+    /// `application_name` reported to the server. Default `voidrunner-db`;
+    /// a connection string's `application_name` is read as this setting
+    /// (and `VOIDRUNNER_DB_APPLICATION_NAME`, or the field of a serde
+    /// source, overrides it), so the sessions carry the name this field
+    /// holds.
     pub application_name: String,
     /// Whether executions changed through this pool send events (see
     /// [`crate::events`]). Default true. NOTIFY serialises the commits of
@@ -406,9 +410,9 @@ impl DbConfig {
         // The URL's TLS keys were taken out of `connection`: the mode in
         // force is `ssl_mode`, for the pool as for every connection.
         pg.ssl_mode(self.ssl_mode.driver_mode());
-        if pg.get_application_name().is_none() {
-            pg.application_name(&self.application_name);
-        }
+        // The setting names every session of the pool (a connection
+        // string's own name was read into it).
+        pg.application_name(&self.application_name);
         if !self.pooler.startup_options() {
             return pg;
         }
@@ -497,7 +501,13 @@ impl DbConfig {
         let mut pg = self.direct.as_ref().unwrap_or(&self.connection).clone();
         pg.connect_timeout(self.connect_timeout);
         pg.ssl_mode(self.ssl_mode.driver_mode());
-        if pg.get_application_name().is_none() {
+        // A direct URL may name its sessions itself; otherwise the setting.
+        if self
+            .direct
+            .as_ref()
+            .and_then(|direct| direct.get_application_name())
+            .is_none()
+        {
             pg.application_name(&self.application_name);
         }
         pg

@@ -47,7 +47,12 @@ pub(super) trait FromValue: Sized {
 /// A whole number: digits, white space around them ignored.
 fn whole<T: FromStr<Err = std::num::ParseIntError>>(value: Value) -> Result<T, String> {
     match value {
-        Value::Text(text) => text.trim().parse().map_err(|e| format!("{e}")),
+        Value::Text(text) => text.trim().parse().map_err(|e| {
+            // A number setting holds no secret: the value is quoted, cut
+            // short.
+            let shown: String = text.trim().chars().take(32).collect();
+            format!("expected a whole number of 0 or more, not `{shown}` ({e})")
+        }),
         Value::Null => Err(not_null("a whole number")),
     }
 }

@@ -399,3 +399,63 @@ fn a_serde_source_reads_values_as_the_environment_does() {
         "{err}"
     );
 }
+
+/// A connection string's application name is the setting's value, which
+/// the variable or a serde field overrides: the configuration and its
+/// sessions carry one name.
+#[test]
+fn the_application_name_is_one_setting_whatever_names_it() {
+    let url = "postgres://u@h/db?application_name=fromurl";
+    let from_url = DbConfig::from_url(url).unwrap();
+    assert_eq!(from_url.application_name, "fromurl");
+    assert_eq!(
+        from_url.pooled_pg_config().get_application_name(),
+        Some("fromurl")
+    );
+    let from_env = DbConfig::from_lookup(lookup(&[
+        ("DATABASE_URL", url),
+        ("VOIDRUNNER_DB_APPLICATION_NAME", "fromenv"),
+    ]))
+    .unwrap();
+    let from_serde: DbConfig = serde_json::from_value(serde_json::json!({
+        "url": url,
+        "application_name": "fromenv",
+    }))
+    .unwrap();
+    for c in [from_env, from_serde] {
+        assert_eq!(c.application_name, "fromenv");
+        assert_eq!(c.pooled_pg_config().get_application_name(), Some("fromenv"));
+        assert_eq!(
+            c.dedicated_pg_config().get_application_name(),
+            Some("fromenv")
+        );
+    }
+    // Set on the configuration after reading, the field names the sessions.
+    let mut set = DbConfig::from_url(url).unwrap();
+    set.application_name = "byhand".into();
+    assert_eq!(
+        set.pooled_pg_config().get_application_name(),
+        Some("byhand")
+    );
+}
+
+/// In a serde source, `null` is `off` for a setting that can be off, leaves
+/// the optional paths and the direct URL unset, and is refused, naming the
+/// field, for a setting that must have a value (the documented rule).
+#[test]
+fn null_in_a_serde_source_means_off_or_unset_or_is_refused() {
+    let read = |field: &str| {
+        serde_json::from_value::<DbConfig>(serde_json::json!({
+            "url": "postgres://u@h/db",
+            field: null,
+        }))
+    };
+    assert_eq!(read("statement_timeout").unwrap().statement_timeout, None);
+    assert_eq!(read("max_lifetime").unwrap().max_lifetime, None);
+    assert_eq!(read("ssl_root_cert").unwrap().ssl_root_cert, None);
+    assert!(read("direct_url").unwrap().direct_config().is_none());
+    for field in ["connect_timeout", "max_connections", "application_name"] {
+        let err = read(field).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
