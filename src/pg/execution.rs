@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use super::{
     Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table,
 };
+use super::{repo_span, traced};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -221,164 +222,128 @@ pub(crate) mod sql {
 
 #[async_trait]
 impl ExecutionRepository for PgExecutionRepository {
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "create")
-    )]
     async fn create(&self, execution: NewExecution) -> Result<TaskExecution> {
-        sql::create(&self.source.conn().await?, execution).await
+        traced(repo_span("execution", "create"), async move {
+            sql::create(&self.source.conn().await?, execution).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "get")
-    )]
     async fn get(&self, id: ExecutionId) -> Result<TaskExecution> {
-        sql::get(&self.source.conn().await?, id).await
+        traced(repo_span("execution", "get"), async move {
+            sql::get(&self.source.conn().await?, id).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "list")
-    )]
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
-        let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-        sql::list(&self.source.conn().await?, &LIST, None, &page).await
+        traced(repo_span("execution", "list"), async move {
+            let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
+            sql::list(&self.source.conn().await?, &LIST, None, &page).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "list_by_task")
-    )]
     async fn list_by_task(
         &self,
         task_id: TaskId,
         page: PageRequest,
     ) -> Result<Page<TaskExecution>> {
-        let page = PageSpec::parse(
-            TABLE.scope("list_by_task", task_id.as_uuid().as_bytes()),
-            &page,
-        )?;
-        sql::list(
-            &self.source.conn().await?,
-            &LIST_BY_TASK,
-            Some(&task_id),
-            &page,
-        )
+        traced(repo_span("execution", "list_by_task"), async move {
+            let page = PageSpec::parse(
+                TABLE.scope("list_by_task", task_id.as_uuid().as_bytes()),
+                &page,
+            )?;
+            sql::list(
+                &self.source.conn().await?,
+                &LIST_BY_TASK,
+                Some(&task_id),
+                &page,
+            )
+            .await
+        })
         .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "list_by_status")
-    )]
     async fn list_by_status(
         &self,
         status: ExecutionStatus,
         page: PageRequest,
     ) -> Result<Page<TaskExecution>> {
-        let page = PageSpec::parse(
-            TABLE.scope("list_by_status", status.as_str().as_bytes()),
-            &page,
-        )?;
-        sql::list(
-            &self.source.conn().await?,
-            &LIST_BY_STATUS,
-            Some(&status),
-            &page,
-        )
+        traced(repo_span("execution", "list_by_status"), async move {
+            let page = PageSpec::parse(
+                TABLE.scope("list_by_status", status.as_str().as_bytes()),
+                &page,
+            )?;
+            sql::list(
+                &self.source.conn().await?,
+                &LIST_BY_STATUS,
+                Some(&status),
+                &page,
+            )
+            .await
+        })
         .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "latest_for_task")
-    )]
     async fn latest_for_task(&self, task_id: TaskId) -> Result<Option<TaskExecution>> {
-        sql::latest_for_task(&self.source.conn().await?, task_id).await
+        traced(repo_span("execution", "latest_for_task"), async move {
+            sql::latest_for_task(&self.source.conn().await?, task_id).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "update")
-    )]
     async fn update(&self, id: ExecutionId, mut update: ExecutionUpdate) -> Result<TaskExecution> {
-        validate::execution_update(&update)?;
-        let max = self.source.max_output_bytes();
-        for output in [&mut update.stdout, &mut update.stderr]
-            .into_iter()
-            .flatten()
-        {
-            validate::truncate_output(output, max);
-        }
-        sql::update(&self.source.conn().await?, id, &update).await
+        traced(repo_span("execution", "update"), async move {
+            validate::execution_update(&update)?;
+            let max = self.source.max_output_bytes();
+            for output in [&mut update.stdout, &mut update.stderr]
+                .into_iter()
+                .flatten()
+            {
+                validate::truncate_output(output, max);
+            }
+            sql::update(&self.source.conn().await?, id, &update).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "update_status")
-    )]
     async fn update_status(
         &self,
         id: ExecutionId,
         status: ExecutionStatus,
     ) -> Result<TaskExecution> {
-        sql::update_status(&self.source.conn().await?, id, status).await
+        traced(repo_span("execution", "update_status"), async move {
+            sql::update_status(&self.source.conn().await?, id, status).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "delete")
-    )]
     async fn delete(&self, id: ExecutionId) -> Result<()> {
-        sql::delete(&self.source.conn().await?, id).await
+        traced(repo_span("execution", "delete"), async move {
+            sql::delete(&self.source.conn().await?, id).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "count")
-    )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&self.source.conn().await?, &LIST, None).await
+        traced(repo_span("execution", "count"), async move {
+            sql::count(&self.source.conn().await?, &LIST, None).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "count_by_task")
-    )]
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
-        sql::count(&self.source.conn().await?, &LIST_BY_TASK, Some(&task_id)).await
+        traced(repo_span("execution", "count_by_task"), async move {
+            sql::count(&self.source.conn().await?, &LIST_BY_TASK, Some(&task_id)).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "execution", op = "count_by_status")
-    )]
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
-        sql::count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status)).await
+        traced(repo_span("execution", "count_by_status"), async move {
+            sql::count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status)).await
+        })
+        .await
     }
 }

@@ -50,3 +50,51 @@ use conn::*;
 use pages::*;
 pub(crate) use param::Param;
 use rows::*;
+
+/// The span of one repository call: INFO `voidrunner_db.repo` with its
+/// entity and operation (and a batch's `count`), the one place it is
+/// written.
+fn repo_span(entity: &'static str, op: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "voidrunner_db.repo",
+        entity,
+        op,
+        count = tracing::field::Empty
+    )
+}
+
+/// The span of one queue call: INFO `voidrunner_db.queue` with its
+/// operation (and a batch's `count`, a claim's `limit`).
+fn queue_span(op: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "voidrunner_db.queue",
+        op,
+        count = tracing::field::Empty,
+        limit = tracing::field::Empty
+    )
+}
+
+/// `span` with the size of the call's batch.
+fn counted(span: tracing::Span, count: usize) -> tracing::Span {
+    span.record("count", count);
+    span
+}
+
+/// `span` with the most rows a claim takes.
+fn limited(span: tracing::Span, limit: u32) -> tracing::Span {
+    span.record("limit", limit);
+    span
+}
+
+/// Runs a repository call in its span, its error logged there at DEBUG
+/// (the statements' spans, opened by the executor, nest inside).
+async fn traced<T>(span: tracing::Span, call: impl Future<Output = Result<T>>) -> Result<T> {
+    let call = async move {
+        let result = call.await;
+        if let Err(err) = &result {
+            tracing::debug!(error = %err);
+        }
+        result
+    };
+    tracing::Instrument::instrument(call, span).await
+}

@@ -7,6 +7,7 @@ use super::jsonb::Jsonb;
 use super::{
     Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table,
 };
+use super::{counted, repo_span, traced};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -263,209 +264,175 @@ async fn copy(conn: &Conn<'_>, tasks: &[NewTask]) -> Result<u64> {
 
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "create")
-    )]
     async fn create(&self, task: NewTask) -> Result<Task> {
-        validate::new_task_with(&task, &self.policy, &self.deny)?;
-        sql::create(&self.source.conn().await?, &task).await
+        traced(repo_span("task", "create"), async move {
+            validate::new_task_with(&task, &self.policy, &self.deny)?;
+            sql::create(&self.source.conn().await?, &task).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "create_many", count = tasks.len())
-    )]
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Task>> {
-        validate::batch_size("tasks", tasks.len())?;
-        validate::new_tasks_with(&tasks, &self.policy, &self.deny)?;
-        sql::create_many(&self.source.conn().await?, &tasks).await
+        traced(
+            counted(repo_span("task", "create_many"), tasks.len()),
+            async move {
+                validate::batch_size("tasks", tasks.len())?;
+                validate::new_tasks_with(&tasks, &self.policy, &self.deny)?;
+                sql::create_many(&self.source.conn().await?, &tasks).await
+            },
+        )
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "import", count = tasks.len())
-    )]
     async fn import(&self, tasks: Vec<NewTask>) -> Result<u64> {
-        validate::new_tasks_with(&tasks, &self.policy, &self.deny)?;
-        if tasks.is_empty() {
-            return Ok(0);
-        }
-        // Behind a transaction-mode pooler, COPY runs in a transaction of
-        // its own: the driver prepares it as a named statement and runs it
-        // in two more exchanges, which must all reach one server
-        // connection, and only a transaction keeps one. The driver closes
-        // that statement as soon as COPY starts (the Close is queued behind
-        // the data), so it is gone before COMMIT hands the server connection
-        // to someone else.
-        if let Source::Pool(db) = &self.source
-            && !db.config().pooler.named_statements()
-        {
-            let tasks = &tasks;
-            return self
-                .source
-                .transaction(|source| async move { copy(&source.conn().await?, tasks).await })
-                .await;
-        }
-        copy(&self.source.conn().await?, &tasks).await
+        traced(
+            counted(repo_span("task", "import"), tasks.len()),
+            async move {
+                validate::new_tasks_with(&tasks, &self.policy, &self.deny)?;
+                if tasks.is_empty() {
+                    return Ok(0);
+                }
+                // Behind a transaction-mode pooler, COPY runs in a transaction of
+                // its own: the driver prepares it as a named statement and runs it
+                // in two more exchanges, which must all reach one server
+                // connection, and only a transaction keeps one. The driver closes
+                // that statement as soon as COPY starts (the Close is queued behind
+                // the data), so it is gone before COMMIT hands the server connection
+                // to someone else.
+                if let Source::Pool(db) = &self.source
+                    && !db.config().pooler.named_statements()
+                {
+                    let tasks = &tasks;
+                    return self
+                        .source
+                        .transaction(
+                            |source| async move { copy(&source.conn().await?, tasks).await },
+                        )
+                        .await;
+                }
+                copy(&self.source.conn().await?, &tasks).await
+            },
+        )
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "get")
-    )]
     async fn get(&self, id: TaskId) -> Result<Task> {
-        sql::get(&self.source.conn().await?, id).await
+        traced(repo_span("task", "get"), async move {
+            sql::get(&self.source.conn().await?, id).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "update")
-    )]
     async fn update(&self, id: TaskId, update: TaskUpdate) -> Result<Task> {
-        validate::task_update_with(&update, &self.policy, &self.deny)?;
-        sql::update(&self.source.conn().await?, id, &update).await
+        traced(repo_span("task", "update"), async move {
+            validate::task_update_with(&update, &self.policy, &self.deny)?;
+            sql::update(&self.source.conn().await?, id, &update).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "update_status")
-    )]
     async fn update_status(&self, id: TaskId, status: TaskStatus) -> Result<Task> {
-        validate::task_status_by_hand(status)?;
-        crate::pg::queue::sql::set_task_status(&self.source.conn().await?, id, status).await
+        traced(repo_span("task", "update_status"), async move {
+            validate::task_status_by_hand(status)?;
+            crate::pg::queue::sql::set_task_status(&self.source.conn().await?, id, status).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "delete")
-    )]
     async fn delete(&self, id: TaskId) -> Result<()> {
-        sql::delete(&self.source.conn().await?, id).await
+        traced(repo_span("task", "delete"), async move {
+            sql::delete(&self.source.conn().await?, id).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "list")
-    )]
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
-        let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-        sql::list(&self.source.conn().await?, &LIST, None, &page).await
+        traced(repo_span("task", "list"), async move {
+            let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
+            sql::list(&self.source.conn().await?, &LIST, None, &page).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "list_by_user")
-    )]
     async fn list_by_user(&self, user_id: UserId, page: PageRequest) -> Result<Page<Task>> {
-        let page = PageSpec::parse(
-            TABLE.scope("list_by_user", user_id.as_uuid().as_bytes()),
-            &page,
-        )?;
-        sql::list(
-            &self.source.conn().await?,
-            &LIST_BY_USER,
-            Some(&user_id),
-            &page,
-        )
+        traced(repo_span("task", "list_by_user"), async move {
+            let page = PageSpec::parse(
+                TABLE.scope("list_by_user", user_id.as_uuid().as_bytes()),
+                &page,
+            )?;
+            sql::list(
+                &self.source.conn().await?,
+                &LIST_BY_USER,
+                Some(&user_id),
+                &page,
+            )
+            .await
+        })
         .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "list_by_status")
-    )]
     async fn list_by_status(&self, status: TaskStatus, page: PageRequest) -> Result<Page<Task>> {
-        let page = PageSpec::parse(
-            TABLE.scope("list_by_status", status.as_str().as_bytes()),
-            &page,
-        )?;
-        sql::list(
-            &self.source.conn().await?,
-            &LIST_BY_STATUS,
-            Some(&status),
-            &page,
-        )
+        traced(repo_span("task", "list_by_status"), async move {
+            let page = PageSpec::parse(
+                TABLE.scope("list_by_status", status.as_str().as_bytes()),
+                &page,
+            )?;
+            sql::list(
+                &self.source.conn().await?,
+                &LIST_BY_STATUS,
+                Some(&status),
+                &page,
+            )
+            .await
+        })
         .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "search_by_metadata")
-    )]
     async fn search_by_metadata(
         &self,
         filter: serde_json::Value,
         page: PageRequest,
     ) -> Result<Page<Task>> {
-        validate::metadata_filter(&filter, &self.policy.metadata)?;
-        // serde_json writes an object's keys in a fixed order, so equal
-        // filters give equal bytes.
-        let filter_bytes = serde_json::to_vec(&filter)
-            .map_err(|e| Error::validation("filter", format!("cannot be serialised: {e}")))?;
-        let page = PageSpec::parse(TABLE.scope("search_by_metadata", &filter_bytes), &page)?;
-        sql::list(
-            &self.source.conn().await?,
-            &SEARCH_BY_METADATA,
-            Some(&Jsonb(&filter)),
-            &page,
-        )
+        traced(repo_span("task", "search_by_metadata"), async move {
+            validate::metadata_filter(&filter, &self.policy.metadata)?;
+            // serde_json writes an object's keys in a fixed order, so equal
+            // filters give equal bytes.
+            let filter_bytes = serde_json::to_vec(&filter)
+                .map_err(|e| Error::validation("filter", format!("cannot be serialised: {e}")))?;
+            let page = PageSpec::parse(TABLE.scope("search_by_metadata", &filter_bytes), &page)?;
+            sql::list(
+                &self.source.conn().await?,
+                &SEARCH_BY_METADATA,
+                Some(&Jsonb(&filter)),
+                &page,
+            )
+            .await
+        })
         .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "count")
-    )]
     async fn count(&self) -> Result<i64> {
-        TABLE.count(&self.source.conn().await?, &LIST, None).await
+        traced(repo_span("task", "count"), async move {
+            TABLE.count(&self.source.conn().await?, &LIST, None).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "count_by_user")
-    )]
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
-        TABLE
-            .count(&self.source.conn().await?, &LIST_BY_USER, Some(&user_id))
-            .await
+        traced(repo_span("task", "count_by_user"), async move {
+            TABLE
+                .count(&self.source.conn().await?, &LIST_BY_USER, Some(&user_id))
+                .await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "task", op = "count_by_status")
-    )]
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
-        TABLE
-            .count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status))
-            .await
+        traced(repo_span("task", "count_by_status"), async move {
+            TABLE
+                .count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status))
+                .await
+        })
+        .await
     }
 }

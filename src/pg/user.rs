@@ -9,6 +9,7 @@ use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::Row;
 
 use super::{Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, RowReader, Source, Table};
+use super::{repo_span, traced};
 use std::sync::Arc;
 
 use crate::db::Database;
@@ -207,90 +208,69 @@ pub(crate) mod sql {
 
 #[async_trait]
 impl UserRepository for PgUserRepository {
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "create")
-    )]
     async fn create(&self, user: NewUser) -> Result<User> {
-        let email = validate::email(&user.email)?;
-        validate::password_hash(&user.password_hash)?;
-        sql::create(&self.source.conn().await?, &email, &user.password_hash).await
-    }
-
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "get")
-    )]
-    async fn get(&self, id: UserId) -> Result<User> {
-        sql::get(&self.source.conn().await?, id).await
-    }
-
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "get_by_email")
-    )]
-    async fn get_by_email(&self, email: &str) -> Result<User> {
-        let email = validate::email(email)?;
-        sql::get_by_email(&self.source.conn().await?, &email).await
-    }
-
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "update")
-    )]
-    async fn update(&self, id: UserId, update: UserUpdate) -> Result<User> {
-        let email = update.email.as_deref().map(validate::email).transpose()?;
-        if let Some(hash) = &update.password_hash {
-            validate::password_hash(hash)?;
-        }
-        sql::update(
-            &self.source.conn().await?,
-            id,
-            email.as_deref(),
-            update.password_hash.as_ref(),
-        )
+        traced(repo_span("user", "create"), async move {
+            let email = validate::email(&user.email)?;
+            validate::password_hash(&user.password_hash)?;
+            sql::create(&self.source.conn().await?, &email, &user.password_hash).await
+        })
         .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "delete")
-    )]
-    async fn delete(&self, id: UserId) -> Result<()> {
-        self.source
-            .transaction(|source| async move { sql::delete(&source.conn().await?, id).await })
+    async fn get(&self, id: UserId) -> Result<User> {
+        traced(repo_span("user", "get"), async move {
+            sql::get(&self.source.conn().await?, id).await
+        })
+        .await
+    }
+
+    async fn get_by_email(&self, email: &str) -> Result<User> {
+        traced(repo_span("user", "get_by_email"), async move {
+            let email = validate::email(email)?;
+            sql::get_by_email(&self.source.conn().await?, &email).await
+        })
+        .await
+    }
+
+    async fn update(&self, id: UserId, update: UserUpdate) -> Result<User> {
+        traced(repo_span("user", "update"), async move {
+            let email = update.email.as_deref().map(validate::email).transpose()?;
+            if let Some(hash) = &update.password_hash {
+                validate::password_hash(hash)?;
+            }
+            sql::update(
+                &self.source.conn().await?,
+                id,
+                email.as_deref(),
+                update.password_hash.as_ref(),
+            )
             .await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "list")
-    )]
+    async fn delete(&self, id: UserId) -> Result<()> {
+        traced(repo_span("user", "delete"), async move {
+            self.source
+                .transaction(|source| async move { sql::delete(&source.conn().await?, id).await })
+                .await
+        })
+        .await
+    }
+
     async fn list(&self, page: PageRequest) -> Result<Page<User>> {
-        let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-        sql::list(&self.source.conn().await?, &page).await
+        traced(repo_span("user", "list"), async move {
+            let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
+            sql::list(&self.source.conn().await?, &page).await
+        })
+        .await
     }
 
-    #[tracing::instrument(
-        name = "voidrunner_db.repo",
-        skip_all,
-        err(level = tracing::Level::DEBUG),
-        fields(entity = "user", op = "count")
-    )]
     async fn count(&self) -> Result<i64> {
-        sql::count(&self.source.conn().await?).await
+        traced(repo_span("user", "count"), async move {
+            sql::count(&self.source.conn().await?).await
+        })
+        .await
     }
 }
 

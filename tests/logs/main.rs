@@ -333,3 +333,32 @@ async fn a_cancelled_call_inside_its_own_transaction_is_no_warning() {
         "{logs}"
     );
 }
+
+/// A call's span names its entity and operation, and a batch's size; the
+/// statements it runs nest inside, named by the registry.
+#[tokio::test]
+async fn a_calls_span_carries_its_operation_and_batch_size() {
+    use voidrunner_db::{NewTask, PgTaskRepository, TaskRepository};
+    let capture = capture();
+    let db = TestDatabase::new().await.expect("test database");
+    let users = PgUserRepository::new(db.db().clone());
+    let tasks = PgTaskRepository::new(db.db().clone());
+    let owner = users
+        .create(NewUser::new(
+            "span.count@example.com",
+            PasswordHash::new("h"),
+        ))
+        .await
+        .unwrap();
+    let batch = (0..3)
+        .map(|i| NewTask::new(owner.id, format!("span-count-{i}"), "print(1)"))
+        .collect();
+    assert_eq!(tasks.create_many(batch).await.unwrap().len(), 3);
+    let logs = capture.text();
+    assert!(
+        logs.lines().any(|l| l.contains(
+            "voidrunner_db.repo{entity=\"task\" op=\"create_many\" count=3}:voidrunner_db.statement{statement=\"tasks.create_many\"}"
+        )),
+        "{logs}"
+    );
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::execution::{COLUMN_NAMES, execution_from_row, read_execution};
-use super::{Columns, Conn, RowReader, Source};
+use super::{Columns, Conn, RowReader, Source, counted, limited, queue_span, traced};
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
@@ -141,256 +141,296 @@ fn merge_plan<T>(
 
 #[async_trait]
 impl ExecutionQueue for PgExecutionQueue {
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue"))]
     async fn enqueue(
         &self,
         task_id: TaskId,
         run_after: Option<Timestamp>,
     ) -> Result<TaskExecution> {
-        if let Some(at) = run_after {
-            validate::timestamp("run_after", at)?;
-        }
-        sql::enqueue(&self.source.conn().await?, task_id, run_after).await
+        traced(queue_span("enqueue"), async move {
+            if let Some(at) = run_after {
+                validate::timestamp("run_after", at)?;
+            }
+            sql::enqueue(&self.source.conn().await?, task_id, run_after).await
+        })
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "enqueue_many", count = task_ids.len()))]
     async fn enqueue_many(
         &self,
         task_ids: Vec<TaskId>,
         run_after: Option<Timestamp>,
     ) -> Result<Vec<TaskExecution>> {
-        validate::batch_size("task_ids", task_ids.len())?;
-        if let Some(at) = run_after {
-            validate::timestamp("run_after", at)?;
-        }
-        sql::enqueue_many(&self.source.conn().await?, &task_ids, run_after).await
+        traced(
+            counted(queue_span("enqueue_many"), task_ids.len()),
+            async move {
+                validate::batch_size("task_ids", task_ids.len())?;
+                if let Some(at) = run_after {
+                    validate::timestamp("run_after", at)?;
+                }
+                sql::enqueue_many(&self.source.conn().await?, &task_ids, run_after).await
+            },
+        )
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "claim", limit))]
     async fn claim(
         &self,
         worker_id: &str,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedExecution>> {
-        validate::worker_id(worker_id)?;
-        validate::claim_limit(limit)?;
-        validate::lease(lease)?;
-        sql::claim(&self.source.conn().await?, worker_id, limit, lease).await
+        traced(limited(queue_span("claim"), limit), async move {
+            validate::worker_id(worker_id)?;
+            validate::claim_limit(limit)?;
+            validate::lease(lease)?;
+            sql::claim(&self.source.conn().await?, worker_id, limit, lease).await
+        })
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat"))]
     async fn heartbeat(
         &self,
         execution_id: ExecutionId,
         worker_id: &str,
         lease: Duration,
     ) -> Result<Timestamp> {
-        validate::worker_id(worker_id)?;
-        validate::lease(lease)?;
-        sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
+        traced(queue_span("heartbeat"), async move {
+            validate::worker_id(worker_id)?;
+            validate::lease(lease)?;
+            sql::heartbeat(&self.source.conn().await?, execution_id, worker_id, lease).await
+        })
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_many", count = execution_ids.len()))]
     async fn heartbeat_many(
         &self,
         worker_id: &str,
         execution_ids: Vec<ExecutionId>,
         lease: Duration,
     ) -> Result<Vec<Result<Timestamp>>> {
-        validate::worker_id(worker_id)?;
-        validate::lease(lease)?;
-        if execution_ids.len() > validate::MAX_CLAIM as usize {
-            return Err(Error::validation(
-                "execution_ids",
-                format!(
-                    "holds {} ids, more than the {} one call takes",
-                    execution_ids.len(),
-                    validate::MAX_CLAIM
-                ),
-            ));
-        }
-        sql::heartbeat_many(&self.source.conn().await?, &execution_ids, worker_id, lease).await
+        traced(
+            counted(queue_span("heartbeat_many"), execution_ids.len()),
+            async move {
+                validate::worker_id(worker_id)?;
+                validate::lease(lease)?;
+                if execution_ids.len() > validate::MAX_CLAIM as usize {
+                    return Err(Error::validation(
+                        "execution_ids",
+                        format!(
+                            "holds {} ids, more than the {} one call takes",
+                            execution_ids.len(),
+                            validate::MAX_CLAIM
+                        ),
+                    ));
+                }
+                sql::heartbeat_many(&self.source.conn().await?, &execution_ids, worker_id, lease)
+                    .await
+            },
+        )
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "heartbeat_batch", count = heartbeats.len()))]
     async fn heartbeat_batch(&self, heartbeats: Vec<Heartbeat>) -> Result<Vec<Result<Timestamp>>> {
-        if heartbeats.len() > validate::MAX_CLAIM as usize {
-            return Err(Error::validation(
-                "heartbeats",
-                format!(
-                    "holds {} heartbeats, more than the {} one call takes",
-                    heartbeats.len(),
-                    validate::MAX_CLAIM
-                ),
-            ));
-        }
-        // Per heartbeat: its validation error, or its place among the ones
-        // sent.
-        let mut seen = HashSet::with_capacity(heartbeats.len());
-        let mut plan: Vec<std::result::Result<usize, Error>> = Vec::with_capacity(heartbeats.len());
-        let mut sent = Vec::with_capacity(heartbeats.len());
-        for heartbeat in heartbeats {
-            let checked = validate::worker_id(&heartbeat.worker_id)
-                .and_then(|()| validate::lease(heartbeat.lease));
-            if let Err(err) = checked {
-                plan.push(Err(err));
-                continue;
-            }
-            if !seen.insert(heartbeat.execution_id) {
-                plan.push(Err(Error::validation(
-                    "execution_id",
-                    format!(
-                        "execution {} is heartbeaten earlier in the same batch",
-                        heartbeat.execution_id
-                    ),
-                )));
-                continue;
-            }
-            plan.push(Ok(sent.len()));
-            sent.push(heartbeat);
-        }
-        let results = if sent.is_empty() {
-            Vec::new()
-        } else {
-            sql::heartbeat_batch(&self.source.conn().await?, &sent).await?
-        };
-        Ok(merge_plan(plan, results))
+        traced(
+            counted(queue_span("heartbeat_batch"), heartbeats.len()),
+            async move {
+                if heartbeats.len() > validate::MAX_CLAIM as usize {
+                    return Err(Error::validation(
+                        "heartbeats",
+                        format!(
+                            "holds {} heartbeats, more than the {} one call takes",
+                            heartbeats.len(),
+                            validate::MAX_CLAIM
+                        ),
+                    ));
+                }
+                // Per heartbeat: its validation error, or its place among the ones
+                // sent.
+                let mut seen = HashSet::with_capacity(heartbeats.len());
+                let mut plan: Vec<std::result::Result<usize, Error>> =
+                    Vec::with_capacity(heartbeats.len());
+                let mut sent = Vec::with_capacity(heartbeats.len());
+                for heartbeat in heartbeats {
+                    let checked = validate::worker_id(&heartbeat.worker_id)
+                        .and_then(|()| validate::lease(heartbeat.lease));
+                    if let Err(err) = checked {
+                        plan.push(Err(err));
+                        continue;
+                    }
+                    if !seen.insert(heartbeat.execution_id) {
+                        plan.push(Err(Error::validation(
+                            "execution_id",
+                            format!(
+                                "execution {} is heartbeaten earlier in the same batch",
+                                heartbeat.execution_id
+                            ),
+                        )));
+                        continue;
+                    }
+                    plan.push(Ok(sent.len()));
+                    sent.push(heartbeat);
+                }
+                let results = if sent.is_empty() {
+                    Vec::new()
+                } else {
+                    sql::heartbeat_batch(&self.source.conn().await?, &sent).await?
+                };
+                Ok(merge_plan(plan, results))
+            },
+        )
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete"))]
     async fn complete(
         &self,
         execution_id: ExecutionId,
         worker_id: &str,
         mut outcome: Outcome,
     ) -> Result<TaskExecution> {
-        validate::worker_id(worker_id)?;
-        validate::outcome(&outcome)?;
-        let max = self.source.max_output_bytes();
-        for output in [&mut outcome.stdout, &mut outcome.stderr]
-            .into_iter()
-            .flatten()
-        {
-            validate::truncate_output(output, max);
-        }
-        sql::complete(
-            &self.source.conn().await?,
-            execution_id,
-            worker_id,
-            &outcome,
-        )
+        traced(queue_span("complete"), async move {
+            validate::worker_id(worker_id)?;
+            validate::outcome(&outcome)?;
+            let max = self.source.max_output_bytes();
+            for output in [&mut outcome.stdout, &mut outcome.stderr]
+                .into_iter()
+                .flatten()
+            {
+                validate::truncate_output(output, max);
+            }
+            sql::complete(
+                &self.source.conn().await?,
+                execution_id,
+                worker_id,
+                &outcome,
+            )
+            .await
+        })
         .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "complete_many", count = completions.len()))]
     async fn complete_many(
         &self,
         mut completions: Vec<Completion>,
     ) -> Result<Vec<Result<TaskExecution>>> {
-        if completions.len() > Completion::MAX_BATCH {
-            return Err(Error::validation(
-                "completions",
-                format!(
-                    "holds {} completions, more than the {} one call takes",
-                    completions.len(),
-                    Completion::MAX_BATCH
-                ),
-            ));
-        }
-        // Per completion: its validation error, or its place among the ones
-        // sent.
-        let max = self.source.max_output_bytes();
-        let mut seen = HashSet::with_capacity(completions.len());
-        let mut plan: Vec<std::result::Result<usize, Error>> =
-            Vec::with_capacity(completions.len());
-        let mut sent = Vec::with_capacity(completions.len());
-        for mut completion in completions.drain(..) {
-            let checked = validate::worker_id(&completion.worker_id)
-                .and_then(|()| validate::outcome(&completion.outcome));
-            if let Err(err) = checked {
-                plan.push(Err(err));
-                continue;
-            }
-            if !seen.insert(completion.execution_id) {
-                plan.push(Err(Error::validation(
-                    "execution_id",
-                    format!(
-                        "execution {} is completed earlier in the same batch",
-                        completion.execution_id
-                    ),
-                )));
-                continue;
-            }
-            for output in [
-                &mut completion.outcome.stdout,
-                &mut completion.outcome.stderr,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                validate::truncate_output(output, max);
-            }
-            plan.push(Ok(sent.len()));
-            sent.push(completion);
-        }
-        let results = if sent.is_empty() {
-            Vec::new()
-        } else {
-            sql::complete_many(&self.source.conn().await?, &sent).await?
-        };
-        Ok(merge_plan(plan, results))
-    }
-
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "cancel"))]
-    async fn cancel(&self, execution_id: ExecutionId) -> Result<TaskExecution> {
-        sql::finish(
-            &self.source.conn().await?,
-            execution_id,
-            ExecutionStatus::Cancelled,
+        traced(
+            counted(queue_span("complete_many"), completions.len()),
+            async move {
+                if completions.len() > Completion::MAX_BATCH {
+                    return Err(Error::validation(
+                        "completions",
+                        format!(
+                            "holds {} completions, more than the {} one call takes",
+                            completions.len(),
+                            Completion::MAX_BATCH
+                        ),
+                    ));
+                }
+                // Per completion: its validation error, or its place among the ones
+                // sent.
+                let max = self.source.max_output_bytes();
+                let mut seen = HashSet::with_capacity(completions.len());
+                let mut plan: Vec<std::result::Result<usize, Error>> =
+                    Vec::with_capacity(completions.len());
+                let mut sent = Vec::with_capacity(completions.len());
+                for mut completion in completions.drain(..) {
+                    let checked = validate::worker_id(&completion.worker_id)
+                        .and_then(|()| validate::outcome(&completion.outcome));
+                    if let Err(err) = checked {
+                        plan.push(Err(err));
+                        continue;
+                    }
+                    if !seen.insert(completion.execution_id) {
+                        plan.push(Err(Error::validation(
+                            "execution_id",
+                            format!(
+                                "execution {} is completed earlier in the same batch",
+                                completion.execution_id
+                            ),
+                        )));
+                        continue;
+                    }
+                    for output in [
+                        &mut completion.outcome.stdout,
+                        &mut completion.outcome.stderr,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        validate::truncate_output(output, max);
+                    }
+                    plan.push(Ok(sent.len()));
+                    sent.push(completion);
+                }
+                let results = if sent.is_empty() {
+                    Vec::new()
+                } else {
+                    sql::complete_many(&self.source.conn().await?, &sent).await?
+                };
+                Ok(merge_plan(plan, results))
+            },
         )
         .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "rescue_expired"))]
-    async fn rescue_expired(&self, policy: RescuePolicy) -> Result<RescueReport> {
-        if policy.batch_size == 0 || policy.batch_size > validate::MAX_CLAIM {
-            return Err(Error::validation(
-                "batch_size",
-                format!("must be between 1 and {}", validate::MAX_CLAIM),
-            ));
-        }
-        if policy.max_attempts < 0 {
-            return Err(Error::validation("max_attempts", "must not be negative"));
-        }
-        validate::duration_at_most("retry_delay", policy.retry_delay, validate::MAX_RETRY_DELAY)?;
-        let report = sql::rescue_expired(&self.source.conn().await?, &policy).await?;
-        if !report.timed_out.is_empty() {
-            tracing::info!(
-                timed_out = report.timed_out.len(),
-                retried = report.retried.len(),
-                "rescued expired executions"
-            );
-        }
-        Ok(report)
+    async fn cancel(&self, execution_id: ExecutionId) -> Result<TaskExecution> {
+        traced(queue_span("cancel"), async move {
+            sql::finish(
+                &self.source.conn().await?,
+                execution_id,
+                ExecutionStatus::Cancelled,
+            )
+            .await
+        })
+        .await
     }
 
-    #[tracing::instrument(name = "voidrunner_db.queue", skip_all, err(level = tracing::Level::DEBUG), fields(op = "prune"))]
-    async fn prune(&self, older_than: Duration, batch_size: u32) -> Result<u64> {
-        if batch_size == 0 {
-            return Err(Error::validation("batch_size", "must be at least 1"));
-        }
-        validate::duration_at_most("older_than", older_than, validate::MAX_PRUNE_AGE)?;
-        let mut total = 0;
-        loop {
-            // A connection per batch: between batches, others get the pool.
-            let deleted =
-                sql::prune_batch(&self.source.conn().await?, older_than, batch_size).await?;
-            total += deleted;
-            if deleted < u64::from(batch_size) {
-                return Ok(total);
+    async fn rescue_expired(&self, policy: RescuePolicy) -> Result<RescueReport> {
+        traced(queue_span("rescue_expired"), async move {
+            if policy.batch_size == 0 || policy.batch_size > validate::MAX_CLAIM {
+                return Err(Error::validation(
+                    "batch_size",
+                    format!("must be between 1 and {}", validate::MAX_CLAIM),
+                ));
             }
-        }
+            if policy.max_attempts < 0 {
+                return Err(Error::validation("max_attempts", "must not be negative"));
+            }
+            validate::duration_at_most(
+                "retry_delay",
+                policy.retry_delay,
+                validate::MAX_RETRY_DELAY,
+            )?;
+            let report = sql::rescue_expired(&self.source.conn().await?, &policy).await?;
+            if !report.timed_out.is_empty() {
+                tracing::info!(
+                    timed_out = report.timed_out.len(),
+                    retried = report.retried.len(),
+                    "rescued expired executions"
+                );
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn prune(&self, older_than: Duration, batch_size: u32) -> Result<u64> {
+        traced(queue_span("prune"), async move {
+            if batch_size == 0 {
+                return Err(Error::validation("batch_size", "must be at least 1"));
+            }
+            validate::duration_at_most("older_than", older_than, validate::MAX_PRUNE_AGE)?;
+            let mut total = 0;
+            loop {
+                // A connection per batch: between batches, others get the pool.
+                let deleted =
+                    sql::prune_batch(&self.source.conn().await?, older_than, batch_size).await?;
+                total += deleted;
+                if deleted < u64::from(batch_size) {
+                    return Ok(total);
+                }
+            }
+        })
+        .await
     }
 }
 
