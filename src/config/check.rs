@@ -14,15 +14,9 @@ impl DbConfig {
             (setting.check)(self)
                 .map_err(|message| Error::config(format!("{} {message}", setting.name)))?;
         }
-        // A name a connection string still holds (set on it after reading,
-        // or the direct URL's own) must fit too.
-        for name in [
-            self.connection.get_application_name(),
-            self.direct.as_ref().and_then(|d| d.get_application_name()),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        // The direct URL's own name is sent for its sessions; the main
+        // URL's was read into `application_name`, checked above.
+        if let Some(name) = self.direct.as_ref().and_then(|d| d.get_application_name()) {
             application_name_fits(name)
                 .map_err(|message| Error::config(format!("application_name {message}")))?;
         }

@@ -165,8 +165,10 @@ pub struct DbConfig {
     /// `application_name` reported to the server. Default `voidrunner-db`;
     /// a connection string's `application_name` is read as this setting
     /// (and `VOIDRUNNER_DB_APPLICATION_NAME`, or the field of a serde
-    /// source, overrides it), so the sessions carry the name this field
-    /// holds.
+    /// source, overrides it), so the pool's sessions carry the name this
+    /// field holds (a name set on the driver configuration afterwards, with
+    /// [`pg_config_mut`](Self::pg_config_mut), is replaced by it). A
+    /// `direct_url` that names its sessions itself keeps its name.
     pub application_name: String,
     /// Whether executions changed through this pool send events (see
     /// [`crate::events`]). Default true. NOTIFY serialises the commits of
@@ -319,10 +321,16 @@ impl DbConfig {
     /// sessions, next to one through the pooler.
     pub fn direct_config(&self) -> Option<DbConfig> {
         let direct = self.direct.clone()?;
+        // The direct URL's own name names its sessions, as it does the
+        // dedicated ones (migrations, listeners).
+        let application_name = direct
+            .get_application_name()
+            .map_or_else(|| self.application_name.clone(), str::to_owned);
         Some(DbConfig {
             connection: direct,
             pooler: PoolerMode::Direct,
             direct: None,
+            application_name,
             ..self.clone()
         })
     }

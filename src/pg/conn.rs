@@ -408,10 +408,23 @@ impl Conn<'_> {
                     tx.touch();
                     result
                 }
-                Conn::Pooled(_) => result,
+                Conn::Pooled(pooled) => {
+                    // A read-only server (a demoted primary): the
+                    // connection and the pool's idle ones are closed, as
+                    // after a statement's refusal.
+                    if let Err(err) = &result
+                        && err.is_read_only()
+                        && err.is_unavailable()
+                    {
+                        pooled.retire.store(true, Ordering::Release);
+                    }
+                    result
+                }
             }
         };
-        tracing::Instrument::instrument(run, span).await
+        tracing::Instrument::instrument(run, span)
+            .await
+            .inspect_err(note_failure)
     }
 
     /// `work`'s answer, or [`TimeoutKind::NoAnswer`](crate::TimeoutKind::NoAnswer)

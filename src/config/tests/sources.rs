@@ -437,6 +437,35 @@ fn the_application_name_is_one_setting_whatever_names_it() {
         set.pooled_pg_config().get_application_name(),
         Some("byhand")
     );
+    // A name the URL gave and the variable replaced is not sent, so not
+    // checked either.
+    let long = format!("postgres://u@h/db?application_name={}", "b".repeat(70));
+    let replaced = DbConfig::from_lookup(lookup(&[
+        ("DATABASE_URL", &long),
+        ("VOIDRUNNER_DB_APPLICATION_NAME", "short"),
+    ]))
+    .unwrap();
+    replaced.validate().unwrap();
+    // A direct URL that names its sessions keeps its name, for the pool of
+    // `direct_config` as for the dedicated sessions.
+    let with_direct = DbConfig::from_lookup(lookup(&[
+        ("DATABASE_URL", url),
+        (
+            "VOIDRUNNER_DB_DIRECT_URL",
+            "postgres://u@h2/db?application_name=directname",
+        ),
+    ]))
+    .unwrap();
+    assert_eq!(
+        with_direct.dedicated_pg_config().get_application_name(),
+        Some("directname")
+    );
+    let direct = with_direct.direct_config().unwrap();
+    assert_eq!(direct.application_name, "directname");
+    assert_eq!(
+        direct.pooled_pg_config().get_application_name(),
+        Some("directname")
+    );
 }
 
 /// In a serde source, `null` is `off` for a setting that can be off, leaves
