@@ -212,6 +212,11 @@ impl TxInner {
         self.abandoned.store(true, Ordering::Release);
     }
 
+    /// Whether a statement's future was dropped in flight.
+    fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
+
     /// Whether a statement of the transaction failed with a retryable error.
     fn met_retryable(&self) -> bool {
         self.met_retryable.load(Ordering::Acquire)
@@ -231,11 +236,14 @@ impl TxInner {
     /// aborted, and then the caller gets that error instead of `Ok` for
     /// writes that were rolled back.
     async fn commit(&self) -> Result<()> {
-        if self.abandoned.load(Ordering::Acquire) {
+        if self.abandoned() {
             // A statement the closure gave up on (its future dropped in
             // flight) may or may not have run: commit nothing rather than
-            // something the caller cannot know.
-            self.finish("ROLLBACK").await?;
+            // something the caller cannot know. No ROLLBACK either: it would
+            // wait behind that statement, which may still be waiting on a
+            // lock or a silent server; the connection is closed when the
+            // transaction is dropped, its statement cancelled, and the
+            // server rolls back.
             return Err(Error::TransactionAborted);
         }
         let client = self.client()?;
@@ -293,6 +301,10 @@ impl Drop for TxInner {
         {
             if self.by_call {
                 tracing::debug!("call cancelled inside its transaction; closing its connection");
+            } else if *self.abandoned.get_mut() {
+                tracing::debug!(
+                    "a statement given up in flight; closing the transaction's connection"
+                );
             } else {
                 tracing::warn!(
                     "transaction dropped before commit or rollback; closing its connection"
@@ -479,6 +491,9 @@ impl Database {
                 .await
                 {
                     Ok(value) => inner.commit().await.map(|()| value).map_err(E::from),
+                    // A statement given up in flight: closed on drop, as in
+                    // `commit`, rather than a ROLLBACK queued behind it.
+                    Err(err) if inner.abandoned() => Err(err),
                     Err(err) => {
                         if let Err(rollback) = inner.finish("ROLLBACK").await {
                             tracing::debug!(error = %rollback, "rollback failed; the connection is discarded");

@@ -578,3 +578,69 @@ async fn a_statement_abandoned_inside_a_transaction_rolls_it_back() {
             .is_not_found()
     );
 }
+
+/// A transaction whose closure gave up a statement still waiting on a lock
+/// ends at once, while the lock is still held: it used to send ROLLBACK,
+/// which queued behind that statement until the lock went or the deadline
+/// (`statement_timeout` plus 5 s) passed. The statement is cancelled on the
+/// server, and nothing of the transaction is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_gave_up_a_waiting_statement_ends_without_waiting_for_it() {
+    let f = crate::fixture().await;
+    let holder = f.db.raw_client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let observer = f.db.raw_client().await.unwrap();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        f.db.transaction(|tx| {
+            let observer = &observer;
+            async move {
+                let waiting = async {
+                    loop {
+                        let waiters: i64 = observer
+                            .query_one(
+                                "SELECT count(*) FROM pg_stat_activity \
+                                 WHERE datname = current_database() \
+                                   AND wait_event_type = 'Lock'",
+                                &[],
+                            )
+                            .await
+                            .unwrap()
+                            .get(0);
+                        if waiters > 0 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                };
+                let users = tx.users();
+                tokio::select! {
+                    result = users.create(NewUser::new(
+                        "gave-up@example.com",
+                        PasswordHash::new("h"),
+                    )) => panic!("the insert ran past the lock: {result:?}"),
+                    _ = waiting => {}
+                }
+                Ok(())
+            }
+        }),
+    )
+    .await;
+    let result = ended.expect("the transaction waited behind the statement it gave up");
+    assert!(
+        matches!(result, Err(Error::TransactionAborted)),
+        "{result:?}"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    let users = voidrunner_db::PgUserRepository::new(f.db.db().clone());
+    assert!(
+        users
+            .get_by_email("gave-up@example.com")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
