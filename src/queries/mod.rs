@@ -9,8 +9,8 @@
 //! | `executions.sql` | the executions table, but for its status; the lock fragments |
 //! | `queue.sql` | every status write of a task or an execution: claim, rescue, prune, enqueue, heartbeat, complete, finish, delete, task status |
 //! | `lists.sql` | each list's pages and count |
-//! | `events.sql` | the polling event stream |
-//! | `server.sql` | the health check |
+//! | `events.sql` | the polling event stream, the server clock it starts from |
+//! | `server.sql` | the health check, the probe sent with COMMIT |
 //!
 //! A section `-- name: x` of `f.sql` becomes the constant `f::X`, a
 //! [`Query`] registered as `f.x` in [`ALL`]; `-- columns: x` defines a
@@ -23,7 +23,8 @@
 //!
 //! A leaf: this module imports nothing of the crate, so every layer may use
 //! it. The migrations (`migrations/`) and the migration runner's
-//! bookkeeping (`migrate/`) keep their own SQL.
+//! bookkeeping (`migrate/`) keep their own SQL, and so does the test
+//! support (`testing/`).
 
 /// A statement of the crate: its registered name (`file.name`, the name
 /// its span and slow-statement events carry) and its text.
