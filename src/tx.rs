@@ -366,6 +366,12 @@ impl Transaction {
     }
 }
 
+/// The crate's error in a closure's error, when the closure's error is the
+/// crate's own (`Database::transaction`, a repository call's transaction).
+fn itself(err: &Error) -> Option<&Error> {
+    Some(err)
+}
+
 impl Database {
     /// Runs `f` in a read-committed transaction: commits if it returns `Ok`,
     /// rolls back if it returns `Err` (and returns that error), and closes
@@ -410,9 +416,6 @@ impl Database {
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        fn itself(err: &Error) -> Option<&Error> {
-            Some(err)
-        }
         self.run_transaction(options, f, itself, false).await
     }
 
@@ -424,9 +427,6 @@ impl Database {
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        fn itself(err: &Error) -> Option<&Error> {
-            Some(err)
-        }
         self.run_transaction(TransactionOptions::default(), f, itself, true)
             .await
     }

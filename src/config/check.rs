@@ -16,10 +16,8 @@ impl DbConfig {
         }
         // The direct URL's own name is sent for its sessions; the main
         // URL's was read into `application_name`, checked above.
-        if let Some(name) = self.direct.as_ref().and_then(|d| d.get_application_name()) {
-            application_name_fits(name)
-                .map_err(|message| Error::config(format!("application_name {message}")))?;
-        }
+        application_name_fits(self.direct_session_name())
+            .map_err(|message| Error::config(format!("application_name {message}")))?;
         if !self.pooler.startup_options() && self.connection.get_options().is_some() {
             return Err(Error::config(format!(
                 "the URL sets `options`, which a pooler refuses at connect (pooler mode {}): \

@@ -321,18 +321,24 @@ impl DbConfig {
     /// sessions, next to one through the pooler.
     pub fn direct_config(&self) -> Option<DbConfig> {
         let direct = self.direct.clone()?;
-        // The direct URL's own name names its sessions, as it does the
-        // dedicated ones (migrations, listeners).
-        let application_name = direct
-            .get_application_name()
-            .map_or_else(|| self.application_name.clone(), str::to_owned);
         Some(DbConfig {
             connection: direct,
             pooler: PoolerMode::Direct,
             direct: None,
-            application_name,
+            application_name: self.direct_session_name().to_owned(),
             ..self.clone()
         })
+    }
+
+    /// The name of the sessions to the direct URL (the dedicated ones:
+    /// migrations, listeners; and the pool of [`direct_config`](Self::direct_config)):
+    /// the direct URL's own `application_name` when it sets one, else the
+    /// setting.
+    fn direct_session_name(&self) -> &str {
+        self.direct
+            .as_ref()
+            .and_then(|direct| direct.get_application_name())
+            .unwrap_or(&self.application_name)
     }
 
     /// The driver configuration of the direct URL, if set.
@@ -363,9 +369,6 @@ impl DbConfig {
         }
         if let Some(dbname) = original.get_dbname() {
             through.dbname(dbname);
-        }
-        if let Some(name) = original.get_application_name() {
-            through.application_name(name);
         }
         DbConfig {
             connection: through,
@@ -509,15 +512,7 @@ impl DbConfig {
         let mut pg = self.direct.as_ref().unwrap_or(&self.connection).clone();
         pg.connect_timeout(self.connect_timeout);
         pg.ssl_mode(self.ssl_mode.driver_mode());
-        // A direct URL may name its sessions itself; otherwise the setting.
-        if self
-            .direct
-            .as_ref()
-            .and_then(|direct| direct.get_application_name())
-            .is_none()
-        {
-            pg.application_name(&self.application_name);
-        }
+        pg.application_name(self.direct_session_name());
         pg
     }
 

@@ -34,19 +34,16 @@ pub(super) const TABLE: Table = Table {
 };
 
 pub(super) const LIST: ListSql = ListSql {
-    filtered: false,
     first: queries::lists::EXECUTIONS_FIRST,
     after: queries::lists::EXECUTIONS_AFTER,
     count: queries::lists::EXECUTIONS_COUNT,
 };
 pub(super) const LIST_BY_TASK: ListSql = ListSql {
-    filtered: true,
     first: queries::lists::EXECUTIONS_BY_TASK_FIRST,
     after: queries::lists::EXECUTIONS_BY_TASK_AFTER,
     count: queries::lists::EXECUTIONS_BY_TASK_COUNT,
 };
 pub(super) const LIST_BY_STATUS: ListSql = ListSql {
-    filtered: true,
     first: queries::lists::EXECUTIONS_BY_STATUS_FIRST,
     after: queries::lists::EXECUTIONS_BY_STATUS_AFTER,
     count: queries::lists::EXECUTIONS_BY_STATUS_COUNT,

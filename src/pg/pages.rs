@@ -166,14 +166,19 @@ pub(super) struct Table {
 
 /// The statements of one list (`src/queries/lists.sql`).
 pub(super) struct ListSql {
-    /// Whether the list takes a filter value as `$1`.
-    pub(super) filtered: bool,
     /// The first page.
     pub(super) first: Query,
     /// A page after a cursor.
     pub(super) after: Query,
     /// `count(*)` of the rows matching.
     pub(super) count: Query,
+}
+
+impl ListSql {
+    /// Whether the list takes a filter value, as `$1` of its statements.
+    pub(super) fn filtered(&self) -> bool {
+        self.count.text.contains("$1")
+    }
 }
 
 impl Table {
@@ -218,7 +223,7 @@ impl Table {
         filter: Option<&dyn Param>,
         page: &PageSpec,
     ) -> Result<Vec<Row>> {
-        debug_assert_eq!(list.filtered, filter.is_some());
+        debug_assert_eq!(list.filtered(), filter.is_some());
         let mut params: Vec<&dyn Param> = Vec::with_capacity(5);
         params.extend(filter);
         let sql = match &page.after {

@@ -32,25 +32,21 @@ pub(super) const TABLE: Table = Table {
 };
 
 pub(super) const LIST: ListSql = ListSql {
-    filtered: false,
     first: queries::lists::TASKS_FIRST,
     after: queries::lists::TASKS_AFTER,
     count: queries::lists::TASKS_COUNT,
 };
 pub(super) const LIST_BY_USER: ListSql = ListSql {
-    filtered: true,
     first: queries::lists::TASKS_BY_USER_FIRST,
     after: queries::lists::TASKS_BY_USER_AFTER,
     count: queries::lists::TASKS_BY_USER_COUNT,
 };
 pub(super) const LIST_BY_STATUS: ListSql = ListSql {
-    filtered: true,
     first: queries::lists::TASKS_BY_STATUS_FIRST,
     after: queries::lists::TASKS_BY_STATUS_AFTER,
     count: queries::lists::TASKS_BY_STATUS_COUNT,
 };
 pub(super) const SEARCH_BY_METADATA: ListSql = ListSql {
-    filtered: true,
     first: queries::lists::TASKS_BY_METADATA_FIRST,
     after: queries::lists::TASKS_BY_METADATA_AFTER,
     count: queries::lists::TASKS_BY_METADATA_COUNT,

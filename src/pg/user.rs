@@ -34,7 +34,6 @@ pub(super) const TABLE: Table = Table {
 };
 
 pub(super) const LIST: ListSql = ListSql {
-    filtered: false,
     first: queries::lists::USERS_FIRST,
     after: queries::lists::USERS_AFTER,
     count: queries::lists::USERS_COUNT,

@@ -15,6 +15,24 @@ use voidrunner_db::{
 
 const CANCEL_REQUEST: u32 = 80_877_102;
 
+/// Host and port of the server under `db` (its direct URL, if it has one),
+/// for a proxy to stand in front of.
+fn server_address(db: &TestDatabase) -> (String, u16) {
+    let config = db.db().config();
+    let server = config.direct_config().unwrap_or_else(|| config.clone());
+    let host = match server.pg_config().get_hosts().first() {
+        Some(voidrunner_db::tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = server
+        .pg_config()
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432);
+    (host, port)
+}
+
 /// A TCP proxy in front of `server` that records the code of the first
 /// message of every connection (SSLRequest, CancelRequest, a startup).
 async fn recording_proxy(server: (String, u16)) -> (u16, Arc<Mutex<Vec<u32>>>) {
@@ -53,19 +71,7 @@ async fn recording_proxy(server: (String, u16)) -> (u16, Arc<Mutex<Vec<u32>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_call_is_cancelled_over_tls_behind_a_pooler() {
     let db = TestDatabase::new().await.unwrap();
-    let config = db.db().config();
-    let server = config.direct_config().unwrap_or_else(|| config.clone());
-    let host = match server.pg_config().get_hosts().first() {
-        Some(voidrunner_db::tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = server
-        .pg_config()
-        .get_ports()
-        .first()
-        .copied()
-        .unwrap_or(5432);
-    let (proxy, seen) = recording_proxy((host, port)).await;
+    let (proxy, seen) = recording_proxy(server_address(&db)).await;
     let mut config = DbConfig::from_url(&format!(
         "postgres://postgres@127.0.0.1:{proxy}/{}?sslmode=require",
         db.name()
@@ -233,20 +239,8 @@ async fn freezable_proxy(server: (String, u16), frozen: Arc<std::sync::atomic::A
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_on_a_silent_connection_fails_instead_of_hanging() {
     let db = TestDatabase::new().await.unwrap();
-    let config = db.db().config();
-    let server = config.direct_config().unwrap_or_else(|| config.clone());
-    let host = match server.pg_config().get_hosts().first() {
-        Some(voidrunner_db::tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = server
-        .pg_config()
-        .get_ports()
-        .first()
-        .copied()
-        .unwrap_or(5432);
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let proxy = freezable_proxy((host, port), frozen.clone()).await;
+    let proxy = freezable_proxy(server_address(&db), frozen.clone()).await;
     let mut config = DbConfig::from_url(&format!(
         "postgres://postgres@127.0.0.1:{proxy}/{}?sslmode=disable",
         db.name()

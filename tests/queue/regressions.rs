@@ -593,36 +593,19 @@ async fn a_transaction_that_gave_up_a_waiting_statement_ends_without_waiting_for
         .await
         .unwrap();
     let observer = f.db.raw_client().await.unwrap();
+    // Well inside the answer deadline a ROLLBACK would wait out.
     let ended = tokio::time::timeout(
         Duration::from_secs(10),
         f.db.transaction(|tx| {
             let observer = &observer;
             async move {
-                let waiting = async {
-                    loop {
-                        let waiters: i64 = observer
-                            .query_one(
-                                "SELECT count(*) FROM pg_stat_activity \
-                                 WHERE datname = current_database() \
-                                   AND wait_event_type = 'Lock'",
-                                &[],
-                            )
-                            .await
-                            .unwrap()
-                            .get(0);
-                        if waiters > 0 {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                };
                 let users = tx.users();
                 tokio::select! {
                     result = users.create(NewUser::new(
                         "gave-up@example.com",
                         PasswordHash::new("h"),
                     )) => panic!("the insert ran past the lock: {result:?}"),
-                    _ = waiting => {}
+                    _ = wait_for_lock_waiters(observer, 1) => {}
                 }
                 Ok(())
             }
