@@ -77,7 +77,7 @@ pub(super) fn execution_from_row(row: &Row) -> Result<TaskExecution> {
     COLUMN_NAMES.read_one(row, read_execution)
 }
 
-fn keyset(execution: &TaskExecution) -> Keyset {
+pub(super) fn keyset(execution: &TaskExecution) -> Keyset {
     Keyset {
         priority: 0,
         created_at: execution.created_at,
@@ -200,20 +200,16 @@ pub(crate) mod sql {
     pub(crate) async fn list(
         c: &Conn<'_>,
         list: &ListSql,
-        filter: Option<&dyn Param>,
+        filters: &[&dyn Param],
         page: &PageSpec,
     ) -> Result<Page<TaskExecution>> {
         TABLE
-            .page(c, list, filter, page, read_execution, keyset)
+            .page(c, list, filters, page, read_execution, keyset)
             .await
     }
 
-    pub(crate) async fn count(
-        c: &Conn<'_>,
-        list: &ListSql,
-        filter: Option<&dyn Param>,
-    ) -> Result<i64> {
-        TABLE.count(c, list, filter).await
+    pub(crate) async fn count(c: &Conn<'_>, list: &ListSql, filters: &[&dyn Param]) -> Result<i64> {
+        TABLE.count(c, list, filters).await
     }
 }
 
@@ -236,7 +232,7 @@ impl ExecutionRepository for PgExecutionRepository {
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
         traced(repo_span("execution", "list"), async move {
             let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-            sql::list(&self.source.conn().await?, &LIST, None, &page).await
+            sql::list(&self.source.conn().await?, &LIST, &[], &page).await
         })
         .await
     }
@@ -254,7 +250,7 @@ impl ExecutionRepository for PgExecutionRepository {
             sql::list(
                 &self.source.conn().await?,
                 &LIST_BY_TASK,
-                Some(&task_id),
+                &[&task_id],
                 &page,
             )
             .await
@@ -275,7 +271,7 @@ impl ExecutionRepository for PgExecutionRepository {
             sql::list(
                 &self.source.conn().await?,
                 &LIST_BY_STATUS,
-                Some(&status),
+                &[&status],
                 &page,
             )
             .await
@@ -325,21 +321,21 @@ impl ExecutionRepository for PgExecutionRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("execution", "count"), async move {
-            sql::count(&self.source.conn().await?, &LIST, None).await
+            sql::count(&self.source.conn().await?, &LIST, &[]).await
         })
         .await
     }
 
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
         traced(repo_span("execution", "count_by_task"), async move {
-            sql::count(&self.source.conn().await?, &LIST_BY_TASK, Some(&task_id)).await
+            sql::count(&self.source.conn().await?, &LIST_BY_TASK, &[&task_id]).await
         })
         .await
     }
 
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
         traced(repo_span("execution", "count_by_status"), async move {
-            sql::count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status)).await
+            sql::count(&self.source.conn().await?, &LIST_BY_STATUS, &[&status]).await
         })
         .await
     }

@@ -175,9 +175,12 @@ pub(super) struct ListSql {
 }
 
 impl ListSql {
-    /// Whether the list takes a filter value, as `$1` of its statements.
-    pub(super) fn filtered(&self) -> bool {
-        self.count.text.contains("$1")
+    /// How many filter values the list takes, as `$1`… of its statements
+    /// (its count takes nothing else).
+    pub(super) fn filters(&self) -> usize {
+        (1..=9)
+            .take_while(|i| self.count.text.contains(&format!("${i}")))
+            .count()
     }
 }
 
@@ -197,17 +200,17 @@ impl Table {
             .ok_or_else(|| Error::not_found(self.read.entity, id))
     }
 
-    /// One page of the rows matching `list`'s filter, as `T`s.
+    /// One page of the rows matching `list`'s filter values, as `T`s.
     pub(super) async fn page<T>(
         &self,
         c: &Conn<'_>,
         list: &ListSql,
-        filter: Option<&dyn Param>,
+        filters: &[&dyn Param],
         page: &PageSpec,
         read: Read<T>,
         key_of: fn(&T) -> Keyset,
     ) -> Result<Page<T>> {
-        let rows = self.page_rows(c, list, filter, page).await?;
+        let rows = self.page_rows(c, list, filters, page).await?;
         // One undecodable row fails the page with its Decode error: a page
         // that silently skipped rows would hide them from every walk.
         Ok(into_page(self.read.read_all(&rows, read)?, page, key_of))
@@ -220,12 +223,12 @@ impl Table {
         &self,
         c: &Conn<'_>,
         list: &ListSql,
-        filter: Option<&dyn Param>,
+        filters: &[&dyn Param],
         page: &PageSpec,
     ) -> Result<Vec<Row>> {
-        debug_assert_eq!(list.filtered(), filter.is_some());
-        let mut params: Vec<&dyn Param> = Vec::with_capacity(5);
-        params.extend(filter);
+        debug_assert_eq!(list.filters(), filters.len());
+        let mut params: Vec<&dyn Param> = Vec::with_capacity(6);
+        params.extend_from_slice(filters);
         let sql = match &page.after {
             Some(key) => {
                 if self.by_priority {
@@ -241,15 +244,14 @@ impl Table {
         c.query(sql, &params).await
     }
 
-    /// `count(*)` of the rows matching `list`'s filter.
+    /// `count(*)` of the rows matching `list`'s filter values.
     pub(super) async fn count(
         &self,
         c: &Conn<'_>,
         list: &ListSql,
-        filter: Option<&dyn Param>,
+        filters: &[&dyn Param],
     ) -> Result<i64> {
-        let params: Vec<&dyn Param> = filter.into_iter().collect();
-        let row = c.query_one(&list.count, &params).await?;
+        let row = c.query_one(&list.count, filters).await?;
         Ok(row.try_get(0)?)
     }
 }

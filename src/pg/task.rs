@@ -53,7 +53,7 @@ pub(super) const SEARCH_BY_METADATA: ListSql = ListSql {
 };
 
 /// Reads a task, its fields in [`COLUMN_NAMES`]' order.
-fn read_task(r: &mut RowReader<'_>) -> Result<Task> {
+pub(super) fn read_task(r: &mut RowReader<'_>) -> Result<Task> {
     Ok(Task {
         id: r.next()?,
         user_id: r.next()?,
@@ -74,7 +74,7 @@ pub(super) fn task_from_row(row: &Row) -> Result<Task> {
     COLUMN_NAMES.read_one(row, read_task)
 }
 
-fn keyset(task: &Task) -> Keyset {
+pub(super) fn keyset(task: &Task) -> Keyset {
     Keyset {
         priority: task.priority,
         created_at: task.created_at,
@@ -85,10 +85,10 @@ fn keyset(task: &Task) -> Keyset {
 /// [`TaskRepository`] over the pool of a [`Database`].
 #[derive(Debug, Clone)]
 pub struct PgTaskRepository {
-    source: Source,
-    policy: ValidationPolicy,
+    pub(super) source: Source,
+    pub(super) policy: ValidationPolicy,
     /// `policy`'s deny-list, compiled once for every call.
-    deny: Arc<DenyList>,
+    pub(super) deny: Arc<DenyList>,
 }
 
 impl PgTaskRepository {
@@ -244,10 +244,10 @@ pub(crate) mod sql {
     pub(crate) async fn list(
         c: &Conn<'_>,
         list: &ListSql,
-        filter: Option<&dyn Param>,
+        filters: &[&dyn Param],
         page: &PageSpec,
     ) -> Result<Page<Task>> {
-        TABLE.page(c, list, filter, page, read_task, keyset).await
+        TABLE.page(c, list, filters, page, read_task, keyset).await
     }
 }
 
@@ -345,7 +345,7 @@ impl TaskRepository for PgTaskRepository {
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
         traced(repo_span("task", "list"), async move {
             let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-            sql::list(&self.source.conn().await?, &LIST, None, &page).await
+            sql::list(&self.source.conn().await?, &LIST, &[], &page).await
         })
         .await
     }
@@ -359,7 +359,7 @@ impl TaskRepository for PgTaskRepository {
             sql::list(
                 &self.source.conn().await?,
                 &LIST_BY_USER,
-                Some(&user_id),
+                &[&user_id],
                 &page,
             )
             .await
@@ -376,7 +376,7 @@ impl TaskRepository for PgTaskRepository {
             sql::list(
                 &self.source.conn().await?,
                 &LIST_BY_STATUS,
-                Some(&status),
+                &[&status],
                 &page,
             )
             .await
@@ -399,7 +399,7 @@ impl TaskRepository for PgTaskRepository {
             sql::list(
                 &self.source.conn().await?,
                 &SEARCH_BY_METADATA,
-                Some(&Jsonb(&filter)),
+                &[&Jsonb(&filter)],
                 &page,
             )
             .await
@@ -409,7 +409,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("task", "count"), async move {
-            TABLE.count(&self.source.conn().await?, &LIST, None).await
+            TABLE.count(&self.source.conn().await?, &LIST, &[]).await
         })
         .await
     }
@@ -417,7 +417,7 @@ impl TaskRepository for PgTaskRepository {
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
         traced(repo_span("task", "count_by_user"), async move {
             TABLE
-                .count(&self.source.conn().await?, &LIST_BY_USER, Some(&user_id))
+                .count(&self.source.conn().await?, &LIST_BY_USER, &[&user_id])
                 .await
         })
         .await
@@ -426,7 +426,7 @@ impl TaskRepository for PgTaskRepository {
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         traced(repo_span("task", "count_by_status"), async move {
             TABLE
-                .count(&self.source.conn().await?, &LIST_BY_STATUS, Some(&status))
+                .count(&self.source.conn().await?, &LIST_BY_STATUS, &[&status])
                 .await
         })
         .await

@@ -41,7 +41,7 @@ fn lists_return_their_entitys_columns_and_take_their_filter() {
         };
         assert_eq!(
             params(list.first),
-            usize::from(list.filtered()) + 1,
+            list.filters() + 1,
             "{}",
             list.first.name
         );

@@ -197,11 +197,11 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn list(c: &Conn<'_>, page: &PageSpec) -> Result<Page<User>> {
-        TABLE.page(c, &LIST, None, page, read_user, keyset).await
+        TABLE.page(c, &LIST, &[], page, read_user, keyset).await
     }
 
     pub(crate) async fn count(c: &Conn<'_>) -> Result<i64> {
-        TABLE.count(c, &LIST, None).await
+        TABLE.count(c, &LIST, &[]).await
     }
 }
 

@@ -11,10 +11,13 @@ run_after, attempt, worker_id, lease_expires_at, heartbeat_at, updated_at
 
 -- fragment: lock_task_of_one
 -- The task of execution `$1`, locked: the first step of the crate's one lock
--- order (task, then execution), for the statements on one execution.
+-- order (task, then execution), for the statements on one execution. Only
+-- a task in the call's scope (`voidrunner_in_scope`, V9): to a scoped call
+-- another user's execution is missing.
 task AS MATERIALIZED (
   SELECT t.id, t.status FROM tasks t
   WHERE t.id = (SELECT task_id FROM task_executions WHERE id = $1)
+    AND voidrunner_in_scope(t.user_id)
   FOR NO KEY UPDATE
 )
 
@@ -35,6 +38,7 @@ task AS MATERIALIZED (
 task AS MATERIALIZED (
   SELECT t.id, t.status FROM tasks t
   WHERE t.id IN (SELECT x.task_id FROM task_executions x WHERE x.id = ANY($1::uuid[]))
+    AND voidrunner_in_scope(t.user_id)
   ORDER BY t.id FOR NO KEY UPDATE
 ), current AS MATERIALIZED (
   SELECT e.id, e.status, e.worker_id, e.lease_expires_at
@@ -43,14 +47,17 @@ task AS MATERIALIZED (
 )
 
 -- name: get
--- `$1` id.
-SELECT {{execution}} FROM task_executions WHERE id = $1
+-- `$1` id; another user's execution is missing to a scoped call (see
+-- `tasks.get`).
+SELECT {{execution}} FROM task_executions WHERE id = $1 AND voidrunner_in_scope(user_id)
 
 -- name: latest_for_task
 -- The newest execution of task `$1`: the first row of its list, through the
 -- list's page function (migrations V7, V8), so it is one probe of the
--- task's index whatever the statistics say.
+-- task's index whatever the statistics say; none to a scoped call when the
+-- task is another user's (the owner is read once, before the page).
 SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, NULL, NULL, 1)
+WHERE voidrunner_in_scope((SELECT user_id FROM tasks WHERE id = $1))
 
 -- name: update
 -- Results recorded on an execution: `$1` execution, `$2`–`$8` the fields

@@ -63,15 +63,21 @@ SELECT {{execution}} FROM voidrunner_executions_page($1, $2, $3) ORDER BY create
 SELECT count(*) FROM task_executions WHERE TRUE
 
 -- name: executions_by_task_first
--- `$1` the filter value, `$2` the row count.
-SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, NULL, NULL, $2) ORDER BY created_at DESC, id DESC
+-- `$1` the filter value, `$2` the row count. Empty to a scoped call when the
+-- task is another user's: its owner is read once, before the page is
+-- walked (`voidrunner_in_scope`, V9).
+SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, NULL, NULL, $2)
+WHERE voidrunner_in_scope((SELECT user_id FROM tasks WHERE id = $1))
+ORDER BY created_at DESC, id DESC
 
 -- name: executions_by_task_after
 -- `$1` the filter value, `$2`, `$3` the cursor's keys, `$4` the row count.
-SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, $2, $3, $4) ORDER BY created_at DESC, id DESC
+SELECT {{execution}} FROM voidrunner_executions_by_task_page($1, $2, $3, $4)
+WHERE voidrunner_in_scope((SELECT user_id FROM tasks WHERE id = $1))
+ORDER BY created_at DESC, id DESC
 
 -- name: executions_by_task_count
-SELECT count(*) FROM task_executions WHERE task_id = $1
+SELECT count(*) FROM task_executions WHERE task_id = $1 AND voidrunner_in_scope(user_id)
 
 -- name: executions_by_status_first
 -- `$1` the filter value, `$2` the row count.
@@ -98,3 +104,47 @@ ORDER BY priority DESC, created_at DESC, id DESC LIMIT $5
 
 -- name: tasks_by_metadata_count
 SELECT count(*) FROM tasks WHERE metadata @> $1
+
+-- The lists of the scoped repositories (V9) that the unscoped ones do not
+-- have: each is filtered by the scope's user first (`$1`), then as its
+-- unscoped twin.
+
+-- name: tasks_by_user_status_first
+-- `$1` the user, `$2` the status, `$3` the row count.
+SELECT {{task}} FROM voidrunner_tasks_by_user_status_page($1, $2, NULL, NULL, NULL, $3) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_by_user_status_after
+-- `$1` the user, `$2` the status, `$3`–`$5` the cursor's keys, `$6` the row
+-- count.
+SELECT {{task}} FROM voidrunner_tasks_by_user_status_page($1, $2, $3, $4, $5, $6) ORDER BY priority DESC, created_at DESC, id DESC
+
+-- name: tasks_by_user_status_count
+SELECT count(*) FROM tasks WHERE user_id = $1 AND status = $2
+
+-- name: tasks_by_user_metadata_first
+-- `$1` the user, `$2` the JSON the metadata contains, `$3` the row count.
+-- The planner's plan, as for the unscoped search: the user's index or the
+-- metadata's, whichever the statistics say reads less.
+SELECT {{task}} FROM tasks WHERE user_id = $1 AND metadata @> $2
+ORDER BY priority DESC, created_at DESC, id DESC LIMIT $3
+
+-- name: tasks_by_user_metadata_after
+-- `$1` the user, `$2` the JSON, `$3`–`$5` the cursor's keys, `$6` the row
+-- count.
+SELECT {{task}} FROM tasks
+WHERE user_id = $1 AND metadata @> $2 AND (priority, created_at, id) < ($3, $4, $5)
+ORDER BY priority DESC, created_at DESC, id DESC LIMIT $6
+
+-- name: tasks_by_user_metadata_count
+SELECT count(*) FROM tasks WHERE user_id = $1 AND metadata @> $2
+
+-- name: executions_by_user_first
+-- `$1` the user, `$2` the row count.
+SELECT {{execution}} FROM voidrunner_executions_by_user_page($1, NULL, NULL, $2) ORDER BY created_at DESC, id DESC
+
+-- name: executions_by_user_after
+-- `$1` the user, `$2`, `$3` the cursor's keys, `$4` the row count.
+SELECT {{execution}} FROM voidrunner_executions_by_user_page($1, $2, $3, $4) ORDER BY created_at DESC, id DESC
+
+-- name: executions_by_user_count
+SELECT count(*) FROM task_executions WHERE user_id = $1

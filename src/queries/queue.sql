@@ -48,13 +48,13 @@ WITH expired AS MATERIALIZED (
   SET status = 'timeout', completed_at = greatest(now(), e.started_at), updated_at = now()
   FROM expired x
   WHERE e.id = x.execution_id
-  RETURNING e.id, e.task_id, e.priority, e.attempt, x.task_status
+  RETURNING e.id, e.task_id, e.user_id, e.priority, e.attempt, x.task_status
 ), numbered AS (
-  SELECT task_id, priority, attempt, row_number() OVER (ORDER BY id) AS n
+  SELECT task_id, user_id, priority, attempt, row_number() OVER (ORDER BY id) AS n
   FROM timed_out WHERE attempt < $2 AND task_status = 'running'
 ), retried AS (
-  INSERT INTO task_executions (id, task_id, priority, attempt, run_after)
-  SELECT ($3::uuid[])[n], task_id, priority, attempt, now() + make_interval(secs => $4)
+  INSERT INTO task_executions (id, task_id, user_id, priority, attempt, run_after)
+  SELECT ($3::uuid[])[n], task_id, user_id, priority, attempt, now() + make_interval(secs => $4)
   FROM numbered
   RETURNING id, task_id
 ), task_follow AS (
@@ -86,23 +86,26 @@ WHERE e.id = p.execution_id
 -- they differ (another transaction changed the task after the snapshot was
 -- taken), nothing is written and the caller runs the statement again with
 -- a new snapshot. A task that has an active execution gets that execution
--- back (enqueue is idempotent); otherwise a new one is queued and the task
--- moves to pending (a pending task is still updated, to mark the change).
+-- back (enqueue is idempotent); otherwise a new one is queued, with its
+-- task's owner, and the task moves to pending (a pending task is still
+-- updated, to mark the change). To a scoped call another user's task is
+-- missing (`voidrunner_in_scope`, V9).
 WITH task AS MATERIALIZED (
-  SELECT id, status, priority, xmin AS version FROM tasks WHERE id = $1 FOR NO KEY UPDATE
+  SELECT id, user_id, status, priority, xmin AS version FROM tasks
+  WHERE id = $1 AND voidrunner_in_scope(user_id) FOR NO KEY UPDATE
 ), fresh AS (
   SELECT task.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM task
 ), active AS (
   SELECT {{execution}} FROM task_executions
   WHERE task_id = $1 AND status IN ('pending', 'running')
 ), go AS (
-  SELECT task.id, task.priority FROM task, fresh
+  SELECT task.id, task.user_id, task.priority FROM task, fresh
   WHERE fresh.ok AND task.status = ANY($4) AND NOT EXISTS (SELECT 1 FROM active)
 ), moved AS (
   UPDATE tasks t SET status = 'pending', updated_at = now() FROM go WHERE t.id = go.id
 ), queued AS (
-  INSERT INTO task_executions (id, task_id, priority, run_after)
-  SELECT $2, go.id, go.priority, COALESCE($3, now()) FROM go
+  INSERT INTO task_executions (id, task_id, user_id, priority, run_after)
+  SELECT $2, go.id, go.user_id, go.priority, COALESCE($3, now()) FROM go
   RETURNING {{execution}}
 ), result AS (
   SELECT {{execution}} FROM queued UNION ALL SELECT {{execution}} FROM active
@@ -119,8 +122,9 @@ WITH req AS (
   SELECT task_id, execution_id, ord
   FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS r(task_id, execution_id, ord)
 ), task AS MATERIALIZED (
-  SELECT id, status, priority, xmin AS version FROM tasks
-  WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+  SELECT id, user_id, status, priority, xmin AS version FROM tasks
+  WHERE id = ANY($1::uuid[]) AND voidrunner_in_scope(user_id)
+  ORDER BY id FOR NO KEY UPDATE
 ), snap AS (
   SELECT id, xmin AS version FROM tasks WHERE id = ANY($1::uuid[])
 ), active AS (
@@ -136,7 +140,8 @@ WITH req AS (
            WHERE status = ANY($4) OR id IN (SELECT task_id FROM active)
          ) AS all_ok
 ), go AS (
-  SELECT DISTINCT ON (req.task_id) req.task_id, req.execution_id, task.priority, req.ord
+  SELECT DISTINCT ON (req.task_id) req.task_id, req.execution_id, task.user_id,
+         task.priority, req.ord
   FROM req JOIN task ON task.id = req.task_id, ok
   WHERE ok.fresh AND ok.all_ok
     AND NOT EXISTS (SELECT 1 FROM active a WHERE a.task_id = req.task_id)
@@ -145,8 +150,8 @@ WITH req AS (
   UPDATE tasks t SET status = 'pending', updated_at = now()
   FROM go WHERE t.id = go.task_id
 ), queued AS (
-  INSERT INTO task_executions (id, task_id, priority, run_after)
-  SELECT execution_id, task_id, priority, COALESCE($3, now()) FROM go ORDER BY ord
+  INSERT INTO task_executions (id, task_id, user_id, priority, run_after)
+  SELECT execution_id, task_id, user_id, priority, COALESCE($3, now()) FROM go ORDER BY ord
   RETURNING {{execution}}
 ), result AS (
   SELECT {{execution}} FROM queued UNION ALL SELECT {{execution}} FROM active
@@ -315,7 +320,8 @@ SELECT count(*) FROM gone
 -- The second branch of the result returns the locked row when nothing
 -- changed: a no-op, or a refused transition with the status to report.
 WITH current AS MATERIALIZED (
-  SELECT {{task}}, xmin AS version FROM tasks WHERE id = $1 FOR NO KEY UPDATE
+  SELECT {{task}}, xmin AS version FROM tasks
+  WHERE id = $1 AND voidrunner_in_scope(user_id) FOR NO KEY UPDATE
 ), fresh AS (
   SELECT current.version = (SELECT xmin FROM tasks WHERE id = $1) AS ok FROM current
 ), changed AS (

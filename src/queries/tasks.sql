@@ -36,8 +36,10 @@ SELECT {{created.task}} FROM created JOIN input ON input.id = created.id
 ORDER BY input.ord
 
 -- name: get
--- `$1` id.
-SELECT {{task}} FROM tasks WHERE id = $1
+-- `$1` id. Every statement on one task checks `voidrunner_in_scope` (V9):
+-- true outside a scoped call, and in one only for the scope's own tasks, so
+-- a scoped call finds another user's task exactly as it finds a missing one.
+SELECT {{task}} FROM tasks WHERE id = $1 AND voidrunner_in_scope(user_id)
 
 -- name: update
 -- `$1` id, `$2`–`$9` the fields; NULL leaves one as it is. The description
@@ -51,12 +53,12 @@ UPDATE tasks SET
   timeout_seconds = COALESCE($8, timeout_seconds),
   metadata = COALESCE($9, metadata),
   updated_at = now()
-WHERE id = $1
+WHERE id = $1 AND voidrunner_in_scope(user_id)
 RETURNING {{task}}
 
 -- name: delete
 -- `$1` id; its executions go with it (ON DELETE CASCADE).
-DELETE FROM tasks WHERE id = $1
+DELETE FROM tasks WHERE id = $1 AND voidrunner_in_scope(user_id)
 
 -- name: import
 -- The bulk load: binary COPY of new tasks, their columns in this order.

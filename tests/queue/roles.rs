@@ -109,10 +109,25 @@ async fn non_superuser_roles() {
             .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let before = acls().await;
+    // V9 goes down and up too; its functions are new ones, created with
+    // the default privileges like any new function (an operator who
+    // hardened them set those), so only the others are compared.
+    const V9: [&str; 6] = [
+        "voidrunner_execution_owner",
+        "voidrunner_executions_by_user_page",
+        "voidrunner_in_scope",
+        "voidrunner_scope",
+        "voidrunner_tasks_by_user_status_page",
+        "voidrunner_unbound",
+    ];
+    let before_v9 = |mut acls: std::collections::BTreeMap<String, String>| {
+        acls.retain(|name, _| !V9.contains(&name.as_str()));
+        acls
+    };
+    let before = before_v9(acls().await);
     owner.migrate_down(DownTarget::ToVersion(7)).await.unwrap();
     owner.migrate().await.unwrap();
-    let after = acls().await;
+    let after = before_v9(acls().await);
     assert_eq!(before, after, "grants after V8 down and up");
     assert_eq!(
         after.get("voidrunner_claim"),

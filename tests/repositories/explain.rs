@@ -89,38 +89,48 @@ async fn check_lists(client: &tokio_postgres::Client) -> BTreeSet<String> {
     let (priority, at, id, limit) = (10i32, Timestamp::now(), Uuid::max(), 101i64);
     let completed = TaskStatus::Completed;
 
-    // (list, filter value, index expected)
-    let cases: Vec<(&str, Option<&(dyn ToSql + Sync)>, &str)> = vec![
-        ("users", None, "users_created_at_id_idx"),
-        ("tasks", None, "tasks_priority_created_at_id_idx"),
+    // (list, filter values, index expected)
+    let cases: Vec<(&str, Vec<&(dyn ToSql + Sync)>, &str)> = vec![
+        ("users", vec![], "users_created_at_id_idx"),
+        ("tasks", vec![], "tasks_priority_created_at_id_idx"),
         (
             "tasks_by_user",
-            Some(&user),
+            vec![&user],
             "tasks_user_id_priority_created_at_id_idx",
         ),
         (
             "tasks_by_status",
-            Some(&completed),
+            vec![&completed],
             "tasks_status_priority_created_at_id_idx",
         ),
-        ("executions", None, "task_executions_created_at_id_idx"),
+        (
+            "tasks_by_user_status",
+            vec![&user, &completed],
+            "tasks_user_id_status_priority_created_at_id_idx",
+        ),
+        ("executions", vec![], "task_executions_created_at_id_idx"),
         (
             "executions_by_task",
-            Some(&task),
+            vec![&task],
             "task_executions_task_id_created_at_id_idx",
         ),
         (
             "executions_by_status",
-            Some(&completed),
+            vec![&completed],
             "task_executions_status_created_at_id_idx",
+        ),
+        (
+            "executions_by_user",
+            vec![&user],
+            "task_executions_user_id_created_at_id_idx",
         ),
     ];
     let mut covered = BTreeSet::new();
-    for (list, filter, index) in cases {
+    for (list, filters, index) in cases {
         for page in ["first", "after"] {
             let name = format!("lists.{list}_{page}");
             let sql = voidrunner_db::__statement(&name).unwrap();
-            let mut params: Vec<&(dyn ToSql + Sync)> = filter.into_iter().collect();
+            let mut params: Vec<&(dyn ToSql + Sync)> = filters.clone();
             if page == "after" {
                 if list.starts_with("tasks") {
                     params.push(&priority);
@@ -299,10 +309,35 @@ async fn check_statements(client: &tokio_postgres::Client, fresh: bool) -> BTree
             1,
         ),
         ("lists.tasks_by_metadata_count", vec![&filter], 1),
+        // The scoped lists' counts and search (V9), for the same user.
+        (
+            "lists.tasks_by_user_status_count",
+            vec![&user, &"completed"],
+            10,
+        ),
+        ("lists.executions_by_user_count", vec![&user], 10),
+        (
+            "lists.tasks_by_user_metadata_first",
+            vec![&user, &filter, &limit],
+            1,
+        ),
+        (
+            "lists.tasks_by_user_metadata_after",
+            vec![&user, &filter, &priority, &at, &key, &limit],
+            1,
+        ),
+        (
+            "lists.tasks_by_user_metadata_count",
+            vec![&user, &filter],
+            1,
+        ),
     ];
     let mut covered = BTreeSet::new();
     for (name, params, rows) in cases {
-        if !fresh && name.starts_with("lists.tasks_by_metadata") {
+        if !fresh
+            && (name.starts_with("lists.tasks_by_metadata")
+                || name.starts_with("lists.tasks_by_user_metadata"))
+        {
             continue;
         }
         let sql = voidrunner_db::__statement(name).unwrap_or_else(|| panic!("no {name}"));
