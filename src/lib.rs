@@ -15,6 +15,7 @@
 #![doc = "[guide-repositories]: crate::docs::repositories"]
 #![doc = "[guide-transactions]: crate::docs::transactions"]
 #![doc = "[guide-queue]: crate::docs::queue"]
+#![doc = "[guide-tenants]: crate::docs::tenants"]
 #![doc = "[guide-events]: crate::docs::events"]
 #![doc = "[guide-errors]: crate::docs::errors"]
 #![doc = "[guide-testing]: crate::docs::testing"]
@@ -60,6 +61,7 @@ pub mod pg;
 mod pool_status;
 mod queries;
 pub mod repo;
+mod scope;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
@@ -80,15 +82,23 @@ pub use model::{
     RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User,
     UserId, UserUpdate,
 };
-pub use pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
+pub use pg::{
+    PgExecutionQueue, PgExecutionRepository, PgScopedExecutionRepository, PgScopedTaskRepository,
+    PgTaskRepository, PgUserRepository,
+};
 #[doc(hidden)]
 pub use queries::{__statement, __statements};
-pub use repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};
+pub use repo::{
+    ExecutionQueue, ExecutionRepository, ScopedExecutionRepository, ScopedTaskRepository,
+    TaskRepository, UserRepository,
+};
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use repo::{
-    MockExecutionQueue, MockExecutionRepository, MockTaskRepository, MockUserRepository,
+    MockExecutionQueue, MockExecutionRepository, MockScopedExecutionRepository,
+    MockScopedTaskRepository, MockTaskRepository, MockUserRepository,
 };
+pub use scope::ScopedRepositories;
 pub use tx::{IsolationLevel, Transaction, TransactionOptions};
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`repositories`] | users, tasks and executions over the pool; ids, timestamps; tasks in bulk |
 //! | [`transactions`] | `Database::transaction`, drops and aborts, retries; the unit of work |
+//! | [`tenants`] | the scoped view of one user's rows, row-level security, the roles |
 //! | [`queue`] | the execution queue's operations, a worker, batched completions and heartbeats |
 //! | [`events`] | LISTEN/NOTIFY streams, polling, lag, the cost of NOTIFY |
 //! | [`errors`] | `Error`, its constructors and predicates, what is retryable |
@@ -35,6 +36,12 @@ pub mod repositories {}
     doc = include_str!("transactions.md")
 )]
 pub mod transactions {}
+
+#[cfg_attr(
+    any(not(doctest), all(feature = "mock", feature = "test-support")),
+    doc = include_str!("tenants.md")
+)]
+pub mod tenants {}
 
 #[cfg_attr(
     any(not(doctest), all(feature = "mock", feature = "test-support")),

@@ -42,6 +42,16 @@ impl Source {
     }
 
     pub(super) async fn conn(&self) -> Result<Conn<'_>> {
+        self.conn_in(None).await
+    }
+
+    /// A connection whose every statement runs scoped to `user`: see
+    /// [`Conn`]'s docs.
+    pub(super) async fn scoped_conn(&self, user: UserId) -> Result<Conn<'_>> {
+        self.conn_in(Some(user)).await
+    }
+
+    async fn conn_in(&self, scope: Option<UserId>) -> Result<Conn<'_>> {
         match self {
             Source::Pool(db) => Ok(Conn::Pooled(PoolConn {
                 db,
@@ -49,12 +59,14 @@ impl Source {
                 replacement: OnceLock::new(),
                 busy: AtomicBool::new(false),
                 retire: AtomicBool::new(false),
+                scope,
             })),
             Source::Tx(tx) => {
                 tx.client()?;
                 Ok(Conn::Tx(TxConn {
                     tx,
                     busy: AtomicBool::new(false),
+                    scope,
                 }))
             }
         }
@@ -82,6 +94,16 @@ impl Source {
 /// went stale (42804 from a trigger's plan after a column changed type) is
 /// closed, and outside a transaction the statement runs again on a fresh
 /// connection.
+///
+/// A scoped connection ([`Source::scoped_conn`]) runs each statement with
+/// the transaction-local setting `voidrunner.user_id` set to its user, which
+/// the statements (`voidrunner_in_scope`) and the row-level security of
+/// migration V9 read. Pooled, the statement is its own transaction: `BEGIN`
+/// with the setting, the statement and `COMMIT` go out together and come
+/// back in one round trip, so the setting ends with the statement and never
+/// reaches the next user of the connection. In a transaction, the setting
+/// comes before the statement and is reset after it, also one round trip,
+/// so the transaction's unscoped statements stay unscoped.
 // Lives on the stack of one call; boxing the pooled variant would cost an
 // allocation per call to save bytes nobody keeps.
 #[allow(clippy::large_enum_variant)]
@@ -98,6 +120,8 @@ pub(super) enum Conn<'a> {
 pub(super) struct TxConn<'a> {
     pub(super) tx: &'a TxInner,
     pub(super) busy: AtomicBool,
+    /// The user every statement is scoped to, if any.
+    pub(super) scope: Option<UserId>,
 }
 
 impl std::ops::Deref for TxConn<'_> {
@@ -134,6 +158,8 @@ pub(super) struct PoolConn<'a> {
     /// pool's idle ones, are closed when the call ends
     /// ([`crate::db::retire_read_only`]).
     pub(super) retire: AtomicBool,
+    /// The user every statement is scoped to, if any.
+    pub(super) scope: Option<UserId>,
 }
 
 impl PoolConn<'_> {
@@ -227,6 +253,32 @@ impl Conn<'_> {
         }
     }
 
+    /// What goes before and after each statement of a scoped connection
+    /// (see the type's docs); `None` when it is not scoped.
+    ///
+    /// The user's id is written into the SQL because `SET` takes no
+    /// parameters, and `BEGIN` is sent as a simple query, which takes none
+    /// either: it is a [`UserId`], whose text is 36 hexadecimal digits and
+    /// hyphens, never anything a caller wrote.
+    fn scope_sql(&self) -> Option<(String, &'static str)> {
+        let (scope, pooled) = match self {
+            Conn::Pooled(pooled) => (pooled.scope?, true),
+            Conn::Tx(tx) => (tx.scope?, false),
+        };
+        let set = format!(
+            "SET LOCAL voidrunner.user_id = '{}'",
+            scope.as_uuid().hyphenated()
+        );
+        Some(if pooled {
+            (
+                format!("{}; {set}", self.config().begin_sql("BEGIN")),
+                "COMMIT",
+            )
+        } else {
+            (set, "SET LOCAL voidrunner.user_id TO DEFAULT")
+        })
+    }
+
     pub(super) fn set_busy(&self, busy: bool) {
         match self {
             Conn::Pooled(pooled) => pooled.busy.store(busy, Ordering::Release),
@@ -254,6 +306,7 @@ impl Conn<'_> {
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
     {
         let unnamed = self.unnamed();
+        let scope = self.scope_sql();
         // A call may meet both in turn: its cached statement, then the
         // session's trigger plans.
         let (mut healed_cache, mut healed_session) = (false, false);
@@ -265,12 +318,15 @@ impl Conn<'_> {
             // are large, and inline they would size every call's future and
             // be copied into each enclosing one.
             let work = Box::pin(async {
-                if unnamed {
-                    run(client, None).await
+                let stmt = if unnamed {
+                    None
                 } else {
-                    match client.prepare_cached(query.text).await {
-                        Ok(stmt) => run(client, Some(stmt)).await,
-                        Err(err) => Err(err),
+                    Some(client.prepare_cached(query.text).await?)
+                };
+                match &scope {
+                    None => run(client, stmt).await,
+                    Some((before, after)) => {
+                        in_scope(client, before, run(client, stmt), after).await
                     }
                 }
             });
@@ -432,6 +488,33 @@ impl Conn<'_> {
     pub(super) async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T> {
         crate::tx::within_deadline(self.config().answer_deadline(), work).await
     }
+}
+
+/// Runs `statement` between `before` and `after` (a scoped connection's
+/// setting, see [`Conn`]), all three sent before any answer is awaited: one
+/// round trip. The driver sends a request when its future is first polled,
+/// and `biased` polls them in this order. All three answers are awaited, so
+/// the connection is idle when this returns. It fails closed: a `before`
+/// that failed after its `BEGIN` left the transaction aborted, so the
+/// statement was refused too, never run unscoped. The first error counts:
+/// `before`'s, then the statement's (after which `COMMIT` only rolls back),
+/// then `after`'s (a failed `COMMIT` undid the statement).
+async fn in_scope<T>(
+    client: &PooledClient,
+    before: &str,
+    statement: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    after: &str,
+) -> std::result::Result<T, tokio_postgres::Error> {
+    let (before, statement, after) = tokio::join!(
+        biased;
+        client.batch_execute(before),
+        statement,
+        client.batch_execute(after)
+    );
+    before?;
+    let value = statement?;
+    after?;
+    Ok(value)
 }
 
 /// A failed statement's error kind and SQLSTATE, as fields of an event in

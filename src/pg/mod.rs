@@ -20,6 +20,7 @@ mod pages;
 mod param;
 mod queue;
 mod rows;
+mod scoped;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ mod user;
 
 pub use execution::PgExecutionRepository;
 pub use queue::PgExecutionQueue;
+pub use scoped::{PgScopedExecutionRepository, PgScopedTaskRepository};
 pub use task::PgTaskRepository;
 pub use user::PgUserRepository;
 
@@ -42,7 +44,7 @@ use uuid::Uuid;
 
 use crate::db::{Database, PooledClient};
 use crate::error::{Error, Result};
-use crate::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, Timestamp};
+use crate::model::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest, Timestamp, UserId};
 use crate::queries::Query;
 use crate::tx::TxInner;
 pub(crate) use conn::query_pooled;

@@ -15,6 +15,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod scoped;
+
+#[cfg(feature = "mock")]
+pub use scoped::{MockScopedExecutionRepository, MockScopedTaskRepository};
+pub use scoped::{ScopedExecutionRepository, ScopedTaskRepository};
+
 use crate::error::Result;
 use crate::model::{
     ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,

@@ -15,6 +15,7 @@ mod hostile_inputs;
 mod hostile_rows;
 mod mocked_service;
 mod tasks;
+mod tenants;
 mod unit_of_work;
 
 use std::time::Duration;
