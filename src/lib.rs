@@ -118,6 +118,31 @@ pub use tokio_postgres;
 /// breaking change of this crate.
 pub use deadpool_postgres;
 
+/// Re-export of the mocking library the mocks are generated with (feature
+/// `mock`), so that a test scripts them with the very version that built
+/// them: `voidrunner_db::mockall::predicate::eq`, `Sequence`,
+/// `mockall::automock` for a trait of your own, without a dependency of
+/// your own that could drift to another version (whose predicates and
+/// `Sequence` would not fit these mocks). Deliberate and part of the public
+/// API: [`MockTaskRepository`] and its siblings are mockall types, and a
+/// breaking release of mockall (0.14) is a breaking change of this crate.
+///
+/// ```
+/// use voidrunner_db::mockall::predicate::eq;
+/// use voidrunner_db::{MockTaskRepository, TaskRepository, UserId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let user = UserId::new();
+/// let mut tasks = MockTaskRepository::new();
+/// tasks.expect_count_by_user().with(eq(user)).times(1).returning(|_| Ok(2));
+/// assert_eq!(tasks.count_by_user(user).await.unwrap(), 2);
+/// # }
+/// ```
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub use mockall;
+
 /// Re-export of the attribute the repository traits are declared with, to
 /// implement them (a fake, an adapter) without depending on `async-trait`
 /// yourself:

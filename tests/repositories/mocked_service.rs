@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use mockall::predicate::eq;
+use voidrunner_db::mockall::predicate::eq;
 use voidrunner_db::{
     Error, MockTaskRepository, Task, TaskId, TaskRepository, TaskStatus, fixtures,
 };
