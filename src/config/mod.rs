@@ -30,7 +30,8 @@
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
 //! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
 //! retire a connection, and `statement_timeout` and
-//! `idle_in_transaction_timeout` are not sent at all.
+//! `idle_in_transaction_timeout` are not sent at all. [`parse_duration`] is
+//! that reader, for a service's own duration settings.
 //!
 //! # Behind a connection pooler
 //!
@@ -91,6 +92,7 @@ mod url;
 mod value;
 
 use draft::{Draft, Source};
+pub use duration::parse_duration;
 use modes::without_prefix;
 pub use modes::{PoolerMode, SslMode};
 use settings::{Read, SETTINGS};

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::*;
 
+mod durations;
 mod pooler;
 mod ranges;
 mod sources;
