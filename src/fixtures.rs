@@ -12,6 +12,8 @@
 //! | [`task()`] | [`Task`] | fresh id and owner, `pending`, python `print('hello')`, priority 0, timeout 10 s, metadata `{}` |
 //! | [`execution()`] | [`TaskExecution`] | fresh id and task, `pending`, attempt 0, runnable now, no worker and no results |
 //! | [`claimed()`] | [`ClaimedExecution`] | a `running` execution claimed by `worker-1` (attempt 1, lease 30 s) and the default task's script |
+//! | [`task_from`] | [`Task`] | what `TaskRepository::create` returns for a [`NewTask`]: its fields, a fresh id, `pending`, now |
+//! | [`user_from`] | [`User`] | what `UserRepository::create` returns for a [`NewUser`]: its hash, its email as stored, a fresh id, now |
 //!
 //! Each builder starts from a value that passes the crate's validation and
 //! its schema's constraints (timestamps are [`Timestamp::now`], ids fresh
@@ -68,8 +70,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, Outcome, PasswordHash, ScriptType, Task,
-    TaskExecution, TaskId, TaskStatus, Timestamp, User, UserId,
+    ClaimedExecution, ExecutionId, ExecutionStatus, NewTask, NewUser, Outcome, PasswordHash,
+    ScriptType, Task, TaskExecution, TaskId, TaskStatus, Timestamp, User, UserId,
 };
 
 /// The script of a default task and claim.
@@ -193,6 +195,42 @@ impl From<UserBuilder> for User {
     }
 }
 
+/// The [`User`] that `UserRepository::create` returns for `new`: a fresh
+/// id, `new`'s password hash, its email as the crate stores it (trimmed
+/// and lower-cased), created and updated now. For a mock's `create`:
+///
+/// ```
+/// use voidrunner_db::{fixtures, MockUserRepository, NewUser, PasswordHash, UserRepository};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut users = MockUserRepository::new();
+/// users.expect_create().returning(|new| Ok(fixtures::user_from(&new)));
+///
+/// let user = users
+///     .create(NewUser::new(" Ada@Example.com ", PasswordHash::new("$argon2id$v=19$h")))
+///     .await
+///     .unwrap();
+/// assert_eq!(user.email, "ada@example.com");
+/// # }
+/// ```
+///
+/// Nothing is validated: an email the crate would refuse is copied (and
+/// lower-cased) all the same.
+pub fn user_from(new: &NewUser) -> User {
+    // As in `task_from`: a new field of `NewUser` must be copied here.
+    let NewUser {
+        email,
+        password_hash,
+    } = new;
+    user()
+        // What `validate::email` stores; repeated here rather than called,
+        // as it refuses what a test may pass on purpose.
+        .email(email.trim().to_lowercase())
+        .password_hash(password_hash.clone())
+        .build()
+}
+
 // ---------------------------------------------------------------------------
 // Task
 
@@ -277,6 +315,54 @@ impl From<TaskBuilder> for Task {
     fn from(builder: TaskBuilder) -> Task {
         builder.build()
     }
+}
+
+/// The [`Task`] that `TaskRepository::create` returns for `new`: every field
+/// of `new` copied (owner, name, description, script and its type,
+/// priority, timeout, metadata), a fresh id, `pending`, created and updated
+/// now. For a mock's `create`:
+///
+/// ```
+/// use voidrunner_db::{fixtures, MockTaskRepository, NewTask, TaskRepository, TaskStatus, UserId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut tasks = MockTaskRepository::new();
+/// tasks.expect_create().returning(|new| Ok(fixtures::task_from(&new)));
+///
+/// let new = NewTask::new(UserId::new(), "nightly", "print(1)").priority(3);
+/// let task = tasks.create(new.clone()).await.unwrap();
+/// assert_eq!((task.user_id, task.name.as_str(), task.priority), (new.user_id, "nightly", 3));
+/// assert_eq!(task.status, TaskStatus::Pending);
+/// # }
+/// ```
+///
+/// A test that needs a known id sets it afterwards (`task.id = id`): the
+/// fields are public. Nothing is validated: a task the crate would refuse
+/// is copied all the same.
+pub fn task_from(new: &NewTask) -> Task {
+    // Taken apart field by field, so that a field added to `NewTask` does
+    // not compile until it is copied here too.
+    let NewTask {
+        user_id,
+        name,
+        description,
+        script_content,
+        script_type,
+        priority,
+        timeout_seconds,
+        metadata,
+    } = new;
+    let mut task = task().build();
+    task.user_id = *user_id;
+    task.name.clone_from(name);
+    task.description.clone_from(description);
+    task.script_content.clone_from(script_content);
+    task.script_type = *script_type;
+    task.priority = *priority;
+    task.timeout_seconds = *timeout_seconds;
+    task.metadata.clone_from(metadata);
+    task
 }
 
 // ---------------------------------------------------------------------------
@@ -588,6 +674,33 @@ mod tests {
             assert_execution_row_valid(&done);
             validate::outcome(&outcome).unwrap();
         }
+    }
+
+    #[test]
+    fn from_inputs_copies_every_field() {
+        let new = NewTask::new(UserId::new(), "nightly", "echo hi")
+            .script_type(ScriptType::Bash)
+            .priority(9)
+            .timeout_seconds(600)
+            .metadata(serde_json::json!({ "team": "data" }));
+        let new = NewTask {
+            description: Some("the nightly report".into()),
+            ..new
+        };
+        let task = task_from(&new);
+        assert_eq!(as_new_task(&task), new);
+        assert_eq!(task.status, TaskStatus::Pending);
+        assert_eq!(task.created_at, task.updated_at);
+        assert_ne!(task.id, task_from(&new).id, "ids are fresh");
+        validate::new_task(&as_new_task(&task), &ValidationPolicy::default()).unwrap();
+
+        let hash = PasswordHash::new("$argon2id$v=19$hash");
+        let user = user_from(&NewUser::new("  Ada@Example.COM\n", hash.clone()));
+        assert_eq!(user.email, "ada@example.com");
+        assert_eq!(user.password_hash, hash);
+        assert_eq!(user.created_at, user.updated_at);
+        // Not validated: a test may pass what the crate refuses.
+        assert_eq!(user_from(&NewUser::new("", hash)).email, "");
     }
 
     #[test]

@@ -92,12 +92,9 @@ fn scripted(user: UserId, task_id: TaskId, owned: i64, enqueued: bool) -> Reposi
         .withf(move |new| new.user_id == user)
         .times(1)
         .returning(move |new| {
-            Ok(fixtures::task()
-                .id(task_id)
-                .user_id(new.user_id)
-                .name(new.name)
-                .script_content(new.script_content)
-                .build())
+            let mut task = fixtures::task_from(&new);
+            task.id = task_id;
+            Ok(task)
         });
     tasks
         .expect_count_by_user()
