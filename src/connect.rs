@@ -73,6 +73,47 @@ impl Connector {
     }
 }
 
+impl DbConfig {
+    /// Reads and checks the TLS files this configuration names, without
+    /// connecting: for a start-up or deploy check that a certificate
+    /// mounted from a secret store is there and usable before the first
+    /// connection needs it. [`validate`](Self::validate) comes first, as
+    /// at connect.
+    ///
+    /// The files are those a connection reads, and read the same way, so
+    /// that this passes exactly when [`Database::connect_lazy`] gets past
+    /// TLS set-up (the server's answer is another matter):
+    /// - `sslrootcert` under `verify-ca` and `verify-full`, and under
+    ///   `require` when it is set: a PEM file of one or more certificates,
+    ///   each usable as a root. Without it (or with `system`), under
+    ///   `verify-ca` and `verify-full`, the operating system's store must
+    ///   hold at least one root;
+    /// - `sslcert` and `sslkey` under every mode but `disable`: a PEM
+    ///   certificate chain, and a PEM private key (PKCS#8, PKCS#1 or SEC1)
+    ///   of a type rustls signs with, kept from group and others (mode
+    ///   0600, or 0640 owned by root, as libpq demands), and the key of
+    ///   the chain's first certificate.
+    ///
+    /// Fails with an [`Error::Config`] naming the setting, the file and
+    /// what is wrong with it: it does not exist, cannot be read, is not
+    /// PEM, holds no certificate (or no key), or the key does not match
+    /// the certificate. Never quotes a file's content. Without the
+    /// `tls-rustls` feature no file is read: [`validate`](Self::validate)
+    /// refuses every TLS setting.
+    ///
+    /// ```no_run
+    /// # fn check() -> voidrunner_db::Result<()> {
+    /// let config = voidrunner_db::DbConfig::from_env()?;
+    /// config.check_tls_files()?; // before serving, or in a deploy check
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Database::connect_lazy`]: crate::Database::connect_lazy
+    pub fn check_tls_files(&self) -> Result<()> {
+        Connector::new(self).map(drop)
+    }
+}
+
 #[cfg(feature = "tls-rustls")]
 mod rustls_tls {
     use std::path::Path;
@@ -115,13 +156,9 @@ mod rustls_tls {
             (Some(cert), Some(key)) if mode != SslMode::Disable => {
                 let chain = certificates(cert, "sslcert")?;
                 let key_der = private_key(key)?;
-                builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                    Error::config(format!(
-                        "sslcert {} and sslkey {} cannot be used together: {e}",
-                        cert.display(),
-                        key.display()
-                    ))
-                })?
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| client_pair_error(cert, key, e))?
             }
             _ => builder.with_no_client_auth(),
         };
@@ -165,27 +202,71 @@ mod rustls_tls {
         Ok(store)
     }
 
+    /// Why a client certificate and key that each read well cannot be
+    /// used together.
+    fn client_pair_error(cert: &Path, key: &Path, err: rustls::Error) -> Error {
+        let why = match err {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key is not the key of the (first) certificate".to_owned()
+            }
+            rustls::Error::InvalidCertificate(e) => {
+                format!("the first certificate of sslcert cannot be parsed: {e:?}")
+            }
+            other => other.to_string(),
+        };
+        Error::config(format!(
+            "sslcert {} and sslkey {} cannot be used together: {why}",
+            cert.display(),
+            key.display()
+        ))
+    }
+
     /// Reads `path`; the error names the file and the setting, never the
     /// content.
     fn read(path: &Path, setting: &str) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|e| {
-            Error::config(format!("{setting} {}: cannot read it: {e}", path.display()))
-        })
+        std::fs::read(path).map_err(|e| unreadable(path, setting, &e))
+    }
+
+    /// `path` of `setting` could not be read, and why, in words.
+    fn unreadable(path: &Path, setting: &str, err: &std::io::Error) -> Error {
+        let why = match err.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied to the service's user".to_owned()
+            }
+            std::io::ErrorKind::IsADirectory => "it is a directory, not a file".to_owned(),
+            _ => err.to_string(),
+        };
+        Error::config(format!(
+            "{setting} {}: cannot read it: {why}",
+            path.display()
+        ))
     }
 
     /// Every PEM certificate of `path`, at least one.
     fn certificates(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'static>>> {
-        let certs = CertificateDer::pem_slice_iter(&read(path, setting)?)
+        let bytes = read(path, setting)?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|_| {
                 Error::config(format!(
-                    "{setting} {}: not a PEM file of certificates",
+                    "{setting} {}: not a PEM file of certificates (a PEM section in it is malformed)",
                     path.display()
                 ))
             })?;
         if certs.is_empty() {
+            // A hint at the usual mix-ups; the content itself is never quoted.
+            let holds = if PrivateKeyDer::from_pem_slice(&bytes).is_ok() {
+                ": it holds a private key"
+            } else if bytes.is_empty() {
+                ": the file is empty"
+            } else if !bytes.starts_with(b"-----") && !bytes.is_ascii() {
+                ": it is not text (a DER file? PEM is base64 between -----BEGIN CERTIFICATE----- lines)"
+            } else {
+                ""
+            };
             return Err(Error::config(format!(
-                "{setting} {}: holds no PEM certificate",
+                "{setting} {}: holds no PEM certificate{holds}",
                 path.display()
             )));
         }
@@ -198,9 +279,7 @@ mod rustls_tls {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt as _;
-            let meta = std::fs::metadata(path).map_err(|e| {
-                Error::config(format!("sslkey {}: cannot read it: {e}", path.display()))
-            })?;
+            let meta = std::fs::metadata(path).map_err(|e| unreadable(path, "sslkey", &e))?;
             // libpq: no access for group or others, except that a file
             // owned by root may be readable by its group.
             let forbidden = if meta.uid() == 0 { 0o037 } else { 0o077 };
@@ -213,9 +292,15 @@ mod rustls_tls {
             }
         }
         // The parser's error is not kept: it might quote a line of the key.
-        PrivateKeyDer::from_pem_slice(&read(path, "sslkey")?).map_err(|_| {
+        let bytes = read(path, "sslkey")?;
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
+            let holds = if CertificateDer::pem_slice_iter(&bytes).any(|c| c.is_ok()) {
+                ": it holds a certificate"
+            } else {
+                ""
+            };
             Error::config(format!(
-                "sslkey {}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                "sslkey {}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1){holds}",
                 path.display()
             ))
         })

@@ -9,6 +9,7 @@
 //! cargo test --test tls
 //! ```
 
+mod files;
 mod harness;
 mod modes;
 mod no_tls;

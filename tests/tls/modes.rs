@@ -343,6 +343,7 @@ async fn unusable_certificate_files_are_config_errors_naming_them() {
     ] {
         let config = tls.config("postgres", &format!("sslmode=verify-full&{params}"));
         for err in [
+            config.check_tls_files().unwrap_err(),
             Database::connect_lazy(config.clone()).unwrap_err(),
             refused(config).await,
         ] {

@@ -253,10 +253,9 @@ fn tls_settings_deserialise_over_the_url() {
 #[test]
 fn without_tls_only_plaintext_modes_are_accepted() {
     for ok in ["sslmode=disable", "sslmode=prefer", "application_name=x"] {
-        DbConfig::from_url(&format!("postgres://u@h/db?{ok}"))
-            .unwrap()
-            .validate()
-            .unwrap();
+        let config = DbConfig::from_url(&format!("postgres://u@h/db?{ok}")).unwrap();
+        config.validate().unwrap();
+        config.check_tls_files().unwrap();
     }
     for refused in [
         "sslmode=require",
@@ -265,10 +264,30 @@ fn without_tls_only_plaintext_modes_are_accepted() {
         "sslrootcert=/ca.pem",
         "sslcert=/c.crt&sslkey=/c.key",
     ] {
-        let err = DbConfig::from_url(&format!("postgres://u@h/db?{refused}"))
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert!(err.to_string().contains("tls-rustls"), "{refused}: {err}");
+        let config = DbConfig::from_url(&format!("postgres://u@h/db?{refused}")).unwrap();
+        for err in [
+            config.validate().unwrap_err(),
+            config.check_tls_files().unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("tls-rustls"), "{refused}: {err}");
+        }
     }
+}
+
+/// The file checks themselves are in `tests/tls/files.rs`, with real
+/// certificates; here, that a missing file is named without a server.
+#[cfg(feature = "tls-rustls")]
+#[test]
+fn check_tls_files_names_a_missing_file_without_connecting() {
+    let config =
+        DbConfig::from_url("postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+            .unwrap();
+    config.validate().unwrap();
+    let err = config.check_tls_files().unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("sslrootcert /nonexistent/ca.pem: cannot read it: no such file"),
+        "{err}"
+    );
 }
