@@ -103,7 +103,10 @@ pub use tx::{IsolationLevel, Transaction, TransactionOptions};
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use uow::PassThroughUnitOfWork;
-pub use uow::{Repositories, UnitOfWork, UnitOfWorkExt, Work, WorkError, WorkOutput};
+pub use uow::{
+    DatabaseUnitOfWork, Repositories, RepositoryOptions, UnitOfWork, UnitOfWorkExt, Work,
+    WorkError, WorkOutput,
+};
 
 /// Re-export of the driver, so callers use the same version as the crate.
 /// Deliberate and part of the public API: `tokio_postgres::Error` is the

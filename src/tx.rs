@@ -372,6 +372,13 @@ fn itself(err: &Error) -> Option<&Error> {
     Some(err)
 }
 
+/// The crate's error in a closure's error of any type: itself when `E` is
+/// [`Error`], else none (a statement that failed inside the transaction is
+/// noted by the transaction itself, whatever the closure made of it).
+fn crate_error<E: 'static>(err: &E) -> Option<&Error> {
+    (err as &dyn std::any::Any).downcast_ref::<Error>()
+}
+
 impl Database {
     /// Runs `f` in a read-committed transaction: commits if it returns `Ok`,
     /// rolls back if it returns `Err` (and returns that error), and closes
@@ -411,12 +418,74 @@ impl Database {
     /// ([`Error::is_retryable`]), or when a statement inside it failed with
     /// one, whatever error the closure then returned: such a failure aborts
     /// the whole transaction.
+    ///
+    /// The closure's error is the crate's [`Error`]; for an error type of
+    /// your own, see [`transaction_with_error`](Self::transaction_with_error).
     pub async fn transaction_with<T, F, Fut>(&self, options: TransactionOptions, f: F) -> Result<T>
     where
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         self.run_transaction(options, f, itself, false).await
+    }
+
+    /// [`transaction_with`](Self::transaction_with) with the closure's error
+    /// type the caller's own, any `E: From<voidrunner_db::Error>`, as in
+    /// [`UnitOfWorkExt::run_with`](crate::UnitOfWorkExt::run_with): `?`
+    /// works on the repositories' calls inside the closure, the closure's
+    /// error comes back unchanged (after the rollback), and the
+    /// transaction's own failures (checkout, `BEGIN`, `COMMIT`) arrive
+    /// through that `From`.
+    ///
+    /// Retries are decided as in `transaction_with`: an attempt is run again
+    /// when a statement inside it failed with a retryable error, whatever
+    /// the closure made of that error, or when the closure's error is the
+    /// crate's own [`Error`] and [retryable](Error::is_retryable). A
+    /// retryable [`Error`] built inside an error of your own type without
+    /// a statement failing (a hand-made one) is not seen, and not retried.
+    ///
+    /// A sibling rather than a generic `transaction_with`: with `E` generic,
+    /// a closure that ends in `Ok(value)` after a `?` leaves `E` unknown,
+    /// and every such caller would have to name it.
+    ///
+    /// ```no_run
+    /// use voidrunner_db::{Database, NewTask, TaskRepository, TransactionOptions, UserId};
+    ///
+    /// #[derive(Debug)]
+    /// enum SubmitError {
+    ///     Quota,
+    ///     Db(voidrunner_db::Error),
+    /// }
+    ///
+    /// impl From<voidrunner_db::Error> for SubmitError {
+    ///     fn from(err: voidrunner_db::Error) -> Self {
+    ///         SubmitError::Db(err)
+    ///     }
+    /// }
+    ///
+    /// async fn submit(db: &Database, user: UserId) -> Result<(), SubmitError> {
+    ///     db.transaction_with_error(TransactionOptions::serializable(3), |tx| async move {
+    ///         tx.tasks().create(NewTask::new(user, "report", "print(1)")).await?;
+    ///         if tx.tasks().count_by_user(user).await? > 10 {
+    ///             return Err(SubmitError::Quota); // rolls the task back
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .await
+    /// }
+    /// ```
+    pub async fn transaction_with_error<T, E, F, Fut>(
+        &self,
+        options: TransactionOptions,
+        f: F,
+    ) -> std::result::Result<T, E>
+    where
+        F: FnMut(Transaction) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: From<Error> + 'static,
+    {
+        self.run_transaction(options, f, crate_error::<E>, false)
+            .await
     }
 
     /// [`transaction`](Self::transaction) for a repository call whose

@@ -4,14 +4,19 @@
 //!
 //! - [`Repositories`] bundles the four traits as `Arc<dyn …>`.
 //!   [`Database::repositories`] hands out the pooled implementations (each
-//!   call on its own connection), [`Transaction::repositories`] those of an
-//!   open transaction, and a test builds one from mocks.
+//!   call on its own connection),
+//!   [`Transaction::repositories`](crate::Transaction::repositories) those
+//!   of an open transaction, and a test builds one from mocks. Their
+//!   `…_with` siblings build them as [`RepositoryOptions`] say (a
+//!   validation policy of the service's own).
 //! - [`UnitOfWork`] runs a closure over such a bundle. It is object-safe:
 //!   a service holds an `Arc<dyn UnitOfWork>` (or takes `&dyn UnitOfWork`).
 //!   [`Database`] implements it with a transaction, exactly as
 //!   [`Database::transaction_with`]: commit on `Ok`, rollback on `Err`, the
 //!   connection closed if the closure panics or its future is dropped,
-//!   retries of serialization failures and deadlocks when asked.
+//!   retries of serialization failures and deadlocks when asked; so does
+//!   [`DatabaseUnitOfWork`] ([`Database::unit_of_work`]), whose bundles are
+//!   built with the options it was given.
 //!   With the `mock` feature, [`PassThroughUnitOfWork`] runs the closure
 //!   over a bundle of mocks, without a transaction.
 //! - [`UnitOfWorkExt`] is what callers use: [`run`](UnitOfWorkExt::run)
@@ -36,16 +41,21 @@ use async_trait::async_trait;
 
 use crate::db::Database;
 use crate::error::Error;
-use crate::pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
 use crate::repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};
-use crate::tx::{Transaction, TransactionOptions};
+use crate::tx::TransactionOptions;
+
+mod options;
+
+pub use options::{DatabaseUnitOfWork, RepositoryOptions};
 
 /// The four repositories a service works with, as trait objects. Cheap to
 /// clone (four `Arc`s).
 ///
 /// From [`Database::repositories`] (outside any transaction),
-/// [`Transaction::repositories`] (inside one), the closure of a
-/// [`UnitOfWork`], or built from anything that implements the traits:
+/// [`Transaction::repositories`](crate::Transaction::repositories) (inside
+/// one), their `…_with` siblings (built with [`RepositoryOptions`]), the
+/// closure of a [`UnitOfWork`], or built from anything that implements the
+/// traits:
 ///
 /// ```
 /// # #[cfg(feature = "mock")] {
@@ -129,38 +139,6 @@ impl Repositories {
 impl fmt::Debug for Repositories {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repositories").finish_non_exhaustive()
-    }
-}
-
-impl Database {
-    /// The PostgreSQL repositories over the pool, as a [`Repositories`]
-    /// bundle: each call checks out its own connection and commits on its
-    /// own (no transaction spans calls; for that, see [`UnitOfWork`]).
-    /// Tasks validate with the default policy.
-    pub fn repositories(&self) -> Repositories {
-        Repositories::new(
-            Arc::new(PgUserRepository::new(self.clone())),
-            Arc::new(PgTaskRepository::new(self.clone())),
-            Arc::new(PgExecutionRepository::new(self.clone())),
-            Arc::new(PgExecutionQueue::new(self.clone())),
-        )
-    }
-}
-
-impl Transaction {
-    /// This transaction's repositories ([`users`](Self::users),
-    /// [`tasks`](Self::tasks) with the default validation policy,
-    /// [`executions`](Self::executions), [`queue`](Self::queue)) as a
-    /// [`Repositories`] bundle: every call runs on the transaction's
-    /// connection, and fails with [`Error::TransactionEnded`] once it has
-    /// been committed or rolled back.
-    pub fn repositories(&self) -> Repositories {
-        Repositories::new(
-            Arc::new(self.users()),
-            Arc::new(self.tasks()),
-            Arc::new(self.executions()),
-            Arc::new(self.queue()),
-        )
     }
 }
 
@@ -335,9 +313,10 @@ impl fmt::Debug for WorkError {
 /// call [`UnitOfWorkExt::run`] or [`UnitOfWorkExt::run_with`] on it.
 ///
 /// Implemented by [`Database`] (a PostgreSQL transaction, see
-/// [`Database::transaction_with`]) and, with the `mock` feature, by
-/// `PassThroughUnitOfWork` for unit tests; `&U` and `Arc<U>` implement it
-/// when `U` does.
+/// [`Database::transaction_with`]), by [`DatabaseUnitOfWork`] (the same,
+/// with [`RepositoryOptions`] of a service's own) and, with the `mock`
+/// feature, by `PassThroughUnitOfWork` for unit tests; `&U` and `Arc<U>`
+/// implement it when `U` does.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -405,25 +384,18 @@ pub trait UnitOfWork: Send + Sync {
 /// statement in it did (a serialization failure or deadlock aborts the
 /// whole transaction, whatever error the closure then returned). A work
 /// that is not repeatable ([`UnitOfWorkExt::run`]) runs once.
+///
+/// The closure's repositories are built with the default
+/// [`RepositoryOptions`] (tasks validate with the default policy); a
+/// service with options of its own uses [`Database::unit_of_work`].
 #[async_trait]
 impl UnitOfWork for Database {
     async fn run_work<'a>(
         &self,
         options: TransactionOptions,
-        mut work: Work<'a>,
+        work: Work<'a>,
     ) -> Result<WorkOutput, WorkError> {
-        let options = if work.is_repeatable() {
-            options
-        } else {
-            options.retries(0)
-        };
-        self.run_transaction(
-            options,
-            |tx| work.attempt(tx.repositories()),
-            WorkError::as_db_error,
-            false,
-        )
-        .await
+        options::in_transaction(self, &RepositoryOptions::default(), options, work).await
     }
 }
 

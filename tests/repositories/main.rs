@@ -17,6 +17,7 @@ mod mocked_service;
 mod tasks;
 mod tenants;
 mod unit_of_work;
+mod unit_of_work_seam;
 
 use std::time::Duration;
 
