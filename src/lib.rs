@@ -100,12 +100,9 @@ pub use repo::{
 };
 pub use scope::ScopedRepositories;
 pub use tx::{IsolationLevel, Transaction, TransactionOptions};
-#[cfg(feature = "mock")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
-pub use uow::PassThroughUnitOfWork;
 pub use uow::{
-    DatabaseUnitOfWork, Repositories, RepositoryOptions, UnitOfWork, UnitOfWorkExt, Work,
-    WorkError, WorkOutput,
+    DatabaseUnitOfWork, PassThroughUnitOfWork, Repositories, RepositoryOptions, UnitOfWork,
+    UnitOfWorkExt, Work, WorkError, WorkOutput,
 };
 
 /// Re-export of the driver, so callers use the same version as the crate.

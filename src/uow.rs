@@ -17,8 +17,10 @@
 //!   retries of serialization failures and deadlocks when asked; so does
 //!   [`DatabaseUnitOfWork`] ([`Database::unit_of_work`]), whose bundles are
 //!   built with the options it was given.
-//!   With the `mock` feature, [`PassThroughUnitOfWork`] runs the closure
-//!   over a bundle of mocks, without a transaction.
+//!   [`PassThroughUnitOfWork`] runs the closure over the bundle it was
+//!   given, without a transaction of its own: over an open transaction's
+//!   bundle, so that one service call runs another inside its
+//!   transaction, or over mocks in a unit test.
 //! - [`UnitOfWorkExt`] is what callers use: [`run`](UnitOfWorkExt::run)
 //!   takes an `FnOnce` closure and runs it once;
 //!   [`run_with`](UnitOfWorkExt::run_with) takes [`TransactionOptions`] and
@@ -45,8 +47,10 @@ use crate::repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepos
 use crate::tx::TransactionOptions;
 
 mod options;
+mod pass_through;
 
 pub use options::{DatabaseUnitOfWork, RepositoryOptions};
+pub use pass_through::PassThroughUnitOfWork;
 
 /// The four repositories a service works with, as trait objects. Cheap to
 /// clone (four `Arc`s).
@@ -314,9 +318,9 @@ impl fmt::Debug for WorkError {
 ///
 /// Implemented by [`Database`] (a PostgreSQL transaction, see
 /// [`Database::transaction_with`]), by [`DatabaseUnitOfWork`] (the same,
-/// with [`RepositoryOptions`] of a service's own) and, with the `mock`
-/// feature, by `PassThroughUnitOfWork` for unit tests; `&U` and `Arc<U>`
-/// implement it when `U` does.
+/// with [`RepositoryOptions`] of a service's own) and by
+/// [`PassThroughUnitOfWork`] (over a given bundle: an enclosing
+/// transaction's, or mocks); `&U` and `Arc<U>` implement it when `U` does.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -480,88 +484,6 @@ where
         Ok(WorkOutput(value)) => Ok(*value.downcast::<T>().expect(FOREIGN)),
         Err(WorkError(Failure::Db(err))) => Err(E::from(err)),
         Err(WorkError(Failure::Work(err))) => Err(*err.downcast::<E>().expect(FOREIGN)),
-    }
-}
-
-/// A [`UnitOfWork`] for unit tests: runs the closure over the
-/// [`Repositories`] it was given (typically mocks), once, and returns what
-/// the closure returned.
-///
-/// It has no transaction, so it **cannot roll back**: whatever the closure
-/// did through the repositories before it failed stays done (with mocks,
-/// the calls were made and their expectations count them). Test what a
-/// service does and returns with it, and its atomicity against PostgreSQL
-/// (`voidrunner_db::testing::TestDatabase` and [`Database`]'s
-/// implementation). It never retries, whatever `options.max_retries` asks,
-/// and never fails on its own: every error is the closure's.
-///
-/// ```
-/// use voidrunner_db::{
-///     MockTaskRepository, PassThroughUnitOfWork, Repositories, TaskRepository,
-///     UnitOfWorkExt,
-/// };
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let mut tasks = MockTaskRepository::new();
-/// tasks.expect_count().times(1).returning(|| Ok(3));
-/// let uow = PassThroughUnitOfWork::new(Repositories::mocked().with_tasks(tasks));
-///
-/// let count = uow
-///     .run(|repos| async move { repos.tasks.count().await })
-///     .await
-///     .unwrap();
-/// assert_eq!(count, 3);
-/// assert_eq!(uow.runs().len(), 1);
-/// # }
-/// ```
-#[cfg(feature = "mock")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
-#[derive(Debug)]
-pub struct PassThroughUnitOfWork {
-    repos: Repositories,
-    runs: std::sync::Mutex<Vec<TransactionOptions>>,
-}
-
-#[cfg(feature = "mock")]
-impl PassThroughUnitOfWork {
-    /// A unit of work whose closures get `repos`.
-    pub fn new(repos: Repositories) -> Self {
-        PassThroughUnitOfWork {
-            repos,
-            runs: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The repositories the closures get.
-    pub fn repositories(&self) -> &Repositories {
-        &self.repos
-    }
-
-    /// The options of every unit of work run so far, oldest first
-    /// ([`UnitOfWorkExt::run`] records the default options): how many
-    /// units of work a service used, and with which isolation and retries.
-    pub fn runs(&self) -> Vec<TransactionOptions> {
-        self.runs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-#[cfg(feature = "mock")]
-#[async_trait]
-impl UnitOfWork for PassThroughUnitOfWork {
-    async fn run_work<'a>(
-        &self,
-        options: TransactionOptions,
-        mut work: Work<'a>,
-    ) -> Result<WorkOutput, WorkError> {
-        self.runs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(options);
-        work.attempt(self.repos.clone()).await
     }
 }
 

@@ -1,8 +1,9 @@
 //! The seam as a downstream service found it (#18), against PostgreSQL:
 //! a validation policy of the service's own in every transaction
-//! (`RepositoryOptions`, `Database::unit_of_work`), and
+//! (`RepositoryOptions`, `Database::unit_of_work`),
 //! `Database::transaction_with_error`, whose closure's error type is the
-//! caller's.
+//! caller's, and one service call run inside another's transaction through
+//! a `PassThroughUnitOfWork` over its bundle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,8 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use voidrunner_db::tokio_postgres::error::SqlState;
 use voidrunner_db::validate::ValidationPolicy;
 use voidrunner_db::{
-    Error, NewTask, RepositoryOptions, TaskRepository, TransactionOptions, UnitOfWork,
-    UnitOfWorkExt, UserId,
+    Error, ExecutionRepository, NewTask, PassThroughUnitOfWork, RepositoryOptions, Task,
+    TaskExecution, TaskRepository, TransactionOptions, UnitOfWork, UnitOfWorkExt, UserId,
 };
 
 /// A script the default policy allows and the service's refuses.
@@ -267,4 +268,133 @@ async fn transaction_with_error_retries_a_failed_statement_in_the_caller_s_type(
     assert_eq!(seen, [0, 1], "the retried one saw the other's row");
     assert!(attempts.load(Ordering::SeqCst) >= 3, "one was retried");
     assert_eq!(r.tasks.count_by_user(user).await.unwrap(), 2);
+}
+
+// Composition: service call B, written against `&dyn UnitOfWork`, run by
+// service call A inside A's transaction.
+
+/// B: creates a task unless its name is taken by the user; a unit of work
+/// of its own when called alone (serializable, retried).
+async fn create_unique(uow: &dyn UnitOfWork, task: NewTask) -> Result<Task, ServiceError> {
+    uow.run_with(TransactionOptions::serializable(3), move |repos| {
+        let task = task.clone();
+        async move {
+            let created = repos.tasks.create(task.clone()).await?;
+            let same_name = repos
+                .tasks
+                .list_by_user(task.user_id, Default::default())
+                .await?
+                .items
+                .iter()
+                .filter(|t| t.name == task.name)
+                .count();
+            if same_name > 1 {
+                return Err(ServiceError::Mine("name taken"));
+            }
+            Ok(created)
+        }
+    })
+    .await
+}
+
+/// A: B, then the first run queued, in one transaction; fails after B when
+/// `fail_after` says so.
+async fn submit(
+    uow: &dyn UnitOfWork,
+    task: NewTask,
+    fail_after: bool,
+) -> Result<(TaskExecution, Vec<TransactionOptions>), ServiceError> {
+    uow.run(move |repos| async move {
+        let nested = PassThroughUnitOfWork::new(repos.clone());
+        let task = create_unique(&nested, task).await?;
+        let execution = repos.queue.enqueue(task.id, None).await?;
+        if fail_after {
+            return Err(ServiceError::Mine("after"));
+        }
+        Ok((execution, nested.runs()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_service_call_runs_another_inside_its_transaction() {
+    let r = crate::repos().await;
+    let user = r.user("compose@example.com").await.id;
+    let uow: &dyn UnitOfWork = r.db.db();
+
+    // Both commit together; B's unit of work was one run, with its options.
+    let (execution, nested_runs) = submit(uow, NewTask::new(user, "nightly", "print(1)"), false)
+        .await
+        .unwrap();
+    assert_eq!(nested_runs, [TransactionOptions::serializable(3)]);
+    assert_eq!(r.executions.get(execution.id).await.unwrap(), execution);
+    assert_eq!(r.count_rows("tasks").await, 1);
+
+    // A fails after B succeeded: B's task goes with A's rollback.
+    let err = submit(uow, NewTask::new(user, "weekly", "print(1)"), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Mine("after")), "{err:?}");
+    assert_eq!(r.count_rows("tasks").await, 1);
+    assert_eq!(r.count_rows("task_executions").await, 1);
+
+    // B fails after its write and A passes the error on: all rolled back,
+    // B's error unchanged.
+    let err = submit(uow, NewTask::new(user, "nightly", "print(2)"), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Mine("name taken")), "{err:?}");
+    assert_eq!(r.count_rows("tasks").await, 1);
+
+    // B alone is a unit of work of its own.
+    create_unique(uow, NewTask::new(user, "alone", "print(1)"))
+        .await
+        .unwrap();
+    assert_eq!(r.count_rows("tasks").await, 2);
+}
+
+#[tokio::test]
+async fn a_nested_call_shares_the_enclosing_transaction_and_its_options() {
+    let r = crate::repos().await;
+    let user = r.user("nested@example.com").await.id;
+
+    // Over a `Transaction`'s bundle: B's write is visible to the rest of
+    // the transaction and to no one else before COMMIT.
+    let outside = r.db.db().clone();
+    let task = r
+        .db
+        .db()
+        .transaction_with_error(TransactionOptions::default(), |tx| {
+            let outside = outside.clone();
+            async move {
+                let nested = PassThroughUnitOfWork::new(tx.repositories());
+                let task = create_unique(&nested, NewTask::new(user, "in tx", "print(1)")).await?;
+                assert_eq!(tx.tasks().get(task.id).await?, task);
+                assert!(
+                    outside
+                        .repositories()
+                        .tasks
+                        .get(task.id)
+                        .await
+                        .unwrap_err()
+                        .is_not_found()
+                );
+                Ok::<_, ServiceError>(task)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.tasks.get(task.id).await.unwrap(), task);
+
+    // Under a configured unit of work, the nested call validates with the
+    // enclosing unit's policy: it is handed that unit's repositories.
+    let strict_uow = r.db.db().unit_of_work(strict());
+    let err = submit(&strict_uow, NewTask::new(user, "shell", SHELL_OUT), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ServiceError::Db(e) if refused_by_the_policy(e)),
+        "{err:?}"
+    );
+    assert_eq!(r.count_rows("tasks").await, 1);
 }
