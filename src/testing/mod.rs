@@ -28,13 +28,18 @@
 //!   clones it (`CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY`) and drops
 //!   its clone when the [`TestDatabase`] is dropped;
 //! - every test process holds an advisory lock named by a random token that
-//!   is part of its databases' names; databases whose token is no longer
-//!   locked were left by a crashed run and are dropped at the next start;
+//!   is part of its databases' names (`vrdb_test_{token}_{n}`, or another
+//!   prefix given to [`TestDatabase::builder`]); databases whose token is
+//!   no longer locked were left by a crashed run and are dropped at the
+//!   next start (those of another prefix when a process first uses it);
 //! - every test process also holds a shared lock on its template; templates
 //!   of other migration sets that nobody holds are dropped, so changing a
 //!   migration does not leave copies behind;
 //! - the template is built under another advisory lock, so concurrent test
 //!   binaries do not race;
+//! - [`TestDatabase::builder`] combines a name prefix of the caller's
+//!   (checked by [`check_database_prefix`]), pool settings, a service's
+//!   migrations or none;
 //! - [`TestDatabase::with_migrations`] adds a service's own migrations (see
 //!   [`Database::migrate_service`]): they are applied once to a template of
 //!   their own, a clone of the crate's named after a hash of both migration
@@ -44,6 +49,8 @@
 //! The harness's own connections live on a small runtime of their own, so
 //! they outlive the per-test runtimes of `#[tokio::test]`.
 
+mod builder;
+mod names;
 mod pgbouncer;
 mod profile;
 mod server;
@@ -56,6 +63,9 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio_postgres::Client;
 
+pub use builder::TestDatabaseBuilder;
+pub use names::{DEFAULT_DATABASE_PREFIX, MAX_DATABASE_PREFIX_BYTES, check_database_prefix};
+use names::{TEMPLATE_PREFIX, database_name, quote_ident, template_key, template_name, token_of};
 pub use pgbouncer::{PgBouncer, PgBouncerSettings, TEST_POOLER_ENV};
 pub use profile::{StatementProfile, profile_statement};
 pub use server::{DEFAULT_URL, PrivateCluster, Server, discover};
@@ -71,8 +81,6 @@ const LOCK_CLASS: i32 = 0x7672_6462;
 /// Advisory-lock class of templates in use (`'vrdc'`): every test process
 /// holds a shared lock on its template's key while it runs.
 const TEMPLATE_IN_USE_CLASS: i32 = 0x7672_6463;
-const TEST_DB_PREFIX: &str = "vrdb_test_";
-const TEMPLATE_PREFIX: &str = "vrdb_tpl_";
 
 /// The server the harness and the examples use, found once per process (see
 /// [`discover`] with `DATABASE_URL` and [`DEFAULT_URL`]), with the
@@ -118,13 +126,19 @@ pub async fn server_config() -> Result<DbConfig> {
 }
 
 /// Drops the test databases left by test processes that died without
-/// cleaning up, and the templates of older migrations that no running test
-/// process uses; returns their names. The harness does this once when it
-/// starts; databases of live test processes are never touched.
+/// cleaning up (those named with the default prefix or any prefix this
+/// process has used), and the templates of older migrations that no
+/// running test process uses; returns their names. The harness does this
+/// once when it starts, and for each other prefix when it is first used;
+/// databases of live test processes are never touched.
 pub async fn remove_leftover_databases() -> Result<Vec<String>> {
     let harness = harness().await?;
     on_harness_runtime(async move {
-        let mut removed = harness.remove_leftovers().await?;
+        let prefixes = harness.prefixes.lock().await.clone();
+        let mut removed = Vec::new();
+        for prefix in prefixes {
+            removed.extend(harness.remove_leftovers(&prefix).await?);
+        }
         removed.extend(
             harness
                 .with_template_lock(harness.remove_stale_templates())
@@ -163,11 +177,17 @@ impl TestDatabase {
         Self::with_config(|_| {}).await
     }
 
+    /// A test database made as the builder's settings say: a name prefix
+    /// of the caller's, pool settings, a service's migrations, or none.
+    pub fn builder() -> TestDatabaseBuilder<'static> {
+        TestDatabaseBuilder::new()
+    }
+
     /// A clone of the migrated template, with pool settings adjusted by
     /// `adjust` before connecting.
     pub async fn with_config(adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
         let template = harness().await?.template.clone();
-        Self::create(Some(template), adjust).await
+        Self::create(Some(template), DEFAULT_DATABASE_PREFIX, adjust).await
     }
 
     /// A clone of a template with the crate's migrations and then a
@@ -181,22 +201,28 @@ impl TestDatabase {
         history_table: &str,
     ) -> Result<Self> {
         crate::migrate::validate_history_table(history_table)?;
-        let harness = harness().await?;
-        let migrations = migrations.to_vec();
-        let history_table = history_table.to_owned();
-        let template =
-            on_harness_runtime(harness.service_template(migrations, history_table)).await?;
-        Self::create(Some(template), |_| {}).await
+        let template = template_with(migrations.to_vec(), history_table.to_owned()).await?;
+        Self::create(Some(template), DEFAULT_DATABASE_PREFIX, |_| {}).await
     }
 
     /// An empty database with no migration applied, for migration tests.
     pub async fn empty() -> Result<Self> {
-        Self::create(None, |_| {}).await
+        Self::create(None, DEFAULT_DATABASE_PREFIX, |_| {}).await
     }
 
-    async fn create(template: Option<String>, adjust: impl FnOnce(&mut DbConfig)) -> Result<Self> {
+    /// A database named with `prefix` (checked by the caller), a clone of
+    /// `template` or empty.
+    async fn create(
+        template: Option<String>,
+        prefix: &str,
+        adjust: impl FnOnce(&mut DbConfig),
+    ) -> Result<Self> {
         let harness = harness().await?;
-        let name = harness.next_name();
+        if prefix != DEFAULT_DATABASE_PREFIX {
+            let prefix = prefix.to_owned();
+            on_harness_runtime(async move { harness.sweep(prefix).await }).await?;
+        }
+        let name = harness.next_name(prefix);
         {
             let name = name.clone();
             let sql = match &template {
@@ -344,6 +370,9 @@ struct Harness {
     admin: Client,
     token: u32,
     counter: AtomicU64,
+    /// The prefixes this process names test databases with, the default
+    /// first; each was swept of a crashed run's leftovers when first used.
+    prefixes: tokio::sync::Mutex<Vec<String>>,
     template: String,
     /// Templates with service migrations this process uses (see
     /// [`TestDatabase::with_migrations`]); never swept as stale by it.
@@ -385,19 +414,33 @@ impl Harness {
             admin,
             token,
             counter: AtomicU64::new(0),
+            prefixes: tokio::sync::Mutex::new(vec![DEFAULT_DATABASE_PREFIX.to_owned()]),
             template: template_name(None),
             service_templates: Mutex::new(Vec::new()),
             service_build: tokio::sync::Mutex::new(()),
             version_num,
         };
-        harness.remove_leftovers().await?;
+        harness.remove_leftovers(DEFAULT_DATABASE_PREFIX).await?;
         harness.ensure_template().await?;
         Ok(harness)
     }
 
-    fn next_name(&self) -> String {
+    fn next_name(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{TEST_DB_PREFIX}{:08x}_{n}", self.token)
+        database_name(prefix, self.token, n)
+    }
+
+    /// Removes the leftovers of `prefix` the first time this process uses
+    /// it, as [`init`](Self::init) does for the default prefix. Under the
+    /// lock, so that a second test with the same new prefix waits for the
+    /// sweep instead of racing it.
+    async fn sweep(&self, prefix: String) -> Result<()> {
+        let mut prefixes = self.prefixes.lock().await;
+        if !prefixes.contains(&prefix) {
+            self.remove_leftovers(&prefix).await?;
+            prefixes.push(prefix);
+        }
+        Ok(())
     }
 
     fn clone_sql(&self, name: &str, template: &str) -> String {
@@ -424,25 +467,21 @@ impl Harness {
         format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name))
     }
 
-    /// Drops test databases of processes that no longer hold their lock;
-    /// returns their names.
-    async fn remove_leftovers(&self) -> Result<Vec<String>> {
+    /// Drops the test databases named with `prefix` of processes that no
+    /// longer hold their lock; returns their names.
+    async fn remove_leftovers(&self, prefix: &str) -> Result<Vec<String>> {
         let rows = self
             .admin
             .query(
                 "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
-                &[&TEST_DB_PREFIX],
+                &[&prefix],
             )
             .await?;
         let mut by_token: Vec<(u32, Vec<String>)> = Vec::new();
         let mut removed = Vec::new();
         for row in rows {
             let name: String = row.try_get(0)?;
-            let Some(token) = name
-                .strip_prefix(TEST_DB_PREFIX)
-                .and_then(|rest| rest.split('_').next())
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            else {
+            let Some(token) = token_of(&name, prefix) else {
                 continue;
             };
             if token == self.token {
@@ -665,6 +704,16 @@ impl Harness {
     }
 }
 
+/// The template with a service's `migrations` after the crate's (its
+/// history table checked by the caller), built once per migration set.
+async fn template_with(
+    migrations: Vec<refinery::Migration>,
+    history_table: String,
+) -> Result<String> {
+    let harness = harness().await?;
+    on_harness_runtime(harness.service_template(migrations, history_table)).await
+}
+
 async fn harness() -> Result<&'static Harness> {
     static HARNESS: OnceCell<Harness> = OnceCell::const_new();
     HARNESS
@@ -693,92 +742,4 @@ async fn on_harness_runtime<T: Send + 'static>(
         .spawn(fut)
         .await
         .map_err(|e| Error::unavailable(format!("test harness task failed: {e}"), None))?
-}
-
-/// `vrdb_tpl_` + a hash of every embedded migration and of the service's
-/// migrations and history table if any, so a changed migration gets a fresh
-/// template.
-fn template_name(service: Option<(&[refinery::Migration], &str)>) -> String {
-    // FNV-1a: stable across Rust versions, unlike std's DefaultHasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |part: &[u8]| {
-        for byte in part.iter().chain(&[0xff]) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for m in crate::migrate::embedded() {
-        feed(&m.version.to_le_bytes());
-        feed(m.name.as_bytes());
-        feed(m.up.as_bytes());
-        feed(m.down.as_bytes());
-    }
-    if let Some((migrations, history_table)) = service {
-        feed(b"service");
-        feed(history_table.as_bytes());
-        let mut sorted: Vec<&refinery::Migration> = migrations.iter().collect();
-        sorted.sort_by_key(|m| m.version());
-        for m in sorted {
-            feed(&m.version().to_le_bytes());
-            feed(m.name().as_bytes());
-            feed(m.sql().unwrap_or_default().as_bytes());
-        }
-    }
-    format!("{TEMPLATE_PREFIX}{hash:016x}")
-}
-
-/// The in-use lock key of a template: the first 32 bits of its hash. A
-/// collision only keeps a stale template around longer.
-fn template_key(name: &str) -> i32 {
-    let hex = name.strip_prefix(TEMPLATE_PREFIX).unwrap_or(name);
-    hex.get(..8)
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .unwrap_or(0) as i32
-}
-
-/// Identifiers here are generated by the harness (prefix + hex digits), never
-/// user input; quoting is belt and braces.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_name_is_stable_and_short() {
-        let a = template_name(None);
-        assert_eq!(a, template_name(None));
-        assert!(a.starts_with(TEMPLATE_PREFIX));
-        assert!(a.len() < 63, "PostgreSQL truncates identifiers at 63 bytes");
-    }
-
-    #[test]
-    fn service_migrations_name_their_own_template() {
-        let m = |name: &str, sql: &str| refinery::Migration::unapplied(name, sql).unwrap();
-        let one = [m("V1__notes", "CREATE TABLE notes (id int)")];
-        let base = template_name(None);
-        let a = template_name(Some((&one, "svc_history")));
-        assert_ne!(a, base);
-        assert_eq!(a, template_name(Some((&one, "svc_history"))));
-        assert!(a.starts_with(TEMPLATE_PREFIX) && a.len() == base.len());
-        // Another history table, an edited script or another set: another template.
-        assert_ne!(a, template_name(Some((&one, "other_history"))));
-        let edited = [m("V1__notes", "CREATE TABLE notes (id bigint)")];
-        assert_ne!(a, template_name(Some((&edited, "svc_history"))));
-        let two = [one[0].clone(), m("V2__more", "SELECT 1")];
-        assert_ne!(a, template_name(Some((&two, "svc_history"))));
-        // The order they are given in does not matter.
-        let reversed = [two[1].clone(), two[0].clone()];
-        assert_eq!(
-            template_name(Some((&two, "svc_history"))),
-            template_name(Some((&reversed, "svc_history")))
-        );
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-    }
 }

@@ -247,3 +247,146 @@ async fn templates_of_other_migrations_are_dropped_unless_in_use() {
     assert!(!database_exists(used).await, "dropped once nobody uses it");
     assert!(database_exists(&ours).await);
 }
+
+#[tokio::test]
+async fn a_prefix_of_the_caller_names_the_database_and_combines_with_the_rest() {
+    let prefix = "svc_seam_test_";
+    let test_db = TestDatabase::builder()
+        .prefix(prefix)
+        .config(|c| c.max_connections = 2)
+        .build()
+        .await
+        .unwrap();
+    let name = test_db.name().to_owned();
+    let suffix = name.strip_prefix(prefix).expect("named with the prefix");
+    assert!(
+        suffix.split_once('_').is_some_and(|(hex, n)| hex.len() == 8
+            && u32::from_str_radix(hex, 16).is_ok()
+            && n.parse::<u64>().is_ok()),
+        "{name}"
+    );
+    assert_eq!(test_db.db().config().max_connections, 2);
+    let tables: i64 = test_db
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'tasks'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "a clone of the migrated template");
+    drop(test_db);
+    assert!(!database_exists(&name).await, "{name} was not dropped");
+
+    // With a service's migrations, and empty.
+    let notes = refinery::Migration::unapplied("V1__notes", "CREATE TABLE notes (id int)").unwrap();
+    let service = TestDatabase::builder()
+        .prefix(prefix)
+        .migrations(&[notes], "seam_history")
+        .build()
+        .await
+        .unwrap();
+    assert!(service.name().starts_with(prefix));
+    service
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("SELECT id FROM notes; SELECT 1 FROM tasks LIMIT 0")
+        .await
+        .unwrap();
+    let empty = TestDatabase::builder()
+        .prefix(prefix)
+        .empty()
+        .build()
+        .await
+        .unwrap();
+    assert!(empty.name().starts_with(prefix) && empty.template().is_none());
+    // The default is unchanged.
+    let default = TestDatabase::builder().build().await.unwrap();
+    assert!(default.name().starts_with(testing::DEFAULT_DATABASE_PREFIX));
+}
+
+#[tokio::test]
+async fn a_prefix_postgres_would_not_take_is_refused_before_anything_is_made() {
+    let too_long = "p".repeat(testing::MAX_DATABASE_PREFIX_BYTES + 1);
+    for bad in [
+        "",
+        "Svc_",
+        "svc-test_",
+        "1svc_",
+        "svc test_",
+        "vrdb_tpl_x_",
+        &too_long,
+    ] {
+        let err = TestDatabase::builder()
+            .prefix(bad)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_validation() && err.field() == Some("prefix"),
+            "{bad:?}: {err:?}"
+        );
+        assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+    }
+    let err = TestDatabase::builder()
+        .prefix(too_long.as_str())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("63"), "{err}");
+    // And a bad history table, as with_migrations refuses it.
+    let err = TestDatabase::builder()
+        .migrations(&[], "pg_notes")
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("history_table"), "{err}");
+}
+
+#[tokio::test]
+async fn leftovers_of_a_prefix_are_removed_when_a_process_first_uses_it() {
+    let admin = server_session().await;
+    let prefix = "svc_left_test_";
+    // A dead run's database, and one that only starts alike (not the
+    // harness's: never dropped).
+    let dead = format!("{prefix}0badf00d_3");
+    let lookalike = format!("{prefix}notours");
+    for name in [&dead, &lookalike] {
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    }
+    let test_db = TestDatabase::builder()
+        .prefix(prefix)
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        !database_exists(&dead).await,
+        "the dead run's database stayed"
+    );
+    assert!(
+        database_exists(&lookalike).await,
+        "a look-alike was dropped"
+    );
+    assert!(database_exists(test_db.name()).await);
+    // The prefix is swept again with the others.
+    testing::remove_leftover_databases().await.unwrap();
+    assert!(
+        database_exists(test_db.name()).await,
+        "a live one was dropped"
+    );
+    admin
+        .batch_execute(&format!("DROP DATABASE {lookalike}"))
+        .await
+        .unwrap();
+}
