@@ -1,8 +1,10 @@
 //! A downstream service of voidrunner-db, written against its public API
 //! only (`default-features = false`, feature `mock`): repositories held as
 //! `Arc<dyn …>`, one repository implemented by hand through the
-//! `voidrunner_db::async_trait` re-export, and unit tests over the mocks,
-//! the fixtures and constructed errors. No database is needed.
+//! `voidrunner_db::async_trait` re-export, and unit tests over the mocks
+//! (scripted through the `voidrunner_db::mockall` re-export), the
+//! fixtures, constructed errors and a pass-through unit of work. No
+//! database is needed.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -248,7 +250,7 @@ mod tests {
         tasks
             .expect_create()
             .times(1)
-            .returning(|new| Ok(fixtures::task().user_id(new.user_id).name(new.name).build()));
+            .returning(|new| Ok(fixtures::task_from(&new)));
         let svc = service(InMemoryUsers::default(), tasks);
         let task = svc.submit(owner.id, "report", "print(1)").await.unwrap();
         assert_eq!((task.user_id, task.name.as_str()), (owner.id, "report"));
@@ -300,6 +302,52 @@ mod tests {
             matches!(&err, ServiceError::Storage(e) if e.is_not_found()),
             "{err:?}"
         );
+    }
+
+    /// The seam of a service written on the unit of work, from outside the
+    /// crate: a nested service call through a pass-through, mocks scripted
+    /// with the re-exported mockall, options and durations of its own.
+    #[tokio::test]
+    async fn the_unit_of_work_seam_from_downstream() {
+        use voidrunner_db::mockall::predicate::eq;
+        use voidrunner_db::validate::ValidationPolicy;
+        use voidrunner_db::{
+            PassThroughUnitOfWork, Repositories, RepositoryOptions, UnitOfWork, UnitOfWorkExt,
+        };
+
+        async fn create(uow: &dyn UnitOfWork, new: NewTask) -> Result<Task, ServiceError> {
+            uow.run(|repos| async move { Ok(repos.tasks.create(new).await?) })
+                .await
+        }
+
+        let user = UserId::new();
+        let mut tasks = MockTaskRepository::new();
+        tasks
+            .expect_count_by_user()
+            .with(eq(user))
+            .times(1)
+            .returning(|_| Ok(0));
+        tasks
+            .expect_create()
+            .times(1)
+            .returning(|new| Ok(fixtures::task_from(&new)));
+        let uow = PassThroughUnitOfWork::new(Repositories::mocked().with_tasks(tasks));
+        let task = uow
+            .run(|repos| async move {
+                assert_eq!(repos.tasks.count_by_user(user).await?, 0);
+                let nested = PassThroughUnitOfWork::new(repos.clone());
+                create(&nested, NewTask::new(user, "report", "print(1)")).await
+            })
+            .await
+            .unwrap();
+        assert_eq!((task.user_id, task.status), (user, TaskStatus::Pending));
+        assert_eq!(uow.runs().len(), 1);
+
+        let options = RepositoryOptions::new().with_validation(ValidationPolicy::default());
+        assert_eq!(options, RepositoryOptions::default());
+        let timeout = voidrunner_db::config::parse_duration("1m30s").unwrap();
+        assert_eq!(timeout.as_secs(), 90);
+        assert!(voidrunner_db::config::parse_duration("-1s").is_err());
     }
 
     #[tokio::test]
