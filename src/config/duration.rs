@@ -13,8 +13,8 @@ const QUOTED_CHARS: usize = 40;
 /// [`DbConfig`](super::DbConfig) is read, for a service's own settings to
 /// read theirs alike: a number and a unit, as in `250ms`, `30s`, `5m`,
 /// `1h`, `1m30s`, `2h 15m` or `1.5s` (units: `ns`, `us`, `ms`, `s`, `m`,
-/// `h`, `d`, `w`, and humantime's longer names such as `sec` and `min`);
-/// surrounding whitespace is ignored.
+/// `h`, `d`, `w`, and humantime's other spellings: `sec`, `min`, `hours`,
+/// `M` or `month`, `y` or `year`…); surrounding whitespace is ignored.
 ///
 /// Refused with an [`Error::Config`] that quotes the text (at most its first
 /// 40 characters), never a panic: an empty or blank text, a number without
