@@ -17,7 +17,7 @@ use crate::validate::ValidationPolicy;
 ///
 /// From [`Database::scoped`] (each call on its own pooled connection, in a
 /// one-statement transaction), [`Transaction::scoped`] (inside one),
-/// `Repositories::scoped` (inside a unit of
+/// [`Repositories::scoped`](crate::Repositories::scoped) (inside a unit of
 /// work), or built from mocks in a unit test:
 ///
 /// ```

@@ -43,7 +43,9 @@ use async_trait::async_trait;
 
 use crate::db::Database;
 use crate::error::Error;
+use crate::model::UserId;
 use crate::repo::{ExecutionQueue, ExecutionRepository, TaskRepository, UserRepository};
+use crate::scope::ScopedRepositories;
 use crate::tx::TransactionOptions;
 
 mod options;
@@ -83,7 +85,13 @@ pub struct Repositories {
     pub executions: Arc<dyn ExecutionRepository>,
     /// The execution queue.
     pub queue: Arc<dyn ExecutionQueue>,
+    /// Makes the scoped view of one user ([`scoped`](Self::scoped)), when
+    /// the bundle has one.
+    scoper: Option<Scoper>,
 }
+
+/// Makes a bundle's scoped view of one user.
+type Scoper = Arc<dyn Fn(UserId) -> ScopedRepositories + Send + Sync>;
 
 impl Repositories {
     /// A bundle of the four given repositories.
@@ -98,7 +106,56 @@ impl Repositories {
             tasks,
             executions,
             queue,
+            scoper: None,
         }
+    }
+
+    /// The view of `user_id`'s rows alone that goes with this bundle (see
+    /// the [tenants guide](crate::docs::tenants)): over the same pool, or
+    /// inside the same transaction, validating tasks with the same policy.
+    /// What a request handler acting for one user should use.
+    ///
+    /// The bundles of [`Database::repositories`],
+    /// [`Transaction::repositories`](crate::Transaction::repositories), their
+    /// `…_with` siblings and a [`UnitOfWork`] of the crate have one, and so
+    /// has [`mocked`](Self::mocked) (mocks without expectations); one built
+    /// by [`new`](Self::new) has one only once given with
+    /// [`with_scoped`](Self::with_scoped). Without one,
+    /// [`Error::Config`](crate::Error::Config).
+    pub fn scoped(&self, user_id: UserId) -> crate::Result<ScopedRepositories> {
+        match &self.scoper {
+            Some(scoper) => Ok(scoper(user_id)),
+            None => Err(Error::config(
+                "this Repositories bundle has no scoped view: give it one with \
+                 Repositories::with_scoped",
+            )),
+        }
+    }
+
+    /// Gives the bundle its scoped view: `scoped(user)` returns what
+    /// `make(user)` does. A unit test scripts the view of the user its
+    /// handler should act for, and any other is a failure of the test:
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] {
+    /// use voidrunner_db::{MockScopedTaskRepository, Repositories, ScopedRepositories, UserId};
+    ///
+    /// let alice = UserId::new();
+    /// let repos = Repositories::mocked().with_scoped(move |user| {
+    ///     assert_eq!(user, alice, "the handler acted for someone else");
+    ///     let mut tasks = MockScopedTaskRepository::new();
+    ///     tasks.expect_count().returning(|| Ok(2));
+    ///     ScopedRepositories::mocked(user).with_tasks(tasks)
+    /// });
+    /// # let _ = repos;
+    /// # }
+    /// ```
+    pub fn with_scoped(
+        mut self,
+        make: impl Fn(UserId) -> ScopedRepositories + Send + Sync + 'static,
+    ) -> Self {
+        self.scoper = Some(Arc::new(make));
+        self
     }
 
     /// Replaces the users repository.
@@ -137,6 +194,7 @@ impl Repositories {
             Arc::new(crate::repo::MockExecutionRepository::new()),
             Arc::new(crate::repo::MockExecutionQueue::new()),
         )
+        .with_scoped(ScopedRepositories::mocked)
     }
 }
 

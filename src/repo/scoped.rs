@@ -16,7 +16,7 @@ use crate::model::{
 /// an empty page, a count of 0) and is left unchanged; so does a task id
 /// that never existed. From [`Database::scoped`](crate::Database::scoped),
 /// [`Transaction::scoped`](crate::Transaction::scoped) or
-/// `Repositories::scoped`; see the
+/// [`Repositories::scoped`](crate::Repositories::scoped); see the
 /// [tenants guide](crate::docs::tenants) for what the scope is enforced by.
 /// The methods validate and fail as their unscoped twins do.
 #[cfg_attr(feature = "mock", mockall::automock)]

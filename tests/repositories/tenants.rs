@@ -504,3 +504,76 @@ async fn in_a_transaction_the_scope_is_reset_after_each_call() {
         .await
         .unwrap();
 }
+
+/// A service handler written against the unit of work, acting for one
+/// user through the bundle's scoped view.
+async fn rename_for(
+    uow: &dyn voidrunner_db::UnitOfWork,
+    user: UserId,
+    task: TaskId,
+) -> voidrunner_db::Result<Task> {
+    use voidrunner_db::UnitOfWorkExt;
+    uow.run(move |repos| async move {
+        let mine = repos.scoped(user)?;
+        let update = TaskUpdate {
+            name: Some("renamed".into()),
+            ..TaskUpdate::default()
+        };
+        mine.tasks.update(task, update).await
+    })
+    .await
+}
+
+/// The unit of work's bundle has the scoped view of its transaction: the
+/// user's task is renamed, another user's is missing and unchanged.
+#[tokio::test]
+async fn a_unit_of_work_hands_out_the_scoped_view() {
+    let r = repos().await;
+    let a = r.user("ua@example.com").await;
+    let b = r.user("ub@example.com").await;
+    let (mine, theirs) = (r.task(&a, "mine").await, r.task(&b, "theirs").await);
+    let uow =
+        r.db.db()
+            .unit_of_work(voidrunner_db::RepositoryOptions::new());
+    assert_eq!(
+        rename_for(&uow, a.id, mine.id).await.unwrap().name,
+        "renamed"
+    );
+    missing("foreign", rename_for(&uow, a.id, theirs.id).await);
+    assert_eq!(r.tasks.get(theirs.id).await.unwrap(), theirs);
+    // A bundle built by hand has no scoped view until given one.
+    let bare = voidrunner_db::Repositories::new(
+        std::sync::Arc::new(r.users.clone()),
+        std::sync::Arc::new(r.tasks.clone()),
+        std::sync::Arc::new(r.executions.clone()),
+        std::sync::Arc::new(r.queue.clone()),
+    );
+    assert!(matches!(bare.scoped(a.id), Err(Error::Config { .. })));
+}
+
+/// A unit test of that handler over mocks: the scoped view of the one
+/// user it acts for is all it is given, so it shows that it used nothing
+/// else (any call to the unscoped mocks fails the test).
+#[tokio::test]
+async fn a_handler_over_mocks_uses_only_the_scoped_view() {
+    use voidrunner_db::{MockScopedTaskRepository, PassThroughUnitOfWork, Repositories};
+    let (alice, task) = (UserId::new(), TaskId::new());
+    let repos = Repositories::mocked().with_scoped(move |user| {
+        assert_eq!(user, alice, "acted for another user");
+        let mut tasks = MockScopedTaskRepository::new();
+        tasks
+            .expect_update()
+            .withf(move |id, update| *id == task && update.name.as_deref() == Some("renamed"))
+            .returning(move |id, _| {
+                Ok(voidrunner_db::fixtures::task()
+                    .id(id)
+                    .user_id(alice)
+                    .name("renamed")
+                    .build())
+            });
+        ScopedRepositories::mocked(user).with_tasks(tasks)
+    });
+    let uow = PassThroughUnitOfWork::new(repos);
+    let renamed = rename_for(&uow, alice, task).await.unwrap();
+    assert_eq!((renamed.id, renamed.user_id), (task, alice));
+}
