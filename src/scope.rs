@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::db::Database;
 use crate::model::UserId;
-use crate::pg::{PgScopedExecutionRepository, PgScopedTaskRepository};
+use crate::pg::ScopedFactory;
 use crate::repo::{ScopedExecutionRepository, ScopedTaskRepository};
 use crate::tx::Transaction;
 use crate::validate::ValidationPolicy;
@@ -91,6 +91,17 @@ impl fmt::Debug for ScopedRepositories {
     }
 }
 
+impl ScopedFactory {
+    /// The bundle of `user_id`'s scoped repositories.
+    pub(crate) fn bundle(&self, user_id: UserId) -> ScopedRepositories {
+        ScopedRepositories::new(
+            user_id,
+            Arc::new(self.tasks(user_id)),
+            Arc::new(self.executions(user_id)),
+        )
+    }
+}
+
 impl Database {
     /// `user_id`'s view of tasks and executions over the pool, validating
     /// tasks with the default policy: each call checks out its own
@@ -106,15 +117,7 @@ impl Database {
         user_id: UserId,
         policy: ValidationPolicy,
     ) -> ScopedRepositories {
-        ScopedRepositories::new(
-            user_id,
-            Arc::new(PgScopedTaskRepository::with_policy(
-                self.clone(),
-                user_id,
-                policy,
-            )),
-            Arc::new(PgScopedExecutionRepository::new(self.clone(), user_id)),
-        )
+        ScopedFactory::pooled(self.clone(), policy).bundle(user_id)
     }
 }
 
@@ -133,17 +136,6 @@ impl Transaction {
         user_id: UserId,
         policy: ValidationPolicy,
     ) -> ScopedRepositories {
-        ScopedRepositories::new(
-            user_id,
-            Arc::new(PgScopedTaskRepository::in_transaction(
-                self.inner.clone(),
-                user_id,
-                policy,
-            )),
-            Arc::new(PgScopedExecutionRepository::in_transaction(
-                self.inner.clone(),
-                user_id,
-            )),
-        )
+        ScopedFactory::in_transaction(self.inner.clone(), policy).bundle(user_id)
     }
 }

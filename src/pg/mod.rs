@@ -29,6 +29,7 @@ mod user;
 
 pub use execution::PgExecutionRepository;
 pub use queue::PgExecutionQueue;
+pub(crate) use scoped::ScopedFactory;
 pub use scoped::{PgScopedExecutionRepository, PgScopedTaskRepository};
 pub use task::PgTaskRepository;
 pub use user::PgUserRepository;

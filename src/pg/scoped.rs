@@ -87,6 +87,50 @@ pub struct PgScopedTaskRepository {
     deny: Arc<DenyList>,
 }
 
+/// Makes the scoped repositories of any user over one source, with one
+/// validation policy compiled once: what a bundle's
+/// [`scoped`](crate::Repositories::scoped) calls per request.
+#[derive(Debug, Clone)]
+pub(crate) struct ScopedFactory {
+    source: Source,
+    policy: ValidationPolicy,
+    deny: Arc<DenyList>,
+}
+
+impl ScopedFactory {
+    pub(crate) fn pooled(db: Database, policy: ValidationPolicy) -> Self {
+        Self::on(Source::Pool(db), policy)
+    }
+
+    pub(crate) fn in_transaction(tx: Arc<TxInner>, policy: ValidationPolicy) -> Self {
+        Self::on(Source::Tx(tx), policy)
+    }
+
+    fn on(source: Source, policy: ValidationPolicy) -> Self {
+        ScopedFactory {
+            source,
+            deny: DenyList::shared(&policy.script),
+            policy,
+        }
+    }
+
+    pub(crate) fn tasks(&self, user: UserId) -> PgScopedTaskRepository {
+        PgScopedTaskRepository {
+            source: self.source.clone(),
+            user,
+            policy: self.policy.clone(),
+            deny: Arc::clone(&self.deny),
+        }
+    }
+
+    pub(crate) fn executions(&self, user: UserId) -> PgScopedExecutionRepository {
+        PgScopedExecutionRepository {
+            source: self.source.clone(),
+            user,
+        }
+    }
+}
+
 impl PgScopedTaskRepository {
     /// `user`'s tasks over the pool, validating with the default policy.
     pub fn new(db: Database, user: UserId) -> Self {
@@ -95,20 +139,7 @@ impl PgScopedTaskRepository {
 
     /// `user`'s tasks over the pool, validating with `policy`.
     pub fn with_policy(db: Database, user: UserId, policy: ValidationPolicy) -> Self {
-        Self::on(Source::Pool(db), user, policy)
-    }
-
-    pub(crate) fn in_transaction(tx: Arc<TxInner>, user: UserId, policy: ValidationPolicy) -> Self {
-        Self::on(Source::Tx(tx), user, policy)
-    }
-
-    fn on(source: Source, user: UserId, policy: ValidationPolicy) -> Self {
-        PgScopedTaskRepository {
-            source,
-            user,
-            deny: DenyList::shared(&policy.script),
-            policy,
-        }
+        ScopedFactory::pooled(db, policy).tasks(user)
     }
 }
 
@@ -249,13 +280,6 @@ impl PgScopedExecutionRepository {
     pub fn new(db: Database, user: UserId) -> Self {
         PgScopedExecutionRepository {
             source: Source::Pool(db),
-            user,
-        }
-    }
-
-    pub(crate) fn in_transaction(tx: Arc<TxInner>, user: UserId) -> Self {
-        PgScopedExecutionRepository {
-            source: Source::Tx(tx),
             user,
         }
     }

@@ -66,7 +66,7 @@ impl Database {
     /// [`repositories`](Self::repositories), built as `options` say (tasks
     /// validate with `options.validation`).
     pub fn repositories_with(&self, options: &RepositoryOptions) -> Repositories {
-        let (db, policy) = (self.clone(), options.validation.clone());
+        let scoped = crate::pg::ScopedFactory::pooled(self.clone(), options.validation.clone());
         Repositories::new(
             Arc::new(PgUserRepository::new(self.clone())),
             Arc::new(PgTaskRepository::with_policy(
@@ -76,7 +76,7 @@ impl Database {
             Arc::new(PgExecutionRepository::new(self.clone())),
             Arc::new(PgExecutionQueue::new(self.clone())),
         )
-        .with_scoped(move |user| db.scoped_with_policy(user, policy.clone()))
+        .with_scoped(move |user| scoped.bundle(user))
     }
 
     /// A [`UnitOfWork`] whose transactions hand out repositories built as
@@ -120,14 +120,17 @@ impl Transaction {
     /// validate with `options.validation`, as
     /// [`tasks_with_policy`](Self::tasks_with_policy)).
     pub fn repositories_with(&self, options: &RepositoryOptions) -> Repositories {
-        let (tx, policy) = (self.clone(), options.validation.clone());
+        let scoped = crate::pg::ScopedFactory::in_transaction(
+            self.inner.clone(),
+            options.validation.clone(),
+        );
         Repositories::new(
             Arc::new(self.users()),
             Arc::new(self.tasks_with_policy(options.validation.clone())),
             Arc::new(self.executions()),
             Arc::new(self.queue()),
         )
-        .with_scoped(move |user| tx.scoped_with_policy(user, policy.clone()))
+        .with_scoped(move |user| scoped.bundle(user))
     }
 }
 
