@@ -173,7 +173,7 @@ fn measure(
     let mut queue_tasks: HashMap<String, usize> = HashMap::new();
     for round in 0..plan.rounds {
         eprintln!("round {}/{}", round + 1, plan.rounds);
-        let mut variants = vec!["crate", "raw", "sqlx"];
+        let mut variants = vec!["crate", "raw", "sqlx", "scoped"];
         if pgbench.is_some() {
             variants.push("pgbench");
         }
@@ -187,6 +187,9 @@ fn measure(
             }
             for &variant in &variants {
                 if variant == "pgbench" && !matches!(op, "get" | "list" | "create") {
+                    continue;
+                }
+                if variant == "scoped" && !matches!(op, "get" | "list") {
                     continue;
                 }
                 let result = if variant == "pgbench" {
@@ -209,6 +212,9 @@ fn measure(
             }
             if matches!(op, "get" | "list" | "create") {
                 for &variant in &variants {
+                    if variant == "scoped" && op == "create" {
+                        continue;
+                    }
                     let result = if variant == "pgbench" {
                         pgbench_throughput(
                             pgbench.as_deref().expect("pgbench"),

@@ -1,6 +1,8 @@
 //! The five repository operations, each done three ways: through the crate,
 //! through raw tokio-postgres + deadpool with the crate's SQL (as captured
-//! from the server), and through sqlx with the same SQL.
+//! from the server), and through sqlx with the same SQL; get and list also
+//! through the crate's scoped view of the seeded user (`scoped`), to
+//! compare with the crate's unscoped calls.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -14,8 +16,8 @@ use voidrunner_db::tokio_postgres::binary_copy::BinaryCopyInWriter;
 use voidrunner_db::tokio_postgres::types::{Json, Type};
 use voidrunner_db::tokio_postgres::{self, NoTls, Row};
 use voidrunner_db::{
-    DbConfig, NewTask, PageRequest, PgTaskRepository, PoolerMode, ScriptType, TaskId,
-    TaskRepository, TaskStatus, Timestamp, UserId,
+    DbConfig, NewTask, PageRequest, PgTaskRepository, PoolerMode, ScopedRepositories, ScriptType,
+    TaskId, TaskRepository, TaskStatus, Timestamp, UserId,
 };
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -113,6 +115,9 @@ pub type SqlMap = HashMap<String, String>;
 /// One variant's client, connected.
 pub enum Client {
     Crate(PgTaskRepository),
+    /// The scoped view, made for the seeded user at the first call (as a
+    /// handler makes it once per request, outside the measured call).
+    Scoped(voidrunner_db::Database, std::sync::OnceLock<ScopedRepositories>),
     Raw(Pool, &'static SqlMap),
     Sqlx(PgPool, &'static SqlMap),
 }
@@ -131,7 +136,7 @@ fn expected_params(op: &str) -> usize {
 impl Client {
     pub async fn connect(variant: &str, url: &str, pool: usize, sql: &'static SqlMap) -> Self {
         match variant {
-            "crate" => {
+            "crate" | "scoped" => {
                 let mut config = DbConfig::from_url(url).expect("url");
                 config.max_connections = pool;
                 config.min_connections = pool;
@@ -139,7 +144,11 @@ impl Client {
                 let db = voidrunner_db::Database::connect(config)
                     .await
                     .expect("connect");
-                Client::Crate(PgTaskRepository::new(db))
+                if variant == "scoped" {
+                    Client::Scoped(db, std::sync::OnceLock::new())
+                } else {
+                    Client::Crate(PgTaskRepository::new(db))
+                }
             }
             "raw" => {
                 let config: tokio_postgres::Config = url.parse().expect("url");
@@ -171,6 +180,9 @@ impl Client {
     pub async fn call(&self, op: &str, task: TaskId, user: UserId, i: usize) -> usize {
         let result = match self {
             Client::Crate(repo) => crate_call(repo, op, task, user, i).await,
+            Client::Scoped(db, view) => {
+                scoped_call(view.get_or_init(|| db.scoped(user)), op, task).await
+            }
             Client::Raw(pool, sql) => raw_call(pool, sql, op, task, user, i).await,
             Client::Sqlx(pool, sql) => sqlx_call(pool, sql, op, task, user, i).await,
         };
@@ -202,6 +214,24 @@ async fn crate_call(
         "create_many" => repo.create_many(tasks(user, CREATE_MANY_ROWS)).await?.len(),
         "import" => usize::try_from(repo.import(tasks(user, IMPORT_ROWS)).await?)?,
         other => panic!("unknown op {other}"),
+    })
+}
+
+/// get and list through the scoped view: the same task, and a page of the
+/// same length (of the user's tasks, where the unscoped list pages through
+/// every task; the seeded tasks are all the user's).
+async fn scoped_call(view: &ScopedRepositories, op: &str, task: TaskId) -> Result<usize, BoxError> {
+    Ok(match op {
+        "get" => {
+            std::hint::black_box(view.tasks.get(task).await?);
+            1
+        }
+        "list" => {
+            let page = view.tasks.list(PageRequest::first(LIST_LIMIT as u32)).await?;
+            assert_eq!(page.items.len(), LIST_LIMIT);
+            std::hint::black_box(page).items.len()
+        }
+        other => panic!("the scoped variant has no {other}"),
     })
 }
 

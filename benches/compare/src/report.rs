@@ -156,7 +156,25 @@ struct Target {
     at_least: bool,
 }
 
-const TARGETS: [Target; 13] = [
+const TARGETS: [Target; 15] = [
+    Target {
+        what: "scoped get: throughput (c=16) within 1.10× the unscoped get's (unscoped ÷ scoped)",
+        kind: "tput",
+        field: "ops_per_s",
+        a: ("crate", "get"),
+        b: ("scoped", "get"),
+        bound: 1.10,
+        at_least: false,
+    },
+    Target {
+        what: "scoped list (50 rows): throughput (c=16) within 1.10× the unscoped list's",
+        kind: "tput",
+        field: "ops_per_s",
+        a: ("crate", "list"),
+        b: ("scoped", "list"),
+        bound: 1.10,
+        at_least: false,
+    },
     Target {
         what: "get: client instructions ≤ 1.10× raw",
         kind: "instr",
