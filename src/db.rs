@@ -153,6 +153,9 @@ impl Database {
     /// a setting is out of its documented range, the settings are
     /// inconsistent ([`DbConfig::validate`]) or a certificate or key file
     /// cannot be read. Must be called inside a Tokio runtime.
+    ///
+    /// A [`role`](DbConfig::role) that cannot be taken (missing, or the
+    /// URL's user not a member) is an [`Error::Config`] too.
     pub async fn connect(config: DbConfig) -> Result<Self> {
         let span = tracing::info_span!("voidrunner_db.connect", target = %config.display_target());
         async move {
@@ -167,7 +170,7 @@ impl Database {
                 &db.inner.filling,
             )
             .await
-            .map_err(|e| e.connecting_to(&db.inner.config.display_target()))?;
+            .map_err(|e| db.opening_failed(e))?;
             #[cfg(feature = "metrics")]
             db.record_pool_metrics();
             tracing::info!(connections = db.pool_status().size, "connected");
@@ -285,7 +288,15 @@ impl Database {
             timing.finish(&checkout);
             self.record_pool_metrics();
         }
-        checkout.map_err(|e| Error::from(e).connecting_to(&self.inner.config.display_target()))
+        checkout.map_err(|e| self.opening_failed(Error::from(e)))
+    }
+
+    /// `err`, met checking out (and so perhaps opening) a connection: a
+    /// TLS failure names the server, a refused
+    /// [`role`](DbConfig::role) is the configuration error it is.
+    fn opening_failed(&self, err: Error) -> Error {
+        let config = &self.inner.config;
+        config.role_refused(err.connecting_to(&config.display_target()))
     }
 
     /// The TLS connector of this handle's connections.
@@ -447,6 +458,7 @@ impl Database {
             &self.inner.filling,
         )
         .await
+        .map_err(|e| self.opening_failed(e))
     }
 }
 

@@ -85,6 +85,7 @@ mod draft;
 mod duration;
 mod env;
 mod modes;
+mod role;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -172,6 +173,20 @@ pub struct DbConfig {
     /// [`pg_config_mut`](Self::pg_config_mut), is replaced by it). A
     /// `direct_url` that names its sessions itself keeps its name.
     pub application_name: String,
+    /// The role every session of this configuration runs as (`SET ROLE`),
+    /// instead of the user the URL logs in as; `None` (the default) runs
+    /// as that user. The URL's user must be a member of it. It holds for
+    /// the pool's sessions (a startup option `-c role=…` when connecting
+    /// directly, so that `RESET ROLE` keeps it; `SET ROLE` once per
+    /// connection behind a session-mode pooler), the migration sessions
+    /// (so the objects a migration creates are the role's: see
+    /// [Roles](crate::docs::deploying#roles-and-upgrades)) and the event
+    /// listener. Refused behind a transaction-mode pooler
+    /// ([`PoolerMode::Transaction`]), which cannot keep it for the
+    /// statements sent outside a transaction. At most 63 bytes
+    /// ([`ROLE_MAX_BYTES`]), not empty, no NUL, not `none`; always sent
+    /// quoted (as an identifier in SQL), never as SQL text of its own.
+    pub role: Option<String>,
     /// Whether executions changed through this pool send events (see
     /// [`crate::events`]). Default true. NOTIFY serialises the commits of
     /// the transactions that send one, so a busy fleet that does not listen
@@ -277,6 +292,10 @@ pub const OUTPUT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=256 << 20
 /// and silently cuts the rest (and turns non-ASCII characters into `?`), so
 /// what `pg_stat_activity` shows would not be what was configured.
 pub const APPLICATION_NAME_MAX_BYTES: usize = 63;
+
+/// Most bytes of [`DbConfig::role`]: the server cuts a longer name to
+/// NAMEDATALEN - 1 bytes, which could name another role.
+pub const ROLE_MAX_BYTES: usize = 63;
 
 impl DbConfig {
     /// A configuration for `url` (`postgres://user:pass@host:port/db` or the
@@ -430,11 +449,18 @@ impl DbConfig {
             return pg;
         }
         let mut options = pg.get_options().unwrap_or_default().to_owned();
-        for (setting, value) in self.session_settings() {
+        // The role as a startup option is the session's default: `RESET
+        // ROLE` or `DISCARD ALL` on a pooled connection keeps it.
+        let role = self.role.as_deref().map(role::startup_option);
+        let settings = self
+            .session_settings()
+            .into_iter()
+            .map(|(setting, value)| format!("-c {setting}={value}"));
+        for option in role.into_iter().chain(settings) {
             if !options.is_empty() {
                 options.push(' ');
             }
-            options.push_str(&format!("-c {setting}={value}"));
+            options.push_str(&option);
         }
         if !options.is_empty() {
             pg.options(options);
@@ -486,11 +512,12 @@ impl DbConfig {
     }
 
     /// What a new pooled connection runs once, in
-    /// [`PoolerMode::Session`]: the session settings with `SET` (they could
-    /// not be startup options). `None` in the other modes or when there is
-    /// nothing to set.
+    /// [`PoolerMode::Session`]: the role and the session settings with
+    /// `SET` (they could not be startup options). `None` in the other
+    /// modes or when there is nothing to set.
     pub(crate) fn connect_sql(&self) -> Option<String> {
-        let sql = self.settings_sql(false);
+        let role = self.set_role_sql().map(|sql| format!("{sql}; "));
+        let sql = role.unwrap_or_default() + &self.settings_sql(false);
         (self.pooler == PoolerMode::Session && !sql.is_empty()).then_some(sql)
     }
 

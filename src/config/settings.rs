@@ -257,6 +257,12 @@ settings! {
         default: "voidrunner-db".to_owned(),
         accept: Check(|name: &String, _| application_name_fits(name)),
     }
+    role {
+        env: "VOIDRUNNER_DB_ROLE",
+        default: None,
+        accept: Check(super::role::role_fits),
+        read: UnlessBlank,
+    }
     notify_events {
         env: "VOIDRUNNER_DB_NOTIFY_EVENTS",
         default: true,

@@ -112,6 +112,17 @@ impl FromValue for String {
     }
 }
 
+/// A name, as it is: the server's names may hold any character but NUL
+/// (which `validate` refuses).
+impl FromValue for Option<String> {
+    fn from_value(value: Value) -> Result<Self, String> {
+        match value {
+            Value::Text(text) => Ok(Some(text)),
+            Value::Null => Err(not_null("a role name")),
+        }
+    }
+}
+
 impl FromValue for PoolerMode {
     fn from_value(value: Value) -> Result<Self, String> {
         match value {

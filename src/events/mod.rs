@@ -491,10 +491,14 @@ async fn listen(
         }
     });
     let listener = Listener { client, driver };
+    // The role first, as every session of the configuration takes it
+    // (LISTEN itself needs no privilege).
+    let role = config.set_role_sql().map(|sql| format!("{sql}; "));
     listener
         .client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
-        .await?;
+        .batch_execute(&format!("{}LISTEN {CHANNEL}", role.unwrap_or_default()))
+        .await
+        .map_err(|e| config.role_refused(crate::error::Error::from(e)))?;
     Ok(listener)
 }
 

@@ -524,6 +524,7 @@ async fn revert_one(client: &mut Client, m: &EmbeddedMigration) -> Result<(), Fa
 /// written, after its last statement).
 pub(crate) async fn status(config: &DbConfig, connector: &Connector) -> Result<MigrationStatus> {
     let client = dedicated_connection(config, connector).await?;
+    take_role(&client, config).await?;
     let applied = read_history(&client, HISTORY_TABLE).await?;
     let pending = EMBEDDED
         .iter()
@@ -586,6 +587,20 @@ async fn dedicated_connection(config: &DbConfig, connector: &Connector) -> Resul
         }
     });
     Ok(client)
+}
+
+/// Takes [`DbConfig::role`] on a dedicated session: the objects a
+/// migration creates are then the role's (the schema owner's), and the
+/// history is read with the role's privileges. The lock watcher's session
+/// keeps the login's, which may see more of `pg_stat_activity`.
+async fn take_role(client: &Client, config: &DbConfig) -> Result<()> {
+    let Some(sql) = config.set_role_sql() else {
+        return Ok(());
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| config.role_refused(Error::from(e)))
 }
 
 /// The oldest PostgreSQL the schema runs on, as `server_version_num`:

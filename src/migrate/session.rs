@@ -79,6 +79,7 @@ impl Session {
     pub(super) async fn open(config: &DbConfig, connector: &Connector) -> Result<Self> {
         config.validate()?;
         let client = dedicated_connection(config, connector).await?;
+        take_role(&client, config).await?;
         let (pid, server_version) = client
             .query_one(
                 "SELECT pg_backend_pid(), current_setting('server_version_num')::int4",
