@@ -61,6 +61,7 @@ pub mod pg;
 mod pool_status;
 mod queries;
 pub mod repo;
+pub mod roles;
 mod scope;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]

@@ -180,12 +180,13 @@ pub struct DbConfig {
     /// directly, so that `RESET ROLE` keeps it; `SET ROLE` once per
     /// connection behind a session-mode pooler), the migration sessions
     /// (so the objects a migration creates are the role's: see
-    /// [Roles](crate::docs::deploying#roles-and-upgrades)) and the event
-    /// listener. Refused behind a transaction-mode pooler
+    /// [Roles](crate::docs::deploying#roles-and-upgrades)), the event
+    /// listener and [`roles::install`](crate::roles::install). Refused behind a transaction-mode pooler
     /// ([`PoolerMode::Transaction`]), which cannot keep it for the
     /// statements sent outside a transaction. At most 63 bytes
     /// ([`ROLE_MAX_BYTES`]), not empty, no NUL, not `none`; always sent
-    /// quoted (as an identifier in SQL), never as SQL text of its own.
+    /// quoted (as an identifier in SQL), never as SQL text of its own. See
+    /// [`crate::roles`] for the roles the crate ships.
     pub role: Option<String>,
     /// Whether executions changed through this pool send events (see
     /// [`crate::events`]). Default true. NOTIFY serialises the commits of

@@ -105,7 +105,7 @@ impl DbConfig {
         };
         Error::config(format!(
             "the server refused the role setting: {message}. The role must exist and the URL's \
-             user be a member of it ({grant})"
+             user be a member of it ({grant}); see voidrunner_db::roles"
         ))
     }
 }

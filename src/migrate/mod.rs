@@ -590,9 +590,10 @@ async fn dedicated_connection(config: &DbConfig, connector: &Connector) -> Resul
 }
 
 /// Takes [`DbConfig::role`] on a dedicated session: the objects a
-/// migration creates are then the role's (the schema owner's), and the
-/// history is read with the role's privileges. The lock watcher's session
-/// keeps the login's, which may see more of `pg_stat_activity`.
+/// migration creates are then the role's (the schema owner's, see
+/// `crate::roles`), and the history is read with the role's privileges.
+/// The lock watcher's session keeps the login's, which may see more of
+/// `pg_stat_activity`.
 async fn take_role(client: &Client, config: &DbConfig) -> Result<()> {
     let Some(sql) = config.set_role_sql() else {
         return Ok(());

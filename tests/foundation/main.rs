@@ -14,6 +14,7 @@ mod metrics;
 mod migrations;
 mod pool;
 mod readme;
+mod roles;
 mod service_migrations;
 mod statement_cache;
 

@@ -1,0 +1,345 @@
+//! The roles script (`voidrunner_db::roles`), `DbConfig::role` and the
+//! privilege check of `Database::connect`, against the real server.
+//!
+//! The three group roles are the cluster's, shared by every test (the
+//! script creates them once and any test may run it again); the LOGIN
+//! roles a test makes have names of their own and are dropped with it.
+
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use voidrunner_db::testing::{TestDatabase, server_config};
+use voidrunner_db::{Database, DbConfig, Error, PoolerMode, roles};
+
+/// A LOGIN role made by one test, member of the given groups; dropped
+/// when it goes.
+struct Login {
+    name: String,
+}
+
+impl Login {
+    async fn new(purpose: &str, member_of: &[&str]) -> Login {
+        let name = unique(purpose);
+        let mut sql = format!("CREATE ROLE {name} LOGIN");
+        if !member_of.is_empty() {
+            sql.push_str(&format!(" IN ROLE {}", member_of.join(", ")));
+        }
+        admin(&sql).await;
+        Login { name }
+    }
+
+    /// `base`, logging in as this role.
+    fn config(&self, base: &DbConfig) -> DbConfig {
+        let mut config = base.clone();
+        config.pg_config_mut().user(&self.name);
+        small(config)
+    }
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        drop_role(self.name.clone());
+    }
+}
+
+/// `vr_test_{purpose}_{random}`: roles are shared by every database of the
+/// cluster, so each test's are its own.
+fn unique(purpose: &str) -> String {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    format!("vr_test_{purpose}_{}", &token[..12])
+}
+
+/// Runs `sql` as the harness's (superuser) login on the `postgres`
+/// database.
+async fn admin(sql: &str) {
+    let config = small(server_config().await.unwrap().with_dbname("postgres"));
+    let db = Database::connect(config).await.unwrap();
+    db.client().await.unwrap().batch_execute(sql).await.unwrap();
+    db.close(Duration::from_secs(5)).await;
+}
+
+/// Drops `role` from a thread of its own (a `Drop` cannot wait for the
+/// test's runtime): its privileges in the test databases go first (the
+/// databases may outlive it a moment), then the role.
+fn drop_role(role: String) {
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(admin(&format!("DROP ROLE IF EXISTS {role}")));
+    })
+    .join();
+    if dropped.is_err() && !std::thread::panicking() {
+        panic!("dropping a test role failed");
+    }
+}
+
+/// One or two connections: many tests run at once.
+fn small(mut config: DbConfig) -> DbConfig {
+    config.min_connections = 1;
+    config.max_connections = 2;
+    config
+}
+
+/// A migrated database of its own with the roles installed.
+async fn with_roles() -> (TestDatabase, DbConfig) {
+    let db = TestDatabase::new().await.unwrap();
+    roles::install(&db).await.unwrap();
+    let base = db.config().await.unwrap();
+    (db, base)
+}
+
+/// The SQLSTATE of `sql` run on `client`, which must fail.
+async fn refused(client: &tokio_postgres::Client, sql: &str) -> SqlState {
+    let err = client.batch_execute(sql).await.expect_err(sql);
+    err.code()
+        .cloned()
+        .unwrap_or_else(|| panic!("{sql}: {err}"))
+}
+
+/// Everything the script leaves behind in a database, as text: the roles'
+/// attributes, the grants on the schema, tables and functions, and the
+/// policies.
+async fn privileges(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT format('role %s login=%s super=%s bypassrls=%s inherit=%s', rolname, \
+                    rolcanlogin, rolsuper, rolbypassrls, rolinherit) \
+             FROM pg_roles WHERE rolname LIKE 'voidrunner\\_%' \
+             UNION ALL SELECT format('schema %s %s', nspname, nspacl) FROM pg_namespace \
+             WHERE nspname = 'public' \
+             UNION ALL SELECT format('table %s %s', relname, relacl) FROM pg_class \
+             WHERE relname IN ('users', 'tasks', 'task_executions', 'voidrunner_db_schema_history') \
+             UNION ALL SELECT format('function %s %s', oid::regprocedure, proacl) FROM pg_proc \
+             WHERE proname LIKE 'voidrunner\\_%' \
+             UNION ALL SELECT format('policy %s %s %s %s %s', tablename, policyname, roles, qual, \
+                    with_check) FROM pg_policies \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_script_is_idempotent() {
+    let (db, _) = with_roles().await;
+    let client = db.raw_client().await.unwrap();
+    let first = privileges(&client).await;
+    for role in roles::ALL {
+        assert!(
+            first.contains(&format!(
+                "role {role} login=f super=f bypassrls=f inherit=t"
+            )),
+            "{role}: {first:#?}"
+        );
+    }
+    // Exactly the DML each role's statements need (a: INSERT, r: SELECT,
+    // w: UPDATE, d: DELETE), on nothing else.
+    for (table, grants) in [
+        ("users", &["voidrunner_app=arwd/"][..]),
+        ("tasks", &["voidrunner_app=arwd/", "voidrunner_worker=rw/"]),
+        (
+            "task_executions",
+            &["voidrunner_app=arw/", "voidrunner_worker=arwd/"],
+        ),
+    ] {
+        let line = first
+            .iter()
+            .find(|p| p.starts_with(&format!("table {table} ")))
+            .unwrap();
+        for grant in grants {
+            assert!(line.contains(grant), "{line}");
+        }
+        assert_eq!(line.matches("voidrunner_").count(), grants.len(), "{line}");
+    }
+    assert!(
+        first.contains(&"table voidrunner_db_schema_history ".to_owned()),
+        "{first:#?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|p| p.starts_with("policy tasks tasks_worker {voidrunner_worker} true true")),
+        "{first:#?}"
+    );
+    // Again through install, and as psql would run the file.
+    roles::install(&db).await.unwrap();
+    assert_eq!(privileges(&client).await, first);
+    client.batch_execute(roles::SQL).await.unwrap();
+    assert_eq!(privileges(&client).await, first);
+}
+
+#[tokio::test]
+async fn the_app_role_changes_no_schema_and_reads_no_history() {
+    let (_db, base) = with_roles().await;
+    let login = Login::new("app", &[roles::APP]).await;
+    // What the crate does at connect, health check and warm needs nothing
+    // the role lacks.
+    let app = Database::connect(login.config(&base)).await.unwrap();
+    app.health_check().await.unwrap();
+    app.warm().await.unwrap();
+    let client = app.client().await.unwrap();
+    for sql in [
+        "CREATE TABLE vr_probe (id int)",
+        "CREATE FUNCTION vr_probe() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "ALTER TABLE tasks ADD COLUMN vr_probe int",
+        "DROP TABLE tasks",
+        "TRUNCATE tasks",
+        "CREATE INDEX ON tasks (name)",
+        "DROP POLICY tasks_worker ON tasks",
+        "SELECT count(*) FROM voidrunner_db_schema_history",
+        "DELETE FROM task_executions",
+    ] {
+        assert_eq!(
+            refused(&client, sql).await,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{sql}"
+        );
+    }
+    let err = app.migration_status().await.unwrap_err();
+    assert!(format!("{err:?}").contains("permission denied"), "{err:?}");
+    drop(client);
+    app.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_worker_role_connects_without_the_users_table() {
+    let (_db, base) = with_roles().await;
+    let login = Login::new("worker", &[roles::WORKER]).await;
+    let worker = Database::connect(login.config(&base)).await.unwrap();
+    worker.health_check().await.unwrap();
+    let client = worker.client().await.unwrap();
+    for sql in [
+        "SELECT count(*) FROM users",
+        "INSERT INTO tasks (user_id, name, script_content) VALUES (gen_random_uuid(), 'x', 'y')",
+        "DELETE FROM tasks",
+        "TRUNCATE task_executions",
+        "CREATE TABLE vr_probe (id int)",
+    ] {
+        assert_eq!(
+            refused(&client, sql).await,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "{sql}"
+        );
+    }
+    drop(client);
+    worker.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_role_setting_holds_for_every_pooled_session() {
+    let (_db, base) = with_roles().await;
+    for pooler in [PoolerMode::Direct, PoolerMode::Session] {
+        let mut config = small(base.clone());
+        config.role = Some(roles::APP.to_owned());
+        config.pooler = pooler;
+        config.min_connections = 2;
+        let db = Database::connect(config).await.unwrap();
+        db.health_check().await.unwrap();
+        let login = base.pg_config().get_user().unwrap().to_owned();
+        for _ in 0..2 {
+            let client = db.client().await.unwrap();
+            let row = client
+                .query_one("SELECT current_user::text, session_user::text", &[])
+                .await
+                .unwrap();
+            let (current, session): (String, String) = (row.get(0), row.get(1));
+            assert_eq!((current.as_str(), session), (roles::APP, login.clone()));
+            // The role can do no more than the role: no schema change.
+            assert_eq!(
+                refused(&client, "CREATE TABLE vr_probe (id int)").await,
+                SqlState::INSUFFICIENT_PRIVILEGE
+            );
+        }
+        if pooler == PoolerMode::Direct {
+            // A startup option is the session's default: RESET keeps it.
+            let client = db.client().await.unwrap();
+            client.batch_execute("RESET ROLE").await.unwrap();
+            let current: String = client
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(current, roles::APP);
+        }
+        db.close(Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_role_that_cannot_be_taken_is_a_configuration_error() {
+    let (_db, base) = with_roles().await;
+    let mut missing = small(base.clone());
+    missing.role = Some(unique("missing"));
+    for pooler in [PoolerMode::Direct, PoolerMode::Session] {
+        missing.pooler = pooler;
+        let err = Database::connect(missing.clone()).await.unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{pooler}: {err:?}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+    // A login that is not a member.
+    let login = Login::new("stranger", &[]).await;
+    let mut stranger = login.config(&base);
+    stranger.role = Some(roles::WORKER.to_owned());
+    let err = Database::connect(stranger.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("permission denied to set role")
+            && message.contains(&format!(
+                "GRANT \"voidrunner_worker\" TO \"{}\"",
+                login.name
+            )),
+        "{message}"
+    );
+    // The lazy pool fails the same way on its first checkout.
+    let lazy = Database::connect_lazy(stranger).unwrap();
+    let err = lazy.client().await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn migrations_run_as_the_owner_role_own_what_they_create() {
+    let db = TestDatabase::empty().await.unwrap();
+    // Before the migrations: the roles, and CREATE on the schema for the
+    // owner role; the table grants wait.
+    roles::install(&db).await.unwrap();
+    let mut config = small(db.config().await.unwrap());
+    config.role = Some(roles::OWNER.to_owned());
+    let owner = Database::connect(config).await.unwrap();
+    owner.migrate().await.unwrap();
+    // Then the grants, run as the owner role (the roles exist by now).
+    roles::install(&owner).await.unwrap();
+    let client = db.raw_client().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT c.relname::text, pg_get_userbyid(c.relowner)::text FROM pg_class c \
+             WHERE c.relname IN ('users', 'tasks', 'task_executions', 'voidrunner_db_schema_history') \
+             UNION ALL SELECT p.proname::text, pg_get_userbyid(p.proowner)::text FROM pg_proc p \
+             WHERE p.proname LIKE 'voidrunner\\_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() > 4);
+    for row in rows {
+        let (object, owner): (String, String) = (row.get(0), row.get(1));
+        assert_eq!(owner, roles::OWNER, "{object}");
+    }
+    let granted: bool = client
+        .query_one(
+            "SELECT has_table_privilege('voidrunner_app', 'tasks', 'UPDATE') \
+                AND has_table_privilege('voidrunner_worker', 'task_executions', 'DELETE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(granted);
+    owner.close(Duration::from_secs(5)).await;
+}
