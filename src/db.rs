@@ -154,8 +154,20 @@ impl Database {
     /// inconsistent ([`DbConfig::validate`]) or a certificate or key file
     /// cannot be read. Must be called inside a Tokio runtime.
     ///
-    /// A [`role`](DbConfig::role) that cannot be taken (missing, or the
-    /// URL's user not a member) is an [`Error::Config`] too.
+    /// Once connected, it checks in one round trip that the session's role
+    /// (the URL's user, or [`DbConfig::role`]) may read what every pool
+    /// reads, whatever it is for: `SELECT` on `tasks` and
+    /// `task_executions`, `USAGE` on their schema, and `EXECUTE` on the
+    /// functions reads go through (the scope's, from migration V9, and
+    /// the list pages). Only what exists is checked, so connecting to a
+    /// database not migrated yet succeeds. A missing privilege is an
+    /// [`Error::Config`] naming the role, each privilege and its table,
+    /// schema or function. Writes and the queue's functions are not
+    /// checked (the app role of [`crate::roles`] has no worker privileges,
+    /// and a reporting pool may only read), and
+    /// [`connect_lazy`](Self::connect_lazy) checks nothing. A role that
+    /// cannot be taken (missing, or the URL's user not a member) is an
+    /// [`Error::Config`] too.
     pub async fn connect(config: DbConfig) -> Result<Self> {
         let span = tracing::info_span!("voidrunner_db.connect", target = %config.display_target());
         async move {
@@ -171,6 +183,7 @@ impl Database {
             )
             .await
             .map_err(|e| db.opening_failed(e))?;
+            db.check_privileges().await?;
             #[cfg(feature = "metrics")]
             db.record_pool_metrics();
             tracing::info!(connections = db.pool_status().size, "connected");
@@ -183,7 +196,9 @@ impl Database {
     /// Builds the pool without opening any connection; the reaper warms it
     /// in the background. Useful when the server may come up after the
     /// service. Fails with [`Error::Config`] as [`connect`](Self::connect)
-    /// does (the certificate and key files are read here too). Must be
+    /// does (the certificate and key files are read here too), but checks
+    /// no privilege: a role that lacks one fails on the first statement
+    /// that needs it, with the server's error (SQLSTATE 42501). Must be
     /// called inside a Tokio runtime.
     pub fn connect_lazy(config: DbConfig) -> Result<Self> {
         Self::build(config, true)
@@ -289,6 +304,64 @@ impl Database {
             self.record_pool_metrics();
         }
         checkout.map_err(|e| self.opening_failed(Error::from(e)))
+    }
+
+    /// Fails with an [`Error::Config`] listing what the session's role may
+    /// not do of what every pool does (see [`connect`](Self::connect)).
+    async fn check_privileges(&self) -> Result<()> {
+        let config = &self.inner.config;
+        let limit = config.connect_timeout.saturating_add(config.wait_timeout);
+        let check = async {
+            // Straight from the pool, as the warm-up's checkouts: the
+            // crate's own, not one the checkout metrics should count.
+            let client = self
+                .inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| self.opening_failed(Error::from(e)))?;
+            let messages = match client
+                .simple_query(crate::queries::server::MISSING_PRIVILEGES.text)
+                .await
+            {
+                Ok(messages) => messages,
+                Err(e) => {
+                    // Its transaction may be left open: not for the pool.
+                    discard(client, self.cancel_route());
+                    return Err(Error::from(e));
+                }
+            };
+            let mut role = String::new();
+            let mut missing = Vec::new();
+            for message in &messages {
+                let tokio_postgres::SimpleQueryMessage::Row(row) = message else {
+                    continue;
+                };
+                let column = |i: usize| Ok::<_, Error>(row.try_get(i)?.unwrap_or_default());
+                let (who, privilege, kind, object) =
+                    (column(0)?, column(1)?, column(2)?, column(3)?);
+                role = who.to_owned();
+                missing.push(format!("{privilege} on {kind} {object}"));
+            }
+            Ok::<_, Error>((role, missing))
+        };
+        let (role, missing) = match tokio::time::timeout(limit, check).await {
+            Ok(checked) => checked?,
+            Err(_) => {
+                return Err(Error::unavailable(
+                    format!("checking the role's privileges got no answer within {limit:?}"),
+                    None,
+                ));
+            }
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "role {role:?} lacks what every pool of voidrunner-db needs: {}. Grant it (the roles \
+             script does: voidrunner_db::roles), or connect as a role that has it (DbConfig::role)",
+            missing.join(", ")
+        )))
     }
 
     /// `err`, met checking out (and so perhaps opening) a connection: a

@@ -13,8 +13,9 @@
 //!
 //! Neither the app nor the worker role can create, alter, drop or truncate
 //! anything, nor read the migration history, which nothing the crate does
-//! at [`Database::connect`], [`health_check`](Database::health_check) or
-//! [`warm`](Database::warm) reads (only the migrations and
+//! at [`Database::connect`] (a look at the catalogs),
+//! [`health_check`](Database::health_check) or [`warm`](Database::warm)
+//! reads (only the migrations and
 //! [`migration_status`](Database::migration_status) do).
 //!
 //! # Row-level security
@@ -99,7 +100,9 @@
 //! `NOINHERIT` member, or for a superuser login in development, which then
 //! has no more than the role. A role the login cannot take fails
 //! [`Database::connect`] with an [`Error::Config`] naming the `GRANT` it
-//! lacks.
+//! lacks, and so does a role that lacks what every pool reads (`SELECT` on
+//! `tasks` and `task_executions`, `USAGE` on their schema, `EXECUTE` on the
+//! scope functions and list pages: see [`Database::connect`]).
 
 use tracing::Instrument as _;
 

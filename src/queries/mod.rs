@@ -10,7 +10,7 @@
 //! | `queue.sql` | every status write of a task or an execution: claim, rescue, prune, enqueue, heartbeat, complete, finish, delete, task status |
 //! | `lists.sql` | each list's pages and count |
 //! | `events.sql` | the polling event stream, the server clock it starts from |
-//! | `server.sql` | the health check, the probe sent with COMMIT |
+//! | `server.sql` | the health check, the probe sent with COMMIT, the privileges checked at connect |
 //!
 //! A section `-- name: x` of `f.sql` becomes the constant `f::X`, a
 //! [`Query`] registered as `f.x` in [`ALL`]; `-- columns: x` defines a

@@ -42,6 +42,26 @@ impl Drop for Login {
     }
 }
 
+/// A NOLOGIN role made by one test; dropped when it goes, which must be
+/// after the databases that hold grants to it.
+struct Group {
+    name: String,
+}
+
+impl Group {
+    async fn new(purpose: &str) -> Group {
+        let name = unique(purpose);
+        admin(&format!("CREATE ROLE {name} NOLOGIN")).await;
+        Group { name }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        drop_role(self.name.clone());
+    }
+}
+
 /// `vr_test_{purpose}_{random}`: roles are shared by every database of the
 /// cluster, so each test's are its own.
 fn unique(purpose: &str) -> String {
@@ -301,6 +321,58 @@ async fn a_role_that_cannot_be_taken_is_a_configuration_error() {
     let lazy = Database::connect_lazy(stranger).unwrap();
     let err = lazy.client().await.unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn connect_names_the_privileges_a_role_lacks() {
+    // Made first, so dropped last: the database holds grants to it.
+    let group = Group::new("noselect").await;
+    let db = TestDatabase::new().await.unwrap();
+    let mut config = small(db.config().await.unwrap());
+    config.role = Some(group.name.clone());
+    let err = Database::connect(config.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    let message = err.to_string();
+    for expected in [
+        format!("role \"{}\"", group.name),
+        "SELECT on table task_executions".to_owned(),
+        "SELECT on table tasks".to_owned(),
+    ] {
+        assert!(message.contains(&expected), "{expected}: {message}");
+    }
+    assert!(!message.contains("users"), "{message}");
+    // Lazy stays lazy: nothing is checked, nothing fails yet.
+    let lazy = Database::connect_lazy(config.clone()).unwrap();
+    lazy.health_check().await.unwrap();
+
+    let admin = db.raw_client().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "GRANT SELECT ON tasks, task_executions TO {0}; \
+             REVOKE USAGE ON SCHEMA public FROM PUBLIC; \
+             REVOKE EXECUTE ON FUNCTION voidrunner_users_page(timestamptz, uuid, bigint) FROM PUBLIC",
+            group.name
+        ))
+        .await
+        .unwrap();
+    let err = Database::connect(config.clone()).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("USAGE on schema public")
+            && message.contains("EXECUTE on function public.voidrunner_users_page(")
+            && !message.contains("SELECT on table"),
+        "{message}"
+    );
+    admin
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA public TO {0}; \
+             GRANT EXECUTE ON FUNCTION voidrunner_users_page(timestamptz, uuid, bigint) TO {0}",
+            group.name
+        ))
+        .await
+        .unwrap();
+    let connected = Database::connect(config).await.unwrap();
+    connected.close(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

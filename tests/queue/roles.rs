@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use voidrunner_db::testing::PrivateCluster;
-use voidrunner_db::{Database, DownTarget};
+use voidrunner_db::{Database, DownTarget, Error};
 
 use crate::operators::round;
 
@@ -13,8 +13,9 @@ use crate::operators::round;
 /// the migrations itself; (b) an app role with table privileges (and
 /// EXECUTE on functions, which PUBLIC has by default); (c) after a
 /// hardening `REVOKE EXECUTE ON ALL FUNCTIONS ... FROM PUBLIC`, the app
-/// role is refused with a clear permission error until EXECUTE is granted
-/// to it, as the README's deploying notes say; (d) V8 down and up keeps
+/// role cannot connect (an `Error::Config` naming the functions) and a
+/// lazy pool's statements are refused with a clear permission error,
+/// until EXECUTE is granted to it, as the deploying guide says; (d) V8 down and up keeps
 /// those grants, and no more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_superuser_roles() {
@@ -64,10 +65,19 @@ async fn non_superuser_roles() {
         .batch_execute("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC")
         .await
         .unwrap();
-    let app2 = Database::connect(as_role("app")).await.unwrap();
+    // Without EXECUTE on the crate's functions (V7, V8), connecting as the
+    // app role fails, naming the list pages it cannot call (the deploying
+    // guide: grant it); a lazy pool, which checks nothing, is refused by
+    // the first statement that calls one.
+    let err = Database::connect(as_role("app")).await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("role \"app\" lacks what every pool of voidrunner-db needs: EXECUTE on function voidrunner_"),
+        "{err}"
+    );
+    let app2 = Database::connect_lazy(as_role("app")).unwrap();
     let hardened = round(&app2, "app-hardened").await;
-    // Without EXECUTE on the crate's functions (V7, V8), the app role is
-    // refused, saying so (the README's deploying notes: grant it).
     let refused = hardened.expect_err("the app role ran the crate's functions without EXECUTE");
     assert!(
         refused.contains("permission denied for function voidrunner_"),
@@ -152,7 +162,9 @@ async fn non_superuser_roles() {
         .unwrap();
     let app4 = Database::connect(as_role("app")).await.unwrap();
     let after_v8 = round(&app4, "app-after-v8").await;
-    let stranger = Database::connect(as_role("stranger")).await.unwrap();
+    let err = Database::connect(as_role("stranger")).await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    let stranger = Database::connect_lazy(as_role("stranger")).unwrap();
     let refused_again = round(&stranger, "stranger").await;
     app4.close(Duration::from_secs(5)).await;
     stranger.close(Duration::from_secs(5)).await;
