@@ -21,18 +21,21 @@
 //! # Row-level security
 //!
 //! Migration V9 enables row-level security on `tasks` and
-//! `task_executions`: a role it binds sees and writes only the rows of the
-//! user its transaction is scoped to (`SET LOCAL voidrunner.user_id`, what
-//! the scoped repositories send), and no row at all in a transaction scoped
-//! to nobody. It binds the app role. The worker role reads and writes every
-//! row through the permissive policies `tasks_worker` and
-//! `task_executions_worker` this script creates (policies are OR-ed, and a
-//! policy for a role applies to its members). A `BYPASSRLS` worker would
-//! do the same, but only a superuser may grant that attribute. The tables'
-//! owner and superusers are never bound (RLS is enabled, not forced): a
-//! service must not log in as either, nor as a member of
-//! `voidrunner_owner`, and a login must be a member of one of the three,
-//! not two (a member of both the app and the worker role sees every row).
+//! `task_executions` and binds the members of `voidrunner_app`: such a
+//! session sees and writes only the rows of the user its transaction is
+//! scoped to (`SET LOCAL voidrunner.user_id`, what the scoped repositories
+//! send), and no row at all in a transaction scoped to nobody. V9 leaves
+//! every other role unbound (its `*_unbound` policies); the worker role
+//! reads and writes every row through permissive policies of its own as
+//! well, `tasks_worker` and `task_executions_worker`, which this script
+//! creates, so its access does not rest on not being someone else
+//! (policies are OR-ed, and a policy for a role applies to its members). A
+//! `BYPASSRLS` worker would do the same, but only a superuser may grant
+//! that attribute. The tables' owner and superusers are never bound (RLS
+//! is enabled, not forced): a handler must not log in as either, nor as a
+//! member of `voidrunner_owner`, and a login must be a member of one of
+//! the three, not two (a member of both the app and the worker role sees
+//! every row through the worker's policies).
 //! The script refuses to grant anything while `voidrunner_app` itself could
 //! escape the policies (a superuser, `BYPASSRLS`, a member of the owner or
 //! worker role or of the tables' owner).
@@ -61,8 +64,8 @@
 //! # Who owns the tables
 //!
 //! The script never changes an object's owner: a new owner would change
-//! who row-level security binds, and who may run the next migration, under
-//! a running service. Where the tables should belong to `voidrunner_owner`,
+//! who may run the next migration, and who row-level security exempts,
+//! under a running service. Where the tables should belong to `voidrunner_owner`,
 //! run the migrations as it from the start:
 //!
 //! 1. run the script once on the empty database, as a superuser: it creates
@@ -84,7 +87,7 @@
 //! superuser: `REASSIGN OWNED BY old_owner TO voidrunner_owner` in this
 //! database moves everything `old_owner` owns there; or `ALTER TABLE …
 //! OWNER TO voidrunner_owner` and `ALTER FUNCTION …` one by one), knowing
-//! that the old owner is then bound by row-level security.
+//! that the old owner then has only the privileges it is granted.
 //!
 //! # One login per part
 //!

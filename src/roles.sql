@@ -176,8 +176,9 @@ END;
 $$;
 
 -- The worker reads and writes every row: a permissive policy of its own,
--- OR-ed with V9's tenant policies (BYPASSRLS would do it too, but only a
--- superuser may grant that). Policies for a role apply to its members.
+-- OR-ed with V9's, so that its access does not rest on V9 leaving roles
+-- other than voidrunner_app unbound (BYPASSRLS would do it too, but only
+-- a superuser may grant that). Policies for a role apply to its members.
 DO $$
 BEGIN
     IF to_regclass('tasks') IS NULL THEN

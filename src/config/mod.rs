@@ -181,9 +181,10 @@ pub struct DbConfig {
     /// connection behind a session-mode pooler), the migration sessions
     /// (so the objects a migration creates are the role's: see
     /// [Roles](crate::docs::deploying#roles-and-upgrades)), the event
-    /// listener and [`roles::install`](crate::roles::install). Refused behind a transaction-mode pooler
-    /// ([`PoolerMode::Transaction`]), which cannot keep it for the
-    /// statements sent outside a transaction. At most 63 bytes
+    /// listener and [`roles::install`](crate::roles::install). Refused
+    /// behind a transaction-mode pooler ([`PoolerMode::Transaction`]),
+    /// which cannot keep it for the statements sent outside a
+    /// transaction. At most 63 bytes
     /// ([`ROLE_MAX_BYTES`]), not empty, no NUL, not `none`; always sent
     /// quoted (as an identifier in SQL), never as SQL text of its own. See
     /// [`crate::roles`] for the roles the crate ships.
