@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 use voidrunner_db::testing::{TestDatabase, server_config};
-use voidrunner_db::{Database, DbConfig, Error, PoolerMode, roles};
+use voidrunner_db::{
+    Database, DbConfig, Error, ExecutionQueue, ExecutionRepository, ExecutionStatus, NewTask,
+    NewUser, Outcome, PageRequest, PasswordHash, PgExecutionQueue, PgExecutionRepository,
+    PgTaskRepository, PgUserRepository, PoolerMode, RescuePolicy, TaskId, TaskRepository,
+    TaskStatus, TaskUpdate, UserId, UserRepository, UserUpdate, roles,
+};
 
 /// A LOGIN role made by one test, member of the given groups; dropped
 /// when it goes.
@@ -233,6 +238,7 @@ async fn the_worker_role_connects_without_the_users_table() {
     let login = Login::new("worker", &[roles::WORKER]).await;
     let worker = Database::connect(login.config(&base)).await.unwrap();
     worker.health_check().await.unwrap();
+    worker.warm().await.unwrap();
     let client = worker.client().await.unwrap();
     for sql in [
         "SELECT count(*) FROM users",
@@ -253,7 +259,8 @@ async fn the_worker_role_connects_without_the_users_table() {
 
 #[tokio::test]
 async fn the_role_setting_holds_for_every_pooled_session() {
-    let (_db, base) = with_roles().await;
+    let (db, base) = with_roles().await;
+    seed(&db).await;
     for pooler in [PoolerMode::Direct, PoolerMode::Session] {
         let mut config = small(base.clone());
         config.role = Some(roles::APP.to_owned());
@@ -270,11 +277,13 @@ async fn the_role_setting_holds_for_every_pooled_session() {
                 .unwrap();
             let (current, session): (String, String) = (row.get(0), row.get(1));
             assert_eq!((current.as_str(), session), (roles::APP, login.clone()));
-            // The role can do no more than the role: no schema change.
+            // The login can do no more than the role: no schema change,
+            // and bound by row-level security (no scope: no row).
             assert_eq!(
                 refused(&client, "CREATE TABLE vr_probe (id int)").await,
                 SqlState::INSUFFICIENT_PRIVILEGE
             );
+            assert_eq!(visible(&client, "tasks").await, 0);
         }
         if pooler == PoolerMode::Direct {
             // A startup option is the session's default: RESET keeps it.
@@ -414,4 +423,271 @@ async fn migrations_run_as_the_owner_role_own_what_they_create() {
         .get(0);
     assert!(granted);
     owner.close(Duration::from_secs(5)).await;
+}
+
+/// Two users' tasks, each with a pending execution, written as the
+/// harness's superuser (whom row-level security never binds).
+struct Seeded {
+    a: (UserId, TaskId),
+    b: (UserId, TaskId),
+}
+
+async fn seed(db: &Database) -> Seeded {
+    let users = PgUserRepository::new(db.clone());
+    let tasks = PgTaskRepository::new(db.clone());
+    let queue = PgExecutionQueue::new(db.clone());
+    let mut seeded = Vec::new();
+    for email in ["a@example.com", "b@example.com"] {
+        let user = users
+            .create(NewUser::new(email, PasswordHash::new("h")))
+            .await
+            .unwrap();
+        let task = tasks
+            .create(NewTask::new(user.id, "t", "print(1)"))
+            .await
+            .unwrap();
+        queue.enqueue(task.id, None).await.unwrap();
+        seeded.push((user.id, task.id));
+    }
+    Seeded {
+        a: seeded[0],
+        b: seeded[1],
+    }
+}
+
+/// The count of `table`'s rows `client` sees.
+async fn visible(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_app_role_sees_and_changes_only_the_rows_of_its_scope() {
+    let (db, base) = with_roles().await;
+    let Seeded { a, b } = seed(&db).await;
+    let login = Login::new("tenant", &[roles::APP]).await;
+    let app = Database::connect(login.config(&base)).await.unwrap();
+    let pooled = app.client().await.unwrap();
+    let client: &tokio_postgres::Client = &pooled;
+
+    // Scoped to nobody, in a transaction or not: no row at all.
+    for table in ["tasks", "task_executions"] {
+        assert_eq!(visible(client, table).await, 0, "{table}");
+    }
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(visible(client, "tasks").await, 0);
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    let scope_to_a = format!("BEGIN; SET LOCAL voidrunner.user_id = '{}'", a.0);
+    client.batch_execute(&scope_to_a).await.unwrap();
+    let tx = client;
+    let ids: Vec<uuid::Uuid> = tx
+        .query("SELECT id FROM tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, [a.1.as_uuid()]);
+    let owners: Vec<uuid::Uuid> = tx
+        .query("SELECT user_id FROM task_executions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(owners, [a.0.as_uuid()]);
+    let update = "UPDATE tasks SET name = 'renamed' WHERE id = $1";
+    assert_eq!(tx.execute(update, &[&a.1.as_uuid()]).await.unwrap(), 1);
+    // B's rows are not there to change.
+    assert_eq!(tx.execute(update, &[&b.1.as_uuid()]).await.unwrap(), 0);
+    let cancel = "UPDATE task_executions SET status = 'cancelled', completed_at = now() \
+                  WHERE task_id = $1";
+    assert_eq!(tx.execute(cancel, &[&b.1.as_uuid()]).await.unwrap(), 0);
+    let delete = "DELETE FROM tasks WHERE id = $1";
+    assert_eq!(tx.execute(delete, &[&b.1.as_uuid()]).await.unwrap(), 0);
+    tx.batch_execute("COMMIT").await.unwrap();
+    // Nor written for B: the policies' WITH CHECK refuses the row.
+    client.batch_execute(&scope_to_a).await.unwrap();
+    let err = tx
+        .execute(
+            "INSERT INTO tasks (user_id, name, script_content) VALUES ($1, 'x', 'y')",
+            &[&b.0.as_uuid()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // The scope ended with its transaction.
+    assert_eq!(visible(client, "tasks").await, 0);
+    drop(pooled);
+
+    // What the superuser sees: only A's task renamed, B's untouched.
+    let tasks = PgTaskRepository::new(db.db().clone());
+    assert_eq!(tasks.get(a.1).await.unwrap().name, "renamed");
+    assert_eq!(tasks.get(b.1).await.unwrap().name, "t");
+    // The unscoped repositories fail closed for the app role.
+    let err = PgTaskRepository::new(app.clone())
+        .get(a.1)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    app.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_worker_role_runs_the_queue_over_every_row() {
+    let (db, base) = with_roles().await;
+    let Seeded { a, b } = seed(&db).await;
+    let login = Login::new("worker", &[roles::WORKER]).await;
+    let worker = Database::connect(login.config(&base)).await.unwrap();
+    let client = worker.client().await.unwrap();
+    assert_eq!(visible(&client, "tasks").await, 2);
+    assert_eq!(visible(&client, "task_executions").await, 2);
+    drop(client);
+
+    // The event poll reads every execution too.
+    let mut events = worker
+        .subscribe_polling(Duration::from_millis(20), Duration::ZERO)
+        .await
+        .unwrap();
+    let queue = PgExecutionQueue::new(worker.clone());
+    let lease = Duration::from_secs(60);
+    let claimed = queue.claim("w1", 10, lease).await.unwrap();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("an event within 30 s")
+            .expect("the stream goes on");
+        let event = event.execution().expect("an execution event");
+        assert_eq!(event.worker_id.as_deref(), Some("w1"), "{event:?}");
+    }
+    let mut tasks: Vec<TaskId> = claimed.iter().map(|c| c.execution.task_id).collect();
+    tasks.sort();
+    let mut expected = vec![a.1, b.1];
+    expected.sort();
+    assert_eq!(tasks, expected, "both users' work");
+    let (done, lost) = (&claimed[0], &claimed[1]);
+    queue
+        .heartbeat(done.execution.id, "w1", lease)
+        .await
+        .unwrap();
+    queue
+        .complete(done.execution.id, "w1", Outcome::completed(0))
+        .await
+        .unwrap();
+    // The other's lease runs out (set by hand, rather than waited for).
+    db.raw_client()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE task_executions SET lease_expires_at = now() - interval '1 minute' \
+             WHERE id = $1",
+            &[&lost.execution.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let report = queue.rescue_expired(RescuePolicy::default()).await.unwrap();
+    assert_eq!(report.timed_out, [lost.execution.id]);
+    assert_eq!(queue.prune(Duration::ZERO, 100).await.unwrap(), 2);
+    worker.close(Duration::from_secs(5)).await;
+}
+
+/// Every call of the scoped view, and the users repository, as a login of
+/// the app role: the grants are what these statements need.
+#[tokio::test]
+async fn the_app_role_runs_the_scoped_view_and_user_management() {
+    let (db, base) = with_roles().await;
+    let Seeded { a, b } = seed(&db).await;
+    let login = Login::new("handler", &[roles::APP]).await;
+    let app = Database::connect(login.config(&base)).await.unwrap();
+    let mine = app.scoped(a.0);
+    let page = PageRequest::first(10);
+
+    assert_eq!(mine.tasks.get(a.1).await.unwrap().id, a.1);
+    assert!(mine.tasks.get(b.1).await.unwrap_err().is_not_found());
+    assert_eq!(mine.tasks.count().await.unwrap(), 1);
+    assert_eq!(mine.tasks.list(page.clone()).await.unwrap().items.len(), 1);
+    assert_eq!(mine.executions.count().await.unwrap(), 1);
+    let latest = mine.executions.latest_for_task(a.1).await.unwrap().unwrap();
+    assert_eq!(mine.executions.get(latest.id).await.unwrap().id, latest.id);
+    let listed = mine
+        .executions
+        .list_by_task(a.1, page.clone())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+
+    let created = mine
+        .tasks
+        .create(NewTask::new(a.0, "new", "print(2)"))
+        .await
+        .unwrap();
+    let renamed = mine
+        .tasks
+        .update(
+            created.id,
+            TaskUpdate {
+                name: Some("renamed".to_owned()),
+                ..TaskUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "renamed");
+    let queued = mine.executions.enqueue(created.id, None).await.unwrap();
+    mine.executions.cancel(queued.id).await.unwrap();
+    mine.tasks
+        .update_status(a.1, TaskStatus::Cancelled)
+        .await
+        .unwrap();
+    mine.tasks.delete(created.id).await.unwrap();
+    // B's work is not there to cancel.
+    let theirs = PgExecutionRepository::new(db.db().clone())
+        .latest_for_task(b.1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        mine.executions
+            .cancel(theirs.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(
+        PgExecutionRepository::new(db.db().clone())
+            .get(theirs.id)
+            .await
+            .unwrap()
+            .status,
+        ExecutionStatus::Pending
+    );
+
+    let users = PgUserRepository::new(app.clone());
+    let carol = users
+        .create(NewUser::new("c@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    assert_eq!(
+        users.get_by_email("c@example.com").await.unwrap().id,
+        carol.id
+    );
+    assert_eq!(users.count().await.unwrap(), 3);
+    assert_eq!(users.list(page).await.unwrap().items.len(), 3);
+    users
+        .update(
+            carol.id,
+            UserUpdate {
+                email: Some("carol@example.com".to_owned()),
+                password_hash: None,
+            },
+        )
+        .await
+        .unwrap();
+    users.delete(carol.id).await.unwrap();
+    app.close(Duration::from_secs(5)).await;
 }
