@@ -16,6 +16,7 @@ mod hostile_rows;
 mod mocked_service;
 mod tasks;
 mod tenants;
+mod tenants_attack;
 mod unit_of_work;
 mod unit_of_work_seam;
 
