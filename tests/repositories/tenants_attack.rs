@@ -357,3 +357,90 @@ async fn dropped_scoped_calls_leave_nothing_on_the_pooled_connection() {
     }
     assert!(dropped > 0);
 }
+
+/// A scoped call whose statement the server cancels (statement_timeout,
+/// waiting for a lock another session holds), pooled and inside a
+/// transaction: pooled, the connection comes back idle and unscoped;
+/// in a transaction, the error is the caller's and the transaction ends
+/// rolled back, and a scoped call that failed leaves no scope behind for
+/// the next transaction on that connection.
+#[tokio::test]
+async fn a_scoped_statement_cancelled_by_statement_timeout_leaves_nothing_behind() {
+    let db = voidrunner_db::testing::TestDatabase::with_config(|c| {
+        c.max_connections = 1;
+        c.min_connections = 1;
+        c.statement_timeout = Some(Duration::from_millis(300));
+    })
+    .await
+    .unwrap();
+    let r = crate::Repos::over(db);
+    let user = r.user("st@example.com").await;
+    let task = r.task(&user, "t").await;
+    let config = r.db.config().await.unwrap();
+    let pg = config
+        .direct_pg_config()
+        .unwrap_or(config.pg_config())
+        .clone();
+    let (holder, connection) = pg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE",
+            task.id.as_uuid().hyphenated()
+        ))
+        .await
+        .unwrap();
+    let db = r.db.db();
+    let err = db
+        .scoped(user.id)
+        .tasks
+        .update_status(task.id, TaskStatus::Cancelled)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout() || err.is_retryable(), "{err:?}");
+    let state = |client: voidrunner_db::PooledClient| async move {
+        let rows = client
+            .simple_query(
+                "SELECT coalesce(NULLIF(current_setting('voidrunner.user_id', true), ''), '-'), \
+                        (xact_start = query_start)::text \
+                 FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some((
+                    row.get(0).unwrap().to_owned(),
+                    row.get(1).unwrap().to_owned(),
+                )),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        state(db.client().await.unwrap()).await,
+        ("-".to_owned(), "true".to_owned())
+    );
+    // In a transaction.
+    let (user_id, task_id) = (user.id, task.id);
+    let failed = db
+        .transaction(|tx| async move {
+            tx.scoped(user_id)
+                .tasks
+                .update_status(task_id, TaskStatus::Cancelled)
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(failed.is_timeout() || failed.is_retryable(), "{failed:?}");
+    assert_eq!(
+        state(db.client().await.unwrap()).await,
+        ("-".to_owned(), "true".to_owned())
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        r.tasks.get(task.id).await.unwrap().status,
+        TaskStatus::Pending
+    );
+}
