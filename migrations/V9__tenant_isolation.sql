@@ -1,10 +1,11 @@
 -- voidrunner:no-transaction
 -- squawk-disable-assume-in-transaction
 -- voidrunner-db V9: tenant isolation. Every execution carries its task's
--- owner, kept equal to it by a foreign key; row-level security on tasks
--- and task_executions shows the application role (voidrunner_app) only the
--- rows of the user its transaction is scoped to, and none when it is scoped
--- to nobody; the indexes and list pages the scoped repositories read.
+-- owner, kept equal to it by a foreign key; row-level security policies on
+-- tasks and task_executions show the application role (voidrunner_app)
+-- only the rows of the user its transaction is scoped to, and none when it
+-- is scoped to nobody (on once that role exists); the indexes and list
+-- pages the scoped repositories read.
 --
 -- Run outside any transaction, one statement at a time, each committed on
 -- its own (see V5): the owner column is filled in batches, the indexes are
@@ -142,6 +143,16 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- The foreign key's own look-ups (the cascade of a task's delete, the
+-- check and cascade of a change of its owner) ask for `task_id = $1 AND
+-- user_id = $2`. Without an index on both, statistics taken while the table
+-- was small can send them down the user's index below, through every
+-- execution of that user, for each task deleted.
+DROP INDEX CONCURRENTLY IF EXISTS task_executions_task_id_user_id_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS task_executions_task_id_user_id_idx
+    ON task_executions (task_id, user_id);
 
 -- An execution's owner is its task's: the database refuses any other, and
 -- a task given to another user (by another application: the crate never
@@ -306,12 +317,11 @@ $$;
 -- application role of the crate's roles script, `voidrunner_db::roles`):
 -- such a role sees and writes only the rows of the user its transaction is
 -- scoped to, and none at all when it is scoped to nobody: it fails closed.
--- Every other role is left as before this migration: the workers, the
--- rescuer, administration, and the roles of deployments that predate the
--- roles script (the tables' owner and superusers are never bound anyway).
--- The role need not exist: then nobody is bound. Whether the session is a
--- member is one look-up per statement (an uncorrelated subquery), not one
--- per row. Foreign-key actions (a cascade) are not bound.
+-- Every other role sees every row through `*_unbound`: the workers, the
+-- rescuer, administration, the roles of deployments that predate the roles
+-- script (the tables' owner and superusers are never bound anyway). The
+-- membership check is a subquery, evaluated once per statement, not once
+-- per row.
 CREATE OR REPLACE FUNCTION voidrunner_unbound() RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
@@ -330,8 +340,8 @@ CREATE POLICY tasks_tenant ON tasks
 DROP POLICY IF EXISTS tasks_unbound ON tasks;
 
 CREATE POLICY tasks_unbound ON tasks
-    USING (voidrunner_unbound())
-    WITH CHECK (voidrunner_unbound());
+    USING ((SELECT voidrunner_unbound()))
+    WITH CHECK ((SELECT voidrunner_unbound()));
 
 DROP POLICY IF EXISTS task_executions_tenant ON task_executions;
 
@@ -342,12 +352,23 @@ CREATE POLICY task_executions_tenant ON task_executions
 DROP POLICY IF EXISTS task_executions_unbound ON task_executions;
 
 CREATE POLICY task_executions_unbound ON task_executions
-    USING (voidrunner_unbound())
-    WITH CHECK (voidrunner_unbound());
+    USING ((SELECT voidrunner_unbound()))
+    WITH CHECK ((SELECT voidrunner_unbound()));
 
--- Enabling it again is a no-op, so these are safe to run again.
--- squawk-ignore prefer-robust-stmts
-ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
-
--- squawk-ignore prefer-robust-stmts
-ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;
+-- The policies take effect once row-level security is on, which is here
+-- only when the role voidrunner_app exists (so when V9 runs again after
+-- the roles script, or down and up), and otherwise when the roles script
+-- creates it: it binds nobody before. Turned on, it costs every role it
+-- applies to and does not exempt (all but the tables' owner, superusers
+-- and BYPASSRLS roles) more than the policies: PostgreSQL then plans a
+-- non-leakproof operator (the metadata search's `@>`) without the column's
+-- statistics, which can turn a search by the metadata index into a walk
+-- of the list's. A deployment without the roles keeps its plans.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voidrunner_app') THEN
+        ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;
+    END IF;
+END;
+$$;

@@ -20,8 +20,12 @@
 //!
 //! # Row-level security
 //!
-//! Migration V9 enables row-level security on `tasks` and
-//! `task_executions` and binds the members of `voidrunner_app`: such a
+//! Migration V9 adds row-level security policies to `tasks` and
+//! `task_executions`, and this script turns row-level security on for
+//! them (V9 does itself only when `voidrunner_app` already exists: before,
+//! there is nobody to bind, and row-level security on costs the roles it
+//! applies to the column statistics of non-leakproof operators). The
+//! policies bind the members of `voidrunner_app`: such a
 //! session sees and writes only the rows of the user its transaction is
 //! scoped to (`SET LOCAL voidrunner.user_id`, what the scoped repositories
 //! send), and no row at all in a transaction scoped to nobody. V9 leaves

@@ -175,6 +175,24 @@ BEGIN
 END;
 $$;
 
+-- Row-level security on: V9's policies (migration) bind voidrunner_app from
+-- now on. V9 turns it on itself only when this role already exists, since
+-- before there is nobody to bind and it would cost other non-owner roles
+-- the statistics of non-leakproof operators (see V9).
+DO $$
+BEGIN
+    -- Not before V9: row-level security without its policies would hide
+    -- every row from every role it binds.
+    IF to_regclass('tasks') IS NULL OR NOT EXISTS (
+        SELECT 1 FROM pg_policy WHERE polname = 'tasks_unbound' AND polrelid = to_regclass('tasks')
+    ) THEN
+        RETURN;
+    END IF;
+    ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;
+END;
+$$;
+
 -- The worker reads and writes every row: a permissive policy of its own,
 -- OR-ed with V9's, so that its access does not rest on V9 leaving roles
 -- other than voidrunner_app unbound (BYPASSRLS would do it too, but only

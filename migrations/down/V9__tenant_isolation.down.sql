@@ -19,6 +19,7 @@ DROP FUNCTION voidrunner_in_scope(uuid);
 DROP FUNCTION voidrunner_scope();
 DROP INDEX tasks_user_id_status_priority_created_at_id_idx;
 DROP INDEX task_executions_user_id_created_at_id_idx;
+DROP INDEX task_executions_task_id_user_id_idx;
 ALTER TABLE task_executions DROP CONSTRAINT task_executions_task_owner_fkey;
 ALTER TABLE tasks DROP CONSTRAINT tasks_id_user_id_key;
 DROP TRIGGER task_executions_set_user_id ON task_executions;

@@ -77,7 +77,10 @@ WHERE voidrunner_in_scope((SELECT user_id FROM tasks WHERE id = $1))
 ORDER BY created_at DESC, id DESC
 
 -- name: executions_by_task_count
-SELECT count(*) FROM task_executions WHERE task_id = $1 AND voidrunner_in_scope(user_id)
+-- Like the pages, 0 to a scoped call for another user's task without
+-- reading its executions: the owner is read once, before the count.
+SELECT count(*) FROM task_executions
+WHERE task_id = $1 AND voidrunner_in_scope((SELECT user_id FROM tasks WHERE id = $1))
 
 -- name: executions_by_status_first
 -- `$1` the filter value, `$2` the row count.

@@ -118,19 +118,18 @@ const LOAD: &str = "INSERT INTO users (email, password_hash) \
        SELECT id, 'completed', now(), now(), 'w' FROM tasks; \
      ANALYZE;";
 
-/// V9 says every role that is not a member of `voidrunner_app` is "as
-/// before V9" (`tasks_unbound`: "existing deployments keep working
-/// unchanged"), and that whether the session is bound is "one look-up per
-/// statement (an uncorrelated subquery), not one per row".
+/// A role that is not a member of `voidrunner_app` and neither owns the
+/// tables nor is a superuser (a worker, or a deployment's service role
+/// that is not the owner):
 ///
-/// Neither holds for a role that neither owns the tables nor is a
-/// superuser (the guide's `voidrunner_worker`, or any deployment whose
-/// service role is not the owner): row-level security is on for it, so
-/// (1) `voidrunner_unbound()`, a SQL function whose body is a subquery and
-/// so is never inlined, is called once per row read, and (2) the policy's
-/// quals are security barriers, so a non-leakproof operator of the query
-/// (`@>` of the metadata search) may not be used as an index condition:
-/// the unscoped metadata search drops the GIN index for a full walk.
+/// 1. Before the application role exists (a deployment that never ran the
+///    roles script), V9 leaves row-level security off, so such a role
+///    keeps its plans: the unscoped metadata search uses the GIN index as
+///    the owner's does. (Row-level security on, even with a policy that
+///    lets it read every row, would make PostgreSQL plan the
+///    non-leakproof `@>` without the column's statistics.)
+/// 2. Once it is on, whether the session is bound is looked up once per
+///    statement (an InitPlan), not once per row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_left_unbound_keep_their_plans() {
     let cluster = PrivateCluster::start().await.unwrap();
@@ -179,7 +178,18 @@ async fn roles_left_unbound_keep_their_plans() {
         ));
     }
 
-    // The per-row look-up.
+    // The per-row look-up, once row-level security is on (as the roles
+    // script turns it on).
+    su.batch_execute("CREATE ROLE voidrunner_app NOLOGIN")
+        .await
+        .unwrap();
+    owner
+        .batch_execute(
+            "ALTER TABLE tasks ENABLE ROW LEVEL SECURITY; \
+             ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;",
+        )
+        .await
+        .unwrap();
     let count = voidrunner_db::__statement("lists.executions_count").unwrap();
     let plan: Vec<String> = worker
         .query(&format!("EXPLAIN (VERBOSE) {count}"), &[])
@@ -192,6 +202,11 @@ async fn roles_left_unbound_keep_their_plans() {
         .iter()
         .filter(|l| l.contains("Filter") && l.contains("voidrunner_unbound()"))
         .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("InitPlan")),
+        "row-level security is not on for the worker:\n{}",
+        plan.join("\n")
+    );
     if !per_row.is_empty() {
         findings.push(format!(
             "voidrunner_unbound() is evaluated per row, not once per statement:\n{}",
