@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use voidrunner_db::{
-    Error, ExecutionQueue, ExecutionStatus, NewTask, Outcome, PageRequest, ScopedRepositories,
-    Task, TaskExecution, TaskId, TaskRepository, TaskStatus, TaskUpdate, User, UserId,
+    Database, Error, ExecutionQueue, ExecutionStatus, NewTask, Outcome, PageRequest,
+    ScopedRepositories, Task, TaskExecution, TaskId, TaskRepository, TaskStatus, TaskUpdate, User,
+    UserId,
 };
 
 use crate::{Repos, repos, repos_with_pool};
@@ -20,13 +21,13 @@ use crate::{Repos, repos, repos_with_pool};
 /// A user's rows in every state: a task without executions, one pending,
 /// one running, one completed, one failed, one timed out (by its worker)
 /// and one cancelled, each with its execution.
-struct Owned {
-    user: User,
-    tasks: Vec<Task>,
-    executions: Vec<TaskExecution>,
+pub(crate) struct Owned {
+    pub(crate) user: User,
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) executions: Vec<TaskExecution>,
 }
 
-async fn owned(r: &Repos, email: &str, worker: &str) -> Owned {
+pub(crate) async fn owned(r: &Repos, email: &str, worker: &str) -> Owned {
     let user = r.user(email).await;
     let mut tasks = Vec::new();
     for (i, name) in [
@@ -78,7 +79,7 @@ async fn owned(r: &Repos, email: &str, worker: &str) -> Owned {
 
 /// Every row of both tables, as text, hashed: equal before and after means
 /// nothing was written.
-async fn fingerprint(r: &Repos) -> (String, String) {
+pub(crate) async fn fingerprint(r: &Repos) -> (String, String) {
     let client = r.db.raw_client().await.unwrap();
     let row = client
         .query_one(
@@ -91,7 +92,8 @@ async fn fingerprint(r: &Repos) -> (String, String) {
     (row.get(0), row.get(1))
 }
 
-fn missing<T: std::fmt::Debug>(what: &str, result: voidrunner_db::Result<T>) {
+#[track_caller]
+pub(crate) fn missing<T: std::fmt::Debug>(what: &str, result: voidrunner_db::Result<T>) {
     match result {
         Err(Error::NotFound { .. }) => {}
         other => panic!("{what}: expected NotFound, got {other:?}"),
@@ -100,7 +102,7 @@ fn missing<T: std::fmt::Debug>(what: &str, result: voidrunner_db::Result<T>) {
 
 /// Every scoped operation, called by `a` with `b`'s ids, answers as for a
 /// missing row; `a`'s lists and counts hold `a`'s rows only.
-async fn foreign_ids_are_missing(scoped: &ScopedRepositories, a: &Owned, b: &Owned) {
+pub(crate) async fn foreign_ids_are_missing(scoped: &ScopedRepositories, a: &Owned, b: &Owned) {
     let (tasks, executions) = (&scoped.tasks, &scoped.executions);
     assert_eq!(tasks.user_id(), a.user.id);
     for task in &b.tasks {
@@ -233,8 +235,15 @@ async fn another_users_ids_answer_as_missing_and_change_nothing_in_a_transaction
 #[tokio::test]
 async fn the_scoped_view_works_on_the_users_own_rows() {
     let r = repos().await;
+    own_rows_work(&r, r.db.db()).await;
+}
+
+/// The user's own rows through `db`'s scoped view (a pool of `r`'s
+/// database, connecting as any role), checked against `r`'s unscoped
+/// repositories: create, read, change, queue, cancel, delete.
+pub(crate) async fn own_rows_work(r: &Repos, db: &Database) {
     let user = r.user("own@example.com").await;
-    let scoped = r.db.db().scoped(user.id);
+    let scoped = db.scoped(user.id);
     let task = scoped
         .tasks
         .create(NewTask::new(user.id, "mine", "print(1)").metadata(json!({ "team": "x" })))
