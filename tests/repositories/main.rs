@@ -6,6 +6,7 @@
 //! PgBouncer; the files beside it hold what is particular to one entity
 //! (races, hostile inputs and rows, plans, faults).
 
+mod app_role;
 mod conformance;
 mod deny_list;
 mod error_constructors;
@@ -17,6 +18,7 @@ mod mocked_service;
 mod tasks;
 mod tenants;
 mod tenants_attack;
+mod tenants_app_role;
 mod unit_of_work;
 mod unit_of_work_seam;
 
