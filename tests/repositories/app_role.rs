@@ -93,6 +93,20 @@ impl AppRole {
         AppDatabase { db, bouncer }
     }
 
+    /// A session of its own to the test database as this role, straight
+    /// to the server (for SQL that needs one: plans, `SET LOCAL` across
+    /// statements).
+    pub async fn session(&self) -> tokio_postgres::Client {
+        let (client, connection) = self
+            .direct_config()
+            .pg_config()
+            .connect(NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
     fn drop_sql(&self) -> String {
         format!(
             "DO $$ BEGIN \

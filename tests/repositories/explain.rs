@@ -45,7 +45,7 @@ async fn profile(
 /// As the queue leaves them: one execution per task, in its task's status
 /// (so at most one active, and running ones leased), one user with half
 /// the tasks, and one task with a long history of completed runs.
-const LOAD: &str = "INSERT INTO users (email, password_hash) \
+pub(crate) const LOAD: &str = "INSERT INTO users (email, password_hash) \
        SELECT 'u' || g || '@example.com', 'h' FROM generate_series(1, 5000) g; \
      INSERT INTO tasks (user_id, name, script_content, priority, status, metadata) \
        SELECT CASE WHEN g % 2 = 0 THEN u.ids[1] ELSE u.ids[g % 5000 + 1] END, 'n', 'x', g % 11, CASE g % 20 WHEN 0 THEN 'running' WHEN 1 THEN 'pending' ELSE 'completed' END, \

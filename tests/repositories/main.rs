@@ -19,6 +19,7 @@ mod tasks;
 mod tenants;
 mod tenants_attack;
 mod tenants_app_role;
+mod tenants_plans;
 mod tenants_random;
 mod unit_of_work;
 mod unit_of_work_seam;
