@@ -527,67 +527,15 @@ async fn scoped_statements_use_their_index_on_one_row_statistics_as_the_applicat
     .await;
 }
 
-/// The scoped metadata search (`lists.tasks_by_user_metadata_*`) with a
-/// selective filter, as the application role on fresh statistics: as the
-/// superuser it goes through the GIN index (`explain.rs`), reading one
-/// entry for its one row. As a member of `voidrunner_app` it cannot: `@>`
-/// (`jsonb_contains`) is not leakproof, so PostgreSQL keeps it above
-/// row-level security's quals and off any index; the page walks the
-/// user's 10,000 tasks for one row and the count scans the whole table.
-/// A defect of the crate, not of this test (reported on issue 18).
-#[tokio::test]
-#[ignore = "row-level security keeps jsonb @> (not leakproof) off the GIN index: \
-            the scoped search reads all the user's tasks as voidrunner_app"]
-async fn scoped_metadata_search_uses_gin_as_the_application_role() {
-    let (r, _role, app) = loaded("").await;
-    let admin = r.db.raw_client().await.unwrap();
-    admin.batch_execute("VACUUM ANALYZE").await.unwrap();
-    let rows = rows(&admin).await;
-    // Task 4242 is one of the big user's (every even one is).
-    let filter = serde_json::json!({"serial": 4242});
-    let (priority, at, key, limit) = (10i32, Timestamp::now(), Uuid::max(), 21i64);
-    let cases: Vec<(&'static str, Vec<&(dyn ToSql + Sync)>)> = vec![
-        (
-            "lists.tasks_by_user_metadata_first",
-            vec![&rows.big, &filter, &limit],
-        ),
-        (
-            "lists.tasks_by_user_metadata_after",
-            vec![&rows.big, &filter, &priority, &at, &key, &limit],
-        ),
-        (
-            "lists.tasks_by_user_metadata_count",
-            vec![&rows.big, &filter],
-        ),
-    ];
-    for (name, params) in cases {
-        let sql = voidrunner_db::__statement(name).unwrap();
-        let p = profile_as(&app, rows.big, sql, &params).await;
-        let case = Case {
-            name,
-            user: rows.big,
-            params,
-            index: &["tasks_metadata_idx"],
-            rows: 1,
-            entries: 3 + 10,
-        };
-        check(&case, &p, "fresh");
-    }
-}
-
 /// Deleting one of the big user's tasks (one execution) through the scoped
 /// view on statistics taken while the tables were empty: the delete and its
-/// cascades should read the task's rows only. They do not: V9's owner key
+/// cascades read the task's rows only. V9's owner key
 /// (`task_executions_task_owner_fkey`, `ON DELETE CASCADE`) cascades with
 /// `DELETE FROM ONLY task_executions WHERE $1 = task_id AND $2 = user_id`,
-/// which on such statistics is a `BitmapAnd` of the task's index and the
-/// user's, reading every execution of the user (10,000 or more) to delete
-/// one. The same makes `explain.rs`'s stale-statistics test fail whenever
-/// the task it picks is that user's. A defect of the crate, not of this
-/// test (reported on issue 18).
+/// which V9's index on both columns serves; without it, such statistics
+/// made it a `BitmapAnd` of the task's index and the user's, reading every
+/// execution of the user to delete one.
 #[tokio::test]
-#[ignore = "V9's owner key cascades through a BitmapAnd with the user's index on stale \
-            statistics: deleting one task reads all the user's executions"]
 async fn scoped_delete_reads_only_the_tasks_rows_on_stale_statistics() {
     let (r, _role, app) = loaded(
         "ALTER TABLE users SET (autovacuum_enabled = off); \
