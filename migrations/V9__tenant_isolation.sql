@@ -42,11 +42,16 @@ BEGIN
 END;
 $$;
 
-DROP TRIGGER IF EXISTS task_executions_set_user_id ON task_executions;
-
-CREATE TRIGGER task_executions_set_user_id BEFORE INSERT ON task_executions
-    FOR EACH ROW WHEN (NEW.user_id IS NULL)
-    EXECUTE FUNCTION voidrunner_execution_owner();
+-- Dropped and created in one statement, so that a rerun interrupted in
+-- between never leaves the table without it.
+DO $$
+BEGIN
+    DROP TRIGGER IF EXISTS task_executions_set_user_id ON task_executions;
+    CREATE TRIGGER task_executions_set_user_id BEFORE INSERT ON task_executions
+        FOR EACH ROW WHEN (NEW.user_id IS NULL)
+        EXECUTE FUNCTION voidrunner_execution_owner();
+END;
+$$;
 
 -- The existing rows take their task's owner, a few thousand at a time in
 -- primary key order, each batch committed on its own so no lock is held
@@ -331,39 +336,51 @@ AS $$
     )
 $$;
 
-DROP POLICY IF EXISTS tasks_tenant ON tasks;
+DO $$
+BEGIN
+    DROP POLICY IF EXISTS tasks_tenant ON tasks;
+    CREATE POLICY tasks_tenant ON tasks
+        USING (user_id = voidrunner_scope())
+        WITH CHECK (user_id = voidrunner_scope());
+END;
+$$;
 
-CREATE POLICY tasks_tenant ON tasks
-    USING (user_id = voidrunner_scope())
-    WITH CHECK (user_id = voidrunner_scope());
+DO $$
+BEGIN
+    DROP POLICY IF EXISTS tasks_unbound ON tasks;
+    CREATE POLICY tasks_unbound ON tasks
+        USING ((SELECT voidrunner_unbound()))
+        WITH CHECK ((SELECT voidrunner_unbound()));
+END;
+$$;
 
-DROP POLICY IF EXISTS tasks_unbound ON tasks;
+DO $$
+BEGIN
+    DROP POLICY IF EXISTS task_executions_tenant ON task_executions;
+    CREATE POLICY task_executions_tenant ON task_executions
+        USING (user_id = voidrunner_scope())
+        WITH CHECK (user_id = voidrunner_scope());
+END;
+$$;
 
-CREATE POLICY tasks_unbound ON tasks
-    USING ((SELECT voidrunner_unbound()))
-    WITH CHECK ((SELECT voidrunner_unbound()));
+DO $$
+BEGIN
+    DROP POLICY IF EXISTS task_executions_unbound ON task_executions;
+    CREATE POLICY task_executions_unbound ON task_executions
+        USING ((SELECT voidrunner_unbound()))
+        WITH CHECK ((SELECT voidrunner_unbound()));
+END;
+$$;
 
-DROP POLICY IF EXISTS task_executions_tenant ON task_executions;
-
-CREATE POLICY task_executions_tenant ON task_executions
-    USING (user_id = voidrunner_scope())
-    WITH CHECK (user_id = voidrunner_scope());
-
-DROP POLICY IF EXISTS task_executions_unbound ON task_executions;
-
-CREATE POLICY task_executions_unbound ON task_executions
-    USING ((SELECT voidrunner_unbound()))
-    WITH CHECK ((SELECT voidrunner_unbound()));
-
--- The policies take effect once row-level security is on, which is here
--- only when the role voidrunner_app exists (so when V9 runs again after
--- the roles script, or down and up), and otherwise when the roles script
--- creates it: it binds nobody before. Turned on, it costs every role it
--- applies to and does not exempt (all but the tables' owner, superusers
--- and BYPASSRLS roles) more than the policies: PostgreSQL then plans a
--- non-leakproof operator (the metadata search's `@>`) without the column's
--- statistics, which can turn a search by the metadata index into a walk
--- of the list's. A deployment without the roles keeps its plans.
+-- The policies take effect once row-level security is on: here when the
+-- role voidrunner_app exists (roles are the cluster's, so it may have been
+-- made for another database), else when the roles script creates it and
+-- turns it on in this database; before, it binds nobody. Turned on, it
+-- costs every role it applies to and does not exempt (all but the tables'
+-- owner, superusers and BYPASSRLS roles) more than the policies:
+-- PostgreSQL then plans a non-leakproof operator (the metadata search's
+-- `@>`) without the column's statistics, which can turn a search by the
+-- metadata index into a walk of the list's.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voidrunner_app') THEN

@@ -8,7 +8,7 @@
 //! | role | for | privileges |
 //! |---|---|---|
 //! | [`OWNER`] `voidrunner_owner` | migrations | `USAGE` and `CREATE` on the tables' schema; owns what migrations create while they run as it |
-//! | [`APP`] `voidrunner_app` | request handlers, through the scoped repositories | `SELECT`, `INSERT`, `UPDATE`, `DELETE` on `users` and `tasks`; `SELECT`, `INSERT`, `UPDATE` on `task_executions`; `EXECUTE` on the scope functions and the list pages; bound by row-level security |
+//! | [`APP`] `voidrunner_app` | request handlers, through the scoped repositories | `SELECT`, `INSERT`, `UPDATE` on `users` (not `DELETE`: its cascade to the user's tasks is not bound by row-level security); `SELECT`, `INSERT`, `UPDATE`, `DELETE` on `tasks`; `SELECT`, `INSERT`, `UPDATE` on `task_executions`; `EXECUTE` on the scope functions and the list pages; bound by row-level security |
 //! | [`WORKER`] `voidrunner_worker` | workers, rescuer, pruner, event poll | `SELECT`, `UPDATE` on `tasks`; `SELECT`, `INSERT`, `UPDATE`, `DELETE` on `task_executions`; `EXECUTE` on every function of the crate but the triggers'; every row, through policies of its own |
 //!
 //! Neither the app nor the worker role can create, alter, drop or truncate
@@ -117,7 +117,9 @@ use crate::config::DbConfig;
 use crate::db::Database;
 use crate::error::{Error, Result};
 
-/// The script: creates the roles, grants, and the worker's policies. Run
+/// The script: creates the roles, grants, the worker's policies, and turns
+/// row-level security on for `tasks` and `task_executions` once V9's
+/// policies exist. Run
 /// it with `psql -v ON_ERROR_STOP=1 -f` or [`install`]; see the
 /// [module docs](self).
 pub const SQL: &str = include_str!("roles.sql");

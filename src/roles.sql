@@ -26,7 +26,9 @@
 -- Idempotent: each role is created only if missing (roles are shared by
 -- every database of the cluster, so a second database or a second run
 -- finds them), grants that exist are granted again as no-ops, and each
--- policy is dropped and created afresh. It never revokes, never changes an
+-- policy is dropped and created afresh. It turns on row-level security for
+-- tasks and task_executions once V9's policies are there (see V9). It
+-- never revokes, never changes an
 -- object's owner and never alters an existing role, but it stops without
 -- changing anything if voidrunner_app could escape row-level security (a
 -- superuser, BYPASSRLS, the tables' owner, or a member of another of the
@@ -154,7 +156,11 @@ BEGIN
     IF tasks_table IS NULL THEN
         RETURN;
     END IF;
-    GRANT SELECT, INSERT, UPDATE, DELETE ON users, tasks TO voidrunner_app;
+    -- Not DELETE on users: deleting a user deletes their tasks and
+    -- executions by cascade, which row-level security does not bind (the
+    -- cascade runs as the tables' owner), so it is administration's.
+    GRANT SELECT, INSERT, UPDATE ON users TO voidrunner_app;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON tasks TO voidrunner_app;
     GRANT SELECT, INSERT, UPDATE ON task_executions TO voidrunner_app;
     GRANT SELECT, UPDATE ON tasks TO voidrunner_worker;
     GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO voidrunner_worker;
@@ -181,15 +187,20 @@ $$;
 -- the statistics of non-leakproof operators (see V9).
 DO $$
 BEGIN
-    -- Not before V9: row-level security without its policies would hide
-    -- every row from every role it binds.
-    IF to_regclass('tasks') IS NULL OR NOT EXISTS (
-        SELECT 1 FROM pg_policy WHERE polname = 'tasks_unbound' AND polrelid = to_regclass('tasks')
-    ) THEN
-        RETURN;
+    -- Each table only once it has both of V9's policies: row-level
+    -- security without them would hide every row from every role it binds
+    -- (a V9 interrupted half-way has some and not others).
+    IF (SELECT count(*) FROM pg_policy
+        WHERE polrelid = to_regclass('tasks') AND polname IN ('tasks_tenant', 'tasks_unbound')) = 2
+    THEN
+        ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
     END IF;
-    ALTER TABLE tasks ENABLE ROW LEVEL SECURITY;
-    ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;
+    IF (SELECT count(*) FROM pg_policy
+        WHERE polrelid = to_regclass('task_executions')
+          AND polname IN ('task_executions_tenant', 'task_executions_unbound')) = 2
+    THEN
+        ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;
+    END IF;
 END;
 $$;
 

@@ -56,7 +56,8 @@ impl AppRole {
                  END $$; \
                  CREATE ROLE {role} LOGIN IN ROLE voidrunner_app; \
                  GRANT USAGE ON SCHEMA public TO {role}; \
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON users, tasks TO {role}; \
+                 GRANT SELECT, INSERT, UPDATE ON users TO {role}; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON tasks TO {role}; \
                  GRANT SELECT, INSERT, UPDATE ON task_executions TO {role};",
                 role = role.name
             ))

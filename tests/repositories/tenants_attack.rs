@@ -122,8 +122,8 @@ const LOAD: &str = "INSERT INTO users (email, password_hash) \
 /// tables nor is a superuser (a worker, or a deployment's service role
 /// that is not the owner):
 ///
-/// 1. Before the application role exists (a deployment that never ran the
-///    roles script), V9 leaves row-level security off, so such a role
+/// 1. Before the application role exists in the cluster (the roles script
+///    never ran on it), V9 leaves row-level security off, so such a role
 ///    keeps its plans: the unscoped metadata search uses the GIN index as
 ///    the owner's does. (Row-level security on, even with a policy that
 ///    lets it read every row, would make PostgreSQL plan the
