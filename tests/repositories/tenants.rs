@@ -370,7 +370,7 @@ async fn scoped_pages_walk_the_users_rows_and_keep_their_cursors() {
 
 /// A connection of its own to the test database, outside the pool (the
 /// pool of these tests holds one).
-async fn session(r: &Repos) -> tokio_postgres::Client {
+pub(crate) async fn session(r: &Repos) -> tokio_postgres::Client {
     let config = r.db.config().await.unwrap();
     let pg = config
         .direct_pg_config()

@@ -391,13 +391,7 @@ async fn a_scoped_statement_cancelled_by_statement_timeout_leaves_nothing_behind
     let r = crate::Repos::over(db);
     let user = r.user("st@example.com").await;
     let task = r.task(&user, "t").await;
-    let config = r.db.config().await.unwrap();
-    let pg = config
-        .direct_pg_config()
-        .unwrap_or(config.pg_config())
-        .clone();
-    let (holder, connection) = pg.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let holder = crate::tenants::session(&r).await;
     holder
         .batch_execute(&format!(
             "BEGIN; SELECT 1 FROM tasks WHERE id = '{}' FOR UPDATE",
