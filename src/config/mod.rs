@@ -562,6 +562,13 @@ impl DbConfig {
 /// `host:port/dbname` of a driver configuration, every host of a
 /// multi-host URL in order (`a:5432,b:5433/db`), without credentials.
 fn target_of(pg: &tokio_postgres::Config) -> String {
+    let db = pg.get_dbname().or(pg.get_user()).unwrap_or("");
+    format!("{}/{db}", addresses_of(pg).join(","))
+}
+
+/// `host:port` of every host of a driver configuration, in order, paired
+/// as the driver pairs them.
+fn addresses_of(pg: &tokio_postgres::Config) -> Vec<String> {
     let hosts: Vec<String> = pg
         .get_hosts()
         .iter()
@@ -581,7 +588,7 @@ fn target_of(pg: &tokio_postgres::Config) -> String {
     // The driver pairs the i-th host (or hostaddr) with the i-th port, or
     // with the only port given, or 5432.
     let count = hosts.len().max(hostaddrs.len()).max(1);
-    let targets: Vec<String> = (0..count)
+    (0..count)
         .map(|i| {
             let host = hosts
                 .get(i)
@@ -594,9 +601,7 @@ fn target_of(pg: &tokio_postgres::Config) -> String {
             };
             format!("{host}:{port}")
         })
-        .collect();
-    let db = pg.get_dbname().or(pg.get_user()).unwrap_or("");
-    format!("{}/{db}", targets.join(","))
+        .collect()
 }
 
 impl fmt::Debug for DbConfig {

@@ -71,13 +71,21 @@ pub(super) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, SslSetting
 /// every connection, so TLS keys of its own would be silently ignored, and
 /// are refused instead.
 pub(super) fn parse_direct_url(url: &str) -> Result<tokio_postgres::Config> {
+    parse_without_tls(url, "the direct URL")
+}
+
+/// A connection string other than the main URL (the direct URL, a
+/// replica's), which `what` names in the error: TLS keys are refused, as
+/// the main URL's TLS settings apply to every connection and its own would
+/// be silently ignored. Errors never quote the string.
+pub(super) fn parse_without_tls(url: &str, what: &str) -> Result<tokio_postgres::Config> {
     let (config, ssl) = parse_url(url)?;
     if ssl.given() {
-        return Err(Error::config(
-            "the direct URL sets TLS keys (sslmode, sslrootcert, sslcert, sslkey): the TLS \
+        return Err(Error::config(format!(
+            "{what} sets TLS keys (sslmode, sslrootcert, sslcert, sslkey): the TLS \
              settings of the main URL and the VOIDRUNNER_DB_SSL* variables apply to every \
-             connection, the direct one included; set them there",
-        ));
+             connection, this one included; set them there"
+        )));
     }
     Ok(config)
 }
