@@ -25,6 +25,7 @@ impl DbConfig {
                 self.pooler
             )));
         }
+        self.validate_replicas()?;
         self.validate_tls()
     }
 

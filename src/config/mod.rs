@@ -25,7 +25,9 @@
 //! panic and never a setting quietly replaced by another. The ranges are
 //! also exported as constants ([`MAX_CONNECTIONS_RANGE`],
 //! [`POOL_TIMEOUT_RANGE`], [`CONNECTION_AGE_RANGE`],
-//! [`SERVER_TIMEOUT_RANGE`], [`REAPER_INTERVAL_RANGE`]).
+//! [`SERVER_TIMEOUT_RANGE`], [`REAPER_INTERVAL_RANGE`],
+//! [`REPLICA_LAG_RANGE`], [`REPLICA_PROBE_INTERVAL_RANGE`],
+//! [`REPLICA_WAIT_RANGE`], [`MAX_REPLICAS`]).
 //!
 //! Durations are written with a unit: `250ms`, `30s`, `5m`, `1h`. The
 //! optional ones also take `off`: `max_lifetime` and `idle_timeout` then never
@@ -70,6 +72,19 @@
 //!
 //! Whatever the mode, a direct URL, when set, is what migrations and LISTEN
 //! use.
+//!
+//! # Streaming replicas
+//!
+//! `replicas` ([`DbConfig::set_replicas`], `VOIDRUNNER_DB_REPLICAS`) lists
+//! the read replicas, as connection strings separated by commas: a list is
+//! cut only before a `postgres://` or `postgresql://`, so a multi-host URL
+//! (`postgres://u:p@r1:5432,r2:5433/db`) stays one, and stands for one node
+//! per host. A `key=value` connection string (which may name several hosts
+//! too) can only be the whole list. The main URL's TLS settings and
+//! [`pooler`](DbConfig::pooler) mode apply to every node, so a replica URL
+//! may not set TLS keys of its own; behind a pooler each replica URL points
+//! at the pooler in front of that node. [`DbConfig::replica_configs`] gives
+//! one configuration per node.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -85,6 +100,7 @@ mod draft;
 mod duration;
 mod env;
 mod modes;
+mod replicas;
 mod role;
 mod settings;
 #[cfg(test)]
@@ -257,6 +273,25 @@ pub struct DbConfig {
     /// what needs a session of its own: migrations and their advisory lock,
     /// and LISTEN. Parsed and redacted like `url`.
     direct: Option<tokio_postgres::Config>,
+    /// The streaming replicas, one entry per node (a multi-host URL is
+    /// expanded), at most [`MAX_REPLICAS`]. Parsed and redacted like `url`;
+    /// see [Streaming replicas](self#streaming-replicas).
+    replicas: Vec<tokio_postgres::Config>,
+    /// A replica whose replay lag exceeds this is taken out of rotation for
+    /// `Consistency::AnyReplica` reads, until a probe finds it within the
+    /// bound again. Default 1 second; 1 ms to 24 hours
+    /// ([`REPLICA_LAG_RANGE`]).
+    pub replica_max_lag: Duration,
+    /// How often each replica's state (whether it is in recovery, its
+    /// replay position, its lag) is probed; a replica taken out of rotation
+    /// is used again after its next good probe. Default 1 second; 10 ms to
+    /// 24 hours ([`REPLICA_PROBE_INTERVAL_RANGE`]).
+    pub replica_probe_interval: Duration,
+    /// How long a read carrying a read-your-writes token waits for a
+    /// replica to replay the token's position before it reads from the
+    /// primary instead. Default 250 ms; zero (go to the primary at once) to
+    /// 1 minute ([`REPLICA_WAIT_RANGE`]).
+    pub replica_wait: Duration,
 }
 
 /// The value of [`DbConfig::ssl_root_cert`] that means the operating
@@ -285,6 +320,21 @@ pub const SERVER_TIMEOUT_RANGE: RangeInclusive<Duration> =
 pub const REAPER_INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
 
+/// Most nodes [`DbConfig`] takes as replicas: each is a pool and a prober
+/// of its own, so a list this long is a mistake rather than a fleet.
+pub const MAX_REPLICAS: usize = 64;
+/// Accepted [`DbConfig::replica_max_lag`]: 1 ms to 24 hours.
+pub const REPLICA_LAG_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+/// Accepted [`DbConfig::replica_probe_interval`]: 10 ms (the probes are
+/// queries, and a shorter period would load the replicas for nothing) to
+/// 24 hours.
+pub const REPLICA_PROBE_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
+/// Accepted [`DbConfig::replica_wait`]: zero (read from the primary at once
+/// when no replica has caught up) to 1 minute.
+pub const REPLICA_WAIT_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(60);
+
 /// Accepted [`DbConfig::max_output_bytes`]: 1 KiB to 256 MiB (a text value
 /// of PostgreSQL holds at most 1 GB, and a row that large strains every
 /// reader).
@@ -309,12 +359,15 @@ impl DbConfig {
     }
 
     /// The same settings against another database of the same server (and
-    /// of the direct URL's server, if set).
+    /// of the direct URL's server, if set, and of every replica).
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut config = self.clone();
         config.connection.dbname(dbname);
         if let Some(direct) = &mut config.direct {
             direct.dbname(dbname);
+        }
+        for replica in &mut config.replicas {
+            replica.dbname(dbname);
         }
         config
     }
@@ -625,6 +678,15 @@ impl fmt::Debug for DbConfig {
                     .as_ref()
                     .and_then(|d| d.get_password())
                     .map(|_| "<redacted>"),
+            )
+            .field("replica_targets", &self.replica_targets())
+            .field(
+                "replica_passwords",
+                &self
+                    .replicas
+                    .iter()
+                    .map(|r| r.get_password().map(|_| "<redacted>"))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }

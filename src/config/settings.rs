@@ -325,6 +325,27 @@ settings! {
         accept: Anything,
         read: ConnectionString,
     }
+    replicas {
+        env: "VOIDRUNNER_DB_REPLICAS",
+        default: Vec::new(),
+        accept: Check(|replicas: &Vec<_>, _| super::replicas::replicas_fit(replicas)),
+        read: ConnectionString,
+    }
+    replica_max_lag {
+        env: "VOIDRUNNER_DB_REPLICA_MAX_LAG",
+        default: Duration::from_secs(1),
+        accept: REPLICA_LAG_RANGE,
+    }
+    replica_probe_interval {
+        env: "VOIDRUNNER_DB_REPLICA_PROBE_INTERVAL",
+        default: Duration::from_secs(1),
+        accept: REPLICA_PROBE_INTERVAL_RANGE,
+    }
+    replica_wait {
+        env: "VOIDRUNNER_DB_REPLICA_WAIT",
+        default: Duration::from_millis(250),
+        accept: REPLICA_WAIT_RANGE,
+    }
 }
 
 /// Whether the server keeps `name` as it is; `Err` says why not, after

@@ -11,6 +11,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::duration;
 use super::modes::{PoolerMode, SslMode, without_prefix};
+use super::replicas::parse_replicas;
 use super::url::parse_direct_url;
 
 /// A value of one setting: text, as an environment variable holds it, or
@@ -157,6 +158,17 @@ impl FromValue for Option<tokio_postgres::Config> {
         match value {
             Value::Text(text) => parse_direct_url(&text).map(Some).map_err(without_prefix),
             Value::Null => Err(not_null("a connection string")),
+        }
+    }
+}
+
+/// The streaming replicas: a list of connection strings, one node per
+/// host. Its errors never quote them (they may hold passwords).
+impl FromValue for Vec<tokio_postgres::Config> {
+    fn from_value(value: Value) -> Result<Self, String> {
+        match value {
+            Value::Text(text) => parse_replicas(&text).map_err(without_prefix),
+            Value::Null => Err(not_null("connection strings")),
         }
     }
 }

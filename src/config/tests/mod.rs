@@ -7,6 +7,7 @@ use super::*;
 mod durations;
 mod pooler;
 mod ranges;
+mod replicas;
 mod role;
 mod sources;
 mod table;

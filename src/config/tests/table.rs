@@ -139,7 +139,8 @@ fn is_default(setting: &Setting, text: &str) -> bool {
         return text == "required";
     }
     if text == "none" || text.starts_with("none:") || text == "the system's roots" {
-        return shown(&defaults) == "None";
+        // Unset, or an empty list.
+        return matches!(shown(&defaults).as_str(), "None" | "[]");
     }
     let text = match text.split_once(' ') {
         Some((n, "KiB")) => n
@@ -228,6 +229,10 @@ fn a_documented_default_must_be_the_default() {
         ("ssl_root_cert", "the system's roots", true),
         ("ssl_root_cert", "`system`", false),
         ("direct_url", "none", true),
+        ("replicas", "none", true),
+        ("replica_wait", "`250ms`", true),
+        ("replica_wait", "`1s`", false),
+        ("replica_max_lag", "`1s`", true),
         ("notify_events", "`true`", true),
         ("notify_events", "`false`", false),
         ("application_name", "`voidrunner-db`", true),
