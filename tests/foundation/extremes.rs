@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use voidrunner_db::config::{
-    CONNECTION_AGE_RANGE, MAX_CONNECTIONS_RANGE, POOL_TIMEOUT_RANGE, REAPER_INTERVAL_RANGE,
+    CONNECTION_AGE_RANGE, MAX_CONNECTIONS_RANGE, MAX_REPLICAS, POOL_TIMEOUT_RANGE,
+    REAPER_INTERVAL_RANGE, REPLICA_LAG_RANGE, REPLICA_PROBE_INTERVAL_RANGE, REPLICA_WAIT_RANGE,
     SERVER_TIMEOUT_RANGE,
 };
 use voidrunner_db::testing::{TestDatabase, server_config};
@@ -162,6 +163,44 @@ async fn max_connections_is_bounded() {
         .await
         .unwrap();
     assert_eq!(one.health_check().await.unwrap().pool.max, 1);
+}
+
+#[tokio::test]
+async fn replica_settings_are_bounded_before_anything_opens() {
+    refuses_outside("replica_max_lag", &REPLICA_LAG_RANGE, |c, d| {
+        c.replica_max_lag = d
+    })
+    .await;
+    refuses_outside(
+        "replica_probe_interval",
+        &REPLICA_PROBE_INTERVAL_RANGE,
+        |c, d| c.replica_probe_interval = d,
+    )
+    .await;
+    refuses_outside("replica_wait", &REPLICA_WAIT_RANGE, |c, d| {
+        c.replica_wait = d
+    })
+    .await;
+    // Zero is a wait like any other: straight to the primary.
+    let mut c = config().await;
+    c.replica_wait = Duration::ZERO;
+    drop(Database::connect_lazy(c).unwrap());
+
+    let nodes = |n: usize| {
+        (0..n)
+            .map(|i| format!("postgres://u:pw@replica{i}:5432/db"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut c = config().await;
+    c.set_replicas(&nodes(MAX_REPLICAS + 1)).unwrap();
+    refused(c, "replicas").await;
+    // At the bound the configuration is accepted (the replicas are not
+    // connected to: that is the runtime's part, #19).
+    let mut c = config().await;
+    c.set_replicas(&nodes(MAX_REPLICAS)).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.replica_configs().len(), MAX_REPLICAS);
 }
 
 #[tokio::test]
