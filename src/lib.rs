@@ -21,6 +21,7 @@
 #![doc = "[guide-testing]: crate::docs::testing"]
 #![doc = "[guide-configuration]: crate::docs::configuration"]
 #![doc = "[guide-deploying]: crate::docs::deploying"]
+#![doc = "[guide-scaling]: crate::docs::scaling"]
 #![doc = "[deploying-failover]: crate::docs::deploying#multi-host-failover"]
 #![doc = "[deploying-roles]: crate::docs::deploying#roles-and-upgrades"]
 #![doc = "[deploying-tls]: crate::docs::deploying#tls"]
@@ -66,13 +67,14 @@ mod scope;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
+mod token;
 mod tx;
 mod uow;
 pub mod validate;
 
 pub use completer::{Completer, CompleterConfig};
 pub use config::{DbConfig, PoolerMode, SslMode};
-pub use db::{Database, HealthReport, PoolStatus, PooledClient};
+pub use db::{Database, HealthReport, NodeRole, NodeState, NodeStatus, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use heartbeater::{Heartbeater, HeartbeaterConfig};
@@ -100,6 +102,7 @@ pub use repo::{
     MockScopedTaskRepository, MockTaskRepository, MockUserRepository,
 };
 pub use scope::ScopedRepositories;
+pub use token::{Consistency, ReadToken};
 pub use tx::{IsolationLevel, Transaction, TransactionOptions};
 pub use uow::{
     DatabaseUnitOfWork, PassThroughUnitOfWork, Repositories, RepositoryOptions, UnitOfWork,

@@ -22,6 +22,13 @@
 //! | `voidrunner_db_pool_max` | gauge | `pool` | the most connections the pool opens ([`PoolStatus::max`]) |
 //! | `voidrunner_db_pool_wait_seconds` | histogram | `pool`, `outcome` | time a checkout took, in seconds |
 //! | `voidrunner_db_pool_wait_timeouts_total` | counter | `pool` | checkouts that gave up after [`wait_timeout`](crate::DbConfig::wait_timeout) |
+//! | `voidrunner_db_replica_in_rotation` | gauge | `pool` | 1 while a replica is in rotation for reads, else 0 (see [`NodeState`](crate::NodeState)) |
+//! | `voidrunner_db_replica_lag_seconds` | gauge | `pool` | a replica's replay lag at its last probe; NaN while unknown |
+//!
+//! Each replica ([`DbConfig::set_replicas`](crate::DbConfig::set_replicas))
+//! has a pool of its own, with every pool series of its own: its `pool`
+//! label is the primary's with `.replica<N>` appended (`voidrunner-db.replica1`
+//! for the first), the name its sessions report to the replica's server.
 //!
 //! The names are also exported as constants ([`POOL_SIZE`] and so on).
 //!
@@ -112,6 +119,12 @@ pub const POOL_WAIT_SECONDS: &str = "voidrunner_db_pool_wait_seconds";
 /// Counter: checkouts that gave up after the wait timeout.
 pub const POOL_WAIT_TIMEOUTS_TOTAL: &str = "voidrunner_db_pool_wait_timeouts_total";
 
+/// Gauge: 1 while a replica is in rotation, else 0 (its pool's label).
+pub const REPLICA_IN_ROTATION: &str = "voidrunner_db_replica_in_rotation";
+/// Gauge: a replica's replay lag at its last probe, in seconds; NaN while
+/// unknown (never probed, down).
+pub const REPLICA_LAG_SECONDS: &str = "voidrunner_db_replica_lag_seconds";
+
 /// The label naming the pool, on every series (see [`pool_label`]).
 pub const POOL_LABEL: &str = "pool";
 /// The label of [`POOL_WAIT_SECONDS`] telling how the checkout ended: `ok`,
@@ -146,6 +159,16 @@ pub fn describe() {
     ] {
         metrics::describe_gauge!(name, Unit::Count, description);
     }
+    metrics::describe_gauge!(
+        REPLICA_IN_ROTATION,
+        Unit::Count,
+        "1 while the replica is in rotation for reads, else 0."
+    );
+    metrics::describe_gauge!(
+        REPLICA_LAG_SECONDS,
+        Unit::Seconds,
+        "The replica's replay lag at its last probe; NaN while unknown."
+    );
     metrics::describe_histogram!(
         POOL_WAIT_SECONDS,
         Unit::Seconds,
@@ -190,6 +213,21 @@ impl PoolMetrics {
         ] {
             // Pool sizes are at most 10,000: exact in an f64.
             metrics::gauge!(name, POOL_LABEL => self.pool.clone()).set(value as f64);
+        }
+    }
+
+    /// Sets a replica pool's gauges after a probe: whether it is in
+    /// rotation, and its replay lag (removed while unknown).
+    pub(crate) fn record_replica(&self, in_rotation: bool, lag: Option<std::time::Duration>) {
+        metrics::gauge!(REPLICA_IN_ROTATION, POOL_LABEL => self.pool.clone()).set(if in_rotation {
+            1.0
+        } else {
+            0.0
+        });
+        let gauge = metrics::gauge!(REPLICA_LAG_SECONDS, POOL_LABEL => self.pool.clone());
+        match lag {
+            Some(lag) => gauge.set(lag.as_secs_f64()),
+            None => gauge.set(f64::NAN),
         }
     }
 

@@ -160,6 +160,9 @@ pub(crate) struct TxInner {
     /// Set when the server refused a write as read-only: the connection is
     /// closed when the transaction ends, never pooled ([`crate::db::retire_read_only`]).
     retire: AtomicBool,
+    /// The read-your-writes session of the handle that opened it, which
+    /// learns the position of its commit.
+    session: Option<Arc<crate::db::Session>>,
 }
 
 impl TxInner {
@@ -247,15 +250,39 @@ impl TxInner {
             return Err(Error::TransactionAborted);
         }
         let client = self.client()?;
-        let (probe, commit) = self
+        // A read-your-writes handle's transaction learns its position in
+        // the same round trip, right after COMMIT.
+        let position = async {
+            match &self.session {
+                Some(_) => Some(
+                    client
+                        .query_typed_one(crate::queries::server::INSERT_POSITION.text, &[])
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (probe, commit, position) = self
             .within_deadline(async {
                 tokio::join!(
+                    biased;
                     client.batch_execute(crate::queries::server::PROBE.text),
-                    self.finish("COMMIT")
+                    self.finish("COMMIT"),
+                    position
                 )
             })
             .await?;
         commit?;
+        if let Some(session) = &self.session {
+            // Committed: a position that cannot be read makes the handle
+            // read from the primary, never lose the write.
+            match position
+                .map(|p| p.and_then(|row| row.try_get::<_, Option<postgres_types::PgLsn>>(0)))
+            {
+                Some(Ok(Some(at))) => session.wrote(u64::from(at)),
+                _ => session.lost(),
+            }
+        }
         match probe {
             Err(err) if err.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
                 Err(Error::TransactionAborted)
@@ -544,6 +571,7 @@ impl Database {
                     abandoned: AtomicBool::new(false),
                     read_only: options.read_only,
                     retire: AtomicBool::new(false),
+                    session: self.shared_session(),
                 });
                 opened = Some(inner.clone());
                 // Through `explain`, like every statement of the

@@ -13,6 +13,7 @@
 //! | [`testing`] | mocks, fixtures, a migrated database per test |
 //! | [`configuration`] | every `DbConfig` setting with its variable, default and range |
 //! | [`deploying`] | failover, roles and upgrades, TLS, PgBouncer and other poolers |
+//! | [`scaling`] | streaming replicas, consistency, read-your-writes tokens, when one primary is not enough |
 //! | [`migrations`] | applying and reverting, lock timeouts, migrations outside a transaction, a service's own |
 //! | [`semver`] | the public dependencies and what each kind of release may change |
 //! | [`development`] | the repository's layout, the downstream compile test, required features |
@@ -96,3 +97,9 @@ pub mod semver {}
     doc = include_str!("development.md")
 )]
 pub mod development {}
+
+#[cfg_attr(
+    any(not(doctest), all(feature = "mock", feature = "test-support")),
+    doc = include_str!("scaling.md")
+)]
+pub mod scaling {}

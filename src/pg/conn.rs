@@ -3,6 +3,7 @@
 //! dropped call never returns its connection in an unknown state, healing
 //! stale cached statements, logging slow ones.
 
+use super::routed::{Probe, RoutedConn};
 use super::*;
 
 /// Where a repository runs its statements: a connection checked out of the
@@ -51,16 +52,34 @@ impl Source {
         self.conn_in(Some(user)).await
     }
 
+    /// A connection for a call that only reads: over the pool, routed as
+    /// the handle's [`Consistency`](crate::Consistency) says (see
+    /// [`RoutedConn`]); in a transaction, the transaction's.
+    pub(super) async fn read_conn(&self) -> Result<Conn<'_>> {
+        self.read_conn_in(None).await
+    }
+
+    /// [`read_conn`](Self::read_conn), scoped to `user`.
+    pub(super) async fn scoped_read_conn(&self, user: UserId) -> Result<Conn<'_>> {
+        self.read_conn_in(Some(user)).await
+    }
+
+    async fn read_conn_in(&self, scope: Option<UserId>) -> Result<Conn<'_>> {
+        if let Source::Pool(db) = self
+            && let Some(routed) = RoutedConn::new(db, scope)
+        {
+            return Ok(Conn::Routed(routed));
+        }
+        self.conn_in(scope).await
+    }
+
     async fn conn_in(&self, scope: Option<UserId>) -> Result<Conn<'_>> {
         match self {
-            Source::Pool(db) => Ok(Conn::Pooled(PoolConn {
-                db,
-                primary: Some(db.client().await?),
-                replacement: OnceLock::new(),
-                busy: AtomicBool::new(false),
-                retire: AtomicBool::new(false),
-                scope,
-            })),
+            // A write: a read-your-writes handle learns its position.
+            Source::Pool(db) => Ok(Conn::Pooled(
+                PoolConn::checkout(db, scope, db.session().map_or(Probe::None, Probe::Track))
+                    .await?,
+            )),
             Source::Tx(tx) => {
                 tx.client()?;
                 Ok(Conn::Tx(TxConn {
@@ -110,6 +129,8 @@ impl Source {
 pub(super) enum Conn<'a> {
     Pooled(PoolConn<'a>),
     Tx(TxConn<'a>),
+    /// A read over the pool that may go to a replica.
+    Routed(RoutedConn<'a>),
 }
 
 /// A repository call's use of a transaction's connection. Armed while a
@@ -160,9 +181,28 @@ pub(super) struct PoolConn<'a> {
     pub(super) retire: AtomicBool,
     /// The user every statement is scoped to, if any.
     pub(super) scope: Option<UserId>,
+    /// What is learnt about the server's WAL with each statement.
+    pub(super) probe: Probe<'a>,
 }
 
-impl PoolConn<'_> {
+impl<'a> PoolConn<'a> {
+    /// A connection of `db`'s pool (the primary's, or a replica's).
+    pub(super) async fn checkout(
+        db: &'a Database,
+        scope: Option<UserId>,
+        probe: Probe<'a>,
+    ) -> Result<Self> {
+        Ok(PoolConn {
+            db,
+            primary: Some(db.client().await?),
+            replacement: OnceLock::new(),
+            busy: AtomicBool::new(false),
+            retire: AtomicBool::new(false),
+            scope,
+            probe,
+        })
+    }
+
     pub(super) fn client(&self) -> Result<&PooledClient> {
         // `primary` is taken only by `drop`, so this never fails; answered
         // as an error rather than trusted.
@@ -217,6 +257,11 @@ impl Conn<'_> {
         match self {
             Conn::Pooled(pooled) => pooled.client(),
             Conn::Tx(tx) => tx.client(),
+            // Chosen per statement: nothing runs on it but statements.
+            Conn::Routed(_) => Err(Error::unavailable(
+                "a routed read has no connection of its own",
+                None,
+            )),
         }
     }
 
@@ -226,6 +271,7 @@ impl Conn<'_> {
         match self {
             Conn::Pooled(pooled) => pooled.db.config(),
             Conn::Tx(tx) => tx.config(),
+            Conn::Routed(routed) => routed.config(),
         }
     }
 
@@ -264,6 +310,7 @@ impl Conn<'_> {
         let (scope, pooled) = match self {
             Conn::Pooled(pooled) => (pooled.scope?, true),
             Conn::Tx(tx) => (tx.scope?, false),
+            Conn::Routed(_) => return None,
         };
         let set = format!(
             "SET LOCAL voidrunner.user_id = '{}'",
@@ -283,6 +330,8 @@ impl Conn<'_> {
         match self {
             Conn::Pooled(pooled) => pooled.busy.store(busy, Ordering::Release),
             Conn::Tx(tx) => tx.busy.store(busy, Ordering::Release),
+            // Each of its connections is armed by its own statements.
+            Conn::Routed(_) => {}
         }
     }
 
@@ -297,16 +346,27 @@ impl Conn<'_> {
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
     {
         let span = tracing::debug_span!("voidrunner_db.statement", statement = query.name);
-        tracing::Instrument::instrument(self.run_statement(query, run), span).await
+        match self {
+            Conn::Routed(routed) => {
+                tracing::Instrument::instrument(routed.run(query, run), span).await
+            }
+            _ => tracing::Instrument::instrument(self.run_statement(query, run), span).await,
+        }
     }
 
-    async fn run_statement<'s, T, F, Fut>(&'s self, query: &Query, run: F) -> Result<T>
+    /// Runs one statement on this connection (never a routed one: see
+    /// [`RoutedConn::run`]), healing a stale cache or session once.
+    pub(super) async fn run_statement<'s, T, F, Fut>(&'s self, query: &Query, run: F) -> Result<T>
     where
         F: Fn(&'s PooledClient, Option<Statement>) -> Fut,
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
     {
         let unnamed = self.unnamed();
         let scope = self.scope_sql();
+        let probe = match self {
+            Conn::Pooled(pooled) => &pooled.probe,
+            _ => &Probe::None,
+        };
         // A call may meet both in turn: its cached statement, then the
         // session's trigger plans.
         let (mut healed_cache, mut healed_session) = (false, false);
@@ -323,12 +383,15 @@ impl Conn<'_> {
                 } else {
                     Some(client.prepare_cached(query.text).await?)
                 };
-                match &scope {
-                    None => run(client, stmt).await,
-                    Some((before, after)) => {
-                        in_scope(client, before, run(client, stmt), after).await
+                let statement = async {
+                    match &scope {
+                        None => run(client, stmt).await,
+                        Some((before, after)) => {
+                            in_scope(client, before, run(client, stmt), after).await
+                        }
                     }
-                }
+                };
+                probe.around(client, unnamed, statement).await
             });
             // Still armed when it gives up: the connection is closed (in a
             // transaction, the transaction abandoned), as for a dropped call.
@@ -474,8 +537,16 @@ impl Conn<'_> {
                     {
                         pooled.retire.store(true, Ordering::Release);
                     }
+                    if let (Ok(_), Probe::Track(session)) = (&result, &pooled.probe) {
+                        // No statement to pipeline the position with: one
+                        // more round trip, for the bulk load only.
+                        if pooled.db.current_token().await.is_err() {
+                            session.lost();
+                        }
+                    }
                     result
                 }
+                Conn::Routed(_) => result,
             }
         };
         tracing::Instrument::instrument(run, span)

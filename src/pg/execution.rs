@@ -224,7 +224,7 @@ impl ExecutionRepository for PgExecutionRepository {
 
     async fn get(&self, id: ExecutionId) -> Result<TaskExecution> {
         traced(repo_span("execution", "get"), async move {
-            sql::get(&self.source.conn().await?, id).await
+            sql::get(&self.source.read_conn().await?, id).await
         })
         .await
     }
@@ -232,7 +232,7 @@ impl ExecutionRepository for PgExecutionRepository {
     async fn list(&self, page: PageRequest) -> Result<Page<TaskExecution>> {
         traced(repo_span("execution", "list"), async move {
             let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-            sql::list(&self.source.conn().await?, &LIST, &[], &page).await
+            sql::list(&self.source.read_conn().await?, &LIST, &[], &page).await
         })
         .await
     }
@@ -248,7 +248,7 @@ impl ExecutionRepository for PgExecutionRepository {
                 &page,
             )?;
             sql::list(
-                &self.source.conn().await?,
+                &self.source.read_conn().await?,
                 &LIST_BY_TASK,
                 &[&task_id],
                 &page,
@@ -269,7 +269,7 @@ impl ExecutionRepository for PgExecutionRepository {
                 &page,
             )?;
             sql::list(
-                &self.source.conn().await?,
+                &self.source.read_conn().await?,
                 &LIST_BY_STATUS,
                 &[&status],
                 &page,
@@ -281,7 +281,7 @@ impl ExecutionRepository for PgExecutionRepository {
 
     async fn latest_for_task(&self, task_id: TaskId) -> Result<Option<TaskExecution>> {
         traced(repo_span("execution", "latest_for_task"), async move {
-            sql::latest_for_task(&self.source.conn().await?, task_id).await
+            sql::latest_for_task(&self.source.read_conn().await?, task_id).await
         })
         .await
     }
@@ -321,21 +321,21 @@ impl ExecutionRepository for PgExecutionRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("execution", "count"), async move {
-            sql::count(&self.source.conn().await?, &LIST, &[]).await
+            sql::count(&self.source.read_conn().await?, &LIST, &[]).await
         })
         .await
     }
 
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
         traced(repo_span("execution", "count_by_task"), async move {
-            sql::count(&self.source.conn().await?, &LIST_BY_TASK, &[&task_id]).await
+            sql::count(&self.source.read_conn().await?, &LIST_BY_TASK, &[&task_id]).await
         })
         .await
     }
 
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
         traced(repo_span("execution", "count_by_status"), async move {
-            sql::count(&self.source.conn().await?, &LIST_BY_STATUS, &[&status]).await
+            sql::count(&self.source.read_conn().await?, &LIST_BY_STATUS, &[&status]).await
         })
         .await
     }

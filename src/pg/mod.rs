@@ -19,6 +19,7 @@ mod jsonb;
 mod pages;
 mod param;
 mod queue;
+mod routed;
 mod rows;
 mod scoped;
 mod task;

@@ -173,7 +173,7 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
 
     async fn get(&self, id: TaskId) -> Result<Task> {
         traced(scoped_span("task", "get"), async move {
-            task::sql::get(&self.source.scoped_conn(self.user).await?, id).await
+            task::sql::get(&self.source.scoped_read_conn(self.user).await?, id).await
         })
         .await
     }
@@ -208,7 +208,7 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
             // the same list.
             let scope = task::TABLE.scope("list_by_user", self.user.as_uuid().as_bytes());
             let page = PageSpec::parse(scope, &page)?;
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             task::sql::list(&conn, &task::LIST_BY_USER, &[&self.user], &page).await
         })
         .await
@@ -218,7 +218,7 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
         traced(scoped_span("task", "list_by_status"), async move {
             let bytes = scope_bytes(self.user, status.as_str().as_bytes());
             let page = PageSpec::parse(task::TABLE.scope("scoped.list_by_status", &bytes), &page)?;
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             let filters: [&dyn super::Param; 2] = [&self.user, &status];
             task::sql::list(&conn, &TASKS_BY_USER_STATUS, &filters, &page).await
         })
@@ -239,7 +239,7 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
             let bytes = scope_bytes(self.user, &json);
             let scope = task::TABLE.scope("scoped.search_by_metadata", &bytes);
             let page = PageSpec::parse(scope, &page)?;
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             let filters: [&dyn super::Param; 2] = [&self.user, &Jsonb(&filter)];
             task::sql::list(&conn, &TASKS_BY_USER_METADATA, &filters, &page).await
         })
@@ -248,7 +248,7 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(scoped_span("task", "count"), async move {
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             task::TABLE
                 .count(&conn, &task::LIST_BY_USER, &[&self.user])
                 .await
@@ -258,7 +258,7 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
 
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         traced(scoped_span("task", "count_by_status"), async move {
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             task::TABLE
                 .count(&conn, &TASKS_BY_USER_STATUS, &[&self.user, &status])
                 .await
@@ -325,7 +325,7 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
 
     async fn get(&self, id: ExecutionId) -> Result<TaskExecution> {
         traced(scoped_span("execution", "get"), async move {
-            execution::sql::get(&self.source.scoped_conn(self.user).await?, id).await
+            execution::sql::get(&self.source.scoped_read_conn(self.user).await?, id).await
         })
         .await
     }
@@ -334,7 +334,7 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
         traced(scoped_span("execution", "list"), async move {
             let bytes = scope_bytes(self.user, &[]);
             let page = PageSpec::parse(execution::TABLE.scope("scoped.list", &bytes), &page)?;
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             execution::sql::list(&conn, &EXECUTIONS_BY_USER, &[&self.user], &page).await
         })
         .await
@@ -349,7 +349,7 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
             let bytes = scope_bytes(self.user, task_id.as_uuid().as_bytes());
             let scope = execution::TABLE.scope("scoped.list_by_task", &bytes);
             let page = PageSpec::parse(scope, &page)?;
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             execution::sql::list(&conn, &execution::LIST_BY_TASK, &[&task_id], &page).await
         })
         .await
@@ -357,7 +357,7 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
 
     async fn latest_for_task(&self, task_id: TaskId) -> Result<Option<TaskExecution>> {
         traced(scoped_span("execution", "latest_for_task"), async move {
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             execution::sql::latest_for_task(&conn, task_id).await
         })
         .await
@@ -373,7 +373,7 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(scoped_span("execution", "count"), async move {
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             execution::sql::count(&conn, &EXECUTIONS_BY_USER, &[&self.user]).await
         })
         .await
@@ -381,7 +381,7 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
 
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
         traced(scoped_span("execution", "count_by_task"), async move {
-            let conn = self.source.scoped_conn(self.user).await?;
+            let conn = self.source.scoped_read_conn(self.user).await?;
             execution::sql::count(&conn, &execution::LIST_BY_TASK, &[&task_id]).await
         })
         .await

@@ -314,7 +314,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn get(&self, id: TaskId) -> Result<Task> {
         traced(repo_span("task", "get"), async move {
-            sql::get(&self.source.conn().await?, id).await
+            sql::get(&self.source.read_conn().await?, id).await
         })
         .await
     }
@@ -345,7 +345,7 @@ impl TaskRepository for PgTaskRepository {
     async fn list(&self, page: PageRequest) -> Result<Page<Task>> {
         traced(repo_span("task", "list"), async move {
             let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-            sql::list(&self.source.conn().await?, &LIST, &[], &page).await
+            sql::list(&self.source.read_conn().await?, &LIST, &[], &page).await
         })
         .await
     }
@@ -357,7 +357,7 @@ impl TaskRepository for PgTaskRepository {
                 &page,
             )?;
             sql::list(
-                &self.source.conn().await?,
+                &self.source.read_conn().await?,
                 &LIST_BY_USER,
                 &[&user_id],
                 &page,
@@ -374,7 +374,7 @@ impl TaskRepository for PgTaskRepository {
                 &page,
             )?;
             sql::list(
-                &self.source.conn().await?,
+                &self.source.read_conn().await?,
                 &LIST_BY_STATUS,
                 &[&status],
                 &page,
@@ -397,7 +397,7 @@ impl TaskRepository for PgTaskRepository {
                 .map_err(|e| Error::validation("filter", format!("cannot be serialised: {e}")))?;
             let page = PageSpec::parse(TABLE.scope("search_by_metadata", &filter_bytes), &page)?;
             sql::list(
-                &self.source.conn().await?,
+                &self.source.read_conn().await?,
                 &SEARCH_BY_METADATA,
                 &[&Jsonb(&filter)],
                 &page,
@@ -409,7 +409,9 @@ impl TaskRepository for PgTaskRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("task", "count"), async move {
-            TABLE.count(&self.source.conn().await?, &LIST, &[]).await
+            TABLE
+                .count(&self.source.read_conn().await?, &LIST, &[])
+                .await
         })
         .await
     }
@@ -417,7 +419,7 @@ impl TaskRepository for PgTaskRepository {
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
         traced(repo_span("task", "count_by_user"), async move {
             TABLE
-                .count(&self.source.conn().await?, &LIST_BY_USER, &[&user_id])
+                .count(&self.source.read_conn().await?, &LIST_BY_USER, &[&user_id])
                 .await
         })
         .await
@@ -426,7 +428,7 @@ impl TaskRepository for PgTaskRepository {
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         traced(repo_span("task", "count_by_status"), async move {
             TABLE
-                .count(&self.source.conn().await?, &LIST_BY_STATUS, &[&status])
+                .count(&self.source.read_conn().await?, &LIST_BY_STATUS, &[&status])
                 .await
         })
         .await

@@ -218,7 +218,7 @@ impl UserRepository for PgUserRepository {
 
     async fn get(&self, id: UserId) -> Result<User> {
         traced(repo_span("user", "get"), async move {
-            sql::get(&self.source.conn().await?, id).await
+            sql::get(&self.source.read_conn().await?, id).await
         })
         .await
     }
@@ -226,7 +226,7 @@ impl UserRepository for PgUserRepository {
     async fn get_by_email(&self, email: &str) -> Result<User> {
         traced(repo_span("user", "get_by_email"), async move {
             let email = validate::email(email)?;
-            sql::get_by_email(&self.source.conn().await?, &email).await
+            sql::get_by_email(&self.source.read_conn().await?, &email).await
         })
         .await
     }
@@ -260,14 +260,14 @@ impl UserRepository for PgUserRepository {
     async fn list(&self, page: PageRequest) -> Result<Page<User>> {
         traced(repo_span("user", "list"), async move {
             let page = PageSpec::parse(TABLE.scope("list", &[]), &page)?;
-            sql::list(&self.source.conn().await?, &page).await
+            sql::list(&self.source.read_conn().await?, &page).await
         })
         .await
     }
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("user", "count"), async move {
-            sql::count(&self.source.conn().await?).await
+            sql::count(&self.source.read_conn().await?).await
         })
         .await
     }

@@ -52,3 +52,24 @@ WHERE p.pronamespace IN (SELECT schema_oid FROM found)
   AND NOT has_function_privilege(p.oid, 'EXECUTE')
 ORDER BY 3, 4;
 COMMIT
+
+-- name: replay_position
+-- A replica's probe, and the check sent in the same round trip ahead of a
+-- read that carries a read-your-writes token: whether the server is a
+-- standby, and how far it has replayed the primary's WAL (NULL on a
+-- primary, which a promoted replica now is).
+SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()
+
+-- name: insert_position
+-- The primary's WAL insert position: a read-your-writes token, sent in the
+-- same round trip after a write (or after COMMIT). The insert position,
+-- not the write or flush one, so that it covers a commit that was
+-- asynchronous (synchronous_commit = off) and is not written yet.
+SELECT pg_current_wal_insert_lsn()
+
+-- name: write_position
+-- The primary's WAL write position, sampled by the replica prober to
+-- measure each replica's replay lag against (the insert position may sit
+-- a page header past the last record on an idle server, which no replica
+-- would ever reach).
+SELECT pg_current_wal_lsn()

@@ -20,6 +20,12 @@ use crate::config::DbConfig;
 use crate::connect::{Connector, Tls};
 use crate::error::{Error, Result};
 
+mod replicas;
+mod views;
+
+pub use replicas::{NodeRole, NodeState, NodeStatus};
+pub(crate) use replicas::{Pick, ReplicaSet, Session};
+
 /// A pooled connection checked out of a [`Database`]; returned to the pool
 /// when dropped.
 pub type PooledClient = deadpool_postgres::Object;
@@ -109,6 +115,9 @@ pub struct HealthReport {
     pub server_version: String,
     /// Pool statistics taken after the check.
     pub pool: PoolStatus,
+    /// Every node: the primary first, then each replica as its last probe
+    /// found it (see [`Database::nodes`]).
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// The pooled handle to the voidrunner database.
@@ -118,6 +127,10 @@ pub struct HealthReport {
 #[derive(Clone, Debug)]
 pub struct Database {
     inner: Arc<Inner>,
+    /// Where this handle's reads go, and the read-your-writes session it
+    /// belongs to, if any: set by [`reads`](Self::reads) and
+    /// [`read_your_writes`](Self::read_your_writes) on a clone.
+    view: views::View,
 }
 
 #[derive(Debug)]
@@ -134,8 +147,12 @@ struct Inner {
     filling: Arc<tokio::sync::Mutex<()>>,
     /// Where the pool connects, when that is a pooler (see [`discard`]).
     pooler_route: Option<Arc<tokio_postgres::Config>>,
-    // Dropping the sender (with the last Database clone) stops the reaper.
+    /// The streaming replicas reads may go to, if configured.
+    replicas: Option<ReplicaSet>,
+    // Dropping the senders (with the last Database clone) stops the reaper
+    // and the replicas' prober.
     _reaper_stop: oneshot::Sender<()>,
+    _prober_stop: Option<oneshot::Sender<()>>,
 }
 
 impl Database {
@@ -184,6 +201,11 @@ impl Database {
             .await
             .map_err(|e| db.opening_failed(e))?;
             db.check_privileges().await?;
+            // The replicas' first probe, so reads may go to them from the
+            // start; one that does not answer is only left out of rotation.
+            if let Some(set) = db.replica_set() {
+                replicas::probe_all(&db, set).await;
+            }
             #[cfg(feature = "metrics")]
             db.record_pool_metrics();
             tracing::info!(connections = db.pool_status().size, "connected");
@@ -258,6 +280,7 @@ impl Database {
         let metrics = crate::metrics::PoolMetrics::new(&config);
         #[cfg(feature = "metrics")]
         metrics.announce();
+        let replicas = ReplicaSet::build(&config)?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let filling = Arc::new(tokio::sync::Mutex::new(()));
         tokio::spawn(reaper(
@@ -267,18 +290,42 @@ impl Database {
             warm_now,
             stop_rx,
         ));
-        Ok(Database {
-            inner: Arc::new(Inner {
-                pool,
-                config: Arc::new(config),
-                #[cfg(feature = "metrics")]
-                metrics,
-                connector,
-                filling,
-                pooler_route,
-                _reaper_stop: stop_tx,
-            }),
-        })
+        let (prober_stop, prober_stopped) = match replicas {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let probe_interval = config.replica_probe_interval;
+        let inner = Arc::new(Inner {
+            pool,
+            config: Arc::new(config),
+            #[cfg(feature = "metrics")]
+            metrics,
+            connector,
+            filling,
+            pooler_route,
+            replicas,
+            _reaper_stop: stop_tx,
+            _prober_stop: prober_stop,
+        });
+        if let Some(stopped) = prober_stopped {
+            tokio::spawn(replicas::prober(
+                Arc::downgrade(&inner),
+                probe_interval,
+                stopped,
+            ));
+        }
+        Ok(Database::from_inner(inner))
+    }
+
+    /// A handle on `inner` with the default view (reads on the primary).
+    fn from_inner(inner: Arc<Inner>) -> Self {
+        Database {
+            inner,
+            view: views::View::default(),
+        }
     }
 
     /// Checks a connection out of the pool.
@@ -463,6 +510,7 @@ impl Database {
                     latency: started.elapsed(),
                     server_version,
                     pool: self.pool_status(),
+                    nodes: self.nodes(),
                 };
                 tracing::debug!(latency = ?report.latency, "healthy");
                 Ok(report)
@@ -486,17 +534,30 @@ impl Database {
     /// connection that is never returned and then answers `false`.
     pub async fn close(&self, timeout: Duration) -> bool {
         self.inner.pool.close();
+        if let Some(set) = self.replica_set() {
+            for index in 0..set.len() {
+                set.node(index).db.pool().close();
+            }
+        }
         let wait = timeout.min(Self::MAX_CLOSE_WAIT);
         // Elapsed time against the wait: no deadline is computed, so no
         // Instant arithmetic can overflow.
         let started = Instant::now();
+        let open = || {
+            self.inner.pool.status().size
+                + self.replica_set().map_or(0, |set| {
+                    (0..set.len())
+                        .map(|i| set.node(i).db.pool().status().size)
+                        .sum()
+                })
+        };
         let closed = loop {
-            if self.inner.pool.status().size == 0 {
+            if open() == 0 {
                 break true;
             }
             if started.elapsed() >= wait {
                 tracing::warn!(
-                    in_use = self.inner.pool.status().size,
+                    in_use = open(),
                     "closing with connections still checked out"
                 );
                 break false;
@@ -514,6 +575,12 @@ impl Database {
     /// forget behind a transaction-mode pooler, where nothing is cached.
     pub fn clear_statement_caches(&self) {
         self.inner.pool.manager().statement_caches.clear();
+        // The replicas replay the schema change too.
+        if let Some(set) = self.replica_set() {
+            for index in 0..set.len() {
+                set.node(index).db.clear_statement_caches();
+            }
+        }
     }
 
     /// Brings the pool up to the minimum size without waiting for a
