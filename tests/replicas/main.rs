@@ -1,0 +1,7 @@
+//! Streaming replicas, on private clusters: a primary and its
+//! `pg_basebackup -R` replicas, started and removed by the tests.
+//!
+//! `cargo test --test replicas` runs them.
+
+mod harness;
+mod smoke;
