@@ -272,6 +272,11 @@ impl TxInner {
                 )
             })
             .await?;
+        if let (Err(_), Some(session)) = (&commit, &self.session) {
+            // The outcome of a failed COMMIT may be unknown (the connection
+            // lost with it): the handle reads from the primary.
+            session.lost();
+        }
         commit?;
         if let Some(session) = &self.session {
             // Committed: a position that cannot be read makes the handle
@@ -322,6 +327,13 @@ impl Drop for TxInner {
         {
             crate::db::retire_read_only(client, self.cancel_route.clone());
             return;
+        }
+        if !*self.ended.get_mut()
+            && let Some(session) = &self.session
+        {
+            // Dropped before COMMIT or ROLLBACK completed (perhaps while
+            // COMMIT was in flight): whether it committed is unknown.
+            session.lost();
         }
         if !*self.ended.get_mut()
             && let Some(client) = self.client.take()

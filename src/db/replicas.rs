@@ -241,15 +241,17 @@ impl ReplicaSet {
                     check: false,
                 });
         };
-        // Lagging replicas too: a token read checks what it needs itself.
+        // Always checked: a remembered position is only a hint. A replica
+        // that crashed restarts from its last restartpoint and opens for
+        // reads before it is back where it was, and an address may reach
+        // another server than before (a load balancer, a replaced
+        // standby). Lagging replicas too, once seen past the token: the
+        // check decides.
         if let Some(index) = (0..count)
             .map(|k| (start + k) % count)
             .find(|&i| usable(i, true) && self.nodes[i].replayed() >= floor)
         {
-            return Pick::Replica {
-                index,
-                check: false,
-            };
+            return Pick::Replica { index, check: true };
         }
         (0..count)
             .filter(|&i| usable(i, false))
@@ -326,6 +328,8 @@ impl Node {
     /// back once it answers as a standby again. Its idle connections are
     /// closed: they were opened to a server that is gone.
     pub(crate) fn failed(&self, state: NodeState, err: &Error) {
+        // Whatever answers next at this address starts from what it says.
+        self.replayed.store(0, Ordering::Release);
         let before = self.state.swap(state.as_u8(), Ordering::AcqRel);
         if before != state.as_u8() {
             tracing::warn!(replica = %self.target, error = %err, ?state, "replica out of rotation");
@@ -388,6 +392,7 @@ impl Node {
                 report.lag = None;
                 report.error = Some(err.to_string());
                 drop(report);
+                self.replayed.store(0, Ordering::Release);
                 if self.state() != NodeState::Down {
                     self.db.pool().retain(|_, _| false);
                 }
@@ -397,10 +402,13 @@ impl Node {
                 report.lag = None;
                 report.error = None;
                 drop(report);
+                self.replayed.store(0, Ordering::Release);
                 self.set_state(NodeState::Promoted);
             }
             Ok((true, Some(position))) => {
-                self.saw_replayed(position);
+                // Stored, not raised: a replica that restarted may be
+                // behind where it was.
+                self.replayed.store(position, Ordering::Release);
                 let lag = set.lag_of(position, now);
                 report.lag = lag;
                 report.error = None;

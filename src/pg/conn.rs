@@ -217,6 +217,11 @@ impl Drop for PoolConn<'_> {
     fn drop(&mut self) {
         let busy = *self.busy.get_mut();
         let retire = *self.retire.get_mut();
+        if busy && let Probe::Track(session) = &self.probe {
+            // A write dropped in flight may still commit, and its position
+            // will never be known: the handle reads from the primary.
+            session.lost();
+        }
         let route = || self.db.cancel_route();
         match (self.replacement.take(), self.primary.take()) {
             (Some(replacement), stale) => {

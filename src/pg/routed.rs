@@ -133,6 +133,9 @@ impl<'a> RoutedConn<'a> {
         let set = db.replica_set()?;
         let floor = match db.consistency() {
             Consistency::Primary => return None,
+            // The highest position: a lost write's, or a forged token. No
+            // replica has it; the primary does.
+            Consistency::AtLeast(token) if token.lsn() == u64::MAX => return None,
             Consistency::AnyReplica => None,
             Consistency::AtLeast(token) => Some(token.lsn()),
         };
@@ -345,8 +348,10 @@ fn replayed(conn: &Conn<'_>) -> u64 {
 /// unreachable or went away, refuses connections (57P03, 53300), shuts
 /// down (57P01, 57P02), cancelled the read in a conflict with recovery
 /// (40001 on a standby), no answer came within the deadline, or every
-/// connection of its pool is busy. Not a statement timeout (57014): the
-/// read would be as slow on the primary.
+/// connection of its pool is busy, or it has not replayed the schema the
+/// read needs yet (a table, column or function the primary's migration
+/// added: 42P01, 42703, 42883, 42704, met before any check could run). Not
+/// a statement timeout (57014): the read would be as slow on the primary.
 fn replica_failure(err: &Error) -> bool {
     err.is_unavailable()
         || is_server_gone(err)
@@ -355,7 +360,12 @@ fn replica_failure(err: &Error) -> bool {
             Some(crate::TimeoutKind::PoolWait | crate::TimeoutKind::NoAnswer)
         )
         || err.sqlstate().is_some_and(|code| {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::TOO_MANY_CONNECTIONS
+            *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::UNDEFINED_TABLE
+                || *code == SqlState::UNDEFINED_COLUMN
+                || *code == SqlState::UNDEFINED_FUNCTION
+                || *code == SqlState::UNDEFINED_OBJECT
         })
 }
 
