@@ -3,5 +3,6 @@
 //!
 //! `cargo test --test replicas` runs them.
 
+mod attack;
 mod harness;
 mod smoke;
