@@ -59,3 +59,54 @@ pub(crate) async fn all_up(db: &Database) {
     }
     panic!("replicas never came up: {:?}", db.nodes());
 }
+
+/// A session of its own on `server`, straight to it (not through a pool):
+/// for pausing and resuming replay on a replica.
+pub(crate) async fn raw(server: &PrivateCluster) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Pauses WAL replay on the replica `session` is connected to: from now
+/// on it applies no record it has not applied yet.
+pub(crate) async fn pause_replay(session: &tokio_postgres::Client) {
+    session
+        .execute("SELECT pg_wal_replay_pause()", &[])
+        .await
+        .unwrap();
+}
+
+/// Resumes WAL replay on the replica `session` is connected to.
+pub(crate) async fn resume_replay(session: &tokio_postgres::Client) {
+    session
+        .execute("SELECT pg_wal_replay_resume()", &[])
+        .await
+        .unwrap();
+}
+
+/// Polls `condition` every 20 ms until it holds, for up to 60 s; panics
+/// naming `what` (and `state()`, what the test knows then) if it never
+/// does.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut condition: F, state: impl Fn() -> String)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        if std::time::Instant::now() >= deadline {
+            panic!("{what}: not within 60 s; {}", state());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The routed reads node `index` of `db` answered (0: the primary).
+pub(crate) fn reads_of(db: &Database, index: usize) -> u64 {
+    db.nodes()[index].reads
+}

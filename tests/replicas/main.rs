@@ -5,4 +5,5 @@
 
 mod attack;
 mod harness;
+mod routing;
 mod smoke;
