@@ -7,3 +7,4 @@ mod attack;
 mod harness;
 mod routing;
 mod smoke;
+mod tokens;
