@@ -5,6 +5,7 @@
 
 mod attack;
 mod harness;
+mod health;
 mod routing;
 mod smoke;
 mod tokens;
