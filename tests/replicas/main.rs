@@ -9,3 +9,4 @@ mod health;
 mod routing;
 mod smoke;
 mod tokens;
+mod suite;
