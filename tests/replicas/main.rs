@@ -6,7 +6,8 @@
 mod attack;
 mod harness;
 mod health;
+mod hostile;
 mod routing;
 mod smoke;
-mod tokens;
 mod suite;
+mod tokens;
