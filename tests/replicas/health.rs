@@ -84,8 +84,9 @@ impl Readers {
     }
 }
 
-/// Inserts tasks through `db` until `stop`, so that the primary's WAL
-/// keeps moving.
+/// Inserts tasks through `db` until `stop`, one every 10 ms, so that the
+/// primary's WAL keeps moving (paced: the replica still replaying must stay
+/// within the lag bound on a busy machine).
 fn hammer(db: &Database, owner: UserId, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let tasks = PgTaskRepository::new(db.clone());
     tokio::spawn(async move {
@@ -96,6 +97,7 @@ fn hammer(db: &Database, owner: UserId, stop: Arc<AtomicBool>) -> tokio::task::J
                 .await
                 .unwrap();
             i += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
 }
