@@ -77,7 +77,8 @@ async fn hostile_tokens_and_configs_get_typed_errors_and_never_leak_a_password()
         c.add_replica("postgres://u:secret@127.0.0.1:2/db").unwrap();
         c
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut DbConfig)>)> = vec![
+    type Case = (&'static str, Box<dyn Fn(&mut DbConfig)>);
+    let cases: Vec<Case> = vec![
         (
             "max_lag 0",
             Box::new(|c| c.replica_max_lag = Duration::ZERO),

@@ -56,8 +56,9 @@ async fn forged_tokens_and_dead_replicas_only_cost_time() {
         .await
         .unwrap();
 
-    // A forged token no server reaches: the read waits replica_wait and
-    // the primary answers it, with the right data.
+    // The highest token, which no server reaches (a forged one, or the one
+    // a handle hands out once a write's position was lost): the primary
+    // answers at once, with the right data, not after replica_wait.
     let forged = ReadToken::from_lsn(u64::MAX);
     for handle in [
         db.reads(Consistency::AtLeast(forged)),
@@ -70,8 +71,9 @@ async fn forged_tokens_and_dead_replicas_only_cost_time() {
             .await
             .unwrap();
         assert_eq!(found, task);
-        assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
-        assert_eq!(reads_of(&db, 0), before + 1, "{:?}", db.nodes());
+        assert!(started.elapsed() < wait * 20, "{:?}", started.elapsed());
+        // Not a routed read that fell back: it never left the primary.
+        assert_eq!(reads_of(&db, 0), before, "{:?}", db.nodes());
         assert!(!handle.read_in_recovery().await.unwrap());
         assert_eq!(
             PgUserRepository::new(handle).get(owner.id).await.unwrap(),
