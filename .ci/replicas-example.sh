@@ -54,7 +54,7 @@ as_postgres "$BINDIR/pg_ctl" -D "$ROOT/primary" -l "$ROOT/primary.log" -w -t 60 
 
 REPLICA_PORT=$(free_port)
 log "replicas example: a streaming replica on port $REPLICA_PORT"
-as_postgres "$BINDIR/pg_basebackup" -D "$ROOT/replica" -R -X stream --no-sync \
+as_postgres "$BINDIR/pg_basebackup" -D "$ROOT/replica" -R -X stream --checkpoint=fast --no-sync \
     -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres
 as_postgres "$BINDIR/pg_ctl" -D "$ROOT/replica" -l "$ROOT/replica.log" -w -t 60 \
     -o "$(server_options "$REPLICA_PORT")" start >/dev/null

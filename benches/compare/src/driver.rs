@@ -29,6 +29,10 @@ pub struct Options {
     /// Only the queue runs (`--queue-only`): no repository operations, no
     /// callgrind.
     pub queue_only: bool,
+    /// Only the reads with a replica run (`--replicas-only`, issue #19):
+    /// their section is printed, and written to BENCHMARKS.md only with
+    /// `--out DIR`; the README is left alone.
+    pub replicas_only: bool,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             callgrind: true,
             keep_profiles: None,
             queue_only: false,
+            replicas_only: false,
         }
     }
 }
@@ -48,12 +53,15 @@ impl Default for Options {
 pub struct Plan {
     pub quick: bool,
     pub rounds: usize,
+    /// c=1 calls of each replica read (issue #19); a quarter of it for the
+    /// reads right after a write, which each wait for a durable commit.
+    pub(crate) replica_lat_n: usize,
     /// c=1 calls per op.
     lat_n: HashMap<&'static str, usize>,
     /// Calls per op under callgrind.
     instr_n: HashMap<&'static str, usize>,
     /// Seconds of each c=16 run.
-    tput_secs: u64,
+    pub(crate) tput_secs: u64,
     /// Seconds of each queue run.
     queue_secs: f64,
     seed_tasks: usize,
@@ -66,6 +74,7 @@ impl Plan {
         Plan {
             quick: q,
             rounds: options.rounds.unwrap_or(if q { 2 } else { 5 }),
+            replica_lat_n: pick(2000, 300),
             lat_n: HashMap::from([
                 ("get", pick(2000, 300)),
                 ("list", pick(500, 100)),
@@ -104,12 +113,12 @@ impl Plan {
 }
 
 /// The three databases of a run and what was seeded in them.
-struct Setup {
-    ops_url: String,
+pub(crate) struct Setup {
+    pub(crate) ops_url: String,
     ops_db: String,
     port: u16,
-    task: TaskId,
-    user: UserId,
+    pub(crate) task: TaskId,
+    pub(crate) user: UserId,
     /// (url, user) of the durable and the asynchronous-commit queue
     /// databases.
     durable: (String, UserId),
@@ -119,8 +128,8 @@ struct Setup {
     /// [`fresh_queue_run`]).
     queue_template: (String, UserId),
     /// The cluster's maintenance database, to create and drop clones from.
-    cluster_url: String,
-    sql: SqlMap,
+    pub(crate) cluster_url: String,
+    pub(crate) sql: SqlMap,
 }
 
 pub fn run(options: Options) -> Result<(), BoxError> {
@@ -171,7 +180,12 @@ fn measure(
     let mut records = Vec::new();
     let mut errors = Vec::new();
     let mut queue_tasks: HashMap<String, usize> = HashMap::new();
-    for round in 0..plan.rounds {
+    let main_rounds = if options.replicas_only {
+        0
+    } else {
+        plan.rounds
+    };
+    for round in 0..main_rounds {
         eprintln!("round {}/{}", round + 1, plan.rounds);
         let mut variants = vec!["crate", "raw", "sqlx", "scoped"];
         if pgbench.is_some() {
@@ -264,7 +278,20 @@ fn measure(
         );
         rt.block_on(clean(&setup.ops_url))?;
     }
-    let valgrind = (options.callgrind && !options.queue_only)
+    // Issue #19: its own rounds, after the others, with a replica that
+    // exists only meanwhile (its WAL sender and replay would otherwise
+    // take CPU from every other measurement).
+    crate::replica::rounds(
+        rt,
+        cluster,
+        &setup,
+        &me,
+        &sql_file,
+        plan,
+        &mut records,
+        &mut errors,
+    )?;
+    let valgrind = (options.callgrind && !options.queue_only && !options.replicas_only)
         .then(|| find_program("valgrind"))
         .flatten();
     if let Some(valgrind) = &valgrind {
@@ -307,6 +334,11 @@ fn measure(
         &setup.sql,
         notes.as_deref(),
     );
+    println!("{}", report::replicas_section(&records));
+    if options.replicas_only && options.out.is_none() {
+        eprintln!("--replicas-only without --out: BENCHMARKS.md and ratios.svg left alone");
+        return finish(&errors);
+    }
     std::fs::write(out.join("BENCHMARKS.md"), markdown)?;
     std::fs::write(out.join("ratios.svg"), report::svg(&records))?;
     if options.out.is_none() {
@@ -338,18 +370,22 @@ fn measure(
         out.join("BENCHMARKS.md").display(),
         out.join("ratios.svg").display()
     );
+    finish(&errors)
+}
+
+fn finish(errors: &[String]) -> Result<(), BoxError> {
     if errors.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "{} measurements failed (listed in BENCHMARKS.md)",
+            "{} measurements failed (listed above, and in BENCHMARKS.md when written)",
             errors.len()
         )
         .into())
     }
 }
 
-fn keep(
+pub(crate) fn keep(
     records: &mut Vec<Record>,
     errors: &mut Vec<String>,
     round: usize,
@@ -676,7 +712,7 @@ fn pgbench_queue_run(
 
 /// Runs this binary as a child with `args` (plus the setup's), returns the
 /// child's RESULT.
-fn run_child(
+pub(crate) fn run_child(
     me: &Path,
     url: Option<&str>,
     args: &[(&str, String)],
@@ -1112,11 +1148,11 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn url_of(cluster: &PrivateCluster, db: &str) -> String {
+pub(crate) fn url_of(cluster: &PrivateCluster, db: &str) -> String {
     format!("postgres://postgres@127.0.0.1:{}/{db}", cluster.port())
 }
 
-async fn admin(url: &str) -> Result<tokio_postgres::Client, BoxError> {
+pub(crate) async fn admin(url: &str) -> Result<tokio_postgres::Client, BoxError> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(conn);
     Ok(client)
@@ -1323,7 +1359,7 @@ fn normalized_match(normalized: &str, exact: &str) -> bool {
 
 /// Removes what the write operations added, so every round (and the
 /// callgrind pass) sees the seeded table.
-async fn clean(url: &str) -> Result<(), BoxError> {
+pub(crate) async fn clean(url: &str) -> Result<(), BoxError> {
     let client = admin(url).await?;
     client
         .batch_execute(&format!(

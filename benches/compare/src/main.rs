@@ -6,12 +6,13 @@ mod alloc;
 mod child;
 mod driver;
 mod ops;
+mod replica;
 mod report;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
-const USAGE: &str = "usage: voidrunner-compare [--quick] [--rounds N] [--out DIR] [--no-callgrind] [--keep-profiles DIR] [--queue-only]";
+const USAGE: &str = "usage: voidrunner-compare [--quick] [--rounds N] [--out DIR] [--no-callgrind] [--keep-profiles DIR] [--queue-only] [--replicas-only]";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -35,6 +36,7 @@ fn main() {
             "--out" => options.out = rest.next().map(Into::into),
             "--keep-profiles" => options.keep_profiles = rest.next().map(Into::into),
             "--queue-only" => options.queue_only = true,
+            "--replicas-only" => options.replicas_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;

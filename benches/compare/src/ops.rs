@@ -117,7 +117,10 @@ pub enum Client {
     Crate(PgTaskRepository),
     /// The scoped view, made for the seeded user at the first call (as a
     /// handler makes it once per request, outside the measured call).
-    Scoped(voidrunner_db::Database, std::sync::OnceLock<ScopedRepositories>),
+    Scoped(
+        voidrunner_db::Database,
+        std::sync::OnceLock<ScopedRepositories>,
+    ),
     Raw(Pool, &'static SqlMap),
     Sqlx(PgPool, &'static SqlMap),
 }
@@ -227,7 +230,10 @@ async fn scoped_call(view: &ScopedRepositories, op: &str, task: TaskId) -> Resul
             1
         }
         "list" => {
-            let page = view.tasks.list(PageRequest::first(LIST_LIMIT as u32)).await?;
+            let page = view
+                .tasks
+                .list(PageRequest::first(LIST_LIMIT as u32))
+                .await?;
             assert_eq!(page.items.len(), LIST_LIMIT);
             std::hint::black_box(page).items.len()
         }

@@ -483,6 +483,11 @@ pub fn markdown(
             cpu.as_ref().map_or("–".to_owned(), |s| human(s.median)),
         );
     }
+    let replicas = replicas_section(records);
+    if !replicas.is_empty() {
+        md.push('\n');
+        md.push_str(&replicas);
+    }
     md.push_str("\n## Method\n\n");
     let _ = writeln!(md, "- Plan: {plan}.");
     md.push_str(
@@ -688,4 +693,89 @@ pub fn replace_between_markers(text: &str, quote: &str) -> Option<String> {
     let start = text.find(BEGIN)? + BEGIN.len();
     let end = start + text[start..].find(END)?;
     Some(format!("{}\n{quote}{}", &text[..start], &text[end..]))
+}
+
+/// Issue #19: reads with one streaming replica, from the `replica` records
+/// (empty when there are none).
+pub fn replicas_section(records: &[Record]) -> String {
+    if !records.iter().any(|r| r.kind == "replica") {
+        return String::new();
+    }
+    let mut md = String::from("## Reads with one streaming replica (issue #19)\n\n");
+    md.push_str(
+        "get by id of one seeded task, through the crate, on a primary with one streaming \
+         replica (`pg_basebackup -R`) on the same machine, started for these rounds only; a \
+         copy of the seeded database with durable commits (`synchronous_commit = on`). Each \
+         round runs every measurement in a child process of its own (a pool of 16 on each \
+         node), in another order each round; ratios are taken within a round.\n\n",
+    );
+    let abs = |kind: &str, field: &str| absolute(records, "replica", "crate", kind, field);
+    let rat = |a: &str, b: &str, field: &str| {
+        ratio(records, "replica", field, ("crate", a), ("crate", b))
+    };
+    let range = |s: Option<Summary>, unit: &str| {
+        s.map_or("–".to_owned(), |s| {
+            format!(
+                "{}{unit} ({}–{})",
+                human(s.median),
+                human(s.min),
+                human(s.max)
+            )
+        })
+    };
+    let total = |kind: &str, field: &str| -> u64 {
+        records
+            .iter()
+            .filter(|r| r.kind == "replica" && r.op == kind)
+            .filter_map(|r| r.value[field].as_u64())
+            .sum()
+    };
+    md.push_str(
+        "| c=16, 16 tasks on 2 threads | get/s, median (min–max) | ÷ primary only | client CPU / get | reads on the replica / fallbacks to the primary |\n|---|---|---|---|---|\n",
+    );
+    for (kind, label) in [
+        ("tput_primary", "primary only (the default handle)"),
+        ("tput_any", "`reads(Consistency::AnyReplica)`"),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} µs | {} / {} |",
+            range(abs(kind, "ops_per_s"), "/s"),
+            cell(rat(kind, "tput_primary", "ops_per_s").as_ref()),
+            abs(kind, "cpu_us").map_or("–".to_owned(), |s| human(s.median)),
+            total(kind, "replica_reads"),
+            total(kind, "primary_reads"),
+        );
+    }
+    md.push_str(
+        "\n| c=1, one call after another | p50, median (min–max) | p50 ÷ AnyReplica | p99 | p99 ÷ AnyReplica | reads on the replica / fallbacks to the primary |\n|---|---|---|---|---|---|\n",
+    );
+    for (kind, label) in [
+        ("lat_primary", "primary only (the default handle)"),
+        ("lat_any", "`AnyReplica`"),
+        (
+            "lat_token",
+            "`AtLeast(token)`, a token the replica has replayed",
+        ),
+        (
+            "lat_fresh",
+            "read-your-writes, right after the handle's own write (fresh token)",
+        ),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} / {} |",
+            range(abs(kind, "p50_us"), " µs"),
+            cell(rat(kind, "lat_any", "p50_us").as_ref()),
+            range(abs(kind, "p99_us"), " µs"),
+            cell(rat(kind, "lat_any", "p99_us").as_ref()),
+            total(kind, "replica_reads"),
+            total(kind, "primary_reads"),
+        );
+    }
+    md.push_str(
+        "\nThe default handle's reads are not routed, so they count on no node. The fresh \
+         token's read is timed alone (the write before it is not).\n",
+    );
+    md
 }
