@@ -194,6 +194,8 @@ impl PrivateCluster {
                 "-X",
                 "stream",
                 "--no-sync",
+                // Not a paced checkpoint: minutes on a freshly seeded primary.
+                "--checkpoint=fast",
                 "-h",
                 "127.0.0.1",
                 "-U",
