@@ -117,6 +117,9 @@ pub(crate) struct ReplicaSet {
     samples: Mutex<VecDeque<(Instant, u64)>>,
     max_lag: Duration,
     pub(crate) wait: Duration,
+    /// The primary's `system_identifier`, once sampled: a replica of
+    /// another cluster is kept out of rotation.
+    cluster: std::sync::OnceLock<i64>,
 }
 
 impl std::fmt::Debug for ReplicaSet {
@@ -203,6 +206,7 @@ impl ReplicaSet {
             samples: Mutex::new(VecDeque::new()),
             max_lag: config.replica_max_lag,
             wait: config.replica_wait,
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -368,7 +372,7 @@ impl Node {
     async fn probe(&self, set: &ReplicaSet, limit: Duration) {
         let answer = tokio::time::timeout(
             limit,
-            self.db.server_row(&crate::queries::server::REPLAY_POSITION),
+            self.db.server_row(&crate::queries::server::REPLICA_PROBE),
         )
         .await
         .unwrap_or_else(|_| {
@@ -380,7 +384,17 @@ impl Node {
         .and_then(|row| {
             let standby: bool = row.try_get(0)?;
             let position: Option<PgLsn> = row.try_get(1)?;
-            Ok((standby, position.map(u64::from)))
+            let cluster: i64 = row.try_get(2)?;
+            match set.cluster.get() {
+                Some(primary) if *primary != cluster => Err(Error::unavailable(
+                    format!(
+                        "not a copy of the primary: its system identifier is {cluster}, the \
+                         primary's {primary}; check VOIDRUNNER_DB_REPLICAS"
+                    ),
+                    None,
+                )),
+                _ => Ok((standby, position.map(u64::from))),
+            }
         });
         let now = Instant::now();
         let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
@@ -456,6 +470,9 @@ pub(super) async fn probe_all(db: &Database, set: &ReplicaSet) {
     match sampled {
         Ok(Ok(row)) => match row.try_get::<_, Option<PgLsn>>(0) {
             Ok(Some(position)) => {
+                if let Ok(cluster) = row.try_get::<_, i64>(1) {
+                    let _ = set.cluster.set(cluster);
+                }
                 let keep = config
                     .replica_max_lag
                     .saturating_add(config.replica_probe_interval.saturating_mul(2));

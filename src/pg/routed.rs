@@ -124,6 +124,9 @@ pub(super) struct RoutedConn<'a> {
     conns: Box<[OnceLock<Conn<'a>>]>,
     /// The replicas that failed during this call.
     skip: Box<[AtomicBool]>,
+    /// The replica that answered this call's last statement: its next
+    /// ones go there too, so a call that reads twice reads one server.
+    last: std::sync::atomic::AtomicUsize,
 }
 
 impl<'a> RoutedConn<'a> {
@@ -146,6 +149,7 @@ impl<'a> RoutedConn<'a> {
             floor,
             conns: (0..=set.len()).map(|_| OnceLock::new()).collect(),
             skip: (0..set.len()).map(|_| AtomicBool::new(false)).collect(),
+            last: std::sync::atomic::AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -167,10 +171,16 @@ impl<'a> RoutedConn<'a> {
                 .iter()
                 .map(|s| s.load(Ordering::Acquire))
                 .collect();
-            let (index, check) = match self.set.pick(self.floor, &skip) {
-                Pick::Primary => return self.on_primary(query, &run).await,
-                Pick::Replica { index, check } => (index, check),
+            let last = self.last.load(Ordering::Acquire);
+            let (index, check) = if skip.get(last) == Some(&false) {
+                (last, self.floor.is_some())
+            } else {
+                match self.set.pick(self.floor, &skip) {
+                    Pick::Primary => return self.on_primary(query, &run).await,
+                    Pick::Replica { index, check } => (index, check),
+                }
             };
+            self.last.store(index, Ordering::Release);
             let node = self.set.node(index);
             let conn = match self.replica_conn(index).await {
                 Ok(conn) => conn,

@@ -71,5 +71,11 @@ SELECT pg_current_wal_insert_lsn()
 -- The primary's WAL write position, sampled by the replica prober to
 -- measure each replica's replay lag against (the insert position may sit
 -- a page header past the last record on an idle server, which no replica
--- would ever reach).
-SELECT pg_current_wal_lsn()
+-- would ever reach), and the cluster's identifier, which each replica
+-- must share.
+SELECT pg_current_wal_lsn(), (SELECT system_identifier FROM pg_control_system())
+
+-- name: replica_probe
+-- The prober's question to a replica: standby or not, how far it has
+-- replayed, and which cluster it is a copy of.
+SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), (SELECT system_identifier FROM pg_control_system())

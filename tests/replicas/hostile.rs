@@ -141,3 +141,44 @@ async fn forged_tokens_and_dead_replicas_only_cost_time() {
     assert_eq!(tasks.get(written.id).await.unwrap(), written);
     assert_eq!(db3.nodes()[0].reads, 3, "{:?}", db3.nodes());
 }
+
+/// A standby of another cluster, listed as a replica by mistake: a probe
+/// finds its system identifier is not the primary's and keeps it out of
+/// rotation, so reads never see that other cluster's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_of_another_cluster_is_kept_out_of_rotation() {
+    let cluster = Cluster::start(0).await;
+    let other = Cluster::start(1).await;
+    let mut config = cluster.config();
+    config.add_replica(&other.replicas[0].url()).unwrap();
+    let db = Database::connect(config).await.unwrap();
+    eventually(
+        "the foreign standby is refused",
+        || async {
+            let node = &db.nodes()[1];
+            node.state == NodeState::Down
+                && node
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not a copy of the primary"))
+        },
+        || format!("{:?}", db.nodes()),
+    )
+    .await;
+    let owner = PgUserRepository::new(db.clone())
+        .create(NewUser::new("foreign@example.com", PasswordHash::new("h")))
+        .await
+        .unwrap();
+    let any = db.reads(Consistency::AnyReplica);
+    for _ in 0..10 {
+        assert!(!any.read_in_recovery().await.unwrap());
+        assert_eq!(
+            PgUserRepository::new(any.clone())
+                .get(owner.id)
+                .await
+                .unwrap(),
+            owner
+        );
+    }
+    assert_eq!(db.nodes()[1].reads, 0, "{:?}", db.nodes());
+}
