@@ -7,6 +7,7 @@ mod attack;
 mod harness;
 mod health;
 mod hostile;
+mod pooler;
 mod routing;
 mod smoke;
 mod suite;
