@@ -143,6 +143,9 @@ pub(crate) struct Node {
     /// Replay position last seen (0: never).
     replayed: AtomicU64,
     reads: AtomicU64,
+    /// Counts the reads that took the replica out of rotation: a probe
+    /// that started before one does not put it back.
+    failures: AtomicU64,
     report: Mutex<Report>,
 }
 
@@ -196,6 +199,7 @@ impl ReplicaSet {
                 state: AtomicU8::new(NodeState::Unknown.as_u8()),
                 replayed: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
                 report: Mutex::new(Report::default()),
             });
         }
@@ -334,6 +338,7 @@ impl Node {
     pub(crate) fn failed(&self, state: NodeState, err: &Error) {
         // Whatever answers next at this address starts from what it says.
         self.replayed.store(0, Ordering::Release);
+        self.failures.fetch_add(1, Ordering::AcqRel);
         let before = self.state.swap(state.as_u8(), Ordering::AcqRel);
         if before != state.as_u8() {
             tracing::warn!(replica = %self.target, error = %err, ?state, "replica out of rotation");
@@ -370,6 +375,7 @@ impl Node {
 
     /// Probes the replica once: standby or not, replay position, lag.
     async fn probe(&self, set: &ReplicaSet, limit: Duration) {
+        let failures = self.failures.load(Ordering::Acquire);
         let answer = tokio::time::timeout(
             limit,
             self.db.server_row(&crate::queries::server::REPLICA_PROBE),
@@ -427,6 +433,11 @@ impl Node {
                 report.lag = lag;
                 report.error = None;
                 drop(report);
+                if self.failures.load(Ordering::Acquire) != failures {
+                    // A read found it gone while this probe was out: the
+                    // next probe decides.
+                    return;
+                }
                 let lagging = lag.is_some_and(|lag| lag > set.max_lag);
                 self.set_state(if lagging {
                     NodeState::Lagging
