@@ -71,7 +71,6 @@ pub fn run(args: &Args) {
         "tput" => throughput(args),
         "queue" => queue(args),
         "load" => load(args),
-        "replica" => crate::replica::run(args),
         other => panic!("unknown mode {other}"),
     }
 }

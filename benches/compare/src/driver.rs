@@ -2,6 +2,8 @@
 //! captured from pg_stat_statements, then rounds of child processes (one
 //! per variant and measurement, interleaved), callgrind, and the report.
 
+pub(crate) mod replica;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -281,7 +283,7 @@ fn measure(
     // Issue #19: its own rounds, after the others, with a replica that
     // exists only meanwhile (its WAL sender and replay would otherwise
     // take CPU from every other measurement).
-    crate::replica::rounds(
+    replica::rounds(
         rt,
         cluster,
         &setup,

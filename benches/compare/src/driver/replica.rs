@@ -28,8 +28,8 @@ use voidrunner_db::{
     TaskRepository, UserId,
 };
 
+use super::{Plan, Setup, admin, clean, keep, run_child, url_of};
 use crate::child::{Args, arg, cpu_us};
-use crate::driver::{Plan, Setup, admin, clean, keep, run_child, url_of};
 use crate::ops::{BoxError, new_task};
 use crate::report::Record;
 
