@@ -16,7 +16,8 @@ use voidrunner_db::{Database, DbConfig};
 
 /// A LOGIN member of `voidrunner_app` with, on one test database, `USAGE`
 /// on the schema, `SELECT, INSERT, UPDATE, DELETE` on users and tasks and
-/// `SELECT, INSERT, UPDATE` on task_executions. Dropped, grants and all,
+/// `SELECT, INSERT, UPDATE` on task_executions, and row-level security
+/// on for tasks and task_executions. Dropped, grants and all,
 /// when this is dropped: declare it after the [`TestDatabase`] it was made
 /// for, so it goes first.
 pub struct AppRole {
@@ -43,7 +44,10 @@ impl AppRole {
                 .clone(),
         };
         // Two tests may create voidrunner_app at once: the loser of that
-        // race meets the winner's row in the catalog.
+        // race meets the winner's row in the catalog. Row-level security is
+        // turned on here, as V9 does when voidrunner_app exists at migration
+        // time: the harness's template may have been migrated before any
+        // test created the role (a fresh server), and then V9 left it off.
         db.raw_client()
             .await
             .unwrap()
@@ -55,6 +59,8 @@ impl AppRole {
                  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
                  END $$; \
                  CREATE ROLE {role} LOGIN IN ROLE voidrunner_app; \
+                 ALTER TABLE tasks ENABLE ROW LEVEL SECURITY; \
+                 ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY; \
                  GRANT USAGE ON SCHEMA public TO {role}; \
                  GRANT SELECT, INSERT, UPDATE ON users TO {role}; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON tasks TO {role}; \
