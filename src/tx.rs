@@ -272,9 +272,13 @@ impl TxInner {
                 )
             })
             .await?;
-        if let (Err(_), Some(session)) = (&commit, &self.session) {
-            // The outcome of a failed COMMIT may be unknown (the connection
-            // lost with it): the handle reads from the primary.
+        if let (Err(err), Some(session)) = (&commit, &self.session)
+            && err.is_unavailable()
+        {
+            // The connection was lost with COMMIT in flight: whether it
+            // committed is unknown, so the handle reads from the primary.
+            // A COMMIT the server refused (a serialization failure, a
+            // deferred constraint) rolled back: nothing to see.
             session.lost();
         }
         commit?;

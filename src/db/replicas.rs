@@ -105,6 +105,10 @@ pub struct NodeStatus {
     pub pool: PoolStatus,
 }
 
+/// Most samples of the primary's position kept: a day of probes at the
+/// default interval.
+const MAX_SAMPLES: usize = 86_400;
+
 /// The replicas of a [`Database`] and their prober.
 pub(crate) struct ReplicaSet {
     nodes: Vec<Node>,
@@ -146,6 +150,9 @@ pub(crate) struct Node {
     /// Counts the reads that took the replica out of rotation: a probe
     /// that started before one does not put it back.
     failures: AtomicU64,
+    /// Token reads holding one of its connections while they wait for it
+    /// to catch up.
+    waiting: AtomicUsize,
     report: Mutex<Report>,
 }
 
@@ -154,6 +161,15 @@ struct Report {
     lag: Option<Duration>,
     probed: Option<Instant>,
     error: Option<String>,
+}
+
+/// See [`Node::wait_permit`]; released when dropped.
+pub(crate) struct WaitPermit<'a>(&'a Node);
+
+impl Drop for WaitPermit<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Where a read goes.
@@ -200,6 +216,7 @@ impl ReplicaSet {
                 replayed: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                waiting: AtomicUsize::new(0),
                 report: Mutex::new(Report::default()),
             });
         }
@@ -284,10 +301,27 @@ impl ReplicaSet {
     /// Notes a sample of the primary's write position, forgetting those
     /// too old to matter: a replica missing what the primary had longer
     /// ago than the lag bound is lagging whatever the older samples say.
+    ///
+    /// A sample is kept while a replica in rotation (or lagging) has not
+    /// replayed its position, so a replica's lag keeps growing for as long
+    /// as it stays behind (up to [`MAX_SAMPLES`] probes, then it is only
+    /// "at least" that long); otherwise while it is younger than `keep`.
     fn sample_primary(&self, at: Instant, position: u64, keep: Duration) {
+        let behind = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.state(), NodeState::Up | NodeState::Lagging))
+            .map(Node::replayed)
+            .min();
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.push_back((at, position));
+        while samples.len() > MAX_SAMPLES {
+            samples.pop_front();
+        }
         while samples.len() > 2
+            && samples.front().is_some_and(|(_, oldest)| {
+                behind.is_none_or(|replayed| *oldest <= replayed)
+            })
             && samples
                 .get(1)
                 .is_some_and(|(t, _)| at.saturating_duration_since(*t) > keep)
@@ -325,6 +359,18 @@ impl Node {
     /// Notes a replay position a read's check found.
     pub(crate) fn saw_replayed(&self, position: u64) {
         self.replayed.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// A token read's permit to hold one of the replica's connections
+    /// while it waits for the replica to catch up, or `None` when half its
+    /// pool is already waiting so: then the read goes to the primary, and
+    /// waiters (a forged token among them) never take every connection
+    /// from the replica's other reads.
+    pub(crate) fn wait_permit(&self) -> Option<WaitPermit<'_>> {
+        let limit = (self.db.config().max_connections / 2).max(1);
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let permit = WaitPermit(self);
+        (before < limit).then_some(permit)
     }
 
     pub(crate) fn served(&self) {
@@ -378,7 +424,8 @@ impl Node {
         let failures = self.failures.load(Ordering::Acquire);
         let answer = tokio::time::timeout(
             limit,
-            self.db.server_row(&crate::queries::server::REPLICA_PROBE),
+            self.db
+                .server_row_if_free(&crate::queries::server::REPLICA_PROBE),
         )
         .await
         .unwrap_or_else(|_| {
@@ -386,8 +433,15 @@ impl Node {
                 format!("the replica's probe got no answer within {limit:?}"),
                 None,
             ))
-        })
-        .and_then(|row| {
+        });
+        let answer = match answer {
+            // Every connection is serving reads: busy, not down. The next
+            // probe asks again; the reads' own checks keep its position.
+            Ok(None) => return,
+            Ok(Some(row)) => Ok(row),
+            Err(err) => Err(err),
+        };
+        let answer = answer.and_then(|row| {
             let standby: bool = row.try_get(0)?;
             let position: Option<PgLsn> = row.try_get(1)?;
             let cluster: i64 = row.try_get(2)?;

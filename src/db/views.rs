@@ -171,7 +171,36 @@ impl Database {
     /// than its preparation. A failed or dropped call closes the
     /// connection rather than pooling it.
     pub(crate) async fn server_row(&self, query: &Query) -> Result<tokio_postgres::Row> {
-        let mut held = Held(Some(self.client().await?), self);
+        self.server_row_on(self.client().await?, query).await
+    }
+
+    /// [`server_row`](Self::server_row) without waiting for a busy pool:
+    /// `None` when every connection is in use (a replica busy serving
+    /// reads is not a replica that is down).
+    pub(crate) async fn server_row_if_free(
+        &self,
+        query: &Query,
+    ) -> Result<Option<tokio_postgres::Row>> {
+        let timeouts = deadpool_postgres::Timeouts {
+            wait: Some(std::time::Duration::ZERO),
+            ..self.inner.pool.timeouts()
+        };
+        let client = match self.inner.pool.timeout_get(&timeouts).await {
+            Ok(client) => client,
+            Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(self.opening_failed(Error::from(err))),
+        };
+        self.server_row_on(client, query).await.map(Some)
+    }
+
+    async fn server_row_on(
+        &self,
+        client: PooledClient,
+        query: &Query,
+    ) -> Result<tokio_postgres::Row> {
+        let mut held = Held(Some(client), self);
         let Some(client) = held.0.as_ref() else {
             return Err(Error::unavailable(
                 "the probe's connection was released",

@@ -521,8 +521,32 @@ impl Conn<'_> {
             let started = Instant::now();
             // Still armed when it gives up, as for a dropped call.
             let result = self.within_deadline(work(client)).await?;
+            // Set when the position's query got no answer: its connection
+            // stays armed, to be closed rather than pooled.
+            let mut unanswered = false;
+            if let (Ok(_), Conn::Pooled(pooled)) = (&result, self)
+                && let Probe::Track(session) = &pooled.probe
+            {
+                // No statement to pipeline the position with: one more
+                // round trip on the same connection, still armed (dropped
+                // here, the handle's session is lost, never stale).
+                let sql = crate::queries::server::INSERT_POSITION.text;
+                match self.within_deadline(client.query_typed_one(sql, &[])).await {
+                    Ok(Ok(row)) => match row.try_get::<_, Option<postgres_types::PgLsn>>(0) {
+                        Ok(Some(at)) => session.wrote(u64::from(at)),
+                        _ => session.lost(),
+                    },
+                    // The write stands either way: the handle reads from
+                    // the primary from now on.
+                    Ok(Err(_)) => session.lost(),
+                    Err(_) => {
+                        session.lost();
+                        unanswered = true;
+                    }
+                }
+            }
             // A lost connection stays armed: it is closed, never pooled.
-            if !client.is_closed() {
+            if !client.is_closed() && !unanswered {
                 self.set_busy(false);
             }
             self.note_if_slow(query, started.elapsed());
@@ -541,13 +565,6 @@ impl Conn<'_> {
                         && err.is_unavailable()
                     {
                         pooled.retire.store(true, Ordering::Release);
-                    }
-                    if let (Ok(_), Probe::Track(session)) = (&result, &pooled.probe) {
-                        // No statement to pipeline the position with: one
-                        // more round trip, for the bulk load only.
-                        if pooled.db.current_token().await.is_err() {
-                            session.lost();
-                        }
                     }
                     result
                 }

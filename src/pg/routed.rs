@@ -222,6 +222,10 @@ impl<'a> RoutedConn<'a> {
                     node.saw_replayed(at);
                     // Behind: wait for it, bounded, then read again there
                     // (its replay only moves forward), or on the primary.
+                    // Bounded: half the replica's pool at most waits so.
+                    let Some(_permit) = node.wait_permit() else {
+                        return self.on_primary(query, &run).await;
+                    };
                     match self.caught_up(conn, index, floor, started).await {
                         Ok(true) => {
                             set_check(conn, false);
