@@ -8,6 +8,7 @@ mod harness;
 mod health;
 mod hostile;
 mod pooler;
+mod review;
 mod routing;
 mod smoke;
 mod suite;
