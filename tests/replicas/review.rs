@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use voidrunner_db::tokio_postgres::{self, NoTls};
 use voidrunner_db::{
-    Consistency, Database, DbConfig, NewTask, NewUser, PasswordHash, PgTaskRepository,
+    Consistency, Database, DbConfig, NewTask, NewUser, NodeState, PasswordHash, PgTaskRepository,
     PgUserRepository, ReadToken, TaskRepository, UserId, UserRepository,
 };
 
@@ -280,6 +280,8 @@ async fn a_forged_token_does_not_starve_other_callers_of_the_replica(
     config.wait_timeout = Duration::from_secs(2);
     config.replica_wait = Duration::from_secs(4);
     config.replica_max_lag = Duration::from_secs(60);
+    // The prober's limit is connect_timeout: shorter than the pool's wait.
+    config.connect_timeout = Duration::from_secs(1);
     let db = Database::connect(config).await.unwrap();
     all_up(&db).await;
     let forged = db.reads(Consistency::AtLeast(ReadToken::from_lsn(u64::MAX - 1)));
@@ -297,6 +299,22 @@ async fn a_forged_token_does_not_starve_other_callers_of_the_replica(
         "the forged read never held the replica: {:?}",
         db.nodes()
     );
+    // Meanwhile, what the prober makes of a healthy replica whose pool is
+    // busy: its probe checks a connection out of that same pool.
+    let watcher = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                let node = db.nodes().swap_remove(1);
+                if node.state == NodeState::Down {
+                    return Some(node.error);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        })
+    };
     let started = Instant::now();
     let honest = PgUserRepository::new(db.reads(Consistency::AnyReplica))
         .get(owner)
@@ -304,6 +322,13 @@ async fn a_forged_token_does_not_starve_other_callers_of_the_replica(
     let took = started.elapsed();
     let (hostile_took, hostile_got) = hostile.await.unwrap();
     assert_eq!(hostile_got.unwrap(), owner);
+    if let Some(error) = watcher.await.unwrap() {
+        defects.push(format!(
+            "busy pool is Down: a healthy, fully replayed replica whose one pooled connection \
+             was busy was marked Down by the prober (its idle connections closed, out of \
+             rotation), because the probe waits on the replica's own pool: {error:?}"
+        ));
+    }
     if took > Duration::from_millis(1000) {
         defects.push(format!(
             "forged token: while one forged-token read ({hostile_took:?}) waited replica_wait \
