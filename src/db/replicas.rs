@@ -319,9 +319,9 @@ impl ReplicaSet {
             samples.pop_front();
         }
         while samples.len() > 2
-            && samples.front().is_some_and(|(_, oldest)| {
-                behind.is_none_or(|replayed| *oldest <= replayed)
-            })
+            && samples
+                .front()
+                .is_some_and(|(_, oldest)| behind.is_none_or(|replayed| *oldest <= replayed))
             && samples
                 .get(1)
                 .is_some_and(|(t, _)| at.saturating_duration_since(*t) > keep)
@@ -367,7 +367,8 @@ impl Node {
     /// waiters (a forged token among them) never take every connection
     /// from the replica's other reads.
     pub(crate) fn wait_permit(&self) -> Option<WaitPermit<'_>> {
-        let limit = (self.db.config().max_connections / 2).max(1);
+        // A pool of one never waits: its only connection is the others'.
+        let limit = self.db.config().max_connections / 2;
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
         let permit = WaitPermit(self);
         (before < limit).then_some(permit)
