@@ -487,7 +487,7 @@ fn a_serde_source_reads_the_replica_settings() {
 
 #[test]
 fn replica_configs_copy_the_settings_and_drop_replicas_and_direct() {
-    let mut c = DbConfig::from_url("postgres://app:pw@pgbouncer:6432/vr?sslmode=require").unwrap();
+    let mut c = DbConfig::from_url("postgres://app:pw@pgbouncer:6432/vr?sslmode=disable").unwrap();
     c.pooler = PoolerMode::Transaction;
     c.set_direct_url("postgres://app:pw@primary:5432/vr")
         .unwrap();
@@ -512,7 +512,7 @@ fn replica_configs_copy_the_settings_and_drop_replicas_and_direct() {
         assert!(replica.replica_targets().is_empty());
         assert!(replica.direct_pg_config().is_none());
         assert_eq!(replica.pooler, PoolerMode::Transaction);
-        assert_eq!(replica.ssl_mode, SslMode::Require);
+        assert_eq!(replica.ssl_mode, SslMode::Disable);
         assert_eq!(replica.max_connections, 9);
         assert_eq!(replica.min_connections, 1);
         assert_eq!(replica.wait_timeout, Duration::from_millis(1234));
