@@ -352,8 +352,15 @@ impl Conn<'_> {
     {
         let span = tracing::debug_span!("voidrunner_db.statement", statement = query.name);
         match self {
+            // Boxed: a routed read's future (several nodes' checkouts and
+            // statements) would otherwise size every statement's future,
+            // and so every call's, routed or not.
             Conn::Routed(routed) => {
-                tracing::Instrument::instrument(routed.run(query, run), span).await
+                Box::pin(tracing::Instrument::instrument(
+                    routed.run(query, run),
+                    span,
+                ))
+                .await
             }
             _ => tracing::Instrument::instrument(self.run_statement(query, run), span).await,
         }
@@ -388,15 +395,28 @@ impl Conn<'_> {
                 } else {
                     Some(client.prepare_cached(query.text).await?)
                 };
-                let statement = async {
-                    match &scope {
-                        None => run(client, stmt).await,
-                        Some((before, after)) => {
-                            in_scope(client, before, run(client, stmt), after).await
-                        }
+                match (probe, &scope) {
+                    (Probe::None, None) => run(client, stmt).await,
+                    (Probe::None, Some((before, after))) => {
+                        in_scope(client, before, run(client, stmt), after).await
                     }
-                };
-                probe.around(client, unnamed, statement).await
+                    // Boxed, the statement's future built inside: the
+                    // probe's query and the join around the statement
+                    // would otherwise size (and cost) every statement's
+                    // future, the plain ones too.
+                    (probe, scope) => {
+                        let run = &run;
+                        let statement = async move {
+                            match scope {
+                                None => run(client, stmt).await,
+                                Some((before, after)) => {
+                                    in_scope(client, before, run(client, stmt), after).await
+                                }
+                            }
+                        };
+                        Box::pin(probe.around(client, unnamed, statement)).await
+                    }
+                }
             });
             // Still armed when it gives up: the connection is closed (in a
             // transaction, the transaction abandoned), as for a dropped call.
