@@ -268,15 +268,17 @@ async fn an_import_on_a_read_your_writes_handle_needs_no_second_connection(
 
 /// A forged far-future token (not the highest one, which goes straight to
 /// the primary) makes its read hold a replica connection for the whole
-/// `replica_wait`, polling. Other callers' replica reads then queue for
-/// the replica's pool.
+/// `replica_wait`, polling: at most half the replica's pool may be held so
+/// (none of a pool of one), so other callers' replica reads never queue
+/// behind it, a second forged read goes to the primary at once, and the
+/// prober keeps the replica in rotation meanwhile.
 async fn a_forged_token_does_not_starve_other_callers_of_the_replica(
     cluster: &Cluster,
     owner: UserId,
     defects: &mut Vec<String>,
 ) {
     let mut config = cluster.config();
-    config.max_connections = 1;
+    config.max_connections = 2;
     config.wait_timeout = Duration::from_secs(2);
     config.replica_wait = Duration::from_secs(4);
     config.replica_max_lag = Duration::from_secs(60);
@@ -285,6 +287,7 @@ async fn a_forged_token_does_not_starve_other_callers_of_the_replica(
     let db = Database::connect(config).await.unwrap();
     all_up(&db).await;
     let forged = db.reads(Consistency::AtLeast(ReadToken::from_lsn(u64::MAX - 1)));
+    let second_forged = forged.clone();
     let hostile = tokio::spawn(async move {
         let started = Instant::now();
         let got = PgUserRepository::new(forged).get(owner).await;
@@ -320,6 +323,17 @@ async fn a_forged_token_does_not_starve_other_callers_of_the_replica(
         .get(owner)
         .await;
     let took = started.elapsed();
+    // The second waiter finds the replica's half already waiting: the
+    // primary answers it at once.
+    let started = Instant::now();
+    let second = PgUserRepository::new(second_forged).get(owner).await;
+    let second_took = started.elapsed();
+    if second.map(|u| u.id).ok() != Some(owner) || second_took > Duration::from_millis(1000) {
+        defects.push(format!(
+            "forged token: a second forged-token read, with half the replica's pool already \
+             waiting, took {second_took:?} instead of going to the primary at once"
+        ));
+    }
     let (hostile_took, hostile_got) = hostile.await.unwrap();
     assert_eq!(hostile_got.unwrap(), owner);
     if let Some(error) = watcher.await.unwrap() {
