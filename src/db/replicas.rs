@@ -203,9 +203,13 @@ impl ReplicaSet {
                 .get_application_name()
                 .unwrap_or(&replica.application_name)
                 .to_owned();
-            let keep = base
+            let mut keep = base
                 .len()
                 .min(crate::config::APPLICATION_NAME_MAX_BYTES - suffix.len());
+            // Validated as ASCII, but never a slice through a character.
+            while !base.is_char_boundary(keep) {
+                keep -= 1;
+            }
             let name = format!("{}{suffix}", &base[..keep]);
             replica.pg_config_mut().application_name(&name);
             replica.application_name = name;
