@@ -6,36 +6,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use voidrunner_db::testing::PrivateCluster;
-use voidrunner_db::tokio_postgres::{self, NoTls};
+use voidrunner_db::tokio_postgres;
 use voidrunner_db::{
     Consistency, Database, DbConfig, NewUser, NodeState, PasswordHash, PgUserRepository, ReadToken,
     UserRepository,
 };
 
-use crate::harness::{Cluster, all_up};
-
-/// A plain client of `url`, outside any pool.
-async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn until<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+use crate::harness::{Cluster, all_up, raw, until};
 
 async fn lsn(client: &tokio_postgres::Client, sql: &str) -> u64 {
     let row = client.query_one(sql, &[]).await.unwrap();
@@ -241,7 +218,7 @@ async fn a_node_whose_server_is_behind_its_remembered_position_serves_stale_toke
         .unwrap();
     let db = Database::connect(config).await.unwrap();
     all_up(&db).await;
-    let b_client = raw(&b.url()).await;
+    let b_client = raw(b).await;
     // B stops replaying: it is a standby behind A.
     b_client
         .execute("SELECT pg_wal_replay_pause()", &[])
@@ -311,8 +288,8 @@ async fn a_replica_crashed_and_restarted_behind_serves_stale_token_reads() {
     config.replica_max_lag = Duration::from_secs(3600 * 2);
     let db = Database::connect(config).await.unwrap();
     all_up(&db).await;
-    let primary = raw(&cluster.primary.url()).await;
-    let standby = raw(&replica.url()).await;
+    let primary = raw(&cluster.primary).await;
+    let standby = raw(replica).await;
     primary.batch_execute("CHECKPOINT").await.unwrap();
     let at = lsn(&primary, "SELECT pg_current_wal_lsn()").await;
     assert!(
@@ -358,7 +335,7 @@ async fn a_replica_crashed_and_restarted_behind_serves_stale_token_reads() {
         .await
     );
     replica.start_server().await.unwrap();
-    let standby = raw(&replica.url()).await;
+    let standby = raw(replica).await;
     let replayed = lsn(&standby, "SELECT pg_last_wal_replay_lsn()").await;
     println!("replayed after restart {replayed:X}, token {token}");
     assert!(
@@ -415,7 +392,7 @@ async fn a_replica_crashed_and_restarted_behind_serves_stale_token_reads() {
 async fn a_token_read_on_a_replica_behind_a_migration_fails_instead_of_going_to_the_primary() {
     let primary = PrivateCluster::start().await.unwrap();
     let replica = primary.replica().await.unwrap();
-    let standby = raw(&replica.url()).await;
+    let standby = raw(&replica).await;
     let mut config = primary.config();
     config.replica_probe_interval = Duration::from_millis(50);
     config.replica_max_lag = Duration::from_secs(60);
@@ -487,8 +464,8 @@ async fn sessions(client: &tokio_postgres::Client, like: &str) -> i64 {
 async fn cancellations_failures_promotion_and_teardown() {
     let cluster = Cluster::start(1).await;
     let replica = &cluster.replicas[0];
-    let primary = raw(&cluster.primary.url()).await;
-    let standby = raw(&replica.url()).await;
+    let primary = raw(&cluster.primary).await;
+    let standby = raw(replica).await;
     let mut config = cluster.config();
     config.replica_max_lag = Duration::from_secs(60);
     let db = Database::connect(config.clone()).await.unwrap();
@@ -644,7 +621,7 @@ async fn cancellations_failures_promotion_and_teardown() {
 
     // Fifty pools with replicas created and dropped: their probers and
     // replica sessions go away.
-    let standby = raw(&replica.url()).await;
+    let standby = raw(replica).await;
     let name = format!("{}.replica%", config.application_name);
     let before = sessions(&standby, &name).await;
     for _ in 0..50 {

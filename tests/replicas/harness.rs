@@ -106,6 +106,25 @@ where
     }
 }
 
+/// Polls `check` every 20 ms until it holds or `limit` passes; whether it
+/// held. For the tests that report a defect rather than panic.
+pub(crate) async fn until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if started.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The routed reads node `index` of `db` answered (0: the primary).
 pub(crate) fn reads_of(db: &Database, index: usize) -> u64 {
     db.nodes()[index].reads

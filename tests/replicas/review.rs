@@ -9,37 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use voidrunner_db::tokio_postgres::{self, NoTls};
+use voidrunner_db::tokio_postgres;
 use voidrunner_db::{
     Consistency, Database, DbConfig, NewTask, NewUser, NodeState, PasswordHash, PgTaskRepository,
     PgUserRepository, ReadToken, TaskRepository, UserId, UserRepository,
 };
 
-use crate::harness::{Cluster, all_up};
-
-async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn until<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return true;
-        }
-        if started.elapsed() >= limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::harness::{Cluster, all_up, raw, until};
 
 fn new_user(email: &str) -> NewUser {
     NewUser::new(email.to_owned(), PasswordHash::new("h"))
@@ -64,8 +40,8 @@ async fn replica_caught_up(db: &Database) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review2_defects() {
     let cluster = Cluster::start(1).await;
-    let primary = raw(&cluster.primary.url()).await;
-    let standby = raw(&cluster.replicas[0].url()).await;
+    let primary = raw(&cluster.primary).await;
+    let standby = raw(&cluster.replicas[0]).await;
     let mut defects: Vec<String> = Vec::new();
 
     let base = Database::connect(cluster.config()).await.unwrap();
