@@ -266,14 +266,7 @@ impl<'a> RoutedConn<'a> {
             tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(Duration::from_millis(16));
             set_check(conn, false);
-            let row = conn
-                .run_statement(&REPLAY_POSITION, |client, stmt| async move {
-                    match stmt {
-                        Some(stmt) => client.query_one(&stmt, &[]).await,
-                        None => client.query_typed_one(REPLAY_POSITION.text, &[]).await,
-                    }
-                })
-                .await?;
+            let row = conn.query_one(&REPLAY_POSITION, &[]).await?;
             let standby: bool = row.try_get(0)?;
             let at: Option<PgLsn> = row.try_get(1)?;
             let Some(at) = at.filter(|_| standby).map(u64::from) else {
