@@ -143,7 +143,8 @@ pub struct UserBuilder {
     user: User,
 }
 
-/// A valid user: a fresh id, a unique email `user-<id>@example.com`,
+/// A valid user: a fresh id, a unique email `user-<id>@example.com`, the
+/// display name the crate gives it by default (`user-<id>`),
 /// [`DEFAULT_PASSWORD_HASH`], created and updated now.
 pub fn user() -> UserBuilder {
     let id = UserId::new();
@@ -152,6 +153,7 @@ pub fn user() -> UserBuilder {
         user: User {
             id,
             email: format!("user-{}@example.com", id.as_uuid().simple()),
+            display_name: format!("user-{}", id.as_uuid().simple()),
             password_hash: PasswordHash::new(DEFAULT_PASSWORD_HASH),
             created_at: now,
             updated_at: now,
@@ -181,6 +183,8 @@ impl UserBuilder {
         /// Sets the email as given: stored emails are trimmed and
         /// lower-cased, so a realistic one is too.
         email;
+        /// Sets the display name as given (stored ones are trimmed).
+        display_name;
     }
 
     /// The user.
@@ -197,7 +201,9 @@ impl From<UserBuilder> for User {
 
 /// The [`User`] that `UserRepository::create` returns for `new`: a fresh
 /// id, `new`'s password hash, its email as the crate stores it (trimmed
-/// and lower-cased), created and updated now. For a mock's `create`:
+/// and lower-cased), its display name as stored (trimmed; by default the
+/// email's part before the `@`), created and updated now. For a mock's
+/// `create`:
 ///
 /// ```
 /// use voidrunner_db::{fixtures, MockUserRepository, NewUser, PasswordHash, UserRepository};
@@ -212,6 +218,7 @@ impl From<UserBuilder> for User {
 ///     .await
 ///     .unwrap();
 /// assert_eq!(user.email, "ada@example.com");
+/// assert_eq!(user.display_name, "ada");
 /// # }
 /// ```
 ///
@@ -222,11 +229,19 @@ pub fn user_from(new: &NewUser) -> User {
     let NewUser {
         email,
         password_hash,
+        display_name,
     } = new;
+    // What `validate::email` and `validate::display_name` store; repeated
+    // here rather than called, as they refuse what a test may pass on
+    // purpose.
+    let email = email.trim().to_lowercase();
+    let display_name = match display_name {
+        Some(name) => name.trim().to_owned(),
+        None => crate::validate::default_display_name(&email),
+    };
     user()
-        // What `validate::email` stores; repeated here rather than called,
-        // as it refuses what a test may pass on purpose.
-        .email(email.trim().to_lowercase())
+        .email(email)
+        .display_name(display_name)
         .password_hash(password_hash.clone())
         .build()
 }
@@ -639,6 +654,10 @@ mod tests {
 
         let user = user().build();
         assert_eq!(validate::email(&user.email).unwrap(), user.email);
+        assert_eq!(
+            validate::display_name(&user.display_name).unwrap(),
+            user.display_name
+        );
         validate::password_hash(&user.password_hash).unwrap();
         assert_eq!(user.created_at, user.updated_at);
         assert_ne!(user.email, super::user().build().email, "emails are unique");
@@ -697,8 +716,11 @@ mod tests {
         let hash = PasswordHash::new("$argon2id$v=19$hash");
         let user = user_from(&NewUser::new("  Ada@Example.COM\n", hash.clone()));
         assert_eq!(user.email, "ada@example.com");
+        assert_eq!(user.display_name, "ada");
         assert_eq!(user.password_hash, hash);
         assert_eq!(user.created_at, user.updated_at);
+        let named = NewUser::new("a@b.co", hash.clone()).with_display_name(" Ada L. ");
+        assert_eq!(user_from(&named).display_name, "Ada L.");
         // Not validated: a test may pass what the crate refuses.
         assert_eq!(user_from(&NewUser::new("", hash)).email, "");
     }

@@ -309,6 +309,7 @@ mod serde_tests {
             json!({
                 "id": user.id,
                 "email": user.email,
+                "display_name": user.display_name,
                 "created_at": user.created_at,
                 "updated_at": user.updated_at,
             })

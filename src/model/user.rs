@@ -51,7 +51,7 @@ impl fmt::Debug for PasswordHash {
 /// # Serde: the hash never travels
 ///
 /// A `User` serialises without its password hash: the wire form is `id`,
-/// `email`, `created_at` and `updated_at`. It deserialises from that form
+/// `email`, `display_name`, `created_at` and `updated_at`. It deserialises from that form
 /// with an *empty* hash ([`PasswordHash::is_empty`]); a `password_hash` in
 /// the input is ignored. So a user sent between services can be shown and
 /// compared by id, but not used to check a password: only the repository
@@ -70,6 +70,13 @@ pub struct User {
     pub id: UserId,
     /// Trimmed and lower-cased.
     pub email: String,
+    /// The name shown for the user: trimmed, 1 to 255 characters, no
+    /// control characters ([`validate::display_name`](crate::validate::display_name)).
+    /// Users created without one, and rows that predate it, have the part
+    /// of their email before the `@`. Empty only when deserialised from a
+    /// form that predates it.
+    #[serde(default)]
+    pub display_name: String,
     /// Never serialised; empty when deserialised.
     #[serde(skip, default = "PasswordHash::absent")]
     pub password_hash: PasswordHash,
@@ -93,15 +100,26 @@ pub struct NewUser {
     /// The hash of a password the caller checked with
     /// [`validate::password`](crate::validate::password) before hashing.
     pub password_hash: PasswordHash,
+    /// The name shown for the user, stored trimmed; `None` stores the part
+    /// of the email before the `@`.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 impl NewUser {
-    /// A new user input.
+    /// A new user input, with the default display name.
     pub fn new(email: impl Into<String>, password_hash: PasswordHash) -> Self {
         NewUser {
             email: email.into(),
             password_hash,
+            display_name: None,
         }
+    }
+
+    /// The same input with the display name `name`.
+    pub fn with_display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = Some(name.into());
+        self
     }
 }
 
@@ -119,12 +137,15 @@ pub struct UserUpdate {
     pub email: Option<String>,
     /// New password hash.
     pub password_hash: Option<PasswordHash>,
+    /// New display name, stored trimmed.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 impl UserUpdate {
     /// Whether the update changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.email.is_none() && self.password_hash.is_none()
+        self.email.is_none() && self.password_hash.is_none() && self.display_name.is_none()
     }
 }
 
@@ -137,6 +158,7 @@ mod tests {
         let user = User {
             id: UserId::new(),
             email: "a@b.co".into(),
+            display_name: "A".into(),
             password_hash: PasswordHash::new("$argon2id$secret"),
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),

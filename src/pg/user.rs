@@ -44,6 +44,7 @@ fn read_user(r: &mut RowReader<'_>) -> Result<User> {
     Ok(User {
         id: r.next()?,
         email: r.next()?,
+        display_name: r.next()?,
         password_hash: PasswordHash::new(r.next::<String>()?),
         created_at: r.next()?,
         updated_at: r.next()?,
@@ -139,11 +140,17 @@ pub(crate) mod sql {
         c: &Conn<'_>,
         email: &str,
         password_hash: &PasswordHash,
+        display_name: &str,
     ) -> Result<User> {
         let row = c
             .query_one(
                 &queries::users::CREATE,
-                &[&UserId::new(), &email, &SecretText::hash(password_hash)],
+                &[
+                    &UserId::new(),
+                    &email,
+                    &SecretText::hash(password_hash),
+                    &display_name,
+                ],
             )
             .await?;
         user_from_row(&row)
@@ -166,13 +173,19 @@ pub(crate) mod sql {
         id: UserId,
         email: Option<&str>,
         password_hash: Option<&PasswordHash>,
+        display_name: Option<&str>,
     ) -> Result<User> {
-        if email.is_none() && password_hash.is_none() {
+        if email.is_none() && password_hash.is_none() && display_name.is_none() {
             return get(c, id).await;
         }
         c.query_opt(
             &queries::users::UPDATE,
-            &[&id, &email, &password_hash.map(SecretText::hash)],
+            &[
+                &id,
+                &email,
+                &password_hash.map(SecretText::hash),
+                &display_name,
+            ],
         )
         .await?
         .map(|row| user_from_row(&row))
@@ -211,7 +224,17 @@ impl UserRepository for PgUserRepository {
         traced(repo_span("user", "create"), async move {
             let email = validate::email(&user.email)?;
             validate::password_hash(&user.password_hash)?;
-            sql::create(&self.source.conn().await?, &email, &user.password_hash).await
+            let display_name = match &user.display_name {
+                Some(name) => validate::display_name(name)?,
+                None => validate::default_display_name(&email),
+            };
+            sql::create(
+                &self.source.conn().await?,
+                &email,
+                &user.password_hash,
+                &display_name,
+            )
+            .await
         })
         .await
     }
@@ -237,11 +260,17 @@ impl UserRepository for PgUserRepository {
             if let Some(hash) = &update.password_hash {
                 validate::password_hash(hash)?;
             }
+            let display_name = update
+                .display_name
+                .as_deref()
+                .map(validate::display_name)
+                .transpose()?;
             sql::update(
                 &self.source.conn().await?,
                 id,
                 email.as_deref(),
                 update.password_hash.as_ref(),
+                display_name.as_deref(),
             )
             .await
         })

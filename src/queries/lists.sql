@@ -1,6 +1,6 @@
 -- Every list of the repositories: for each, its first page, a page after a
 -- cursor, and its count. Pages go through the page functions of migrations
--- V7 and V8, which take the filter value (when the list has one), the
+-- V8, V9 and V10, which take the filter value (when the list has one), the
 -- cursor's keys (NULL for the first page) and the row count, in that order,
 -- and walk the list's index under planner settings that leave no other
 -- plan; the ORDER BY here says the order rather than relying on it (a sort
@@ -9,11 +9,11 @@
 
 -- name: users_first
 -- `$1` the row count.
-SELECT {{user}} FROM voidrunner_users_page(NULL, NULL, $1) ORDER BY created_at DESC, id DESC
+SELECT {{user}} FROM voidrunner_users_with_names_page(NULL, NULL, $1) ORDER BY created_at DESC, id DESC
 
 -- name: users_after
 -- `$1`, `$2` the cursor's created_at and id, `$3` the row count.
-SELECT {{user}} FROM voidrunner_users_page($1, $2, $3) ORDER BY created_at DESC, id DESC
+SELECT {{user}} FROM voidrunner_users_with_names_page($1, $2, $3) ORDER BY created_at DESC, id DESC
 
 -- name: users_count
 SELECT count(*) FROM users WHERE TRUE

@@ -3,11 +3,12 @@
 
 -- columns: user
 -- A user's columns, in the order `read_user` reads them.
-id, email, password_hash, created_at, updated_at
+id, email, display_name, password_hash, created_at, updated_at
 
 -- name: create
--- `$1` new id, `$2` normalised email, `$3` password hash.
-INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
+-- `$1` new id, `$2` normalised email, `$3` password hash, `$4` display
+-- name (checked and trimmed).
+INSERT INTO users (id, email, password_hash, display_name) VALUES ($1, $2, $3, $4)
 RETURNING {{user}}
 
 -- name: get
@@ -20,9 +21,11 @@ SELECT {{user}} FROM users WHERE id = $1
 SELECT {{user}} FROM users WHERE email = $1
 
 -- name: update
--- `$1` id, `$2` email, `$3` password hash; NULL leaves a column as it is.
+-- `$1` id, `$2` email, `$3` password hash, `$4` display name; NULL leaves
+-- a column as it is.
 UPDATE users
-SET email = COALESCE($2, email), password_hash = COALESCE($3, password_hash), updated_at = now()
+SET email = COALESCE($2, email), password_hash = COALESCE($3, password_hash),
+    display_name = COALESCE($4, display_name), updated_at = now()
 WHERE id = $1
 RETURNING {{user}}
 

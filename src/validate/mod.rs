@@ -40,6 +40,8 @@ use crate::model::{
 
 /// Most characters in an email.
 pub const EMAIL_MAX_CHARS: usize = 255;
+/// Most characters in a user's display name.
+pub const DISPLAY_NAME_MAX_CHARS: usize = 255;
 /// Most characters in a password hash.
 pub const PASSWORD_HASH_MAX_CHARS: usize = 255;
 /// Most characters in a task name.
@@ -255,6 +257,33 @@ fn email_shape(email: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     let tld_ok = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
     local_ok && host_ok && tld_ok
+}
+
+/// Checks a user's display name and returns it as it is stored: trimmed
+/// (Unicode white space), 1 to [`DISPLAY_NAME_MAX_CHARS`] characters, and
+/// without control characters (`char::is_control`: C0, DEL and C1, so no
+/// NUL, tab or line break). The `users_display_name_valid` constraint
+/// holds every row to the same rules.
+pub fn display_name(raw: &str) -> Result<String> {
+    no_nul("display_name", raw)?;
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(Error::validation("display_name", "must not be blank"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::validation(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    max_chars("display_name", name, DISPLAY_NAME_MAX_CHARS)?;
+    Ok(name.to_owned())
+}
+
+/// The display name of a user created without one: the part of its
+/// (normalised) email before the `@`, as migration V10 gives existing rows.
+pub(crate) fn default_display_name(email: &str) -> String {
+    email.split('@').next().unwrap_or(email).to_owned()
 }
 
 /// Checks a plain password against `policy`, before the caller hashes it.

@@ -11,6 +11,32 @@ fn field_of(result: Result<impl std::fmt::Debug>) -> &'static str {
 }
 
 #[test]
+fn display_names() {
+    assert_eq!(
+        display_name("  Ada Lovelace\u{3000}").unwrap(),
+        "Ada Lovelace"
+    );
+    assert_eq!(display_name("émile 🚀").unwrap(), "émile 🚀");
+    let longest = "x".repeat(DISPLAY_NAME_MAX_CHARS);
+    assert_eq!(display_name(&longest).unwrap(), longest);
+    // Characters, not bytes: 255 three-byte characters fit.
+    display_name(&"€".repeat(DISPLAY_NAME_MAX_CHARS)).unwrap();
+    for bad in [
+        String::new(),
+        " \t\n\u{a0}".to_owned(),
+        "a\0b".to_owned(),
+        "a\tb".to_owned(),
+        "line\nbreak".to_owned(),
+        "del\u{7f}".to_owned(),
+        "c1\u{85}x".to_owned(),
+        "x".repeat(DISPLAY_NAME_MAX_CHARS + 1),
+    ] {
+        assert_eq!(field_of(display_name(&bad)), "display_name", "{bad:?}");
+    }
+    assert_eq!(default_display_name("ada.l+x@example.com"), "ada.l+x");
+}
+
+#[test]
 fn emails() {
     assert_eq!(
         email("  Alice.Smith+tag@Example.COM ").unwrap(),

@@ -3,6 +3,7 @@
 //! One binary with submodules keeps link time down.
 
 mod constraints;
+mod display_name_migration;
 mod errors;
 mod extremes;
 mod failover;

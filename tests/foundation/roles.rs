@@ -684,6 +684,7 @@ async fn the_app_role_runs_the_scoped_view_and_user_management() {
             UserUpdate {
                 email: Some("carol@example.com".to_owned()),
                 password_hash: None,
+                display_name: Some("Carol".to_owned()),
             },
         )
         .await

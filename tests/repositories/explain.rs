@@ -243,10 +243,18 @@ async fn check_statements(client: &tokio_postgres::Client, fresh: bool) -> BTree
     let (priority, at, key, limit) = (10i32, Timestamp::now(), Uuid::max(), 21i64);
     // (statement, parameters, rows it may touch)
     let cases: Vec<(&str, Vec<&(dyn ToSql + Sync)>, i64)> = vec![
-        ("users.create", vec![&new_id, &"fresh@example.com", &"h"], 1),
+        (
+            "users.create",
+            vec![&new_id, &"fresh@example.com", &"h", &"Fresh"],
+            1,
+        ),
         ("users.get", vec![&user], 1),
         ("users.get_by_email", vec![&"u1@example.com"], 1),
-        ("users.update", vec![&user, &none_text, &"h2"], 1),
+        (
+            "users.update",
+            vec![&user, &none_text, &"h2", &"Renamed"],
+            1,
+        ),
         ("users.lock", vec![&user], 1),
         ("users.lock_tasks", vec![&user], 10),
         // Its tasks and their executions go with it.

@@ -603,6 +603,7 @@ async fn users_over_the_corpus() {
             UserUpdate {
                 email: Some("a\0@example.com".into()),
                 password_hash: Some(hash()),
+                display_name: None,
             },
         ),
     )
@@ -616,6 +617,7 @@ async fn users_over_the_corpus() {
             UserUpdate {
                 email: Some("valid@example.com".into()),
                 password_hash: Some(PasswordHash::new(" ")),
+                display_name: None,
             },
         ),
     )
@@ -682,6 +684,7 @@ async fn users_over_the_corpus() {
                 UserUpdate {
                     email: Some("nobody@example.com".into()),
                     password_hash: Some(hash()),
+                    display_name: None,
                 },
             ),
         )
@@ -3479,17 +3482,20 @@ async fn rows_written_by_raw_sql_read_back_exactly() {
     let mut users = Vec::new();
     for (label, email, hash, created_at, updated_at) in &user_rows {
         let id = Uuid::now_v7();
+        // Any name the users_display_name_valid constraint lets through.
+        let display_name = format!("{label} \u{202E}名\u{FEFF}\u{10FFFF}");
         client
             .execute(
-                "INSERT INTO users (id, email, password_hash, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&id, email, hash, created_at, updated_at],
+                "INSERT INTO users (id, email, password_hash, created_at, updated_at, display_name) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id, email, hash, created_at, updated_at, &display_name],
             )
             .await
             .unwrap_or_else(|e| panic!("insert user {label}: {e}"));
         let user = fixtures::user()
             .id(UserId::from(id))
             .email(email.clone())
+            .display_name(display_name)
             .password_hash(PasswordHash::new(hash.clone()))
             .created_at(*created_at)
             .updated_at(*updated_at)
