@@ -168,7 +168,7 @@ async fn no_password_hash_or_database_password_reaches_the_logs() {
         "a non-secret bind value (the email) is in the captured parameters:\n{logs}"
     );
     assert!(
-        logs.contains(&format!("\"{EMAIL}\", <redacted>]")),
+        logs.contains(&format!("\"{EMAIL}\", <redacted>, \"")),
         "the hash parameter of the insert is shown redacted:\n{logs}"
     );
 
