@@ -12,6 +12,7 @@
 //! | [`task()`] | [`Task`] | fresh id and owner, `pending`, python `print('hello')`, priority 0, timeout 10 s, metadata `{}` |
 //! | [`execution()`] | [`TaskExecution`] | fresh id and task, `pending`, attempt 0, runnable now, no worker and no results |
 //! | [`claimed()`] | [`ClaimedExecution`] | a `running` execution claimed by `worker-1` (attempt 1, lease 30 s) and the default task's script |
+//! | [`task_with_latest()`] | [`TaskWithLatest`] | the default task, no execution, a count of 0 |
 //! | [`task_from`] | [`Task`] | what `TaskRepository::create` returns for a [`NewTask`]: its fields, a fresh id, `pending`, now |
 //! | [`user_from`] | [`User`] | what `UserRepository::create` returns for a [`NewUser`]: its hash, its email as stored, a fresh id, now |
 //!
@@ -21,7 +22,7 @@
 //! optional field takes the value and sets `Some`), and a few helpers that
 //! keep related fields consistent ([`TaskExecutionBuilder::task`],
 //! [`TaskExecutionBuilder::running`], [`TaskExecutionBuilder::finished`],
-//! [`ClaimedExecutionBuilder::task`]). `build()` returns the value; its
+//! [`ClaimedExecutionBuilder::task`], [`TaskWithLatestBuilder::latest`]). `build()` returns the value; its
 //! fields stay public, so a test can still assign one afterwards (to `None`,
 //! say).
 //!
@@ -71,7 +72,7 @@ use std::time::Duration;
 
 use crate::model::{
     ClaimedExecution, ExecutionId, ExecutionStatus, NewTask, NewUser, Outcome, PasswordHash,
-    ScriptType, Task, TaskExecution, TaskId, TaskStatus, Timestamp, User, UserId,
+    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskWithLatest, Timestamp, User, UserId,
 };
 
 /// The script of a default task and claim.
@@ -602,6 +603,62 @@ impl From<ClaimedExecutionBuilder> for ClaimedExecution {
     }
 }
 
+// ---------------------------------------------------------------------------
+// TaskWithLatest
+
+/// A [`TaskWithLatest`] with defaults; see [`task_with_latest()`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build()`"]
+pub struct TaskWithLatestBuilder {
+    item: TaskWithLatest,
+}
+
+/// A row of a list with latest executions: the default [`task()`], no
+/// execution, a count of 0.
+pub fn task_with_latest() -> TaskWithLatestBuilder {
+    TaskWithLatestBuilder {
+        item: TaskWithLatest::new(task().build(), None, 0),
+    }
+}
+
+impl Default for TaskWithLatestBuilder {
+    fn default() -> Self {
+        task_with_latest()
+    }
+}
+
+impl TaskWithLatestBuilder {
+    setters! { item:
+        /// Sets the task whole (see [`task()`]); the latest execution, if
+        /// any, keeps its task id.
+        task: Task;
+        /// Sets the count as is.
+        execution_count: i64;
+    }
+
+    /// The task's latest execution: `execution` with the task's id (and
+    /// priority), and a count of at least 1.
+    pub fn latest(mut self, execution: TaskExecution) -> Self {
+        let mut execution = execution;
+        execution.task_id = self.item.task.id;
+        execution.priority = self.item.task.priority;
+        self.item.latest_execution = Some(execution);
+        self.item.execution_count = self.item.execution_count.max(1);
+        self
+    }
+
+    /// The row.
+    pub fn build(self) -> TaskWithLatest {
+        self.item
+    }
+}
+
+impl From<TaskWithLatestBuilder> for TaskWithLatest {
+    fn from(builder: TaskWithLatestBuilder) -> TaskWithLatest {
+        builder.build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +813,17 @@ mod tests {
 
         let run = execution().task(&task).build();
         assert_eq!((run.task_id, run.priority), (task.id, 7));
+
+        let row = task_with_latest()
+            .task(task.clone())
+            .latest(execution().build())
+            .build();
+        assert_eq!(
+            row.latest_execution.as_ref().map(|e| e.task_id),
+            Some(task.id)
+        );
+        assert_eq!(row.execution_count, 1);
+        assert_eq!(task_with_latest().build().latest_execution, None);
 
         let claim = claimed().task(&task).worker_id("w-9").build();
         assert_eq!(claim.execution.task_id, task.id);

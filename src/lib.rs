@@ -85,6 +85,7 @@ pub use model::{
     RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User,
     UserId, UserUpdate,
 };
+pub use model::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};
 pub use pg::{
     PgExecutionQueue, PgExecutionRepository, PgScopedExecutionRepository, PgScopedTaskRepository,
     PgTaskRepository, PgUserRepository,

@@ -5,13 +5,16 @@
 //!   so a task id can never be passed where a user id is expected;
 //! - [`Timestamp`] holds microseconds, PostgreSQL's precision, so a value
 //!   survives a round trip unchanged;
-//! - [`Page`] and [`PageRequest`] are keyset pages.
+//! - [`Page`] and [`PageRequest`] are keyset pages; [`list`] the orders
+//!   and filters of the sorted task lists ([`TaskSort`], [`TaskFilter`]) and
+//!   [`TaskWithLatest`].
 //!
 //! # Serde
 //!
 //! Every type a service sends over the wire serialises and deserialises to
 //! the same form: [`Task`], [`TaskExecution`], [`ClaimedExecution`],
-//! [`NewTask`], [`NewExecution`], [`Outcome`], [`Page`], the updates,
+//! [`NewTask`], [`NewExecution`], [`Outcome`], [`Page`], [`TaskWithLatest`],
+//! [`TaskSort`], [`TaskFilter`], the updates,
 //! [`RescuePolicy`], [`RescueReport`]. [`User`] serialises without its
 //! password hash and deserialises with an empty one (see [`User`]);
 //! [`NewUser`] and [`UserUpdate`], which carry a hash, only deserialise.
@@ -26,20 +29,23 @@
 //!
 //! The stored rows ([`Task`], [`TaskExecution`], [`User`]), what the queue
 //! hands out ([`ClaimedExecution`], [`RescueReport`]), the inputs built by a
-//! constructor ([`NewTask`], [`NewExecution`], [`NewUser`], [`Outcome`]) and
-//! [`ScriptType`] are `#[non_exhaustive]`: a field (or language) is added in
-//! a minor release. Outside the crate they are built with their constructors,
-//! serde, or, in tests, [`fixtures`](crate::fixtures) (feature `mock`).
+//! constructor ([`NewTask`], [`NewExecution`], [`NewUser`], [`Outcome`]),
+//! [`TaskWithLatest`], [`ScriptType`] and [`TaskSortField`] are
+//! `#[non_exhaustive]`: a field (or language, or order) is added in a minor
+//! release. Outside the crate they are built with their constructors, serde,
+//! or, in tests, [`fixtures`](crate::fixtures) (feature `mock`).
 //!
 //! Exhaustive on purpose: the statuses ([`TaskStatus`], [`ExecutionStatus`]),
 //! whose change would change the state machines, and the structs written as
 //! literals with `..Default::default()` ([`TaskUpdate`], [`ExecutionUpdate`],
 //! [`UserUpdate`], [`PageRequest`], [`RescuePolicy`]) or as
-//! `Page { items, next_cursor }` by mocks ([`Page`]). A new field in one of
-//! these is a major release.
+//! `Page { items, next_cursor }` by mocks ([`Page`]), and [`TaskSort`],
+//! [`SortDirection`] and [`TaskFilter`], which a caller matches or builds
+//! whole. A new field in one of these is a major release.
 
 pub mod execution;
 mod ids;
+pub mod list;
 mod page;
 pub mod queue;
 pub mod task;
@@ -48,6 +54,7 @@ pub mod user;
 
 pub use execution::{ExecutionStatus, ExecutionUpdate, NewExecution, TaskExecution};
 pub use ids::{ExecutionId, TaskId, UserId};
+pub use list::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use queue::{ClaimedExecution, Completion, Heartbeat, Outcome, RescuePolicy, RescueReport};
 pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};

@@ -11,7 +11,8 @@
 //! Beside the repositories: the one executor every statement runs through,
 //! pooled or in a transaction, in a span named by the statement (`conn.rs`),
 //! reading rows by position (`rows.rs`), keyset pages and the statements of
-//! each list (`pages.rs`).
+//! each list (`pages.rs`), the sorted task lists and their cursors
+//! (`sorted.rs`).
 
 mod conn;
 mod execution;
@@ -22,6 +23,7 @@ mod queue;
 mod routed;
 mod rows;
 mod scoped;
+mod sorted;
 mod task;
 #[cfg(test)]
 mod tests;

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::jsonb::Jsonb;
+use super::sorted::SortedSpec;
 use super::{ListSql, PageSpec, Source, execution, task, traced};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{
-    ExecutionId, ExecutionStatus, NewTask, Page, PageRequest, Task, TaskExecution, TaskId,
-    TaskStatus, TaskUpdate, Timestamp, UserId,
+    ExecutionId, ExecutionStatus, NewTask, Page, PageRequest, Task, TaskExecution, TaskFilter,
+    TaskId, TaskSort, TaskStatus, TaskUpdate, TaskWithLatest, Timestamp, UserId,
 };
 use crate::queries;
 use crate::repo::{ScopedExecutionRepository, ScopedTaskRepository};
@@ -261,6 +262,36 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
             let conn = self.source.scoped_read_conn(self.user).await?;
             task::TABLE
                 .count(&conn, &TASKS_BY_USER_STATUS, &[&self.user, &status])
+                .await
+        })
+        .await
+    }
+
+    async fn list_sorted(
+        &self,
+        status: Option<TaskStatus>,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<Task>> {
+        traced(scoped_span("task", "list_sorted"), async move {
+            let filter = TaskFilter::of(Some(self.user), status);
+            let spec = SortedSpec::parse(filter, sort, &page)?;
+            spec.tasks(&self.source.scoped_read_conn(self.user).await?)
+                .await
+        })
+        .await
+    }
+
+    async fn list_with_latest(
+        &self,
+        status: Option<TaskStatus>,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<TaskWithLatest>> {
+        traced(scoped_span("task", "list_with_latest"), async move {
+            let filter = TaskFilter::of(Some(self.user), status);
+            let spec = SortedSpec::parse(filter, sort, &page)?;
+            spec.with_latest(&self.source.scoped_read_conn(self.user).await?)
                 .await
         })
         .await

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::jsonb::Jsonb;
+use super::sorted::SortedSpec;
 use super::{
     Columns, Conn, CursorKind, Keyset, ListSql, PageSpec, Param, RowReader, Source, Table,
 };
@@ -12,14 +13,17 @@ use std::sync::Arc;
 
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::model::{NewTask, Page, PageRequest, Task, TaskId, TaskStatus, TaskUpdate, UserId};
+use crate::model::{
+    NewTask, Page, PageRequest, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskUpdate,
+    TaskWithLatest, UserId,
+};
 use crate::queries;
 use crate::repo::TaskRepository;
 use crate::tx::TxInner;
 use crate::validate::{self, DenyList, ValidationPolicy};
 
 /// A task's columns, in `read_task`'s order.
-static COLUMN_NAMES: Columns = Columns {
+pub(super) static COLUMN_NAMES: Columns = Columns {
     entity: "task",
     names: &queries::columns::TASK,
 };
@@ -430,6 +434,32 @@ impl TaskRepository for PgTaskRepository {
             TABLE
                 .count(&self.source.read_conn().await?, &LIST_BY_STATUS, &[&status])
                 .await
+        })
+        .await
+    }
+
+    async fn list_sorted(
+        &self,
+        filter: TaskFilter,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<Task>> {
+        traced(repo_span("task", "list_sorted"), async move {
+            let spec = SortedSpec::parse(filter, sort, &page)?;
+            spec.tasks(&self.source.read_conn().await?).await
+        })
+        .await
+    }
+
+    async fn list_with_latest(
+        &self,
+        filter: TaskFilter,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<TaskWithLatest>> {
+        traced(repo_span("task", "list_with_latest"), async move {
+            let spec = SortedSpec::parse(filter, sort, &page)?;
+            spec.with_latest(&self.source.read_conn().await?).await
         })
         .await
     }

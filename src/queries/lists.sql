@@ -151,3 +151,35 @@ SELECT {{execution}} FROM voidrunner_executions_by_user_page($1, $2, $3, $4) ORD
 
 -- name: executions_by_user_count
 SELECT count(*) FROM task_executions WHERE user_id = $1
+
+-- The sorted task lists (V11): one statement each for every order,
+-- direction and filter, and for the first page and the pages after a
+-- cursor, through voidrunner_tasks_sorted_page, which walks the order's
+-- index. `$1` the order's field ('created_at', 'updated_at', 'priority',
+-- 'name'), `$2` whether descending, `$3` the user and `$4` the status
+-- filtered on (NULL: any), `$5`–`$8` the cursor's name, timestamp,
+-- priority and id (NULL for a first page, and those its order does not
+-- use), `$9` the row count. The function returns the rows in list order;
+-- WITH ORDINALITY numbers them in that order, so the ORDER BY sorts
+-- nothing whatever the order.
+
+-- name: tasks_sorted
+SELECT {{task}}
+FROM voidrunner_tasks_sorted_page($1, $2, $3, $4, $5, $6, $7, $8, $9, false) WITH ORDINALITY AS p
+ORDER BY p.ordinality
+
+-- name: tasks_sorted_with_latest
+-- Each task, then its latest execution's columns (all NULL when it has
+-- none), then its execution count.
+SELECT {{task}},
+       latest_id AS id, latest_task_id AS task_id, latest_status AS status,
+       latest_return_code AS return_code, latest_stdout AS stdout, latest_stderr AS stderr,
+       latest_execution_time_ms AS execution_time_ms,
+       latest_memory_usage_bytes AS memory_usage_bytes, latest_started_at AS started_at,
+       latest_completed_at AS completed_at, latest_created_at AS created_at,
+       latest_priority AS priority, latest_run_after AS run_after, latest_attempt AS attempt,
+       latest_worker_id AS worker_id, latest_lease_expires_at AS lease_expires_at,
+       latest_heartbeat_at AS heartbeat_at, latest_updated_at AS updated_at,
+       execution_count
+FROM voidrunner_tasks_sorted_page($1, $2, $3, $4, $5, $6, $7, $8, $9, true) WITH ORDINALITY AS p
+ORDER BY p.ordinality

@@ -27,6 +27,7 @@ use crate::model::{
     NewExecution, NewTask, NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task,
     TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
+use crate::model::{TaskFilter, TaskSort, TaskWithLatest};
 
 /// Users. Emails are compared after trimming and lower-casing, so lookups
 /// and uniqueness are case-insensitive.
@@ -60,7 +61,9 @@ pub trait UserRepository: Send + Sync {
     async fn count(&self) -> Result<i64>;
 }
 
-/// Tasks. Lists are ordered by priority (highest first), then newest first.
+/// Tasks. Lists are ordered by priority (highest first), then newest first;
+/// [`list_sorted`](Self::list_sorted) and
+/// [`list_with_latest`](Self::list_with_latest) in any [`TaskSort`].
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait TaskRepository: Send + Sync {
@@ -130,6 +133,28 @@ pub trait TaskRepository: Send + Sync {
 
     /// How many tasks are in `status`.
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64>;
+
+    /// A page of the tasks `filter` selects, in the order `sort` (the id
+    /// breaks ties), each order an index walk. Its cursors belong to this
+    /// order, direction and filter: another's is a `Validation` error
+    /// (field `cursor`), as are a bad cursor and a zero limit. See the
+    /// [repositories guide](crate::docs::repositories#sorted-lists) for
+    /// what a walk by `updated_at` sees of rows changed during it.
+    async fn list_sorted(
+        &self,
+        filter: TaskFilter,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<Task>>;
+
+    /// [`list_sorted`](Self::list_sorted) with each task's latest
+    /// execution and execution count, in one statement; the same cursors.
+    async fn list_with_latest(
+        &self,
+        filter: TaskFilter,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<TaskWithLatest>>;
 }
 
 /// Task executions. Lists are ordered newest first.

@@ -8,6 +8,7 @@ use crate::model::{
     ExecutionId, NewTask, Page, PageRequest, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate,
     Timestamp, UserId,
 };
+use crate::model::{TaskSort, TaskWithLatest};
 
 /// One user's tasks: [`TaskRepository`](crate::TaskRepository) narrowed to
 /// the rows of [`user_id`](Self::user_id).
@@ -67,6 +68,25 @@ pub trait ScopedTaskRepository: Send + Sync {
 
     /// How many of the user's tasks are in `status`.
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64>;
+
+    /// A page of the user's tasks (in `status`, when given) in the order
+    /// `sort`, as [`TaskRepository::list_sorted`](crate::TaskRepository::list_sorted)
+    /// of the user's filter; the cursors are that list's.
+    async fn list_sorted(
+        &self,
+        status: Option<TaskStatus>,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<Task>>;
+
+    /// [`list_sorted`](Self::list_sorted) with each task's latest
+    /// execution and execution count, in one statement.
+    async fn list_with_latest(
+        &self,
+        status: Option<TaskStatus>,
+        sort: TaskSort,
+        page: PageRequest,
+    ) -> Result<Page<TaskWithLatest>>;
 }
 
 /// One user's executions: what a request handler may read and ask of the
