@@ -29,6 +29,7 @@
 mod executions;
 mod paging;
 mod queue;
+mod sorted;
 mod tasks;
 mod users;
 
@@ -46,8 +47,8 @@ use voidrunner_db::testing::{PgBouncer, TestDatabase, server_config};
 use voidrunner_db::{
     Database, Error, ExecutionQueue, ExecutionRepository, NewExecution, NewTask, NewUser,
     PasswordHash, PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository,
-    Result, Task, TaskExecution, TaskId, TaskRepository, Timestamp, Transaction, User,
-    UserRepository,
+    Result, ScopedRepositories, Task, TaskExecution, TaskId, TaskRepository, Timestamp,
+    Transaction, User, UserId, UserRepository,
 };
 
 use crate::LEASE;
@@ -143,6 +144,9 @@ pub struct Set {
     pub tasks: PgTaskRepository,
     pub executions: PgExecutionRepository,
     pub queue: PgExecutionQueue,
+    /// What the scoped views are made from, pooled (in a transaction: the
+    /// transaction's, in [`Sql::Transaction`]).
+    db: Option<Database>,
     sql: Sql,
 }
 
@@ -161,6 +165,7 @@ impl Set {
             tasks: PgTaskRepository::new(db.clone()),
             executions: PgExecutionRepository::new(db.clone()),
             queue: PgExecutionQueue::new(db.clone()),
+            db: Some(db.clone()),
             sql: Sql::Database(test_db),
         }
     }
@@ -172,6 +177,7 @@ impl Set {
             tasks: tx.tasks(),
             executions: tx.executions(),
             queue: tx.queue(),
+            db: None,
             sql: Sql::Transaction(tx),
         }
     }
@@ -217,6 +223,15 @@ impl Set {
         assert_eq!(claimed.len(), 1, "{claimed:?}");
         assert_eq!(claimed[0].id, queued.id);
         claimed.into_iter().next().unwrap()
+    }
+
+    /// `user`'s scoped view, in this mode.
+    pub fn scoped(&self, user: UserId) -> ScopedRepositories {
+        match (&self.sql, &self.db) {
+            (Sql::Transaction(tx), _) => tx.scoped(user),
+            (_, Some(db)) => db.scoped(user),
+            (Sql::Database(_), None) => unreachable!("a pooled set has its database"),
+        }
     }
 
     /// A contract's own SQL, on the connection of its mode.
