@@ -140,7 +140,7 @@ $$;
 -- the caller, so no DELETE on task_executions. `FOR NO KEY UPDATE` needs
 -- UPDATE, which it has where it locks. Functions: the scope's (V9: in the
 -- statements, and in the policies, which run with the caller's
--- privileges) and the list pages.
+-- privileges), the list pages and the count of V11.
 --
 -- voidrunner_worker: claim, heartbeat, complete, rescue (which queues
 -- retries: INSERT), prune (DELETE of executions), enqueue, the event poll.
@@ -172,7 +172,8 @@ BEGIN
           AND p.prorettype <> 'trigger'::regtype
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO voidrunner_worker', fn.signature);
-        IF fn.proname IN ('voidrunner_scope', 'voidrunner_in_scope', 'voidrunner_unbound')
+        IF fn.proname IN ('voidrunner_scope', 'voidrunner_in_scope', 'voidrunner_unbound',
+                          'voidrunner_tasks_by_user_status_count')
            OR fn.proname LIKE 'voidrunner\_%\_page'
         THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO voidrunner_app', fn.signature);

@@ -122,7 +122,9 @@ SELECT {{task}} FROM voidrunner_tasks_by_user_status_page($1, $2, NULL, NULL, NU
 SELECT {{task}} FROM voidrunner_tasks_by_user_status_page($1, $2, $3, $4, $5, $6) ORDER BY priority DESC, created_at DESC, id DESC
 
 -- name: tasks_by_user_status_count
-SELECT count(*) FROM tasks WHERE user_id = $1 AND status = $2
+-- Through V11's function: the (user_id, status, ...) indexes only, whatever
+-- the statistics say.
+SELECT voidrunner_tasks_by_user_status_count($1, $2)
 
 -- name: tasks_by_user_metadata_first
 -- `$1` the user, `$2` the JSON the metadata contains, `$3` the row count.

@@ -60,7 +60,9 @@ const NO_TABLE: [&str; 7] = [
 
 /// What a statement that touches `rows` rows may read: a few index entries
 /// and a few dozen buffers per row (its index probes, the rows, the index
-/// entries of the row versions it writes, its task), and a constant for the
+/// entries of the row versions it writes, its task: a task's new version
+/// goes into each of its 19 indexes since V11's sort orders, about 110
+/// buffers a claimed row), and a constant for the
 /// descents. An index probe also meets the entries of dead versions of its
 /// rows (the update that set them up and the first, rolled-back run of the
 /// profile) until a vacuum or a later scan marks them dead: up to about ten
@@ -82,7 +84,7 @@ fn assert_bounded(name: &str, p: &StatementProfile, rows: i64, index: Option<&st
         p.plan
     );
     assert!(
-        p.buffers <= 80 * rows as u64 + 400,
+        p.buffers <= 130 * rows as u64 + 400,
         "{name} of {rows}: {} buffers\n{}",
         p.buffers,
         p.plan
