@@ -5,7 +5,8 @@
 //! rows it names and no more. Asserted on the repositories' own SQL
 //! (`voidrunner_db::__statements`) with `testing::profile_statement`, which
 //! counts the index and sequential scans inside the V7 page functions too;
-//! the statements of those files that no check covers fail the test.
+//! the statements of those files that no check covers fail the test. The
+//! sorted lists' checks are `sorted_plans.rs`'s, run here on the same load.
 
 use std::collections::BTreeSet;
 use tokio_postgres::types::ToSql;
@@ -387,6 +388,7 @@ async fn lists_walk_their_index_and_search_uses_gin() {
     client.batch_execute("VACUUM ANALYZE").await.unwrap();
     let mut covered = check_lists(client).await;
     covered.extend(check_statements(client, true).await);
+    covered.extend(crate::sorted_plans::check_sorted(client).await);
     assert_eq!(
         uncovered(&covered),
         Vec::<&str>::new(),
@@ -472,5 +474,6 @@ async fn lists_walk_their_index_on_stale_statistics() {
         client.batch_execute(LOAD).await.unwrap();
         check_lists(client).await;
         check_statements(client, false).await;
+        crate::sorted_plans::check_sorted(client).await;
     }
 }

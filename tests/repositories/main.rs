@@ -16,6 +16,8 @@ mod explain;
 mod hostile_inputs;
 mod hostile_rows;
 mod mocked_service;
+mod sorted_plans;
+mod sorted_walks;
 mod tasks;
 mod tenants;
 mod tenants_app_role;

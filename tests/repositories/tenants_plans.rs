@@ -26,11 +26,26 @@ use crate::{Repos, repos};
 /// A task by its id: the primary key, or V9's unique `(id, user_id)`.
 const TASK_BY_ID: &[&str] = &["tasks_pkey", "tasks_id_user_id_key"];
 
-/// A user's tasks: either index that starts with the user (a count may take
-/// the smaller one).
+/// A user's tasks: any index that starts with the user (a count may take
+/// the smallest one; V11 added one per order).
 const USER_TASKS: &[&str] = &[
     "tasks_user_id_priority_created_at_id_idx",
     "tasks_user_id_status_priority_created_at_id_idx",
+    "tasks_user_id_created_at_id_idx",
+    "tasks_user_id_updated_at_id_idx",
+    "tasks_user_id_name_id_idx",
+    "tasks_user_id_status_created_at_id_idx",
+    "tasks_user_id_status_updated_at_id_idx",
+    "tasks_user_id_status_name_id_idx",
+];
+
+/// A user's tasks in one status: any index on both (V11's function leaves
+/// no other).
+const USER_STATUS_TASKS: &[&str] = &[
+    "tasks_user_id_status_priority_created_at_id_idx",
+    "tasks_user_id_status_created_at_id_idx",
+    "tasks_user_id_status_updated_at_id_idx",
+    "tasks_user_id_status_name_id_idx",
 ];
 
 /// The rows of the load the statements are run on, read as the superuser.
@@ -266,7 +281,52 @@ async fn check_scoped(admin: &Client, client: &Client, stats: &str) -> BTreeSet<
         // may have left in the index.
         entries: 3,
     };
+    // The sorted lists (V11), the scoped view's filters: the user, and the
+    // user in one status (running: one run per task, so with latest
+    // executions a page reads its tasks, one latest entry and one counted
+    // entry each).
+    let (by_name, by_updated, descending, ascending) = ("name", "updated_at", true, false);
+    let (big_user, running) = (Some(rows.big), Some("running"));
+    let no_status = None::<&str>;
+    let (no_name, no_at, no_priority, no_id) =
+        (None::<&str>, None::<Timestamp>, None::<i32>, None::<Uuid>);
+    let (after_name, after_id) = (Some("zzzz"), Some(key));
     let cases = vec![
+        page(
+            "lists.tasks_sorted",
+            rows.big,
+            vec![
+                &by_name,
+                &descending,
+                &big_user,
+                &no_status,
+                &after_name,
+                &no_at,
+                &no_priority,
+                &after_id,
+                &limit,
+            ],
+            &["tasks_user_id_name_id_idx"],
+        ),
+        Case {
+            entries: 3 * limit + 1,
+            ..page(
+                "lists.tasks_sorted_with_latest",
+                rows.big,
+                vec![
+                    &by_updated,
+                    &ascending,
+                    &big_user,
+                    &running,
+                    &no_name,
+                    &no_at,
+                    &no_priority,
+                    &no_id,
+                    &limit,
+                ],
+                &["tasks_user_id_status_updated_at_id_idx"],
+            )
+        },
         page(
             "lists.tasks_by_user_first",
             rows.big,
@@ -425,7 +485,7 @@ async fn check_scoped(admin: &Client, client: &Client, stats: &str) -> BTreeSet<
         count(
             "lists.tasks_by_user_status_count",
             vec![&rows.small, &"completed"],
-            &["tasks_user_id_status_priority_created_at_id_idx"],
+            USER_STATUS_TASKS,
             small_completed,
         ),
         count(
@@ -456,7 +516,7 @@ async fn check_scoped(admin: &Client, client: &Client, stats: &str) -> BTreeSet<
 }
 
 /// The statements the scoped view runs that this file checks.
-const SCOPED: [&str; 16] = [
+const SCOPED: [&str; 18] = [
     "executions.get",
     "executions.latest_for_task",
     "lists.executions_by_task_first",
@@ -469,6 +529,8 @@ const SCOPED: [&str; 16] = [
     "lists.tasks_by_user_status_after",
     "lists.tasks_by_user_status_count",
     "lists.tasks_by_user_status_first",
+    "lists.tasks_sorted",
+    "lists.tasks_sorted_with_latest",
     "queue.enqueue",
     "queue.task_status",
     "tasks.get",

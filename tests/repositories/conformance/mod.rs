@@ -29,7 +29,7 @@
 mod executions;
 mod paging;
 mod queue;
-mod sorted;
+pub mod sorted;
 mod tasks;
 mod users;
 

@@ -342,6 +342,19 @@ async fn a_cursor_of_one_list_is_refused_by_every_other(s: &Set) -> Result<()> {
             .unwrap_err();
         assert!(is_cursor_refusal(&err), "{err}");
     }
+    // Hostile cursors: huge, not hex, not ASCII.
+    for hostile in ["ff".repeat(5_000_000), "zz".repeat(40), "é".repeat(40)] {
+        let err = s
+            .tasks
+            .list_with_latest(
+                TaskFilter::All,
+                TaskSort::default(),
+                PageRequest::after(hostile, 5),
+            )
+            .await
+            .unwrap_err();
+        assert!(is_cursor_refusal(&err), "{err}");
+    }
     let err = s
         .tasks
         .list_sorted(TaskFilter::All, TaskSort::default(), PageRequest::first(0))
