@@ -182,6 +182,13 @@ mod serde_tests {
             next_cursor: Some("opaque".into()),
         });
         round_trip(&Page::<Task>::last(Vec::new()));
+        round_trip(&fixtures::task_with_latest().latest(done.clone()).build());
+        round_trip(&fixtures::task_with_latest().build());
+        round_trip(&TaskFilter::UserStatus(UserId::new(), TaskStatus::Failed));
+        round_trip(&TaskFilter::All);
+        for sort in TaskSort::all() {
+            round_trip(&sort);
+        }
 
         let json = serde_json::to_value(&task).unwrap();
         assert_eq!(json["status"], "timeout");
