@@ -84,39 +84,6 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_status_name_id_idx
 CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_user_id_status_name_id_idx
     ON tasks (user_id, status, name, id);
 
--- How many of a user's tasks are in one status: the scoped view's
--- count_by_status. A plain count could be served by any index that starts
--- with the user or the status, and with the indexes above there are more
--- of those, some smaller than the one on both: on statistics taken while
--- the table was small every one of them looks as cheap, and the planner
--- may take the status's and read every user's tasks in that status. Here
--- the rows are asked for in the order of the (user_id, status, ...)
--- indexes, with the status as a range (see the page function below) and
--- sorts off, so only an index on both columns serves it: a range of the
--- rows counted.
-CREATE OR REPLACE FUNCTION voidrunner_tasks_by_user_status_count(filter_user_id uuid, filter_status text)
-RETURNS bigint
-LANGUAGE plpgsql STABLE
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET enable_sort = off
-SET enable_incremental_sort = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-    RETURN (
-        SELECT count(*) FROM (
-            SELECT 1 FROM tasks t
-            WHERE t.user_id = ANY (ARRAY[filter_user_id])
-              AND t.status >= filter_status AND t.status <= filter_status
-            ORDER BY t.user_id, t.status
-        ) s
-    );
-END;
-$$;
-
 -- One page of tasks in one order under one filter, each task with its
 -- latest execution and execution count when `with_latest`: the rows after
 -- the cursor's (when `after_id` is not NULL), `max_rows` of them, in the

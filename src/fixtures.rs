@@ -15,6 +15,7 @@
 //! | [`task_with_latest()`] | [`TaskWithLatest`] | the default task, no execution, a count of 0 |
 //! | [`task_from`] | [`Task`] | what `TaskRepository::create` returns for a [`NewTask`]: its fields, a fresh id, `pending`, now |
 //! | [`user_from`] | [`User`] | what `UserRepository::create` returns for a [`NewUser`]: its hash, its email as stored, a fresh id, now |
+//! | [`status_counts`] | [`TaskStatusCounts`] | the counts named, 0 for the other statuses |
 //!
 //! Each builder starts from a value that passes the crate's validation and
 //! its schema's constraints (timestamps are [`Timestamp::now`], ids fresh
@@ -72,7 +73,8 @@ use std::time::Duration;
 
 use crate::model::{
     ClaimedExecution, ExecutionId, ExecutionStatus, NewTask, NewUser, Outcome, PasswordHash,
-    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskWithLatest, Timestamp, User, UserId,
+    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskStatusCounts, TaskWithLatest,
+    Timestamp, User, UserId,
 };
 
 /// The script of a default task and claim.
@@ -379,6 +381,25 @@ pub fn task_from(new: &NewTask) -> Task {
     task.timeout_seconds = *timeout_seconds;
     task.metadata.clone_from(metadata);
     task
+}
+
+/// The [`TaskStatusCounts`] a mock returns: `n` tasks in each named
+/// status, 0 in the others (a status named twice adds up).
+///
+/// ```
+/// use voidrunner_db::{fixtures, MockTaskRepository, TaskStatus};
+///
+/// let mut tasks = MockTaskRepository::new();
+/// tasks.expect_status_counts().returning(|| {
+///     Ok(fixtures::status_counts(&[(TaskStatus::Running, 3), (TaskStatus::Pending, 12)]))
+/// });
+/// ```
+pub fn status_counts(counts: &[(TaskStatus, i64)]) -> TaskStatusCounts {
+    counts
+        .iter()
+        .fold(TaskStatusCounts::default(), |sum, &(status, n)| {
+            sum.with(status, sum.get(status) + n)
+        })
 }
 
 // ---------------------------------------------------------------------------

@@ -82,8 +82,8 @@ pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
     ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,
     NewExecution, NewTask, NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy,
-    RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User,
-    UserId, UserUpdate,
+    RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskStatusCounts,
+    TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
 pub use model::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};
 pub use pg::{

@@ -27,7 +27,8 @@
 -- every database of the cluster, so a second database or a second run
 -- finds them), grants that exist are granted again as no-ops, and each
 -- policy is dropped and created afresh. It turns on row-level security for
--- tasks and task_executions once V9's policies are there (see V9). It
+-- tasks and task_executions once V9's policies are there (see V9), and
+-- for V12's counters once theirs are. It
 -- never revokes, never changes an
 -- object's owner and never alters an existing role, but it stops without
 -- changing anything if voidrunner_app could escape row-level security (a
@@ -140,7 +141,8 @@ $$;
 -- the caller, so no DELETE on task_executions. `FOR NO KEY UPDATE` needs
 -- UPDATE, which it has where it locks. Functions: the scope's (V9: in the
 -- statements, and in the policies, which run with the caller's
--- privileges), the list pages and the count of V11.
+-- privileges), the list pages and the counts' reads (V12: counts.tasks,
+-- counts.tasks_by_user; the counters' triggers run as the tables' owner).
 --
 -- voidrunner_worker: claim, heartbeat, complete, rescue (which queues
 -- retries: INSERT), prune (DELETE of executions), enqueue, the event poll.
@@ -164,6 +166,12 @@ BEGIN
     GRANT SELECT, INSERT, UPDATE ON task_executions TO voidrunner_app;
     GRANT SELECT, UPDATE ON tasks TO voidrunner_worker;
     GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO voidrunner_worker;
+    -- V12's counters: read by the counts, written only by the triggers on
+    -- tasks (as the tables' owner), so SELECT only; the application role
+    -- sees only its scope's rows of them.
+    IF to_regclass('task_counts') IS NOT NULL THEN
+        GRANT SELECT ON task_counts, task_counts_by_user TO voidrunner_app, voidrunner_worker;
+    END IF;
     FOR fn IN
         SELECT p.oid::regprocedure AS signature, p.proname
         FROM pg_proc p
@@ -173,7 +181,7 @@ BEGIN
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO voidrunner_worker', fn.signature);
         IF fn.proname IN ('voidrunner_scope', 'voidrunner_in_scope', 'voidrunner_unbound',
-                          'voidrunner_tasks_by_user_status_count')
+                          'voidrunner_task_counts_of', 'voidrunner_task_counts_all')
            OR fn.proname LIKE 'voidrunner\_%\_page'
         THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO voidrunner_app', fn.signature);
@@ -202,6 +210,17 @@ BEGIN
     THEN
         ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY;
     END IF;
+    IF (SELECT count(*) FROM pg_policy
+        WHERE polrelid = to_regclass('task_counts_by_user')
+          AND polname IN ('task_counts_by_user_tenant', 'task_counts_by_user_unbound')) = 2
+    THEN
+        ALTER TABLE task_counts_by_user ENABLE ROW LEVEL SECURITY;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_policy
+               WHERE polrelid = to_regclass('task_counts') AND polname = 'task_counts_unbound')
+    THEN
+        ALTER TABLE task_counts ENABLE ROW LEVEL SECURITY;
+    END IF;
 END;
 $$;
 
@@ -220,6 +239,14 @@ BEGIN
     DROP POLICY IF EXISTS task_executions_worker ON task_executions;
     CREATE POLICY task_executions_worker ON task_executions TO voidrunner_worker
         USING (true) WITH CHECK (true);
+    IF to_regclass('task_counts') IS NOT NULL THEN
+        DROP POLICY IF EXISTS task_counts_worker ON task_counts;
+        CREATE POLICY task_counts_worker ON task_counts FOR SELECT TO voidrunner_worker
+            USING (true);
+        DROP POLICY IF EXISTS task_counts_by_user_worker ON task_counts_by_user;
+        CREATE POLICY task_counts_by_user_worker ON task_counts_by_user FOR SELECT
+            TO voidrunner_worker USING (true);
+    END IF;
 END;
 $$;
 

@@ -1,7 +1,5 @@
--- Reverts V11__task_sort_orders.sql: the sorted page function, the count
--- of a user's tasks in one status and the indexes of the created_at,
--- updated_at and name orders.
-DROP FUNCTION voidrunner_tasks_by_user_status_count(uuid, text);
+-- Reverts V11__task_sort_orders.sql: the sorted page function and the
+-- indexes of the created_at, updated_at and name orders.
 DROP FUNCTION voidrunner_tasks_sorted_page(text, boolean, uuid, text, text, timestamptz, integer, uuid, bigint, boolean);
 DROP INDEX tasks_created_at_id_idx;
 DROP INDEX tasks_user_id_created_at_id_idx;

@@ -43,6 +43,7 @@
 //! [`SortDirection`] and [`TaskFilter`], which a caller matches or builds
 //! whole. A new field in one of these is a major release.
 
+mod counts;
 pub mod execution;
 mod ids;
 pub mod list;
@@ -52,6 +53,7 @@ pub mod task;
 mod timestamp;
 pub mod user;
 
+pub use counts::TaskStatusCounts;
 pub use execution::{ExecutionStatus, ExecutionUpdate, NewExecution, TaskExecution};
 pub use ids::{ExecutionId, TaskId, UserId};
 pub use list::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};

@@ -36,17 +36,14 @@ pub(super) const TABLE: Table = Table {
 pub(super) const LIST: ListSql = ListSql {
     first: queries::lists::EXECUTIONS_FIRST,
     after: queries::lists::EXECUTIONS_AFTER,
-    count: queries::lists::EXECUTIONS_COUNT,
 };
 pub(super) const LIST_BY_TASK: ListSql = ListSql {
     first: queries::lists::EXECUTIONS_BY_TASK_FIRST,
     after: queries::lists::EXECUTIONS_BY_TASK_AFTER,
-    count: queries::lists::EXECUTIONS_BY_TASK_COUNT,
 };
 pub(super) const LIST_BY_STATUS: ListSql = ListSql {
     first: queries::lists::EXECUTIONS_BY_STATUS_FIRST,
     after: queries::lists::EXECUTIONS_BY_STATUS_AFTER,
-    count: queries::lists::EXECUTIONS_BY_STATUS_COUNT,
 };
 
 /// Reads an execution, its fields in [`COLUMN_NAMES`]' order.
@@ -208,8 +205,12 @@ pub(crate) mod sql {
             .await
     }
 
-    pub(crate) async fn count(c: &Conn<'_>, list: &ListSql, filters: &[&dyn Param]) -> Result<i64> {
-        TABLE.count(c, list, filters).await
+    pub(crate) async fn count(
+        c: &Conn<'_>,
+        count: &queries::Query,
+        filters: &[&dyn Param],
+    ) -> Result<i64> {
+        TABLE.count(c, count, filters).await
     }
 }
 
@@ -321,21 +322,39 @@ impl ExecutionRepository for PgExecutionRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("execution", "count"), async move {
-            sql::count(&self.source.read_conn().await?, &LIST, &[]).await
+            sql::count(
+                &self.source.read_conn().await?,
+                &queries::lists::EXECUTIONS_COUNT,
+                &[],
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn estimated_count(&self) -> Result<i64> {
+        traced(repo_span("execution", "estimated_count"), async move {
+            let conn = self.source.read_conn().await?;
+            let row = conn
+                .query_one(&queries::counts::EXECUTIONS_ESTIMATE, &[])
+                .await?;
+            Ok(row.try_get(0)?)
         })
         .await
     }
 
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
         traced(repo_span("execution", "count_by_task"), async move {
-            sql::count(&self.source.read_conn().await?, &LIST_BY_TASK, &[&task_id]).await
+            let count = &queries::lists::EXECUTIONS_BY_TASK_COUNT;
+            sql::count(&self.source.read_conn().await?, count, &[&task_id]).await
         })
         .await
     }
 
     async fn count_by_status(&self, status: ExecutionStatus) -> Result<i64> {
         traced(repo_span("execution", "count_by_status"), async move {
-            sql::count(&self.source.read_conn().await?, &LIST_BY_STATUS, &[&status]).await
+            let count = &queries::lists::EXECUTIONS_BY_STATUS_COUNT;
+            sql::count(&self.source.read_conn().await?, count, &[&status]).await
         })
         .await
     }

@@ -164,23 +164,24 @@ pub(super) struct Table {
     pub(super) get: Query,
 }
 
-/// The statements of one list (`src/queries/lists.sql`).
+/// The pages of one list (`src/queries/lists.sql`). Its count, when it
+/// has one, is a statement of its own: the tasks' are read from counters
+/// (`counts.sql`).
 pub(super) struct ListSql {
     /// The first page.
     pub(super) first: Query,
     /// A page after a cursor.
     pub(super) after: Query,
-    /// `count(*)` of the rows matching.
-    pub(super) count: Query,
 }
 
 impl ListSql {
-    /// How many filter values the list takes, as `$1`… of its statements
-    /// (its count takes nothing else).
+    /// How many filter values the list takes, as `$1`… of its statements:
+    /// the first page takes them, then the row count.
     pub(super) fn filters(&self) -> usize {
         (1..=9)
-            .take_while(|i| self.count.text.contains(&format!("${i}")))
+            .take_while(|i| self.first.text.contains(&format!("${i}")))
             .count()
+            - 1
     }
 }
 
@@ -244,14 +245,15 @@ impl Table {
         c.query(sql, &params).await
     }
 
-    /// `count(*)` of the rows matching `list`'s filter values.
+    /// The value of `count` (a `count(*)` of a list's rows) for the list's
+    /// filter values.
     pub(super) async fn count(
         &self,
         c: &Conn<'_>,
-        list: &ListSql,
+        count: &Query,
         filters: &[&dyn Param],
     ) -> Result<i64> {
-        let row = c.query_one(&list.count, filters).await?;
+        let row = c.query_one(count, filters).await?;
         Ok(row.try_get(0)?)
     }
 }

@@ -21,7 +21,7 @@ use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{
     ExecutionId, ExecutionStatus, NewTask, Page, PageRequest, Task, TaskExecution, TaskFilter,
-    TaskId, TaskSort, TaskStatus, TaskUpdate, TaskWithLatest, Timestamp, UserId,
+    TaskId, TaskSort, TaskStatus, TaskStatusCounts, TaskUpdate, TaskWithLatest, Timestamp, UserId,
 };
 use crate::queries;
 use crate::repo::{ScopedExecutionRepository, ScopedTaskRepository};
@@ -31,17 +31,14 @@ use crate::validate::{self, DenyList, ValidationPolicy};
 const TASKS_BY_USER_STATUS: ListSql = ListSql {
     first: queries::lists::TASKS_BY_USER_STATUS_FIRST,
     after: queries::lists::TASKS_BY_USER_STATUS_AFTER,
-    count: queries::lists::TASKS_BY_USER_STATUS_COUNT,
 };
 const TASKS_BY_USER_METADATA: ListSql = ListSql {
     first: queries::lists::TASKS_BY_USER_METADATA_FIRST,
     after: queries::lists::TASKS_BY_USER_METADATA_AFTER,
-    count: queries::lists::TASKS_BY_USER_METADATA_COUNT,
 };
 const EXECUTIONS_BY_USER: ListSql = ListSql {
     first: queries::lists::EXECUTIONS_BY_USER_FIRST,
     after: queries::lists::EXECUTIONS_BY_USER_AFTER,
-    count: queries::lists::EXECUTIONS_BY_USER_COUNT,
 };
 
 /// The span of one scoped call: the repository call's
@@ -249,20 +246,14 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(scoped_span("task", "count"), async move {
-            let conn = self.source.scoped_read_conn(self.user).await?;
-            task::TABLE
-                .count(&conn, &task::LIST_BY_USER, &[&self.user])
-                .await
+            Ok(self.counts().await?.total())
         })
         .await
     }
 
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         traced(scoped_span("task", "count_by_status"), async move {
-            let conn = self.source.scoped_read_conn(self.user).await?;
-            task::TABLE
-                .count(&conn, &TASKS_BY_USER_STATUS, &[&self.user, &status])
-                .await
+            Ok(self.counts().await?.get(status))
         })
         .await
     }
@@ -295,6 +286,18 @@ impl ScopedTaskRepository for PgScopedTaskRepository {
                 .await
         })
         .await
+    }
+
+    async fn status_counts(&self) -> Result<TaskStatusCounts> {
+        traced(scoped_span("task", "status_counts"), self.counts()).await
+    }
+}
+
+impl PgScopedTaskRepository {
+    /// The scope's user's counters, read in a transaction scoped to them.
+    async fn counts(&self) -> Result<TaskStatusCounts> {
+        let conn = self.source.scoped_read_conn(self.user).await?;
+        task::sql::status_counts(&conn, Some(self.user)).await
     }
 }
 
@@ -405,7 +408,12 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
     async fn count(&self) -> Result<i64> {
         traced(scoped_span("execution", "count"), async move {
             let conn = self.source.scoped_read_conn(self.user).await?;
-            execution::sql::count(&conn, &EXECUTIONS_BY_USER, &[&self.user]).await
+            execution::sql::count(
+                &conn,
+                &queries::lists::EXECUTIONS_BY_USER_COUNT,
+                &[&self.user],
+            )
+            .await
         })
         .await
     }
@@ -413,7 +421,8 @@ impl ScopedExecutionRepository for PgScopedExecutionRepository {
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64> {
         traced(scoped_span("execution", "count_by_task"), async move {
             let conn = self.source.scoped_read_conn(self.user).await?;
-            execution::sql::count(&conn, &execution::LIST_BY_TASK, &[&task_id]).await
+            let count = &queries::lists::EXECUTIONS_BY_TASK_COUNT;
+            execution::sql::count(&conn, count, &[&task_id]).await
         })
         .await
     }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{
-    NewTask, Page, PageRequest, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskUpdate,
-    TaskWithLatest, UserId,
+    NewTask, Page, PageRequest, Task, TaskFilter, TaskId, TaskSort, TaskStatus, TaskStatusCounts,
+    TaskUpdate, TaskWithLatest, UserId,
 };
 use crate::queries;
 use crate::repo::TaskRepository;
@@ -38,22 +38,18 @@ pub(super) const TABLE: Table = Table {
 pub(super) const LIST: ListSql = ListSql {
     first: queries::lists::TASKS_FIRST,
     after: queries::lists::TASKS_AFTER,
-    count: queries::lists::TASKS_COUNT,
 };
 pub(super) const LIST_BY_USER: ListSql = ListSql {
     first: queries::lists::TASKS_BY_USER_FIRST,
     after: queries::lists::TASKS_BY_USER_AFTER,
-    count: queries::lists::TASKS_BY_USER_COUNT,
 };
 pub(super) const LIST_BY_STATUS: ListSql = ListSql {
     first: queries::lists::TASKS_BY_STATUS_FIRST,
     after: queries::lists::TASKS_BY_STATUS_AFTER,
-    count: queries::lists::TASKS_BY_STATUS_COUNT,
 };
 pub(super) const SEARCH_BY_METADATA: ListSql = ListSql {
     first: queries::lists::TASKS_BY_METADATA_FIRST,
     after: queries::lists::TASKS_BY_METADATA_AFTER,
-    count: queries::lists::TASKS_BY_METADATA_COUNT,
 };
 
 /// Reads a task, its fields in [`COLUMN_NAMES`]' order.
@@ -245,6 +241,26 @@ pub(crate) mod sql {
         }
     }
 
+    /// The counts of every task (`None`) or of one user's, from V12's
+    /// counters: columns in [`TaskStatus::ALL`]'s order.
+    pub(crate) async fn status_counts(
+        c: &Conn<'_>,
+        user: Option<UserId>,
+    ) -> Result<TaskStatusCounts> {
+        let row = match &user {
+            Some(user) => {
+                c.query_one(&queries::counts::TASKS_BY_USER, &[user])
+                    .await?
+            }
+            None => c.query_one(&queries::counts::TASKS, &[]).await?,
+        };
+        let mut counts = TaskStatusCounts::default();
+        for (i, status) in TaskStatus::ALL.into_iter().enumerate() {
+            counts = counts.with(status, row.try_get(i)?);
+        }
+        Ok(counts)
+    }
+
     pub(crate) async fn list(
         c: &Conn<'_>,
         list: &ListSql,
@@ -413,27 +429,38 @@ impl TaskRepository for PgTaskRepository {
 
     async fn count(&self) -> Result<i64> {
         traced(repo_span("task", "count"), async move {
-            TABLE
-                .count(&self.source.read_conn().await?, &LIST, &[])
-                .await
+            let conn = self.source.read_conn().await?;
+            Ok(sql::status_counts(&conn, None).await?.total())
         })
         .await
     }
 
     async fn count_by_user(&self, user_id: UserId) -> Result<i64> {
         traced(repo_span("task", "count_by_user"), async move {
-            TABLE
-                .count(&self.source.read_conn().await?, &LIST_BY_USER, &[&user_id])
-                .await
+            let conn = self.source.read_conn().await?;
+            Ok(sql::status_counts(&conn, Some(user_id)).await?.total())
         })
         .await
     }
 
     async fn count_by_status(&self, status: TaskStatus) -> Result<i64> {
         traced(repo_span("task", "count_by_status"), async move {
-            TABLE
-                .count(&self.source.read_conn().await?, &LIST_BY_STATUS, &[&status])
-                .await
+            let conn = self.source.read_conn().await?;
+            Ok(sql::status_counts(&conn, None).await?.get(status))
+        })
+        .await
+    }
+
+    async fn status_counts(&self) -> Result<TaskStatusCounts> {
+        traced(repo_span("task", "status_counts"), async move {
+            sql::status_counts(&self.source.read_conn().await?, None).await
+        })
+        .await
+    }
+
+    async fn status_counts_by_user(&self, user_id: UserId) -> Result<TaskStatusCounts> {
+        traced(repo_span("task", "status_counts_by_user"), async move {
+            sql::status_counts(&self.source.read_conn().await?, Some(user_id)).await
         })
         .await
     }
@@ -460,6 +487,29 @@ impl TaskRepository for PgTaskRepository {
         traced(repo_span("task", "list_with_latest"), async move {
             let spec = SortedSpec::parse(filter, sort, &page)?;
             spec.with_latest(&self.source.read_conn().await?).await
+        })
+        .await
+    }
+}
+
+impl Database {
+    /// Counts the tasks again, from the table, into the counters that
+    /// answer every count of tasks (migration V12), and returns how many
+    /// there are. The counters are kept by triggers in the transaction of
+    /// every change, so this is needed only after writes that ran with
+    /// triggers off: another writer under `session_replication_role =
+    /// replica` (a logical replication apply, a data-only `pg_restore
+    /// --disable-triggers`), `ALTER TABLE tasks DISABLE TRIGGER`, or
+    /// counter rows changed by hand. Writes to tasks wait while it counts
+    /// (one read of the table); reads go on. Needs the tables' owner's
+    /// privileges (it rewrites the counters): run it as the role that
+    /// migrates.
+    pub async fn recount_tasks(&self) -> Result<i64> {
+        traced(repo_span("task", "recount"), async move {
+            let conn = Source::Pool(self.clone());
+            let conn = conn.conn().await?;
+            let row = conn.query_one(&queries::counts::RECOUNT_TASKS, &[]).await?;
+            Ok(row.try_get(0)?)
         })
         .await
     }

@@ -36,7 +36,6 @@ pub(super) const TABLE: Table = Table {
 pub(super) const LIST: ListSql = ListSql {
     first: queries::lists::USERS_FIRST,
     after: queries::lists::USERS_AFTER,
-    count: queries::lists::USERS_COUNT,
 };
 
 /// Reads a user, its fields in [`COLUMN_NAMES`]' order.
@@ -214,7 +213,7 @@ pub(crate) mod sql {
     }
 
     pub(crate) async fn count(c: &Conn<'_>) -> Result<i64> {
-        TABLE.count(c, &LIST, &[]).await
+        TABLE.count(c, &queries::lists::USERS_COUNT, &[]).await
     }
 }
 
@@ -297,6 +296,17 @@ impl UserRepository for PgUserRepository {
     async fn count(&self) -> Result<i64> {
         traced(repo_span("user", "count"), async move {
             sql::count(&self.source.read_conn().await?).await
+        })
+        .await
+    }
+
+    async fn estimated_count(&self) -> Result<i64> {
+        traced(repo_span("user", "estimated_count"), async move {
+            let conn = self.source.read_conn().await?;
+            let row = conn
+                .query_one(&queries::counts::USERS_ESTIMATE, &[])
+                .await?;
+            Ok(row.try_get(0)?)
         })
         .await
     }

@@ -1,5 +1,6 @@
 -- Every list of the repositories: for each, its first page, a page after a
--- cursor, and its count. Pages go through the page functions of migrations
+-- cursor, and its count (but the tasks', whose counts are read from
+-- counters: `counts.sql`). Pages go through the page functions of migrations
 -- V8, V9 and V10, which take the filter value (when the list has one), the
 -- cursor's keys (NULL for the first page) and the row count, in that order,
 -- and walk the list's index under planner settings that leave no other
@@ -26,9 +27,6 @@ SELECT {{task}} FROM voidrunner_tasks_page(NULL, NULL, NULL, $1) ORDER BY priori
 -- `$1`–`$3` the cursor's priority, created_at and id, `$4` the row count.
 SELECT {{task}} FROM voidrunner_tasks_page($1, $2, $3, $4) ORDER BY priority DESC, created_at DESC, id DESC
 
--- name: tasks_count
-SELECT count(*) FROM tasks WHERE TRUE
-
 -- name: tasks_by_user_first
 -- `$1` the filter value, `$2` the row count.
 SELECT {{task}} FROM voidrunner_tasks_by_user_page($1, NULL, NULL, NULL, $2) ORDER BY priority DESC, created_at DESC, id DESC
@@ -37,9 +35,6 @@ SELECT {{task}} FROM voidrunner_tasks_by_user_page($1, NULL, NULL, NULL, $2) ORD
 -- `$1` the filter value, `$2`–`$4` the cursor's keys, `$5` the row count.
 SELECT {{task}} FROM voidrunner_tasks_by_user_page($1, $2, $3, $4, $5) ORDER BY priority DESC, created_at DESC, id DESC
 
--- name: tasks_by_user_count
-SELECT count(*) FROM tasks WHERE user_id = $1
-
 -- name: tasks_by_status_first
 -- `$1` the filter value, `$2` the row count.
 SELECT {{task}} FROM voidrunner_tasks_by_status_page($1, NULL, NULL, NULL, $2) ORDER BY priority DESC, created_at DESC, id DESC
@@ -47,9 +42,6 @@ SELECT {{task}} FROM voidrunner_tasks_by_status_page($1, NULL, NULL, NULL, $2) O
 -- name: tasks_by_status_after
 -- `$1` the filter value, `$2`–`$4` the cursor's keys, `$5` the row count.
 SELECT {{task}} FROM voidrunner_tasks_by_status_page($1, $2, $3, $4, $5) ORDER BY priority DESC, created_at DESC, id DESC
-
--- name: tasks_by_status_count
-SELECT count(*) FROM tasks WHERE status = $1
 
 -- name: executions_first
 -- `$1` the row count.
@@ -105,9 +97,6 @@ ORDER BY priority DESC, created_at DESC, id DESC LIMIT $2
 SELECT {{task}} FROM tasks WHERE metadata @> $1 AND (priority, created_at, id) < ($2, $3, $4)
 ORDER BY priority DESC, created_at DESC, id DESC LIMIT $5
 
--- name: tasks_by_metadata_count
-SELECT count(*) FROM tasks WHERE metadata @> $1
-
 -- The lists of the scoped repositories (V9) that the unscoped ones do not
 -- have: each is filtered by the scope's user first (`$1`), then as its
 -- unscoped twin.
@@ -120,11 +109,6 @@ SELECT {{task}} FROM voidrunner_tasks_by_user_status_page($1, $2, NULL, NULL, NU
 -- `$1` the user, `$2` the status, `$3`–`$5` the cursor's keys, `$6` the row
 -- count.
 SELECT {{task}} FROM voidrunner_tasks_by_user_status_page($1, $2, $3, $4, $5, $6) ORDER BY priority DESC, created_at DESC, id DESC
-
--- name: tasks_by_user_status_count
--- Through V11's function: the (user_id, status, ...) indexes only, whatever
--- the statistics say.
-SELECT voidrunner_tasks_by_user_status_count($1, $2)
 
 -- name: tasks_by_user_metadata_first
 -- `$1` the user, `$2` the JSON the metadata contains, `$3` the row count.
@@ -139,9 +123,6 @@ ORDER BY priority DESC, created_at DESC, id DESC LIMIT $3
 SELECT {{task}} FROM tasks
 WHERE user_id = $1 AND metadata @> $2 AND (priority, created_at, id) < ($3, $4, $5)
 ORDER BY priority DESC, created_at DESC, id DESC LIMIT $6
-
--- name: tasks_by_user_metadata_count
-SELECT count(*) FROM tasks WHERE user_id = $1 AND metadata @> $2
 
 -- name: executions_by_user_first
 -- `$1` the user, `$2` the row count.

@@ -9,6 +9,7 @@
 //! | `executions.sql` | the executions table, but for its status; the lock fragments |
 //! | `queue.sql` | every status write of a task or an execution: claim, rescue, prune, enqueue, heartbeat, complete, finish, delete, task status |
 //! | `lists.sql` | each list's pages and count |
+//! | `counts.sql` | the tasks' counts by status (V12's counters), the other tables' estimated sizes, the recount |
 //! | `events.sql` | the polling event stream, the server clock it starts from |
 //! | `server.sql` | the health check, the probe sent with COMMIT, the privileges checked at connect |
 //!

@@ -25,7 +25,8 @@ use crate::error::Result;
 use crate::model::{
     ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,
     NewExecution, NewTask, NewUser, Outcome, Page, PageRequest, RescuePolicy, RescueReport, Task,
-    TaskExecution, TaskId, TaskStatus, TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    TaskExecution, TaskId, TaskStatus, TaskStatusCounts, TaskUpdate, Timestamp, User, UserId,
+    UserUpdate,
 };
 use crate::model::{TaskFilter, TaskSort, TaskWithLatest};
 
@@ -57,8 +58,18 @@ pub trait UserRepository: Send + Sync {
     /// zero limit.
     async fn list(&self, page: PageRequest) -> Result<Page<User>>;
 
-    /// How many users exist.
+    /// How many users exist, counted exactly (a read of every row).
     async fn count(&self) -> Result<i64>;
+
+    /// About how many users exist: the planner's estimate, from the
+    /// statistics of the last `ANALYZE` (or vacuum) scaled to the table's
+    /// size now, in time that does not grow with the table. Not a count:
+    /// it drifts between analyzes; a table never analyzed (or only while
+    /// empty) is counted exactly instead, until autovacuum (or an `ANALYZE
+    /// users`) analyzes it. The default method answers [`count`](Self::count).
+    async fn estimated_count(&self) -> Result<i64> {
+        self.count().await
+    }
 }
 
 /// Tasks. Lists are ordered by priority (highest first), then newest first;
@@ -125,7 +136,9 @@ pub trait TaskRepository: Send + Sync {
         page: PageRequest,
     ) -> Result<Page<Task>>;
 
-    /// How many tasks exist.
+    /// How many tasks exist. Exact, and read from counters kept with every
+    /// write (migration V12), so its cost does not grow with the tasks; so
+    /// are the other counts of tasks.
     async fn count(&self) -> Result<i64>;
 
     /// How many tasks the user has.
@@ -155,6 +168,13 @@ pub trait TaskRepository: Send + Sync {
         sort: TaskSort,
         page: PageRequest,
     ) -> Result<Page<TaskWithLatest>>;
+
+    /// How many tasks are in each status, in one read.
+    async fn status_counts(&self) -> Result<TaskStatusCounts>;
+
+    /// How many of the user's tasks are in each status, in one read (all 0
+    /// for a user who has none, or does not exist).
+    async fn status_counts_by_user(&self, user_id: UserId) -> Result<TaskStatusCounts>;
 }
 
 /// Task executions. Lists are ordered newest first.
@@ -217,8 +237,15 @@ pub trait ExecutionRepository: Send + Sync {
     /// `NotFound` when there is none.
     async fn delete(&self, id: ExecutionId) -> Result<()>;
 
-    /// How many executions exist.
+    /// How many executions exist, counted exactly (a read of every row).
     async fn count(&self) -> Result<i64>;
+
+    /// About how many executions exist: the planner's estimate, as
+    /// [`UserRepository::estimated_count`], in time that does not grow with
+    /// the table. The default method answers [`count`](Self::count).
+    async fn estimated_count(&self) -> Result<i64> {
+        self.count().await
+    }
 
     /// How many executions the task has.
     async fn count_by_task(&self, task_id: TaskId) -> Result<i64>;

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    ExecutionId, NewTask, Page, PageRequest, Task, TaskExecution, TaskId, TaskStatus, TaskUpdate,
-    Timestamp, UserId,
+    ExecutionId, NewTask, Page, PageRequest, Task, TaskExecution, TaskId, TaskStatus,
+    TaskStatusCounts, TaskUpdate, Timestamp, UserId,
 };
 use crate::model::{TaskSort, TaskWithLatest};
 
@@ -87,6 +87,11 @@ pub trait ScopedTaskRepository: Send + Sync {
         sort: TaskSort,
         page: PageRequest,
     ) -> Result<Page<TaskWithLatest>>;
+
+    /// How many of the user's tasks are in each status, in one read; like
+    /// the counts above, from the user's counters (their cost does not
+    /// grow with the tasks).
+    async fn status_counts(&self) -> Result<TaskStatusCounts>;
 }
 
 /// One user's executions: what a request handler may read and ask of the

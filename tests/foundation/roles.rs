@@ -135,7 +135,8 @@ async fn privileges(client: &tokio_postgres::Client) -> Vec<String> {
              UNION ALL SELECT format('schema %s %s', nspname, nspacl) FROM pg_namespace \
              WHERE nspname = 'public' \
              UNION ALL SELECT format('table %s %s', relname, relacl) FROM pg_class \
-             WHERE relname IN ('users', 'tasks', 'task_executions', 'voidrunner_db_schema_history') \
+             WHERE relname IN ('users', 'tasks', 'task_executions', 'task_counts', 'task_counts_by_user', \
+                               'voidrunner_db_schema_history') \
              UNION ALL SELECT format('function %s %s', oid::regprocedure, proacl) FROM pg_proc \
              WHERE proname LIKE 'voidrunner\\_%' \
              UNION ALL SELECT format('policy %s %s %s %s %s', tablename, policyname, roles, qual, \
@@ -171,6 +172,15 @@ async fn the_script_is_idempotent() {
         (
             "task_executions",
             &["voidrunner_app=arw/", "voidrunner_worker=arwd/"],
+        ),
+        // V12's counters: read only; the triggers on tasks write them.
+        (
+            "task_counts",
+            &["voidrunner_app=r/", "voidrunner_worker=r/"],
+        ),
+        (
+            "task_counts_by_user",
+            &["voidrunner_app=r/", "voidrunner_worker=r/"],
         ),
     ] {
         let line = first

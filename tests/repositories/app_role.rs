@@ -16,8 +16,9 @@ use voidrunner_db::{Database, DbConfig};
 
 /// A LOGIN member of `voidrunner_app` with, on one test database, `USAGE`
 /// on the schema, `SELECT, INSERT, UPDATE, DELETE` on users and tasks and
-/// `SELECT, INSERT, UPDATE` on task_executions, and row-level security
-/// on for tasks and task_executions. Dropped, grants and all,
+/// `SELECT, INSERT, UPDATE` on task_executions, `SELECT` on V12's
+/// counters, and row-level security on for tasks, task_executions and the
+/// counters. Dropped, grants and all,
 /// when this is dropped: declare it after the [`TestDatabase`] it was made
 /// for, so it goes first.
 pub struct AppRole {
@@ -61,6 +62,9 @@ impl AppRole {
                  CREATE ROLE {role} LOGIN IN ROLE voidrunner_app; \
                  ALTER TABLE tasks ENABLE ROW LEVEL SECURITY; \
                  ALTER TABLE task_executions ENABLE ROW LEVEL SECURITY; \
+                 ALTER TABLE task_counts_by_user ENABLE ROW LEVEL SECURITY; \
+                 ALTER TABLE task_counts ENABLE ROW LEVEL SECURITY; \
+                 GRANT SELECT ON task_counts, task_counts_by_user TO {role}; \
                  GRANT USAGE ON SCHEMA public TO {role}; \
                  GRANT SELECT, INSERT, UPDATE ON users TO {role}; \
                  GRANT SELECT, INSERT, UPDATE, DELETE ON tasks TO {role}; \

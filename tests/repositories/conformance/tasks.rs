@@ -576,6 +576,14 @@ async fn lists_and_counts_by_user_and_status(s: &Set) -> Result<()> {
             .unwrap(),
         0
     );
+    let all = s.tasks.status_counts().await.unwrap();
+    assert_eq!((all.total(), all.pending), (4, 3), "{all:?}");
+    let of_a = s.tasks.status_counts_by_user(a.id).await.unwrap();
+    assert_eq!(of_a.total(), 3, "{of_a:?}");
+    assert_eq!(
+        s.tasks.status_counts_by_user(UserId::new()).await.unwrap(),
+        voidrunner_db::TaskStatusCounts::default()
+    );
 
     let err = s
         .tasks
@@ -704,6 +712,9 @@ async fn round_trip_then_an_orphan(s: &Set) -> Result<()> {
     assert_eq!(s.tasks.count_by_user(user.id).await?, 3);
     s.tasks.delete(id).await?;
     assert!(s.tasks.get(id).await.unwrap_err().is_not_found());
+    // The counts follow an import, a cancel and a delete.
+    let counts = s.tasks.status_counts_by_user(user.id).await?;
+    assert_eq!((counts.pending, counts.cancelled), (1, 1), "{counts:?}");
     // Last: a task of nobody is a foreign-key error.
     let err = s
         .tasks

@@ -1,8 +1,8 @@
 //! The users repository's contracts.
 
 use voidrunner_db::{
-    Error, ExecutionRepository, NewExecution, NewUser, PageRequest, PasswordHash, Result, UserId,
-    UserRepository, UserUpdate,
+    Error, ExecutionRepository, NewExecution, NewUser, PageRequest, PasswordHash, Result,
+    TaskRepository as _, UserId, UserRepository, UserUpdate,
 };
 
 use super::{Set, contracts};
@@ -211,6 +211,15 @@ async fn delete_cascades_and_count_follows(s: &Set) -> Result<()> {
     assert_eq!(s.users.count().await.unwrap(), 1);
     assert_eq!(s.count_rows("tasks").await, 1);
     assert_eq!(s.count_rows("task_executions").await, 0);
+    // The counts follow the cascade; the user's counter rows are gone.
+    assert_eq!(s.tasks.count().await.unwrap(), 1);
+    assert_eq!(s.tasks.count_by_user(user.id).await.unwrap(), 0);
+    assert_eq!(s.tasks.count_by_user(keep.id).await.unwrap(), 1);
+    let rows = format!(
+        "task_counts_by_user WHERE user_id = '{}'",
+        user.id.as_uuid()
+    );
+    assert_eq!(s.count_rows(&rows).await, 0);
     let second = s.users.delete(user.id).await.unwrap_err();
     assert!(second.is_not_found());
     Ok(())

@@ -1,0 +1,389 @@
+-- voidrunner-db V12: task counts that do not grow with the data. Counter
+-- rows, kept by statement-level triggers on tasks in the same transaction
+-- as the change, answer the counts (all tasks, one user's, one status's)
+-- by summing at most 64 rows, however many tasks there are.
+--
+-- Layout. `task_counts` holds one row per slot (0..63), and
+-- `task_counts_by_user` one row per (user, slot) the user's tasks were
+-- ever changed in; each row holds a count per status. A count is the sum
+-- of its rows; a row alone means nothing (a task created in slot 3 and
+-- deleted in slot 5 leaves +1 in one and -1 in the other).
+--
+-- Slots, so that writers never wait for each other on a counter. Each
+-- counted statement takes the first global slot row it can lock without
+-- waiting (FOR UPDATE SKIP LOCKED), starting from its backend's own slot
+-- (pg_backend_pid() % 64, so a pool's sessions start apart), and keeps it
+-- to the end of its transaction; then it changes its users' rows of that
+-- slot only, in user_id order. A user's row of slot s is only ever written
+-- by the transaction that holds the global row s, so counting never waits
+-- on a user's row, and it waits on a global row only when all 64 are held
+-- at once (then on its own slot's, in the same order: global, then users).
+-- So one user's concurrent writes are not serialised, and counting adds no
+-- lock wait, hence no deadlock, to transactions of many statements. Reads
+-- lock nothing.
+--
+-- Exactness. A trigger sees every row its statement inserted, deleted or
+-- updated (transition tables), the cascades of deleted users included, and
+-- writes in the statement's transaction: a crash or a rollback undoes both.
+-- Only writes with the triggers off escape them (session_replication_role
+-- = replica, ALTER TABLE ... DISABLE TRIGGER, a data-only restore with
+-- --disable-triggers); `voidrunner_recount_tasks()` (the crate's
+-- `Database::recount_tasks`) counts the table again after those.
+--
+-- Locks of this migration. One transaction: writes to tasks wait from the
+-- LOCK below to the commit, which comes right after one count of the table
+-- grouped by user (the backfill, into slot 0); reads go on. Writes to users
+-- wait as long (its delete trigger is created in the same transaction).
+
+-- Neither table has a foreign key: a user's deletion cascades to its tasks,
+-- whose trigger then decrements the counts, and a key to users would
+-- refuse that. Deleted users' rows go with users_task_counts_gone instead.
+-- Half-empty pages, so that the two rows each task write updates stay on
+-- their page (HOT: no index entry per change). The slot is a smallint on
+-- purpose: it is 0..63 by construction (voidrunner_count_slot), and it is
+-- in both keys.
+CREATE TABLE task_counts (
+    -- squawk-ignore prefer-bigint-over-smallint
+    slot      smallint PRIMARY KEY,
+    pending   bigint NOT NULL DEFAULT 0,
+    running   bigint NOT NULL DEFAULT 0,
+    completed bigint NOT NULL DEFAULT 0,
+    failed    bigint NOT NULL DEFAULT 0,
+    timeout   bigint NOT NULL DEFAULT 0,
+    cancelled bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 50);
+
+CREATE TABLE task_counts_by_user (
+    user_id   uuid NOT NULL,
+    -- squawk-ignore prefer-bigint-over-smallint
+    slot      smallint NOT NULL,
+    pending   bigint NOT NULL DEFAULT 0,
+    running   bigint NOT NULL DEFAULT 0,
+    completed bigint NOT NULL DEFAULT 0,
+    failed    bigint NOT NULL DEFAULT 0,
+    timeout   bigint NOT NULL DEFAULT 0,
+    cancelled bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, slot)
+) WITH (fillfactor = 50);
+
+-- The slot a session starts looking from: its backend's, or the setting
+-- voidrunner.count_slot when set (the tests use it to put two sessions in
+-- one slot on purpose). Always in 0..63.
+CREATE FUNCTION voidrunner_count_slot() RETURNS smallint
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT (((coalesce(nullif(current_setting('voidrunner.count_slot', true), '')::integer,
+                       pg_backend_pid()) % 64) + 64) % 64)::smallint
+$$;
+
+-- Adds one statement's changes, one element per user, to the counters: the
+-- global slot row first, then the users' rows of that slot in user_id
+-- order (see the layout above). Called by the triggers only, as the
+-- tables' owner and with the search_path they set. When `deleting`, the
+-- rows of users that no longer exist are left alone: a deleted user's
+-- tasks are deleted by the foreign key's cascade, whose trigger runs after
+-- the users' own statement trigger has removed the user's rows, and must
+-- not write them again.
+CREATE FUNCTION voidrunner_task_counts_apply(
+    d_user uuid[], d_pending bigint[], d_running bigint[], d_completed bigint[],
+    d_failed bigint[], d_timeout bigint[], d_cancelled bigint[], deleting boolean
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    start smallint := voidrunner_count_slot();
+    s smallint;
+BEGIN
+    SELECT c.slot INTO s FROM task_counts c
+    WHERE c.slot >= start ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF s IS NULL THEN
+        SELECT c.slot INTO s FROM task_counts c
+        WHERE c.slot < start ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+    -- Every slot is held (or its row is gone): wait for our own.
+    s := coalesce(s, start);
+    INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
+    SELECT s, sum(p), sum(r), sum(co), sum(f), sum(t), sum(ca)
+    FROM unnest(d_pending, d_running, d_completed, d_failed, d_timeout, d_cancelled)
+        AS d(p, r, co, f, t, ca)
+    ON CONFLICT (slot) DO UPDATE SET
+        pending = c.pending + excluded.pending,
+        running = c.running + excluded.running,
+        completed = c.completed + excluded.completed,
+        failed = c.failed + excluded.failed,
+        timeout = c.timeout + excluded.timeout,
+        cancelled = c.cancelled + excluded.cancelled;
+    INSERT INTO task_counts_by_user AS c
+        (user_id, slot, pending, running, completed, failed, timeout, cancelled)
+    SELECT d.u, s, d.p, d.r, d.co, d.f, d.t, d.ca
+    FROM unnest(d_user, d_pending, d_running, d_completed, d_failed, d_timeout, d_cancelled)
+        AS d(u, p, r, co, f, t, ca)
+    WHERE NOT deleting OR EXISTS (SELECT 1 FROM users x WHERE x.id = d.u)
+    ORDER BY d.u
+    ON CONFLICT (user_id, slot) DO UPDATE SET
+        pending = c.pending + excluded.pending,
+        running = c.running + excluded.running,
+        completed = c.completed + excluded.completed,
+        failed = c.failed + excluded.failed,
+        timeout = c.timeout + excluded.timeout,
+        cancelled = c.cancelled + excluded.cancelled;
+END;
+$$;
+
+-- The trigger of every insert, update and delete of tasks (COPY and the
+-- cascades of deleted users included): the statement's rows, +1 for a new
+-- row and -1 for an old one, summed per user and status; users whose sums
+-- are all zero (an update that changed no status and no owner, the common
+-- case) are left out, and a statement that changed no count locks nothing.
+-- An UPDATE trigger with transition tables may not name columns, so it
+-- fires for every update and finds the changes itself.
+--
+-- SECURITY DEFINER, so that it writes the counters whatever the caller may
+-- do (the application role may not write them, and row-level security
+-- binds it). Safe: it takes no argument but the rows the caller's own
+-- statement changed, and runs with a search_path of the tasks table's own
+-- schema then pg_temp (the function's SET clause makes it pg_catalog,
+-- pg_temp, and the set_config below, local to the function, puts the
+-- table's schema first), so no object of the caller's (a temporary table
+-- of the same name) can stand in for the counters. The schema is read from
+-- the trigger, not written here, so a schema an operator renames still
+-- works.
+CREATE FUNCTION voidrunner_task_counts_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    u uuid[];
+    p bigint[];
+    r bigint[];
+    co bigint[];
+    f bigint[];
+    t bigint[];
+    ca bigint[];
+BEGIN
+    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(d.user_id), array_agg(d.p), array_agg(d.r), array_agg(d.co),
+               array_agg(d.f), array_agg(d.t), array_agg(d.ca)
+        INTO u, p, r, co, f, t, ca
+        FROM (
+            SELECT n.user_id,
+                   count(*) FILTER (WHERE n.status = 'pending') AS p,
+                   count(*) FILTER (WHERE n.status = 'running') AS r,
+                   count(*) FILTER (WHERE n.status = 'completed') AS co,
+                   count(*) FILTER (WHERE n.status = 'failed') AS f,
+                   count(*) FILTER (WHERE n.status = 'timeout') AS t,
+                   count(*) FILTER (WHERE n.status = 'cancelled') AS ca
+            FROM new_rows n GROUP BY n.user_id
+        ) d;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(d.user_id), array_agg(-d.p), array_agg(-d.r), array_agg(-d.co),
+               array_agg(-d.f), array_agg(-d.t), array_agg(-d.ca)
+        INTO u, p, r, co, f, t, ca
+        FROM (
+            SELECT o.user_id,
+                   count(*) FILTER (WHERE o.status = 'pending') AS p,
+                   count(*) FILTER (WHERE o.status = 'running') AS r,
+                   count(*) FILTER (WHERE o.status = 'completed') AS co,
+                   count(*) FILTER (WHERE o.status = 'failed') AS f,
+                   count(*) FILTER (WHERE o.status = 'timeout') AS t,
+                   count(*) FILTER (WHERE o.status = 'cancelled') AS ca
+            FROM old_rows o GROUP BY o.user_id
+        ) d;
+    ELSE
+        SELECT array_agg(d.user_id), array_agg(d.p), array_agg(d.r), array_agg(d.co),
+               array_agg(d.f), array_agg(d.t), array_agg(d.ca)
+        INTO u, p, r, co, f, t, ca
+        FROM (
+            SELECT x.user_id,
+                   coalesce(sum(x.sign) FILTER (WHERE x.status = 'pending'), 0)::bigint AS p,
+                   coalesce(sum(x.sign) FILTER (WHERE x.status = 'running'), 0)::bigint AS r,
+                   coalesce(sum(x.sign) FILTER (WHERE x.status = 'completed'), 0)::bigint AS co,
+                   coalesce(sum(x.sign) FILTER (WHERE x.status = 'failed'), 0)::bigint AS f,
+                   coalesce(sum(x.sign) FILTER (WHERE x.status = 'timeout'), 0)::bigint AS t,
+                   coalesce(sum(x.sign) FILTER (WHERE x.status = 'cancelled'), 0)::bigint AS ca
+            FROM (
+                SELECT n.user_id, n.status, 1 AS sign FROM new_rows n
+                UNION ALL
+                SELECT o.user_id, o.status, -1 AS sign FROM old_rows o
+            ) x
+            GROUP BY x.user_id
+        ) d
+        WHERE (d.p, d.r, d.co, d.f, d.t, d.ca) <> (0, 0, 0, 0, 0, 0);
+    END IF;
+    IF u IS NOT NULL THEN
+        PERFORM voidrunner_task_counts_apply(u, p, r, co, f, t, ca, TG_OP = 'DELETE');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Deleted users' rows (also those of users who had no task left). The
+-- cascade's task trigger fires after this one and writes no row of a user
+-- that is gone (see voidrunner_task_counts_apply). SECURITY DEFINER and
+-- search_path as above.
+CREATE FUNCTION voidrunner_task_counts_users_gone() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    DELETE FROM task_counts_by_user c USING old_users o WHERE c.user_id = o.id;
+    RETURN NULL;
+END;
+$$;
+
+-- TRUNCATE of tasks (also by TRUNCATE users CASCADE): every count is 0.
+CREATE FUNCTION voidrunner_task_counts_truncated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    DELETE FROM task_counts_by_user;
+    UPDATE task_counts SET pending = 0, running = 0, completed = 0, failed = 0,
+                           timeout = 0, cancelled = 0;
+    RETURN NULL;
+END;
+$$;
+
+-- Counts the tasks again, into slot 0, and returns how many there are: for
+-- an operator, after writes the triggers did not see (see above) or
+-- counters another writer changed. Writes to tasks wait while it counts
+-- (SHARE lock, for one count of the table); reads go on. Runs with the
+-- caller's privileges: the tables' owner's.
+CREATE FUNCTION voidrunner_recount_tasks() RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    total bigint;
+BEGIN
+    LOCK TABLE tasks IN SHARE MODE;
+    DELETE FROM task_counts_by_user;
+    DELETE FROM task_counts;
+    INSERT INTO task_counts (slot) SELECT g FROM generate_series(0, 63) g;
+    INSERT INTO task_counts_by_user
+        (user_id, slot, pending, running, completed, failed, timeout, cancelled)
+    SELECT t.user_id, 0,
+           count(*) FILTER (WHERE t.status = 'pending'),
+           count(*) FILTER (WHERE t.status = 'running'),
+           count(*) FILTER (WHERE t.status = 'completed'),
+           count(*) FILTER (WHERE t.status = 'failed'),
+           count(*) FILTER (WHERE t.status = 'timeout'),
+           count(*) FILTER (WHERE t.status = 'cancelled')
+    FROM tasks t GROUP BY t.user_id;
+    UPDATE task_counts c SET
+        pending = s.p, running = s.r, completed = s.co,
+        failed = s.f, timeout = s.t, cancelled = s.ca
+    FROM (
+        SELECT coalesce(sum(b.pending), 0)::bigint AS p,
+               coalesce(sum(b.running), 0)::bigint AS r,
+               coalesce(sum(b.completed), 0)::bigint AS co,
+               coalesce(sum(b.failed), 0)::bigint AS f,
+               coalesce(sum(b.timeout), 0)::bigint AS t,
+               coalesce(sum(b.cancelled), 0)::bigint AS ca
+        FROM task_counts_by_user b
+    ) s
+    WHERE c.slot = 0
+    RETURNING c.pending + c.running + c.completed + c.failed + c.timeout + c.cancelled
+    INTO total;
+    RETURN total;
+END;
+$$;
+
+-- The reads: the sum of a user's rows, and of the global rows, by the
+-- tables' key whatever the statistics say (their rows are few, but a
+-- user's are found among every user's). Row-level security applies (they
+-- run as the caller): the application role sees only its scope's rows.
+CREATE FUNCTION voidrunner_task_counts_of(filter_user_id uuid)
+RETURNS TABLE (
+    pending bigint, running bigint, completed bigint,
+    failed bigint, timeout bigint, cancelled bigint
+)
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+    SELECT coalesce(sum(c.pending), 0)::bigint, coalesce(sum(c.running), 0)::bigint,
+           coalesce(sum(c.completed), 0)::bigint, coalesce(sum(c.failed), 0)::bigint,
+           coalesce(sum(c.timeout), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint
+    FROM task_counts_by_user c WHERE c.user_id = filter_user_id
+$$;
+
+CREATE FUNCTION voidrunner_task_counts_all()
+RETURNS TABLE (
+    pending bigint, running bigint, completed bigint,
+    failed bigint, timeout bigint, cancelled bigint
+)
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+    SELECT coalesce(sum(c.pending), 0)::bigint, coalesce(sum(c.running), 0)::bigint,
+           coalesce(sum(c.completed), 0)::bigint, coalesce(sum(c.failed), 0)::bigint,
+           coalesce(sum(c.timeout), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint
+    FROM task_counts c WHERE c.slot BETWEEN 0 AND 63
+$$;
+
+-- Not for callers: the triggers call it as the tables' owner.
+REVOKE ALL ON FUNCTION voidrunner_task_counts_apply(uuid[], bigint[], bigint[], bigint[], bigint[], bigint[], bigint[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION voidrunner_recount_tasks() FROM PUBLIC;
+
+-- Writes to tasks wait from here to the commit: no write is counted twice
+-- (by the backfill and a trigger) or missed (by both).
+LOCK TABLE tasks IN SHARE MODE;
+
+CREATE TRIGGER tasks_counts_insert AFTER INSERT ON tasks
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_task_counts_change();
+CREATE TRIGGER tasks_counts_update AFTER UPDATE ON tasks
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_task_counts_change();
+CREATE TRIGGER tasks_counts_delete AFTER DELETE ON tasks
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_task_counts_change();
+CREATE TRIGGER tasks_counts_truncate AFTER TRUNCATE ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_task_counts_truncated();
+CREATE TRIGGER users_task_counts_gone AFTER DELETE ON users
+    REFERENCING OLD TABLE AS old_users
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_task_counts_users_gone();
+
+-- The backfill: the tasks there are, into slot 0.
+SELECT voidrunner_recount_tasks();
+
+-- A user's rows are tenant data: the application role sees only those of
+-- the user its transaction is scoped to, and no global row (a count it
+-- reads unscoped is 0, as a count of tasks was); other roles see every row
+-- (V9's voidrunner_unbound). Only the triggers write them. On as V9 turns
+-- row-level security on for tasks: now if voidrunner_app exists, else
+-- when the roles script creates it.
+CREATE POLICY task_counts_by_user_tenant ON task_counts_by_user FOR SELECT
+    USING (user_id = voidrunner_scope());
+CREATE POLICY task_counts_by_user_unbound ON task_counts_by_user FOR SELECT
+    USING ((SELECT voidrunner_unbound()));
+CREATE POLICY task_counts_unbound ON task_counts FOR SELECT
+    USING ((SELECT voidrunner_unbound()));
+
+-- A deployment that ran the roles script before this release: its roles
+-- may read the counters at once (the script grants the same when run
+-- again after the upgrade, as it should be).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voidrunner_app') THEN
+        ALTER TABLE task_counts_by_user ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE task_counts ENABLE ROW LEVEL SECURITY;
+        IF has_table_privilege('voidrunner_app', 'tasks', 'SELECT') THEN
+            GRANT SELECT ON task_counts_by_user, task_counts TO voidrunner_app;
+            GRANT EXECUTE ON FUNCTION voidrunner_task_counts_of(uuid), voidrunner_task_counts_all()
+                TO voidrunner_app;
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voidrunner_worker')
+       AND has_table_privilege('voidrunner_worker', 'tasks', 'SELECT')
+    THEN
+        GRANT SELECT ON task_counts_by_user, task_counts TO voidrunner_worker;
+        GRANT EXECUTE ON FUNCTION voidrunner_task_counts_of(uuid), voidrunner_task_counts_all()
+            TO voidrunner_worker;
+    END IF;
+END;
+$$;
