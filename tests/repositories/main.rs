@@ -8,6 +8,7 @@
 
 mod app_role;
 mod conformance;
+mod counts;
 mod deny_list;
 mod display_names;
 mod error_constructors;
