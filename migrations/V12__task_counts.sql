@@ -83,36 +83,57 @@ $$;
 -- rows of users that no longer exist are left alone: a deleted user's
 -- tasks are deleted by the foreign key's cascade, whose trigger runs after
 -- the users' own statement trigger has removed the user's rows, and must
--- not write them again.
+-- not write them again. By the tables' keys, whatever the statistics say
+-- (the slots' table is small enough for a sequential scan to look cheaper
+-- to the planner, but a scan would pass every dead version of its rows).
 CREATE FUNCTION voidrunner_task_counts_apply(
     d_user uuid[], d_pending bigint[], d_running bigint[], d_completed bigint[],
     d_failed bigint[], d_timeout bigint[], d_cancelled bigint[], deleting boolean
 ) RETURNS void
 LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $$
 DECLARE
     start smallint := voidrunner_count_slot();
     s smallint;
+    locked tid;
+    dp bigint;
+    dr bigint;
+    dco bigint;
+    df bigint;
+    dt bigint;
+    dca bigint;
 BEGIN
-    SELECT c.slot INTO s FROM task_counts c
+    SELECT sum(p), sum(r), sum(co), sum(f), sum(t), sum(ca) INTO dp, dr, dco, df, dt, dca
+    FROM unnest(d_pending, d_running, d_completed, d_failed, d_timeout, d_cancelled)
+        AS d(p, r, co, f, t, ca);
+    SELECT c.slot, c.ctid INTO s, locked FROM task_counts c
     WHERE c.slot >= start ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF s IS NULL THEN
-        SELECT c.slot INTO s FROM task_counts c
+        SELECT c.slot, c.ctid INTO s, locked FROM task_counts c
         WHERE c.slot < start ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
     END IF;
-    -- Every slot is held (or its row is gone): wait for our own.
-    s := coalesce(s, start);
-    INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
-    SELECT s, sum(p), sum(r), sum(co), sum(f), sum(t), sum(ca)
-    FROM unnest(d_pending, d_running, d_completed, d_failed, d_timeout, d_cancelled)
-        AS d(p, r, co, f, t, ca)
-    ON CONFLICT (slot) DO UPDATE SET
-        pending = c.pending + excluded.pending,
-        running = c.running + excluded.running,
-        completed = c.completed + excluded.completed,
-        failed = c.failed + excluded.failed,
-        timeout = c.timeout + excluded.timeout,
-        cancelled = c.cancelled + excluded.cancelled;
+    IF s IS NOT NULL THEN
+        -- The row just locked, by its address: no second probe of the key.
+        UPDATE task_counts c SET
+            pending = c.pending + dp, running = c.running + dr,
+            completed = c.completed + dco, failed = c.failed + df,
+            timeout = c.timeout + dt, cancelled = c.cancelled + dca
+        WHERE c.ctid = locked;
+    ELSE
+        -- Every slot is held (or the rows are gone): wait for our own.
+        s := start;
+        INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
+        VALUES (s, dp, dr, dco, df, dt, dca)
+        ON CONFLICT (slot) DO UPDATE SET
+            pending = c.pending + excluded.pending,
+            running = c.running + excluded.running,
+            completed = c.completed + excluded.completed,
+            failed = c.failed + excluded.failed,
+            timeout = c.timeout + excluded.timeout,
+            cancelled = c.cancelled + excluded.cancelled;
+    END IF;
     INSERT INTO task_counts_by_user AS c
         (user_id, slot, pending, running, completed, failed, timeout, cancelled)
     SELECT d.u, s, d.p, d.r, d.co, d.f, d.t, d.ca
@@ -218,13 +239,16 @@ BEGIN
 END;
 $$;
 
--- Deleted users' rows (also those of users who had no task left). The
--- cascade's task trigger fires after this one and writes no row of a user
--- that is gone (see voidrunner_task_counts_apply). SECURITY DEFINER and
--- search_path as above.
+-- Deleted users' rows (also those of users who had no task left), each
+-- user's by the key. The cascade's task trigger fires after this one and
+-- writes no row of a user that is gone (see voidrunner_task_counts_apply).
+-- SECURITY DEFINER and search_path as above.
 CREATE FUNCTION voidrunner_task_counts_users_gone() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 BEGIN
     PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
