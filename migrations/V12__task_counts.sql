@@ -76,81 +76,6 @@ AS $$
                        pg_backend_pid()) % 64) + 64) % 64)::smallint
 $$;
 
--- Adds one statement's changes, one element per user, to the counters: the
--- global slot row first, then the users' rows of that slot in user_id
--- order (see the layout above). Called by the triggers only, as the
--- tables' owner and with the search_path they set. When `deleting`, the
--- rows of users that no longer exist are left alone: a deleted user's
--- tasks are deleted by the foreign key's cascade, whose trigger runs after
--- the users' own statement trigger has removed the user's rows, and must
--- not write them again. By the tables' keys, whatever the statistics say
--- (the slots' table is small enough for a sequential scan to look cheaper
--- to the planner, but a scan would pass every dead version of its rows).
-CREATE FUNCTION voidrunner_task_counts_apply(
-    d_user uuid[], d_pending bigint[], d_running bigint[], d_completed bigint[],
-    d_failed bigint[], d_timeout bigint[], d_cancelled bigint[], deleting boolean
-) RETURNS void
-LANGUAGE plpgsql
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-DECLARE
-    start smallint := voidrunner_count_slot();
-    s smallint;
-    locked tid;
-    dp bigint;
-    dr bigint;
-    dco bigint;
-    df bigint;
-    dt bigint;
-    dca bigint;
-BEGIN
-    SELECT sum(p), sum(r), sum(co), sum(f), sum(t), sum(ca) INTO dp, dr, dco, df, dt, dca
-    FROM unnest(d_pending, d_running, d_completed, d_failed, d_timeout, d_cancelled)
-        AS d(p, r, co, f, t, ca);
-    SELECT c.slot, c.ctid INTO s, locked FROM task_counts c
-    WHERE c.slot >= start ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF s IS NULL THEN
-        SELECT c.slot, c.ctid INTO s, locked FROM task_counts c
-        WHERE c.slot < start ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
-    END IF;
-    IF s IS NOT NULL THEN
-        -- The row just locked, by its address: no second probe of the key.
-        UPDATE task_counts c SET
-            pending = c.pending + dp, running = c.running + dr,
-            completed = c.completed + dco, failed = c.failed + df,
-            timeout = c.timeout + dt, cancelled = c.cancelled + dca
-        WHERE c.ctid = locked;
-    ELSE
-        -- Every slot is held (or the rows are gone): wait for our own.
-        s := start;
-        INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
-        VALUES (s, dp, dr, dco, df, dt, dca)
-        ON CONFLICT (slot) DO UPDATE SET
-            pending = c.pending + excluded.pending,
-            running = c.running + excluded.running,
-            completed = c.completed + excluded.completed,
-            failed = c.failed + excluded.failed,
-            timeout = c.timeout + excluded.timeout,
-            cancelled = c.cancelled + excluded.cancelled;
-    END IF;
-    INSERT INTO task_counts_by_user AS c
-        (user_id, slot, pending, running, completed, failed, timeout, cancelled)
-    SELECT d.u, s, d.p, d.r, d.co, d.f, d.t, d.ca
-    FROM unnest(d_user, d_pending, d_running, d_completed, d_failed, d_timeout, d_cancelled)
-        AS d(u, p, r, co, f, t, ca)
-    WHERE NOT deleting OR EXISTS (SELECT 1 FROM users x WHERE x.id = d.u)
-    ORDER BY d.u
-    ON CONFLICT (user_id, slot) DO UPDATE SET
-        pending = c.pending + excluded.pending,
-        running = c.running + excluded.running,
-        completed = c.completed + excluded.completed,
-        failed = c.failed + excluded.failed,
-        timeout = c.timeout + excluded.timeout,
-        cancelled = c.cancelled + excluded.cancelled;
-END;
-$$;
-
 -- The trigger of every insert, update and delete of tasks (COPY and the
 -- cascades of deleted users included): the statement's rows, +1 for a new
 -- row and -1 for an old one, summed per user and status; users whose sums
@@ -158,6 +83,16 @@ $$;
 -- case) are left out, and a statement that changed no count locks nothing.
 -- An UPDATE trigger with transition tables may not name columns, so it
 -- fires for every update and finds the changes itself.
+--
+-- Then it adds the sums: to the first global slot row it can lock without
+-- waiting from the session's slot up (else below it; else its own, waiting
+-- for it), then to each user's row of that slot, in user_id order (see
+-- the layout above). Rows of users that no longer exist are left alone
+-- when deleting: a deleted user's tasks are deleted by the foreign key's
+-- cascade, whose trigger runs after the users' statement trigger removed
+-- the user's rows, and must not write them again. Generic plans: the
+-- custom plans PostgreSQL would otherwise make for each call's arrays cost
+-- more than the writes.
 --
 -- SECURITY DEFINER, so that it writes the counters whatever the caller may
 -- do (the application role may not write them, and row-level security
@@ -168,12 +103,19 @@ $$;
 -- table's schema first), so no object of the caller's (a temporary table
 -- of the same name) can stand in for the counters. The schema is read from
 -- the trigger, not written here, so a schema an operator renames still
--- works.
+-- works. By the tables' keys whatever the statistics say (the slots' table
+-- is small enough for a sequential scan to look cheaper to the planner,
+-- but a scan would pass every dead version of its rows).
 CREATE FUNCTION voidrunner_task_counts_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
+    start smallint;
+    counted smallint;
     u uuid[];
     p bigint[];
     r bigint[];
@@ -181,12 +123,20 @@ DECLARE
     f bigint[];
     t bigint[];
     ca bigint[];
+    tp bigint;
+    tr bigint;
+    tco bigint;
+    tf bigint;
+    tt bigint;
+    tca bigint;
 BEGIN
-    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    -- Each user's sums, in user_id order (the order of a sorted subquery,
+    -- which array_agg keeps), and their totals.
     IF TG_OP = 'INSERT' THEN
         SELECT array_agg(d.user_id), array_agg(d.p), array_agg(d.r), array_agg(d.co),
-               array_agg(d.f), array_agg(d.t), array_agg(d.ca)
-        INTO u, p, r, co, f, t, ca
+               array_agg(d.f), array_agg(d.t), array_agg(d.ca),
+               sum(d.p), sum(d.r), sum(d.co), sum(d.f), sum(d.t), sum(d.ca)
+        INTO u, p, r, co, f, t, ca, tp, tr, tco, tf, tt, tca
         FROM (
             SELECT n.user_id,
                    count(*) FILTER (WHERE n.status = 'pending') AS p,
@@ -195,12 +145,13 @@ BEGIN
                    count(*) FILTER (WHERE n.status = 'failed') AS f,
                    count(*) FILTER (WHERE n.status = 'timeout') AS t,
                    count(*) FILTER (WHERE n.status = 'cancelled') AS ca
-            FROM new_rows n GROUP BY n.user_id
+            FROM new_rows n GROUP BY n.user_id ORDER BY n.user_id
         ) d;
     ELSIF TG_OP = 'DELETE' THEN
         SELECT array_agg(d.user_id), array_agg(-d.p), array_agg(-d.r), array_agg(-d.co),
-               array_agg(-d.f), array_agg(-d.t), array_agg(-d.ca)
-        INTO u, p, r, co, f, t, ca
+               array_agg(-d.f), array_agg(-d.t), array_agg(-d.ca),
+               -sum(d.p), -sum(d.r), -sum(d.co), -sum(d.f), -sum(d.t), -sum(d.ca)
+        INTO u, p, r, co, f, t, ca, tp, tr, tco, tf, tt, tca
         FROM (
             SELECT o.user_id,
                    count(*) FILTER (WHERE o.status = 'pending') AS p,
@@ -209,12 +160,13 @@ BEGIN
                    count(*) FILTER (WHERE o.status = 'failed') AS f,
                    count(*) FILTER (WHERE o.status = 'timeout') AS t,
                    count(*) FILTER (WHERE o.status = 'cancelled') AS ca
-            FROM old_rows o GROUP BY o.user_id
+            FROM old_rows o GROUP BY o.user_id ORDER BY o.user_id
         ) d;
     ELSE
         SELECT array_agg(d.user_id), array_agg(d.p), array_agg(d.r), array_agg(d.co),
-               array_agg(d.f), array_agg(d.t), array_agg(d.ca)
-        INTO u, p, r, co, f, t, ca
+               array_agg(d.f), array_agg(d.t), array_agg(d.ca),
+               sum(d.p), sum(d.r), sum(d.co), sum(d.f), sum(d.t), sum(d.ca)
+        INTO u, p, r, co, f, t, ca, tp, tr, tco, tf, tt, tca
         FROM (
             SELECT x.user_id,
                    coalesce(sum(x.sign) FILTER (WHERE x.status = 'pending'), 0)::bigint AS p,
@@ -229,11 +181,71 @@ BEGIN
                 SELECT o.user_id, o.status, -1 AS sign FROM old_rows o
             ) x
             GROUP BY x.user_id
-        ) d
-        WHERE (d.p, d.r, d.co, d.f, d.t, d.ca) <> (0, 0, 0, 0, 0, 0);
+            HAVING (coalesce(sum(x.sign) FILTER (WHERE x.status = 'pending'), 0),
+                    coalesce(sum(x.sign) FILTER (WHERE x.status = 'running'), 0),
+                    coalesce(sum(x.sign) FILTER (WHERE x.status = 'completed'), 0),
+                    coalesce(sum(x.sign) FILTER (WHERE x.status = 'failed'), 0),
+                    coalesce(sum(x.sign) FILTER (WHERE x.status = 'timeout'), 0),
+                    coalesce(sum(x.sign) FILTER (WHERE x.status = 'cancelled'), 0))
+                   <> (0, 0, 0, 0, 0, 0)
+            ORDER BY x.user_id
+        ) d;
     END IF;
-    IF u IS NOT NULL THEN
-        PERFORM voidrunner_task_counts_apply(u, p, r, co, f, t, ca, TG_OP = 'DELETE');
+    IF u IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    start := voidrunner_count_slot();
+    -- The global row first: the first free slot from ours up, without
+    -- waiting; else one below ours; else ours, waiting for it.
+    UPDATE task_counts c SET
+        pending = c.pending + tp, running = c.running + tr, completed = c.completed + tco,
+        failed = c.failed + tf, timeout = c.timeout + tt, cancelled = c.cancelled + tca
+    WHERE c.slot = (SELECT l.slot FROM task_counts l WHERE l.slot >= start
+                    ORDER BY l.slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING c.slot INTO counted;
+    IF counted IS NULL THEN
+        SELECT l.slot INTO counted FROM task_counts l
+        WHERE l.slot < start ORDER BY l.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
+        counted := coalesce(counted, start);
+        INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
+        VALUES (counted, tp, tr, tco, tf, tt, tca)
+        ON CONFLICT (slot) DO UPDATE SET
+            pending = c.pending + excluded.pending,
+            running = c.running + excluded.running,
+            completed = c.completed + excluded.completed,
+            failed = c.failed + excluded.failed,
+            timeout = c.timeout + excluded.timeout,
+            cancelled = c.cancelled + excluded.cancelled;
+    END IF;
+    -- Then the users' rows of that slot, in user_id order.
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO task_counts_by_user AS c
+            (user_id, slot, pending, running, completed, failed, timeout, cancelled)
+        SELECT d.u, counted, d.p, d.r, d.co, d.f, d.t, d.ca
+        FROM unnest(u, p, r, co, f, t, ca) WITH ORDINALITY AS d(u, p, r, co, f, t, ca, i)
+        WHERE EXISTS (SELECT 1 FROM users x WHERE x.id = d.u)
+        ORDER BY d.i
+        ON CONFLICT (user_id, slot) DO UPDATE SET
+            pending = c.pending + excluded.pending,
+            running = c.running + excluded.running,
+            completed = c.completed + excluded.completed,
+            failed = c.failed + excluded.failed,
+            timeout = c.timeout + excluded.timeout,
+            cancelled = c.cancelled + excluded.cancelled;
+    ELSE
+        INSERT INTO task_counts_by_user AS c
+            (user_id, slot, pending, running, completed, failed, timeout, cancelled)
+        SELECT d.u, counted, d.p, d.r, d.co, d.f, d.t, d.ca
+        FROM unnest(u, p, r, co, f, t, ca) WITH ORDINALITY AS d(u, p, r, co, f, t, ca, i)
+        ORDER BY d.i
+        ON CONFLICT (user_id, slot) DO UPDATE SET
+            pending = c.pending + excluded.pending,
+            running = c.running + excluded.running,
+            completed = c.completed + excluded.completed,
+            failed = c.failed + excluded.failed,
+            timeout = c.timeout + excluded.timeout,
+            cancelled = c.cancelled + excluded.cancelled;
     END IF;
     RETURN NULL;
 END;
@@ -241,7 +253,7 @@ $$;
 
 -- Deleted users' rows (also those of users who had no task left), each
 -- user's by the key. The cascade's task trigger fires after this one and
--- writes no row of a user that is gone (see voidrunner_task_counts_apply).
+-- writes no row of a user that is gone (see voidrunner_task_counts_change).
 -- SECURITY DEFINER and search_path as above.
 CREATE FUNCTION voidrunner_task_counts_users_gone() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -349,8 +361,7 @@ AS $$
     FROM task_counts c WHERE c.slot BETWEEN 0 AND 63
 $$;
 
--- Not for callers: the triggers call it as the tables' owner.
-REVOKE ALL ON FUNCTION voidrunner_task_counts_apply(uuid[], bigint[], bigint[], bigint[], bigint[], bigint[], bigint[], boolean) FROM PUBLIC;
+-- Not for callers: an operator's.
 REVOKE ALL ON FUNCTION voidrunner_recount_tasks() FROM PUBLIC;
 
 -- Writes to tasks wait from here to the commit: no write is counted twice

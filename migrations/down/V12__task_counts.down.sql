@@ -11,7 +11,6 @@ DROP FUNCTION voidrunner_recount_tasks();
 DROP FUNCTION voidrunner_task_counts_truncated();
 DROP FUNCTION voidrunner_task_counts_users_gone();
 DROP FUNCTION voidrunner_task_counts_change();
-DROP FUNCTION voidrunner_task_counts_apply(uuid[], bigint[], bigint[], bigint[], bigint[], bigint[], bigint[], boolean);
 DROP FUNCTION voidrunner_count_slot();
 DROP TABLE task_counts_by_user;
 DROP TABLE task_counts;
