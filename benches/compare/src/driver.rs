@@ -2,6 +2,7 @@
 //! captured from pg_stat_statements, then rounds of child processes (one
 //! per variant and measurement, interleaved), callgrind, and the report.
 
+pub(crate) mod counts;
 pub(crate) mod replica;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,9 @@ pub struct Options {
     /// their section is printed, and written to BENCHMARKS.md only with
     /// `--out DIR`; the README is left alone.
     pub replicas_only: bool,
+    /// Only the counts' rounds run (`--counts-only`, issue #20): their
+    /// section is printed; nothing is written.
+    pub counts_only: bool,
 }
 
 impl Default for Options {
@@ -47,6 +51,7 @@ impl Default for Options {
             keep_profiles: None,
             queue_only: false,
             replicas_only: false,
+            counts_only: false,
         }
     }
 }
@@ -167,6 +172,10 @@ fn measure(
     work: &Path,
     out: &Path,
 ) -> Result<(), BoxError> {
+    if options.counts_only {
+        println!("{}", counts::rounds(rt, cluster, plan)?);
+        return Ok(());
+    }
     eprintln!("seeding and capturing the crate's SQL…");
     let setup = rt.block_on(setup(cluster, plan))?;
     let sql_file = work.join("sql.json");
@@ -293,6 +302,13 @@ fn measure(
         &mut records,
         &mut errors,
     )?;
+    // Issue #20: a database of its own, loaded with a user of a million
+    // tasks.
+    let counts_section = if options.queue_only || options.replicas_only {
+        String::new()
+    } else {
+        counts::rounds(rt, cluster, plan)?
+    };
     let valgrind = (options.callgrind && !options.queue_only && !options.replicas_only)
         .then(|| find_program("valgrind"))
         .flatten();
@@ -327,7 +343,7 @@ fn measure(
     // Hand-written: what was tried about missed targets and what profiling
     // showed, which a regenerated file would otherwise lose.
     let notes = std::fs::read_to_string(out.join("NOTES.md")).ok();
-    let markdown = report::markdown(
+    let mut markdown = report::markdown(
         &machine,
         plan.quick,
         &plan.describe(),
@@ -336,7 +352,9 @@ fn measure(
         &setup.sql,
         notes.as_deref(),
     );
+    markdown.push_str(&counts_section);
     println!("{}", report::replicas_section(&records));
+    println!("{counts_section}");
     if options.replicas_only && options.out.is_none() {
         eprintln!("--replicas-only without --out: BENCHMARKS.md and ratios.svg left alone");
         return finish(&errors);
