@@ -335,10 +335,7 @@ impl ExecutionRepository for PgExecutionRepository {
     async fn estimated_count(&self) -> Result<i64> {
         traced(repo_span("execution", "estimated_count"), async move {
             let conn = self.source.read_conn().await?;
-            let row = conn
-                .query_one(&queries::counts::EXECUTIONS_ESTIMATE, &[])
-                .await?;
-            Ok(row.try_get(0)?)
+            sql::count(&conn, &queries::counts::EXECUTIONS_ESTIMATE, &[]).await
         })
         .await
     }

@@ -303,10 +303,9 @@ impl UserRepository for PgUserRepository {
     async fn estimated_count(&self) -> Result<i64> {
         traced(repo_span("user", "estimated_count"), async move {
             let conn = self.source.read_conn().await?;
-            let row = conn
-                .query_one(&queries::counts::USERS_ESTIMATE, &[])
-                .await?;
-            Ok(row.try_get(0)?)
+            TABLE
+                .count(&conn, &queries::counts::USERS_ESTIMATE, &[])
+                .await
         })
         .await
     }
