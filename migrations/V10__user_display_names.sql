@@ -12,7 +12,7 @@
 -- one (by an instance of the previous release during an upgrade, or by
 -- another application), is the part of the email before the '@': the
 -- email's own rules (V1) make it 1 to 254 characters from
--- [a-z0-9._%+-], so it always passes the rules below.
+-- [a-zA-Z0-9._%+-], so it always passes the rules below.
 
 -- text with the length in a CHECK rather than varchar(255): a limit
 -- changed later is a constraint swapped without a table lock.
@@ -36,6 +36,10 @@ BEGIN
     CREATE TRIGGER users_default_display_name BEFORE INSERT ON users
         FOR EACH ROW WHEN (NEW.display_name IS NULL)
         EXECUTE FUNCTION voidrunner_user_display_name();
+    -- Also for writers with triggers off for replication (a logical
+    -- replication apply from a publisher of the previous release, a
+    -- data-only restore): a row without a name would fail NOT NULL.
+    ALTER TABLE users ENABLE ALWAYS TRIGGER users_default_display_name;
 END;
 $$;
 

@@ -66,14 +66,20 @@ CREATE TABLE task_counts_by_user (
     PRIMARY KEY (user_id, slot)
 ) WITH (fillfactor = 50);
 
+-- The slots beyond 0..63, made only when every slot is held at once.
+-- squawk-ignore prefer-bigint-over-smallint
+CREATE SEQUENCE task_counts_extra_slot AS smallint MINVALUE 64 MAXVALUE 32767 CYCLE;
+
 -- The slot a session starts looking from: its backend's, or the setting
--- voidrunner.count_slot when set (the tests use it to put two sessions in
--- one slot on purpose). Always in 0..63.
+-- voidrunner.count_slot when it is a number (the tests use it to put two
+-- sessions in one slot on purpose; any other value is ignored, so that no
+-- setting can fail a write). Always in 0..63.
 CREATE FUNCTION voidrunner_count_slot() RETURNS smallint
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT (((coalesce(nullif(current_setting('voidrunner.count_slot', true), '')::integer,
-                       pg_backend_pid()) % 64) + 64) % 64)::smallint
+    SELECT ((CASE WHEN x.v ~ '^[0-9]{1,9}$' THEN x.v::integer ELSE pg_backend_pid() END)
+            % 64)::smallint
+    FROM (SELECT current_setting('voidrunner.count_slot', true) AS v) x
 $$;
 
 -- The trigger of every insert, update and delete of tasks (COPY and the
@@ -96,16 +102,16 @@ $$;
 --
 -- SECURITY DEFINER, so that it writes the counters whatever the caller may
 -- do (the application role may not write them, and row-level security
--- binds it). Safe: it takes no argument but the rows the caller's own
--- statement changed, and runs with a search_path of the tasks table's own
--- schema then pg_temp (the function's SET clause makes it pg_catalog,
--- pg_temp, and the set_config below, local to the function, puts the
--- table's schema first), so no object of the caller's (a temporary table
--- of the same name) can stand in for the counters. The schema is read from
--- the trigger, not written here, so a schema an operator renames still
--- works. By the tables' keys whatever the statistics say (the slots' table
--- is small enough for a sequential scan to look cheaper to the planner,
--- but a scan would pass every dead version of its rows).
+-- binds it). Safe: nobody but the owner may attach it to a table (EXECUTE
+-- is revoked from PUBLIC below: a trigger fires without it, CREATE TRIGGER
+-- needs it), it refuses to run for any table but tasks, it takes no
+-- argument but the rows the caller's own statement changed, and its
+-- search_path is pinned below to pg_catalog, the schema migrated into,
+-- then pg_temp: no object of the caller's can stand in for the counters
+-- or for a function or operator it calls. By the tables' keys whatever the
+-- statistics say (the slots' table is small enough for a sequential scan
+-- to look cheaper to the planner, but a scan would pass every dead version
+-- of its rows).
 CREATE FUNCTION voidrunner_task_counts_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -130,6 +136,10 @@ DECLARE
     tt bigint;
     tca bigint;
 BEGIN
+    IF TG_RELID <> 'tasks'::regclass THEN
+        RAISE EXCEPTION 'voidrunner_task_counts_change counts the tasks table only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     -- Each user's sums, in user_id order (the order of a sorted subquery,
     -- which array_agg keeps), and their totals.
     IF TG_OP = 'INSERT' THEN
@@ -194,10 +204,9 @@ BEGIN
     IF u IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
     start := voidrunner_count_slot();
     -- The global row first: the first free slot from ours up, without
-    -- waiting; else one below ours; else ours, waiting for it.
+    -- waiting; else one below ours; else a new one (never a wait).
     UPDATE task_counts c SET
         pending = c.pending + tp, running = c.running + tr, completed = c.completed + tco,
         failed = c.failed + tf, timeout = c.timeout + tt, cancelled = c.cancelled + tca
@@ -207,17 +216,25 @@ BEGIN
     IF counted IS NULL THEN
         SELECT l.slot INTO counted FROM task_counts l
         WHERE l.slot < start ORDER BY l.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
-        counted := coalesce(counted, start);
-        INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
-        VALUES (counted, tp, tr, tco, tf, tt, tca)
-        ON CONFLICT (slot) DO UPDATE SET
-            pending = c.pending + excluded.pending,
-            running = c.running + excluded.running,
-            completed = c.completed + excluded.completed,
-            failed = c.failed + excluded.failed,
-            timeout = c.timeout + excluded.timeout,
-            cancelled = c.cancelled + excluded.cancelled;
+        IF counted IS NOT NULL THEN
+            UPDATE task_counts c SET
+                pending = c.pending + tp, running = c.running + tr,
+                completed = c.completed + tco, failed = c.failed + tf,
+                timeout = c.timeout + tt, cancelled = c.cancelled + tca
+            WHERE c.slot = counted;
+        END IF;
     END IF;
+    -- Every row is held by another transaction: a row of our own, new,
+    -- rather than a wait (a wait here, outside the callers' lock order,
+    -- could close a cycle with a lock they hold). Such rows stay and are
+    -- taken like the others from then on, so there are at most as many as
+    -- transactions ever counted at once.
+    WHILE counted IS NULL LOOP
+        INSERT INTO task_counts AS c (slot, pending, running, completed, failed, timeout, cancelled)
+        VALUES (nextval('task_counts_extra_slot')::smallint, tp, tr, tco, tf, tt, tca)
+        ON CONFLICT (slot) DO NOTHING
+        RETURNING c.slot INTO counted;
+    END LOOP;
     -- Then the users' rows of that slot, in user_id order.
     IF TG_OP = 'DELETE' THEN
         INSERT INTO task_counts_by_user AS c
@@ -254,7 +271,7 @@ $$;
 -- Deleted users' rows (also those of users who had no task left), each
 -- user's by the key. The cascade's task trigger fires after this one and
 -- writes no row of a user that is gone (see voidrunner_task_counts_change).
--- SECURITY DEFINER and search_path as above.
+-- SECURITY DEFINER, search_path and EXECUTE as above.
 CREATE FUNCTION voidrunner_task_counts_users_gone() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -263,7 +280,10 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
 BEGIN
-    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    IF TG_RELID <> 'users'::regclass THEN
+        RAISE EXCEPTION 'voidrunner_task_counts_users_gone serves the users table only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     DELETE FROM task_counts_by_user c USING old_users o WHERE c.user_id = o.id;
     RETURN NULL;
 END;
@@ -275,7 +295,10 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM set_config('search_path', format('%I, pg_temp', TG_TABLE_SCHEMA), true);
+    IF TG_RELID <> 'tasks'::regclass THEN
+        RAISE EXCEPTION 'voidrunner_task_counts_truncated serves the tasks table only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     DELETE FROM task_counts_by_user;
     UPDATE task_counts SET pending = 0, running = 0, completed = 0, failed = 0,
                            timeout = 0, cancelled = 0;
@@ -287,9 +310,13 @@ $$;
 -- an operator, after writes the triggers did not see (see above) or
 -- counters another writer changed. Writes to tasks wait while it counts
 -- (SHARE lock, for one count of the table); reads go on. Runs with the
--- caller's privileges: the tables' owner's.
+-- caller's privileges: the tables' owner's. It waits at most 2 s for its
+-- lock (lock_not_available, 55P03, after that): every write to tasks
+-- queues behind a waiting LOCK, so a recount behind a long transaction
+-- must give up rather than stall them all.
 CREATE FUNCTION voidrunner_recount_tasks() RETURNS bigint
 LANGUAGE plpgsql
+SET lock_timeout = '2s'
 AS $$
 DECLARE
     total bigint;
@@ -358,14 +385,33 @@ AS $$
     SELECT coalesce(sum(c.pending), 0)::bigint, coalesce(sum(c.running), 0)::bigint,
            coalesce(sum(c.completed), 0)::bigint, coalesce(sum(c.failed), 0)::bigint,
            coalesce(sum(c.timeout), 0)::bigint, coalesce(sum(c.cancelled), 0)::bigint
-    FROM task_counts c WHERE c.slot BETWEEN 0 AND 63
+    FROM task_counts c WHERE c.slot >= 0
 $$;
 
 -- Not for callers: an operator's.
 REVOKE ALL ON FUNCTION voidrunner_recount_tasks() FROM PUBLIC;
+-- The triggers' functions are nobody's to attach to another table (see
+-- voidrunner_task_counts_change); they fire for every writer all the same.
+REVOKE ALL ON FUNCTION voidrunner_task_counts_change() FROM PUBLIC;
+REVOKE ALL ON FUNCTION voidrunner_task_counts_users_gone() FROM PUBLIC;
+REVOKE ALL ON FUNCTION voidrunner_task_counts_truncated() FROM PUBLIC;
+
+-- Their search_path: pg_catalog, then the schema migrated into (the one
+-- these tables were just created in), then pg_temp.
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION voidrunner_task_counts_change() SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION voidrunner_task_counts_users_gone() SET search_path = pg_catalog, %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION voidrunner_task_counts_truncated() SET search_path = pg_catalog, %I, pg_temp', current_schema());
+END;
+$$;
 
 -- Writes to tasks wait from here to the commit: no write is counted twice
--- (by the backfill and a trigger) or missed (by both).
+-- (by the backfill and a trigger) or missed (by both). users first, in
+-- the crate's lock order (a user, then its tasks): its trigger below needs
+-- this lock anyway, and taken after the tasks' it could close a cycle with
+-- a transaction that creates a user and then its first task.
+LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE;
 LOCK TABLE tasks IN SHARE MODE;
 
 CREATE TRIGGER tasks_counts_insert AFTER INSERT ON tasks

@@ -14,3 +14,5 @@ DROP FUNCTION voidrunner_task_counts_change();
 DROP FUNCTION voidrunner_count_slot();
 DROP TABLE task_counts_by_user;
 DROP TABLE task_counts;
+-- squawk-ignore ban-drop-sequence
+DROP SEQUENCE task_counts_extra_slot;

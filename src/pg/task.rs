@@ -501,7 +501,10 @@ impl Database {
     /// replica` (a logical replication apply, a data-only `pg_restore
     /// --disable-triggers`), `ALTER TABLE tasks DISABLE TRIGGER`, or
     /// counter rows changed by hand. Writes to tasks wait while it counts
-    /// (one read of the table); reads go on. Needs the tables' owner's
+    /// (one read of the table); reads go on. It waits at most 2 s for its
+    /// lock (writes queue behind a waiting lock, so it gives up rather than
+    /// stall them behind a long transaction): then it fails with SQLSTATE
+    /// `55P03` (`lock_not_available`) and changes nothing; run it again. Needs the tables' owner's
     /// privileges (it rewrites the counters): run it as the role that
     /// migrates.
     pub async fn recount_tasks(&self) -> Result<i64> {

@@ -9,6 +9,7 @@
 mod app_role;
 mod conformance;
 mod counts;
+mod counts_attacks;
 mod deny_list;
 mod display_names;
 mod error_constructors;
