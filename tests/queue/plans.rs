@@ -58,6 +58,14 @@ const NO_TABLE: [&str; 7] = [
     "server.replica_probe",
 ];
 
+/// The entries of the 10,000 executions `stale_queue` moves to running:
+/// the first of their priorities in the claim index. A scan marks them
+/// dead once no snapshot may see them, which the cluster's oldest snapshot
+/// can delay while other databases of a busy suite hold theirs (the
+/// server's cached horizon is then not recomputed for this one); until
+/// then a claim passes them. Far below a walk of the backlog all the same.
+const LOAD_DEAD_HEADS: i64 = 10_000;
+
 /// What a statement that touches `rows` rows may read: a few index entries
 /// and a few dozen buffers per row (its index probes, the rows, the index
 /// entries of the row versions it writes, its task: a task's new version
@@ -77,7 +85,7 @@ fn assert_bounded(name: &str, p: &StatementProfile, rows: i64, index: Option<&st
         p.plan
     );
     assert!(
-        p.entries_read() <= 20 * rows + 60,
+        p.entries_read() <= 20 * rows + 60 + LOAD_DEAD_HEADS,
         "{name} of {rows}: read {} index entries {:?}\n{}",
         p.entries_read(),
         p.index_entries_read,
