@@ -105,10 +105,12 @@ $$;
 -- do (the application role may not write them, and row-level security
 -- binds it). Safe: nobody but the owner may attach it to a table (EXECUTE
 -- is revoked from PUBLIC below: a trigger fires without it, CREATE TRIGGER
--- needs it), it refuses to run for any table but tasks, it takes no
--- argument but the rows the caller's own statement changed, and its
--- search_path is pinned below to pg_catalog, the schema migrated into,
--- then pg_temp: no object of the caller's can stand in for the counters
+-- needs it), it refuses to run for a table of any other name, it takes no
+-- argument but the rows the caller's own statement changed, and it runs
+-- with a search_path of pg_catalog, the tasks table's own schema (the
+-- trigger's, read at each call rather than pinned at migration, so that a
+-- schema an operator renames keeps working), then pg_temp: no object of
+-- the caller's can stand in for the counters
 -- or for a function or operator it calls. By the tables' keys whatever the
 -- statistics say (the slots' table is small enough for a sequential scan
 -- to look cheaper to the planner, but a scan would pass every dead version
@@ -137,7 +139,7 @@ DECLARE
     tt bigint;
     tca bigint;
 BEGIN
-    IF TG_RELID <> 'tasks'::regclass THEN
+    IF TG_TABLE_NAME <> 'tasks' THEN
         RAISE EXCEPTION 'voidrunner_task_counts_change counts the tasks table only'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -205,6 +207,7 @@ BEGIN
     IF u IS NULL THEN
         RETURN NULL;
     END IF;
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     start := voidrunner_count_slot();
     -- The global row first: the first free slot from ours up, without
     -- waiting; else one below ours; else a new one (never a wait).
@@ -281,10 +284,11 @@ SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
 BEGIN
-    IF TG_RELID <> 'users'::regclass THEN
+    IF TG_TABLE_NAME <> 'users' THEN
         RAISE EXCEPTION 'voidrunner_task_counts_users_gone serves the users table only'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     DELETE FROM task_counts_by_user c USING old_users o WHERE c.user_id = o.id;
     RETURN NULL;
 END;
@@ -296,10 +300,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_RELID <> 'tasks'::regclass THEN
+    IF TG_TABLE_NAME <> 'tasks' THEN
         RAISE EXCEPTION 'voidrunner_task_counts_truncated serves the tasks table only'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     DELETE FROM task_counts_by_user;
     UPDATE task_counts SET pending = 0, running = 0, completed = 0, failed = 0,
                            timeout = 0, cancelled = 0;
@@ -396,16 +401,6 @@ REVOKE ALL ON FUNCTION voidrunner_recount_tasks() FROM PUBLIC;
 REVOKE ALL ON FUNCTION voidrunner_task_counts_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION voidrunner_task_counts_users_gone() FROM PUBLIC;
 REVOKE ALL ON FUNCTION voidrunner_task_counts_truncated() FROM PUBLIC;
-
--- Their search_path: pg_catalog, then the schema migrated into (the one
--- these tables were just created in), then pg_temp.
-DO $$
-BEGIN
-    EXECUTE format('ALTER FUNCTION voidrunner_task_counts_change() SET search_path = pg_catalog, %I, pg_temp', current_schema());
-    EXECUTE format('ALTER FUNCTION voidrunner_task_counts_users_gone() SET search_path = pg_catalog, %I, pg_temp', current_schema());
-    EXECUTE format('ALTER FUNCTION voidrunner_task_counts_truncated() SET search_path = pg_catalog, %I, pg_temp', current_schema());
-END;
-$$;
 
 -- Writes to tasks wait from here to the commit: no write is counted twice
 -- (by the backfill and a trigger) or missed (by both). users first, in
