@@ -419,7 +419,7 @@ pub async fn idle(admin: &Client) {
 }
 
 /// Opens a session of its own to the test database, as the harness's user.
-async fn session(r: &Repos) -> Client {
+pub(crate) async fn session(r: &Repos) -> Client {
     let config = r.db.config().await.unwrap();
     let config = config.direct_config().unwrap_or(config);
     let (client, connection) = config

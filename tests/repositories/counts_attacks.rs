@@ -10,19 +10,8 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use voidrunner_db::TaskRepository;
 
-use crate::{Repos, repos};
-
-async fn session(r: &Repos) -> Client {
-    let config = r.db.config().await.unwrap();
-    let config = config.direct_config().unwrap_or(config);
-    let (client, connection) = config
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
+use crate::counts::session;
+use crate::repos;
 
 async fn total(c: &Client) -> (i64, i64) {
     let row = c
