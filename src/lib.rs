@@ -85,22 +85,26 @@ pub use model::{
     RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskStatusCounts,
     TaskUpdate, Timestamp, User, UserId, UserUpdate,
 };
+pub use model::{
+    LogAppend, LogLine, LogMaintenanceReport, LogMatch, LogPartitionUnit, LogRead, LogRetention,
+    LogScope, LogStream, NewLogLine,
+};
 pub use model::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};
 pub use pg::{
-    PgExecutionQueue, PgExecutionRepository, PgScopedExecutionRepository, PgScopedTaskRepository,
-    PgTaskRepository, PgUserRepository,
+    PgExecutionQueue, PgExecutionRepository, PgLogRepository, PgScopedExecutionRepository,
+    PgScopedLogRepository, PgScopedTaskRepository, PgTaskRepository, PgUserRepository,
 };
 #[doc(hidden)]
 pub use queries::{__statement, __statements};
 pub use repo::{
-    ExecutionQueue, ExecutionRepository, ScopedExecutionRepository, ScopedTaskRepository,
-    TaskRepository, UserRepository,
+    ExecutionQueue, ExecutionRepository, LogRepository, ScopedExecutionRepository,
+    ScopedLogRepository, ScopedTaskRepository, TaskRepository, UserRepository,
 };
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use repo::{
-    MockExecutionQueue, MockExecutionRepository, MockScopedExecutionRepository,
-    MockScopedTaskRepository, MockTaskRepository, MockUserRepository,
+    MockExecutionQueue, MockExecutionRepository, MockLogRepository, MockScopedExecutionRepository,
+    MockScopedLogRepository, MockScopedTaskRepository, MockTaskRepository, MockUserRepository,
 };
 pub use scope::ScopedRepositories;
 pub use token::{Consistency, ReadToken};

@@ -5,7 +5,9 @@
 use std::str::FromStr;
 
 use super::Error;
-use crate::model::{ExecutionStatus, InvalidText, ScriptType, TaskStatus, Timestamp};
+use crate::model::{
+    ExecutionStatus, InvalidText, LogPartitionUnit, LogStream, ScriptType, TaskStatus, Timestamp,
+};
 
 impl From<InvalidText> for Error {
     fn from(invalid: InvalidText) -> Self {
@@ -30,6 +32,26 @@ impl FromStr for ExecutionStatus {
     /// an [`Error::Validation`] on `status` naming the allowed values.
     fn from_str(s: &str) -> Result<Self, Error> {
         Ok(ExecutionStatus::parse_text(s)?)
+    }
+}
+
+impl FromStr for LogStream {
+    type Err = Error;
+
+    /// One of [`LogStream::ALL`] by its text form; anything else is an
+    /// [`Error::Validation`] on `stream` naming the allowed values.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(LogStream::parse_text(s)?)
+    }
+}
+
+impl FromStr for LogPartitionUnit {
+    type Err = Error;
+
+    /// One of [`LogPartitionUnit::ALL`] by its text form; anything else is
+    /// an [`Error::Validation`] on `partition` naming the allowed values.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(LogPartitionUnit::parse_text(s)?)
     }
 }
 

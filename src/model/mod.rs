@@ -47,6 +47,7 @@ mod counts;
 pub mod execution;
 mod ids;
 pub mod list;
+pub mod log;
 mod page;
 pub mod queue;
 pub mod task;
@@ -57,6 +58,10 @@ pub use counts::TaskStatusCounts;
 pub use execution::{ExecutionStatus, ExecutionUpdate, NewExecution, TaskExecution};
 pub use ids::{ExecutionId, TaskId, UserId};
 pub use list::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};
+pub use log::{
+    LogAppend, LogLine, LogMaintenanceReport, LogMatch, LogPartitionUnit, LogRead, LogRetention,
+    LogScope, LogStream, NewLogLine,
+};
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use queue::{ClaimedExecution, Completion, Heartbeat, Outcome, RescuePolicy, RescueReport};
 pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};

@@ -17,6 +17,7 @@
 mod conn;
 mod execution;
 mod jsonb;
+mod logs;
 mod pages;
 mod param;
 mod queue;
@@ -31,6 +32,7 @@ mod transaction;
 mod user;
 
 pub use execution::PgExecutionRepository;
+pub use logs::{PgLogRepository, PgScopedLogRepository};
 pub use queue::PgExecutionQueue;
 pub(crate) use scoped::ScopedFactory;
 pub use scoped::{PgScopedExecutionRepository, PgScopedTaskRepository};

@@ -18,6 +18,7 @@ pub(super) enum CursorKind {
     User = 1,
     Task = 2,
     Execution = 3,
+    LogLine = 4,
 }
 
 /// The sort key of the last row of a page. Tasks sort by priority first;

@@ -2,7 +2,10 @@
 //! connection. Here, beside the repositories, so that the transaction
 //! engine (`crate::tx`) needs nothing of them.
 
-use crate::pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
+use crate::pg::{
+    PgExecutionQueue, PgExecutionRepository, PgLogRepository, PgScopedLogRepository,
+    PgTaskRepository, PgUserRepository,
+};
 use crate::tx::Transaction;
 use crate::validate::ValidationPolicy;
 
@@ -25,6 +28,16 @@ impl Transaction {
     /// Executions, inside this transaction.
     pub fn executions(&self) -> PgExecutionRepository {
         PgExecutionRepository::in_transaction(self.inner.clone())
+    }
+
+    /// The execution logs, inside this transaction.
+    pub fn logs(&self) -> PgLogRepository {
+        PgLogRepository::in_transaction(self.inner.clone())
+    }
+
+    /// `user`'s execution logs, inside this transaction.
+    pub fn scoped_logs(&self, user: crate::model::UserId) -> PgScopedLogRepository {
+        PgScopedLogRepository::in_transaction(self.inner.clone(), user)
     }
 
     /// The execution queue, inside this transaction.

@@ -15,8 +15,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod logs;
 mod scoped;
 
+pub use logs::{LogRepository, MAX_READ_LINES, ScopedLogRepository};
+#[cfg(feature = "mock")]
+pub use logs::{MockLogRepository, MockScopedLogRepository};
 #[cfg(feature = "mock")]
 pub use scoped::{MockScopedExecutionRepository, MockScopedTaskRepository};
 pub use scoped::{ScopedExecutionRepository, ScopedTaskRepository};

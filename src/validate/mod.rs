@@ -22,6 +22,7 @@ use std::time::Duration;
 mod json;
 #[cfg(test)]
 mod jsonb_round_trip_tests;
+mod logs;
 #[cfg(test)]
 mod output_tests;
 mod script;
@@ -29,6 +30,7 @@ mod script;
 mod tests;
 
 pub use json::{metadata, metadata_filter};
+pub use logs::{LOG_QUERY_MAX_CHARS, log_append, log_appends, log_line, log_query, log_retention};
 pub(crate) use script::DenyList;
 pub use script::script_content;
 use script::*;

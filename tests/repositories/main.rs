@@ -17,6 +17,7 @@ mod executions;
 mod explain;
 mod hostile_inputs;
 mod hostile_rows;
+mod logs;
 mod mocked_service;
 mod sorted_plans;
 mod sorted_walks;

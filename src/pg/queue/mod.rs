@@ -79,7 +79,7 @@ fn seconds(d: Duration) -> f64 {
 }
 
 /// Why a worker's heartbeat or completion was refused, from the locked row.
-fn lease_lost(
+pub(super) fn lease_lost(
     execution: ExecutionId,
     status: ExecutionStatus,
     rescued: bool,

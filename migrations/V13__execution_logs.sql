@@ -1,0 +1,337 @@
+-- voidrunner-db V13: execution log lines, appended while a task runs, kept
+-- in time partitions that are dropped whole when they expire.
+--
+-- Two tables, both range-partitioned by the execution's created_at:
+--
+-- `task_execution_logs`: one row per line. Its key is (execution_id,
+-- execution_created_at, seq): a unique key of a partitioned table must
+-- hold the partition key, and an execution's created_at never changes, so
+-- every line of an execution lands in one partition and the key enforces
+-- (execution_id, seq) across all of them: a retried batch inserts nothing
+-- twice (ON CONFLICT DO NOTHING). A line's own time would not do: a retry
+-- stamped a moment later could land in the next partition beside its
+-- first copy. `started_at` would not either: it is NULL until a claim and
+-- set again by the claim after a rescue.
+--
+-- `task_execution_log_chunks`: the search index. One row per execution
+-- and append statement (per 64 KiB of its lines), holding the tsvector of
+-- those lines and the range of sequence numbers they span. A GIN index on
+-- one tsvector per line costs about three times the insert of the line
+-- itself; one per chunk costs a fraction, and a search reads the lines of
+-- the matching chunks through the lines' key and checks each line.
+--
+-- Lines of an execution whose time range has no partition yet go to the
+-- DEFAULT partitions, so an append never fails for a missing partition;
+-- `voidrunner_log_partition_ensure` moves them out when it creates their
+-- partition. Retention drops whole partitions (`voidrunner_log_partition_
+-- drop_expired`), never deletes rows one by one. The crate calls these
+-- from `Database::maintain_log_partitions`.
+--
+-- Deletes: no foreign key (its check would run once per line, doubling an
+-- append's cost); instead an execution's lines and chunks go with it by a
+-- statement trigger on task_executions (a deleted task or user deletes its
+-- executions by cascade, which fires it), a TRUNCATE of task_executions
+-- truncates both, and a change of an execution's owner (a task moved to
+-- another user by cascade) moves its lines to the new owner.
+
+CREATE TABLE task_execution_logs (
+    execution_id         uuid        NOT NULL,
+    execution_created_at timestamptz NOT NULL,
+    user_id              uuid        NOT NULL,
+    seq                  bigint      NOT NULL,
+    stream               text        NOT NULL,
+    logged_at            timestamptz NOT NULL,
+    line                 text        NOT NULL,
+    CONSTRAINT task_execution_logs_pkey
+        PRIMARY KEY (execution_id, execution_created_at, seq),
+    CONSTRAINT task_execution_logs_seq_nonnegative CHECK (seq >= 0),
+    CONSTRAINT task_execution_logs_stream_valid
+        CHECK (stream IN ('stdout', 'stderr', 'system')),
+    CONSTRAINT task_execution_logs_line_length CHECK (octet_length(line) <= 65536)
+) PARTITION BY RANGE (execution_created_at);
+
+CREATE TABLE task_execution_log_chunks (
+    execution_id         uuid        NOT NULL,
+    execution_created_at timestamptz NOT NULL,
+    user_id              uuid        NOT NULL,
+    task_id              uuid        NOT NULL,
+    first_seq            bigint      NOT NULL,
+    last_seq             bigint      NOT NULL,
+    document             tsvector    NOT NULL,
+    CONSTRAINT task_execution_log_chunks_pkey
+        PRIMARY KEY (execution_id, execution_created_at, first_seq),
+    CONSTRAINT task_execution_log_chunks_seq_range
+        CHECK (first_seq >= 0 AND last_seq >= first_seq)
+) PARTITION BY RANGE (execution_created_at);
+
+CREATE INDEX task_execution_log_chunks_document_idx
+    ON task_execution_log_chunks USING gin (document);
+
+CREATE TABLE task_execution_logs_default
+    PARTITION OF task_execution_logs DEFAULT;
+CREATE TABLE task_execution_log_chunks_default
+    PARTITION OF task_execution_log_chunks DEFAULT;
+
+-- The partitions of a log table with their bounds, read from the catalog
+-- (so a partition an operator made or dropped by hand counts as it is).
+-- MINVALUE and MAXVALUE bounds read as -infinity and infinity; the
+-- DEFAULT partition is left out.
+CREATE OR REPLACE FUNCTION voidrunner_log_partitions(parent regclass)
+RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
+LANGUAGE plpgsql STABLE
+SET "TimeZone" = 'UTC'
+SET "DateStyle" = 'ISO, YMD'
+AS $$
+DECLARE
+    part record;
+    bounds text[];
+BEGIN
+    FOR part IN
+        SELECT c.oid, pg_get_expr(c.relpartbound, c.oid) AS bound
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = parent
+    LOOP
+        bounds := regexp_match(part.bound,
+            '^FOR VALUES FROM \((MINVALUE|''[^'']*'')\) TO \((MAXVALUE|''[^'']*'')\)$');
+        CONTINUE WHEN bounds IS NULL;
+        partition := part.oid;
+        lower_bound := CASE WHEN bounds[1] = 'MINVALUE' THEN '-infinity'::timestamptz
+                            ELSE btrim(bounds[1], '''')::timestamptz END;
+        upper_bound := CASE WHEN bounds[2] = 'MAXVALUE' THEN 'infinity'::timestamptz
+                            ELSE btrim(bounds[2], '''')::timestamptz END;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+-- The start of the partition of width `unit` ('hour', 'day', 'week' or
+-- 'month', in UTC) holding `at`.
+CREATE OR REPLACE FUNCTION voidrunner_log_partition_start(unit text, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT date_trunc(unit, at, 'UTC') $$;
+
+-- Creates the partitions of both log tables for the range of width `unit`
+-- holding `at`, where none covers it yet: only the parts of the range no
+-- partition covers (partitions of another width, made before a change of
+-- `unit`, stay as they are). Rows of that range waiting in a DEFAULT
+-- partition move into the new one, under a lock of the DEFAULT partition
+-- only (appends to other partitions go on). Returns the partitions made
+-- and the rows moved into each. One call, one transaction: the crate calls
+-- it once per range, with a lock timeout, so one busy range does not hold
+-- up the others.
+CREATE OR REPLACE FUNCTION voidrunner_log_partition_ensure(unit text, at timestamptz)
+RETURNS TABLE (partition text, moved bigint)
+LANGUAGE plpgsql
+SET "TimeZone" = 'UTC'
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+    parent regclass;
+    default_part regclass;
+    range_lo timestamptz;
+    range_hi timestamptz;
+    gap_lo timestamptz;
+    taken record;
+    made record;
+BEGIN
+    IF unit NOT IN ('hour', 'day', 'week', 'month') THEN
+        RAISE EXCEPTION 'log partition unit must be hour, day, week or month, not %', unit
+            USING ERRCODE = '22023';
+    END IF;
+    IF NOT isfinite(at) THEN
+        RAISE EXCEPTION 'log partition time must be finite' USING ERRCODE = '22023';
+    END IF;
+    range_lo := voidrunner_log_partition_start(unit, at);
+    range_hi := voidrunner_log_partition_start(unit, range_lo + ('1 ' || unit)::interval);
+    FOREACH parent IN ARRAY ARRAY['task_execution_logs'::regclass,
+                                  'task_execution_log_chunks'::regclass]
+    LOOP
+        default_part := (SELECT i.inhrelid::regclass
+                         FROM pg_inherits i JOIN pg_partitioned_table p ON p.partrelid = i.inhparent
+                         WHERE i.inhparent = parent AND i.inhrelid = p.partdefid);
+        gap_lo := range_lo;
+        FOR taken IN
+            SELECT lower_bound, upper_bound FROM voidrunner_log_partitions(parent)
+            WHERE lower_bound < range_hi AND upper_bound > range_lo
+            ORDER BY lower_bound
+        LOOP
+            IF taken.lower_bound > gap_lo THEN
+                made := voidrunner_log_partition_make(parent, default_part, gap_lo,
+                                                      taken.lower_bound);
+                partition := made.name;
+                moved := made.moved;
+                RETURN NEXT;
+            END IF;
+            gap_lo := greatest(gap_lo, taken.upper_bound);
+        END LOOP;
+        IF gap_lo < range_hi THEN
+            made := voidrunner_log_partition_make(parent, default_part, gap_lo, range_hi);
+            partition := made.name;
+            moved := made.moved;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- One partition of `parent` for [lo, hi): made as a table of its own,
+-- filled with the rows of that range from the DEFAULT partition (locked
+-- against appends meanwhile), then attached: ATTACH takes a SHARE UPDATE
+-- EXCLUSIVE lock of the parent, so reads and appends to other partitions
+-- go on, where CREATE TABLE ... PARTITION OF would lock out everything.
+CREATE OR REPLACE FUNCTION voidrunner_log_partition_make(
+    parent regclass, default_part regclass, lo timestamptz, hi timestamptz,
+    OUT name text, OUT moved bigint
+)
+LANGUAGE plpgsql
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    parent_schema text := (SELECT n.nspname FROM pg_class c
+                           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent);
+BEGIN
+    name := format('%s_p%s', (SELECT relname FROM pg_class WHERE oid = parent),
+                   to_char(lo, 'YYYYMMDD"_"HH24MI'));
+    moved := 0;
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   parent_schema, name, parent);
+    -- Lets ATTACH skip its scan of the new table.
+    EXECUTE format('ALTER TABLE %I.%I ADD CONSTRAINT %I CHECK '
+                   '(execution_created_at >= %L AND execution_created_at < %L)',
+                   parent_schema, name, name || '_bound', lo, hi);
+    IF default_part IS NOT NULL THEN
+        EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', default_part);
+        EXECUTE format('WITH gone AS (DELETE FROM %s WHERE execution_created_at >= %L '
+                       'AND execution_created_at < %L RETURNING *) '
+                       'INSERT INTO %I.%I SELECT * FROM gone',
+                       default_part, lo, hi, parent_schema, name);
+        GET DIAGNOSTICS moved = ROW_COUNT;
+    END IF;
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
+                   parent, parent_schema, name, lo, hi);
+    EXECUTE format('ALTER TABLE %I.%I DROP CONSTRAINT %I', parent_schema, name, name || '_bound');
+END;
+$$;
+
+-- The range starts of width `unit` of the rows waiting in the DEFAULT
+-- partitions (normally none: maintenance makes partitions ahead of time).
+CREATE OR REPLACE FUNCTION voidrunner_log_partition_waiting(unit text)
+RETURNS SETOF timestamptz
+LANGUAGE sql STABLE
+AS $$
+    SELECT DISTINCT voidrunner_log_partition_start(unit, execution_created_at)
+    FROM task_execution_logs_default
+    UNION
+    SELECT DISTINCT voidrunner_log_partition_start(unit, execution_created_at)
+    FROM task_execution_log_chunks_default
+$$;
+
+-- Drops the oldest partition of either log table that ends at or before
+-- `cutoff`, and returns its name; NULL when there is none. DROP TABLE of a
+-- partition locks its parent for a moment: the crate calls this with a
+-- lock timeout, one partition per call.
+CREATE OR REPLACE FUNCTION voidrunner_log_partition_drop_expired(cutoff timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+    victim regclass;
+    victim_name text;
+BEGIN
+    SELECT p.partition INTO victim
+    FROM (SELECT * FROM voidrunner_log_partitions('task_execution_logs')
+          UNION ALL
+          SELECT * FROM voidrunner_log_partitions('task_execution_log_chunks')) p
+    WHERE p.upper_bound <= cutoff
+    ORDER BY p.upper_bound, p.partition::text
+    LIMIT 1;
+    IF victim IS NULL THEN
+        RETURN NULL;
+    END IF;
+    victim_name := victim::text;
+    EXECUTE format('DROP TABLE %s', victim);
+    RETURN victim_name;
+END;
+$$;
+
+-- An execution's lines and chunks go with it. A statement trigger: a
+-- prune of many executions deletes their lines in one join, each
+-- execution's through its partition (the key holds created_at).
+CREATE OR REPLACE FUNCTION voidrunner_execution_logs_gone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM task_execution_logs l
+    USING gone_executions g
+    WHERE l.execution_id = g.id AND l.execution_created_at = g.created_at;
+    DELETE FROM task_execution_log_chunks c
+    USING gone_executions g
+    WHERE c.execution_id = g.id AND c.execution_created_at = g.created_at;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER task_executions_logs_gone AFTER DELETE ON task_executions
+    REFERENCING OLD TABLE AS gone_executions
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_execution_logs_gone();
+
+CREATE OR REPLACE FUNCTION voidrunner_execution_logs_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE task_execution_logs, task_execution_log_chunks;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER task_executions_logs_truncated AFTER TRUNCATE ON task_executions
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_execution_logs_truncated();
+
+-- A task moved to another user takes its executions along (V9's cascade);
+-- their lines follow, so the new owner sees them and the old one does not.
+CREATE OR REPLACE FUNCTION voidrunner_execution_logs_owner() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_execution_logs SET user_id = NEW.user_id
+    WHERE execution_id = NEW.id AND execution_created_at = NEW.created_at;
+    UPDATE task_execution_log_chunks SET user_id = NEW.user_id, task_id = NEW.task_id
+    WHERE execution_id = NEW.id AND execution_created_at = NEW.created_at;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER task_executions_logs_owner AFTER UPDATE OF user_id, task_id ON task_executions
+    FOR EACH ROW
+    WHEN (OLD.user_id IS DISTINCT FROM NEW.user_id OR OLD.task_id IS DISTINCT FROM NEW.task_id)
+    EXECUTE FUNCTION voidrunner_execution_logs_owner();
+
+-- Tenants, as V9: the application role sees only its scope's lines (and
+-- none when scoped to nobody); every other role sees every row. Row-level
+-- security applies through the parent; partitions get no grants, so no
+-- bound role reads one directly.
+CREATE POLICY task_execution_logs_tenant ON task_execution_logs
+    USING (user_id = voidrunner_scope())
+    WITH CHECK (user_id = voidrunner_scope());
+CREATE POLICY task_execution_logs_unbound ON task_execution_logs
+    USING ((SELECT voidrunner_unbound()))
+    WITH CHECK ((SELECT voidrunner_unbound()));
+CREATE POLICY task_execution_log_chunks_tenant ON task_execution_log_chunks
+    USING (user_id = voidrunner_scope())
+    WITH CHECK (user_id = voidrunner_scope());
+CREATE POLICY task_execution_log_chunks_unbound ON task_execution_log_chunks
+    USING ((SELECT voidrunner_unbound()))
+    WITH CHECK ((SELECT voidrunner_unbound()));
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'voidrunner_app') THEN
+        ALTER TABLE task_execution_logs ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE task_execution_log_chunks ENABLE ROW LEVEL SECURITY;
+    END IF;
+END;
+$$;
+
+-- Today's and tomorrow's daily partitions, so the first appends after the
+-- migration do not wait in DEFAULT for the first maintenance.
+SELECT voidrunner_log_partition_ensure('day', now());
+SELECT voidrunner_log_partition_ensure('day', now() + interval '1 day');

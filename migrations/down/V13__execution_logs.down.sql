@@ -1,0 +1,16 @@
+-- Reverts V13__execution_logs.sql: the log tables (with every partition
+-- and every line), their triggers on task_executions and their functions.
+DROP TRIGGER task_executions_logs_owner ON task_executions;
+DROP TRIGGER task_executions_logs_truncated ON task_executions;
+DROP TRIGGER task_executions_logs_gone ON task_executions;
+DROP FUNCTION voidrunner_execution_logs_owner();
+DROP FUNCTION voidrunner_execution_logs_truncated();
+DROP FUNCTION voidrunner_execution_logs_gone();
+DROP FUNCTION voidrunner_log_partition_drop_expired(timestamptz);
+DROP FUNCTION voidrunner_log_partition_waiting(text);
+DROP FUNCTION voidrunner_log_partition_ensure(text, timestamptz);
+DROP FUNCTION voidrunner_log_partition_make(regclass, regclass, timestamptz, timestamptz);
+DROP FUNCTION voidrunner_log_partition_start(text, timestamptz);
+DROP FUNCTION voidrunner_log_partitions(regclass);
+DROP TABLE task_execution_log_chunks;
+DROP TABLE task_execution_logs;
