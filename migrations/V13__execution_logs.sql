@@ -142,6 +142,9 @@ BEGIN
     IF NOT isfinite(at) THEN
         RAISE EXCEPTION 'log partition time must be finite' USING ERRCODE = '22023';
     END IF;
+    -- One maintenance at a time ("voidrun" + 3): two would both see the
+    -- same gap and the second fail on the first's table.
+    PERFORM pg_advisory_xact_lock(8534155699028323843);
     range_lo := voidrunner_log_partition_start(unit, at);
     range_hi := voidrunner_log_partition_start(unit, range_lo + ('1 ' || unit)::interval);
     FOREACH parent IN ARRAY ARRAY['task_execution_logs'::regclass,
@@ -240,6 +243,7 @@ DECLARE
     victim regclass;
     victim_name text;
 BEGIN
+    PERFORM pg_advisory_xact_lock(8534155699028323843);
     SELECT p.partition INTO victim
     FROM (SELECT * FROM voidrunner_log_partitions('task_execution_logs')
           UNION ALL
@@ -259,9 +263,25 @@ $$;
 -- An execution's lines and chunks go with it. A statement trigger: a
 -- prune of many executions deletes their lines in one join, each
 -- execution's through its partition (the key holds created_at).
+--
+-- The three trigger functions on task_executions are SECURITY DEFINER, as
+-- V12's counters are: an execution's lines go with it whoever deletes it
+-- (a role allowed to delete tasks or executions need not be allowed to
+-- delete log lines; the cascade of a deleted task fires them as the
+-- deleting role). So nobody but their owner may attach them to a table
+-- (EXECUTE revoked from PUBLIC; a trigger fires without it), each refuses
+-- any table but task_executions, and each runs with a search_path of
+-- pg_catalog, the firing table's schema (read at each call, so a renamed
+-- schema keeps working), then pg_temp.
 CREATE OR REPLACE FUNCTION voidrunner_execution_logs_gone() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
+    IF TG_TABLE_NAME <> 'task_executions' THEN
+        RAISE EXCEPTION 'voidrunner_execution_logs_gone() is for task_executions only';
+    END IF;
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     DELETE FROM task_execution_logs l
     USING gone_executions g
     WHERE l.execution_id = g.id AND l.execution_created_at = g.created_at;
@@ -277,8 +297,14 @@ CREATE TRIGGER task_executions_logs_gone AFTER DELETE ON task_executions
     FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_execution_logs_gone();
 
 CREATE OR REPLACE FUNCTION voidrunner_execution_logs_truncated() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
+    IF TG_TABLE_NAME <> 'task_executions' THEN
+        RAISE EXCEPTION 'voidrunner_execution_logs_truncated() is for task_executions only';
+    END IF;
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     TRUNCATE task_execution_logs, task_execution_log_chunks;
     RETURN NULL;
 END;
@@ -290,8 +316,14 @@ CREATE TRIGGER task_executions_logs_truncated AFTER TRUNCATE ON task_executions
 -- A task moved to another user takes its executions along (V9's cascade);
 -- their lines follow, so the new owner sees them and the old one does not.
 CREATE OR REPLACE FUNCTION voidrunner_execution_logs_owner() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
+    IF TG_TABLE_NAME <> 'task_executions' THEN
+        RAISE EXCEPTION 'voidrunner_execution_logs_owner() is for task_executions only';
+    END IF;
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     UPDATE task_execution_logs SET user_id = NEW.user_id
     WHERE execution_id = NEW.id AND execution_created_at = NEW.created_at;
     UPDATE task_execution_log_chunks SET user_id = NEW.user_id, task_id = NEW.task_id
@@ -304,6 +336,10 @@ CREATE TRIGGER task_executions_logs_owner AFTER UPDATE OF user_id, task_id ON ta
     FOR EACH ROW
     WHEN (OLD.user_id IS DISTINCT FROM NEW.user_id OR OLD.task_id IS DISTINCT FROM NEW.task_id)
     EXECUTE FUNCTION voidrunner_execution_logs_owner();
+
+REVOKE ALL ON FUNCTION voidrunner_execution_logs_gone() FROM PUBLIC;
+REVOKE ALL ON FUNCTION voidrunner_execution_logs_truncated() FROM PUBLIC;
+REVOKE ALL ON FUNCTION voidrunner_execution_logs_owner() FROM PUBLIC;
 
 -- Tenants, as V9: the application role sees only its scope's lines (and
 -- none when scoped to nobody); every other role sees every row. Row-level

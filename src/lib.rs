@@ -12,6 +12,7 @@
 #![doc = "[domain-validation]: crate::domain#validation"]
 #![doc = "[domain-invariants]: crate::domain#invariants"]
 #![doc = "[domain-lock-order]: crate::domain#lock-order"]
+#![doc = "[domain-logs]: crate::domain#execution-logs-v13"]
 #![doc = "[guide-repositories]: crate::docs::repositories"]
 #![doc = "[guide-transactions]: crate::docs::transactions"]
 #![doc = "[guide-queue]: crate::docs::queue"]

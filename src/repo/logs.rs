@@ -10,7 +10,7 @@ use crate::model::{
 
 /// Execution log lines: appended by the worker that holds the execution,
 /// read by anyone the caller's scope allows. See the
-/// [domain reference](crate::domain#execution-logs).
+/// [domain reference](crate::domain#execution-logs-v13).
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait LogRepository: Send + Sync {

@@ -6,6 +6,10 @@ use super::{batch_size, max_chars, no_nul, not_blank, timestamp, worker_id};
 use crate::error::{Error, Result};
 use crate::model::{LogAppend, LogRetention, NewLogLine};
 
+/// The most partitions of each log table a [`LogRetention`] may keep at
+/// once: `keep` in units, plus `ahead`, plus the current one.
+pub const MAX_LOG_PARTITIONS: u64 = 1_000;
+
 /// The longest log search, in characters.
 pub const LOG_QUERY_MAX_CHARS: usize = 1_000;
 
@@ -100,7 +104,8 @@ pub fn log_query(query: &str) -> Result<()> {
 }
 
 /// A retention: `ahead` at most [`LogRetention::MAX_AHEAD`], `keep` at
-/// least one partition unit and at most [`LogRetention::MAX_KEEP`].
+/// least one partition unit and at most [`LogRetention::MAX_KEEP`], and at
+/// most [`MAX_LOG_PARTITIONS`] partitions kept at once.
 pub fn log_retention(retention: &LogRetention) -> Result<()> {
     if retention.ahead > LogRetention::MAX_AHEAD {
         return Err(Error::validation(
@@ -113,6 +118,19 @@ pub fn log_retention(retention: &LogRetention) -> Result<()> {
         ));
     }
     let unit = retention.partition.nominal();
+    // Partitions kept at once: each one costs every statement's planning
+    // and the server a few files; an hourly unit kept for years would make
+    // tens of thousands.
+    let kept = retention.keep.as_secs() / unit.as_secs().max(1) + u64::from(retention.ahead) + 1;
+    if kept > MAX_LOG_PARTITIONS {
+        return Err(Error::validation(
+            "keep",
+            format!(
+                "keeps {kept} partitions of one {} (keep / unit + ahead + 1), more than {MAX_LOG_PARTITIONS}",
+                retention.partition.as_str()
+            ),
+        ));
+    }
     if retention.keep < unit || retention.keep > LogRetention::MAX_KEEP {
         return Err(Error::validation(
             "keep",
@@ -133,5 +151,109 @@ fn at_line(err: Error, index: usize) -> Error {
             Error::validation(field, format!("line {index}: {message}"))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{ExecutionId, LogPartitionUnit};
+
+    fn field(result: Result<()>) -> &'static str {
+        match result {
+            Err(Error::Validation { field, .. }) => field,
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn appends_are_checked_line_by_line() {
+        let ok = |lines| LogAppend::new(ExecutionId::new(), "w", lines);
+        assert!(
+            log_append(&ok(vec![
+                NewLogLine::stdout(0, "a"),
+                NewLogLine::stderr(1, "")
+            ]))
+            .is_ok()
+        );
+        assert_eq!(field(log_append(&ok(vec![]))), "lines");
+        let too_many = (0..=LogAppend::MAX_LINES as u64)
+            .map(|i| NewLogLine::stdout(i, "x"))
+            .collect();
+        assert_eq!(field(log_append(&ok(too_many))), "lines");
+        assert_eq!(
+            field(log_append(&ok(vec![
+                NewLogLine::stdout(1, "a"),
+                NewLogLine::stdout(1, "b")
+            ]))),
+            "seq"
+        );
+        assert_eq!(
+            field(log_append(&ok(vec![NewLogLine::stdout(u64::MAX, "a")]))),
+            "seq"
+        );
+        assert_eq!(
+            field(log_append(&ok(vec![NewLogLine::stdout(0, "a\0b")]))),
+            "text"
+        );
+        let huge = "é".repeat(NewLogLine::MAX_BYTES / 2 + 1);
+        assert_eq!(
+            field(log_append(&ok(vec![NewLogLine::stdout(0, huge)]))),
+            "text"
+        );
+        let exact = "x".repeat(NewLogLine::MAX_BYTES);
+        assert!(log_append(&ok(vec![NewLogLine::stdout(0, exact)])).is_ok());
+        assert_eq!(
+            field(log_append(&LogAppend::new(
+                ExecutionId::new(),
+                " ",
+                vec![NewLogLine::stdout(0, "a")]
+            ))),
+            "worker_id"
+        );
+        let id = ExecutionId::new();
+        let twice = vec![
+            LogAppend::new(id, "w", vec![NewLogLine::stdout(0, "a")]),
+            LogAppend::new(id, "w", vec![NewLogLine::stdout(1, "b")]),
+        ];
+        assert_eq!(field(log_appends(&twice)), "execution_id");
+    }
+
+    #[test]
+    fn queries_and_retentions_are_bounded() {
+        assert!(log_query("connection refused").is_ok());
+        for bad in ["", "  ", "a\0"] {
+            assert_eq!(field(log_query(bad)), "query");
+        }
+        assert_eq!(
+            field(log_query(&"a".repeat(LOG_QUERY_MAX_CHARS + 1))),
+            "query"
+        );
+        assert!(log_retention(&LogRetention::default()).is_ok());
+        let with = |partition, ahead, days: u64| LogRetention {
+            partition,
+            ahead,
+            keep: Duration::from_secs(days * 86_400),
+        };
+        assert_eq!(
+            field(log_retention(&with(LogPartitionUnit::Day, 367, 30))),
+            "ahead"
+        );
+        assert_eq!(
+            field(log_retention(&with(LogPartitionUnit::Week, 2, 6))),
+            "keep"
+        );
+        assert_eq!(
+            field(log_retention(&with(LogPartitionUnit::Day, 2, 4_000))),
+            "keep"
+        );
+        assert_eq!(
+            field(log_retention(&with(LogPartitionUnit::Hour, 2, 60))),
+            "keep"
+        );
+        assert!(log_retention(&with(LogPartitionUnit::Hour, 24, 30)).is_ok());
+        assert!(log_retention(&with(LogPartitionUnit::Month, 2, 365)).is_ok());
     }
 }

@@ -30,7 +30,10 @@ mod script;
 mod tests;
 
 pub use json::{metadata, metadata_filter};
-pub use logs::{LOG_QUERY_MAX_CHARS, log_append, log_appends, log_line, log_query, log_retention};
+pub use logs::{
+    LOG_QUERY_MAX_CHARS, MAX_LOG_PARTITIONS, log_append, log_appends, log_line, log_query,
+    log_retention,
+};
 pub(crate) use script::DenyList;
 pub use script::script_content;
 use script::*;
