@@ -7,11 +7,11 @@ use std::sync::Arc;
 use crate::db::Database;
 use crate::model::UserId;
 use crate::pg::ScopedFactory;
-use crate::repo::{ScopedExecutionRepository, ScopedTaskRepository};
+use crate::repo::{ScopedExecutionRepository, ScopedLogRepository, ScopedTaskRepository};
 use crate::tx::Transaction;
 use crate::validate::ValidationPolicy;
 
-/// One user's tasks and executions, as trait objects: the view a request
+/// One user's tasks, executions and logs, as trait objects: the view a request
 /// handler should work with (see the [tenants guide](crate::docs::tenants)).
 /// Cheap to clone.
 ///
@@ -39,6 +39,8 @@ pub struct ScopedRepositories {
     pub tasks: Arc<dyn ScopedTaskRepository>,
     /// The user's executions, and the queue operations a user may ask for.
     pub executions: Arc<dyn ScopedExecutionRepository>,
+    /// The logs of the user's executions.
+    pub logs: Arc<dyn ScopedLogRepository>,
 }
 
 impl ScopedRepositories {
@@ -47,11 +49,13 @@ impl ScopedRepositories {
         user_id: UserId,
         tasks: Arc<dyn ScopedTaskRepository>,
         executions: Arc<dyn ScopedExecutionRepository>,
+        logs: Arc<dyn ScopedLogRepository>,
     ) -> Self {
         ScopedRepositories {
             user_id,
             tasks,
             executions,
+            logs,
         }
     }
 
@@ -67,11 +71,18 @@ impl ScopedRepositories {
         self
     }
 
-    /// Two mockall mocks for `user_id` without expectations but
+    /// Replaces the logs repository.
+    pub fn with_logs(mut self, logs: impl ScopedLogRepository + 'static) -> Self {
+        self.logs = Arc::new(logs);
+        self
+    }
+
+    /// Three mockall mocks for `user_id` without expectations but
     /// [`user_id`](ScopedTaskRepository::user_id): any other call panics,
     /// failing the test. Replace the ones a test scripts with
-    /// [`with_tasks`](Self::with_tasks) and
-    /// [`with_executions`](Self::with_executions).
+    /// [`with_tasks`](Self::with_tasks),
+    /// [`with_executions`](Self::with_executions) and
+    /// [`with_logs`](Self::with_logs).
     #[cfg(feature = "mock")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
     pub fn mocked(user_id: UserId) -> Self {
@@ -79,7 +90,13 @@ impl ScopedRepositories {
         tasks.expect_user_id().return_const(user_id);
         let mut executions = crate::repo::MockScopedExecutionRepository::new();
         executions.expect_user_id().return_const(user_id);
-        ScopedRepositories::new(user_id, Arc::new(tasks), Arc::new(executions))
+        let logs = crate::repo::MockScopedLogRepository::new();
+        ScopedRepositories::new(
+            user_id,
+            Arc::new(tasks),
+            Arc::new(executions),
+            Arc::new(logs),
+        )
     }
 }
 
@@ -98,6 +115,7 @@ impl ScopedFactory {
             user_id,
             Arc::new(self.tasks(user_id)),
             Arc::new(self.executions(user_id)),
+            Arc::new(self.logs(user_id)),
         )
     }
 }

@@ -474,10 +474,11 @@ impl PgScopedLogRepository {
     }
 
     pub(crate) fn in_transaction(tx: Arc<TxInner>, user: UserId) -> Self {
-        PgScopedLogRepository {
-            source: Source::Tx(tx),
-            user,
-        }
+        Self::on(Source::Tx(tx), user)
+    }
+
+    pub(super) fn on(source: Source, user: UserId) -> Self {
+        PgScopedLogRepository { source, user }
     }
 }
 

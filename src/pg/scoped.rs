@@ -121,6 +121,10 @@ impl ScopedFactory {
         }
     }
 
+    pub(crate) fn logs(&self, user: UserId) -> super::PgScopedLogRepository {
+        super::PgScopedLogRepository::on(self.source.clone(), user)
+    }
+
     pub(crate) fn executions(&self, user: UserId) -> PgScopedExecutionRepository {
         PgScopedExecutionRepository {
             source: self.source.clone(),

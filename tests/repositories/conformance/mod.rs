@@ -27,6 +27,7 @@
 //! contract that needs it, stopped when the process exits).
 
 mod executions;
+mod logs;
 mod paging;
 mod queue;
 pub mod sorted;
@@ -46,9 +47,9 @@ use tokio_postgres::types::ToSql;
 use voidrunner_db::testing::{PgBouncer, TestDatabase, server_config};
 use voidrunner_db::{
     Database, Error, ExecutionQueue, ExecutionRepository, NewExecution, NewTask, NewUser,
-    PasswordHash, PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository,
-    Result, ScopedRepositories, Task, TaskExecution, TaskId, TaskRepository, Timestamp,
-    Transaction, User, UserId, UserRepository,
+    PasswordHash, PgExecutionQueue, PgExecutionRepository, PgLogRepository, PgTaskRepository,
+    PgUserRepository, Result, ScopedRepositories, Task, TaskExecution, TaskId, TaskRepository,
+    Timestamp, Transaction, User, UserId, UserRepository,
 };
 
 use crate::LEASE;
@@ -144,6 +145,7 @@ pub struct Set {
     pub tasks: PgTaskRepository,
     pub executions: PgExecutionRepository,
     pub queue: PgExecutionQueue,
+    pub logs: PgLogRepository,
     /// What the scoped views are made from, pooled (in a transaction: the
     /// transaction's, in [`Sql::Transaction`]).
     db: Option<Database>,
@@ -165,6 +167,7 @@ impl Set {
             tasks: PgTaskRepository::new(db.clone()),
             executions: PgExecutionRepository::new(db.clone()),
             queue: PgExecutionQueue::new(db.clone()),
+            logs: PgLogRepository::new(db.clone()),
             db: Some(db.clone()),
             sql: Sql::Database(test_db),
         }
@@ -177,6 +180,7 @@ impl Set {
             tasks: tx.tasks(),
             executions: tx.executions(),
             queue: tx.queue(),
+            logs: tx.logs(),
             db: None,
             sql: Sql::Transaction(tx),
         }
