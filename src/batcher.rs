@@ -1,5 +1,6 @@
-//! What [`Completer`](crate::Completer) and
-//! [`Heartbeater`](crate::Heartbeater) share: callers hand items to a
+//! What [`Completer`](crate::Completer),
+//! [`Heartbeater`](crate::Heartbeater) and [`LogWriter`](crate::LogWriter)
+//! share: callers hand items to a
 //! background task, which sends them in batches through one queue call
 //! when the oldest has waited the flush interval or the batch is full,
 //! and gives each caller the result of its own item.

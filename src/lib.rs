@@ -54,6 +54,7 @@ pub mod events;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod fixtures;
 pub mod heartbeater;
+pub mod log_writer;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -79,6 +80,7 @@ pub use db::{Database, HealthReport, NodeRole, NodeState, NodeStatus, PoolStatus
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
 pub use events::{Event, EventKind, EventStream, ExecutionEvent};
 pub use heartbeater::{Heartbeater, HeartbeaterConfig};
+pub use log_writer::{LogWriter, LogWriterConfig};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
     ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,
