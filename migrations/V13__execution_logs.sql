@@ -376,6 +376,42 @@ BEGIN
 END;
 $$;
 
+-- Followers (`Database::follow_logs`) wait on the channel
+-- `voidrunner_logs` for new lines of the execution they follow. One
+-- notification per append statement, not per line: its payload is a JSON
+-- array of the distinct executions that got lines, split over several
+-- notifications when they do not fit in one (a payload must be shorter than
+-- 8000 bytes; 200 ids of 39 bytes each do). Delivered at commit, never for
+-- a rollback, and nothing for a statement that added no line (a retry
+-- whose lines were all stored). `voidrunner.notify_events = off` silences
+-- a session, as it does the execution events (V3): its followers then see
+-- its lines at their poll interval.
+CREATE OR REPLACE FUNCTION voidrunner_notify_logs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids text;
+BEGIN
+    IF coalesce(current_setting('voidrunner.notify_events', true), '') = 'off' THEN
+        RETURN NULL;
+    END IF;
+    FOR ids IN
+        SELECT '[' || string_agg('"' || d.execution_id::text || '"', ',') || ']'
+        FROM (
+            SELECT execution_id, (row_number() OVER (ORDER BY execution_id) - 1) / 200 AS part
+            FROM (SELECT DISTINCT execution_id FROM new_lines) e
+        ) d
+        GROUP BY d.part
+    LOOP
+        PERFORM pg_notify('voidrunner_logs', ids);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER task_execution_logs_notify AFTER INSERT ON task_execution_logs
+    REFERENCING NEW TABLE AS new_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_notify_logs();
+
 -- Today's and tomorrow's daily partitions, so the first appends after the
 -- migration do not wait in DEFAULT for the first maintenance.
 SELECT voidrunner_log_partition_ensure('day', now());

@@ -78,7 +78,9 @@ pub use completer::{Completer, CompleterConfig};
 pub use config::{DbConfig, PoolerMode, SslMode};
 pub use db::{Database, HealthReport, NodeRole, NodeState, NodeStatus, PoolStatus, PooledClient};
 pub use error::{Error, LeaseLostReason, Result, TimeoutKind, TlsErrorKind};
-pub use events::{Event, EventKind, EventStream, ExecutionEvent};
+pub use events::{
+    Event, EventKind, EventStream, ExecutionEvent, FollowMode, FollowOptions, LogFollow,
+};
 pub use heartbeater::{Heartbeater, HeartbeaterConfig};
 pub use log_writer::{LogWriter, LogWriterConfig};
 pub use migrate::{DownTarget, MigrationStatus};

@@ -1,5 +1,7 @@
 -- Reverts V13__execution_logs.sql: the log tables (with every partition
 -- and every line), their triggers on task_executions and their functions.
+DROP TRIGGER task_execution_logs_notify ON task_execution_logs;
+DROP FUNCTION voidrunner_notify_logs();
 DROP TRIGGER task_executions_logs_owner ON task_executions;
 DROP TRIGGER task_executions_logs_truncated ON task_executions;
 DROP TRIGGER task_executions_logs_gone ON task_executions;

@@ -87,6 +87,10 @@ use crate::db::Database;
 use crate::error::Result;
 use crate::model::{ExecutionId, ExecutionStatus, TaskId, Timestamp};
 
+pub mod follow;
+
+pub use follow::{FollowMode, FollowOptions, LOGS_CHANNEL, LogFollow};
+
 /// The notification channel of execution events.
 pub const CHANNEL: &str = "voidrunner_execution_events";
 
@@ -112,7 +116,7 @@ const POLL_BATCH: usize = 256;
 // would never run.
 const _: () = assert!(POLL_BATCH < EVENT_BUFFER);
 /// Longest wait between two reconnection attempts of a listener.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// TCP keepalive of the listening connection: idle time before the first
 /// probe, time between probes, and unanswered probes before the kernel
 /// gives up on the connection.
@@ -445,11 +449,19 @@ pub(crate) fn listener_pg_config(config: &DbConfig) -> tokio_postgres::Config {
 }
 
 /// A listening connection: the client (dropping it closes the connection)
-/// and the task that drives the connection, turning notifications into
-/// events; the task ends when the connection does.
-struct Listener {
+/// and the task that drives the connection, handing notifications to the
+/// listener's callback; the task ends when the connection does.
+pub(crate) struct Listener {
     client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Resolves when the connection has ended (lost, or closed by the
+    /// server). Not to be awaited again once it has resolved.
+    pub(crate) async fn closed(&mut self) {
+        let _ = (&mut self.driver).await;
+    }
 }
 
 impl Drop for Listener {
@@ -458,33 +470,30 @@ impl Drop for Listener {
     }
 }
 
-async fn listen(
+/// A dedicated connection ([`listener_pg_config`]) listening on
+/// `channels`, which calls `on_notification` with each notification as it
+/// arrives. The callback runs on the connection's driver and must not
+/// block: a listener that stops reading makes the server queue
+/// notifications for every session of the cluster. `channels` are the
+/// crate's constants, never input.
+pub(crate) async fn listen_to(
     config: &DbConfig,
     connector: &Connector,
-    buffer: &Arc<Buffer>,
+    channels: &[&'static str],
+    mut on_notification: impl FnMut(&tokio_postgres::Notification) + Send + 'static,
 ) -> Result<Listener> {
     let (client, mut connection) = connector
         .connect(config, &listener_pg_config(config))
         .await?;
-    let events = Arc::clone(buffer);
     // Notifications arrive on the connection, not as query results. The
-    // driver reads them as they come and never waits for the consumer: the
-    // buffer drops and counts what does not fit.
+    // driver reads them as they come and never waits for their consumer.
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
-                Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
-                    let (read, error) = parse_payload(n.payload());
-                    if let Some(e) = error {
-                        tracing::warn!(error = %e, "unreadable execution event");
-                    }
-                    if !read.is_empty() {
-                        events.push_all(read.into_iter().map(|p| Event::Execution(p.into())));
-                    }
-                }
+                Ok(AsyncMessage::Notification(n)) => on_notification(&n),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(error = %e, "event listener connection lost");
+                    tracing::debug!(error = %e, "listener connection lost");
                     return;
                 }
             }
@@ -493,17 +502,45 @@ async fn listen(
     let listener = Listener { client, driver };
     // The role first, as every session of the configuration takes it
     // (LISTEN itself needs no privilege).
-    let role = config.set_role_sql().map(|sql| format!("{sql}; "));
+    let mut sql = config
+        .set_role_sql()
+        .map(|sql| format!("{sql}; "))
+        .unwrap_or_default();
+    for channel in channels {
+        sql.push_str(&format!("LISTEN {channel}; "));
+    }
     listener
         .client
-        .batch_execute(&format!("{}LISTEN {CHANNEL}", role.unwrap_or_default()))
+        .batch_execute(&sql)
         .await
         .map_err(|e| config.role_refused(crate::error::Error::from(e)))?;
     Ok(listener)
 }
 
+async fn listen(
+    config: &DbConfig,
+    connector: &Connector,
+    buffer: &Arc<Buffer>,
+) -> Result<Listener> {
+    let events = Arc::clone(buffer);
+    // The buffer drops and counts what does not fit.
+    listen_to(config, connector, &[CHANNEL], move |n| {
+        if n.channel() != CHANNEL {
+            return;
+        }
+        let (read, error) = parse_payload(n.payload());
+        if let Some(e) = error {
+            tracing::warn!(error = %e, "unreadable execution event");
+        }
+        if !read.is_empty() {
+            events.push_all(read.into_iter().map(|p| Event::Execution(p.into())));
+        }
+    })
+    .await
+}
+
 /// Whether the [`Database`] the stream came from is still open.
-fn database_open(pool: &deadpool_postgres::WeakPool) -> bool {
+pub(crate) fn database_open(pool: &deadpool_postgres::WeakPool) -> bool {
     pool.upgrade().is_some_and(|p| !p.is_closed())
 }
 
@@ -550,7 +587,7 @@ async fn listen_loop(
             tokio::select! {
                 // Connection lost (or the keepalive gave up on it): listen
                 // again.
-                _ = &mut current.driver => break,
+                () = current.closed() => break,
                 _ = liveness.tick() => {
                     if !database_open(&pool) {
                         return;

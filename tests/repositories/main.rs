@@ -18,6 +18,7 @@ mod explain;
 mod hostile_inputs;
 mod hostile_rows;
 mod logs;
+mod logs_follow;
 mod mocked_service;
 mod sorted_plans;
 mod sorted_walks;
