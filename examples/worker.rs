@@ -9,12 +9,16 @@
 //! heartbeating its in-flight executions every `--heartbeat-ms` meanwhile
 //! (10,000 by default, a third of the 30 s lease: jobs shorter than that
 //! need no heartbeat), and complete them as completed, or as failed with
-//! probability `--fail-rate`. The fleet shares one `Heartbeater` and one
-//! `Completer`, which send the heartbeats and the completions of every
-//! worker in batches (`ExecutionQueue::heartbeat_batch`,
+//! probability `--fail-rate`. Each job's fake output streams to its log
+//! while it runs: a system line and half of its `--log-lines` stdout lines
+//! (4 by default) when it starts, the rest (and a stderr line when it
+//! fails) when it is done, all stored before it completes. The fleet shares
+//! one `Heartbeater`, one `LogWriter` and one `Completer`, which send the
+//! heartbeats, the log lines and the completions of every worker in
+//! batches (`ExecutionQueue::heartbeat_batch`, `LogRepository::append_many`,
 //! `ExecutionQueue::complete_many`). Prints totals and throughput, then
 //! checks the database: the exit code is 0 only if every execution ended
-//! exactly once.
+//! exactly once with every line of its log.
 //!
 //! It runs in a throwaway database of its own on the server the test harness
 //! finds (`DATABASE_URL`, else 127.0.0.1:5432, else a private cluster), which
@@ -33,12 +37,13 @@ use std::time::{Duration, Instant};
 
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    Completer, ExecutionId, ExecutionQueue, Heartbeater, NewTask, NewUser, Outcome, PasswordHash,
-    PgExecutionQueue, PgTaskRepository, PgUserRepository, TaskRepository, UserRepository,
+    Completer, ExecutionId, ExecutionQueue, Heartbeater, LogWriter, NewLogLine, NewTask, NewUser,
+    Outcome, PasswordHash, PgExecutionQueue, PgTaskRepository, PgUserRepository, TaskRepository,
+    UserRepository,
 };
 
-const USAGE: &str =
-    "usage: worker --tasks N --workers W [--fail-rate P] [--run-ms MS] [--heartbeat-ms MS]";
+const USAGE: &str = "usage: worker --tasks N --workers W [--fail-rate P] [--run-ms MS] \
+                     [--heartbeat-ms MS] [--log-lines N]";
 const CLAIM_BATCH: u32 = 10;
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -48,6 +53,7 @@ struct Args {
     fail_rate: f64,
     run: Duration,
     heartbeat_every: Duration,
+    log_lines: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         fail_rate: 0.0,
         run: Duration::ZERO,
         heartbeat_every: LEASE / 3,
+        log_lines: 4,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
             "--heartbeat-ms" => {
                 args.heartbeat_every = Duration::from_millis(value.parse().map_err(|_| bad())?)
             }
+            "--log-lines" => args.log_lines = value.parse().map_err(|_| bad())?,
             _ => return Err(USAGE.to_owned()),
         }
     }
@@ -154,11 +162,14 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     let twice = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let heartbeats = Arc::new(AtomicUsize::new(0));
+    let logged = Arc::new(AtomicUsize::new(0));
     // One completer for the fleet: completions of every worker, sent in
     // batches every few milliseconds.
     let completer = Completer::new(queue.clone())?;
     // And one heartbeater: every worker's heartbeats in shared statements.
     let heartbeater = Heartbeater::new(queue.clone())?;
+    // And one log writer: every worker's output lines, in shared appends.
+    let log_writer = LogWriter::new(Arc::new(db.logs()))?;
     let started = Instant::now();
     let mut fleet = tokio::task::JoinSet::new();
     for w in 0..args.workers {
@@ -169,7 +180,10 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         let twice = twice.clone();
         let failed = failed.clone();
         let heartbeats = heartbeats.clone();
-        let (run_for, heartbeat_every) = (args.run, args.heartbeat_every);
+        let log_writer = log_writer.clone();
+        let logged = logged.clone();
+        let (run_for, heartbeat_every, log_lines) =
+            (args.run, args.heartbeat_every, args.log_lines);
         let total = args.tasks;
         let fail_rate = args.fail_rate;
         fleet.spawn(async move {
@@ -190,6 +204,18 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                 // live worker. Handed to the shared heartbeater, the
                 // heartbeats go out with other workers'.
                 let ids: Vec<ExecutionId> = claimed.iter().map(|job| job.execution.id).collect();
+                // The jobs' output streams to their logs while they run:
+                // the first half now. Handed over without waiting, the
+                // appends go out with other workers' lines.
+                let half = log_lines / 2;
+                let mut appends = Vec::with_capacity(2 * ids.len());
+                for &id in &ids {
+                    let mut lines = vec![NewLogLine::system(0, format!("started on {worker}"))];
+                    lines.extend(
+                        (1..=half).map(|seq| NewLogLine::stdout(seq, format!("{id}: step {seq}"))),
+                    );
+                    appends.push(log_writer.append(id, &worker, lines));
+                }
                 let running = tokio::time::sleep(run_for);
                 tokio::pin!(running);
                 let mut ticks = tokio::time::interval_at(
@@ -210,6 +236,24 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                             }
                         }
                     }
+                }
+                // The rest of the output when the job is done, every line
+                // stored before the completion: an append after the end is
+                // refused (LeaseLost).
+                for &id in &ids {
+                    let mut lines: Vec<NewLogLine> = (half + 1..=log_lines)
+                        .map(|seq| NewLogLine::stdout(seq, format!("{id}: step {seq}")))
+                        .collect();
+                    if fails(id, fail_rate) {
+                        lines.push(NewLogLine::stderr(log_lines + 1, "simulated failure"));
+                    }
+                    if !lines.is_empty() {
+                        appends.push(log_writer.append(id, &worker, lines));
+                    }
+                }
+                for append in appends {
+                    let added = append.await?;
+                    logged.fetch_add(added as usize, Ordering::Relaxed);
                 }
                 let mut reports = Vec::with_capacity(claimed.len());
                 for job in claimed {
@@ -239,6 +283,7 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     }
     completer.shutdown().await;
     heartbeater.shutdown().await;
+    log_writer.shutdown().await;
     let elapsed = started.elapsed();
     let done = ended.lock().expect("lock").len();
     let failed = failed.load(Ordering::Relaxed);
@@ -248,6 +293,8 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         done - failed
     );
     println!("heartbeats: {}", heartbeats.load(Ordering::Relaxed));
+    let logged = logged.load(Ordering::Relaxed);
+    println!("log lines:  {logged}");
     println!(
         "throughput: {:.0} executions/s (claim + complete) over {elapsed:.2?}",
         done as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
@@ -263,12 +310,14 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
                     count(*) FILTER (WHERE status = 'failed'), \
                     count(*) FILTER (WHERE status NOT IN ('completed', 'failed')), \
                     count(DISTINCT task_id), \
-                    count(*) FILTER (WHERE attempt <> 1) \
+                    count(*) FILTER (WHERE attempt <> 1), \
+                    (SELECT count(*) FROM task_execution_logs) \
              FROM task_executions",
             &[],
         )
         .await?;
-    let (rows, completed, failed_rows, unfinished, tasks_run, reclaimed): (
+    let (rows, completed, failed_rows, unfinished, tasks_run, reclaimed, lines): (
+        i64,
         i64,
         i64,
         i64,
@@ -282,7 +331,11 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         row.get(3),
         row.get(4),
         row.get(5),
+        row.get(6),
     );
+    // A system line and `log_lines` stdout lines per execution, and a
+    // stderr line per failure.
+    let lines_expected = total_lines(args.tasks, args.log_lines, failed);
     let total = args.tasks as i64;
     let ok = rows == total
         && tasks_run == total
@@ -291,9 +344,11 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         && failed_rows == failed as i64
         && completed == total - failed as i64
         && done == args.tasks
-        && twice.load(Ordering::Relaxed) == 0;
+        && twice.load(Ordering::Relaxed) == 0
+        && lines == lines_expected
+        && logged as i64 == lines_expected;
     println!(
-        "check:      {} (database: {rows} executions of {tasks_run} tasks, {completed} completed, {failed_rows} failed, {unfinished} unfinished, {reclaimed} claimed twice)",
+        "check:      {} (database: {rows} executions of {tasks_run} tasks, {completed} completed, {failed_rows} failed, {unfinished} unfinished, {reclaimed} claimed twice, {lines} of {lines_expected} log lines)",
         if ok {
             "every execution ended exactly once"
         } else {
@@ -301,4 +356,13 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         }
     );
     Ok(ok)
+}
+
+/// The log lines a run of `tasks` with `log_lines` each and `failed`
+/// failures stores.
+fn total_lines(tasks: usize, log_lines: u64, failed: usize) -> i64 {
+    let per_task = i64::try_from(log_lines)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1);
+    (tasks as i64).saturating_mul(per_task) + failed as i64
 }
