@@ -11,6 +11,7 @@
 mod concurrency;
 mod copy;
 mod events;
+mod logs;
 mod lost_batch;
 mod migrations;
 mod regressions;

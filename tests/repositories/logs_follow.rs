@@ -428,3 +428,28 @@ async fn an_append_statement_notifies_its_executions_in_payloads_that_fit() {
     let ids: Vec<ExecutionId> = serde_json::from_str(&payload).unwrap();
     assert_eq!(ids, [executions[7].id]);
 }
+
+/// A follower whose `Database` is closed says so, and ends, in either mode.
+#[tokio::test]
+async fn a_follower_of_a_closed_database_says_so_and_ends() {
+    let r = repos().await;
+    let execution = running(&r, "closed@example.com").await;
+    for mode in [FollowMode::Listen, FollowMode::Poll] {
+        let db = voidrunner_db::Database::connect(r.db.config().await.unwrap())
+            .await
+            .unwrap();
+        let options = FollowOptions {
+            mode,
+            poll_interval: Some(Duration::from_millis(5)),
+            ..Default::default()
+        };
+        let mut follow = db.follow_logs(execution.id, options).await.unwrap();
+        db.close(Duration::from_secs(5)).await;
+        let err = next(&mut follow).await.unwrap().unwrap_err();
+        assert!(
+            err.is_unavailable() && err.to_string().contains("closed"),
+            "{mode:?}: {err:?}"
+        );
+        assert!(next(&mut follow).await.is_none(), "{mode:?}");
+    }
+}
