@@ -94,8 +94,9 @@ pub struct FollowOptions {
     /// and [`FollowOptions::POLL_INTERVAL`] when polling. 1 ms to 1 hour.
     pub poll_interval: Option<Duration>,
     /// The most lines one read returns, 1..=[`MAX_READ_LINES`]. Default
-    /// 1000. A follower holds at most about three reads of lines ahead of
-    /// its consumer.
+    /// 1000. A follower reads ahead of its consumer by at most four reads'
+    /// worth of lines (the one being consumed, two waiting, one being
+    /// handed over), then waits for it.
     pub read_lines: u32,
 }
 
