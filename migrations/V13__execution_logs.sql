@@ -386,11 +386,32 @@ $$;
 -- whose lines were all stored). `voidrunner.notify_events = off` silences
 -- a session, as it does the execution events (V3): its followers then see
 -- its lines at their poll interval.
+--
+-- The same trigger (its transition table is the costly part, so one for
+-- both) holds every writer's lines to their execution: the execution
+-- exists, and the line carries its created_at and user_id. A line with
+-- another created_at would land in another partition beside a line of the
+-- same seq, out of reach of the key's uniqueness; one with another user_id
+-- would show to the wrong tenant. The crate's appends copy both from the
+-- locked execution row; this refuses another application's mistakes
+-- (23503, the whole statement).
 CREATE OR REPLACE FUNCTION voidrunner_notify_logs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     ids text;
+    stray record;
 BEGIN
+    SELECT n.execution_id INTO stray
+    FROM (SELECT DISTINCT execution_id, execution_created_at, user_id FROM new_lines) n
+    LEFT JOIN task_executions e ON e.id = n.execution_id
+    WHERE e.id IS NULL OR e.created_at <> n.execution_created_at OR e.user_id <> n.user_id
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'log lines of execution % do not match it: no such execution, or another created_at or user_id', stray.execution_id
+            USING ERRCODE = 'foreign_key_violation',
+                  CONSTRAINT = 'task_execution_logs_execution_match',
+                  TABLE = 'task_execution_logs';
+    END IF;
     IF coalesce(current_setting('voidrunner.notify_events', true), '') = 'off' THEN
         RETURN NULL;
     END IF;

@@ -77,3 +77,57 @@ async fn smoke_append_read_search() {
             .unwrap();
     assert!(report.dropped.is_empty(), "{report:?}");
 }
+
+/// Another application's lines must name their execution as it is: a
+/// line with another user_id (it would show to the wrong tenant), another
+/// created_at (it would escape the key in another partition) or a missing
+/// execution is refused, the whole statement.
+#[tokio::test]
+async fn another_writers_lines_must_match_their_execution() {
+    let r = repos().await;
+    let user = r.user("writer@example.com").await;
+    let task = r.task(&user, "t").await;
+    r.executions
+        .create(NewExecution::new(task.id))
+        .await
+        .unwrap();
+    let execution = r.claim("w", 1).await.remove(0);
+    let client = r.db.raw_client().await.unwrap();
+    let insert = "INSERT INTO task_execution_logs (execution_id, execution_created_at, user_id, \
+                  seq, stream, logged_at, line) VALUES ($1, $2, $3, $4, 'stdout', now(), 'x')";
+    let stranger = uuid::Uuid::new_v4();
+    let created = execution.created_at;
+    let earlier =
+        voidrunner_db::Timestamp::from_unix_micros(created.unix_micros() - 86_400_000_000).unwrap();
+    let (id, user_id) = (execution.id, user.id);
+    for (what, execution_id, at, owner) in [
+        ("another user", id.as_uuid(), created, stranger),
+        (
+            "another created_at",
+            id.as_uuid(),
+            earlier,
+            user_id.as_uuid(),
+        ),
+        ("no such execution", stranger, created, user_id.as_uuid()),
+    ] {
+        let err = client
+            .execute(insert, &[&execution_id, &at, &owner, &0_i64])
+            .await
+            .expect_err(what);
+        let db = err.as_db_error().expect(what);
+        assert_eq!(db.code().code(), "23503", "{what}: {db:?}");
+        assert_eq!(
+            db.constraint(),
+            Some("task_execution_logs_execution_match"),
+            "{what}"
+        );
+    }
+    client
+        .execute(
+            insert,
+            &[&id.as_uuid(), &created, &user_id.as_uuid(), &0_i64],
+        )
+        .await
+        .expect("a line that matches its execution");
+    assert_eq!(r.count_rows("task_execution_logs").await, 1);
+}
