@@ -276,6 +276,13 @@ $$;
 CREATE OR REPLACE FUNCTION voidrunner_execution_logs_gone() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Each gone execution is a probe of its own partition's key (run-time
+-- pruning in a nested loop), whatever the statistics say: a partition
+-- analyzed while small must not be read whole for one execution's lines,
+-- as V7's plan-stable functions hold their walks.
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 BEGIN
     IF TG_TABLE_NAME <> 'task_executions' THEN
