@@ -47,7 +47,10 @@ CREATE TABLE task_execution_logs (
     CONSTRAINT task_execution_logs_seq_nonnegative CHECK (seq >= 0),
     CONSTRAINT task_execution_logs_stream_valid
         CHECK (stream IN ('stdout', 'stderr', 'system')),
-    CONSTRAINT task_execution_logs_line_length CHECK (octet_length(line) <= 65536)
+    CONSTRAINT task_execution_logs_line_length CHECK (octet_length(line) <= 65536),
+    -- What the crate can read back (a year of four digits).
+    CONSTRAINT task_execution_logs_logged_at_range
+        CHECK (isfinite(logged_at) AND logged_at < '10000-01-01 00:00:00+00')
 ) PARTITION BY RANGE (execution_created_at);
 
 CREATE TABLE task_execution_log_chunks (
@@ -67,10 +70,25 @@ CREATE TABLE task_execution_log_chunks (
 CREATE INDEX task_execution_log_chunks_document_idx
     ON task_execution_log_chunks USING gin (document);
 
+-- A search in one user's or one task's logs: their chunks, whose few rows
+-- (one per append and 64 KiB) are cheaper to walk and test than another
+-- tenant's matches are to skip when the query's words are common.
+CREATE INDEX task_execution_log_chunks_user_idx
+    ON task_execution_log_chunks (user_id, execution_created_at);
+CREATE INDEX task_execution_log_chunks_task_idx
+    ON task_execution_log_chunks (task_id, execution_created_at);
+
 CREATE TABLE task_execution_logs_default
     PARTITION OF task_execution_logs DEFAULT;
 CREATE TABLE task_execution_log_chunks_default
     PARTITION OF task_execution_log_chunks DEFAULT;
+
+-- Row-level security on every partition too, without a policy: reads and
+-- writes through the parents are held to the parents' policies only, and
+-- a role granted a partition directly (GRANT ... ON ALL TABLES IN SCHEMA)
+-- sees none of its rows rather than every tenant's.
+ALTER TABLE task_execution_logs_default ENABLE ROW LEVEL SECURITY;
+ALTER TABLE task_execution_log_chunks_default ENABLE ROW LEVEL SECURITY;
 
 -- The partitions of a log table with their bounds, read from the catalog
 -- (so a partition an operator made or dropped by hand counts as it is).
@@ -194,11 +212,20 @@ DECLARE
     parent_schema text := (SELECT n.nspname FROM pg_class c
                            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent);
 BEGIN
-    name := format('%s_p%s', (SELECT relname FROM pg_class WHERE oid = parent),
-                   to_char(lo, 'YYYYMMDD"_"HH24MI'));
+    name := format('%s_p%s%s', (SELECT relname FROM pg_class WHERE oid = parent),
+                   to_char(lo, 'YYYYMMDD"_"HH24MI'),
+                   CASE WHEN lo < '0001-01-01 00:00:00+00' THEN '_bc' ELSE '' END);
+    -- A table of that name left by hand (a partition detached, a range of
+    -- another width) keeps its name; the new one takes a suffix.
+    IF to_regclass(format('%I.%I', parent_schema, name)) IS NOT NULL THEN
+        name := name || '_' || (SELECT count(*) FROM pg_class c
+                                JOIN pg_namespace n ON n.oid = c.relnamespace
+                                WHERE n.nspname = parent_schema AND c.relname LIKE name || '%');
+    END IF;
     moved := 0;
     EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
                    parent_schema, name, parent);
+    EXECUTE format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', parent_schema, name);
     -- Lets ATTACH skip its scan of the new table.
     EXECUTE format('ALTER TABLE %I.%I ADD CONSTRAINT %I CHECK '
                    '(execution_created_at >= %L AND execution_created_at < %L)',
@@ -340,17 +367,25 @@ BEGIN
         RAISE EXCEPTION 'voidrunner_execution_logs_owner() is for task_executions only';
     END IF;
     PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
-    UPDATE task_execution_logs SET user_id = NEW.user_id
-    WHERE execution_id = NEW.id AND execution_created_at = NEW.created_at;
-    UPDATE task_execution_log_chunks SET user_id = NEW.user_id, task_id = NEW.task_id
-    WHERE execution_id = NEW.id AND execution_created_at = NEW.created_at;
+    -- A new created_at moves the lines to its partition.
+    UPDATE task_execution_logs
+    SET execution_id = NEW.id, execution_created_at = NEW.created_at, user_id = NEW.user_id
+    WHERE execution_id = OLD.id AND execution_created_at = OLD.created_at;
+    UPDATE task_execution_log_chunks
+    SET execution_id = NEW.id, execution_created_at = NEW.created_at, user_id = NEW.user_id,
+        task_id = NEW.task_id
+    WHERE execution_id = OLD.id AND execution_created_at = OLD.created_at;
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER task_executions_logs_owner AFTER UPDATE OF user_id, task_id ON task_executions
+-- Fires only for updates that name one of these columns (no heartbeat,
+-- no status change does), and only when one changed.
+CREATE TRIGGER task_executions_logs_owner
+    AFTER UPDATE OF id, created_at, user_id, task_id ON task_executions
     FOR EACH ROW
-    WHEN (OLD.user_id IS DISTINCT FROM NEW.user_id OR OLD.task_id IS DISTINCT FROM NEW.task_id)
+    WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.created_at IS DISTINCT FROM NEW.created_at
+          OR OLD.user_id IS DISTINCT FROM NEW.user_id OR OLD.task_id IS DISTINCT FROM NEW.task_id)
     EXECUTE FUNCTION voidrunner_execution_logs_owner();
 
 REVOKE ALL ON FUNCTION voidrunner_execution_logs_gone() FROM PUBLIC;
@@ -419,7 +454,8 @@ BEGIN
                   CONSTRAINT = 'task_execution_logs_execution_match',
                   TABLE = 'task_execution_logs';
     END IF;
-    IF coalesce(current_setting('voidrunner.notify_events', true), '') = 'off' THEN
+    IF TG_OP <> 'INSERT'
+       OR coalesce(current_setting('voidrunner.notify_events', true), '') = 'off' THEN
         RETURN NULL;
     END IF;
     FOR ids IN
@@ -439,6 +475,57 @@ $$;
 CREATE TRIGGER task_execution_logs_notify AFTER INSERT ON task_execution_logs
     REFERENCING NEW TABLE AS new_lines
     FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_notify_logs();
+
+-- An update is held to the same rule (a trigger with transition tables
+-- takes one event), and sends nothing.
+CREATE TRIGGER task_execution_logs_checked AFTER UPDATE ON task_execution_logs
+    REFERENCING NEW TABLE AS new_lines
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_notify_logs();
+
+-- The search chunks are held to their execution likewise, its task
+-- included: a chunk that named another user's execution would put that
+-- execution's lines in this user's unscoped searches.
+CREATE OR REPLACE FUNCTION voidrunner_check_log_chunks() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    stray record;
+BEGIN
+    SELECT n.execution_id INTO stray
+    FROM (SELECT DISTINCT execution_id, execution_created_at, user_id, task_id
+          FROM new_chunks) n
+    LEFT JOIN task_executions e ON e.id = n.execution_id
+    WHERE e.id IS NULL OR e.created_at <> n.execution_created_at OR e.user_id <> n.user_id
+       OR e.task_id <> n.task_id
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'log chunks of execution % do not match it: no such execution, or another created_at, user_id or task_id', stray.execution_id
+            USING ERRCODE = 'foreign_key_violation',
+                  CONSTRAINT = 'task_execution_log_chunks_execution_match',
+                  TABLE = 'task_execution_log_chunks';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER task_execution_log_chunks_checked AFTER INSERT ON task_execution_log_chunks
+    REFERENCING NEW TABLE AS new_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_check_log_chunks();
+CREATE TRIGGER task_execution_log_chunks_checked_update AFTER UPDATE ON task_execution_log_chunks
+    REFERENCING NEW TABLE AS new_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION voidrunner_check_log_chunks();
+
+-- The part of a search that the chunks can answer: its words and phrases
+-- that are not negated (`querytree`), each phrase as the words it holds
+-- (a chunk's tsvector keeps no positions: phrases are checked on each
+-- line). Lines of a chunk that holds a negated word may still match on
+-- their own, so negations are left to the lines too. NULL for a query
+-- with nothing to look up (only negations): it finds nothing.
+CREATE OR REPLACE FUNCTION voidrunner_log_chunk_query(query tsquery) RETURNS tsquery
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+AS $$
+    SELECT CASE WHEN querytree(query) IN ('', 'T') THEN NULL
+                ELSE regexp_replace(querytree(query), '<(-|[0-9]+)>', '&', 'g')::tsquery END
+$$;
 
 -- Today's and tomorrow's daily partitions, so the first appends after the
 -- migration do not wait in DEFAULT for the first maintenance.

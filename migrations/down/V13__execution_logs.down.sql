@@ -1,5 +1,10 @@
 -- Reverts V13__execution_logs.sql: the log tables (with every partition
 -- and every line), their triggers on task_executions and their functions.
+DROP TRIGGER task_execution_log_chunks_checked_update ON task_execution_log_chunks;
+DROP TRIGGER task_execution_log_chunks_checked ON task_execution_log_chunks;
+DROP FUNCTION voidrunner_check_log_chunks();
+DROP FUNCTION voidrunner_log_chunk_query(tsquery);
+DROP TRIGGER task_execution_logs_checked ON task_execution_logs;
 DROP TRIGGER task_execution_logs_notify ON task_execution_logs;
 DROP FUNCTION voidrunner_notify_logs();
 DROP TRIGGER task_executions_logs_owner ON task_executions;

@@ -109,6 +109,12 @@ impl LogAppend {
     /// The most lines in one append.
     pub const MAX_LINES: usize = 10_000;
 
+    /// The most text, in bytes, in one append, and in one
+    /// [`append_many`](crate::LogRepository::append_many) call together
+    /// (64 MiB): the statement's parameters are held in memory at once,
+    /// and the server takes at most 1 GiB of them.
+    pub const MAX_BYTES: usize = 64 << 20;
+
     /// Lines of `execution_id` from `worker_id`.
     pub fn new(
         execution_id: ExecutionId,

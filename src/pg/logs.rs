@@ -357,6 +357,30 @@ impl PgLogRepository {
     }
 }
 
+impl PgLogRepository {
+    /// Sends `appends` in one statement; over the pool, once more if it
+    /// met a partition attached meanwhile. An append that routed a line to
+    /// a DEFAULT partition while maintenance attached that line's partition
+    /// fails the DEFAULT's partition check (23514) when the attach commits:
+    /// nothing was written, and the same statement now finds the new
+    /// partition. Inside a transaction the error aborts it, so it is the
+    /// caller's.
+    async fn send(&self, appends: &[LogAppend]) -> Result<Vec<Result<u64>>> {
+        let first = sql::append_many(&self.source.conn().await?, appends).await;
+        match first {
+            Err(err) if matches!(self.source, Source::Pool(_)) && met_a_new_partition(&err) => {
+                sql::append_many(&self.source.conn().await?, appends).await
+            }
+            other => other,
+        }
+    }
+}
+
+fn met_a_new_partition(err: &Error) -> bool {
+    err.sqlstate() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+        && err.to_string().contains("violates partition constraint")
+}
+
 /// `at` moved `by` forward or back; `None` past what `time` holds.
 fn shift(at: Timestamp, by: std::time::Duration, forward: bool) -> Option<Timestamp> {
     let by = time::Duration::try_from(by).ok()?;
@@ -391,8 +415,7 @@ impl LogRepository for PgLogRepository {
             counted(repo_span("log", "append"), append.lines.len()),
             async move {
                 validate::log_append(&append)?;
-                let conn = self.source.conn().await?;
-                let mut results = sql::append_many(&conn, std::slice::from_ref(&append)).await?;
+                let mut results = self.send(std::slice::from_ref(&append)).await?;
                 results
                     .pop()
                     .unwrap_or_else(|| Err(Error::not_found("execution", execution_id)))
@@ -406,7 +429,7 @@ impl LogRepository for PgLogRepository {
             counted(repo_span("log", "append_many"), appends.len()),
             async move {
                 validate::log_appends(&appends)?;
-                sql::append_many(&self.source.conn().await?, &appends).await
+                self.send(&appends).await
             },
         )
         .await
@@ -575,9 +598,12 @@ impl Database {
     }
 
     /// [`maintain_log_partitions`](Self::maintain_log_partitions) as if the
-    /// time were `at` (`None`: the server's): for tests that cross a day
+    /// time were `at` (`None`: the server's): the partitions of `at`'s range
+    /// and `retention.ahead` after it are made. For tests that cross a day
     /// without waiting for one, and for an operator who makes the
-    /// partitions of a coming period by hand.
+    /// partitions of a coming period by hand. Retention counts from `at`
+    /// only when it is earlier than the server's time: a later `at` drops
+    /// nothing the server's time would keep.
     pub async fn maintain_log_partitions_at(
         &self,
         retention: &LogRetention,
@@ -589,10 +615,8 @@ impl Database {
         }
         let source = Source::Pool(self.clone());
         let conn = source.conn().await?;
-        let now = match at {
-            Some(at) => at,
-            None => conn.query_one(&queries::logs::NOW, &[]).await?.try_get(0)?,
-        };
+        let server_now: Timestamp = conn.query_one(&queries::logs::NOW, &[]).await?.try_get(0)?;
+        let now = at.unwrap_or(server_now);
         let unit = retention.partition.as_str();
         let step_of = retention.partition.nominal();
         let mut report = LogMaintenanceReport::default();
@@ -618,7 +642,12 @@ impl Database {
                 report.moved += u64::try_from(moved).unwrap_or(0);
             }
         }
-        let Some(cutoff) = shift(now, retention.keep, false) else {
+        // Retention counts from the server's time, or from an earlier `at`,
+        // never from a later one: making a coming period's partitions must
+        // not drop the current ones.
+        let Some(cutoff) = shift(now.min(server_now), retention.keep, false)
+            .filter(|cutoff| cutoff.unix_micros() >= validate::POSTGRES_MIN_UNIX_MICROS)
+        else {
             return Ok(report);
         };
         while let Some(dropped) = conn

@@ -34,14 +34,15 @@ task AS MATERIALIZED (
 -- fragment: lock_many
 -- `lock_one` for the executions `$1::uuid[]`: their tasks in task id order,
 -- then the executions in id order, one order for every concurrent batch,
--- so batches cannot deadlock.
+-- so batches cannot deadlock. The locked rows' values are the latest
+-- committed ones (a task moved to another user meanwhile has moved them).
 task AS MATERIALIZED (
   SELECT t.id, t.status FROM tasks t
   WHERE t.id IN (SELECT x.task_id FROM task_executions x WHERE x.id = ANY($1::uuid[]))
     AND voidrunner_in_scope(t.user_id)
   ORDER BY t.id FOR NO KEY UPDATE
 ), current AS MATERIALIZED (
-  SELECT e.id, e.status, e.worker_id, e.lease_expires_at
+  SELECT e.id, e.status, e.worker_id, e.lease_expires_at, e.created_at, e.user_id, e.task_id
   FROM task_executions e JOIN task ON task.id = e.task_id
   WHERE e.id = ANY($1::uuid[]) ORDER BY e.id FOR NO KEY UPDATE OF e
 )

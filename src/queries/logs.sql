@@ -23,10 +23,9 @@ WITH req AS (
   SELECT id, worker_id, ord
   FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS r(id, worker_id, ord)
 ), {{lock_many}}, held AS MATERIALIZED (
-  SELECT x.id, x.created_at, x.user_id, x.task_id
+  SELECT c.id, c.created_at, c.user_id, c.task_id
   FROM current c
   JOIN req r ON r.id = c.id
-  JOIN task_executions x ON x.id = c.id
   WHERE c.status = 'running' AND c.worker_id = r.worker_id
 ), added AS (
   INSERT INTO task_execution_logs (execution_id, execution_created_at, user_id, seq, stream,
@@ -46,7 +45,7 @@ WITH req AS (
   INSERT INTO task_execution_log_chunks (execution_id, execution_created_at, user_id, task_id,
                                          first_seq, last_seq, document)
   SELECT s.execution_id, s.execution_created_at, s.user_id, h.task_id, min(s.seq), max(s.seq),
-         to_tsvector('simple', string_agg(s.line, E'\n' ORDER BY s.seq))
+         strip(to_tsvector('simple', string_agg(s.line, E'\n' ORDER BY s.seq)))
   FROM sized s JOIN held h ON h.id = s.execution_id
   GROUP BY s.execution_id, s.execution_created_at, s.user_id, h.task_id, s.chunk
 ), counted AS (
@@ -67,12 +66,17 @@ ORDER BY r.ord
 -- final, no line can follow the ones returned beyond the limit (an append
 -- after the end is refused). No row when the execution does not exist or
 -- is not in the call's scope; one row with NULL line columns when it has
--- no lines there.
+-- no lines there. The partition key is a value of its own (a subquery,
+-- not the outer row's column), so the lines are one partition's key range
+-- read in order and stopped at the limit, not the execution's whole log
+-- sorted.
 SELECT e.status AS execution_status, {{l.log_line}}
 FROM task_executions e
 LEFT JOIN LATERAL (
   SELECT {{log_line}} FROM task_execution_logs
-  WHERE execution_id = e.id AND execution_created_at = e.created_at AND seq > $2
+  WHERE execution_id = $1
+    AND execution_created_at = (SELECT x.created_at FROM task_executions x WHERE x.id = $1)
+    AND seq > $2
   ORDER BY seq
   LIMIT $3
 ) l ON true
@@ -85,7 +89,8 @@ SELECT e.status AS execution_status, {{l.log_line}}
 FROM task_executions e
 LEFT JOIN LATERAL (
   SELECT {{log_line}} FROM task_execution_logs
-  WHERE execution_id = e.id AND execution_created_at = e.created_at
+  WHERE execution_id = $1
+    AND execution_created_at = (SELECT x.created_at FROM task_executions x WHERE x.id = $1)
   ORDER BY seq DESC
   LIMIT $2
 ) l ON true
@@ -96,10 +101,12 @@ ORDER BY l.seq DESC
 -- The lines matching the query `$2` of the chunks chosen by the statement's
 -- own condition on `c` (a task's or a user's), newest execution first,
 -- after the cursor `$3`–`$5` (created_at, execution, seq; NULL: from the
--- start), at most `$6`. The chunks are found by their GIN index, their
--- lines by the lines' key, and each line is checked on its own (a chunk
--- matches when its lines together hold the words). Lines two chunks share
--- (a retry that filled a gap) come back once.
+-- start), at most `$6`. The chunks are found by their GIN index (or the
+-- owner's index: the planner picks) with the query's indexable part
+-- (`voidrunner_log_chunk_query`: its words, negations left out), their
+-- lines by the lines' key, and each line is checked against the whole
+-- query on its own. Lines two chunks share (a retry that filled a gap)
+-- come back once; a line must be the chunk's owner's.
 SELECT DISTINCT c.task_id, l.execution_created_at, {{l.log_line}}
 FROM task_execution_log_chunks c
 JOIN LATERAL (
@@ -107,9 +114,10 @@ JOIN LATERAL (
   WHERE x.execution_id = c.execution_id AND x.execution_created_at = c.execution_created_at
     AND x.seq BETWEEN c.first_seq AND c.last_seq
     AND to_tsvector('simple', x.line) @@ (SELECT websearch_to_tsquery('simple', $2))
+    AND x.user_id = c.user_id
     AND voidrunner_in_scope(x.user_id)
 ) l ON true
-WHERE c.document @@ (SELECT websearch_to_tsquery('simple', $2))
+WHERE c.document @@ (SELECT voidrunner_log_chunk_query(websearch_to_tsquery('simple', $2)))
   AND voidrunner_in_scope(c.user_id)
   AND ($3::timestamptz IS NULL
        OR (c.execution_created_at, c.execution_id, c.first_seq) <= ($3, $4, $5))

@@ -33,6 +33,16 @@ pub fn log_append(append: &LogAppend) -> Result<()> {
             ),
         ));
     }
+    let bytes = text_bytes(append);
+    if bytes > LogAppend::MAX_BYTES {
+        return Err(Error::validation(
+            "lines",
+            format!(
+                "hold {bytes} bytes of text, more than the {} one append takes",
+                LogAppend::MAX_BYTES
+            ),
+        ));
+    }
     let mut previous: Option<u64> = None;
     for (i, line) in append.lines.iter().enumerate() {
         log_line(line).map_err(|e| at_line(e, i))?;
@@ -52,9 +62,23 @@ pub fn log_append(append: &LogAppend) -> Result<()> {
 }
 
 /// Many appends: each as [`log_append`], no execution twice, at most
-/// [`MAX_BATCH`](super::MAX_BATCH) of them.
+/// [`MAX_BATCH`](super::MAX_BATCH) of them, at most
+/// [`LogAppend::MAX_BYTES`] of text together.
 pub fn log_appends(appends: &[LogAppend]) -> Result<()> {
     batch_size("appends", appends.len())?;
+    let bytes: usize = appends
+        .iter()
+        .map(text_bytes)
+        .fold(0, usize::saturating_add);
+    if bytes > LogAppend::MAX_BYTES {
+        return Err(Error::validation(
+            "appends",
+            format!(
+                "hold {bytes} bytes of text, more than the {} one statement takes",
+                LogAppend::MAX_BYTES
+            ),
+        ));
+    }
     let mut seen = HashSet::with_capacity(appends.len());
     for append in appends {
         if !seen.insert(append.execution_id) {
@@ -144,6 +168,14 @@ pub fn log_retention(retention: &LogRetention) -> Result<()> {
     Ok(())
 }
 
+fn text_bytes(append: &LogAppend) -> usize {
+    append
+        .lines
+        .iter()
+        .map(|l| l.text.len())
+        .fold(0, usize::saturating_add)
+}
+
 /// `err` with the index of the line it is about.
 fn at_line(err: Error, index: usize) -> Error {
     match err {
@@ -203,6 +235,23 @@ mod tests {
             field(log_append(&ok(vec![NewLogLine::stdout(0, huge)]))),
             "text"
         );
+        let big: Vec<NewLogLine> = (0..1_025)
+            .map(|i| NewLogLine::stdout(i, "x".repeat(NewLogLine::MAX_BYTES)))
+            .collect();
+        assert_eq!(field(log_append(&ok(big))), "lines");
+        let halves = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    LogAppend::new(
+                        ExecutionId::new(),
+                        "w",
+                        vec![NewLogLine::stdout(0, "x".repeat(NewLogLine::MAX_BYTES))],
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(log_appends(&halves(1_024)).is_ok());
+        assert_eq!(field(log_appends(&halves(1_025))), "appends");
         let exact = "x".repeat(NewLogLine::MAX_BYTES);
         assert!(log_append(&ok(vec![NewLogLine::stdout(0, exact)])).is_ok());
         assert_eq!(
