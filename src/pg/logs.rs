@@ -14,8 +14,9 @@ use super::{Columns, Conn, RowReader, Source, counted, repo_span, traced};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::model::{
-    ExecutionId, ExecutionStatus, LogAppend, LogLine, LogMaintenanceReport, LogMatch, LogRead,
-    LogRetention, LogScope, NewLogLine, Page, PageRequest, TaskId, Timestamp, UserId,
+    ExecutionId, ExecutionStatus, LogAppend, LogLine, LogMaintenanceReport, LogMatch,
+    LogPartitionUnit, LogRead, LogRetention, LogScope, NewLogLine, Page, PageRequest, TaskId,
+    Timestamp, UserId,
 };
 use crate::queries;
 use crate::repo::{LogRepository, MAX_READ_LINES, ScopedLogRepository};
@@ -393,6 +394,23 @@ fn shift(at: Timestamp, by: std::time::Duration, forward: bool) -> Option<Timest
     moved.map(Timestamp::from)
 }
 
+/// A time in the `k`th range of width `unit` after the one holding `now`
+/// (`None` past what `time` holds). Hours, days and weeks are fixed spans
+/// in UTC; a month is not, so `now` plus `k` nominal months can skip a
+/// short month (January 31st plus 31 days is in March): months are counted
+/// from the first of `now`'s month.
+fn ahead_of(now: Timestamp, unit: LogPartitionUnit, k: u32) -> Option<Timestamp> {
+    if unit != LogPartitionUnit::Month {
+        return shift(now, unit.nominal().checked_mul(k)?, true);
+    }
+    let now = now.as_offset_date_time().to_offset(time::UtcOffset::UTC);
+    let months = i64::from(now.year()) * 12 + i64::from(u8::from(now.month())) - 1 + i64::from(k);
+    let year = i32::try_from(months.div_euclid(12)).ok()?;
+    let month = time::Month::try_from(u8::try_from(months.rem_euclid(12) + 1).ok()?).ok()?;
+    let first = time::Date::from_calendar_date(year, month, 1).ok()?;
+    Some(Timestamp::from(first.midnight().assume_utc()))
+}
+
 fn checked_seq(after: Option<u64>) -> Result<Option<i64>> {
     after
         .map(|seq| {
@@ -618,7 +636,6 @@ impl Database {
         let server_now: Timestamp = conn.query_one(&queries::logs::NOW, &[]).await?.try_get(0)?;
         let now = at.unwrap_or(server_now);
         let unit = retention.partition.as_str();
-        let step_of = retention.partition.nominal();
         let mut report = LogMaintenanceReport::default();
         let mut starts: Vec<Timestamp> = conn
             .query(&queries::logs::PARTITIONS_WAITING, &[&unit])
@@ -627,8 +644,7 @@ impl Database {
             .map(|row| row.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
         for k in 0..=retention.ahead {
-            let step = step_of.saturating_mul(k);
-            if let Some(at) = shift(now, step, true) {
+            if let Some(at) = ahead_of(now, retention.partition, k) {
                 starts.push(at);
             }
         }

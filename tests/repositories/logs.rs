@@ -1,11 +1,87 @@
 //! Execution logs (migration V13): appends, reads, searches.
 
+use uuid::Uuid;
 use voidrunner_db::{
-    ExecutionQueue, ExecutionRepository, LogRepository, LogScope, NewExecution, NewLogLine,
-    Outcome, PageRequest,
+    ExecutionId, ExecutionQueue, ExecutionRepository, LogRepository, LogScope, NewExecution,
+    NewLogLine, Outcome, PageRequest, Task, TaskExecution, Timestamp, User,
 };
 
-use crate::repos;
+use crate::{LEASE, Repos, repos};
+
+/// A new execution of `task`, claimed by `worker` (only it is pending, so
+/// the claim takes it).
+pub async fn running(r: &Repos, task: &Task, worker: &str) -> TaskExecution {
+    let created = r
+        .executions
+        .create(NewExecution::new(task.id))
+        .await
+        .unwrap();
+    let claimed = r.queue.claim(worker, 1, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].execution.id, created.id);
+    claimed.into_iter().next().unwrap().execution
+}
+
+/// A task of `user` named `name` with an execution running under `worker`.
+pub async fn running_task(r: &Repos, user: &User, name: &str, worker: &str) -> TaskExecution {
+    let task = r.task(user, name).await;
+    running(r, &task, worker).await
+}
+
+/// Lines `seqs` of standard output, each `"<word> line <seq>"`.
+pub fn lines(seqs: std::ops::Range<u64>, word: &str) -> Vec<NewLogLine> {
+    seqs.map(|i| NewLogLine::stdout(i, format!("{word} line {i}")))
+        .collect()
+}
+
+/// Moves execution `id`'s creation to `at` with raw SQL, as another
+/// application could: its lines go to the partition of `at`.
+pub async fn set_created_at(r: &Repos, id: ExecutionId, at: Timestamp) {
+    let n =
+        r.db.raw_client()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE task_executions SET created_at = $2 WHERE id = $1",
+                &[&id, &at],
+            )
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// Execution `id`'s stored lines and search chunks, read with raw SQL
+/// (every partition, the DEFAULT one included).
+pub async fn stored(r: &Repos, id: ExecutionId) -> (i64, i64) {
+    let raw = r.db.raw_client().await.unwrap();
+    let row = raw
+        .query_one(
+            "SELECT (SELECT count(*) FROM task_execution_logs WHERE execution_id = $1), \
+                    (SELECT count(*) FROM task_execution_log_chunks WHERE execution_id = $1)",
+            &[&id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The seqs execution `id`'s log holds, in order, read through the crate.
+pub async fn seqs(r: &Repos, id: ExecutionId) -> Vec<u64> {
+    r.db.db()
+        .logs()
+        .read_after(id, None, 10_000)
+        .await
+        .unwrap()
+        .lines
+        .iter()
+        .map(|l| l.seq)
+        .collect()
+}
+
+/// A random execution id nothing has.
+pub fn missing_execution() -> ExecutionId {
+    ExecutionId::from(Uuid::new_v4())
+}
 
 #[tokio::test]
 async fn smoke_append_read_search() {

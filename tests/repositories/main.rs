@@ -19,6 +19,7 @@ mod hostile_inputs;
 mod hostile_rows;
 mod logs;
 mod logs_follow;
+mod logs_partitions;
 mod logs_review;
 mod mocked_service;
 mod sorted_plans;
