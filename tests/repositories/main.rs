@@ -18,6 +18,7 @@ mod explain;
 mod hostile_inputs;
 mod hostile_rows;
 mod logs;
+mod logs_appends;
 mod logs_follow;
 mod logs_partitions;
 mod logs_review;
