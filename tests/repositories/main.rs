@@ -20,6 +20,7 @@ mod hostile_rows;
 mod logs;
 mod logs_appends;
 mod logs_follow;
+mod logs_hostile;
 mod logs_partitions;
 mod logs_review;
 mod mocked_service;
