@@ -9,8 +9,8 @@
 --                      transaction not scoped to a user sees no task and
 --                      no execution).
 --   voidrunner_worker  the workers, the rescuer, the pruner and the event
---                      poll: every row of tasks and task_executions,
---                      through policies of its own.
+--                      poll: every row of tasks, task_executions and the
+--                      execution logs, through policies of its own.
 --
 -- All three are NOLOGIN groups: log in as a role of your own that is a
 -- member of one (CREATE ROLE api LOGIN IN ROLE voidrunner_app), never of
@@ -27,8 +27,8 @@
 -- every database of the cluster, so a second database or a second run
 -- finds them), grants that exist are granted again as no-ops, and each
 -- policy is dropped and created afresh. It turns on row-level security for
--- tasks and task_executions once V9's policies are there (see V9), and
--- for V12's counters once theirs are. It
+-- tasks and task_executions once V9's policies are there (see V9), for
+-- V12's counters and V13's log tables once theirs are. It
 -- never revokes, never changes an
 -- object's owner and never alters an existing role, but it stops without
 -- changing anything if voidrunner_app could escape row-level security (a
@@ -172,6 +172,15 @@ BEGIN
     IF to_regclass('task_counts') IS NOT NULL THEN
         GRANT SELECT ON task_counts, task_counts_by_user TO voidrunner_app, voidrunner_worker;
     END IF;
+    -- V13's execution logs: the application role reads its scope's lines
+    -- (row-level security, below); the worker appends, reads and deletes
+    -- every execution's. An execution's lines go with it through V13's
+    -- triggers (SECURITY DEFINER), which need none of these.
+    IF to_regclass('task_execution_logs') IS NOT NULL THEN
+        GRANT SELECT ON task_execution_logs, task_execution_log_chunks TO voidrunner_app;
+        GRANT SELECT, INSERT, DELETE ON task_execution_logs, task_execution_log_chunks
+            TO voidrunner_worker;
+    END IF;
     FOR fn IN
         SELECT p.oid::regprocedure AS signature, p.proname
         FROM pg_proc p
@@ -221,6 +230,19 @@ BEGIN
     THEN
         ALTER TABLE task_counts ENABLE ROW LEVEL SECURITY;
     END IF;
+    IF (SELECT count(*) FROM pg_policy
+        WHERE polrelid = to_regclass('task_execution_logs')
+          AND polname IN ('task_execution_logs_tenant', 'task_execution_logs_unbound')) = 2
+    THEN
+        ALTER TABLE task_execution_logs ENABLE ROW LEVEL SECURITY;
+    END IF;
+    IF (SELECT count(*) FROM pg_policy
+        WHERE polrelid = to_regclass('task_execution_log_chunks')
+          AND polname IN ('task_execution_log_chunks_tenant',
+                          'task_execution_log_chunks_unbound')) = 2
+    THEN
+        ALTER TABLE task_execution_log_chunks ENABLE ROW LEVEL SECURITY;
+    END IF;
 END;
 $$;
 
@@ -246,6 +268,14 @@ BEGIN
         DROP POLICY IF EXISTS task_counts_by_user_worker ON task_counts_by_user;
         CREATE POLICY task_counts_by_user_worker ON task_counts_by_user FOR SELECT
             TO voidrunner_worker USING (true);
+    END IF;
+    IF to_regclass('task_execution_logs') IS NOT NULL THEN
+        DROP POLICY IF EXISTS task_execution_logs_worker ON task_execution_logs;
+        CREATE POLICY task_execution_logs_worker ON task_execution_logs TO voidrunner_worker
+            USING (true) WITH CHECK (true);
+        DROP POLICY IF EXISTS task_execution_log_chunks_worker ON task_execution_log_chunks;
+        CREATE POLICY task_execution_log_chunks_worker ON task_execution_log_chunks
+            TO voidrunner_worker USING (true) WITH CHECK (true);
     END IF;
 END;
 $$;

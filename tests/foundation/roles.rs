@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use voidrunner_db::testing::{TestDatabase, server_config};
 use voidrunner_db::{
-    Database, DbConfig, Error, ExecutionQueue, ExecutionRepository, ExecutionStatus, NewTask,
-    NewUser, Outcome, PageRequest, PasswordHash, PgExecutionQueue, PgExecutionRepository,
-    PgTaskRepository, PgUserRepository, PoolerMode, RescuePolicy, TaskId, TaskRepository,
-    TaskStatus, TaskUpdate, UserId, UserRepository, UserUpdate, roles,
+    Database, DbConfig, Error, ExecutionQueue, ExecutionRepository, ExecutionStatus, LogRepository,
+    LogScope, NewLogLine, NewTask, NewUser, Outcome, PageRequest, PasswordHash, PgExecutionQueue,
+    PgExecutionRepository, PgTaskRepository, PgUserRepository, PoolerMode, RescuePolicy,
+    ScopedLogRepository, TaskId, TaskRepository, TaskStatus, TaskUpdate, UserId, UserRepository,
+    UserUpdate, roles,
 };
 
 /// A LOGIN role made by one test, member of the given groups; dropped
@@ -136,6 +137,7 @@ async fn privileges(client: &tokio_postgres::Client) -> Vec<String> {
              WHERE nspname = 'public' \
              UNION ALL SELECT format('table %s %s', relname, relacl) FROM pg_class \
              WHERE relname IN ('users', 'tasks', 'task_executions', 'task_counts', 'task_counts_by_user', \
+                               'task_execution_logs', 'task_execution_log_chunks', \
                                'voidrunner_db_schema_history') \
              UNION ALL SELECT format('function %s %s', oid::regprocedure, proacl) FROM pg_proc \
              WHERE proname LIKE 'voidrunner\\_%' \
@@ -585,6 +587,20 @@ async fn the_worker_role_runs_the_queue_over_every_row() {
         .heartbeat(done.execution.id, "w1", lease)
         .await
         .unwrap();
+    // Log lines of both users' executions: appended, read and searched.
+    let logs = worker.logs();
+    for c in &claimed {
+        let lines = (0..3)
+            .map(|i| NewLogLine::stdout(i, format!("worker line {i}")))
+            .collect();
+        assert_eq!(logs.append(c.execution.id, "w1", lines).await.unwrap(), 3);
+        assert_eq!(logs.tail(c.execution.id, 10).await.unwrap().len(), 3);
+    }
+    let found = logs
+        .search(LogScope::User(a.0), "worker", PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 3);
     queue
         .complete(done.execution.id, "w1", Outcome::completed(0))
         .await
@@ -603,6 +619,10 @@ async fn the_worker_role_runs_the_queue_over_every_row() {
     let report = queue.rescue_expired(RescuePolicy::default()).await.unwrap();
     assert_eq!(report.timed_out, [lost.execution.id]);
     assert_eq!(queue.prune(Duration::ZERO, 100).await.unwrap(), 2);
+    // The pruned executions' lines went with them.
+    let client = db.raw_client().await.unwrap();
+    assert_eq!(visible(&client, "task_execution_logs").await, 0);
+    assert_eq!(visible(&client, "task_execution_log_chunks").await, 0);
     worker.close(Duration::from_secs(5)).await;
 }
 
@@ -616,6 +636,66 @@ async fn the_app_role_runs_the_scoped_view_and_user_management() {
     let app = Database::connect(login.config(&base)).await.unwrap();
     let mine = app.scoped(a.0);
     let page = PageRequest::first(10);
+
+    // Log lines of both users' executions, written as another writer
+    // would: the app role reads and searches its user's only, and a
+    // deleted task takes its lines along.
+    let raw = db.raw_client().await.unwrap();
+    raw.batch_execute(
+        "INSERT INTO task_execution_logs \
+           (execution_id, execution_created_at, user_id, seq, stream, logged_at, line) \
+         SELECT id, created_at, user_id, g, 'stdout', now(), 'app line ' || g \
+         FROM task_executions, generate_series(0, 2) g; \
+         INSERT INTO task_execution_log_chunks (execution_id, execution_created_at, user_id, \
+           task_id, first_seq, last_seq, document) \
+         SELECT id, created_at, user_id, task_id, 0, 2, to_tsvector('simple', 'app line') \
+         FROM task_executions;",
+    )
+    .await
+    .unwrap();
+    let logs = app.scoped_logs(a.0);
+    let executions = PgExecutionRepository::new(db.db().clone());
+    let a_run = executions.latest_for_task(a.1).await.unwrap().unwrap();
+    let b_run = executions.latest_for_task(b.1).await.unwrap().unwrap();
+    assert_eq!(logs.tail(a_run.id, 10).await.unwrap().len(), 3);
+    assert_eq!(
+        logs.page(a_run.id, page.clone()).await.unwrap().items.len(),
+        3
+    );
+    assert!(logs.tail(b_run.id, 10).await.unwrap_err().is_not_found());
+    let found = logs.search("line", page.clone()).await.unwrap();
+    assert_eq!(found.items.len(), 3);
+    assert!(found.items.iter().all(|m| m.line.execution_id == a_run.id));
+    assert!(
+        logs.search_task(b.1, "line", page.clone())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let doomed = mine
+        .tasks
+        .create(NewTask::new(a.0, "doomed", "print(3)"))
+        .await
+        .unwrap();
+    let doomed_run = mine.executions.enqueue(doomed.id, None).await.unwrap();
+    raw.execute(
+        "INSERT INTO task_execution_logs \
+           (execution_id, execution_created_at, user_id, seq, stream, logged_at, line) \
+         SELECT id, created_at, user_id, 0, 'stdout', now(), 'doomed' \
+         FROM task_executions WHERE id = $1",
+        &[&doomed_run.id],
+    )
+    .await
+    .unwrap();
+    mine.tasks.delete(doomed.id).await.unwrap();
+    let left: i64 = raw
+        .query_one("SELECT count(*) FROM task_execution_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 6, "the deleted task's line is gone, the others kept");
+    drop(raw);
 
     assert_eq!(mine.tasks.get(a.1).await.unwrap().id, a.1);
     assert!(mine.tasks.get(b.1).await.unwrap_err().is_not_found());
