@@ -23,6 +23,7 @@ mod logs_follow;
 mod logs_hostile;
 mod logs_partitions;
 mod logs_review;
+mod logs_tenants;
 mod mocked_service;
 mod sorted_plans;
 mod sorted_walks;
