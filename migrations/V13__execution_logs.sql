@@ -69,14 +69,13 @@ CREATE TABLE task_execution_log_chunks (
 
 CREATE INDEX task_execution_log_chunks_document_idx
     ON task_execution_log_chunks USING gin (document);
-
--- A search in one user's or one task's logs: their chunks, whose few rows
--- (one per append and 64 KiB) are cheaper to walk and test than another
--- tenant's matches are to skip when the query's words are common.
-CREATE INDEX task_execution_log_chunks_user_idx
-    ON task_execution_log_chunks (user_id, execution_created_at);
-CREATE INDEX task_execution_log_chunks_task_idx
-    ON task_execution_log_chunks (task_id, execution_created_at);
+-- A search's chunks by their owner, where the GIN index cannot serve: a
+-- word most chunks hold (the GIN index would return every user's), and
+-- the application role, under whose row-level security PostgreSQL keeps
+-- the non-leakproof `@@` off every index. Either way a search then reads
+-- the chunks of the one user (or task) it searches, never the others'.
+CREATE INDEX task_execution_log_chunks_user_id_task_id_idx
+    ON task_execution_log_chunks (user_id, task_id);
 
 CREATE TABLE task_execution_logs_default
     PARTITION OF task_execution_logs DEFAULT;
@@ -128,6 +127,68 @@ CREATE OR REPLACE FUNCTION voidrunner_log_partition_start(unit text, at timestam
 RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT date_trunc(unit, at, 'UTC') $$;
+
+-- An execution's lines after seq `after_seq`, in seq order, at most
+-- `max_rows` (`voidrunner_log_after_page`), or its last `max_rows` lines,
+-- newest first (`voidrunner_log_tail_page`): one walk of the key index of
+-- the partition of `created` (the execution's created_at), whatever the
+-- statistics say. Written as one statement, the planner may read every
+-- line of the execution and sort them when its statistics of the log
+-- tables are stale (taken while they were small: a partition is new every
+-- day), as it may for the list pages; so, as V7's pages, each runs in a
+-- function whose SET clause leaves an ordered index scan the only plan.
+-- The partition is chosen when the cached generic plan starts (its other
+-- partitions are pruned before any is read). Not SECURITY DEFINER: they
+-- read as their caller, so row-level security binds the application role
+-- here as in any statement; no search_path pinned, as V11's pages.
+CREATE OR REPLACE FUNCTION voidrunner_log_after_page(
+    execution uuid, created timestamptz, after_seq bigint, max_rows bigint
+)
+RETURNS TABLE (execution_id uuid, seq bigint, stream text, logged_at timestamptz, line text)
+LANGUAGE plpgsql STABLE ROWS 100
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_incremental_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT l.execution_id, l.seq, l.stream, l.logged_at, l.line
+        FROM task_execution_logs l
+        WHERE l.execution_id = execution AND l.execution_created_at = created
+          AND l.seq > after_seq
+        ORDER BY l.execution_id, l.execution_created_at, l.seq
+        LIMIT max_rows;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION voidrunner_log_tail_page(
+    execution uuid, created timestamptz, max_rows bigint
+)
+RETURNS TABLE (execution_id uuid, seq bigint, stream text, logged_at timestamptz, line text)
+LANGUAGE plpgsql STABLE ROWS 100
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_incremental_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT l.execution_id, l.seq, l.stream, l.logged_at, l.line
+        FROM task_execution_logs l
+        WHERE l.execution_id = execution AND l.execution_created_at = created
+        ORDER BY l.execution_id DESC, l.execution_created_at DESC, l.seq DESC
+        LIMIT max_rows;
+END;
+$$;
 
 -- Creates the partitions of both log tables for the range of width `unit`
 -- holding `at`, where none covers it yet: only the parts of the range no

@@ -18,6 +18,8 @@ DROP FUNCTION voidrunner_log_partition_waiting(text);
 DROP FUNCTION voidrunner_log_partition_ensure(text, timestamptz);
 DROP FUNCTION voidrunner_log_partition_make(regclass, regclass, timestamptz, timestamptz);
 DROP FUNCTION voidrunner_log_partition_start(text, timestamptz);
+DROP FUNCTION voidrunner_log_tail_page(uuid, timestamptz, bigint);
+DROP FUNCTION voidrunner_log_after_page(uuid, timestamptz, bigint, bigint);
 DROP FUNCTION voidrunner_log_partitions(regclass);
 DROP TABLE task_execution_log_chunks;
 DROP TABLE task_execution_logs;

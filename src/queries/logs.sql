@@ -66,20 +66,12 @@ ORDER BY r.ord
 -- final, no line can follow the ones returned beyond the limit (an append
 -- after the end is refused). No row when the execution does not exist or
 -- is not in the call's scope; one row with NULL line columns when it has
--- no lines there. The partition key is a value of its own (a subquery,
--- not the outer row's column), so the lines are one partition's key range
--- read in order and stopped at the limit, not the execution's whole log
--- sorted.
+-- no lines there.
+-- The lines are read by `voidrunner_log_after_page` (V13): one walk of
+-- the key index of the execution's partition whatever the statistics.
 SELECT e.status AS execution_status, {{l.log_line}}
 FROM task_executions e
-LEFT JOIN LATERAL (
-  SELECT {{log_line}} FROM task_execution_logs
-  WHERE execution_id = $1
-    AND execution_created_at = (SELECT x.created_at FROM task_executions x WHERE x.id = $1)
-    AND seq > $2
-  ORDER BY seq
-  LIMIT $3
-) l ON true
+LEFT JOIN LATERAL voidrunner_log_after_page(e.id, e.created_at, $2, $3) l ON true
 WHERE e.id = $1 AND voidrunner_in_scope(e.user_id)
 ORDER BY l.seq
 
@@ -87,13 +79,7 @@ ORDER BY l.seq
 -- As `after`, the last `$2` lines of execution `$1`, newest first.
 SELECT e.status AS execution_status, {{l.log_line}}
 FROM task_executions e
-LEFT JOIN LATERAL (
-  SELECT {{log_line}} FROM task_execution_logs
-  WHERE execution_id = $1
-    AND execution_created_at = (SELECT x.created_at FROM task_executions x WHERE x.id = $1)
-  ORDER BY seq DESC
-  LIMIT $2
-) l ON true
+LEFT JOIN LATERAL voidrunner_log_tail_page(e.id, e.created_at, $2) l ON true
 WHERE e.id = $1 AND voidrunner_in_scope(e.user_id)
 ORDER BY l.seq DESC
 
@@ -125,9 +111,11 @@ WHERE c.document @@ (SELECT voidrunner_log_chunk_query(websearch_to_tsquery('sim
        OR (l.execution_created_at, l.execution_id, l.seq) < ($3, $4, $5))
 
 -- name: search_task
--- `search_matches` in task `$1`'s logs.
+-- `search_matches` in task `$1`'s logs. The task's owner is named too, so
+-- the chunks' owner index serves where the GIN index cannot (see V13).
 {{search_matches}}
   AND c.task_id = $1
+  AND c.user_id = (SELECT t.user_id FROM tasks t WHERE t.id = $1)
 ORDER BY l.execution_created_at DESC, l.execution_id DESC, l.seq DESC
 LIMIT $6
 

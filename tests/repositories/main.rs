@@ -22,6 +22,7 @@ mod logs_appends;
 mod logs_follow;
 mod logs_hostile;
 mod logs_partitions;
+mod logs_plans;
 mod logs_review;
 mod logs_tenants;
 mod mocked_service;
