@@ -388,3 +388,104 @@ async fn search_queries_of_every_shape() {
     assert_eq!(found("connection -host").await, Vec::<u64>::new());
     assert_eq!(found("quoted").await, [2]);
 }
+
+/// A database in SQL_ASCII, where another writer can store bytes that are
+/// not UTF-8 in a text column: reading them fails with the server's
+/// SQLSTATE 22021 (it will not convert them for the crate's UTF-8
+/// session), never a panic or a line cut short; the lines before still
+/// read.
+#[tokio::test]
+async fn a_line_that_is_not_utf8_fails_to_read_without_a_panic() {
+    let test_db = voidrunner_db::testing::TestDatabase::builder()
+        .empty()
+        .config(|c| c.min_connections = 0)
+        .build()
+        .await
+        .unwrap();
+    let config = test_db.config().await.unwrap();
+    let name = test_db.name().to_owned();
+    test_db.db().pool().close();
+    let server = voidrunner_db::testing::server_config().await.unwrap();
+    let (admin, connection) = server
+        .direct_pg_config()
+        .unwrap_or(server.pg_config())
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'SQL_ASCII' \
+               LC_COLLATE 'C' LC_CTYPE 'C'"
+        ))
+        .await
+        .unwrap();
+    let db = voidrunner_db::Database::connect(config).await.unwrap();
+    db.migrate().await.unwrap();
+    let r = crate::Repos {
+        users: voidrunner_db::PgUserRepository::new(db.clone()),
+        tasks: voidrunner_db::PgTaskRepository::new(db.clone()),
+        executions: voidrunner_db::PgExecutionRepository::new(db.clone()),
+        queue: voidrunner_db::PgExecutionQueue::new(db.clone()),
+        db: test_db,
+    };
+    let user = {
+        use voidrunner_db::UserRepository;
+        r.users
+            .create(voidrunner_db::NewUser::new(
+                "ascii@example.com",
+                voidrunner_db::PasswordHash::new("h"),
+            ))
+            .await
+            .unwrap()
+    };
+    let task = {
+        use voidrunner_db::TaskRepository;
+        r.tasks
+            .create(voidrunner_db::NewTask::new(user.id, "t", "x"))
+            .await
+            .unwrap()
+    };
+    let e = crate::logs::running(&r, &task, "w").await;
+    let logs = db.logs();
+    logs.append(e.id, "w", lines(0..2, "fine")).await.unwrap();
+    let client = db.client().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO task_execution_logs \
+               (execution_id, execution_created_at, user_id, seq, stream, logged_at, line) \
+             SELECT id, created_at, user_id, 2, 'stdout', now(), \
+                    convert_from('\\x66696e6520ff'::bytea, 'SQL_ASCII') \
+             FROM task_executions WHERE id = $1",
+            &[&e.id],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE task_execution_log_chunks SET last_seq = 2 WHERE execution_id = $1",
+            &[&e.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    for err in [
+        logs.tail(e.id, 10).await.unwrap_err(),
+        logs.read_after(e.id, None, 10).await.unwrap_err(),
+        logs.page(e.id, PageRequest::first(10)).await.unwrap_err(),
+        logs.search(LogScope::User(user.id), "fine", PageRequest::first(10))
+            .await
+            .unwrap_err(),
+    ] {
+        // The server itself refuses to send the bytes to a UTF-8 client
+        // (22021): an error the caller can tell, not a panic, not retried.
+        assert_eq!(err.sqlstate().map(|s| s.code()), Some("22021"), "{err:?}");
+        assert!(!err.is_retryable(), "{err:?}");
+    }
+    assert_eq!(logs.read_after(e.id, None, 2).await.unwrap().lines.len(), 2);
+    db.pool().close();
+}
