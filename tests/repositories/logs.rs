@@ -8,14 +8,10 @@ use voidrunner_db::{
 
 use crate::{LEASE, Repos, repos};
 
-/// A new execution of `task`, claimed by `worker` (only it is pending, so
-/// the claim takes it).
+/// A new execution of `task` (queued again after an end), claimed by
+/// `worker` (only it is pending, so the claim takes it).
 pub async fn running(r: &Repos, task: &Task, worker: &str) -> TaskExecution {
-    let created = r
-        .executions
-        .create(NewExecution::new(task.id))
-        .await
-        .unwrap();
+    let created = r.queue.enqueue(task.id, None).await.unwrap();
     let claimed = r.queue.claim(worker, 1, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].execution.id, created.id);
@@ -206,4 +202,116 @@ async fn another_writers_lines_must_match_their_execution() {
         .await
         .expect("a line that matches its execution");
     assert_eq!(r.count_rows("task_execution_logs").await, 1);
+}
+
+/// Every match of a search, walked in pages of 7 across executions of one
+/// created_at and of others, some lines retried (two chunks holding them),
+/// and the executions' lines moved out of DEFAULT in the middle of the
+/// walk: each match once, in order (newest execution first, last line
+/// first), the same as read with raw SQL.
+#[tokio::test]
+async fn search_and_page_walks_return_every_line_once_in_order() {
+    let r = repos().await;
+    let db = r.db.db();
+    let logs = db.logs();
+    let user = r.user("walk@example.com").await;
+    let task = r.task(&user, "t").await;
+    let mut executions = Vec::new();
+    let same = Timestamp::from(time::macros::datetime!(2031-02-03 04:05 UTC));
+    for i in 0..4 {
+        let worker = format!("w{i}");
+        let e = running(&r, &task, &worker).await;
+        // Two executions share a created_at; all wait in DEFAULT.
+        let at = if i < 2 {
+            same
+        } else {
+            Timestamp::from(time::macros::datetime!(2031-02-01 00:00 UTC))
+        };
+        set_created_at(&r, e.id, at).await;
+        let batch: Vec<NewLogLine> = (0..30)
+            .map(|s| {
+                NewLogLine::stdout(
+                    s,
+                    if s % 3 == 0 {
+                        format!("match {i} {s}")
+                    } else {
+                        format!("other {i} {s}")
+                    },
+                )
+            })
+            .collect();
+        logs.append(e.id, &worker, batch[..20].to_vec())
+            .await
+            .unwrap();
+        // A retry that overlaps the first batch.
+        logs.append(e.id, &worker, batch[15..].to_vec())
+            .await
+            .unwrap();
+        r.queue
+            .complete(e.id, &worker, Outcome::failed(1))
+            .await
+            .unwrap();
+        executions.push(e);
+    }
+    let expected: Vec<(Uuid, i64)> =
+        r.db.raw_client()
+            .await
+            .unwrap()
+            .query(
+                "SELECT execution_id, seq FROM task_execution_logs \
+             WHERE to_tsvector('simple', line) @@ websearch_to_tsquery('simple', 'match') \
+             ORDER BY execution_created_at DESC, execution_id DESC, seq DESC",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+    assert_eq!(expected.len(), 40);
+    for scope in [LogScope::Task(task.id), LogScope::User(user.id)] {
+        let mut got = Vec::new();
+        let mut request = PageRequest::first(7);
+        let mut pages = 0;
+        loop {
+            let page = logs.search(scope, "match", request.clone()).await.unwrap();
+            got.extend(
+                page.items
+                    .iter()
+                    .map(|m| (m.line.execution_id.as_uuid(), m.line.seq as i64)),
+            );
+            pages += 1;
+            if pages == 3 && matches!(scope, LogScope::Task(_)) {
+                // The lines leave DEFAULT mid-walk.
+                let report = db
+                    .maintain_log_partitions_at(
+                        &Default::default(),
+                        Some(Timestamp::from(
+                            time::macros::datetime!(2031-02-02 00:00 UTC),
+                        )),
+                    )
+                    .await
+                    .unwrap();
+                assert!(report.moved > 0, "{report:?}");
+            }
+            match request.next(&page) {
+                Some(next) => request = next,
+                None => break,
+            }
+        }
+        assert_eq!(got, expected, "{scope:?}");
+    }
+    for e in &executions {
+        let mut got = Vec::new();
+        let mut request = PageRequest::first(7);
+        loop {
+            let page = logs.page(e.id, request.clone()).await.unwrap();
+            got.extend(page.items.iter().map(|l| l.seq));
+            match request.next(&page) {
+                Some(next) => request = next,
+                None => break,
+            }
+        }
+        assert_eq!(got, (0..30).collect::<Vec<_>>());
+    }
 }
