@@ -358,30 +358,6 @@ impl PgLogRepository {
     }
 }
 
-impl PgLogRepository {
-    /// Sends `appends` in one statement; over the pool, once more if it
-    /// met a partition attached meanwhile. An append that routed a line to
-    /// a DEFAULT partition while maintenance attached that line's partition
-    /// fails the DEFAULT's partition check (23514) when the attach commits:
-    /// nothing was written, and the same statement now finds the new
-    /// partition. Inside a transaction the error aborts it, so it is the
-    /// caller's.
-    async fn send(&self, appends: &[LogAppend]) -> Result<Vec<Result<u64>>> {
-        let first = sql::append_many(&self.source.conn().await?, appends).await;
-        match first {
-            Err(err) if matches!(self.source, Source::Pool(_)) && met_a_new_partition(&err) => {
-                sql::append_many(&self.source.conn().await?, appends).await
-            }
-            other => other,
-        }
-    }
-}
-
-fn met_a_new_partition(err: &Error) -> bool {
-    err.sqlstate() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
-        && err.to_string().contains("violates partition constraint")
-}
-
 /// `at` moved `by` forward or back; `None` past what `time` holds.
 fn shift(at: Timestamp, by: std::time::Duration, forward: bool) -> Option<Timestamp> {
     let by = time::Duration::try_from(by).ok()?;
@@ -420,6 +396,59 @@ fn checked_seq(after: Option<u64>) -> Result<Option<i64>> {
         .transpose()
 }
 
+/// How often an append over the pool is sent when its lines were routed
+/// to a DEFAULT partition that got their partition meanwhile.
+const ROUTED_ATTEMPTS: usize = 3;
+
+/// Whether `err` is the refusal of a row routed to a DEFAULT log partition
+/// while the maintenance attached the row's own partition: the statement
+/// waited for the move's lock with the partitions it saw when it started,
+/// and PostgreSQL checks the DEFAULT partition's new bound when it inserts.
+/// Nothing of the statement was written; sent again, it sees the new
+/// partition.
+fn routed_to_stale_default(err: &Error) -> bool {
+    // The server's error is not kept (its detail lists the row): its
+    // message names the relation and the kind of constraint (the crate's
+    // sessions read the server's default messages, English on every
+    // packaged server, as for the statement timeout).
+    let Error::CheckViolation {
+        constraint: None,
+        message: Some(message),
+        not_null: false,
+        ..
+    } = err
+    else {
+        return false;
+    };
+    message.ends_with("violates partition constraint")
+        && [
+            "\"task_execution_logs_default\"",
+            "\"task_execution_log_chunks_default\"",
+        ]
+        .iter()
+        .any(|name| message.contains(name))
+}
+
+/// [`sql::append_many`], sent again (up to [`ROUTED_ATTEMPTS`]) when it
+/// met a partition made meanwhile. Inside a transaction the statement's
+/// failure ended the transaction's work, so it is not sent again there.
+async fn append_routed(source: &Source, appends: &[LogAppend]) -> Result<Vec<Result<u64>>> {
+    let conn = source.conn().await?;
+    let mut attempt = 1;
+    loop {
+        match sql::append_many(&conn, appends).await {
+            Err(err)
+                if attempt < ROUTED_ATTEMPTS
+                    && matches!(source, Source::Pool(_))
+                    && routed_to_stale_default(&err) =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[async_trait]
 impl LogRepository for PgLogRepository {
     async fn append(
@@ -433,7 +462,8 @@ impl LogRepository for PgLogRepository {
             counted(repo_span("log", "append"), append.lines.len()),
             async move {
                 validate::log_append(&append)?;
-                let mut results = self.send(std::slice::from_ref(&append)).await?;
+                let mut results =
+                    append_routed(&self.source, std::slice::from_ref(&append)).await?;
                 results
                     .pop()
                     .unwrap_or_else(|| Err(Error::not_found("execution", execution_id)))
@@ -447,7 +477,7 @@ impl LogRepository for PgLogRepository {
             counted(repo_span("log", "append_many"), appends.len()),
             async move {
                 validate::log_appends(&appends)?;
-                self.send(&appends).await
+                append_routed(&self.source, &appends).await
             },
         )
         .await
@@ -600,7 +630,11 @@ impl Database {
     /// and drops the partitions that ended `retention.keep` ago or more,
     /// whole. Run it from a periodic job (hourly is plenty for daily
     /// partitions); appends never fail for want of it, they wait in the
-    /// DEFAULT partitions.
+    /// DEFAULT partitions. An append that meets the move of its lines out
+    /// of DEFAULT waits for it and is sent again over the pool; inside a
+    /// [`Transaction`](crate::Transaction) it fails with
+    /// `Error::CheckViolation` (the partition constraint of the DEFAULT
+    /// partition), nothing written, and the transaction may be run again.
     ///
     /// Each partition is made or dropped in a statement of its own, giving
     /// up on a lock after 2 s (`Error::Timeout` with SQLSTATE 55P03, the

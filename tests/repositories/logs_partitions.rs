@@ -528,3 +528,69 @@ async fn a_bad_retention_is_refused_and_changes_nothing() {
     let report = db.maintain_log_partitions_at(&edge, at).await.unwrap();
     assert_eq!(sorted(report.created), names(&["20300310_0000"]));
 }
+
+/// Appends to executions whose lines wait in DEFAULT go on while the
+/// maintenance makes their partition and moves the lines into it: every
+/// append succeeds (at most it waits for the move), no line is lost or
+/// doubled, and the DEFAULT partition ends empty.
+#[tokio::test]
+async fn appends_go_on_while_their_lines_move_out_of_default() {
+    let r = crate::repos_with_pool(8).await;
+    let db = r.db.db();
+    let user = r.user("moving@example.com").await;
+    let mut running = Vec::new();
+    for i in 0..4 {
+        let worker = format!("m{i}");
+        let e = running_task(&r, &user, &worker, &worker).await;
+        set_created_at(&r, e.id, ts(datetime!(2030-09-09 09:00 UTC))).await;
+        running.push((e, worker));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let batches = Arc::new(AtomicU64::new(0));
+    let mut appenders = Vec::new();
+    for (e, worker) in &running {
+        let (logs, stop, batches) = (db.logs(), stop.clone(), batches.clone());
+        let (id, worker) = (e.id, worker.clone());
+        appenders.push(tokio::spawn(async move {
+            let mut next = 0u64;
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match logs
+                    .append(id, &worker, lines(next..next + 25, "moving"))
+                    .await
+                {
+                    Ok(added) => {
+                        assert_eq!(added, 25);
+                        next += 25;
+                    }
+                    // Retried as a worker would: the batch is all or nothing.
+                    Err(err) => failures.push(format!("{err:?}")),
+                }
+                batches.fetch_add(1, Ordering::SeqCst);
+            }
+            (next, failures)
+        }));
+    }
+    while batches.load(Ordering::SeqCst) < 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let report = db
+        .maintain_log_partitions_at(
+            &LogRetention::default(),
+            Some(ts(datetime!(2030-09-08 12:00 UTC))),
+        )
+        .await
+        .unwrap();
+    assert!(report.moved > 0, "{report:?}");
+    let during = batches.load(Ordering::SeqCst);
+    while batches.load(Ordering::SeqCst) < during + 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for ((e, _), appender) in running.iter().zip(appenders) {
+        let (total, failures) = appender.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(seqs(&r, e.id).await, (0..total).collect::<Vec<_>>());
+    }
+    assert_eq!(waiting(&r).await, (0, 0));
+}
