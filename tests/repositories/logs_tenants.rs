@@ -72,15 +72,23 @@ async fn an_executions_lines_go_with_it() {
     assert_eq!(stored(&r, kept.id).await, (4, 1));
     assert_eq!(r.count_rows("task_execution_logs").await, 4);
 
-    // TRUNCATE of the executions truncates the logs.
-    r.db.raw_client()
-        .await
-        .unwrap()
-        .batch_execute("TRUNCATE task_executions")
-        .await
-        .unwrap();
+    // TRUNCATE of the executions truncates the logs, also when the same
+    // statement names one of them (the trigger then leaves it be).
+    let raw = r.db.raw_client().await.unwrap();
+    raw.batch_execute("TRUNCATE task_executions").await.unwrap();
     assert_eq!(r.count_rows("task_execution_logs").await, 0);
     assert_eq!(r.count_rows("task_execution_log_chunks").await, 0);
+    for sql in [
+        "TRUNCATE task_executions, task_execution_logs",
+        "TRUNCATE task_execution_log_chunks, task_executions",
+        "TRUNCATE tasks, task_executions, task_execution_logs, task_execution_log_chunks CASCADE",
+    ] {
+        let e = logged(&r, &b, "again").await;
+        assert_eq!(stored(&r, e.id).await, (4, 1));
+        raw.batch_execute(sql).await.unwrap();
+        assert_eq!(r.count_rows("task_execution_logs").await, 0, "{sql}");
+        assert_eq!(r.count_rows("task_execution_log_chunks").await, 0, "{sql}");
+    }
 }
 
 #[tokio::test]
