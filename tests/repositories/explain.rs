@@ -175,6 +175,8 @@ async fn check_lists(client: &tokio_postgres::Client) -> BTreeSet<String> {
 
 /// The files whose statements this binary's checks cover; the queue's,
 /// the events' and the server's are `tests/queue/plans.rs`'s.
+/// (The execution logs' statements, `logs.`, are `logs_plans.rs`'s, on a
+/// load of log lines of their own; it fails on any it does not cover.)
 const FILES: [&str; 5] = ["users.", "tasks.", "executions.", "lists.", "counts."];
 
 /// Not profiled, on purpose: the bulk load is a COPY (no plan; it writes

@@ -522,7 +522,9 @@ async fn big_tasks(admin: &Client, user: Uuid) -> i64 {
         .get(0)
 }
 
-/// The statements the scoped view runs that this file checks.
+/// The statements the scoped view runs that this file checks. (The scoped
+/// log reads and searches are `logs_plans.rs`'s, as the application role
+/// too.)
 const SCOPED: [&str; 17] = [
     "counts.tasks_by_user",
     "executions.get",
