@@ -3,6 +3,7 @@
 //! per variant and measurement, interleaved), callgrind, and the report.
 
 pub(crate) mod counts;
+pub(crate) mod logs;
 pub(crate) mod replica;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,9 @@ pub struct Options {
     /// Only the counts' rounds run (`--counts-only`, issue #20): their
     /// section is printed; nothing is written.
     pub counts_only: bool,
+    /// Only the log appends' rounds run (`--logs-only`, issue #21): their
+    /// section is printed; nothing is written.
+    pub logs_only: bool,
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
             queue_only: false,
             replicas_only: false,
             counts_only: false,
+            logs_only: false,
         }
     }
 }
@@ -174,6 +179,10 @@ fn measure(
 ) -> Result<(), BoxError> {
     if options.counts_only {
         println!("{}", counts::rounds(rt, cluster, plan)?);
+        return Ok(());
+    }
+    if options.logs_only {
+        println!("{}", logs::rounds(rt, cluster, plan)?);
         return Ok(());
     }
     eprintln!("seeding and capturing the crate's SQL…");
@@ -309,6 +318,13 @@ fn measure(
     } else {
         counts::rounds(rt, cluster, plan)?
     };
+    // Issue #21: log appends against a raw COPY, on a database of their
+    // own.
+    let logs_section = if options.queue_only || options.replicas_only {
+        String::new()
+    } else {
+        logs::rounds(rt, cluster, plan)?
+    };
     let valgrind = (options.callgrind && !options.queue_only && !options.replicas_only)
         .then(|| find_program("valgrind"))
         .flatten();
@@ -353,8 +369,10 @@ fn measure(
         notes.as_deref(),
     );
     markdown.push_str(&counts_section);
+    markdown.push_str(&logs_section);
     println!("{}", report::replicas_section(&records));
     println!("{counts_section}");
+    println!("{logs_section}");
     if options.replicas_only && options.out.is_none() {
         eprintln!("--replicas-only without --out: BENCHMARKS.md and ratios.svg left alone");
         return finish(&errors);
