@@ -9,7 +9,8 @@
 //!   executions × 50 lines, one statement per batch;
 //! - at c = 1, 2 and 4 connections, a fixed number of lines per run, three
 //!   variants, in another order each round, each on emptied log tables
-//!   (`TRUNCATE`, then `CHECKPOINT`):
+//!   (`TRUNCATE`, then `CHECKPOINT`), and each run's time includes the
+//!   merge of what it left in the search index's pending list:
 //!   - `append`: [`LogRepository::append_many`];
 //!   - `copy`: a binary `COPY` of the same rows (same columns) into
 //!     `task_execution_logs` (the partitioned parent, its key and checks),
@@ -70,6 +71,60 @@ struct Run {
     p99_ms: f64,
     /// The load average (1 min) when the run ended.
     load: f64,
+    /// CPU per line, µs: the server's processes (every backend, the
+    /// checkpointer, the WAL writer...) and this process.
+    server_us: f64,
+    client_us: f64,
+}
+
+/// CPU time, µs, of the server's processes so far: the postmaster's own
+/// and its exited children's (reaped, so in its `cutime`/`cstime`) and its
+/// live children's. Read from /proc; the cluster runs on this machine.
+fn server_cpu_us(postmaster: u32) -> f64 {
+    let ticks = |pid: u32, with_children: bool| -> Option<(u64, u32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command's closing parenthesis, from field 3.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let own = n(14) + n(15);
+        let total = if with_children {
+            own + n(16) + n(17)
+        } else {
+            own
+        };
+        Some((total, n(4) as u32))
+    };
+    let mut total = ticks(postmaster, true).map_or(0, |t| t.0);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            if let Some((t, parent)) = ticks(pid, false)
+                && parent == postmaster
+            {
+                total += t;
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    total as f64 * 1e6 / hz
+}
+
+fn client_cpu_us() -> f64 {
+    // SAFETY: getrusage writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    (crate::child::tv_us(usage.ru_utime) + crate::child::tv_us(usage.ru_stime)) as f64
 }
 
 async fn connect(url: &str, pool: usize) -> Result<Database, BoxError> {
@@ -98,7 +153,15 @@ pub(crate) fn rounds(
         let max_c = CONCURRENCY[CONCURRENCY.len() - 1];
         let db = connect(&url, max_c).await?;
         db.migrate().await?;
-        let section = measure(&db, &url, plan).await;
+        if let Ok(extra) = std::env::var("VR_LOGS_SQL") {
+            admin(&url).await?.batch_execute(&extra).await?;
+        }
+        let postmaster = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or("no pid in postmaster.pid")?;
+        let section = measure(&db, &url, plan, postmaster).await;
         db.close(Duration::from_secs(5)).await;
         section
     })
@@ -311,24 +374,40 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// What every run uses.
+struct Bench<'a> {
+    db: &'a Database,
+    url: &'a str,
+    /// 64 running executions per connection.
+    fleet: Vec<Vec<Running>>,
+    pool: Arc<Vec<String>>,
+    postmaster: u32,
+}
+
 /// One run: `variant` on `c` connections, `total` lines.
 async fn run(
-    db: &Database,
-    url: &str,
-    fleet: &[Vec<Running>],
-    pool: &Arc<Vec<String>>,
+    bench: &Bench<'_>,
     variant: &'static str,
     c: usize,
     total: usize,
 ) -> Result<Run, BoxError> {
+    let Bench {
+        db,
+        url,
+        fleet,
+        pool,
+        postmaster,
+    } = bench;
+    let postmaster = *postmaster;
     let batches = total / BATCH / c;
+    let (server0, client0) = (server_cpu_us(postmaster), client_cpu_us());
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for executions in fleet[..c].iter() {
         let executions = executions.clone();
         let pool = pool.clone();
-        let db = db.clone();
-        let url = url.to_owned();
+        let db = Database::clone(db);
+        let url = url.to_string();
         workers.spawn(async move {
             let mut times = Vec::with_capacity(batches);
             match variant {
@@ -437,17 +516,37 @@ async fn run(
     while let Some(joined) = workers.join_next().await {
         times.extend(joined??);
     }
+    // The search index's pending list (GIN `fastupdate`) is merged by
+    // whichever insert fills it; what the run left there is merged now and
+    // counted, so no run leaves part of its index work to the next one.
+    admin(url)
+        .await?
+        .batch_execute(
+            "SELECT gin_clean_pending_list(inhrelid::regclass) FROM pg_inherits \
+             WHERE inhparent = 'task_execution_log_chunks_document_idx'::regclass",
+        )
+        .await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let lines = (batches * c * BATCH) as f64;
+    let server_us = (server_cpu_us(postmaster) - server0) / lines;
+    let client_us = (client_cpu_us() - client0) / lines;
     times.sort_by(f64::total_cmp);
     Ok(Run {
-        lines_per_s: (batches * c * BATCH) as f64 / elapsed,
+        server_us,
+        client_us,
+        lines_per_s: lines / elapsed,
         p50_ms: percentile(&times, 0.5),
         p99_ms: percentile(&times, 0.99),
         load: load_average(),
     })
 }
 
-async fn measure(db: &Database, url: &str, plan: &Plan) -> Result<String, BoxError> {
+async fn measure(
+    db: &Database,
+    url: &str,
+    plan: &Plan,
+    postmaster: u32,
+) -> Result<String, BoxError> {
     let sql = admin(url).await?;
     let max_c = CONCURRENCY[CONCURRENCY.len() - 1];
     eprintln!("logs: {} running executions…", EXECUTIONS * max_c);
@@ -456,6 +555,13 @@ async fn measure(db: &Database, url: &str, plan: &Plan) -> Result<String, BoxErr
     let pool = Arc::new(line_pool());
     let mean_bytes = pool.iter().map(String::len).sum::<usize>() as f64 / pool.len() as f64;
     let total = lines_per_run(plan);
+    let bench = Bench {
+        db,
+        url,
+        fleet,
+        pool,
+        postmaster,
+    };
     // [round][concurrency][variant]
     let mut runs = vec![[[Run::default(); 3]; 3]; plan.rounds];
     for (round, by_c) in runs.iter_mut().enumerate() {
@@ -467,12 +573,14 @@ async fn measure(db: &Database, url: &str, plan: &Plan) -> Result<String, BoxErr
                     "TRUNCATE task_execution_logs, task_execution_log_chunks; CHECKPOINT",
                 )
                 .await?;
-                let r = run(db, url, &fleet, &pool, variant, c, total).await?;
+                let r = run(&bench, variant, c, total).await?;
                 eprintln!(
-                    "logs: round {}/{} c={c} {variant}: {:.0} lines/s, batch p50 {:.1} ms p99 {:.1} ms (load {:.2})",
+                    "logs: round {}/{} c={c} {variant}: {:.0} lines/s, CPU µs/line server {:.1} client {:.1}, batch p50 {:.1} ms p99 {:.1} ms (load {:.2})",
                     round + 1,
                     plan.rounds,
                     r.lines_per_s,
+                    r.server_us,
+                    r.client_us,
                     r.p50_ms,
                     r.p99_ms,
                     r.load
@@ -501,7 +609,8 @@ fn section(plan: &Plan, total: usize, mean_bytes: f64, runs: &[[[Run; 3]; 3]]) -
          Each run: {total} lines of {mean_bytes:.0} bytes on average, in batches of \
          {EXECUTIONS} executions × {LINES_PER_EXECUTION} lines (one statement, or one \
          transaction, per batch); each connection appends its own {EXECUTIONS} running \
-         executions; the log tables emptied before each run. `copy`: binary COPY of the same \
+         executions; the log tables emptied before each run, and each run's time includes \
+         merging what it left in the search index's pending list (GIN `fastupdate`). `copy`: binary COPY of the same \
          rows into `task_execution_logs` (no lease check, no search chunks); `copy+chunks`: \
          that COPY and an INSERT of the batch's chunks (`to_tsvector` of each execution's \
          lines) in one transaction. Medians of rounds; the load average (1 min) at each \
@@ -538,6 +647,31 @@ fn section(plan: &Plan, total: usize, mean_bytes: f64, runs: &[[[Run; 3]; 3]]) -
             ratio(1),
             ratio(2),
             loads.join(", ")
+        );
+    }
+    md.push_str(
+        "\nCPU per line, µs, server (all of its processes) + client (this process), medians of rounds; \
+         less sensitive to what else runs on the machine than lines/s:\n\n\
+         | c | append | copy | copy+chunks | append ÷ copy+chunks, server CPU |\n|---|---|---|---|---|\n",
+    );
+    for (ci, c) in CONCURRENCY.iter().enumerate() {
+        let cpu = |vi: usize| -> (f64, f64) {
+            (
+                median(runs.iter().map(|r| r[ci][vi].server_us).collect()),
+                median(runs.iter().map(|r| r[ci][vi].client_us).collect()),
+            )
+        };
+        let [a, p, k] = [cpu(0), cpu(1), cpu(2)];
+        let _ = writeln!(
+            md,
+            "| {c} | {:.1} + {:.1} | {:.1} + {:.1} | {:.1} + {:.1} | {:.2}× |",
+            a.0,
+            a.1,
+            p.0,
+            p.1,
+            k.0,
+            k.1,
+            a.0 / k.0
         );
     }
     let best = (0..CONCURRENCY.len())
