@@ -21,6 +21,14 @@
 //!     newlines, as the append builds them) in one transaction per batch:
 //!     what the append writes, without its lease check, `ON CONFLICT` and
 //!     the grouping in SQL.
+//!
+//! Beside lines/s, each run's CPU per line: the server's (all of the
+//! cluster's processes, from /proc) and this process's, which what else
+//! runs on the machine disturbs less. On stderr, per run, the statements
+//! `pg_stat_statements` counted (plans, planning and execution per call).
+//! `VR_LOGS_SQL`, when set, is run in the database after the migrations:
+//! for experiments (a storage parameter, an index option) without a
+//! rebuild.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,6 +158,15 @@ pub(crate) fn rounds(
             .batch_execute("CREATE DATABASE compare_logs")
             .await?;
         let url = url_of(cluster, "compare_logs");
+        // The statements' plans and times, as the server counts them (the
+        // cluster preloads the module), for the lines on stderr.
+        admin(&url)
+            .await?
+            .batch_execute(
+                "CREATE EXTENSION pg_stat_statements; \
+                 ALTER DATABASE compare_logs SET pg_stat_statements.track_planning = on",
+            )
+            .await?;
         let max_c = CONCURRENCY[CONCURRENCY.len() - 1];
         let db = connect(&url, max_c).await?;
         db.migrate().await?;
@@ -570,10 +587,34 @@ async fn measure(
                 let vi = (k + round + ci) % VARIANTS.len();
                 let variant = VARIANTS[vi];
                 sql.batch_execute(
-                    "TRUNCATE task_execution_logs, task_execution_log_chunks; CHECKPOINT",
+                    "TRUNCATE task_execution_logs, task_execution_log_chunks; CHECKPOINT; \
+                     SELECT pg_stat_statements_reset()",
                 )
                 .await?;
                 let r = run(&bench, variant, c, total).await?;
+                // The server's own account of the run's statements: plans,
+                // planning and execution per call.
+                for row in sql
+                    .query(
+                        "SELECT calls, plans, total_plan_time / greatest(plans, 1), \
+                                total_exec_time / calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) \
+                         FROM pg_stat_statements \
+                         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                           AND calls >= 5 AND query NOT LIKE '%pg_stat_statements%' \
+                         ORDER BY total_exec_time DESC LIMIT 3",
+                        &[],
+                    )
+                    .await?
+                {
+                    eprintln!(
+                        "    {} calls, {} plans of {:.2} ms, {:.2} ms a call: {}",
+                        row.get::<_, i64>(0),
+                        row.get::<_, i64>(1),
+                        row.get::<_, f64>(2),
+                        row.get::<_, f64>(3),
+                        row.get::<_, String>(4)
+                    );
+                }
                 eprintln!(
                     "logs: round {}/{} c={c} {variant}: {:.0} lines/s, CPU µs/line server {:.1} client {:.1}, batch p50 {:.1} ms p99 {:.1} ms (load {:.2})",
                     round + 1,
