@@ -100,12 +100,12 @@ async fn lines_of_a_day_without_a_partition_wait_in_default_and_move_out() {
     let logs = db.logs();
     let retention = LogRetention::default();
     let report = db
-        .maintain_log_partitions_at(&retention, Some(ts(datetime!(2030-03-10 23:30 UTC))))
+        .maintain_log_partitions_at(&retention, Some(ts(datetime!(2019-03-10 23:30 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
-        names(&["20300310_0000", "20300311_0000", "20300312_0000"]),
+        names(&["20190310_0000", "20190311_0000", "20190312_0000"]),
         "{report:?}"
     );
     assert_eq!(report.moved, 0);
@@ -117,11 +117,11 @@ async fn lines_of_a_day_without_a_partition_wait_in_default_and_move_out() {
     set_created_at(
         &r,
         last_moment.id,
-        ts(datetime!(2030-03-10 23:59:59.999999 UTC)),
+        ts(datetime!(2019-03-10 23:59:59.999999 UTC)),
     )
     .await;
-    set_created_at(&r, next_day.id, ts(datetime!(2030-03-13 00:00 UTC))).await;
-    set_created_at(&r, far.id, ts(datetime!(2031-07-04 12:00 UTC))).await;
+    set_created_at(&r, next_day.id, ts(datetime!(2019-03-13 00:00 UTC))).await;
+    set_created_at(&r, far.id, ts(datetime!(2020-07-04 12:00 UTC))).await;
     for (e, worker) in [(&last_moment, "w1"), (&next_day, "w2"), (&far, "w3")] {
         assert_eq!(
             logs.append(e.id, worker, lines(0..150, "early"))
@@ -137,7 +137,7 @@ async fn lines_of_a_day_without_a_partition_wait_in_default_and_move_out() {
         );
     }
     assert_eq!(
-        r.count_rows("task_execution_logs_p20300310_0000").await,
+        r.count_rows("task_execution_logs_p20190310_0000").await,
         300
     );
     assert_eq!(waiting(&r).await, (600, 4));
@@ -145,22 +145,22 @@ async fn lines_of_a_day_without_a_partition_wait_in_default_and_move_out() {
     assert_eq!(seqs(&r, next_day.id).await, (0..300).collect::<Vec<_>>());
 
     let report = db
-        .maintain_log_partitions_at(&retention, Some(ts(datetime!(2030-03-11 00:30 UTC))))
+        .maintain_log_partitions_at(&retention, Some(ts(datetime!(2019-03-11 00:30 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
-        names(&["20300313_0000", "20310704_0000"]),
+        names(&["20190313_0000", "20200704_0000"]),
         "{report:?}"
     );
     assert_eq!(report.moved, 604, "{report:?}");
     assert_eq!(waiting(&r).await, (0, 0));
     assert_eq!(
-        r.count_rows("task_execution_logs_p20300313_0000").await,
+        r.count_rows("task_execution_logs_p20190313_0000").await,
         300
     );
     assert_eq!(
-        r.count_rows("task_execution_logs_p20310704_0000").await,
+        r.count_rows("task_execution_logs_p20200704_0000").await,
         300
     );
     for e in [&last_moment, &next_day, &far] {
@@ -185,11 +185,11 @@ async fn lines_of_a_day_without_a_partition_wait_in_default_and_move_out() {
         10
     );
     assert_eq!(
-        r.count_rows("task_execution_logs_p20300313_0000").await,
+        r.count_rows("task_execution_logs_p20190313_0000").await,
         310
     );
     let again = db
-        .maintain_log_partitions_at(&retention, Some(ts(datetime!(2030-03-11 00:30 UTC))))
+        .maintain_log_partitions_at(&retention, Some(ts(datetime!(2019-03-11 00:30 UTC))))
         .await
         .unwrap();
     assert!(again.created.is_empty() && again.moved == 0, "{again:?}");
@@ -205,45 +205,45 @@ async fn hourly_weekly_and_monthly_partitions_cover_their_ranges() {
         keep: Duration::from_secs(2 * 3600),
     };
     let report = db
-        .maintain_log_partitions_at(&hourly, Some(ts(datetime!(2030-04-01 10:15 UTC))))
+        .maintain_log_partitions_at(&hourly, Some(ts(datetime!(2019-04-01 10:15 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
         names(&[
-            "20300401_1000",
-            "20300401_1100",
-            "20300401_1200",
-            "20300401_1300"
+            "20190401_1000",
+            "20190401_1100",
+            "20190401_1200",
+            "20190401_1300"
         ])
     );
     let user = r.user("hours@example.com").await;
     let late = running_task(&r, &user, "late", "w").await;
-    set_created_at(&r, late.id, ts(datetime!(2030-04-01 20:05 UTC))).await;
+    set_created_at(&r, late.id, ts(datetime!(2019-04-01 20:05 UTC))).await;
     db.logs()
         .append(late.id, "w", lines(0..10, "hour"))
         .await
         .unwrap();
     assert_eq!(waiting(&r).await, (10, 1));
     let report = db
-        .maintain_log_partitions_at(&hourly, Some(ts(datetime!(2030-04-01 11:10 UTC))))
+        .maintain_log_partitions_at(&hourly, Some(ts(datetime!(2019-04-01 11:10 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
-        names(&["20300401_1400", "20300401_2000"])
+        names(&["20190401_1400", "20190401_2000"])
     );
     assert_eq!(report.moved, 11);
     // Only what ended two hours before 11:10: the migration's partitions.
     assert!(
-        report.dropped.iter().all(|name| !name.contains("_p2030")),
+        report.dropped.iter().all(|name| !name.contains("_p2019")),
         "{report:?}"
     );
     assert_eq!(seqs(&r, late.id).await, (0..10).collect::<Vec<_>>());
     contiguous(
         &partitions(&r, "task_execution_logs").await,
-        ts(datetime!(2030-04-01 10:00 UTC)),
-        ts(datetime!(2030-04-01 15:00 UTC)),
+        ts(datetime!(2019-04-01 10:00 UTC)),
+        ts(datetime!(2019-04-01 15:00 UTC)),
     );
 
     let weekly = LogRetention {
@@ -253,17 +253,17 @@ async fn hourly_weekly_and_monthly_partitions_cover_their_ranges() {
     };
     // A Wednesday: its week starts on Monday the 29th.
     let report = db
-        .maintain_log_partitions_at(&weekly, Some(ts(datetime!(2030-05-01 09:00 UTC))))
+        .maintain_log_partitions_at(&weekly, Some(ts(datetime!(2019-05-01 09:00 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
-        names(&["20300429_0000", "20300506_0000"])
+        names(&["20190429_0000", "20190506_0000"])
     );
     contiguous(
         &partitions(&r, "task_execution_log_chunks").await,
-        ts(datetime!(2030-04-29 00:00 UTC)),
-        ts(datetime!(2030-05-13 00:00 UTC)),
+        ts(datetime!(2019-04-29 00:00 UTC)),
+        ts(datetime!(2019-05-13 00:00 UTC)),
     );
 
     // The last day of January: the month ahead is February, not March.
@@ -273,18 +273,18 @@ async fn hourly_weekly_and_monthly_partitions_cover_their_ranges() {
         keep: Duration::from_secs(62 * 86_400),
     };
     let report = db
-        .maintain_log_partitions_at(&monthly, Some(ts(datetime!(2031-01-31 18:00 UTC))))
+        .maintain_log_partitions_at(&monthly, Some(ts(datetime!(2020-01-31 18:00 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
-        names(&["20310101_0000", "20310201_0000"]),
+        names(&["20200101_0000", "20200201_0000"]),
         "{report:?}"
     );
     contiguous(
         &partitions(&r, "task_execution_logs").await,
-        ts(datetime!(2031-01-01 00:00 UTC)),
-        ts(datetime!(2031-03-01 00:00 UTC)),
+        ts(datetime!(2020-01-01 00:00 UTC)),
+        ts(datetime!(2020-03-01 00:00 UTC)),
     );
 }
 
@@ -292,11 +292,14 @@ async fn hourly_weekly_and_monthly_partitions_cover_their_ranges() {
 async fn a_change_of_unit_keeps_the_partitions_and_fills_the_gaps() {
     let r = repos().await;
     let db = r.db.db();
+    // Long enough that nothing of 2019 expires (counted from the test's
+    // clock, in the past), short enough for hourly partitions (at most
+    // 1,000 kept).
     let daily = LogRetention {
-        keep: Duration::from_secs(3660 * 86_400),
+        keep: Duration::from_secs(40 * 86_400),
         ..LogRetention::default()
     };
-    db.maintain_log_partitions_at(&daily, Some(ts(datetime!(2030-03-10 12:00 UTC))))
+    db.maintain_log_partitions_at(&daily, Some(ts(datetime!(2019-03-10 12:00 UTC))))
         .await
         .unwrap();
     let before = partitions(&r, "task_execution_logs").await;
@@ -307,12 +310,12 @@ async fn a_change_of_unit_keeps_the_partitions_and_fills_the_gaps() {
     };
     // Monday the 11th: its week already has the 11th and the 12th.
     let report = db
-        .maintain_log_partitions_at(&weekly, Some(ts(datetime!(2030-03-11 08:00 UTC))))
+        .maintain_log_partitions_at(&weekly, Some(ts(datetime!(2019-03-11 08:00 UTC))))
         .await
         .unwrap();
     assert_eq!(
         sorted(report.created.clone()),
-        names(&["20300313_0000", "20300318_0000"]),
+        names(&["20190313_0000", "20190318_0000"]),
         "{report:?}"
     );
     let after = partitions(&r, "task_execution_logs").await;
@@ -321,19 +324,19 @@ async fn a_change_of_unit_keeps_the_partitions_and_fills_the_gaps() {
     }
     let gap = after
         .iter()
-        .find(|(name, _, _)| name.ends_with("_p20300313_0000"))
+        .find(|(name, _, _)| name.ends_with("_p20190313_0000"))
         .unwrap();
     assert_eq!(
         (gap.1, gap.2),
         (
-            ts(datetime!(2030-03-13 00:00 UTC)),
-            ts(datetime!(2030-03-18 00:00 UTC))
+            ts(datetime!(2019-03-13 00:00 UTC)),
+            ts(datetime!(2019-03-18 00:00 UTC))
         )
     );
     contiguous(
         &after,
-        ts(datetime!(2030-03-10 00:00 UTC)),
-        ts(datetime!(2030-03-25 00:00 UTC)),
+        ts(datetime!(2019-03-10 00:00 UTC)),
+        ts(datetime!(2019-03-25 00:00 UTC)),
     );
     // Hours inside days and weeks that exist: nothing to make.
     let hourly = LogRetention {
@@ -342,7 +345,7 @@ async fn a_change_of_unit_keeps_the_partitions_and_fills_the_gaps() {
         keep: daily.keep,
     };
     let report = db
-        .maintain_log_partitions_at(&hourly, Some(ts(datetime!(2030-03-12 05:00 UTC))))
+        .maintain_log_partitions_at(&hourly, Some(ts(datetime!(2019-03-12 05:00 UTC))))
         .await
         .unwrap();
     assert!(report.created.is_empty(), "{report:?}");
@@ -358,7 +361,7 @@ async fn retention_drops_whole_old_partitions_while_appends_go_on() {
         ahead: 2,
         keep: Duration::from_secs(86_400),
     };
-    db.maintain_log_partitions_at(&day, Some(ts(datetime!(2030-06-01 00:00 UTC))))
+    db.maintain_log_partitions_at(&day, Some(ts(datetime!(2019-06-01 00:00 UTC))))
         .await
         .unwrap();
     let user = r.user("retention@example.com").await;
@@ -367,7 +370,7 @@ async fn retention_drops_whole_old_partitions_while_appends_go_on() {
     for i in 0..3 {
         let worker = format!("old{i}");
         let e = running_task(&r, &user, &worker, &worker).await;
-        set_created_at(&r, e.id, ts(datetime!(2030-06-01 10:00 UTC))).await;
+        set_created_at(&r, e.id, ts(datetime!(2019-06-01 10:00 UTC))).await;
         logs.append(e.id, &worker, lines(0..200, "old"))
             .await
             .unwrap();
@@ -377,7 +380,7 @@ async fn retention_drops_whole_old_partitions_while_appends_go_on() {
     for i in 0..4 {
         let worker = format!("new{i}");
         let e = running_task(&r, &user, &worker, &worker).await;
-        set_created_at(&r, e.id, ts(datetime!(2030-06-03 01:00 UTC))).await;
+        set_created_at(&r, e.id, ts(datetime!(2019-06-03 01:00 UTC))).await;
         recent.push((e, worker));
     }
     // A row-by-row delete of any line would fail: only DROP may take them.
@@ -395,9 +398,11 @@ async fn retention_drops_whole_old_partitions_while_appends_go_on() {
         .await
         .unwrap();
 
-    // Cut off at 2030-06-02 12:00: the 1st's partitions and the
-    // migration's (today's and tomorrow's) end before it.
-    let cutoff = ts(datetime!(2030-06-02 12:00 UTC));
+    // Cut off at 2019-06-02 12:00: the 1st's partitions end before it (the
+    // migration's, today's and tomorrow's, do not: retention never counts
+    // from a time later than the server's, so the test's clock stands in
+    // the past).
+    let cutoff = ts(datetime!(2019-06-02 12:00 UTC));
     let mut expected_dropped = Vec::new();
     for parent in ["task_execution_logs", "task_execution_log_chunks"] {
         for (name, _, hi) in partitions(&r, parent).await {
@@ -437,7 +442,7 @@ async fn retention_drops_whole_old_partitions_while_appends_go_on() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let report = db
-        .maintain_log_partitions_at(&day, Some(ts(datetime!(2030-06-03 12:00 UTC))))
+        .maintain_log_partitions_at(&day, Some(ts(datetime!(2019-06-03 12:00 UTC))))
         .await
         .unwrap();
     let during = batches.load(Ordering::SeqCst);
@@ -455,16 +460,20 @@ async fn retention_drops_whole_old_partitions_while_appends_go_on() {
         expected_dropped,
         "{report:?}"
     );
-    assert_eq!(
-        all_partitions(&r).await,
-        names(&[
-            "20300602_0000",
-            "20300603_0000",
-            "20300604_0000",
-            "20300605_0000"
-        ]),
-        "only the partitions after the cutoff are left"
-    );
+    let left = all_partitions(&r).await;
+    for name in names(&[
+        "20190602_0000",
+        "20190603_0000",
+        "20190604_0000",
+        "20190605_0000",
+    ]) {
+        assert!(left.contains(&name), "{name} dropped: {left:?}");
+    }
+    for parent in ["task_execution_logs", "task_execution_log_chunks"] {
+        for (name, _, hi) in partitions(&r, parent).await {
+            assert!(hi > cutoff, "{name} ends before the cutoff and was left");
+        }
+    }
     for e in &old {
         assert_eq!(stored(&r, e.id).await, (0, 0));
         let read = logs.read_after(e.id, None, 10).await.unwrap();
@@ -480,7 +489,7 @@ async fn a_bad_retention_is_refused_and_changes_nothing() {
     let r = repos().await;
     let db = r.db.db();
     let before = all_partitions(&r).await;
-    let at = Some(ts(datetime!(2030-03-10 12:00 UTC)));
+    let at = Some(ts(datetime!(2019-03-10 12:00 UTC)));
     for (field, bad) in [
         (
             "keep",
@@ -511,6 +520,14 @@ async fn a_bad_retention_is_refused_and_changes_nothing() {
                 ..LogRetention::default()
             },
         ),
+        (
+            "keep",
+            LogRetention {
+                partition: LogPartitionUnit::Hour,
+                keep: Duration::from_secs(60 * 86_400),
+                ..LogRetention::default()
+            },
+        ),
     ] {
         let err = db.maintain_log_partitions_at(&bad, at).await.unwrap_err();
         assert!(
@@ -519,14 +536,15 @@ async fn a_bad_retention_is_refused_and_changes_nothing() {
         );
         assert_eq!(all_partitions(&r).await, before);
     }
-    // The longest keep is accepted.
+    // The longest keep is accepted with a unit that keeps it in at most
+    // 1,000 partitions.
     let edge = LogRetention {
+        partition: LogPartitionUnit::Month,
         keep: LogRetention::MAX_KEEP,
         ahead: 0,
-        ..LogRetention::default()
     };
     let report = db.maintain_log_partitions_at(&edge, at).await.unwrap();
-    assert_eq!(sorted(report.created), names(&["20300310_0000"]));
+    assert_eq!(sorted(report.created), names(&["20190301_0000"]));
 }
 
 /// Appends to executions whose lines wait in DEFAULT go on while the
@@ -542,7 +560,7 @@ async fn appends_go_on_while_their_lines_move_out_of_default() {
     for i in 0..4 {
         let worker = format!("m{i}");
         let e = running_task(&r, &user, &worker, &worker).await;
-        set_created_at(&r, e.id, ts(datetime!(2030-09-09 09:00 UTC))).await;
+        set_created_at(&r, e.id, ts(datetime!(2019-09-09 09:00 UTC))).await;
         running.push((e, worker));
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -577,7 +595,7 @@ async fn appends_go_on_while_their_lines_move_out_of_default() {
     let report = db
         .maintain_log_partitions_at(
             &LogRetention::default(),
-            Some(ts(datetime!(2030-09-08 12:00 UTC))),
+            Some(ts(datetime!(2019-09-08 12:00 UTC))),
         )
         .await
         .unwrap();
