@@ -82,6 +82,13 @@ CREATE TABLE task_execution_logs_default
 CREATE TABLE task_execution_log_chunks_default
     PARTITION OF task_execution_log_chunks DEFAULT;
 
+-- An execution's created_at is every one of its lines' partition key:
+-- one the crate cannot read back or no partition can hold (infinity, a
+-- year of five digits) would stall the maintenance. NOT VALID: rows from
+-- before are not scanned (they were written by the crate, with now()).
+ALTER TABLE task_executions ADD CONSTRAINT task_executions_created_at_range
+    CHECK (isfinite(created_at) AND created_at < '10000-01-01 00:00:00+00') NOT VALID;
+
 -- Row-level security on every partition too, without a policy: reads and
 -- writes through the parents are held to the parents' policies only, and
 -- a role granted a partition directly (GRANT ... ON ALL TABLES IN SCHEMA)
@@ -231,9 +238,12 @@ BEGIN
     IF NOT isfinite(at) THEN
         RAISE EXCEPTION 'log partition time must be finite' USING ERRCODE = '22023';
     END IF;
-    -- One maintenance at a time ("voidrun" + 3): two would both see the
-    -- same gap and the second fail on the first's table.
-    PERFORM pg_advisory_xact_lock(8534155699028323843);
+    -- One maintenance at a time: two would both see the same gap and the
+    -- second fail on the first's table. A lock of the lines' DEFAULT
+    -- partition, which only the tables' owner may take (an advisory lock
+    -- any role could hold to stop maintenance), and which appends (ROW
+    -- EXCLUSIVE) do not wait for.
+    LOCK TABLE task_execution_logs_default IN SHARE UPDATE EXCLUSIVE MODE;
     range_lo := voidrunner_log_partition_start(unit, at);
     range_hi := voidrunner_log_partition_start(unit, range_lo + ('1 ' || unit)::interval);
     FOREACH parent IN ARRAY ARRAY['task_execution_logs'::regclass,
@@ -282,6 +292,7 @@ AS $$
 DECLARE
     parent_schema text := (SELECT n.nspname FROM pg_class c
                            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent);
+    suffix integer;
 BEGIN
     name := format('%s_p%s%s', (SELECT relname FROM pg_class WHERE oid = parent),
                    to_char(lo, 'YYYYMMDD"_"HH24MI'),
@@ -289,9 +300,11 @@ BEGIN
     -- A table of that name left by hand (a partition detached, a range of
     -- another width) keeps its name; the new one takes a suffix.
     IF to_regclass(format('%I.%I', parent_schema, name)) IS NOT NULL THEN
-        name := name || '_' || (SELECT count(*) FROM pg_class c
-                                JOIN pg_namespace n ON n.oid = c.relnamespace
-                                WHERE n.nspname = parent_schema AND c.relname LIKE name || '%');
+        suffix := 1;
+        WHILE to_regclass(format('%I.%I', parent_schema, name || '_' || suffix)) IS NOT NULL LOOP
+            suffix := suffix + 1;
+        END LOOP;
+        name := name || '_' || suffix;
     END IF;
     moved := 0;
     -- With the parent's column storage and the DEFAULT partition's storage
@@ -346,7 +359,7 @@ DECLARE
     victim regclass;
     victim_name text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(8534155699028323843);
+    LOCK TABLE task_execution_logs_default IN SHARE UPDATE EXCLUSIVE MODE;
     SELECT p.partition INTO victim
     FROM (SELECT * FROM voidrunner_log_partitions('task_execution_logs')
           UNION ALL
@@ -519,14 +532,29 @@ $$;
 -- locked execution row; this refuses another application's mistakes
 -- (23503, the whole statement).
 CREATE OR REPLACE FUNCTION voidrunner_notify_logs() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- The statement's executions by their key, whatever the statistics.
+SET enable_seqscan = off
+AS $$
 DECLARE
     ids text;
     stray record;
 BEGIN
+    -- The firing table's schema, read at each call, then pg_temp last: a
+    -- temporary table of the caller's cannot stand in for task_executions,
+    -- and a session with an empty search_path (a data-only restore) finds
+    -- it.
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
+    -- The executions locked against a concurrent delete (FOR KEY SHARE, as
+    -- a foreign key's check; the crate's appends hold a stronger lock
+    -- already): a line of an execution deleted meanwhile is refused, not
+    -- left behind.
     SELECT n.execution_id INTO stray
     FROM (SELECT DISTINCT execution_id, execution_created_at, user_id FROM new_lines) n
-    LEFT JOIN task_executions e ON e.id = n.execution_id
+    LEFT JOIN (SELECT x.id, x.created_at, x.user_id FROM task_executions x
+               WHERE x.id = ANY (ARRAY(SELECT DISTINCT execution_id FROM new_lines))
+               FOR KEY SHARE) e ON e.id = n.execution_id
     WHERE e.id IS NULL OR e.created_at <> n.execution_created_at OR e.user_id <> n.user_id
     LIMIT 1;
     IF FOUND THEN
@@ -567,14 +595,21 @@ CREATE TRIGGER task_execution_logs_checked AFTER UPDATE ON task_execution_logs
 -- included: a chunk that named another user's execution would put that
 -- execution's lines in this user's unscoped searches.
 CREATE OR REPLACE FUNCTION voidrunner_check_log_chunks() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- The statement's executions by their key, whatever the statistics.
+SET enable_seqscan = off
+AS $$
 DECLARE
     stray record;
 BEGIN
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', TG_TABLE_SCHEMA), true);
     SELECT n.execution_id INTO stray
     FROM (SELECT DISTINCT execution_id, execution_created_at, user_id, task_id
           FROM new_chunks) n
-    LEFT JOIN task_executions e ON e.id = n.execution_id
+    LEFT JOIN (SELECT x.id, x.created_at, x.user_id, x.task_id FROM task_executions x
+               WHERE x.id = ANY (ARRAY(SELECT DISTINCT execution_id FROM new_chunks))
+               FOR KEY SHARE) e ON e.id = n.execution_id
     WHERE e.id IS NULL OR e.created_at <> n.execution_created_at OR e.user_id <> n.user_id
        OR e.task_id <> n.task_id
     LIMIT 1;
@@ -599,13 +634,20 @@ CREATE TRIGGER task_execution_log_chunks_checked_update AFTER UPDATE ON task_exe
 -- that are not negated (`querytree`), each phrase as the words it holds
 -- (a chunk's tsvector keeps no positions: phrases are checked on each
 -- line). Lines of a chunk that holds a negated word may still match on
--- their own, so negations are left to the lines too. NULL for a query
--- with nothing to look up (only negations): it finds nothing.
+-- their own, so negations are left to the lines too. A query with
+-- nothing to look up (no word, only negations, or an alternative of
+-- negations only: `a or -b`) is refused (22023), since it could only be
+-- answered by reading every line of the scope.
 CREATE OR REPLACE FUNCTION voidrunner_log_chunk_query(query tsquery) RETURNS tsquery
-LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE STRICT
 AS $$
-    SELECT CASE WHEN querytree(query) IN ('', 'T') THEN NULL
-                ELSE regexp_replace(querytree(query), '<(-|[0-9]+)>', '&', 'g')::tsquery END
+BEGIN
+    IF querytree(query) IN ('', 'T') THEN
+        RAISE EXCEPTION 'voidrunner: a log search needs a word that is not negated in each of its alternatives'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN regexp_replace(querytree(query), '<(-|[0-9]+)>', '&', 'g')::tsquery;
+END;
 $$;
 
 -- Today's and tomorrow's daily partitions, so the first appends after the

@@ -183,6 +183,11 @@ impl LogWriter {
     /// error; when it means the answer was lost, the batch may still have
     /// been applied, and appending the same lines again adds only those
     /// that are missing.
+    ///
+    /// Await the returned future before completing the execution: an
+    /// append is lease-checked when its batch runs, so one still waiting
+    /// when the completion commits is refused (`LeaseLost`, `Finished`)
+    /// and its lines are not stored.
     pub fn append(
         &self,
         execution_id: ExecutionId,

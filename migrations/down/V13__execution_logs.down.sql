@@ -23,3 +23,4 @@ DROP FUNCTION voidrunner_log_after_page(uuid, timestamptz, bigint, bigint);
 DROP FUNCTION voidrunner_log_partitions(regclass);
 DROP TABLE task_execution_log_chunks;
 DROP TABLE task_execution_logs;
+ALTER TABLE task_executions DROP CONSTRAINT task_executions_created_at_range;

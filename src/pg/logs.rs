@@ -79,6 +79,21 @@ fn read_limit(field: &'static str, n: u32) -> Result<i64> {
     Ok(i64::from(n))
 }
 
+/// `voidrunner_log_chunk_query`'s refusal of a query with nothing to look
+/// up (only negations) as the `Validation` it is; other errors as they are.
+fn nothing_to_look_up(err: Error) -> Error {
+    let refused = err.sqlstate() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
+        && err.to_string().contains("a log search needs a word");
+    if refused {
+        Error::validation(
+            "query",
+            "needs a word that is not negated in each of its alternatives",
+        )
+    } else {
+        err
+    }
+}
+
 /// Where a page of lines ends: the execution's created_at, the execution
 /// and the line's seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +325,8 @@ pub(crate) mod sql {
         let fetch = page.limit + 1;
         let rows = c
             .query(statement, &[&owner, &query, &at, &execution, &seq, &fetch])
-            .await?;
+            .await
+            .map_err(nothing_to_look_up)?;
         let start = match rows.first() {
             Some(first) => LINE_COLUMNS.locate(first)?,
             None => 0,

@@ -92,12 +92,20 @@ ORDER BY l.seq DESC
 -- (`voidrunner_log_chunk_query`: its words, negations left out), their
 -- lines by the lines' key, and each line is checked against the whole
 -- query on its own. Lines two chunks share (a retry that filled a gap)
--- come back once; a line must be the chunk's owner's.
+-- come back once; a line must be the chunk's owner's, and the chunk's
+-- execution must still be there and still its owner's (a REPEATABLE READ
+-- transaction that deleted it, or gave its task to another user, cannot
+-- see lines appended after its snapshot: those are left behind, never
+-- served, and go with their partition). A query with nothing to look up
+-- fails (22023, `voidrunner_log_chunk_query`).
 SELECT DISTINCT c.task_id, l.execution_created_at, {{l.log_line}}
 FROM task_execution_log_chunks c
 JOIN LATERAL (
   SELECT execution_created_at, {{log_line}} FROM task_execution_logs x
   WHERE x.execution_id = c.execution_id AND x.execution_created_at = c.execution_created_at
+    -- One probe of the execution per chunk (a scalar subquery on the
+    -- chunk's columns only: a gate of the chunk's lines, never a join).
+    AND (SELECT e.user_id FROM task_executions e WHERE e.id = c.execution_id) = c.user_id
     AND x.seq BETWEEN c.first_seq AND c.last_seq
     AND to_tsvector('simple', x.line) @@ (SELECT websearch_to_tsquery('simple', $2))
     AND x.user_id = c.user_id
@@ -127,8 +135,11 @@ ORDER BY l.execution_created_at DESC, l.execution_id DESC, l.seq DESC
 LIMIT $6
 
 -- name: partitions_waiting
--- The range starts (width `$1`) of rows waiting in the DEFAULT partitions.
-SELECT voidrunner_log_partition_waiting($1) AS range_start
+-- The range starts (width `$1`) of rows waiting in the DEFAULT partitions
+-- that a partition can hold (a row of another writer's with a time past
+-- year 9999 waits for good rather than stall the maintenance).
+SELECT w.range_start FROM voidrunner_log_partition_waiting($1) AS w(range_start)
+WHERE isfinite(w.range_start) AND w.range_start < '9999-12-01 00:00:00+00'
 
 -- name: partition_ensure
 -- The partitions for the range of width `$1` holding `$2`, made where

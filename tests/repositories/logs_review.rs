@@ -184,8 +184,18 @@ async fn negations_and_phrases_are_the_lines_own() {
     assert_eq!(seqs("\"connection refused\"").await, [202]);
     assert_eq!(seqs("\"refused connection\"").await, Vec::<u64>::new());
     assert_eq!(seqs("alpha or peer").await, [202, 1, 0]);
-    // Nothing to look up: nothing found, no error.
-    assert_eq!(seqs("-needle").await, Vec::<u64>::new());
+    // Nothing to look up (a negation alone, or an alternative of one):
+    // refused, not answered by reading every line.
+    for query in ["-needle", "plain or -needle"] {
+        let err = logs
+            .search(LogScope::User(user.id), query, PageRequest::first(10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, voidrunner_db::Error::Validation { field: "query", .. }),
+            "{query}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -305,4 +315,64 @@ async fn a_role_granted_a_partition_directly_reads_none_of_it() {
         .await
         .unwrap();
     assert_eq!(seen, 0);
+}
+
+/// The consistency triggers find task_executions in the firing table's
+/// schema: a temporary table of that name (searched first by default)
+/// does not let a mismatched line in, and a session with an empty
+/// search_path (a data-only restore) can still write a matching one.
+#[tokio::test]
+async fn the_checks_cannot_be_shadowed_and_need_no_search_path() {
+    let r = repos().await;
+    let (a, _, _) = running(&r, "shadow-a@example.com", "wa").await;
+    let (_, _, eb) = running(&r, "shadow-b@example.com", "wb").await;
+    let client = r.db.raw_client().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE task_executions (id uuid, created_at timestamptz, \
+             user_id uuid, task_id uuid)",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO pg_temp.task_executions VALUES ($1, $2, $3, NULL)",
+            &[&eb.id.as_uuid(), &eb.created_at, &a.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let err = client
+        .execute(
+            "INSERT INTO public.task_execution_logs (execution_id, execution_created_at, \
+             user_id, seq, stream, logged_at, line) \
+             VALUES ($1, $2, $3, 0, 'stdout', now(), 'under a')",
+            &[&eb.id.as_uuid(), &eb.created_at, &a.id.as_uuid()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().and_then(|db| db.constraint()),
+        Some("task_execution_logs_execution_match")
+    );
+    client
+        .batch_execute("DROP TABLE pg_temp.task_executions; SET search_path = ''")
+        .await
+        .unwrap();
+    let owner: uuid::Uuid = client
+        .query_one(
+            "SELECT user_id FROM public.task_executions WHERE id = $1",
+            &[&eb.id.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO public.task_execution_logs (execution_id, execution_created_at, \
+             user_id, seq, stream, logged_at, line) \
+             VALUES ($1, $2, $3, 0, 'stdout', now(), 'fine')",
+            &[&eb.id.as_uuid(), &eb.created_at, &owner],
+        )
+        .await
+        .unwrap();
 }

@@ -24,6 +24,7 @@ mod logs_hostile;
 mod logs_partitions;
 mod logs_plans;
 mod logs_review;
+mod logs_snapshots;
 mod logs_tenants;
 mod mocked_service;
 mod sorted_plans;
