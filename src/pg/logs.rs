@@ -290,6 +290,8 @@ pub(crate) mod sql {
         let page = LogPage::parse("logs.page", id.as_uuid().as_bytes(), request)?;
         let after = page.after.map(|k| k.seq);
         let read = read_after(c, id, after, page.limit + 1).await?;
+        // One execution's page: its cursor is bound to the execution (the
+        // list's scope) and needs only the seq; the time is a placeholder.
         Ok(page.page(read.lines, |line| LogKey {
             created_at: Timestamp::from(time::OffsetDateTime::UNIX_EPOCH),
             execution: line.execution_id.as_uuid(),
