@@ -367,7 +367,10 @@ async fn an_append_statement_notifies_its_executions_in_payloads_that_fit() {
     }
     let executions = r.claim("w", 250).await;
     assert_eq!(executions.len(), 250);
+    // LISTEN goes to the server itself, not through a transaction-mode
+    // pooler the harness may have put in front of it.
     let config = r.db.config().await.unwrap();
+    let config = config.direct_config().unwrap_or(config);
     let (client, mut connection) = config
         .pg_config()
         .connect(tokio_postgres::NoTls)
