@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::pages::{CursorKind, ListScope, checksum, page_limit};
-use super::queue::lease_lost;
+use super::queue::refusal;
 use super::{Columns, Conn, RowReader, Source, counted, repo_span, traced};
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -246,16 +246,7 @@ pub(crate) mod sql {
                 let n: i64 = row.try_get("appended")?;
                 Ok(u64::try_from(n).unwrap_or(0))
             } else {
-                match row.try_get::<_, Option<ExecutionStatus>>("current_status")? {
-                    None => Err(Error::not_found("execution", id)),
-                    Some(status) => Err(lease_lost(
-                        id,
-                        status,
-                        row.try_get("leased")?,
-                        row.try_get::<_, Option<&str>>("current_worker")?,
-                        &append.worker_id,
-                    )),
-                }
+                Err(refusal(row, id, &append.worker_id)?)
             };
             results.push(result);
         }

@@ -78,6 +78,26 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Why a batch statement could not act on execution `id` for `worker`, from
+/// the execution's row of its answer (`current_status`, `leased`,
+/// `current_worker`, read from the locked row): `NotFound` when it does not
+/// exist, else the lease the worker lost. The error it returns is the
+/// refusal; an `Err` is a row that could not be read.
+pub(super) fn refusal(row: &tokio_postgres::Row, id: ExecutionId, worker: &str) -> Result<Error> {
+    Ok(
+        match row.try_get::<_, Option<ExecutionStatus>>("current_status")? {
+            None => Error::not_found("execution", id),
+            Some(status) => lease_lost(
+                id,
+                status,
+                row.try_get("leased")?,
+                row.try_get::<_, Option<&str>>("current_worker")?,
+                worker,
+            ),
+        },
+    )
+}
+
 /// Why a worker's heartbeat or completion was refused, from the locked row.
 pub(super) fn lease_lost(
     execution: ExecutionId,

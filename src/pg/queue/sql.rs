@@ -350,16 +350,7 @@ pub(crate) async fn complete_many(
             // the execution did end.
             read_execution(&mut COLUMN_NAMES.reader(row, start))
         } else {
-            match row.try_get::<_, Option<ExecutionStatus>>("current_status")? {
-                None => Err(Error::not_found("execution", id)),
-                Some(status) => Err(lease_lost(
-                    id,
-                    status,
-                    row.try_get("leased")?,
-                    row.try_get::<_, Option<&str>>("current_worker")?,
-                    &completion.worker_id,
-                )),
-            }
+            Err(refusal(row, id, &completion.worker_id)?)
         };
         results.push(result);
     }
