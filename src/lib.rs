@@ -85,10 +85,10 @@ pub use heartbeater::{Heartbeater, HeartbeaterConfig};
 pub use log_writer::{LogWriter, LogWriterConfig};
 pub use migrate::{DownTarget, MigrationStatus};
 pub use model::{
-    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, ExecutionUpdate, Heartbeat,
-    NewExecution, NewTask, NewUser, Outcome, Page, PageRequest, PasswordHash, RescuePolicy,
-    RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskStatusCounts,
-    TaskUpdate, Timestamp, User, UserId, UserUpdate,
+    ClaimOrder, ClaimedExecution, Completion, ConcurrencyLimit, ExecutionId, ExecutionStatus,
+    ExecutionUpdate, Heartbeat, NewExecution, NewTask, NewUser, Outcome, Page, PageRequest,
+    PasswordHash, RescuePolicy, RescueReport, ScriptType, Task, TaskExecution, TaskId, TaskStatus,
+    TaskStatusCounts, TaskUpdate, Timestamp, User, UserConcurrency, UserId, UserUpdate,
 };
 pub use model::{
     LogAppend, LogLine, LogMaintenanceReport, LogMatch, LogPartitionUnit, LogRead, LogRetention,
@@ -96,20 +96,23 @@ pub use model::{
 };
 pub use model::{SortDirection, TaskFilter, TaskSort, TaskSortField, TaskWithLatest};
 pub use pg::{
-    PgExecutionQueue, PgExecutionRepository, PgLogRepository, PgScopedExecutionRepository,
-    PgScopedLogRepository, PgScopedTaskRepository, PgTaskRepository, PgUserRepository,
+    PgConcurrencyLimits, PgExecutionQueue, PgExecutionRepository, PgLogRepository,
+    PgScopedExecutionRepository, PgScopedLogRepository, PgScopedTaskRepository, PgTaskRepository,
+    PgUserRepository,
 };
 #[doc(hidden)]
 pub use queries::{__statement, __statements};
 pub use repo::{
-    ExecutionQueue, ExecutionRepository, LogRepository, ScopedExecutionRepository,
-    ScopedLogRepository, ScopedTaskRepository, TaskRepository, UserRepository,
+    ConcurrencyLimits, ExecutionQueue, ExecutionRepository, LogRepository,
+    ScopedExecutionRepository, ScopedLogRepository, ScopedTaskRepository, TaskRepository,
+    UserRepository,
 };
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use repo::{
-    MockExecutionQueue, MockExecutionRepository, MockLogRepository, MockScopedExecutionRepository,
-    MockScopedLogRepository, MockScopedTaskRepository, MockTaskRepository, MockUserRepository,
+    MockConcurrencyLimits, MockExecutionQueue, MockExecutionRepository, MockLogRepository,
+    MockScopedExecutionRepository, MockScopedLogRepository, MockScopedTaskRepository,
+    MockTaskRepository, MockUserRepository,
 };
 pub use scope::ScopedRepositories;
 pub use token::{Consistency, ReadToken};

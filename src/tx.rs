@@ -163,6 +163,8 @@ pub(crate) struct TxInner {
     /// The read-your-writes session of the handle that opened it, which
     /// learns the position of its commit.
     session: Option<Arc<crate::db::Session>>,
+    /// The fair claim's rotation of the pool it came from.
+    pub(crate) claim_rotation: Arc<crate::pg::ClaimRotation>,
 }
 
 impl TxInner {
@@ -588,6 +590,7 @@ impl Database {
                     read_only: options.read_only,
                     retire: AtomicBool::new(false),
                     session: self.shared_session(),
+                    claim_rotation: self.claim_rotation(),
                 });
                 opened = Some(inner.clone());
                 // Through `explain`, like every statement of the

@@ -149,6 +149,9 @@ struct Inner {
     pooler_route: Option<Arc<tokio_postgres::Config>>,
     /// The streaming replicas reads may go to, if configured.
     replicas: Option<ReplicaSet>,
+    /// Where the fair claim's rotation stands: shared by every queue handle
+    /// of this pool and the transactions opened on it.
+    claim_rotation: Arc<crate::pg::ClaimRotation>,
     // Dropping the senders (with the last Database clone) stops the reaper
     // and the replicas' prober.
     _reaper_stop: oneshot::Sender<()>,
@@ -307,6 +310,7 @@ impl Database {
             filling,
             pooler_route,
             replicas,
+            claim_rotation: Arc::default(),
             _reaper_stop: stop_tx,
             _prober_stop: prober_stop,
         });
@@ -434,6 +438,11 @@ impl Database {
     /// pool and its reaper alive.
     pub(crate) fn shared_config(&self) -> Arc<DbConfig> {
         Arc::clone(&self.inner.config)
+    }
+
+    /// The fair claim's rotation of this pool (see `pg::ClaimRotation`).
+    pub(crate) fn claim_rotation(&self) -> Arc<crate::pg::ClaimRotation> {
+        Arc::clone(&self.inner.claim_rotation)
     }
 
     /// How a discarded connection's cancel request reaches the server

@@ -63,7 +63,10 @@ pub use log::{
     LogScope, LogStream, NewLogLine,
 };
 pub use page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
-pub use queue::{ClaimedExecution, Completion, Heartbeat, Outcome, RescuePolicy, RescueReport};
+pub use queue::{
+    ClaimOrder, ClaimedExecution, Completion, ConcurrencyLimit, Heartbeat, Outcome, RescuePolicy,
+    RescueReport, UserConcurrency,
+};
 pub use task::{NewTask, ScriptType, Task, TaskStatus, TaskUpdate};
 pub use timestamp::Timestamp;
 pub use user::{NewUser, PasswordHash, User, UserUpdate};

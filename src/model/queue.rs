@@ -241,3 +241,72 @@ pub struct RescueReport {
     /// The new executions queued to retry them.
     pub retried: Vec<ExecutionId>,
 }
+
+/// The order in which [`PgExecutionQueue`](crate::PgExecutionQueue) claims
+/// pending executions; chosen per queue handle with
+/// [`with_claim_order`](crate::PgExecutionQueue::with_claim_order). See the
+/// [domain reference](crate::domain#fair-claims-and-concurrency-caps-v15).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClaimOrder {
+    /// Highest priority first, then oldest, across all users: one user's
+    /// flood is claimed before later work of everyone else. Knows no
+    /// concurrency caps.
+    #[default]
+    Fifo,
+    /// Round-robin between the users that have runnable work; priority,
+    /// then age, orders each user's own work. Each user's concurrency cap
+    /// ([`ConcurrencyLimits`](crate::ConcurrencyLimits)) is kept.
+    Fair,
+}
+
+impl ClaimOrder {
+    /// `"fifo"` or `"fair"`, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimOrder::Fifo => "fifo",
+            ClaimOrder::Fair => "fair",
+        }
+    }
+}
+
+/// A user's concurrency cap, as stored for them
+/// ([`ConcurrencyLimits::set_user_limit`](crate::ConcurrencyLimits::set_user_limit)):
+/// how many of their executions a fair claim lets run at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyLimit {
+    /// No override: the deployment's default cap applies
+    /// ([`ConcurrencyLimits::default_limit`](crate::ConcurrencyLimits::default_limit)).
+    #[default]
+    Default,
+    /// No cap for this user, whatever the default.
+    Unlimited,
+    /// At most this many running at once; 0 pauses the user (their work
+    /// stays pending). At most [`ConcurrencyLimit::MAX`].
+    Max(u32),
+}
+
+impl ConcurrencyLimit {
+    /// The highest cap the database stores (`integer`).
+    pub const MAX: u32 = i32::MAX as u32;
+}
+
+/// A user's concurrency cap and how many of their executions run now: what
+/// [`ConcurrencyLimits::user_limit`](crate::ConcurrencyLimits::user_limit)
+/// answers. `#[non_exhaustive]`: it may grow in minor releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UserConcurrency {
+    /// The user.
+    pub user_id: crate::model::UserId,
+    /// What is stored for them: no override, none, or a cap of their own.
+    pub limit: ConcurrencyLimit,
+    /// The cap a fair claim applies to them: their own, else the
+    /// deployment's default; `None` for no cap.
+    pub effective: Option<u32>,
+    /// How many of their executions are running (claimed and not yet
+    /// ended, an expired lease not yet rescued included).
+    pub running: u64,
+}

@@ -17,6 +17,7 @@
 mod conn;
 mod execution;
 mod jsonb;
+mod limits;
 mod logs;
 mod pages;
 mod param;
@@ -32,7 +33,9 @@ mod transaction;
 mod user;
 
 pub use execution::PgExecutionRepository;
+pub use limits::PgConcurrencyLimits;
 pub use logs::{PgLogRepository, PgScopedLogRepository};
+pub(crate) use queue::ClaimRotation;
 pub use queue::PgExecutionQueue;
 pub(crate) use scoped::ScopedFactory;
 pub use scoped::{PgScopedExecutionRepository, PgScopedTaskRepository};

@@ -25,6 +25,20 @@ SELECT {{c.claimed}}
 FROM voidrunner_claim($1, $2, $3) c
 ORDER BY c.priority DESC, c.run_after, c.id
 
+-- name: claim_fair
+-- `$1` worker, `$2` limit, `$3` lease in seconds, `$4` the user the
+-- caller's previous fair claim served last (NULL: none).
+--
+-- `voidrunner_claim_fair` (migration V15) claims as `voidrunner_claim`
+-- does (the same locks in the same order, the same updates, never a wait),
+-- but user by user: round-robin from the user after `$4`, each user's own
+-- work by priority, then age, and no user past their concurrency cap.
+-- Rows come in claim order; `claimed_user` is each row's user, the last
+-- one where the next claim starts.
+SELECT {{c.claimed}}, c.user_id AS claimed_user
+FROM voidrunner_claim_fair($1, $2, $3, $4) c
+ORDER BY c.claim_order
+
 -- name: rescue
 -- `$1` batch size, `$2` max attempts, `$3` ids for retries, `$4` retry delay
 -- in seconds.

@@ -15,9 +15,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+mod limits;
 mod logs;
 mod scoped;
 
+pub use limits::ConcurrencyLimits;
+#[cfg(feature = "mock")]
+pub use limits::MockConcurrencyLimits;
 pub use logs::{LogRepository, MAX_READ_LINES, ScopedLogRepository};
 #[cfg(feature = "mock")]
 pub use logs::{MockLogRepository, MockScopedLogRepository};

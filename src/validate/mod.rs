@@ -687,3 +687,13 @@ pub fn execution_update(update: &ExecutionUpdate) -> Result<()> {
     }
     Ok(())
 }
+
+/// A concurrency cap: at most [`ConcurrencyLimit::MAX`](crate::ConcurrencyLimit::MAX)
+/// (the database stores an `integer`).
+pub fn concurrency_limit(limit: u32) -> Result<()> {
+    in_range(
+        "max_running",
+        limit.into(),
+        (0, Some(crate::ConcurrencyLimit::MAX.into())),
+    )
+}

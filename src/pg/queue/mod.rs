@@ -29,8 +29,8 @@ use super::{Columns, Conn, RowReader, Source, counted, limited, queue_span, trac
 use crate::db::Database;
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
-    ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Heartbeat, Outcome, RescuePolicy,
-    RescueReport, TaskExecution, TaskId, TaskStatus, Timestamp,
+    ClaimOrder, ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Heartbeat, Outcome,
+    RescuePolicy, RescueReport, TaskExecution, TaskId, TaskStatus, Timestamp, UserId,
 };
 use crate::queries;
 use crate::repo::ExecutionQueue;
@@ -43,23 +43,72 @@ mod statements;
 use statements::*;
 
 /// [`ExecutionQueue`] over the pool of a [`Database`].
+///
+/// Claims in [`ClaimOrder::Fifo`] unless set otherwise with
+/// [`with_claim_order`](Self::with_claim_order).
 #[derive(Debug, Clone)]
 pub struct PgExecutionQueue {
     source: Source,
+    order: ClaimOrder,
+    rotation: Arc<ClaimRotation>,
 }
 
 impl PgExecutionQueue {
-    /// A queue over `db`'s pool.
+    /// A queue over `db`'s pool, claiming in [`ClaimOrder::Fifo`].
     pub fn new(db: Database) -> Self {
         PgExecutionQueue {
+            rotation: db.claim_rotation(),
             source: Source::Pool(db),
+            order: ClaimOrder::Fifo,
         }
     }
 
     pub(crate) fn in_transaction(tx: Arc<TxInner>) -> Self {
         PgExecutionQueue {
+            rotation: Arc::clone(&tx.claim_rotation),
             source: Source::Tx(tx),
+            order: ClaimOrder::Fifo,
         }
+    }
+
+    /// This queue claiming in `order`: [`ClaimOrder::Fair`] rotates claims
+    /// between users and keeps their concurrency caps
+    /// ([`ConcurrencyLimits`](crate::ConcurrencyLimits)). Every handle of
+    /// one [`Database`] (clones, transactions) shares one rotation.
+    pub fn with_claim_order(mut self, order: ClaimOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// The order this queue claims in.
+    pub fn claim_order(&self) -> ClaimOrder {
+        self.order
+    }
+}
+
+/// Where the fair claim's rotation stands in one process: the user the
+/// latest fair claim of a pool served last, after whom the next starts.
+///
+/// Kept in memory, not in a row every claim would update (which would make
+/// every claim of the deployment wait for the one before): each process
+/// rotates on its own, so each user gets a turn in every process's round,
+/// and the rotations of many processes add up to one fair share each.
+/// Concurrent claims of one process may start at the same user; each then
+/// takes that user's next rows (SKIP LOCKED), so a user may get a turn
+/// more than once in a round, never none.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimRotation {
+    last: std::sync::Mutex<Option<UserId>>,
+}
+
+impl ClaimRotation {
+    fn position(&self) -> Option<UserId> {
+        // A claim that panicked holding the lock left a valid position.
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn advance(&self, to: UserId) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
     }
 }
 
@@ -203,7 +252,19 @@ impl ExecutionQueue for PgExecutionQueue {
             validate::worker_id(worker_id)?;
             validate::claim_limit(limit)?;
             validate::lease(lease)?;
-            sql::claim(&self.source.conn().await?, worker_id, limit, lease).await
+            let c = self.source.conn().await?;
+            match self.order {
+                ClaimOrder::Fifo => sql::claim(&c, worker_id, limit, lease).await,
+                ClaimOrder::Fair => {
+                    let after = self.rotation.position();
+                    let (claimed, last) =
+                        sql::claim_fair(&c, worker_id, limit, lease, after).await?;
+                    if let Some(last) = last {
+                        self.rotation.advance(last);
+                    }
+                    Ok(claimed)
+                }
+            }
         })
         .await
     }

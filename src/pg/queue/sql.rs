@@ -109,12 +109,41 @@ pub(crate) async fn claim(
             &[&worker_id, &i64::from(limit), &seconds(lease)],
         )
         .await?;
+    read_claims(c, &rows).await
+}
+
+/// The fair claim (`queue.claim_fair`), after user `after` in the
+/// rotation: the claimed executions in claim order, and the user of the
+/// last one (where the next claim starts).
+pub(crate) async fn claim_fair(
+    c: &Conn<'_>,
+    worker_id: &str,
+    limit: u32,
+    lease: Duration,
+    after: Option<UserId>,
+) -> Result<(Vec<ClaimedExecution>, Option<UserId>)> {
+    let rows = c
+        .query(
+            &queries::queue::CLAIM_FAIR,
+            &[&worker_id, &i64::from(limit), &seconds(lease), &after],
+        )
+        .await?;
+    let last = match rows.last() {
+        Some(row) => row.try_get::<_, Option<UserId>>("claimed_user")?,
+        None => None,
+    };
+    Ok((read_claims(c, &rows).await?, last))
+}
+
+/// The claimed executions of a claim's `rows`, in their order. A row that
+/// cannot be decoded is failed (see below) and left out.
+async fn read_claims(c: &Conn<'_>, rows: &[tokio_postgres::Row]) -> Result<Vec<ClaimedExecution>> {
     let mut claimed = Vec::with_capacity(rows.len());
     let start = match rows.first() {
         Some(first) => CLAIMED_COLUMNS.locate(first)?,
         None => return Ok(claimed),
     };
-    for row in &rows {
+    for row in rows {
         match read_claimed(&mut CLAIMED_COLUMNS.reader(row, start)) {
             Ok(job) => claimed.push(job),
             Err(err) => {

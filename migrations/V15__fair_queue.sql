@@ -1,0 +1,281 @@
+-- voidrunner-db V15: the fair claim, and per-user concurrency caps.
+--
+-- 1. Caps. `queue_settings` holds one row: the default cap of running
+--    executions per user (NULL: no cap). `user_concurrency_limits` holds a
+--    user's override: a cap of their own, or NULL for none whatever the
+--    default; no row means the default. A cap of 0 pauses a user: their
+--    work stays pending. Both are read by every fair claim, so the caps
+--    are the same for every worker of the deployment.
+--
+-- 2. The fair claim, `voidrunner_claim_fair`: claims rotate between users
+--    (round-robin in user id order, from the user after `after_user`, the
+--    last one the caller's previous claim served), and priority, then age,
+--    orders each user's own work. It walks V14's indexes only, one user at
+--    a time, under the planner settings of V7's functions, so what it reads
+--    is bounded by the users it visits and the rows it takes, whatever the
+--    statistics say. V8's `voidrunner_claim` (priority, then age, across
+--    all users) stays as it was: the FIFO claim, which knows no caps.
+
+CREATE TABLE queue_settings (
+    -- One row: the key can only be true.
+    singleton boolean PRIMARY KEY DEFAULT true CONSTRAINT queue_settings_one_row CHECK (singleton),
+    default_max_running integer
+        CONSTRAINT queue_settings_default_max_running_check CHECK (default_max_running >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO queue_settings (singleton) VALUES (true);
+
+CREATE TABLE user_concurrency_limits (
+    user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    max_running integer
+        CONSTRAINT user_concurrency_limits_max_running_check CHECK (max_running >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The fair claim: up to max_rows pending executions whose run_after has
+-- come and whose task is pending, taken user by user, each locked with its
+-- task (task first, then execution, both SKIP LOCKED: the crate's lock
+-- order, never a wait), and claimed for `claimer` with a lease of
+-- `lease_seconds`, as `voidrunner_claim` claims them. Returns each claimed
+-- row, its task's script, type and timeout, its user, and its place in the
+-- claim order (`claim_order`, from 1).
+--
+-- The walk. Users with pending work are visited in user id order from the
+-- first after `after_user` (NULL: from the lowest), wrapping around at the
+-- end: one descent of `task_executions_user_claim_idx` finds the next. A
+-- first round takes one execution from each user; when the walk comes back
+-- to the round's first user and rows are still wanted, the next round
+-- gives each user that took one an equal share of what is left, and so on,
+-- until the batch is full or a whole round took nothing. Within a user,
+-- one priority at a time, highest first, as `voidrunner_claim` walks the
+-- whole queue (a probe, then a range of that priority's runnable rows).
+--
+-- The cap. A user whose cap (override, else default) is not NULL is taken
+-- from only under a transaction-scoped advisory lock of that user, tried
+-- and never waited for (another claim taking that user's slots right now
+-- means this one passes the user by). Holding it, the user's running
+-- executions are counted (at most the cap's number of index entries) with
+-- a snapshot taken after the lock, so every claim that held it before has
+-- committed and is counted; the lock is held until this claim commits. An
+-- execution counts from its claim until it ends: completed, failed,
+-- cancelled, or timed out by the rescuer (a retry is pending again, and
+-- claimed under the cap like any other). Under REPEATABLE READ or
+-- SERIALIZABLE the count would be the transaction's snapshot, older than
+-- the lock, so a capped user is refused there (55000).
+CREATE FUNCTION voidrunner_claim_fair(
+    claimer text, max_rows bigint, lease_seconds double precision, after_user uuid
+)
+RETURNS TABLE (
+    id uuid, task_id uuid, status text, return_code integer, stdout text, stderr text,
+    execution_time_ms integer, memory_usage_bytes bigint, started_at timestamptz,
+    completed_at timestamptz, created_at timestamptz, priority integer,
+    run_after timestamptz, attempt integer, worker_id text,
+    lease_expires_at timestamptz, heartbeat_at timestamptz, updated_at timestamptz,
+    script_content text, script_type text, timeout_seconds integer,
+    user_id uuid, claim_order bigint
+)
+LANGUAGE plpgsql VOLATILE ROWS 10
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    at_user uuid := after_user;
+    next_user uuid;
+    -- The first user of the current round, whether the walk wrapped around
+    -- since, and what the round took.
+    round_first uuid;
+    round_wrapped boolean := false;
+    round_taken bigint := 0;
+    round_users bigint := 0;
+    quota bigint := 1;
+    default_cap integer;
+    cap integer;
+    overridden boolean;
+    running bigint;
+    take bigint;
+    before bigint;
+    user_taken bigint;
+    at_priority bigint;
+    from_run_after timestamptz;
+    from_id uuid;
+    ids uuid[] := '{}';
+    owners uuid[] := '{}';
+    scripts text[] := '{}';
+    kinds text[] := '{}';
+    time_limits integer[] := '{}';
+BEGIN
+    -- As `voidrunner_claim`: another caller gets the crate's refusals.
+    IF claimer IS NULL OR btrim(claimer) = '' THEN
+        RAISE EXCEPTION 'voidrunner_claim_fair: claimer must be a non-blank worker id'
+            USING ERRCODE = '22023';
+    END IF;
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'voidrunner_claim_fair: max_rows must be at least 1, not %', max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    IF lease_seconds IS NULL OR NOT (lease_seconds > 0 AND lease_seconds < 'Infinity') THEN
+        RAISE EXCEPTION 'voidrunner_claim_fair: lease_seconds must be positive and finite, not %',
+            lease_seconds USING ERRCODE = '22023';
+    END IF;
+    -- No row (deleted by another application): no default cap.
+    SELECT s.default_max_running INTO default_cap FROM queue_settings s WHERE s.singleton;
+    LOOP
+        EXIT WHEN cardinality(ids) >= max_rows;
+        -- Two queries rather than one with `at_user IS NULL OR ...`, which
+        -- the generic plan could only apply as a filter of a whole walk.
+        IF at_user IS NULL THEN
+            SELECT e.user_id INTO next_user FROM task_executions e
+            WHERE e.status = 'pending'
+            ORDER BY e.user_id LIMIT 1;
+        ELSE
+            SELECT e.user_id INTO next_user FROM task_executions e
+            WHERE e.status = 'pending' AND e.user_id > at_user
+            ORDER BY e.user_id LIMIT 1;
+        END IF;
+        IF NOT FOUND THEN
+            EXIT WHEN at_user IS NULL; -- nothing pending at all
+            at_user := NULL; -- past the highest id: around to the lowest
+            round_wrapped := true;
+            CONTINUE;
+        END IF;
+        -- Back at (or, after a wrap, past: that user's rows may have gone)
+        -- the round's first user: the round is over.
+        IF round_first IS NOT NULL
+           AND (next_user = round_first OR (round_wrapped AND next_user > round_first)) THEN
+            EXIT WHEN round_taken = 0;
+            quota := greatest(1, ceil((max_rows - cardinality(ids))::numeric / round_users)::bigint);
+            round_first := NULL;
+            round_wrapped := false;
+            round_taken := 0;
+            round_users := 0;
+        END IF;
+        IF round_first IS NULL THEN
+            round_first := next_user;
+        END IF;
+        at_user := next_user;
+        take := least(quota, max_rows - cardinality(ids));
+
+        SELECT l.max_running, true INTO cap, overridden
+        FROM user_concurrency_limits l WHERE l.user_id = next_user;
+        IF NOT FOUND THEN
+            cap := default_cap;
+        END IF;
+        IF cap IS NOT NULL THEN
+            IF current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE EXCEPTION 'voidrunner_claim_fair: a capped user''s work is claimed under READ COMMITTED only, not %',
+                    current_setting('transaction_isolation')
+                    USING ERRCODE = '55000',
+                          HINT = 'Claim outside the transaction, or in a READ COMMITTED one.';
+            END IF;
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(1987208817, hashtext(next_user::text));
+            SELECT count(*) INTO running FROM (
+                SELECT 1 FROM task_executions e
+                WHERE e.user_id = next_user AND e.status = 'running'
+                LIMIT cap
+            ) r;
+            -- Rows this claim took for the user in an earlier round are
+            -- still pending until the update below.
+            take := least(take, cap - running
+                                - (SELECT count(*) FROM unnest(owners) o WHERE o = next_user));
+            CONTINUE WHEN take <= 0;
+        END IF;
+
+        user_taken := 0;
+        at_priority := 2147483647;
+        WHILE take > 0 LOOP
+            SELECT e.priority, e.run_after, e.id INTO at_priority, from_run_after, from_id
+            FROM task_executions e
+            WHERE e.user_id = next_user AND e.status = 'pending' AND e.priority <= at_priority
+            ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+            LIMIT 1;
+            EXIT WHEN NOT FOUND;
+            before := cardinality(ids);
+            SELECT ids || coalesce(array_agg(c.id), '{}'),
+                   owners || coalesce(array_agg(next_user), '{}'),
+                   scripts || coalesce(array_agg(c.script), '{}'),
+                   kinds || coalesce(array_agg(c.kind), '{}'),
+                   time_limits || coalesce(array_agg(c.time_limit), '{}')
+            INTO ids, owners, scripts, kinds, time_limits
+            FROM (
+                -- As in `voidrunner_claim`: the task by primary key, status
+                -- written so no index serves it, locked first; declared
+                -- types cast.
+                SELECT e.id, t.script_content::text AS script, t.script_type::text AS kind,
+                       t.timeout_seconds::integer AS time_limit
+                FROM task_executions e
+                CROSS JOIN LATERAL (
+                    SELECT t.script_content, t.script_type, t.timeout_seconds
+                    FROM tasks t
+                    WHERE t.id = e.task_id AND t.status IS NOT DISTINCT FROM 'pending'
+                    LIMIT 1
+                    FOR NO KEY UPDATE SKIP LOCKED
+                ) t
+                WHERE e.user_id = next_user AND e.status = 'pending'
+                  AND e.priority = at_priority
+                  AND (e.run_after, e.id) >= (from_run_after, from_id)
+                  AND e.run_after <= now()
+                  -- Taken by this claim in an earlier round: locked by it,
+                  -- so SKIP LOCKED would not pass them by.
+                  AND e.id <> ALL (ids)
+                ORDER BY e.run_after, e.id
+                LIMIT take
+                FOR NO KEY UPDATE OF e SKIP LOCKED
+            ) c;
+            take := take - (cardinality(ids) - before);
+            user_taken := user_taken + (cardinality(ids) - before);
+            at_priority := at_priority - 1;
+        END LOOP;
+        IF user_taken > 0 THEN
+            round_taken := round_taken + user_taken;
+            round_users := round_users + 1;
+        END IF;
+    END LOOP;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    -- As in `voidrunner_claim`: the updates and their triggers plan with the
+    -- session's settings.
+    RESET enable_seqscan;
+    RESET enable_bitmapscan;
+    RESET enable_sort;
+    RESET enable_hashjoin;
+    RESET enable_mergejoin;
+    RETURN QUERY
+        WITH claimed AS (
+            UPDATE task_executions e
+            SET status = 'running', started_at = now(), completed_at = NULL,
+                attempt = CASE WHEN e.attempt < 2147483647 THEN e.attempt + 1 ELSE e.attempt END,
+                worker_id = claimer, lease_expires_at = now() + make_interval(secs => lease_seconds),
+                heartbeat_at = now(), updated_at = now()
+            FROM unnest(ids, scripts, kinds, time_limits) WITH ORDINALITY
+                AS c(id, script, kind, time_limit, ord)
+            WHERE e.id = c.id
+            RETURNING e.id, e.task_id, e.status::text, e.return_code::integer,
+                      e.stdout::text, e.stderr::text, e.execution_time_ms::integer,
+                      e.memory_usage_bytes::bigint, e.started_at::timestamptz,
+                      e.completed_at::timestamptz, e.created_at::timestamptz,
+                      e.priority::integer, e.run_after::timestamptz, e.attempt::integer,
+                      e.worker_id::text, e.lease_expires_at::timestamptz,
+                      e.heartbeat_at::timestamptz, e.updated_at::timestamptz, c.script,
+                      c.kind, c.time_limit, e.user_id, c.ord
+        ), started AS (
+            UPDATE tasks t SET status = 'running', updated_at = now()
+            WHERE t.id IN (SELECT claimed.task_id FROM claimed)
+        )
+        SELECT claimed.id, claimed.task_id, claimed.status, claimed.return_code,
+               claimed.stdout, claimed.stderr, claimed.execution_time_ms,
+               claimed.memory_usage_bytes, claimed.started_at, claimed.completed_at,
+               claimed.created_at, claimed.priority, claimed.run_after,
+               claimed.attempt, claimed.worker_id, claimed.lease_expires_at,
+               claimed.heartbeat_at, claimed.updated_at, claimed.script,
+               claimed.kind, claimed.time_limit, claimed.user_id, claimed.ord
+        FROM claimed
+        ORDER BY claimed.ord;
+END;
+$$;
