@@ -245,7 +245,7 @@ pub struct RescueReport {
 /// The order in which [`PgExecutionQueue`](crate::PgExecutionQueue) claims
 /// pending executions; chosen per queue handle with
 /// [`with_claim_order`](crate::PgExecutionQueue::with_claim_order). See the
-/// [domain reference](crate::domain#fair-claims-and-concurrency-caps-v15).
+/// [domain reference](crate::domain#fair-claims-and-concurrency-caps-v14-v15).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -9,7 +9,7 @@ use crate::model::{ConcurrencyLimit, UserConcurrency, UserId};
 /// ([`ClaimOrder::Fair`](crate::ClaimOrder::Fair)) lets run at once: the
 /// deployment's default, and each user's override, stored in the database
 /// so every worker of the deployment keeps the same caps. See the
-/// [domain reference](crate::domain#fair-claims-and-concurrency-caps-v15).
+/// [domain reference](crate::domain#fair-claims-and-concurrency-caps-v14-v15).
 ///
 /// An operator's repository: it reads and sets every user's cap, so it
 /// belongs to administration, not to a user-facing path (the roles script
