@@ -10,12 +10,14 @@ use async_trait::async_trait;
 
 use super::{Repositories, UnitOfWork, Work, WorkError, WorkOutput};
 use crate::db::Database;
+use crate::model::ClaimOrder;
 use crate::pg::{PgExecutionQueue, PgExecutionRepository, PgTaskRepository, PgUserRepository};
 use crate::tx::{Transaction, TransactionOptions};
 use crate::validate::ValidationPolicy;
 
 /// How the repositories of a [`Repositories`] bundle are built: today the
-/// [`ValidationPolicy`] tasks are checked with. A plain value, built with
+/// [`ValidationPolicy`] tasks are checked with, and the order the queue
+/// claims in. A plain value, built with
 /// [`new`](Self::new) (or `default()`) and the `with_…` methods; more
 /// settings may come in minor releases, with defaults that keep today's
 /// behaviour (hence `#[non_exhaustive]`: read the fields, set them through
@@ -36,6 +38,10 @@ pub struct RepositoryOptions {
     /// What tasks are validated against before they are written (script
     /// deny-list, metadata limits). Default [`ValidationPolicy::default`].
     pub validation: ValidationPolicy,
+    /// The order the bundle's queue claims in. Default
+    /// [`ClaimOrder::Fifo`]; [`ClaimOrder::Fair`] rotates between users and
+    /// keeps their concurrency caps.
+    pub claim_order: ClaimOrder,
 }
 
 impl RepositoryOptions {
@@ -49,6 +55,12 @@ impl RepositoryOptions {
     /// Validates tasks with `policy`.
     pub fn with_validation(mut self, policy: ValidationPolicy) -> Self {
         self.validation = policy;
+        self
+    }
+
+    /// Claims in `order` (see [`PgExecutionQueue::with_claim_order`]).
+    pub fn with_claim_order(mut self, order: ClaimOrder) -> Self {
+        self.claim_order = order;
         self
     }
 }
@@ -74,7 +86,7 @@ impl Database {
                 options.validation.clone(),
             )),
             Arc::new(PgExecutionRepository::new(self.clone())),
-            Arc::new(PgExecutionQueue::new(self.clone())),
+            Arc::new(PgExecutionQueue::new(self.clone()).with_claim_order(options.claim_order)),
         )
         .with_scoped(move |user| scoped.bundle(user))
     }
@@ -128,7 +140,7 @@ impl Transaction {
             Arc::new(self.users()),
             Arc::new(self.tasks_with_policy(options.validation.clone())),
             Arc::new(self.executions()),
-            Arc::new(self.queue()),
+            Arc::new(self.queue().with_claim_order(options.claim_order)),
         )
         .with_scoped(move |user| scoped.bundle(user))
     }
