@@ -20,6 +20,17 @@
 //! checks the database: the exit code is 0 only if every execution ended
 //! exactly once with every line of its log.
 //!
+//! `--users U` spreads the tasks over U users; `--claim-order fair` claims
+//! them round-robin between the users (`ClaimOrder::Fair`), and `--cap C`
+//! (which implies it) lets at most C of each user's executions run at once
+//! (`ConcurrencyLimits::set_default_limit`). A sampler meanwhile counts the
+//! running executions of each user in the database; the check then also
+//! requires that no sample exceeded the cap:
+//!
+//! ```text
+//! cargo run --example worker -- --tasks 2000 --workers 8 --users 20 --cap 2 --run-ms 5
+//! ```
+//!
 //! It runs in a throwaway database of its own on the server the test harness
 //! finds (`DATABASE_URL`, else 127.0.0.1:5432, else a private cluster), which
 //! is dropped at the end, with the `VOIDRUNNER_DB_*` settings of
@@ -37,13 +48,14 @@ use std::time::{Duration, Instant};
 
 use voidrunner_db::testing::TestDatabase;
 use voidrunner_db::{
-    Completer, ExecutionId, ExecutionQueue, Heartbeater, LogWriter, NewLogLine, NewTask, NewUser,
-    Outcome, PasswordHash, PgExecutionQueue, PgTaskRepository, PgUserRepository, TaskRepository,
-    UserRepository,
+    ClaimOrder, Completer, ConcurrencyLimits, ExecutionId, ExecutionQueue, Heartbeater, LogWriter,
+    NewLogLine, NewTask, NewUser, Outcome, PasswordHash, PgExecutionQueue, PgTaskRepository,
+    PgUserRepository, TaskRepository, UserRepository,
 };
 
 const USAGE: &str = "usage: worker --tasks N --workers W [--fail-rate P] [--run-ms MS] \
-                     [--heartbeat-ms MS] [--log-lines N]";
+                     [--heartbeat-ms MS] [--log-lines N] [--users U] \
+                     [--claim-order fifo|fair] [--cap C]";
 const CLAIM_BATCH: u32 = 10;
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -54,6 +66,9 @@ struct Args {
     run: Duration,
     heartbeat_every: Duration,
     log_lines: u64,
+    users: usize,
+    claim_order: ClaimOrder,
+    cap: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -64,6 +79,9 @@ fn parse_args() -> Result<Args, String> {
         run: Duration::ZERO,
         heartbeat_every: LEASE / 3,
         log_lines: 4,
+        users: 1,
+        claim_order: ClaimOrder::Fifo,
+        cap: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,16 +98,30 @@ fn parse_args() -> Result<Args, String> {
                 args.heartbeat_every = Duration::from_millis(value.parse().map_err(|_| bad())?)
             }
             "--log-lines" => args.log_lines = value.parse().map_err(|_| bad())?,
+            "--users" => args.users = value.parse().map_err(|_| bad())?,
+            "--claim-order" => {
+                args.claim_order = match value.as_str() {
+                    "fifo" => ClaimOrder::Fifo,
+                    "fair" => ClaimOrder::Fair,
+                    _ => return Err(bad()),
+                }
+            }
+            "--cap" => {
+                args.cap = Some(value.parse().map_err(|_| bad())?);
+                // The FIFO claim knows no caps.
+                args.claim_order = ClaimOrder::Fair;
+            }
             _ => return Err(USAGE.to_owned()),
         }
     }
     if args.workers == 0
+        || args.users == 0
         || !(0.0..=1.0).contains(&args.fail_rate)
         || args.heartbeat_every.is_zero()
         || args.heartbeat_every >= LEASE
     {
         return Err(format!(
-            "workers must be at least 1, fail-rate within 0..=1 and heartbeat-ms above 0 \
+            "workers and users must be at least 1, fail-rate within 0..=1 and heartbeat-ms above 0 \
              and below the {LEASE:?} lease\n{USAGE}"
         ));
     }
@@ -131,19 +163,33 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     let db = test_db.db().clone();
     let users = PgUserRepository::new(db.clone());
     let tasks = PgTaskRepository::new(db.clone());
-    let queue = Arc::new(PgExecutionQueue::new(db.clone()));
+    let queue = Arc::new(PgExecutionQueue::new(db.clone()).with_claim_order(args.claim_order));
+    if args.cap.is_some() {
+        db.concurrency_limits().set_default_limit(args.cap).await?;
+    }
 
-    let owner = users
-        .create(NewUser::new("fleet@example.com", PasswordHash::new("demo")))
-        .await?;
+    let mut owners = Vec::with_capacity(args.users);
+    for u in 0..args.users {
+        let email = format!("fleet-{u}@example.com");
+        owners.push(
+            users
+                .create(NewUser::new(email, PasswordHash::new("demo")))
+                .await?
+                .id,
+        );
+    }
     let enqueue_started = Instant::now();
     let mut queued = 0;
     while queued < args.tasks {
         let n = (args.tasks - queued).min(1000);
         let batch: Vec<NewTask> = (queued..queued + n)
             .map(|i| {
-                NewTask::new(owner.id, format!("job {i}"), format!("print({i})"))
-                    .priority((i % 11) as i32)
+                NewTask::new(
+                    owners[i % owners.len()],
+                    format!("job {i}"),
+                    format!("print({i})"),
+                )
+                .priority((i % 11) as i32)
             })
             .collect();
         let created = tasks.create_many(batch).await?;
@@ -171,6 +217,10 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     // And one log writer: every worker's output lines, in shared appends.
     let log_writer = LogWriter::new(Arc::new(db.logs()))?;
     let started = Instant::now();
+    // The most executions of one user seen running at once, sampled in the
+    // database while the fleet runs (and at most the cap, when there is one).
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_running(db.clone(), sampling.clone()));
     let mut fleet = tokio::task::JoinSet::new();
     for w in 0..args.workers {
         let queue = queue.clone();
@@ -285,9 +335,18 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
     heartbeater.shutdown().await;
     log_writer.shutdown().await;
     let elapsed = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let (samples, most_running) = sampler.await.expect("sampler task")?;
     let done = ended.lock().expect("lock").len();
     let failed = failed.load(Ordering::Relaxed);
     println!("workers:    {}", args.workers);
+    println!(
+        "users:      {} (claim order {}, cap {})",
+        args.users,
+        args.claim_order.as_str(),
+        args.cap.map_or("none".to_owned(), |c| c.to_string())
+    );
+    println!("running:    at most {most_running} of one user at once ({samples} samples)");
     println!(
         "ended:      {done} ({} completed, {failed} failed)",
         done - failed
@@ -346,7 +405,8 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         && done == args.tasks
         && twice.load(Ordering::Relaxed) == 0
         && lines == lines_expected
-        && logged as i64 == lines_expected;
+        && logged as i64 == lines_expected
+        && args.cap.is_none_or(|cap| most_running <= i64::from(cap));
     println!(
         "check:      {} (database: {rows} executions of {tasks_run} tasks, {completed} completed, {failed_rows} failed, {unfinished} unfinished, {reclaimed} claimed twice, {lines} of {lines_expected} log lines)",
         if ok {
@@ -356,6 +416,31 @@ async fn run(args: Args) -> voidrunner_db::Result<bool> {
         }
     );
     Ok(ok)
+}
+
+/// Counts each user's running executions in the database until `sampling`
+/// is cleared; returns how many samples were taken and the most running
+/// of one user in any of them.
+async fn sample_running(
+    db: voidrunner_db::Database,
+    sampling: Arc<std::sync::atomic::AtomicBool>,
+) -> voidrunner_db::Result<(u64, i64)> {
+    let client = db.client().await?;
+    let (mut samples, mut most) = (0u64, 0i64);
+    while sampling.load(Ordering::Relaxed) {
+        let row = client
+            .query_typed_one(
+                "SELECT coalesce(max(n), 0) FROM \
+                   (SELECT count(*) AS n FROM task_executions \
+                    WHERE status = 'running' GROUP BY user_id) per_user",
+                &[],
+            )
+            .await?;
+        most = most.max(row.try_get(0)?);
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((samples, most))
 }
 
 /// The log lines a run of `tasks` with `log_lines` each and `failed`
