@@ -164,7 +164,7 @@ pub(crate) struct TxInner {
     /// learns the position of its commit.
     session: Option<Arc<crate::db::Session>>,
     /// The fair claim's rotation of the pool it came from.
-    pub(crate) claim_rotation: Arc<crate::pg::ClaimRotation>,
+    pub(crate) claim_rotation: Arc<crate::db::ClaimRotation>,
 }
 
 impl TxInner {

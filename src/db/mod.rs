@@ -21,7 +21,10 @@ use crate::connect::{Connector, Tls};
 use crate::error::{Error, Result};
 
 mod replicas;
+mod rotation;
 mod views;
+
+pub(crate) use rotation::ClaimRotation;
 
 pub use replicas::{NodeRole, NodeState, NodeStatus};
 pub(crate) use replicas::{Pick, ReplicaSet, Session};
@@ -151,7 +154,7 @@ struct Inner {
     replicas: Option<ReplicaSet>,
     /// Where the fair claim's rotation stands: shared by every queue handle
     /// of this pool and the transactions opened on it.
-    claim_rotation: Arc<crate::pg::ClaimRotation>,
+    claim_rotation: Arc<ClaimRotation>,
     // Dropping the senders (with the last Database clone) stops the reaper
     // and the replicas' prober.
     _reaper_stop: oneshot::Sender<()>,
@@ -441,7 +444,7 @@ impl Database {
     }
 
     /// The fair claim's rotation of this pool (see `pg::ClaimRotation`).
-    pub(crate) fn claim_rotation(&self) -> Arc<crate::pg::ClaimRotation> {
+    pub(crate) fn claim_rotation(&self) -> Arc<ClaimRotation> {
         Arc::clone(&self.inner.claim_rotation)
     }
 

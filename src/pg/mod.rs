@@ -35,7 +35,6 @@ mod user;
 pub use execution::PgExecutionRepository;
 pub use limits::PgConcurrencyLimits;
 pub use logs::{PgLogRepository, PgScopedLogRepository};
-pub(crate) use queue::ClaimRotation;
 pub use queue::PgExecutionQueue;
 pub(crate) use scoped::ScopedFactory;
 pub use scoped::{PgScopedExecutionRepository, PgScopedTaskRepository};

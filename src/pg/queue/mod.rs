@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use super::execution::{COLUMN_NAMES, execution_from_row, read_execution};
 use super::{Columns, Conn, RowReader, Source, counted, limited, queue_span, traced};
-use crate::db::Database;
+use crate::db::{ClaimRotation, Database};
 use crate::error::{Error, LeaseLostReason, Result};
 use crate::model::{
     ClaimOrder, ClaimedExecution, Completion, ExecutionId, ExecutionStatus, Heartbeat, Outcome,
@@ -83,32 +83,6 @@ impl PgExecutionQueue {
     /// The order this queue claims in.
     pub fn claim_order(&self) -> ClaimOrder {
         self.order
-    }
-}
-
-/// Where the fair claim's rotation stands in one process: the user the
-/// latest fair claim of a pool served last, after whom the next starts.
-///
-/// Kept in memory, not in a row every claim would update (which would make
-/// every claim of the deployment wait for the one before): each process
-/// rotates on its own, so each user gets a turn in every process's round,
-/// and the rotations of many processes add up to one fair share each.
-/// Concurrent claims of one process may start at the same user; each then
-/// takes that user's next rows (SKIP LOCKED), so a user may get a turn
-/// more than once in a round, never none.
-#[derive(Debug, Default)]
-pub(crate) struct ClaimRotation {
-    last: std::sync::Mutex<Option<UserId>>,
-}
-
-impl ClaimRotation {
-    fn position(&self) -> Option<UserId> {
-        // A claim that panicked holding the lock left a valid position.
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn advance(&self, to: UserId) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
     }
 }
 
