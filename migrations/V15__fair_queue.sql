@@ -156,7 +156,10 @@ BEGIN
             round_users := 0;
         END IF;
         IF round_first IS NULL THEN
+            -- A wrap before the round's first user (the walk started past
+            -- the highest id) is no wrap of this round.
             round_first := next_user;
+            round_wrapped := false;
         END IF;
         at_user := next_user;
         take := least(quota, max_rows - cardinality(ids));
