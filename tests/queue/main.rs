@@ -12,6 +12,7 @@ mod claim_races;
 mod claim_storms;
 mod event_limits;
 mod events;
+mod fair_rotation;
 mod invariants;
 mod lifecycle;
 mod operators;
