@@ -36,33 +36,52 @@ CREATE TABLE user_concurrency_limits (
 -- The fair claim: up to max_rows pending executions whose run_after has
 -- come and whose task is pending, taken user by user, each locked with its
 -- task (task first, then execution, both SKIP LOCKED: the crate's lock
--- order, never a wait), and claimed for `claimer` with a lease of
--- `lease_seconds`, as `voidrunner_claim` claims them. Returns each claimed
--- row, its task's script, type and timeout, its user, and its place in the
--- claim order (`claim_order`, from 1).
+-- order), and claimed for `claimer` with a lease of `lease_seconds`, as
+-- `voidrunner_claim` claims them. Returns each claimed row, its task's
+-- script, type and timeout, its user, and its place in the claim order
+-- (`claim_order`, from 1).
 --
 -- The walk. Users with pending work are visited in user id order from the
 -- first after `after_user` (NULL: from the lowest), wrapping around at the
--- end: one descent of `task_executions_user_claim_idx` finds the next. A
--- first round takes one execution from each user; when the walk comes back
--- to the round's first user and rows are still wanted, the next round
--- gives each user that took one an equal share of what is left, and so on,
--- until the batch is full or a whole round took nothing. Within a user,
--- one priority at a time, highest first, as `voidrunner_claim` walks the
--- whole queue (a probe, then a range of that priority's runnable rows).
+-- end: one descent of `task_executions_user_claim_idx` finds the next user
+-- and, with it, that user's first row in claim order. A first round takes
+-- one execution from each user; when the walk comes back to the round's
+-- first user and rows are still wanted, the next round gives each user
+-- that took one an equal share of what is left, and so on, until the batch
+-- is full or a whole round took nothing. Within a user, one priority at a
+-- time, highest first, as `voidrunner_claim` walks the whole queue (a
+-- probe, then a range of that priority's runnable rows).
+--
+-- Plans. Each query names the user as a range of one (`user_id >= u AND
+-- user_id <= u`) and orders by V14's whole key. With `user_id = u` the
+-- planner would drop user_id from the ORDER BY as a constant, and V8's
+-- claim index (priority DESC, run_after, id) would give the order too,
+-- filtering other users' rows out one by one: the generic plan takes it
+-- when the statistics saw one user's backlog, and every visit to another
+-- user then reads that backlog. Ordered by the whole key, only V14's index
+-- gives the order; the settings below take every other plan away.
 --
 -- The cap. A user whose cap (override, else default) is not NULL is taken
--- from only under a transaction-scoped advisory lock of that user, tried
--- and never waited for (another claim taking that user's slots right now
--- means this one passes the user by). Holding it, the user's running
--- executions are counted (at most the cap's number of index entries) with
--- a snapshot taken after the lock, so every claim that held it before has
--- committed and is counted; the lock is held until this claim commits. An
--- execution counts from its claim until it ends: completed, failed,
--- cancelled, or timed out by the rescuer (a retry is pending again, and
--- claimed under the cap like any other). Under REPEATABLE READ or
--- SERIALIZABLE the count would be the transaction's snapshot, older than
--- the lock, so a capped user is refused there (55000).
+-- from only under a transaction-scoped advisory lock of that user. It is
+-- tried first, never waited for while the walk goes on: a claim that finds
+-- it held (another claim is taking that user's slots right now) passes the
+-- user by and takes from the others. Only when a whole round took nothing
+-- because of it, and this claim holds no other cap's lock and has taken
+-- nothing, does it wait for that lock (at most 2 s when the caller set no
+-- lock_timeout), so that claims racing for one capped user queue up
+-- rather than come back empty while work waits. Holding no other cap lock,
+-- the wait closes no circle with another claim: a claim waits only while
+-- it holds none. Holding the lock, the user's running executions are
+-- counted (V14's index of running executions by user, at most the cap's
+-- entries) with a snapshot taken after the lock, so every claim that held
+-- it before has committed and is counted; the lock is held until this
+-- claim commits. An execution counts from its claim until it ends:
+-- completed, failed, cancelled, or timed out by the rescuer (a retry is
+-- pending again, and claimed under the cap like any other). Under
+-- REPEATABLE READ or SERIALIZABLE the count would be the transaction's
+-- snapshot, older than the lock, so a capped user is refused there
+-- (55000). A negative cap (another writer's, past a dropped CHECK) is read
+-- as 0: the user is paused.
 CREATE FUNCTION voidrunner_claim_fair(
     claimer text, max_rows bigint, lease_seconds double precision, after_user uuid
 )
@@ -95,15 +114,27 @@ DECLARE
     round_users bigint := 0;
     quota bigint := 1;
     default_cap integer;
+    -- Whether any user has an override: if none, no look-up per user.
+    overrides boolean;
     cap integer;
     overridden boolean;
     running bigint;
+    -- Cap locks this claim holds; the first capped user passed by because
+    -- another claim held theirs; the user whose lock this claim waits for,
+    -- and whether it waited already.
+    caps_held integer := 0;
+    busy_user uuid;
+    wait_for uuid;
+    waited boolean := false;
+    got_lock boolean;
+    caller_lock_timeout text;
     take bigint;
     before bigint;
     user_taken bigint;
     at_priority bigint;
     from_run_after timestamptz;
     from_id uuid;
+    probed boolean;
     ids uuid[] := '{}';
     owners uuid[] := '{}';
     scripts text[] := '{}';
@@ -125,49 +156,86 @@ BEGIN
     END IF;
     -- No row (deleted by another application): no default cap.
     SELECT s.default_max_running INTO default_cap FROM queue_settings s WHERE s.singleton;
+    overrides := EXISTS (SELECT 1 FROM user_concurrency_limits);
     LOOP
         EXIT WHEN cardinality(ids) >= max_rows;
-        -- Two queries rather than one with `at_user IS NULL OR ...`, which
-        -- the generic plan could only apply as a filter of a whole walk.
-        IF at_user IS NULL THEN
-            SELECT e.user_id INTO next_user FROM task_executions e
-            WHERE e.status = 'pending'
-            ORDER BY e.user_id LIMIT 1;
+        IF wait_for IS NOT NULL THEN
+            -- The user whose lock to wait for (see the round's end below),
+            -- and their first row in claim order.
+            next_user := wait_for;
+            SELECT e.priority, e.run_after, e.id INTO at_priority, from_run_after, from_id
+            FROM task_executions e
+            WHERE e.user_id >= next_user AND e.user_id <= next_user AND e.status = 'pending'
+            ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+            LIMIT 1;
+            EXIT WHEN NOT FOUND;
         ELSE
-            SELECT e.user_id INTO next_user FROM task_executions e
-            WHERE e.status = 'pending' AND e.user_id > at_user
-            ORDER BY e.user_id LIMIT 1;
+            -- The next user and their first row in claim order. Two queries
+            -- rather than one with `at_user IS NULL OR ...`, which the
+            -- generic plan could only apply as a filter of a whole walk.
+            IF at_user IS NULL THEN
+                SELECT e.user_id, e.priority, e.run_after, e.id
+                INTO next_user, at_priority, from_run_after, from_id
+                FROM task_executions e
+                WHERE e.status = 'pending'
+                ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+                LIMIT 1;
+            ELSE
+                SELECT e.user_id, e.priority, e.run_after, e.id
+                INTO next_user, at_priority, from_run_after, from_id
+                FROM task_executions e
+                WHERE e.status = 'pending' AND e.user_id > at_user
+                ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+                LIMIT 1;
+            END IF;
+            IF NOT FOUND THEN
+                EXIT WHEN at_user IS NULL; -- nothing pending at all
+                at_user := NULL; -- past the highest id: around to the lowest
+                round_wrapped := true;
+                CONTINUE;
+            END IF;
+            -- Back at (or, after a wrap, past: that user's rows may have
+            -- gone) the round's first user: the round is over.
+            IF round_first IS NOT NULL
+               AND (next_user = round_first OR (round_wrapped AND next_user > round_first)) THEN
+                IF round_taken = 0 THEN
+                    -- Nothing to take but behind another claim's cap lock:
+                    -- wait for it once, holding no other (see above).
+                    EXIT WHEN busy_user IS NULL OR waited OR caps_held > 0
+                              OR cardinality(ids) > 0;
+                    wait_for := busy_user;
+                    round_first := NULL;
+                    round_wrapped := false;
+                    CONTINUE;
+                END IF;
+                quota := greatest(1, ceil((max_rows - cardinality(ids))::numeric / round_users)::bigint);
+                round_first := NULL;
+                round_wrapped := false;
+                round_taken := 0;
+                round_users := 0;
+            END IF;
+            IF round_first IS NULL THEN
+                -- A wrap before the round's first user (the walk started
+                -- past the highest id) is no wrap of this round.
+                round_first := next_user;
+                round_wrapped := false;
+            END IF;
+            at_user := next_user;
         END IF;
-        IF NOT FOUND THEN
-            EXIT WHEN at_user IS NULL; -- nothing pending at all
-            at_user := NULL; -- past the highest id: around to the lowest
-            round_wrapped := true;
-            CONTINUE;
-        END IF;
-        -- Back at (or, after a wrap, past: that user's rows may have gone)
-        -- the round's first user: the round is over.
-        IF round_first IS NOT NULL
-           AND (next_user = round_first OR (round_wrapped AND next_user > round_first)) THEN
-            EXIT WHEN round_taken = 0;
-            quota := greatest(1, ceil((max_rows - cardinality(ids))::numeric / round_users)::bigint);
-            round_first := NULL;
-            round_wrapped := false;
-            round_taken := 0;
-            round_users := 0;
-        END IF;
-        IF round_first IS NULL THEN
-            -- A wrap before the round's first user (the walk started past
-            -- the highest id) is no wrap of this round.
-            round_first := next_user;
-            round_wrapped := false;
-        END IF;
-        at_user := next_user;
         take := least(quota, max_rows - cardinality(ids));
 
-        SELECT l.max_running, true INTO cap, overridden
-        FROM user_concurrency_limits l WHERE l.user_id = next_user;
-        IF NOT FOUND THEN
-            cap := default_cap;
+        cap := default_cap;
+        IF overrides THEN
+            SELECT l.max_running, true INTO cap, overridden
+            FROM user_concurrency_limits l WHERE l.user_id = next_user;
+            IF NOT FOUND THEN
+                cap := default_cap;
+            END IF;
+        END IF;
+        -- Below 0 only if another writer dropped the CHECK: read as 0 (the
+        -- user paused) rather than fail every claim on `LIMIT cap`.
+        IF cap < 0 THEN
+            cap := 0;
         END IF;
         IF cap IS NOT NULL THEN
             IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -176,10 +244,34 @@ BEGIN
                     USING ERRCODE = '55000',
                           HINT = 'Claim outside the transaction, or in a READ COMMITTED one.';
             END IF;
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock(1987208817, hashtext(next_user::text));
+            IF wait_for IS NOT NULL THEN
+                wait_for := NULL;
+                waited := true;
+                caller_lock_timeout := current_setting('lock_timeout');
+                IF caller_lock_timeout = '0' THEN
+                    PERFORM set_config('lock_timeout', '2s', true);
+                END IF;
+                BEGIN
+                    PERFORM pg_advisory_xact_lock(1987208817, hashtext(next_user::text));
+                    got_lock := true;
+                EXCEPTION WHEN lock_not_available THEN
+                    got_lock := false;
+                END;
+                PERFORM set_config('lock_timeout', caller_lock_timeout, true);
+                EXIT WHEN NOT got_lock;
+            ELSE
+                got_lock := pg_try_advisory_xact_lock(1987208817, hashtext(next_user::text));
+                IF NOT got_lock THEN
+                    busy_user := coalesce(busy_user, next_user);
+                    CONTINUE;
+                END IF;
+            END IF;
+            caps_held := caps_held + 1;
             SELECT count(*) INTO running FROM (
                 SELECT 1 FROM task_executions e
-                WHERE e.user_id = next_user AND e.status = 'running'
+                WHERE e.user_id >= next_user AND e.user_id <= next_user
+                  AND e.status = 'running'
+                ORDER BY e.user_id
                 LIMIT cap
             ) r;
             -- Rows this claim took for the user in an earlier round are
@@ -188,16 +280,21 @@ BEGIN
                                 - (SELECT count(*) FROM unnest(owners) o WHERE o = next_user));
             CONTINUE WHEN take <= 0;
         END IF;
+        wait_for := NULL;
 
         user_taken := 0;
-        at_priority := 2147483647;
+        probed := true; -- the user's first row was found with the user
         WHILE take > 0 LOOP
-            SELECT e.priority, e.run_after, e.id INTO at_priority, from_run_after, from_id
-            FROM task_executions e
-            WHERE e.user_id = next_user AND e.status = 'pending' AND e.priority <= at_priority
-            ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
-            LIMIT 1;
-            EXIT WHEN NOT FOUND;
+            IF NOT probed THEN
+                SELECT e.priority, e.run_after, e.id INTO at_priority, from_run_after, from_id
+                FROM task_executions e
+                WHERE e.user_id >= next_user AND e.user_id <= next_user
+                  AND e.status = 'pending' AND e.priority <= at_priority
+                ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+                LIMIT 1;
+                EXIT WHEN NOT FOUND;
+            END IF;
+            probed := false;
             before := cardinality(ids);
             SELECT ids || coalesce(array_agg(c.id), '{}'),
                    owners || coalesce(array_agg(next_user), '{}'),
@@ -219,14 +316,15 @@ BEGIN
                     LIMIT 1
                     FOR NO KEY UPDATE SKIP LOCKED
                 ) t
-                WHERE e.user_id = next_user AND e.status = 'pending'
-                  AND e.priority = at_priority
+                WHERE e.user_id >= next_user AND e.user_id <= next_user
+                  AND e.status = 'pending'
+                  AND e.priority >= at_priority AND e.priority <= at_priority
                   AND (e.run_after, e.id) >= (from_run_after, from_id)
                   AND e.run_after <= now()
                   -- Taken by this claim in an earlier round: locked by it,
                   -- so SKIP LOCKED would not pass them by.
                   AND e.id <> ALL (ids)
-                ORDER BY e.run_after, e.id
+                ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
                 LIMIT take
                 FOR NO KEY UPDATE OF e SKIP LOCKED
             ) c;
