@@ -3,6 +3,7 @@
 //! per variant and measurement, interleaved), callgrind, and the report.
 
 pub(crate) mod counts;
+pub(crate) mod fair;
 pub(crate) mod logs;
 pub(crate) mod replica;
 
@@ -43,6 +44,10 @@ pub struct Options {
     /// Only the log appends' rounds run (`--logs-only`, issue #21): their
     /// section is printed; nothing is written.
     pub logs_only: bool,
+    /// Only the fair claim's rounds run (`--fair-only`, issue #22): their
+    /// section is printed, and written into BENCHMARKS.md (in place of the
+    /// one there) only with `--out DIR`.
+    pub fair_only: bool,
 }
 
 impl Default for Options {
@@ -57,6 +62,7 @@ impl Default for Options {
             replicas_only: false,
             counts_only: false,
             logs_only: false,
+            fair_only: false,
         }
     }
 }
@@ -65,6 +71,9 @@ impl Default for Options {
 pub struct Plan {
     pub quick: bool,
     pub rounds: usize,
+    /// Rounds of the fair claim's runs (issue #22): 3 (2 quick) unless
+    /// `--rounds N`.
+    pub(crate) fair_rounds: usize,
     /// c=1 calls of each replica read (issue #19); a quarter of it for the
     /// reads right after a write, which each wait for a durable commit.
     pub(crate) replica_lat_n: usize,
@@ -86,6 +95,7 @@ impl Plan {
         Plan {
             quick: q,
             rounds: options.rounds.unwrap_or(if q { 2 } else { 5 }),
+            fair_rounds: options.rounds.unwrap_or(if q { 2 } else { 3 }),
             replica_lat_n: pick(2000, 300),
             lat_n: HashMap::from([
                 ("get", pick(2000, 300)),
@@ -183,6 +193,18 @@ fn measure(
     }
     if options.logs_only {
         println!("{}", logs::rounds(rt, cluster, plan)?);
+        return Ok(());
+    }
+    if options.fair_only {
+        let section = fair::rounds(rt, cluster, plan, &std::env::current_exe()?)?;
+        println!("{section}");
+        if options.out.is_some() {
+            let path = out.join("BENCHMARKS.md");
+            fair::write_section(&path, &section)?;
+            eprintln!("wrote its section into {}", path.display());
+        } else {
+            eprintln!("--fair-only without --out: BENCHMARKS.md left alone");
+        }
         return Ok(());
     }
     eprintln!("seeding and capturing the crate's SQL…");
@@ -325,6 +347,12 @@ fn measure(
     } else {
         logs::rounds(rt, cluster, plan)?
     };
+    // Issue #22: the fair claim against FIFO, on a database of its own.
+    let fair_section = if options.queue_only || options.replicas_only {
+        String::new()
+    } else {
+        fair::rounds(rt, cluster, plan, &me)?
+    };
     let valgrind = (options.callgrind && !options.queue_only && !options.replicas_only)
         .then(|| find_program("valgrind"))
         .flatten();
@@ -370,9 +398,11 @@ fn measure(
     );
     markdown.push_str(&counts_section);
     markdown.push_str(&logs_section);
+    markdown.push_str(&fair_section);
     println!("{}", report::replicas_section(&records));
     println!("{counts_section}");
     println!("{logs_section}");
+    println!("{fair_section}");
     if options.replicas_only && options.out.is_none() {
         eprintln!("--replicas-only without --out: BENCHMARKS.md and ratios.svg left alone");
         return finish(&errors);

@@ -11,7 +11,7 @@ mod report;
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
-const USAGE: &str = "usage: voidrunner-compare [--quick] [--rounds N] [--out DIR] [--no-callgrind] [--keep-profiles DIR] [--queue-only] [--replicas-only] [--counts-only] [--logs-only]";
+const USAGE: &str = "usage: voidrunner-compare [--quick] [--rounds N] [--out DIR] [--no-callgrind] [--keep-profiles DIR] [--queue-only] [--replicas-only] [--counts-only] [--logs-only] [--fair-only]";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -44,6 +44,7 @@ fn main() {
             "--replicas-only" => options.replicas_only = true,
             "--counts-only" => options.counts_only = true,
             "--logs-only" => options.logs_only = true,
+            "--fair-only" => options.fair_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
