@@ -102,6 +102,19 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// `n` with thousands separated by commas, as the report writes counts.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
@@ -312,7 +325,7 @@ fn section(
          drained or {} s; batched = claim 10, completions through the shared \
          `Completer`; single = claim 1, complete 1. FIFO = `PgExecutionQueue::new(db)`; \
          fair = `.with_claim_order(ClaimOrder::Fair)`; capped = fair with a default cap \
-         of {LOOSE_CAP} (never reached: the cost of the cap's advisory lock and count of \
+         of {} (never reached: the cost of the cap's advisory lock and count of \
          running rows); cap {TIGHT_CAP} = fair with a default cap of {TIGHT_CAP}, which \
          binds (informational). Each (users, worker) cell runs its claim orders back \
          to back, in another order each round; ratios are taken within a round, \
@@ -323,8 +336,9 @@ fn section(
             ""
         },
         plan.fair_rounds,
-        sizes.tasks,
+        thousands(sizes.tasks),
         sizes.secs,
+        thousands(LOOSE_CAP as usize),
     );
     md.push_str(
         "| active users | worker | FIFO /s | fair /s | fair ÷ FIFO | capped /s | capped ÷ FIFO | cap 4 /s (binds) |\n\
@@ -430,8 +444,8 @@ fn section(
          {} are completed (at most {} s). Wait to be claimed = `started_at - created_at` \
          of each of B–E's executions, in the database; percentiles over the {} rounds' \
          executions together.\n",
-        sizes.backlog,
-        sizes.warm,
+        thousands(sizes.backlog),
+        thousands(sizes.warm),
         NEIGHBOURS * NEIGHBOUR_TASKS,
         sizes.noisy_secs,
         plan.fair_rounds,
@@ -523,5 +537,13 @@ mod tests {
             format!("# T\n\n## A\n\na\n\n{new}")
         );
         assert_eq!(replace_section("", &new), new);
+    }
+
+    #[test]
+    fn counts_are_written_with_thousands_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(20_000), "20,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 }
