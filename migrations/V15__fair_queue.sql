@@ -110,6 +110,10 @@ DECLARE
     -- since, and what the round took.
     round_first uuid;
     round_wrapped boolean := false;
+    -- The walk wrapped around twice in one round: the round's first user
+    -- has no pending work left (claimed or deleted meanwhile), so no user
+    -- at or after it ends the round; the next user found does.
+    round_over boolean := false;
     round_taken bigint := 0;
     round_users bigint := 0;
     quota bigint := 1;
@@ -191,13 +195,19 @@ BEGIN
             IF NOT FOUND THEN
                 EXIT WHEN at_user IS NULL; -- nothing pending at all
                 at_user := NULL; -- past the highest id: around to the lowest
-                round_wrapped := true;
+                -- Only a wrap after the round's first user counts: a claim
+                -- that starts past the highest id has not begun its round.
+                IF round_first IS NOT NULL THEN
+                    round_over := round_wrapped;
+                    round_wrapped := true;
+                END IF;
                 CONTINUE;
             END IF;
             -- Back at (or, after a wrap, past: that user's rows may have
             -- gone) the round's first user: the round is over.
             IF round_first IS NOT NULL
-               AND (next_user = round_first OR (round_wrapped AND next_user > round_first)) THEN
+               AND (round_over OR next_user = round_first
+                    OR (round_wrapped AND next_user > round_first)) THEN
                 IF round_taken = 0 THEN
                     -- Nothing to take but behind another claim's cap lock:
                     -- wait for it once, holding no other (see above).
@@ -206,11 +216,13 @@ BEGIN
                     wait_for := busy_user;
                     round_first := NULL;
                     round_wrapped := false;
+                    round_over := false;
                     CONTINUE;
                 END IF;
                 quota := greatest(1, ceil((max_rows - cardinality(ids))::numeric / round_users)::bigint);
                 round_first := NULL;
                 round_wrapped := false;
+                round_over := false;
                 round_taken := 0;
                 round_users := 0;
             END IF;
