@@ -13,6 +13,8 @@ mod claim_storms;
 mod event_limits;
 mod events;
 mod fair_rotation;
+mod fairness;
+mod fairness_races;
 mod invariants;
 mod lifecycle;
 mod operators;
@@ -92,6 +94,20 @@ pub fn behind_transaction_pooler(db: &TestDatabase) -> bool {
     db.db().config().pooler == voidrunner_db::PoolerMode::Transaction
 }
 
+/// `VOIDRUNNER_TEST_CLAIM_ORDER=fair` runs the races once more with the fair
+/// claim (CI's pass after the PgBouncer one): `fixture()`'s `queue` then
+/// claims in `ClaimOrder::Fair`, and the test database gets a default cap of
+/// [`FAIR_PASS_DEFAULT_CAP`], so every claim goes through the cap's path
+/// (advisory lock, count of running rows) while no test's own counts come
+/// near it. Any other value, or none, keeps the FIFO claim and no cap.
+pub fn fair_claims() -> bool {
+    std::env::var("VOIDRUNNER_TEST_CLAIM_ORDER").is_ok_and(|v| v == "fair")
+}
+
+/// The default cap of the fair pass: above any test's number of running
+/// executions, so the cap is checked on every claim and never reached.
+pub const FAIR_PASS_DEFAULT_CAP: u32 = 100_000;
+
 pub async fn fixture() -> Fixture {
     fixture_with(|_| {}).await
 }
@@ -108,10 +124,20 @@ pub async fn fixture_with(adjust: impl FnOnce(&mut voidrunner_db::DbConfig)) -> 
         ))
         .await
         .unwrap();
+    let mut queue = PgExecutionQueue::new(db.db().clone());
+    if fair_claims() {
+        queue = queue.with_claim_order(voidrunner_db::ClaimOrder::Fair);
+        use voidrunner_db::ConcurrencyLimits;
+        db.db()
+            .concurrency_limits()
+            .set_default_limit(Some(FAIR_PASS_DEFAULT_CAP))
+            .await
+            .unwrap();
+    }
     Fixture {
         tasks: PgTaskRepository::new(db.db().clone()),
         executions: PgExecutionRepository::new(db.db().clone()),
-        queue: PgExecutionQueue::new(db.db().clone()),
+        queue,
         users,
         user,
         db,
