@@ -221,12 +221,13 @@ async fn noisy_phase(
     until_count(f, "SELECT count(*) FROM claim_log", claims_so_far + 50).await;
     let mut submitted = HashMap::new();
     for u in others {
-        for execution in submit(f, u, 10).await {
-            let mark: i64 = client
-                .query_one("SELECT last_value FROM claim_seq", &[])
-                .await
-                .unwrap()
-                .get(0);
+        let queued = submit(f, u, 10).await;
+        let mark: i64 = client
+            .query_one("SELECT last_value FROM claim_seq", &[])
+            .await
+            .unwrap()
+            .get(0);
+        for execution in queued {
             submitted.insert(Uuid::from(execution.id), mark);
         }
     }
