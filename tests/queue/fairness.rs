@@ -605,3 +605,26 @@ async fn claims_rotate_between_users_across_handles() {
         }
     }
 }
+
+/// Regression: a claim whose rotation starts after the highest user id
+/// wraps around before its first round begins; that wrap once counted as
+/// the round's, which ended the round after its first user and gave the
+/// second user the rest of the batch (1 and 9 of 10 here, not 2 of each).
+#[tokio::test]
+async fn a_claim_starting_past_the_highest_user_shares_its_batch() {
+    let f = fixture().await;
+    let mut users = Vec::new();
+    for i in 1..=5 {
+        let u = user(&f, &format!("wrap{i}")).await;
+        submit(&f, u, 20).await;
+        users.push(Uuid::from(u));
+    }
+    let queue = fair(&f);
+    // One each: the rotation now stands at the highest user.
+    let first = per_user(&f, &queue.claim("w", 5, LEASE).await.unwrap()).await;
+    assert_eq!(first.len(), 5);
+    let next = per_user(&f, &queue.claim("w", 10, LEASE).await.unwrap()).await;
+    for u in &users {
+        assert_eq!(next.get(u), Some(&2), "{next:?}");
+    }
+}
