@@ -13,6 +13,7 @@ mod claim_storms;
 mod event_limits;
 mod events;
 mod fair_rotation;
+mod fair_wrap;
 mod fairness;
 mod fairness_races;
 mod invariants;
