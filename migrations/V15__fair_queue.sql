@@ -249,6 +249,11 @@ BEGIN
         IF cap < 0 THEN
             cap := 0;
         END IF;
+        -- Below 0 only if another writer dropped the CHECK: read as 0 (the
+        -- user paused) rather than fail every claim on `LIMIT cap`.
+        IF cap < 0 THEN
+            cap := 0;
+        END IF;
         IF cap IS NOT NULL THEN
             IF current_setting('transaction_isolation') <> 'read committed' THEN
                 RAISE EXCEPTION 'voidrunner_claim_fair: a capped user''s work is claimed under READ COMMITTED only, not %',

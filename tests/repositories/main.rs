@@ -17,6 +17,7 @@ mod executions;
 mod explain;
 mod hostile_inputs;
 mod hostile_rows;
+mod limits;
 mod logs;
 mod logs_appends;
 mod logs_follow;
