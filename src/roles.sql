@@ -10,7 +10,9 @@
 --                      no execution).
 --   voidrunner_worker  the workers, the rescuer, the pruner and the event
 --                      poll: every row of tasks, task_executions and the
---                      execution logs, through policies of its own.
+--                      execution logs, through policies of its own; it
+--                      reads V15's concurrency caps, which neither role
+--                      sets (an operator's, as the tables' owner).
 --
 -- All three are NOLOGIN groups: log in as a role of your own that is a
 -- member of one (CREATE ROLE api LOGIN IN ROLE voidrunner_app), never of
@@ -145,7 +147,8 @@ $$;
 -- counts.tasks_by_user; the counters' triggers run as the tables' owner).
 --
 -- voidrunner_worker: claim, heartbeat, complete, rescue (which queues
--- retries: INSERT), prune (DELETE of executions), enqueue, the event poll.
+-- retries: INSERT), prune (DELETE of executions), enqueue, the event poll,
+-- and the fair claim, which reads the caps as its caller (V15).
 -- It changes tasks but never creates or deletes one. Functions: every
 -- function of the crate but the trigger functions (a trigger runs without
 -- EXECUTE), so the queue's (voidrunner_claim, voidrunner_expired_leases,
@@ -180,6 +183,12 @@ BEGIN
         GRANT SELECT ON task_execution_logs, task_execution_log_chunks TO voidrunner_app;
         GRANT SELECT, INSERT, DELETE ON task_execution_logs, task_execution_log_chunks
             TO voidrunner_worker;
+    END IF;
+    -- V15's caps: the fair claim reads them as the worker. The
+    -- application role gets nothing on them: a user-facing path never
+    -- reads or sets another user's cap (an operator's, as the owner).
+    IF to_regclass('queue_settings') IS NOT NULL THEN
+        GRANT SELECT ON queue_settings, user_concurrency_limits TO voidrunner_worker;
     END IF;
     FOR fn IN
         SELECT p.oid::regprocedure AS signature, p.proname

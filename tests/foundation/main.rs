@@ -16,6 +16,7 @@ mod migrations;
 mod pool;
 mod readme;
 mod roles;
+mod roles_limits;
 mod service_migrations;
 mod statement_cache;
 

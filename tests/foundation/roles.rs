@@ -19,12 +19,12 @@ use voidrunner_db::{
 
 /// A LOGIN role made by one test, member of the given groups; dropped
 /// when it goes.
-struct Login {
+pub(crate) struct Login {
     name: String,
 }
 
 impl Login {
-    async fn new(purpose: &str, member_of: &[&str]) -> Login {
+    pub(crate) async fn new(purpose: &str, member_of: &[&str]) -> Login {
         let name = unique(purpose);
         let mut sql = format!("CREATE ROLE {name} LOGIN");
         if !member_of.is_empty() {
@@ -35,7 +35,7 @@ impl Login {
     }
 
     /// `base`, logging in as this role.
-    fn config(&self, base: &DbConfig) -> DbConfig {
+    pub(crate) fn config(&self, base: &DbConfig) -> DbConfig {
         let mut config = base.clone();
         config.pg_config_mut().user(&self.name);
         small(config)
@@ -109,7 +109,7 @@ fn small(mut config: DbConfig) -> DbConfig {
 }
 
 /// A migrated database of its own with the roles installed.
-async fn with_roles() -> (TestDatabase, DbConfig) {
+pub(crate) async fn with_roles() -> (TestDatabase, DbConfig) {
     let db = TestDatabase::new().await.unwrap();
     roles::install(&db).await.unwrap();
     let base = db.config().await.unwrap();
@@ -117,7 +117,7 @@ async fn with_roles() -> (TestDatabase, DbConfig) {
 }
 
 /// The SQLSTATE of `sql` run on `client`, which must fail.
-async fn refused(client: &tokio_postgres::Client, sql: &str) -> SqlState {
+pub(crate) async fn refused(client: &tokio_postgres::Client, sql: &str) -> SqlState {
     let err = client.batch_execute(sql).await.expect_err(sql);
     err.code()
         .cloned()
@@ -439,12 +439,12 @@ async fn migrations_run_as_the_owner_role_own_what_they_create() {
 
 /// Two users' tasks, each with a pending execution, written as the
 /// harness's superuser (whom row-level security never binds).
-struct Seeded {
-    a: (UserId, TaskId),
-    b: (UserId, TaskId),
+pub(crate) struct Seeded {
+    pub(crate) a: (UserId, TaskId),
+    pub(crate) b: (UserId, TaskId),
 }
 
-async fn seed(db: &Database) -> Seeded {
+pub(crate) async fn seed(db: &Database) -> Seeded {
     let users = PgUserRepository::new(db.clone());
     let tasks = PgTaskRepository::new(db.clone());
     let queue = PgExecutionQueue::new(db.clone());
