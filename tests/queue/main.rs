@@ -12,6 +12,7 @@ mod claim_races;
 mod claim_storms;
 mod event_limits;
 mod events;
+mod fair_plans;
 mod fair_rotation;
 mod fair_wrap;
 mod fairness;

@@ -45,9 +45,14 @@ async fn profile(
 
 /// As the queue leaves them: one execution per task, in its task's status
 /// (so at most one active, and running ones leased), one user with half
-/// the tasks, and one task with a long history of completed runs.
+/// the tasks, and one task with a long history of completed runs. One user
+/// in ten has a concurrency cap of their own (V15): a deleted user's goes
+/// by the foreign key's cascade, which plans a scan of the whole table when
+/// the statistics say it is empty (then free: no page to read).
 pub(crate) const LOAD: &str = "INSERT INTO users (email, password_hash) \
        SELECT 'u' || g || '@example.com', 'h' FROM generate_series(1, 5000) g; \
+     INSERT INTO user_concurrency_limits (user_id, max_running) \
+       SELECT id, 4 FROM users WHERE email LIKE '%0@example.com'; \
      INSERT INTO tasks (user_id, name, script_content, priority, status, metadata) \
        SELECT CASE WHEN g % 2 = 0 THEN u.ids[1] ELSE u.ids[g % 5000 + 1] END, 'n', 'x', g % 11, CASE g % 20 WHEN 0 THEN 'running' WHEN 1 THEN 'pending' ELSE 'completed' END, \
               jsonb_build_object('serial', g, 'job', jsonb_build_object('owner', jsonb_build_object('id', g)), \
@@ -177,7 +182,14 @@ async fn check_lists(client: &tokio_postgres::Client) -> BTreeSet<String> {
 /// the events' and the server's are `tests/queue/plans.rs`'s.
 /// (The execution logs' statements, `logs.`, are `logs_plans.rs`'s, on a
 /// load of log lines of their own; it fails on any it does not cover.)
-const FILES: [&str; 5] = ["users.", "tasks.", "executions.", "lists.", "counts."];
+const FILES: [&str; 6] = [
+    "users.",
+    "tasks.",
+    "executions.",
+    "lists.",
+    "counts.",
+    "limits.",
+];
 
 /// Not profiled, on purpose: the bulk load is a COPY (no plan; it writes
 /// the rows it is given); the unfiltered counts of users and executions
@@ -424,9 +436,73 @@ async fn check_counts(client: &tokio_postgres::Client) -> BTreeSet<String> {
     covered
 }
 
+/// The concurrency caps' statements (V15) for the user with half the
+/// tasks: 1,000 of their executions running among 10,000 of history.
+/// `limits.user_get` counts the running ones through V14's index of
+/// running executions by user and reads no more entries than there are
+/// running rows; the others read a row or two. Returns the names checked.
+async fn check_limits(client: &tokio_postgres::Client) -> BTreeSet<String> {
+    let (user, running): (Uuid, i64) = {
+        let row = client
+            .query_one(
+                "SELECT user_id, count(*) FILTER (WHERE status = 'running') FROM task_executions \
+                 GROUP BY user_id ORDER BY count(*) DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(running, 1000, "the load's running executions of the user");
+    let cap = Some(3i32);
+    // (statement, parameters, index entries it may read, index it must scan)
+    type Case<'a> = (&'a str, Vec<&'a (dyn ToSql + Sync)>, i64, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("limits.default_get", vec![], 2, None),
+        ("limits.default_set", vec![&cap], 4, None),
+        (
+            "limits.user_get",
+            vec![&user],
+            running + 10,
+            Some("task_executions_user_running_idx"),
+        ),
+        ("limits.user_set", vec![&user, &cap], 6, None),
+        ("limits.user_clear", vec![&user], 6, None),
+    ];
+    let mut covered = BTreeSet::new();
+    for (name, params, entries, index) in cases {
+        let sql = voidrunner_db::__statement(name).unwrap_or_else(|| panic!("no {name}"));
+        let p = profile(client, sql, &params).await;
+        // The settings' table holds one row (its key can only be true):
+        // a scan of it reads its one page, as its primary key would.
+        assert!(
+            p.seq_scans.keys().all(|table| table == "queue_settings"),
+            "{name}: {:?}\n{}",
+            p.seq_scans,
+            p.plan
+        );
+        assert!(
+            p.entries_read() <= entries,
+            "{name}: read {} index entries {:?}, at most {entries}\n{}",
+            p.entries_read(),
+            p.index_entries_read,
+            p.plan
+        );
+        if let Some(index) = index {
+            assert!(p.scanned(index), "{name}: {:?}\n{}", p.index_scans, p.plan);
+        }
+        covered.insert(name.to_owned());
+    }
+    // The count is the user's running executions, whatever the history.
+    let sql = voidrunner_db::__statement("limits.user_get").unwrap();
+    let row = client.query_one(sql, &[&user]).await.unwrap();
+    assert_eq!(row.get::<_, i64>("running"), running);
+    covered
+}
+
 /// The statements of [`FILES`] that neither [`check_lists`] nor
-/// [`check_statements`] nor [`check_counts`] covered, nor [`UNBOUNDED`]
-/// names.
+/// [`check_statements`] nor [`check_counts`] nor [`check_limits`]
+/// covered, nor [`UNBOUNDED`] names.
 fn uncovered(covered: &BTreeSet<String>) -> Vec<&'static str> {
     voidrunner_db::__statements()
         .map(|(name, _)| name)
@@ -447,6 +523,7 @@ async fn lists_walk_their_index_and_search_uses_gin() {
     covered.extend(check_statements(client, true).await);
     covered.extend(crate::sorted_plans::check_sorted(client).await);
     covered.extend(check_counts(client).await);
+    covered.extend(check_limits(client).await);
     assert_eq!(
         uncovered(&covered),
         Vec::<&str>::new(),
@@ -536,5 +613,6 @@ async fn lists_walk_their_index_on_stale_statistics() {
         check_statements(client, false).await;
         crate::sorted_plans::check_sorted(client).await;
         check_counts(client).await;
+        check_limits(client).await;
     }
 }
