@@ -16,6 +16,7 @@
 //! | [`task_from`] | [`Task`] | what `TaskRepository::create` returns for a [`NewTask`]: its fields, a fresh id, `pending`, now |
 //! | [`user_from`] | [`User`] | what `UserRepository::create` returns for a [`NewUser`]: its hash, its email as stored, a fresh id, now |
 //! | [`status_counts`] | [`TaskStatusCounts`] | the counts named, 0 for the other statuses |
+//! | [`user_concurrency`] | [`UserConcurrency`] | what `ConcurrencyLimits::user_limit` answers for a stored cap, the default and a count of running executions |
 //!
 //! Each builder starts from a value that passes the crate's validation and
 //! its schema's constraints (timestamps are [`Timestamp::now`], ids fresh
@@ -72,9 +73,9 @@
 use std::time::Duration;
 
 use crate::model::{
-    ClaimedExecution, ExecutionId, ExecutionStatus, NewTask, NewUser, Outcome, PasswordHash,
-    ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskStatusCounts, TaskWithLatest,
-    Timestamp, User, UserId,
+    ClaimedExecution, ConcurrencyLimit, ExecutionId, ExecutionStatus, NewTask, NewUser, Outcome,
+    PasswordHash, ScriptType, Task, TaskExecution, TaskId, TaskStatus, TaskStatusCounts,
+    TaskWithLatest, Timestamp, User, UserConcurrency, UserId,
 };
 
 /// The script of a default task and claim.
@@ -400,6 +401,38 @@ pub fn status_counts(counts: &[(TaskStatus, i64)]) -> TaskStatusCounts {
         .fold(TaskStatusCounts::default(), |sum, &(status, n)| {
             sum.with(status, sum.get(status) + n)
         })
+}
+
+/// What [`ConcurrencyLimits::user_limit`](crate::ConcurrencyLimits::user_limit)
+/// answers for `user_id` whose stored cap is `limit`, under the
+/// deployment's `default` cap, with `running` executions: the cap that
+/// applies (`effective`) follows from the two as the repository derives it.
+///
+/// ```
+/// use voidrunner_db::{fixtures, ConcurrencyLimit, MockConcurrencyLimits};
+///
+/// let mut limits = MockConcurrencyLimits::new();
+/// limits.expect_user_limit().returning(|user| {
+///     Ok(fixtures::user_concurrency(user, ConcurrencyLimit::Default, Some(4), 1))
+/// });
+/// ```
+pub fn user_concurrency(
+    user_id: UserId,
+    limit: ConcurrencyLimit,
+    default: Option<u32>,
+    running: u64,
+) -> UserConcurrency {
+    let effective = match limit {
+        ConcurrencyLimit::Default => default,
+        ConcurrencyLimit::Unlimited => None,
+        ConcurrencyLimit::Max(n) => Some(n),
+    };
+    UserConcurrency {
+        user_id,
+        limit,
+        effective,
+        running,
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -10,8 +10,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use voidrunner_db::{
-    Error, NewTask, NewUser, Page, PageRequest, PasswordHash, Task, TaskId, TaskRepository,
-    TaskStatus, User, UserId, UserRepository, UserUpdate, fixtures,
+    ClaimOrder, ConcurrencyLimit, ConcurrencyLimits, Database, Error, NewTask, NewUser, Page,
+    PageRequest, PasswordHash, PgExecutionQueue, Task, TaskId, TaskRepository, TaskStatus, User,
+    UserConcurrency, UserId, UserRepository, UserUpdate, fixtures,
 };
 
 /// The service's own error.
@@ -92,6 +93,51 @@ impl TaskService {
             }
             status => Err(ServiceError::NotRetryable(id, status)),
         }
+    }
+}
+
+/// The operators' side of fair queueing: a worker's queue that claims
+/// round-robin between users, and the caps, held as `Arc<dyn …>`.
+pub struct QueueAdmin {
+    limits: Arc<dyn ConcurrencyLimits>,
+}
+
+impl QueueAdmin {
+    pub fn new(limits: Arc<dyn ConcurrencyLimits>) -> Self {
+        QueueAdmin { limits }
+    }
+
+    /// The queue a worker claims from: fair, or the crate's default.
+    pub fn worker_queue(db: Database, fair: bool) -> PgExecutionQueue {
+        let order = if fair {
+            ClaimOrder::Fair
+        } else {
+            ClaimOrder::default()
+        };
+        PgExecutionQueue::new(db).with_claim_order(order)
+    }
+
+    /// Pauses a user (a cap of 0) and returns how many of theirs still run.
+    pub async fn pause(&self, user: UserId) -> Result<u64, ServiceError> {
+        self.limits
+            .set_user_limit(user, ConcurrencyLimit::Max(0))
+            .await?;
+        let now: UserConcurrency = self.limits.user_limit(user).await?;
+        Ok(now.running)
+    }
+
+    /// The cap that applies to `user`, as text for an admin page.
+    pub async fn describe(&self, user: UserId) -> Result<String, ServiceError> {
+        let now = self.limits.user_limit(user).await?;
+        let stored = match now.limit {
+            ConcurrencyLimit::Default => "default".to_owned(),
+            ConcurrencyLimit::Unlimited => "unlimited".to_owned(),
+            ConcurrencyLimit::Max(n) => format!("max {n}"),
+        };
+        Ok(match now.effective {
+            Some(cap) => format!("{stored}: {} of {cap} running", now.running),
+            None => format!("{stored}: {} running, no cap", now.running),
+        })
     }
 }
 
@@ -348,6 +394,52 @@ mod tests {
         let timeout = voidrunner_db::config::parse_duration("1m30s").unwrap();
         assert_eq!(timeout.as_secs(), 90);
         assert!(voidrunner_db::config::parse_duration("-1s").is_err());
+    }
+
+    /// The caps through the mock: a pause stores `Max(0)`, and a user the
+    /// database does not know is the storage's `NotFound`.
+    #[tokio::test]
+    async fn pausing_a_user_through_mocked_caps() {
+        use voidrunner_db::MockConcurrencyLimits;
+        use voidrunner_db::mockall::predicate::eq;
+
+        let user = UserId::new();
+        let missing = UserId::new();
+        let mut limits = MockConcurrencyLimits::new();
+        limits
+            .expect_set_user_limit()
+            .with(eq(user), eq(ConcurrencyLimit::Max(0)))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        limits
+            .expect_set_user_limit()
+            .with(eq(missing), eq(ConcurrencyLimit::Max(0)))
+            .times(1)
+            .returning(|id, _| Err(Error::not_found("user", id)));
+        // `UserConcurrency` is `#[non_exhaustive]`: the fixture builds it.
+        limits
+            .expect_user_limit()
+            .with(eq(user))
+            .returning(|user| {
+                Ok(fixtures::user_concurrency(
+                    user,
+                    ConcurrencyLimit::Max(0),
+                    Some(4),
+                    2,
+                ))
+            });
+        let admin = QueueAdmin::new(Arc::new(limits));
+        assert_eq!(admin.pause(user).await.unwrap(), 2);
+        assert_eq!(admin.describe(user).await.unwrap(), "max 0: 2 of 0 running");
+        let err = admin.pause(missing).await.unwrap_err();
+        assert!(
+            matches!(&err, ServiceError::Storage(e) if e.is_not_found()),
+            "{err:?}"
+        );
+        assert_eq!(ClaimOrder::Fair.as_str(), "fair");
+        assert_eq!(ClaimOrder::default(), ClaimOrder::Fifo);
+        assert_eq!(ConcurrencyLimit::default(), ConcurrencyLimit::Default);
+        assert_eq!(ConcurrencyLimit::MAX, i32::MAX as u32);
     }
 
     #[tokio::test]
