@@ -13,7 +13,6 @@ mod claim_storms;
 mod event_limits;
 mod events;
 mod fair_plans;
-mod fair_rotation;
 mod fair_wrap;
 mod fairness;
 mod fairness_races;
