@@ -123,12 +123,15 @@ DECLARE
     cap integer;
     overridden boolean;
     running bigint;
-    -- Cap locks this claim holds; the first capped user passed by because
-    -- another claim held theirs; the user whose lock this claim waits for,
-    -- and whether it waited already.
-    caps_held integer := 0;
+    -- The users whose cap lock this claim holds; the first capped user
+    -- passed by because another claim held theirs; the user whose lock
+    -- this claim waits for, whether this visit is that wait, and whether
+    -- it waited already.
+    locked uuid[] := '{}';
+    mine bigint;
     busy_user uuid;
     wait_for uuid;
+    waiting boolean;
     waited boolean := false;
     got_lock boolean;
     caller_lock_timeout text;
@@ -211,7 +214,7 @@ BEGIN
                 IF round_taken = 0 THEN
                     -- Nothing to take but behind another claim's cap lock:
                     -- wait for it once, holding no other (see above).
-                    EXIT WHEN busy_user IS NULL OR waited OR caps_held > 0
+                    EXIT WHEN busy_user IS NULL OR waited OR cardinality(locked) > 0
                               OR cardinality(ids) > 0;
                     wait_for := busy_user;
                     round_first := NULL;
@@ -254,6 +257,10 @@ BEGIN
         IF cap < 0 THEN
             cap := 0;
         END IF;
+        waiting := wait_for IS NOT NULL;
+        wait_for := NULL;
+        -- One wait per claim, whatever comes of it.
+        waited := waited OR waiting;
         IF cap IS NOT NULL THEN
             IF current_setting('transaction_isolation') <> 'read committed' THEN
                 RAISE EXCEPTION 'voidrunner_claim_fair: a capped user''s work is claimed under READ COMMITTED only, not %',
@@ -261,29 +268,50 @@ BEGIN
                     USING ERRCODE = '55000',
                           HINT = 'Claim outside the transaction, or in a READ COMMITTED one.';
             END IF;
-            IF wait_for IS NOT NULL THEN
-                wait_for := NULL;
-                waited := true;
-                caller_lock_timeout := current_setting('lock_timeout');
-                IF caller_lock_timeout = '0' THEN
-                    PERFORM set_config('lock_timeout', '2s', true);
+            -- Rows this claim took for the user in an earlier round are
+            -- still pending until the update below.
+            mine := (SELECT count(*) FROM unnest(owners) o WHERE o = next_user);
+            IF NOT next_user = ANY (locked) THEN
+                -- A lock is held until the claim commits, in the server's
+                -- shared lock table, which every database of the server
+                -- shares: a user at the cap by the committed count takes
+                -- none (a claim that meets many users at their cap would
+                -- hold one of each), and one claim takes at most 64 (the
+                -- share of one transaction in PostgreSQL's default
+                -- max_locks_per_transaction); the capped users past that
+                -- wait for the next claim, which starts where this one
+                -- left the rotation.
+                SELECT count(*) INTO running FROM (
+                    SELECT 1 FROM task_executions e
+                    WHERE e.user_id >= next_user AND e.user_id <= next_user
+                      AND e.status = 'running'
+                    ORDER BY e.user_id
+                    LIMIT cap
+                ) r;
+                CONTINUE WHEN running >= cap OR cardinality(locked) >= 64;
+                IF waiting THEN
+                    caller_lock_timeout := current_setting('lock_timeout');
+                    IF caller_lock_timeout = '0' THEN
+                        PERFORM set_config('lock_timeout', '2s', true);
+                    END IF;
+                    BEGIN
+                        PERFORM pg_advisory_xact_lock(1987208817, hashtext(next_user::text));
+                        got_lock := true;
+                    EXCEPTION WHEN lock_not_available THEN
+                        got_lock := false;
+                    END;
+                    PERFORM set_config('lock_timeout', caller_lock_timeout, true);
+                    EXIT WHEN NOT got_lock;
+                ELSE
+                    got_lock := pg_try_advisory_xact_lock(1987208817, hashtext(next_user::text));
+                    IF NOT got_lock THEN
+                        busy_user := coalesce(busy_user, next_user);
+                        CONTINUE;
+                    END IF;
                 END IF;
-                BEGIN
-                    PERFORM pg_advisory_xact_lock(1987208817, hashtext(next_user::text));
-                    got_lock := true;
-                EXCEPTION WHEN lock_not_available THEN
-                    got_lock := false;
-                END;
-                PERFORM set_config('lock_timeout', caller_lock_timeout, true);
-                EXIT WHEN NOT got_lock;
-            ELSE
-                got_lock := pg_try_advisory_xact_lock(1987208817, hashtext(next_user::text));
-                IF NOT got_lock THEN
-                    busy_user := coalesce(busy_user, next_user);
-                    CONTINUE;
-                END IF;
+                locked := locked || next_user;
             END IF;
-            caps_held := caps_held + 1;
+            -- Counted again holding the lock, in a snapshot taken after it.
             SELECT count(*) INTO running FROM (
                 SELECT 1 FROM task_executions e
                 WHERE e.user_id >= next_user AND e.user_id <= next_user
@@ -291,13 +319,9 @@ BEGIN
                 ORDER BY e.user_id
                 LIMIT cap
             ) r;
-            -- Rows this claim took for the user in an earlier round are
-            -- still pending until the update below.
-            take := least(take, cap - running
-                                - (SELECT count(*) FROM unnest(owners) o WHERE o = next_user));
+            take := least(take, cap - running - mine);
             CONTINUE WHEN take <= 0;
         END IF;
-        wait_for := NULL;
 
         user_taken := 0;
         probed := true; -- the user's first row was found with the user

@@ -206,3 +206,63 @@ async fn a_fair_claim_with_every_user_capped_out_visits_each_once() {
         .unwrap();
     assert!(taken.is_empty(), "{} claimed past their cap", taken.len());
 }
+
+/// Runs the fair claim of `n` (from the lowest user) in a transaction of
+/// its own and returns the rows it claimed, the users it claimed from and
+/// the advisory locks it held before it committed.
+async fn claim_counting_locks(client: &tokio_postgres::Client, n: i64) -> (usize, usize, i64) {
+    client.batch_execute("BEGIN").await.unwrap();
+    let rows = client
+        .query(
+            voidrunner_db::__statement("queue.claim_fair").unwrap(),
+            &[&"locks", &n, &30.0f64, &None::<Uuid>],
+        )
+        .await
+        .unwrap();
+    let locks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks \
+             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    let users: std::collections::BTreeSet<Uuid> =
+        rows.iter().map(|r| r.get("claimed_user")).collect();
+    (rows.len(), users.len(), locks)
+}
+
+/// A claim holds each capped user's lock until it commits, in the shared
+/// lock table every database of the server draws on (a claim that held
+/// one per user it met ran the server out of it: "out of shared memory"
+/// in other tests): at most 64 per claim, and none for a user already at
+/// the cap. The capped users past the 64th wait for the next claim, which
+/// takes them.
+#[tokio::test]
+async fn a_fair_claim_holds_at_most_64_cap_locks_and_none_at_the_cap() {
+    let f = fixture().await;
+    let client = f.db.raw_client().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO users (email, password_hash) \
+               SELECT 'lock' || g || '@example.com', 'h' FROM generate_series(1, 200) g; \
+             INSERT INTO tasks (user_id, name, script_content) \
+               SELECT u.id, 't' || g, 'print(1)' \
+               FROM users u, generate_series(1, 4) g WHERE u.email LIKE 'lock%'; \
+             INSERT INTO task_executions (task_id, priority) SELECT id, priority FROM tasks; \
+             UPDATE queue_settings SET default_max_running = 3;",
+        )
+        .await
+        .unwrap();
+    // 200 users with 4 pending each and room for 3: the first 64 met
+    // (lowest ids first) are taken to their cap, no more.
+    assert_eq!(claim_counting_locks(&client, 1000).await, (192, 64, 64));
+    // Those 64 come first again, at their cap with work pending: they cost
+    // no lock, so the next 64 are reached; and so on.
+    assert_eq!(claim_counting_locks(&client, 1000).await, (192, 64, 64));
+    assert_eq!(claim_counting_locks(&client, 1000).await, (192, 64, 64));
+    assert_eq!(claim_counting_locks(&client, 1000).await, (24, 8, 8));
+    assert_eq!(claim_counting_locks(&client, 1000).await, (0, 0, 0));
+}
