@@ -33,6 +33,18 @@ CREATE TABLE user_concurrency_limits (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- One row per user whose cap a fair claim has taken: the row the claim
+-- locks (FOR NO KEY UPDATE) while it counts and claims that user's work.
+-- A row lock, not an advisory lock: an advisory lock's key is anyone's to
+-- take (the application role could hold another user's and stall their
+-- claims), and each one held takes an entry of the server's shared lock
+-- table until commit. Only the worker may lock these rows (the roles
+-- script grants nobody else UPDATE). Made by the first fair claim that
+-- meets the user capped; deleted with the user.
+CREATE TABLE queue_user_locks (
+    user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE
+);
+
 -- The fair claim: up to max_rows pending executions whose run_after has
 -- come and whose task is pending, taken user by user, each locked with its
 -- task (task first, then execution, both SKIP LOCKED: the crate's lock
@@ -42,7 +54,8 @@ CREATE TABLE user_concurrency_limits (
 -- (`claim_order`, from 1).
 --
 -- The walk. Users with pending work are visited in user id order from the
--- first after `after_user` (NULL: from the lowest), wrapping around at the
+-- first after `after_user` (NULL: from the lowest, or with `start_anywhere`
+-- from a random point between the lowest and highest), wrapping around at the
 -- end: one descent of `task_executions_user_claim_idx` finds the next user
 -- and, with it, that user's first row in claim order. A first round takes
 -- one execution from each user; when the walk comes back to the round's
@@ -62,28 +75,32 @@ CREATE TABLE user_concurrency_limits (
 -- gives the order; the settings below take every other plan away.
 --
 -- The cap. A user whose cap (override, else default) is not NULL is taken
--- from only under a transaction-scoped advisory lock of that user. It is
--- tried first, never waited for while the walk goes on: a claim that finds
--- it held (another claim is taking that user's slots right now) passes the
--- user by and takes from the others. Only when a whole round took nothing
--- because of it, and this claim holds no other cap's lock and has taken
--- nothing, does it wait for that lock (at most 2 s when the caller set no
--- lock_timeout), so that claims racing for one capped user queue up
--- rather than come back empty while work waits. Holding no other cap lock,
--- the wait closes no circle with another claim: a claim waits only while
--- it holds none. Holding the lock, the user's running executions are
--- counted (V14's index of running executions by user, at most the cap's
--- entries) with a snapshot taken after the lock, so every claim that held
--- it before has committed and is counted; the lock is held until this
--- claim commits. An execution counts from its claim until it ends:
--- completed, failed, cancelled, or timed out by the rescuer (a retry is
--- pending again, and claimed under the cap like any other). Under
--- REPEATABLE READ or SERIALIZABLE the count would be the transaction's
--- snapshot, older than the lock, so a capped user is refused there
+-- from only holding their row of `queue_user_locks`. It is tried first
+-- (SKIP LOCKED), never waited for while the walk goes on: a claim that
+-- finds it held (another claim is taking that user's slots right now)
+-- passes the user by and takes from the others. Only when a whole round
+-- took nothing because of it, and this claim holds no other user's lock
+-- and has taken nothing, does it wait for that lock (at most 2 s, the
+-- caller's lock_timeout if shorter, a quarter of their statement_timeout),
+-- so that claims racing for one capped user queue up rather than come
+-- back empty while work waits. Holding no other user's lock, the wait
+-- closes no circle with another claim: a claim waits only while it holds
+-- none. A user at the cap by the committed count is passed by without the
+-- lock, and one claim locks at most 64 users. Holding the lock, the user's
+-- running executions are counted (V14's index of running executions by
+-- user, at most the cap's entries) with a snapshot taken after the lock,
+-- so every claim that held it before has committed and is counted; the
+-- lock is held until this claim commits. An execution counts from its
+-- claim until it ends: completed, failed, cancelled, or timed out by the
+-- rescuer (a retry is pending again, and claimed under the cap like any
+-- other). Under REPEATABLE READ or SERIALIZABLE the count would be the
+-- transaction's snapshot, older than the lock, so a capped user is refused
+-- there
 -- (55000). A negative cap (another writer's, past a dropped CHECK) is read
 -- as 0: the user is paused.
 CREATE FUNCTION voidrunner_claim_fair(
-    claimer text, max_rows bigint, lease_seconds double precision, after_user uuid
+    claimer text, max_rows bigint, lease_seconds double precision, after_user uuid,
+    start_anywhere boolean DEFAULT false
 )
 RETURNS TABLE (
     id uuid, task_id uuid, status text, return_code integer, stdout text, stderr text,
@@ -135,6 +152,11 @@ DECLARE
     waited boolean := false;
     got_lock boolean;
     caller_lock_timeout text;
+    wait_ms numeric;
+    lowest uuid;
+    highest uuid;
+    lowest_n bigint;
+    highest_n bigint;
     take bigint;
     before bigint;
     user_taken bigint;
@@ -164,6 +186,27 @@ BEGIN
     -- No row (deleted by another application): no default cap.
     SELECT s.default_max_running INTO default_cap FROM queue_settings s WHERE s.singleton;
     overrides := EXISTS (SELECT 1 FROM user_concurrency_limits);
+    IF at_user IS NULL AND start_anywhere THEN
+        -- No position (a process's first claim): start at a random point
+        -- between the lowest and the highest user with pending work, so
+        -- that processes that claim once and exit, or restart together,
+        -- do not all serve the lowest id first. By the first 60 bits of
+        -- the ids: a UUIDv7's time and more.
+        SELECT e.user_id INTO lowest FROM task_executions e
+        WHERE e.status = 'pending' AND e.user_id IS NOT NULL
+        ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+        LIMIT 1;
+        SELECT e.user_id INTO highest FROM task_executions e
+        WHERE e.status = 'pending' AND e.user_id IS NOT NULL
+        ORDER BY e.user_id DESC, e.priority, e.run_after DESC, e.id DESC
+        LIMIT 1;
+        IF lowest IS NOT NULL AND lowest <> highest THEN
+            lowest_n := ('x' || left(replace(lowest::text, '-', ''), 15))::bit(60)::bigint;
+            highest_n := ('x' || left(replace(highest::text, '-', ''), 15))::bit(60)::bigint;
+            at_user := (lpad(to_hex(lowest_n + floor(random() * (highest_n - lowest_n + 1))::bigint),
+                             15, '0') || '00000000000000000')::uuid;
+        END IF;
+    END IF;
     LOOP
         EXIT WHEN cardinality(ids) >= max_rows;
         IF wait_for IS NOT NULL THEN
@@ -184,7 +227,9 @@ BEGIN
                 SELECT e.user_id, e.priority, e.run_after, e.id
                 INTO next_user, at_priority, from_run_after, from_id
                 FROM task_executions e
-                WHERE e.status = 'pending'
+                -- Not NULL: only another writer past a dropped NOT NULL
+                -- leaves one, which no round could end at.
+                WHERE e.status = 'pending' AND e.user_id IS NOT NULL
                 ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
                 LIMIT 1;
             ELSE
@@ -266,7 +311,7 @@ BEGIN
                 RAISE EXCEPTION 'voidrunner_claim_fair: a capped user''s work is claimed under READ COMMITTED only, not %',
                     current_setting('transaction_isolation')
                     USING ERRCODE = '55000',
-                          HINT = 'Claim outside the transaction, or in a READ COMMITTED one.';
+                          HINT = 'Claim in a READ COMMITTED transaction (default_transaction_isolation of the database or role may set another).';
             END IF;
             -- Rows this claim took for the user in an earlier round are
             -- still pending until the update below.
@@ -290,20 +335,53 @@ BEGIN
                 ) r;
                 CONTINUE WHEN running >= cap OR cardinality(locked) >= 64;
                 IF waiting THEN
+                    -- At most 2 s, the caller's lock_timeout if shorter, and
+                    -- a quarter of their statement_timeout: a claim comes
+                    -- back empty rather than fail or stall.
+                    wait_ms := 2000;
                     caller_lock_timeout := current_setting('lock_timeout');
-                    IF caller_lock_timeout = '0' THEN
-                        PERFORM set_config('lock_timeout', '2s', true);
+                    IF caller_lock_timeout <> '0' THEN
+                        wait_ms := least(wait_ms,
+                            extract(epoch FROM caller_lock_timeout::interval) * 1000);
                     END IF;
+                    IF current_setting('statement_timeout') <> '0' THEN
+                        wait_ms := least(wait_ms,
+                            extract(epoch FROM current_setting('statement_timeout')::interval) * 250);
+                    END IF;
+                    PERFORM set_config('lock_timeout', greatest(1, floor(wait_ms))::bigint || 'ms', true);
                     BEGIN
-                        PERFORM pg_advisory_xact_lock(1987208817, hashtext(next_user::text));
-                        got_lock := true;
+                        PERFORM 1 FROM queue_user_locks k WHERE k.user_id = next_user
+                        FOR NO KEY UPDATE;
+                        got_lock := FOUND;
                     EXCEPTION WHEN lock_not_available THEN
                         got_lock := false;
                     END;
                     PERFORM set_config('lock_timeout', caller_lock_timeout, true);
                     EXIT WHEN NOT got_lock;
                 ELSE
-                    got_lock := pg_try_advisory_xact_lock(1987208817, hashtext(next_user::text));
+                    PERFORM 1 FROM queue_user_locks k WHERE k.user_id = next_user
+                    FOR NO KEY UPDATE SKIP LOCKED;
+                    got_lock := FOUND;
+                    IF NOT got_lock
+                       AND NOT EXISTS (SELECT 1 FROM queue_user_locks k WHERE k.user_id = next_user) THEN
+                        -- The user's first capped visit: their row is made
+                        -- here, waiting at most 50 ms for a claim making it
+                        -- at the same time (an insert of the same key waits
+                        -- for the other's commit), and not at all for a
+                        -- user deleted meanwhile.
+                        caller_lock_timeout := current_setting('lock_timeout');
+                        PERFORM set_config('lock_timeout', '50ms', true);
+                        BEGIN
+                            INSERT INTO queue_user_locks (user_id) VALUES (next_user)
+                            ON CONFLICT (user_id) DO NOTHING;
+                        EXCEPTION WHEN lock_not_available OR foreign_key_violation THEN
+                            NULL;
+                        END;
+                        PERFORM set_config('lock_timeout', caller_lock_timeout, true);
+                        PERFORM 1 FROM queue_user_locks k WHERE k.user_id = next_user
+                        FOR NO KEY UPDATE SKIP LOCKED;
+                        got_lock := FOUND;
+                    END IF;
                     IF NOT got_lock THEN
                         busy_user := coalesce(busy_user, next_user);
                         CONTINUE;

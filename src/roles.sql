@@ -184,6 +184,12 @@ BEGIN
         GRANT SELECT, INSERT, DELETE ON task_execution_logs, task_execution_log_chunks
             TO voidrunner_worker;
     END IF;
+    -- V15's per-user lock rows of the fair claim: the worker makes and
+    -- locks them (FOR NO KEY UPDATE needs UPDATE); nobody else may, so no
+    -- other role can stall a user's claims by holding their row.
+    IF to_regclass('queue_user_locks') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE ON queue_user_locks TO voidrunner_worker;
+    END IF;
     -- V15's caps: the fair claim reads them as the worker. The
     -- application role gets nothing on them: a user-facing path never
     -- reads or sets another user's cap (an operator's, as the owner).

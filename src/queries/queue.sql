@@ -27,7 +27,8 @@ ORDER BY c.priority DESC, c.run_after, c.id
 
 -- name: claim_fair
 -- `$1` worker, `$2` limit, `$3` lease in seconds, `$4` the user the
--- caller's previous fair claim served last (NULL: none).
+-- caller's previous fair claim served last (NULL: none), `$5` whether a
+-- claim without one starts at a random user (rather than the lowest).
 --
 -- `voidrunner_claim_fair` (migration V15) claims as `voidrunner_claim`
 -- does (the same locks in the same order, the same updates, never a wait),
@@ -36,7 +37,7 @@ ORDER BY c.priority DESC, c.run_after, c.id
 -- Rows come in claim order; `claimed_user` is each row's user, the last
 -- one where the next claim starts.
 SELECT {{c.claimed}}, c.user_id AS claimed_user
-FROM voidrunner_claim_fair($1, $2, $3, $4) c
+FROM voidrunner_claim_fair($1, $2, $3, $4, $5) c
 ORDER BY c.claim_order
 
 -- name: rescue

@@ -31,10 +31,25 @@ async fn the_script_grants_the_caps_to_the_worker_only() {
         let granted: (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
         assert_eq!(granted, (true, false, false), "{table}");
     }
+    // V15's lock rows: the worker makes and locks them (UPDATE), nobody
+    // else may touch them, so no other role can stall a user's claims.
+    let row = client
+        .query_one(
+            "SELECT has_table_privilege('voidrunner_worker', 'queue_user_locks', \
+                                        'SELECT, INSERT, UPDATE'), \
+                    has_table_privilege('voidrunner_worker', 'queue_user_locks', 'DELETE'), \
+                    has_table_privilege('voidrunner_app', 'queue_user_locks', \
+                                        'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let granted: (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(granted, (true, false, false), "queue_user_locks");
     let claim_fair: bool = client
         .query_one(
             "SELECT has_function_privilege('voidrunner_worker', \
-               'voidrunner_claim_fair(text, bigint, double precision, uuid)', 'EXECUTE')",
+               'voidrunner_claim_fair(text, bigint, double precision, uuid, boolean)', 'EXECUTE')",
             &[],
         )
         .await

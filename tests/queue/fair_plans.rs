@@ -126,7 +126,12 @@ async fn a_fair_claim_reads_the_users_it_visits_not_the_backlog() {
     .await;
     for after in [None, Some(middle), Some(before_backlog)] {
         for n in [1i64, 10, 100] {
-            let p = profile(&client, "queue.claim_fair", &[&"w2", &n, &30.0f64, &after]).await;
+            let p = profile(
+                &client,
+                "queue.claim_fair",
+                &[&"w2", &n, &30.0f64, &after, &false],
+            )
+            .await;
             // The first round takes one a user: at most `n` users served,
             // and the capped ones it passes on the way.
             assert_fair_bounded(
@@ -142,7 +147,7 @@ async fn a_fair_claim_reads_the_users_it_visits_not_the_backlog() {
     let taken = client
         .query(
             voidrunner_db::__statement("queue.claim_fair").unwrap(),
-            &[&"w2", &100i64, &30.0f64, &None::<Uuid>],
+            &[&"w2", &100i64, &30.0f64, &None::<Uuid>, &false],
         )
         .await
         .unwrap();
@@ -176,7 +181,7 @@ async fn a_fair_claim_with_every_user_capped_out_visits_each_once() {
         let p = profile(
             &client,
             "queue.claim_fair",
-            &[&"w2", &n, &30.0f64, &None::<Uuid>],
+            &[&"w2", &n, &30.0f64, &None::<Uuid>, &false],
         )
         .await;
         assert!(
@@ -200,7 +205,7 @@ async fn a_fair_claim_with_every_user_capped_out_visits_each_once() {
     let taken = client
         .query(
             voidrunner_db::__statement("queue.claim_fair").unwrap(),
-            &[&"w2", &100i64, &30.0f64, &None::<Uuid>],
+            &[&"w2", &100i64, &30.0f64, &None::<Uuid>, &false],
         )
         .await
         .unwrap();
@@ -209,20 +214,22 @@ async fn a_fair_claim_with_every_user_capped_out_visits_each_once() {
 
 /// Runs the fair claim of `n` (from the lowest user) in a transaction of
 /// its own and returns the rows it claimed, the users it claimed from and
-/// the advisory locks it held before it committed.
+/// the users' lock rows (V15's `queue_user_locks`) it held before it
+/// committed: the rows whose xmax is its transaction (a lock, or its own
+/// insert then a lock).
 async fn claim_counting_locks(client: &tokio_postgres::Client, n: i64) -> (usize, usize, i64) {
     client.batch_execute("BEGIN").await.unwrap();
     let rows = client
         .query(
             voidrunner_db::__statement("queue.claim_fair").unwrap(),
-            &[&"locks", &n, &30.0f64, &None::<Uuid>],
+            &[&"locks", &n, &30.0f64, &None::<Uuid>, &false],
         )
         .await
         .unwrap();
     let locks: i64 = client
         .query_one(
-            "SELECT count(*) FROM pg_locks \
-             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+            "SELECT count(*) FROM queue_user_locks \
+             WHERE xmax::text = (pg_current_xact_id()::text::bigint % 4294967296)::text",
             &[],
         )
         .await
@@ -234,12 +241,11 @@ async fn claim_counting_locks(client: &tokio_postgres::Client, n: i64) -> (usize
     (rows.len(), users.len(), locks)
 }
 
-/// A claim holds each capped user's lock until it commits, in the shared
-/// lock table every database of the server draws on (a claim that held
-/// one per user it met ran the server out of it: "out of shared memory"
-/// in other tests): at most 64 per claim, and none for a user already at
-/// the cap. The capped users past the 64th wait for the next claim, which
-/// takes them.
+/// A claim holds each capped user's lock until it commits (an advisory
+/// lock of each user it met once ran the server's shared lock table out:
+/// "out of shared memory" in other tests; row locks now, still bounded):
+/// at most 64 per claim, and none for a user already at the cap. The
+/// capped users past the 64th wait for the next claim, which takes them.
 #[tokio::test]
 async fn a_fair_claim_holds_at_most_64_cap_locks_and_none_at_the_cap() {
     let f = fixture().await;

@@ -192,7 +192,7 @@ async fn check_every_statement(client: &tokio_postgres::Client) {
                 client,
                 &mut covered,
                 "queue.claim_fair",
-                &[&"w2", &n, &lease, &after],
+                &[&"w2", &n, &lease, &after, &false],
             )
             .await;
             assert_bounded("claim_fair", &p, n, Some("task_executions_user_claim_idx"));

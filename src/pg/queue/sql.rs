@@ -125,7 +125,14 @@ pub(crate) async fn claim_fair(
     let rows = c
         .query(
             &queries::queue::CLAIM_FAIR,
-            &[&worker_id, &i64::from(limit), &seconds(lease), &after],
+            // A process's first fair claim starts anywhere (see V15).
+            &[
+                &worker_id,
+                &i64::from(limit),
+                &seconds(lease),
+                &after,
+                &after.is_none(),
+            ],
         )
         .await?;
     let last = match rows.last() {
