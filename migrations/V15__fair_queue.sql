@@ -133,6 +133,16 @@ DECLARE
     round_over boolean := false;
     round_taken bigint := 0;
     round_users bigint := 0;
+    -- The users that took in this round, and the previous round's, which
+    -- the later rounds visit again (rather than walking every user).
+    takers uuid[] := '{}';
+    revisit uuid[] := '{}';
+    revisit_at integer := 0;
+    revisiting boolean := false;
+    -- Users the first round's walk visited, and whether it stopped at the
+    -- bound (then the claim returns where it stopped).
+    visited bigint := 0;
+    cut boolean := false;
     quota bigint := 1;
     default_cap integer;
     -- Whether any user has an override: if none, no look-up per user.
@@ -219,6 +229,27 @@ BEGIN
             ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
             LIMIT 1;
             EXIT WHEN NOT FOUND;
+        ELSIF revisiting THEN
+            -- A later round: the users that took in the round before, in
+            -- the order they took.
+            IF revisit_at >= cardinality(revisit) THEN
+                EXIT WHEN round_taken = 0;
+                quota := greatest(1, ceil((max_rows - cardinality(ids))::numeric / round_users)::bigint);
+                revisit := takers;
+                takers := '{}';
+                revisit_at := 0;
+                round_taken := 0;
+                round_users := 0;
+                CONTINUE;
+            END IF;
+            revisit_at := revisit_at + 1;
+            next_user := revisit[revisit_at];
+            SELECT e.priority, e.run_after, e.id INTO at_priority, from_run_after, from_id
+            FROM task_executions e
+            WHERE e.user_id >= next_user AND e.user_id <= next_user AND e.status = 'pending'
+            ORDER BY e.user_id, e.priority DESC, e.run_after, e.id
+            LIMIT 1;
+            CONTINUE WHEN NOT FOUND;
         ELSE
             -- The next user and their first row in claim order. Two queries
             -- rather than one with `at_user IS NULL OR ...`, which the
@@ -267,12 +298,25 @@ BEGIN
                     round_over := false;
                     CONTINUE;
                 END IF;
+                -- The later rounds visit the users that took, not the walk.
                 quota := greatest(1, ceil((max_rows - cardinality(ids))::numeric / round_users)::bigint);
-                round_first := NULL;
-                round_wrapped := false;
-                round_over := false;
+                revisiting := true;
+                revisit := takers;
+                takers := '{}';
+                revisit_at := 0;
                 round_taken := 0;
                 round_users := 0;
+                CONTINUE;
+            END IF;
+            -- A bounded walk: past 2,000 users (and twice the batch) the
+            -- claim stops and returns where it stopped, so that claims
+            -- among many users with nothing runnable (work for later, all
+            -- at their caps) stay short and the next claim goes on from
+            -- there.
+            visited := visited + 1;
+            IF visited > 2000 + 2 * max_rows THEN
+                cut := true;
+                EXIT;
             END IF;
             IF round_first IS NULL THEN
                 -- A wrap before the round's first user (the walk started
@@ -454,8 +498,16 @@ BEGIN
         IF user_taken > 0 THEN
             round_taken := round_taken + user_taken;
             round_users := round_users + 1;
+            takers := takers || next_user;
         END IF;
     END LOOP;
+    IF cut THEN
+        -- Where the walk stopped, for the next claim to start after: a row
+        -- of its own, without an execution (id NULL), first in the order.
+        user_id := at_user;
+        claim_order := 0;
+        RETURN NEXT;
+    END IF;
     IF cardinality(ids) = 0 THEN
         RETURN;
     END IF;

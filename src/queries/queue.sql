@@ -35,7 +35,9 @@ ORDER BY c.priority DESC, c.run_after, c.id
 -- but user by user: round-robin from the user after `$4`, each user's own
 -- work by priority, then age, and no user past their concurrency cap.
 -- Rows come in claim order; `claimed_user` is each row's user, the last
--- one where the next claim starts.
+-- one where the next claim starts. A walk cut short at its bound (many
+-- users with nothing runnable) comes first as a row without an execution
+-- (`id` NULL), whose `claimed_user` is where it stopped.
 SELECT {{c.claimed}}, c.user_id AS claimed_user
 FROM voidrunner_claim_fair($1, $2, $3, $4, $5) c
 ORDER BY c.claim_order

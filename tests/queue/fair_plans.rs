@@ -272,3 +272,55 @@ async fn a_fair_claim_holds_at_most_64_cap_locks_and_none_at_the_cap() {
     assert_eq!(claim_counting_locks(&client, 1000).await, (24, 8, 8));
     assert_eq!(claim_counting_locks(&client, 1000).await, (0, 0, 0));
 }
+
+/// Many users with nothing runnable (each one execution for tomorrow):
+/// a claim stops its walk after 2,000 users (and twice its batch), returns
+/// where it stopped as a row without an execution, and the next claim,
+/// starting there, reaches the user with runnable work past them. A claim
+/// once walked every user, and took seconds with 100,000 of them.
+#[tokio::test]
+async fn a_fair_claim_walks_at_most_2000_users_and_says_where_it_stopped() {
+    let f = fixture().await;
+    let client = f.db.raw_client().await.unwrap();
+    // The runnable user has the highest id.
+    client
+        .batch_execute(
+            "INSERT INTO users (email, password_hash) \
+               SELECT 'later' || g || '@example.com', 'h' FROM generate_series(1, 2100) g; \
+             INSERT INTO tasks (user_id, name, script_content) \
+               SELECT id, 't', 'print(1)' FROM users WHERE email LIKE 'later%'; \
+             INSERT INTO task_executions (task_id, priority, run_after) \
+               SELECT id, priority, now() + interval '1 day' FROM tasks; \
+             INSERT INTO users (id, email, password_hash) \
+               VALUES ('ffffffff-ffff-4fff-bfff-ffffffffffff', 'ready@example.com', 'h'); \
+             INSERT INTO tasks (user_id, name, script_content) \
+               SELECT id, 'r', 'print(1)' FROM users WHERE email = 'ready@example.com'; \
+             INSERT INTO task_executions (task_id, priority) \
+               SELECT id, priority FROM tasks WHERE name = 'r';",
+        )
+        .await
+        .unwrap();
+    let ready: Uuid = client
+        .query_one(
+            "SELECT id FROM users WHERE email = 'ready@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let claim = voidrunner_db::__statement("queue.claim_fair").unwrap();
+    let first = client
+        .query(claim, &[&"w", &1i64, &30.0f64, &None::<Uuid>, &false])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "only where it stopped");
+    assert_eq!(first[0].get::<_, Option<Uuid>>("id"), None);
+    let stopped: Uuid = first[0].get("claimed_user");
+    let next = client
+        .query(claim, &[&"w", &1i64, &30.0f64, &Some(stopped), &false])
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].get::<_, Option<Uuid>>("id").is_some());
+    assert_eq!(next[0].get::<_, Uuid>("claimed_user"), ready);
+}

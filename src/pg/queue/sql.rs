@@ -135,11 +135,19 @@ pub(crate) async fn claim_fair(
             ],
         )
         .await?;
-    let last = match rows.last() {
-        Some(row) => row.try_get::<_, Option<UserId>>("claimed_user")?,
-        None => None,
+    // A first row without an execution says where a walk cut short at its
+    // bound stopped (V15): the next claim starts there. Otherwise the
+    // user of the last row claimed.
+    let (rows, last) = match rows.split_first() {
+        Some((first, rest)) if first.try_get::<_, Option<ExecutionId>>("id")?.is_none() => {
+            (rest, first.try_get::<_, Option<UserId>>("claimed_user")?)
+        }
+        _ => match rows.last() {
+            Some(row) => (&rows[..], row.try_get::<_, Option<UserId>>("claimed_user")?),
+            None => (&rows[..], None),
+        },
     };
-    Ok((read_claims(c, &rows).await?, last))
+    Ok((read_claims(c, rows).await?, last))
 }
 
 /// The claimed executions of a claim's `rows`, in their order. A row that
