@@ -60,8 +60,12 @@ CREATE TABLE queue_user_locks (
 -- and, with it, that user's first row in claim order. A first round takes
 -- one execution from each user; when the walk comes back to the round's
 -- first user and rows are still wanted, the next round gives each user
--- that took one an equal share of what is left, and so on, until the batch
--- is full or a whole round took nothing. Within a user, one priority at a
+-- that took one an equal share of what is left, visiting only those users,
+-- and so on, until the batch is full or a whole round took nothing. The
+-- first round's walk stops after 2,000 users (and twice the batch); the
+-- claim then returns, first, a row without an execution (id NULL) whose
+-- user_id is where it stopped, for the next claim to start after.
+-- Within a user, one priority at a
 -- time, highest first, as `voidrunner_claim` walks the whole queue (a
 -- probe, then a range of that priority's runnable rows).
 --
