@@ -632,3 +632,24 @@ async fn a_claim_starting_past_the_highest_user_shares_its_batch() {
         assert_eq!(next.get(u), Some(&2), "{next:?}");
     }
 }
+
+/// A pending execution without a user (another writer's, past a dropped
+/// NOT NULL) is passed by: the claim answers (nothing to take) instead of
+/// walking until the statement timeout, as it once did (no round could end
+/// at a NULL user).
+#[tokio::test]
+async fn a_pending_row_without_a_user_does_not_loop_the_claim() {
+    let f = crate::fixture_with(|c| c.statement_timeout = Some(Duration::from_secs(5))).await;
+    f.queued(1, |_| 0).await;
+    f.db.raw_client()
+        .await
+        .unwrap()
+        .batch_execute(
+            "ALTER TABLE task_executions ALTER COLUMN user_id DROP NOT NULL; \
+             UPDATE task_executions SET user_id = NULL WHERE status = 'pending';",
+        )
+        .await
+        .unwrap();
+    let claimed = fair(&f).claim("w", 10, LEASE).await.unwrap();
+    assert!(claimed.is_empty(), "{claimed:?}");
+}
