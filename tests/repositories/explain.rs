@@ -46,13 +46,17 @@ async fn profile(
 /// As the queue leaves them: one execution per task, in its task's status
 /// (so at most one active, and running ones leased), one user with half
 /// the tasks, and one task with a long history of completed runs. One user
-/// in ten has a concurrency cap of their own (V15): a deleted user's goes
-/// by the foreign key's cascade, which plans a scan of the whole table when
-/// the statistics say it is empty (then free: no page to read).
+/// in ten has a concurrency cap of their own (V15), and a lock row of the
+/// fair claim (V15's `queue_user_locks`, made at a capped user's first
+/// claim): a deleted user's go by the foreign keys' cascade, which plans a
+/// scan of the whole table when the statistics say it is empty (then free:
+/// no page to read).
 pub(crate) const LOAD: &str = "INSERT INTO users (email, password_hash) \
        SELECT 'u' || g || '@example.com', 'h' FROM generate_series(1, 5000) g; \
      INSERT INTO user_concurrency_limits (user_id, max_running) \
        SELECT id, 4 FROM users WHERE email LIKE '%0@example.com'; \
+     INSERT INTO queue_user_locks (user_id) \
+       SELECT id FROM users WHERE email LIKE '%0@example.com'; \
      INSERT INTO tasks (user_id, name, script_content, priority, status, metadata) \
        SELECT CASE WHEN g % 2 = 0 THEN u.ids[1] ELSE u.ids[g % 5000 + 1] END, 'n', 'x', g % 11, CASE g % 20 WHEN 0 THEN 'running' WHEN 1 THEN 'pending' ELSE 'completed' END, \
               jsonb_build_object('serial', g, 'job', jsonb_build_object('owner', jsonb_build_object('id', g)), \
