@@ -39,7 +39,7 @@ const DB: &str = "compare_fair";
 const USERS: usize = 1000;
 const USER_COUNTS: [usize; 2] = [USERS, 1];
 const WORKERS: [&str; 2] = ["batched", "single"];
-/// A default cap no user comes near: the cap's advisory lock and count of
+/// A default cap no user comes near: the cap's row lock and count of
 /// running rows on every visit, never a refusal.
 const LOOSE_CAP: u32 = 1_000_000;
 /// A default cap that binds (informational).
@@ -325,7 +325,7 @@ fn section(
          drained or {} s; batched = claim 10, completions through the shared \
          `Completer`; single = claim 1, complete 1. FIFO = `PgExecutionQueue::new(db)`; \
          fair = `.with_claim_order(ClaimOrder::Fair)`; capped = fair with a default cap \
-         of {} (never reached: the cost of the cap's advisory lock and count of \
+         of {} (never reached: the cost of the cap's row lock and count of \
          running rows); cap {TIGHT_CAP} = fair with a default cap of {TIGHT_CAP}, which \
          binds (informational). Each (users, worker) cell runs its claim orders back \
          to back, in another order each round; ratios are taken within a round, \
@@ -361,12 +361,13 @@ fn section(
         median(a.iter().zip(&b).map(|(a, b)| a / b).collect())
     };
     let verdict = |r: f64| if r >= TARGET { "PASS" } else { "MISS" };
-    let mut misses = 0;
+    let (mut misses, mut capped_below) = (0, 0);
     for &users in &USER_COUNTS {
         for &worker in &WORKERS {
             let tput = |label| median(get(users, worker, label, "ops_per_s"));
             let (fair, capped) = (ratio(users, worker, "fair"), ratio(users, worker, "capped"));
-            misses += usize::from(fair < TARGET) + usize::from(capped < TARGET);
+            misses += usize::from(fair < TARGET);
+            capped_below += usize::from(capped < TARGET);
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.0} | {:.0} | {fair:.2}× {} | {:.0} | {capped:.2}× {} | {:.0} |",
@@ -387,11 +388,12 @@ fn section(
     }
     let _ = writeln!(
         md,
-        "\nTarget fair (and capped) ≥ {TARGET}× FIFO: {}.\n",
+        "\nTarget (issue #22: fair ≥ {TARGET}× FIFO): {}. Capped, measured against the \
+         same mark for information: below it in {capped_below} of 4 cells.\n",
         if misses == 0 {
-            "met in every cell".to_owned()
+            "met in all 4 cells".to_owned()
         } else {
-            format!("missed in {misses} of 8 cells")
+            format!("missed in {misses} of 4 cells")
         }
     );
     md.push_str(
