@@ -19,6 +19,8 @@
 CREATE TABLE queue_settings (
     -- One row: the key can only be true.
     singleton boolean PRIMARY KEY DEFAULT true CONSTRAINT queue_settings_one_row CHECK (singleton),
+    -- A cap of running executions: no deployment runs 2^31 at once.
+    -- squawk-ignore prefer-bigint-over-int
     default_max_running integer
         CONSTRAINT queue_settings_default_max_running_check CHECK (default_max_running >= 0),
     updated_at timestamptz NOT NULL DEFAULT now()
@@ -28,6 +30,7 @@ INSERT INTO queue_settings (singleton) VALUES (true);
 
 CREATE TABLE user_concurrency_limits (
     user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    -- squawk-ignore prefer-bigint-over-int
     max_running integer
         CONSTRAINT user_concurrency_limits_max_running_check CHECK (max_running >= 0),
     updated_at timestamptz NOT NULL DEFAULT now()
