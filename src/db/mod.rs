@@ -443,7 +443,7 @@ impl Database {
         Arc::clone(&self.inner.config)
     }
 
-    /// The fair claim's rotation of this pool (see `pg::ClaimRotation`).
+    /// The fair claim's rotation of this pool (see `rotation::ClaimRotation`).
     pub(crate) fn claim_rotation(&self) -> Arc<ClaimRotation> {
         Arc::clone(&self.inner.claim_rotation)
     }

@@ -131,8 +131,8 @@ async fn the_app_role_cannot_read_or_set_a_cap_nor_claim_fairly() {
     let claim = "SELECT id FROM voidrunner_claim_fair('w', 10, 30, NULL)";
     for scope in ["", &format!("SET voidrunner.user_id = '{}'; ", a.0)] {
         for sql in [
-            "SELECT * FROM queue_settings",
-            "SELECT * FROM user_concurrency_limits",
+            "SELECT default_max_running FROM queue_settings",
+            "SELECT user_id, max_running FROM user_concurrency_limits",
             "UPDATE queue_settings SET default_max_running = 0",
             &format!(
                 "INSERT INTO user_concurrency_limits (user_id, max_running) VALUES ('{}', 0)",
